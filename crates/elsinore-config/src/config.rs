@@ -1,0 +1,477 @@
+//! `config.json`: what the operator writes, and the validated [`Config`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+use crate::error::{ConfigError, Problem};
+use crate::parse_duration;
+
+/// Where the public listener binds when `listen` is absent.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_DATABASE: &str = "data/elsinore.db";
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+const MAX_PROJECT_NAME_LEN: usize = 64;
+
+/// The validated configuration. Paths are absolute.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The `config.json` this came from.
+    pub file: PathBuf,
+    /// Public HTTP listener.
+    pub listen: SocketAddr,
+    /// Operator listener (used by the operator API).
+    pub admin_listen: Option<SocketAddr>,
+    /// The shared SQLite database.
+    pub database: PathBuf,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+    /// Projects in `config.json` order (which decides host conflicts).
+    pub projects: Vec<ProjectConfig>,
+}
+
+/// One entry of `projects`.
+#[derive(Debug, Clone)]
+pub struct ProjectConfig {
+    /// Unique name (`X-Elsinore-Project`).
+    pub name: String,
+    /// The project folder, canonical.
+    pub path: PathBuf,
+    /// The project key, if configured.
+    pub key: Option<ProjectKey>,
+    /// The environment variable the key came from, so that it can be kept
+    /// out of every handler's environment.
+    pub key_env: Option<String>,
+}
+
+/// A project key. Never printed: `Debug` redacts it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProjectKey(String);
+
+impl ProjectKey {
+    /// The secret itself; callers must not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ProjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ProjectKey(<redacted>)")
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    admin_listen: Option<String>,
+    database: Option<String>,
+    shutdown_grace: Option<String>,
+    projects: Vec<RawProject>,
+}
+
+/// A project entry: either `"path"` or `{"path": …, …}`.
+enum RawProject {
+    Path(String),
+    Object(RawProjectObject),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProjectObject {
+    path: String,
+    name: Option<String>,
+    key: Option<String>,
+    key_env: Option<String>,
+}
+
+// Hand-written instead of `#[serde(untagged)]`: untagged enums swallow the
+// inner error ("did not match any variant"), and operators need to be told
+// which field of the object is wrong.
+impl<'de> Deserialize<'de> for RawProject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ProjectVisitor;
+        impl<'de> Visitor<'de> for ProjectVisitor {
+            type Value = RawProject;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a project folder path or an object with \"path\"")
+            }
+            fn visit_str<E: de::Error>(self, path: &str) -> Result<RawProject, E> {
+                Ok(RawProject::Path(path.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawProject, A::Error> {
+                RawProjectObject::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawProject::Object)
+            }
+        }
+        deserializer.deserialize_any(ProjectVisitor)
+    }
+}
+
+impl Config {
+    /// Reads and validates `config.json`, taking `key_env` values from the
+    /// process environment.
+    pub fn load(file: &Path) -> crate::Result<Self> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            path: file.to_owned(),
+            source,
+        })?;
+        let file = std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
+        Self::parse(&text, &file, |name| std::env::var(name).ok())
+    }
+
+    /// Validates `text` as the content of `file`; relative paths resolve
+    /// against `file`'s folder, `env` answers `key_env` lookups.
+    pub fn parse(
+        text: &str,
+        file: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> crate::Result<Self> {
+        let raw = parse_json(text).map_err(|problem| ConfigError::invalid(file, vec![problem]))?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        let mut problems = Vec::new();
+
+        let listen = parse_addr(
+            raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
+            "listen",
+            &mut problems,
+        );
+        let admin_listen = raw
+            .admin_listen
+            .as_deref()
+            .and_then(|addr| parse_addr(addr, "admin_listen", &mut problems));
+        let database = match raw.database.as_deref().unwrap_or(DEFAULT_DATABASE) {
+            "" => {
+                problems.push(Problem::field("database", "must not be empty"));
+                None
+            }
+            path => Some(base.join(path)),
+        };
+        let shutdown_grace = match raw.shutdown_grace.as_deref().map(parse_duration) {
+            None => DEFAULT_SHUTDOWN_GRACE,
+            Some(Ok(grace)) => grace,
+            Some(Err(err)) => {
+                problems.push(Problem::field("shutdown_grace", err.to_string()));
+                DEFAULT_SHUTDOWN_GRACE
+            }
+        };
+
+        let mut projects = Vec::with_capacity(raw.projects.len());
+        let mut first_index_of: HashMap<String, usize> = HashMap::new();
+        for (index, raw_project) in raw.projects.into_iter().enumerate() {
+            let Some(project) = validate_project(raw_project, index, base, &env, &mut problems)
+            else {
+                continue;
+            };
+            if let Some(first) = first_index_of.get(&project.name) {
+                problems.push(Problem::field(
+                    format!("projects[{index}].name"),
+                    format!(
+                        "duplicate project name {:?} (already used by projects[{first}]); set \"name\" to tell them apart",
+                        project.name
+                    ),
+                ));
+                continue;
+            }
+            first_index_of.insert(project.name.clone(), index);
+            projects.push(project);
+        }
+
+        match (problems.is_empty(), listen, database) {
+            (true, Some(listen), Some(database)) => Ok(Self {
+                file: file.to_owned(),
+                listen,
+                admin_listen,
+                database,
+                shutdown_grace,
+                projects,
+            }),
+            _ => Err(ConfigError::invalid(file, problems)),
+        }
+    }
+
+    /// Names of every `key_env` variable, which handlers must not inherit.
+    pub fn key_env_names(&self) -> impl Iterator<Item = &str> {
+        self.projects.iter().filter_map(|p| p.key_env.as_deref())
+    }
+}
+
+/// JSON syntax and shape errors, with line, column and field path.
+fn parse_json(text: &str) -> Result<RawConfig, Problem> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let raw: RawConfig = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let field = err.path().to_string();
+        let inner = err.into_inner();
+        json_problem(&inner, if field == "." { String::new() } else { field })
+    })?;
+    deserializer.end().map_err(|err| json_problem(&err, String::new()))?;
+    Ok(raw)
+}
+
+fn json_problem(err: &serde_json::Error, field: String) -> Problem {
+    // serde_json appends " at line L column C" to its messages; we print the
+    // position in front, compiler style, so strip it from the message.
+    let suffix = format!(" at line {} column {}", err.line(), err.column());
+    let message = err.to_string();
+    let message = message.strip_suffix(&suffix).unwrap_or(&message).to_owned();
+    let is_syntax = matches!(
+        err.classify(),
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+    );
+    Problem {
+        position: (err.line() > 0).then_some((err.line(), err.column())),
+        field: if is_syntax { String::new() } else { field },
+        message,
+    }
+}
+
+fn parse_addr(text: &str, field: &str, problems: &mut Vec<Problem>) -> Option<SocketAddr> {
+    match text.parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            problems.push(Problem::field(
+                field,
+                format!("{text:?} is not an address: expected IP:port, e.g. \"127.0.0.1:8080\""),
+            ));
+            None
+        }
+    }
+}
+
+fn validate_project(
+    raw: RawProject,
+    index: usize,
+    base: &Path,
+    env: &impl Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) -> Option<ProjectConfig> {
+    let here = format!("projects[{index}]");
+    let object = match raw {
+        RawProject::Path(path) => RawProjectObject {
+            path,
+            name: None,
+            key: None,
+            key_env: None,
+        },
+        RawProject::Object(object) => object,
+    };
+    let before = problems.len();
+
+    let path = base.join(&object.path);
+    let path = match std::fs::canonicalize(&path) {
+        Ok(path) if path.is_dir() => Some(path),
+        Ok(path) => {
+            problems.push(Problem::field(
+                format!("{here}.path"),
+                format!("{} is not a folder", path.display()),
+            ));
+            None
+        }
+        Err(err) => {
+            problems.push(Problem::field(
+                format!("{here}.path"),
+                format!("project folder {} not found ({err})", path.display()),
+            ));
+            None
+        }
+    };
+
+    let name = match (&object.name, &path) {
+        (Some(name), _) => Some((name.clone(), format!("{here}.name"))),
+        (None, Some(path)) => path
+            .file_name()
+            .map(|n| (n.to_string_lossy().into_owned(), format!("{here}.path"))),
+        (None, None) => None,
+    };
+    let name = name.and_then(|(name, field)| match check_project_name(&name) {
+        Ok(()) => Some(name),
+        Err(why) => {
+            problems.push(Problem::field(
+                field,
+                format!("project name {name:?} {why}; set \"name\" explicitly"),
+            ));
+            None
+        }
+    });
+
+    let key = match (object.key, &object.key_env) {
+        (Some(_), Some(_)) => {
+            problems.push(Problem::field(
+                here.clone(),
+                "set either \"key\" or \"key_env\", not both",
+            ));
+            None
+        }
+        (Some(key), None) => check_key(key, &format!("{here}.key"), problems),
+        (None, Some(var)) => match env(var) {
+            Some(key) => check_key(key, &format!("{here}.key_env"), problems),
+            None => {
+                problems.push(Problem::field(
+                    format!("{here}.key_env"),
+                    format!("environment variable {var} is not set"),
+                ));
+                None
+            }
+        },
+        (None, None) => None,
+    };
+
+    if problems.len() > before {
+        return None;
+    }
+    Some(ProjectConfig {
+        name: name?,
+        path: path?,
+        key,
+        key_env: object.key_env,
+    })
+}
+
+/// Project names travel in headers and, later, URL paths.
+fn check_project_name(name: &str) -> Result<(), &'static str> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.is_empty() || name.len() > MAX_PROJECT_NAME_LEN {
+        Err("must be 1 to 64 characters")
+    } else if !name.chars().all(ok_char) || name.starts_with('.') {
+        Err("may only hold letters, digits, '-', '_' and '.' (not first)")
+    } else {
+        Ok(())
+    }
+}
+
+/// Keys travel in `X-Elsinore-Project-Key`, so they must be valid header text.
+fn check_key(key: String, field: &str, problems: &mut Vec<Problem>) -> Option<ProjectKey> {
+    if key.is_empty() {
+        problems.push(Problem::field(field, "the project key is empty"));
+        None
+    } else if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        problems.push(Problem::field(
+            field,
+            "the project key may only hold printable ASCII without spaces",
+        ));
+        None
+    } else {
+        Some(ProjectKey(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new(projects: &[&str]) -> Self {
+            let dir = tempfile::tempdir().expect("temp dir");
+            for p in projects {
+                std::fs::create_dir_all(dir.path().join(p)).expect("project dir");
+            }
+            Self { dir }
+        }
+        fn parse(&self, text: &str) -> crate::Result<Config> {
+            self.parse_env(text, |_| None)
+        }
+        fn parse_env(&self, text: &str, env: impl Fn(&str) -> Option<String>) -> crate::Result<Config> {
+            Config::parse(text, &self.dir.path().join("config.json"), env)
+        }
+        fn error(&self, text: &str) -> String {
+            match self.parse(text) {
+                Ok(_) => panic!("config should be refused:\n{text}"),
+                Err(err) => {
+                    // Paths in messages are the temp dir's; tests compare the rest.
+                    let dir = self.dir.path().display().to_string();
+                    err.to_string().replace(&dir, "DIR")
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let fx = Fixture::new(&["projects/horatio"]);
+        let config = fx.parse(r#"{"projects": ["projects/horatio"]}"#).expect("valid");
+        assert_eq!(config.listen, DEFAULT_LISTEN.parse().expect("addr"));
+        assert_eq!(config.database, fx.dir.path().join("data/elsinore.db"));
+        assert_eq!(config.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(config.projects[0].name, "horatio");
+        assert!(config.projects[0].path.is_absolute());
+        assert!(config.admin_listen.is_none());
+    }
+
+    #[test]
+    fn project_objects_with_name_and_keys() {
+        let fx = Fixture::new(&["a", "b"]);
+        let config = fx
+            .parse_env(
+                r#"{"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:9000",
+                    "projects": [{"path": "a", "name": "alpha", "key": "k1"},
+                                 {"path": "b", "key_env": "B_KEY"}]}"#,
+                |name| (name == "B_KEY").then(|| "k2".to_owned()),
+            )
+            .expect("valid");
+        assert_eq!(config.projects[0].name, "alpha");
+        assert_eq!(config.projects[0].key.as_ref().map(ProjectKey::expose), Some("k1"));
+        assert_eq!(config.projects[1].name, "b");
+        assert_eq!(config.projects[1].key.as_ref().map(ProjectKey::expose), Some("k2"));
+        assert_eq!(config.key_env_names().collect::<Vec<_>>(), ["B_KEY"]);
+        assert!(!format!("{config:?}").contains("k1"), "Debug must not print keys");
+    }
+
+    #[test]
+    fn syntax_error_names_line_and_column() {
+        let fx = Fixture::new(&["a"]);
+        assert_eq!(
+            fx.error("{\n  \"projects\": [\"a\",]\n}"),
+            "DIR/config.json:2:20: trailing comma"
+        );
+    }
+
+    #[test]
+    fn shape_errors_name_the_field() {
+        let fx = Fixture::new(&["a"]);
+        let err = fx.error(r#"{"projects": [{"path": "a", "key_envv": "X"}]}"#);
+        assert!(
+            err.starts_with("DIR/config.json:1:38: projects[0].key_envv: unknown field `key_envv`"),
+            "{err}"
+        );
+        let err = fx.error(r#"{"projects": ["a"], "listn": "x"}"#);
+        assert!(err.contains(": listn: unknown field `listn`"), "{err}");
+        let err = fx.error(r#"{"projects": [42]}"#);
+        assert!(err.contains(": projects[0]: invalid type: integer `42`"), "{err}");
+        let err = fx.error(r#"{"listen": "127.0.0.1:1"}"#);
+        assert!(err.contains("missing field `projects`"), "{err}");
+    }
+
+    #[test]
+    fn validation_errors_are_all_reported_with_fields() {
+        let fx = Fixture::new(&["a", "other/a"]);
+        let err = fx.error(
+            r#"{"listen": "localhost:80", "shutdown_grace": "30",
+                "projects": ["a", "other/a", "missing",
+                             {"path": "a", "name": "x", "key": "k", "key_env": "K"},
+                             {"path": "a", "name": "y", "key_env": "UNSET_VAR"},
+                             {"path": "a", "name": "bad name"},
+                             {"path": "a", "name": "z", "key": "has space"}]}"#,
+        );
+        let expected = [
+            "DIR/config.json: listen: \"localhost:80\" is not an address: expected IP:port, e.g. \"127.0.0.1:8080\"",
+            "DIR/config.json: shutdown_grace: invalid duration \"30\": expected a whole number followed by ms, s, m, h or d (e.g. \"10s\")",
+            "DIR/config.json: projects[1].name: duplicate project name \"a\" (already used by projects[0]); set \"name\" to tell them apart",
+            "DIR/config.json: projects[2].path: project folder DIR/missing not found (No such file or directory (os error 2))",
+            "DIR/config.json: projects[3]: set either \"key\" or \"key_env\", not both",
+            "DIR/config.json: projects[4].key_env: environment variable UNSET_VAR is not set",
+            "DIR/config.json: projects[5].name: project name \"bad name\" may only hold letters, digits, '-', '_' and '.' (not first); set \"name\" explicitly",
+            "DIR/config.json: projects[6].key: the project key may only hold printable ASCII without spaces",
+        ];
+        assert_eq!(err.lines().collect::<Vec<_>>(), expected);
+    }
+}

@@ -1,0 +1,23 @@
+//! Elsinore's inputs, parsed and validated: `config.json` (the operator's file)
+//! and `project.toml` (each project's handler manifest), plus the hostname and
+//! duration types every other crate shares.
+//!
+//! Raw serde types (`deny_unknown_fields`) are turned into validated runtime
+//! types in one step; every error names the file and either the line and
+//! column (syntax) or the field (`projects[1].key_env`). This crate reads
+//! files but never writes, spawns or listens.
+
+mod config;
+mod duration;
+mod error;
+mod hostname;
+mod manifest;
+
+pub use config::{Config, ProjectConfig, ProjectKey, DEFAULT_LISTEN};
+pub use duration::{parse_duration, DurationError};
+pub use error::{ConfigError, Problem};
+pub use hostname::{normalize_request_host, HostError, HostPattern, Hostname};
+pub use manifest::{HandlerKind, HandlerSpec, Manifest, MANIFEST_FILE, RESERVED_ENV};
+
+/// Result type of this crate.
+pub type Result<T, E = ConfigError> = std::result::Result<T, E>;

@@ -1,0 +1,392 @@
+//! `project.toml`: the handlers a project declares.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use http::uri::{Authority, Uri};
+use serde::Deserialize;
+
+use crate::error::{ConfigError, Problem};
+use crate::parse_duration;
+
+/// The manifest's file name inside a project folder.
+pub const MANIFEST_FILE: &str = "project.toml";
+
+/// Variables Elsinore sets for every handler; a manifest may not override them.
+pub const RESERVED_ENV: [&str; 3] = ["PORT", "ELSINORE_DB", "ELSINORE_PROJECT"];
+
+const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A validated `project.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// In file order.
+    pub handlers: Vec<HandlerSpec>,
+}
+
+/// One `[[handler]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerSpec {
+    /// Unique within the project.
+    pub name: String,
+    /// How to reach it.
+    pub kind: HandlerKind,
+    /// Path prefixes it serves; the longest matching prefix wins.
+    pub routes: Vec<String>,
+    /// Readiness path probed with `GET`; `None` means "TCP connect works".
+    pub ready: Option<String>,
+    /// Extra environment for the process.
+    pub env: BTreeMap<String, String>,
+    /// How long a request waits for a starting handler before 503.
+    pub start_timeout: Duration,
+}
+
+/// A process Elsinore starts, or a server somebody else runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandlerKind {
+    /// `command = [...]`: supervised by Elsinore, run in the project folder.
+    Command {
+        /// argv; never empty.
+        argv: Vec<String>,
+    },
+    /// `url = "http://host:port"`: external, not supervised.
+    Url {
+        /// `host:port` to connect to.
+        authority: Authority,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    #[serde(default)]
+    handler: Vec<RawHandler>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHandler {
+    name: String,
+    command: Option<Vec<String>>,
+    url: Option<String>,
+    routes: Option<Vec<String>>,
+    ready: Option<String>,
+    env: Option<BTreeMap<String, String>>,
+    start_timeout: Option<String>,
+}
+
+impl Manifest {
+    /// Reads `<project>/project.toml`.
+    pub fn load(project_dir: &Path) -> crate::Result<Self> {
+        let file = project_dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read {
+            path: file.clone(),
+            source,
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    /// Validates `text` as the content of `file`.
+    pub fn parse(text: &str, file: &Path) -> crate::Result<Self> {
+        let raw: RawManifest = toml::from_str(text).map_err(|err| {
+            let position = err.span().map(|span| line_column(text, span.start));
+            let problem = Problem {
+                position,
+                field: String::new(),
+                message: err.message().trim_end().to_owned(),
+            };
+            ConfigError::invalid(file, vec![problem])
+        })?;
+
+        let mut problems = Vec::new();
+        if raw.handler.is_empty() {
+            problems.push(Problem::field(
+                "handler",
+                "no [[handler]] declared: a project needs at least one handler",
+            ));
+        }
+        let mut names = HashSet::new();
+        let mut prefixes: BTreeMap<String, String> = BTreeMap::new();
+        let mut handlers = Vec::with_capacity(raw.handler.len());
+        for (index, raw) in raw.handler.into_iter().enumerate() {
+            let here = format!("handler[{index}]");
+            if !names.insert(raw.name.clone()) {
+                problems.push(Problem::field(
+                    format!("{here}.name"),
+                    format!("duplicate handler name {:?}", raw.name),
+                ));
+            }
+            if let Some(spec) = validate_handler(raw, &here, &mut problems) {
+                for route in &spec.routes {
+                    if let Some(owner) = prefixes.insert(route.clone(), spec.name.clone()) {
+                        problems.push(Problem::field(
+                            format!("{here}.routes"),
+                            format!("route {route:?} is already served by handler {owner:?}"),
+                        ));
+                    }
+                }
+                handlers.push(spec);
+            }
+        }
+        if problems.is_empty() {
+            Ok(Self { handlers })
+        } else {
+            Err(ConfigError::invalid(file, problems))
+        }
+    }
+}
+
+fn validate_handler(raw: RawHandler, here: &str, problems: &mut Vec<Problem>) -> Option<HandlerSpec> {
+    let before = problems.len();
+    let name_ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if raw.name.is_empty() || raw.name.len() > 64 || !raw.name.chars().all(name_ok) {
+        problems.push(Problem::field(
+            format!("{here}.name"),
+            format!("handler name {:?} must be 1 to 64 letters, digits, '-' or '_'", raw.name),
+        ));
+    }
+
+    let kind = match (raw.command, raw.url) {
+        (Some(_), Some(_)) => {
+            problems.push(Problem::field(here, "set either \"command\" or \"url\", not both"));
+            None
+        }
+        (None, None) => {
+            problems.push(Problem::field(
+                here,
+                "set \"command\" (a process Elsinore runs) or \"url\" (a server already running)",
+            ));
+            None
+        }
+        (Some(argv), None) => {
+            if argv.first().is_none_or(|program| program.is_empty()) {
+                problems.push(Problem::field(
+                    format!("{here}.command"),
+                    "must name a program, e.g. [\"python3\", \"server/app.py\"]",
+                ));
+                None
+            } else {
+                Some(HandlerKind::Command { argv })
+            }
+        }
+        (None, Some(url)) => match parse_handler_url(&url) {
+            Ok(authority) => Some(HandlerKind::Url { authority }),
+            Err(why) => {
+                problems.push(Problem::field(format!("{here}.url"), format!("{url:?}: {why}")));
+                None
+            }
+        },
+    };
+
+    let routes = raw.routes.unwrap_or_else(|| vec!["/".to_owned()]);
+    if routes.is_empty() {
+        problems.push(Problem::field(
+            format!("{here}.routes"),
+            "is empty: omit it to serve \"/\", or list path prefixes",
+        ));
+    }
+    for (i, route) in routes.iter().enumerate() {
+        if !route.starts_with('/') {
+            problems.push(Problem::field(
+                format!("{here}.routes[{i}]"),
+                format!("{route:?} must start with '/'"),
+            ));
+        }
+    }
+    if let Some(ready) = &raw.ready {
+        if !ready.starts_with('/') || ready.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+            problems.push(Problem::field(
+                format!("{here}.ready"),
+                format!("{ready:?} must be a path starting with '/'"),
+            ));
+        }
+    }
+
+    let env = raw.env.unwrap_or_default();
+    if !env.is_empty() && matches!(kind, Some(HandlerKind::Url { .. })) {
+        problems.push(Problem::field(
+            format!("{here}.env"),
+            "only applies to handlers started with \"command\"",
+        ));
+    }
+    for (key, value) in &env {
+        if RESERVED_ENV.contains(&key.as_str()) {
+            problems.push(Problem::field(
+                format!("{here}.env.{key}"),
+                "is set by Elsinore and cannot be overridden",
+            ));
+        } else if key.is_empty() || key.contains(['=', '\0']) || value.contains('\0') {
+            problems.push(Problem::field(
+                format!("{here}.env.{key}"),
+                "is not a valid environment variable",
+            ));
+        }
+    }
+
+    let start_timeout = match raw.start_timeout.as_deref().map(parse_duration) {
+        None => DEFAULT_START_TIMEOUT,
+        Some(Ok(timeout)) => timeout,
+        Some(Err(err)) => {
+            problems.push(Problem::field(format!("{here}.start_timeout"), err.to_string()));
+            DEFAULT_START_TIMEOUT
+        }
+    };
+
+    if problems.len() > before {
+        return None;
+    }
+    Some(HandlerSpec {
+        name: raw.name,
+        kind: kind?,
+        routes,
+        ready: raw.ready,
+        env,
+        start_timeout,
+    })
+}
+
+/// Only plain `http://host:port` (optionally with `/`): handlers are local
+/// HTTP/1.1 servers, and a path here would be silently ignored.
+fn parse_handler_url(url: &str) -> Result<Authority, &'static str> {
+    let uri: Uri = url.parse().map_err(|_| "not a URL")?;
+    if uri.scheme_str() != Some("http") {
+        return Err("only http:// URLs are supported");
+    }
+    if uri.path_and_query().is_some_and(|pq| pq.as_str() != "/") {
+        return Err("must not have a path or query (routes decide paths)");
+    }
+    let authority = uri.authority().ok_or("missing host")?.clone();
+    if authority.as_str().contains('@') {
+        return Err("must not hold credentials");
+    }
+    if authority.port_u16().is_none() {
+        // An explicit port avoids surprises; hyper would assume 80.
+        return Ok(format!("{}:80", authority.host()).parse().map_err(|_| "invalid host")?);
+    }
+    Ok(authority)
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, String> {
+        Manifest::parse(text, Path::new("p/project.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn full_manifest() {
+        let manifest = parse(
+            r#"
+            [[handler]]
+            name = "api"
+            command = ["python3", "server/app.py"]
+            routes = ["/api/"]
+            ready = "/health"
+            env = { LOG_LEVEL = "info" }
+            start_timeout = "30s"
+
+            [[handler]]
+            name = "legacy"
+            url = "http://127.0.0.1:3000"
+            "#,
+        )
+        .expect("valid");
+        let api = &manifest.handlers[0];
+        assert_eq!(api.routes, ["/api/"]);
+        assert_eq!(api.ready.as_deref(), Some("/health"));
+        assert_eq!(api.env.get("LOG_LEVEL").map(String::as_str), Some("info"));
+        assert_eq!(api.start_timeout, Duration::from_secs(30));
+        let legacy = &manifest.handlers[1];
+        assert_eq!(legacy.routes, ["/"]);
+        assert_eq!(legacy.start_timeout, DEFAULT_START_TIMEOUT);
+        assert!(matches!(&legacy.kind, HandlerKind::Url { authority } if authority == "127.0.0.1:3000"));
+    }
+
+    #[test]
+    fn toml_syntax_error_has_line_and_column() {
+        let err = parse("[[handler]]\nname = \"api\"\ncommand = [\"x\"\n").expect_err("invalid");
+        assert!(err.starts_with("p/project.toml:3:"), "{err}");
+        let err = parse("[[handler]]\nname = \"api\"\ncmd = [\"x\"]\n").expect_err("invalid");
+        assert!(err.starts_with("p/project.toml:3:1: unknown field `cmd`"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_named() {
+        let err = parse(
+            r#"
+            [[handler]]
+            name = "a"
+            command = ["x"]
+            url = "http://127.0.0.1:1"
+            [[handler]]
+            name = "b"
+            [[handler]]
+            name = "c"
+            command = []
+            [[handler]]
+            name = "d"
+            url = "https://example.com"
+            env = { X = "1" }
+            [[handler]]
+            name = "e"
+            command = ["x"]
+            routes = ["api"]
+            ready = "health"
+            env = { PORT = "1" }
+            start_timeout = "soon"
+            [[handler]]
+            name = "e"
+            command = ["x"]
+            routes = ["/"]
+            [[handler]]
+            name = "f g"
+            command = ["x"]
+            [[handler]]
+            name = "g"
+            command = ["x"]
+            routes = ["/"]
+            "#,
+        )
+        .expect_err("invalid");
+        let expected = [
+            "p/project.toml: handler[0]: set either \"command\" or \"url\", not both",
+            "p/project.toml: handler[1]: set \"command\" (a process Elsinore runs) or \"url\" (a server already running)",
+            "p/project.toml: handler[2].command: must name a program, e.g. [\"python3\", \"server/app.py\"]",
+            "p/project.toml: handler[3].url: \"https://example.com\": only http:// URLs are supported",
+            "p/project.toml: handler[4].routes[0]: \"api\" must start with '/'",
+            "p/project.toml: handler[4].ready: \"health\" must be a path starting with '/'",
+            "p/project.toml: handler[4].env.PORT: is set by Elsinore and cannot be overridden",
+            "p/project.toml: handler[4].start_timeout: invalid duration \"soon\": expected a whole number followed by ms, s, m, h or d (e.g. \"10s\")",
+            "p/project.toml: handler[5].name: duplicate handler name \"e\"",
+            "p/project.toml: handler[6].name: handler name \"f g\" must be 1 to 64 letters, digits, '-' or '_'",
+            "p/project.toml: handler[7].routes: route \"/\" is already served by handler \"e\"",
+        ];
+        assert_eq!(err.lines().collect::<Vec<_>>(), expected);
+    }
+
+    #[test]
+    fn empty_manifest_is_refused() {
+        let err = parse("").expect_err("invalid");
+        assert_eq!(
+            err,
+            "p/project.toml: handler: no [[handler]] declared: a project needs at least one handler"
+        );
+    }
+
+    #[test]
+    fn url_without_port_gets_port_80() {
+        assert_eq!(parse_handler_url("http://backend").map(|a| a.to_string()), Ok("backend:80".to_owned()));
+        assert!(parse_handler_url("http://127.0.0.1:3000/api").is_err());
+        assert!(parse_handler_url("http://user:pw@127.0.0.1:3000").is_err());
+    }
+}
