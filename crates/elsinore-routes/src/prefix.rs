@@ -1,0 +1,62 @@
+//! Longest-prefix choice of a handler within a project.
+
+/// Maps path prefixes to handler indexes; built once per table.
+#[derive(Debug, Clone, Default)]
+pub struct PrefixRouter {
+    /// Sorted longest first, so the first match is the longest.
+    prefixes: Vec<(Box<str>, usize)>,
+}
+
+impl PrefixRouter {
+    /// `routes[i]` are the prefixes of handler `i`.
+    pub fn new<'a, R>(routes: impl IntoIterator<Item = R>) -> Self
+    where
+        R: IntoIterator<Item = &'a str>,
+    {
+        let mut prefixes: Vec<(Box<str>, usize)> = routes
+            .into_iter()
+            .enumerate()
+            .flat_map(|(index, prefixes)| prefixes.into_iter().map(move |p| (p.into(), index)))
+            .collect();
+        prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        Self { prefixes }
+    }
+
+    /// The handler whose longest prefix matches `path` (a plain string
+    /// prefix: `/api/` matches `/api/x` but not `/api`).
+    pub fn pick(&self, path: &str) -> Option<usize> {
+        self.prefixes
+            .iter()
+            .find(|(prefix, _)| path.starts_with(&**prefix))
+            .map(|&(_, index)| index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_prefix_wins() {
+        let router = PrefixRouter::new([vec!["/"], vec!["/api/"], vec!["/api/admin/", "/static/"]]);
+        let cases = [
+            ("/", Some(0)),
+            ("/index.html", Some(0)),
+            ("/api", Some(0)),
+            ("/api/", Some(1)),
+            ("/api/GetFeed", Some(1)),
+            ("/api/admin/x", Some(2)),
+            ("/static/app.js", Some(2)),
+        ];
+        for (path, want) in cases {
+            assert_eq!(router.pick(path), want, "path {path}");
+        }
+    }
+
+    #[test]
+    fn no_match_without_a_root_route() {
+        let router = PrefixRouter::new([vec!["/api/"]]);
+        assert_eq!(router.pick("/"), None);
+        assert_eq!(router.pick("/api/x"), Some(0));
+    }
+}

@@ -1,0 +1,105 @@
+//! Reading a project's `hosts/` folder.
+
+use std::path::{Path, PathBuf};
+
+use elsinore_config::HostPattern;
+
+/// The folder inside a project whose sub-folders declare its hosts.
+pub const HOSTS_DIR: &str = "hosts";
+
+/// Why `hosts/` could not be read (a missing folder is not an error).
+#[derive(Debug, thiserror::Error)]
+#[error("{}: cannot read: {source}", path.display())]
+pub struct ScanError {
+    /// The folder.
+    pub path: PathBuf,
+    /// The operating system's reason.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// A folder under `hosts/` that declares nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedFolder {
+    /// The folder's name.
+    pub name: String,
+    /// Why it was skipped.
+    pub reason: String,
+}
+
+/// What a project's `hosts/` declares.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostScan {
+    /// Valid names, sorted.
+    pub hosts: Vec<HostPattern>,
+    /// Entries that are not valid host folders, with the reason.
+    pub skipped: Vec<SkippedFolder>,
+}
+
+/// Lists `<project>/hosts/*/`. A project without `hosts/` declares no host
+/// (it may gain one later); plain files in `hosts/` are ignored silently,
+/// folders that are not hostnames are reported as skipped.
+pub fn scan_hosts(project_dir: &Path) -> Result<HostScan, ScanError> {
+    let dir = project_dir.join(HOSTS_DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(HostScan::default()),
+        Err(source) => return Err(ScanError { path: dir, source }),
+    };
+    let mut scan = HostScan::default();
+    for entry in entries {
+        let entry = entry.map_err(|source| ScanError {
+            path: dir.clone(),
+            source,
+        })?;
+        // `metadata` follows symlinks: a symlinked host folder is a host.
+        let is_dir = std::fs::metadata(entry.path()).is_ok_and(|m| m.is_dir());
+        if !is_dir {
+            continue;
+        }
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            scan.skipped.push(SkippedFolder {
+                name: name.to_string_lossy().into_owned(),
+                reason: "name is not UTF-8".into(),
+            });
+            continue;
+        };
+        match HostPattern::parse(name) {
+            Ok(pattern) => scan.hosts.push(pattern),
+            Err(err) => scan.skipped.push(SkippedFolder {
+                name: name.to_owned(),
+                reason: err.to_string(),
+            }),
+        }
+    }
+    scan.hosts.sort();
+    scan.skipped.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(scan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scans_valid_folders_and_reports_the_rest() {
+        let project = tempfile::tempdir().expect("temp dir");
+        let hosts = project.path().join(HOSTS_DIR);
+        for name in ["blog.localhost", "*.example.com", "Shop.Localhost", "not a host", "bad:80"] {
+            std::fs::create_dir_all(hosts.join(name)).expect("mkdir");
+        }
+        std::fs::write(hosts.join("README.md"), "notes").expect("file");
+        let scan = scan_hosts(project.path()).expect("scan");
+        let names: Vec<String> = scan.hosts.iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["blog.localhost", "shop.localhost", "*.example.com"]);
+        let skipped: Vec<&str> = scan.skipped.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(skipped, ["bad:80", "not a host"]);
+    }
+
+    #[test]
+    fn missing_hosts_folder_declares_nothing() {
+        let project = tempfile::tempdir().expect("temp dir");
+        assert_eq!(scan_hosts(project.path()).expect("scan"), HostScan::default());
+    }
+}
