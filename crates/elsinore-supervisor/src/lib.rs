@@ -1,1 +1,37 @@
-//! placeholder
+//! Handler processes: start, probe readiness, restart with backoff, stop.
+//!
+//! Each `command` handler gets one task running a small state machine
+//! (`Starting → Ready → Backoff → Starting …`, or `→ Stopping → Stopped`),
+//! every transition logged. The request path never talks to that task: it
+//! reads the handler's state from an atomic in [`HandlerHandle`] and, only
+//! when the handler is not ready, waits on a `watch` channel.
+//!
+//! Handlers run in their own process group (so a handler's children are
+//! stopped with it, and a terminal's Ctrl-C reaches Elsinore, which then
+//! stops handlers in order) and get a parent-death signal (so they do not
+//! outlive an Elsinore that was killed outright).
+
+mod handle;
+mod ports;
+mod process;
+mod supervisor;
+
+pub use handle::{HandlerHandle, HandlerState, HandlerStatus, Unavailable};
+pub use supervisor::{Supervisor, SupervisorSettings};
+
+/// Why a handler could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// No free loopback port could be reserved.
+    #[error("cannot find a free loopback port for handler {handler}: {source}")]
+    NoPort {
+        /// `project/handler`.
+        handler: String,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Result type of this crate.
+pub type Result<T, E = SupervisorError> = std::result::Result<T, E>;

@@ -1,0 +1,219 @@
+//! What the request path sees of a handler.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::uri::Authority;
+use tokio::sync::watch;
+
+/// Where a handler is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum HandlerState {
+    /// Process started, readiness not yet seen.
+    Starting = 0,
+    /// Serving.
+    Ready = 1,
+    /// Exited unexpectedly; waiting before the next start.
+    Backoff = 2,
+    /// Being stopped on purpose.
+    Stopping = 3,
+    /// Stopped on purpose; will not come back.
+    Stopped = 4,
+    /// A `url` handler: not supervised, always assumed up.
+    External = 5,
+}
+
+impl HandlerState {
+    fn from_u8(value: u8) -> Self {
+        match value {
+            0 => Self::Starting,
+            1 => Self::Ready,
+            2 => Self::Backoff,
+            3 => Self::Stopping,
+            4 => Self::Stopped,
+            _ => Self::External,
+        }
+    }
+
+    /// Lower-case name, as shown in logs and route listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Ready => "ready",
+            Self::Backoff => "backoff",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+            Self::External => "external",
+        }
+    }
+}
+
+impl fmt::Display for HandlerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A handler's state with the details an operator wants.
+#[derive(Debug, Clone)]
+pub struct HandlerStatus {
+    /// Current state.
+    pub state: HandlerState,
+    /// Process id while one runs.
+    pub pid: Option<u32>,
+    /// Unexpected exits so far.
+    pub restarts: u32,
+    /// Why it last failed, if it did.
+    pub last_error: Option<String>,
+    /// When the next start happens (in `Backoff`).
+    pub restart_at: Option<Instant>,
+}
+
+/// Why a request cannot be forwarded to a handler right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unavailable {
+    /// Still starting after the handler's start timeout.
+    Starting {
+        /// How long the request waited.
+        waited: Duration,
+    },
+    /// Exited and waiting to be restarted.
+    Crashed {
+        /// The exit status or spawn error.
+        reason: String,
+        /// Time until the next start attempt.
+        retry_in: Duration,
+    },
+    /// Stopped on purpose (shutdown or removal).
+    Stopped,
+}
+
+/// Shared view of one handler: its address and state. Cheap to read.
+#[derive(Debug)]
+pub struct HandlerHandle {
+    project: Arc<str>,
+    name: Arc<str>,
+    authority: Authority,
+    start_timeout: Duration,
+    state: AtomicU8,
+    status: watch::Sender<HandlerStatus>,
+}
+
+impl HandlerHandle {
+    pub(crate) fn new(
+        project: &str,
+        name: &str,
+        authority: Authority,
+        start_timeout: Duration,
+        state: HandlerState,
+    ) -> Self {
+        let (status, _) = watch::channel(HandlerStatus {
+            state,
+            pid: None,
+            restarts: 0,
+            last_error: None,
+            restart_at: None,
+        });
+        Self {
+            project: project.into(),
+            name: name.into(),
+            authority,
+            start_timeout,
+            state: AtomicU8::new(state as u8),
+            status,
+        }
+    }
+
+    /// A `url` handler: always `External`.
+    pub fn external(project: &str, name: &str, authority: Authority) -> Self {
+        Self::new(project, name, authority, Duration::ZERO, HandlerState::External)
+    }
+
+    /// The project this handler belongs to.
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    /// The handler's name in `project.toml`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `host:port` to connect to.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The current state (one atomic load).
+    pub fn state(&self) -> HandlerState {
+        HandlerState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// A copy of the full status.
+    pub fn status(&self) -> HandlerStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Resolves when the handler can take a request: at once when ready,
+    /// after waiting up to its start timeout while it starts.
+    pub async fn ready(&self) -> Result<(), Unavailable> {
+        match self.state() {
+            HandlerState::Ready | HandlerState::External => return Ok(()),
+            _ => {}
+        }
+        let started = tokio::time::Instant::now();
+        let deadline = tokio::time::sleep(self.start_timeout);
+        tokio::pin!(deadline);
+        // Subscribing before reading the state closes the race with a
+        // transition that happens in between.
+        let mut changes = self.status.subscribe();
+        loop {
+            let status = changes.borrow_and_update().clone();
+            match status.state {
+                HandlerState::Ready | HandlerState::External => return Ok(()),
+                HandlerState::Starting => {}
+                HandlerState::Backoff => {
+                    let retry_in = status
+                        .restart_at
+                        .map(|at| at.saturating_duration_since(Instant::now()))
+                        .unwrap_or_default();
+                    return Err(Unavailable::Crashed {
+                        reason: status.last_error.unwrap_or_else(|| "exited".into()),
+                        retry_in,
+                    });
+                }
+                HandlerState::Stopping | HandlerState::Stopped => return Err(Unavailable::Stopped),
+            }
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return Err(Unavailable::Stopped);
+                    }
+                }
+                () = &mut deadline => {
+                    return Err(Unavailable::Starting { waited: started.elapsed() });
+                }
+            }
+        }
+    }
+
+    /// Moves to `state`, logging `prev -> next`.
+    pub(crate) fn transition(&self, state: HandlerState, update: impl FnOnce(&mut HandlerStatus)) {
+        let previous = self.state();
+        self.status.send_modify(|status| {
+            status.state = state;
+            update(status);
+        });
+        self.state.store(state as u8, Ordering::Release);
+        if previous != state {
+            tracing::info!(
+                project = %self.project,
+                handler = %self.name,
+                "handler {previous} -> {state}"
+            );
+        }
+    }
+}

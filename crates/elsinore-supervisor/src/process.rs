@@ -1,0 +1,163 @@
+//! One handler process: spawn, forward its output, probe, signal.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// Everything needed to start one handler process.
+#[derive(Debug, Clone)]
+pub(crate) struct ProcessSpec {
+    pub project: String,
+    pub handler: String,
+    pub argv: Vec<String>,
+    pub cwd: PathBuf,
+    /// Set in this order; Elsinore's own variables come last and win.
+    pub env: Vec<(String, String)>,
+    /// Inherited variables to remove (other projects' key variables).
+    pub env_remove: Vec<String>,
+    pub addr: SocketAddr,
+    pub ready: Option<String>,
+}
+
+/// Starts the process in its own process group with piped output.
+pub(crate) fn spawn(spec: &ProcessSpec) -> std::io::Result<Child> {
+    let (program, args) = spec
+        .argv
+        .split_first()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        // Own group: signals from a terminal go to Elsinore only, and
+        // stopping the group also stops whatever the handler spawned.
+        .process_group(0);
+    for name in &spec.env_remove {
+        command.env_remove(name);
+    }
+    command.envs(spec.env.iter().map(|(k, v)| (k, v)));
+    set_parent_death_signal(&mut command);
+    command.spawn()
+}
+
+/// Asks Linux to SIGTERM the handler if the thread that spawned it (a tokio
+/// worker, alive as long as Elsinore's runtime) dies, so even `kill -9` of
+/// Elsinore leaves no handler behind.
+#[allow(unsafe_code)]
+fn set_parent_death_signal(command: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec. It only
+    // calls prctl(2) and getppid(2), both async-signal-safe, and allocates
+    // nothing.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
+            // Elsinore may have died between fork and prctl.
+            if nix::unistd::getppid().as_raw() as u32 != parent {
+                return Err(std::io::Error::other("parent exited during spawn"));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Turns each line of the handler's stdout/stderr into a tracing event.
+pub(crate) fn forward_output(child: &mut Child, project: &str, handler: &str) {
+    if let Some(stdout) = child.stdout.take() {
+        tokio::spawn(forward_lines(stdout, project.to_owned(), handler.to_owned(), "stdout"));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(forward_lines(stderr, project.to_owned(), handler.to_owned(), "stderr"));
+    }
+}
+
+async fn forward_lines(
+    stream: impl AsyncRead + Unpin,
+    project: String,
+    handler: String,
+    name: &'static str,
+) {
+    // A handler printing one endless line must not grow our memory.
+    const MAX_LINE: u64 = 16 * 1024;
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut reader).take(MAX_LINE).read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&line);
+                let text = text.trim_end_matches(['\n', '\r']);
+                tracing::info!(target: "elsinore::handler", %project, %handler, stream = name, "{text}");
+            }
+        }
+    }
+}
+
+/// Sends `signal` to the handler's whole process group.
+pub(crate) fn signal_group(pid: u32, signal: Signal) {
+    if let Ok(pid) = i32::try_from(pid) {
+        // ESRCH (already gone) is the expected outcome, not an error.
+        let _ = killpg(Pid::from_raw(pid), signal);
+    }
+}
+
+/// SIGTERM the group, wait up to `grace`, then SIGKILL it.
+pub(crate) async fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
+    let pid = child.id()?;
+    signal_group(pid, Signal::SIGTERM);
+    let status = match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => status.ok(),
+        Err(_) => {
+            tracing::warn!(pid, ?grace, "handler ignored SIGTERM; sending SIGKILL");
+            signal_group(pid, Signal::SIGKILL);
+            child.wait().await.ok()
+        }
+    };
+    // Children of the handler that outlived it.
+    signal_group(pid, Signal::SIGKILL);
+    status
+}
+
+/// Probes until the handler answers; never returns otherwise.
+pub(crate) async fn wait_until_ready(addr: SocketAddr, ready: Option<&str>) {
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if probe(addr, ready).await {
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        // Quick at first (most handlers bind within milliseconds), then
+        // gentle on slow starters.
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// TCP connect, and with a readiness path a `GET` answered with 2xx.
+async fn probe(addr: SocketAddr, ready: Option<&str>) -> bool {
+    const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+    let attempt = async {
+        let mut stream = TcpStream::connect(addr).await.ok()?;
+        let Some(path) = ready else { return Some(true) };
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: elsinore-readiness\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.ok()?;
+        // "HTTP/1.1 200"
+        Some(head.starts_with(b"HTTP/1.") && head[9] == b'2')
+    };
+    matches!(tokio::time::timeout(PROBE_TIMEOUT, attempt).await, Ok(Some(true)))
+}

@@ -1,0 +1,268 @@
+//! Starts handlers and runs one state machine per supervised handler.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use elsinore_config::{HandlerKind, HandlerSpec};
+use http::uri::Authority;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::handle::{HandlerHandle, HandlerState};
+use crate::process::{self, ProcessSpec};
+use crate::{ports, Result, SupervisorError};
+
+/// First restart delay; doubles per consecutive crash.
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+/// Longest restart delay.
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// A run this long resets the crash count.
+const STABLE_RUN: Duration = Duration::from_secs(30);
+/// Consecutive crashes after which the handler is reported as crash-looping.
+const CRASH_LOOP: u32 = 5;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct SupervisorSettings {
+    /// The shared database (`ELSINORE_DB`).
+    pub database: PathBuf,
+    /// Inherited variables no handler may see (project keys).
+    pub env_remove: Vec<String>,
+    /// How long a handler gets between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
+}
+
+#[derive(Debug)]
+struct Running {
+    handle: Arc<HandlerHandle>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// Owns every supervised handler process.
+#[derive(Debug)]
+pub struct Supervisor {
+    settings: SupervisorSettings,
+    running: Mutex<Vec<Running>>,
+}
+
+impl Supervisor {
+    /// A supervisor with no handlers yet.
+    pub fn new(settings: SupervisorSettings) -> Self {
+        Self {
+            settings,
+            running: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Starts `spec` of `project` (a process for `command`, nothing for
+    /// `url`) and returns the handle the request path uses.
+    pub fn start(&self, project: &str, project_dir: &Path, spec: &HandlerSpec) -> Result<Arc<HandlerHandle>> {
+        let argv = match &spec.kind {
+            HandlerKind::Url { authority } => {
+                return Ok(Arc::new(HandlerHandle::external(project, &spec.name, authority.clone())));
+            }
+            HandlerKind::Command { argv } => argv.clone(),
+        };
+        let addr = ports::reserve_port().map_err(|source| SupervisorError::NoPort {
+            handler: format!("{project}/{}", spec.name),
+            source,
+        })?;
+        let authority: Authority = addr
+            .to_string()
+            .parse()
+            .map_err(|_| SupervisorError::NoPort {
+                handler: format!("{project}/{}", spec.name),
+                source: std::io::Error::other("unprintable address"),
+            })?;
+        let handle = Arc::new(HandlerHandle::new(
+            project,
+            &spec.name,
+            authority,
+            spec.start_timeout,
+            HandlerState::Starting,
+        ));
+        let mut env: Vec<(String, String)> = spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        env.extend([
+            ("PORT".to_owned(), addr.port().to_string()),
+            ("ELSINORE_DB".to_owned(), self.settings.database.display().to_string()),
+            ("ELSINORE_PROJECT".to_owned(), project.to_owned()),
+        ]);
+        let process = ProcessSpec {
+            project: project.to_owned(),
+            handler: spec.name.clone(),
+            argv,
+            cwd: project_dir.to_owned(),
+            env,
+            env_remove: self.settings.env_remove.clone(),
+            addr,
+            ready: spec.ready.clone(),
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(supervise(
+            handle.clone(),
+            process,
+            spec.start_timeout,
+            self.settings.stop_grace,
+            stop_rx,
+        ));
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Running {
+                handle: handle.clone(),
+                stop,
+                task,
+            });
+        Ok(handle)
+    }
+
+    /// Every handler started so far.
+    pub fn handles(&self) -> Vec<Arc<HandlerHandle>> {
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        running.iter().map(|r| r.handle.clone()).collect()
+    }
+
+    /// Stops every handler (SIGTERM, then SIGKILL after the grace period)
+    /// and waits until all have exited.
+    pub async fn shutdown(&self) {
+        let running = std::mem::take(&mut *self.running.lock().unwrap_or_else(PoisonError::into_inner));
+        for handler in &running {
+            let _ = handler.stop.send(true);
+        }
+        for handler in running {
+            if let Err(err) = handler.task.await {
+                tracing::error!(project = handler.handle.project(), handler = handler.handle.name(), %err, "supervisor task failed");
+            }
+        }
+    }
+}
+
+/// Why the process ended.
+enum Ended {
+    Exited(std::io::Result<ExitStatus>),
+    StopRequested,
+}
+
+/// The state machine of one supervised handler.
+async fn supervise(
+    handle: Arc<HandlerHandle>,
+    spec: ProcessSpec,
+    start_timeout: Duration,
+    stop_grace: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut crashes_in_a_row: u32 = 0;
+    loop {
+        handle.transition(HandlerState::Starting, |s| s.restart_at = None);
+        let started = Instant::now();
+        let reason = match process::spawn(&spec) {
+            Err(err) => format!("cannot start {:?}: {err}", spec.argv[0]),
+            Ok(mut child) => {
+                let pid = child.id();
+                handle.transition(HandlerState::Starting, |s| s.pid = pid);
+                tracing::info!(project = %spec.project, handler = %spec.handler, pid, port = spec.addr.port(), "handler started");
+                process::forward_output(&mut child, &spec.project, &spec.handler);
+                match run_until_exit(&handle, &spec, &mut child, start_timeout, &mut stop).await {
+                    Ended::StopRequested => {
+                        handle.transition(HandlerState::Stopping, |_| {});
+                        let status = process::terminate(&mut child, stop_grace).await;
+                        tracing::info!(project = %spec.project, handler = %spec.handler, ?status, "handler stopped");
+                        break;
+                    }
+                    Ended::Exited(status) => {
+                        if let Some(pid) = pid {
+                            // Whatever the handler left running in its group.
+                            process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+                        }
+                        match status {
+                            Ok(status) => format!("exited unexpectedly ({status})"),
+                            Err(err) => format!("lost track of the process: {err}"),
+                        }
+                    }
+                }
+            }
+        };
+
+        if started.elapsed() >= STABLE_RUN {
+            crashes_in_a_row = 0;
+        }
+        crashes_in_a_row += 1;
+        let delay = backoff(crashes_in_a_row);
+        if crashes_in_a_row >= CRASH_LOOP {
+            tracing::error!(project = %spec.project, handler = %spec.handler, crashes = crashes_in_a_row, ?delay, "handler is crash-looping: {reason}");
+        } else {
+            tracing::warn!(project = %spec.project, handler = %spec.handler, ?delay, "handler {reason}; restarting");
+        }
+        handle.transition(HandlerState::Backoff, |s| {
+            s.pid = None;
+            s.restarts += 1;
+            s.last_error = Some(reason);
+            s.restart_at = Some(Instant::now() + delay);
+        });
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|stop| *stop) => break,
+        }
+    }
+    handle.transition(HandlerState::Stopped, |s| {
+        s.pid = None;
+        s.restart_at = None;
+    });
+    ports::release_port(spec.addr.port());
+}
+
+/// Watches a running process: marks it ready when its probe succeeds and
+/// returns when it exits or a stop is requested.
+async fn run_until_exit(
+    handle: &HandlerHandle,
+    spec: &ProcessSpec,
+    child: &mut tokio::process::Child,
+    start_timeout: Duration,
+    stop: &mut watch::Receiver<bool>,
+) -> Ended {
+    let probe = process::wait_until_ready(spec.addr, spec.ready.as_deref());
+    tokio::pin!(probe);
+    let slow_start = tokio::time::sleep(start_timeout);
+    tokio::pin!(slow_start);
+    let mut ready = false;
+    let mut warned = false;
+    loop {
+        tokio::select! {
+            status = child.wait() => return Ended::Exited(status),
+            _ = stop.wait_for(|stop| *stop) => return Ended::StopRequested,
+            () = &mut probe, if !ready => {
+                ready = true;
+                handle.transition(HandlerState::Ready, |s| s.last_error = None);
+            }
+            () = &mut slow_start, if !ready && !warned => {
+                warned = true;
+                let what = spec.ready.as_deref().map_or_else(
+                    || format!("accepting connections on {}", spec.addr),
+                    |path| format!("answering 2xx on {path}"),
+                );
+                tracing::warn!(project = %spec.project, handler = %spec.handler, ?start_timeout, "handler not ready yet: still waiting for it to start {what}");
+            }
+        }
+    }
+}
+
+fn backoff(crashes_in_a_row: u32) -> Duration {
+    let exponent = crashes_in_a_row.saturating_sub(1).min(16);
+    (BACKOFF_BASE * 2u32.pow(exponent)).min(BACKOFF_CAP)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(1), Duration::from_millis(100));
+        assert_eq!(backoff(2), Duration::from_millis(200));
+        assert_eq!(backoff(5), Duration::from_millis(1600));
+        assert_eq!(backoff(100), BACKOFF_CAP);
+    }
+}
