@@ -1,1 +1,72 @@
-fn main() {}
+//! The `elsinore` command: parse the CLI, set up logging, run a verb.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod plan;
+mod serve;
+
+/// Hostname-routed front door for multi-project servers.
+#[derive(Debug, Parser)]
+#[command(name = "elsinore", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: start every project's handlers and proxy requests.
+    Serve {
+        /// Path of config.json.
+        #[arg(long, default_value = "config.json")]
+        config: PathBuf,
+    },
+    /// Validate config.json and every project, print the route table.
+    Check {
+        /// Path of config.json.
+        #[arg(long, default_value = "config.json")]
+        config: PathBuf,
+    },
+    /// Print host → project → handlers.
+    Routes {
+        /// Path of config.json.
+        #[arg(long, default_value = "config.json")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Serve { config } => serve::run(&config),
+        Command::Check { config } => plan::Plan::load(&config).map(|plan| {
+            print!("{}", plan.render_check());
+        }),
+        Command::Routes { config } => plan::Plan::load(&config).map(|plan| {
+            print!("{}", plan.render_routes());
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` filters them (default: info).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

@@ -147,6 +147,7 @@ pub(crate) async fn wait_until_ready(addr: SocketAddr, ready: Option<&str>) {
 /// TCP connect, and with a readiness path a `GET` answered with 2xx.
 async fn probe(addr: SocketAddr, ready: Option<&str>) -> bool {
     const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+    const MAX_PROBE_ANSWER: u64 = 64 * 1024;
     let attempt = async {
         let mut stream = TcpStream::connect(addr).await.ok()?;
         let Some(path) = ready else { return Some(true) };
@@ -154,10 +155,12 @@ async fn probe(addr: SocketAddr, ready: Option<&str>) -> bool {
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: elsinore-readiness\r\nConnection: close\r\n\r\n"
         );
         stream.write_all(request.as_bytes()).await.ok()?;
-        let mut head = [0u8; 12];
-        stream.read_exact(&mut head).await.ok()?;
-        // "HTTP/1.1 200"
-        Some(head.starts_with(b"HTTP/1.") && head[9] == b'2')
+        // Read the whole (small) answer: closing with unread bytes makes
+        // the kernel send a reset, which handlers log as an error.
+        let mut answer = Vec::with_capacity(256);
+        (&mut stream).take(MAX_PROBE_ANSWER).read_to_end(&mut answer).await.ok()?;
+        // "HTTP/1.1 200 OK"
+        Some(answer.len() >= 12 && answer.starts_with(b"HTTP/1.") && answer[9] == b'2')
     };
     matches!(tokio::time::timeout(PROBE_TIMEOUT, attempt).await, Ok(Some(true)))
 }

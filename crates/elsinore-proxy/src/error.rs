@@ -1,0 +1,194 @@
+//! Every error Elsinore answers itself, and its status code: one place, one
+//! JSON shape (`{"error": …, "request_id": …, …details}`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::{Either, Full};
+use serde_json::{json, Map, Value};
+
+use crate::headers::X_REQUEST_ID;
+use crate::ProxyBody;
+
+/// A request Elsinore answers without (or instead of) a handler.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    /// No `Host` header and no authority.
+    #[error("missing host")]
+    MissingHost,
+    /// `Host` is not a DNS name.
+    #[error("invalid host")]
+    InvalidHost {
+        /// What the client sent.
+        host: String,
+    },
+    /// No project declares this host.
+    #[error("unknown host")]
+    UnknownHost {
+        /// The normalised host.
+        host: String,
+    },
+    /// The project has no handler whose routes match the path.
+    #[error("no handler for this path")]
+    NoRoute {
+        /// The project.
+        project: String,
+        /// The request path.
+        path: String,
+    },
+    /// The handler did not become ready within its start timeout.
+    #[error("handler is starting")]
+    HandlerStarting {
+        /// `project/handler`.
+        handler: String,
+        /// How long the request waited.
+        waited: Duration,
+    },
+    /// The handler exited and is waiting to be restarted.
+    #[error("handler crashed")]
+    HandlerCrashed {
+        /// `project/handler`.
+        handler: String,
+        /// Exit status or spawn error.
+        reason: String,
+        /// Until the next start.
+        retry_in: Duration,
+    },
+    /// The handler was stopped (shutdown or removal).
+    #[error("handler stopped")]
+    HandlerStopped {
+        /// `project/handler`.
+        handler: String,
+    },
+    /// Connecting to the handler failed.
+    #[error("handler unreachable")]
+    HandlerUnreachable {
+        /// `project/handler`.
+        handler: String,
+        /// Why, in words.
+        reason: String,
+    },
+    /// The handler broke the connection or answered garbage.
+    #[error("handler failed")]
+    HandlerFailed {
+        /// `project/handler`.
+        handler: String,
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+impl ProxyError {
+    /// The status code for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingHost | Self::InvalidHost { .. } => StatusCode::BAD_REQUEST,
+            Self::UnknownHost { .. } | Self::NoRoute { .. } => StatusCode::NOT_FOUND,
+            Self::HandlerStarting { .. } | Self::HandlerStopped { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::HandlerCrashed { .. } | Self::HandlerUnreachable { .. } | Self::HandlerFailed { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+        }
+    }
+
+    /// Seconds a client should wait before retrying, when that is known.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::HandlerStarting { .. } | Self::HandlerStopped { .. } => Some(1),
+            Self::HandlerCrashed { retry_in, .. } => Some(retry_in.as_secs_f64().ceil().max(1.0) as u64),
+            _ => None,
+        }
+    }
+
+    fn details(&self) -> Map<String, Value> {
+        let mut details = Map::new();
+        let mut put = |key: &str, value: Value| {
+            details.insert(key.to_owned(), value);
+        };
+        match self {
+            Self::MissingHost => {}
+            Self::InvalidHost { host } | Self::UnknownHost { host } => put("host", json!(host)),
+            Self::NoRoute { project, path } => {
+                put("project", json!(project));
+                put("path", json!(path));
+            }
+            Self::HandlerStarting { handler, waited } => {
+                put("handler", json!(handler));
+                put(
+                    "reason",
+                    json!(format!("not ready after waiting {} ms", waited.as_millis())),
+                );
+            }
+            Self::HandlerStopped { handler } => put("handler", json!(handler)),
+            Self::HandlerCrashed { handler, reason, .. }
+            | Self::HandlerUnreachable { handler, reason }
+            | Self::HandlerFailed { handler, reason } => {
+                put("handler", json!(handler));
+                put("reason", json!(reason));
+            }
+        }
+        details
+    }
+
+    /// The JSON response for this error.
+    pub fn into_response(self, request_id: &HeaderValue) -> Response<ProxyBody> {
+        let mut body = Map::new();
+        body.insert("error".into(), json!(self.to_string()));
+        body.extend(self.details());
+        body.insert("request_id".into(), json!(request_id.to_str().unwrap_or_default()));
+        let mut text = Value::Object(body).to_string();
+        text.push('\n');
+
+        let mut response = Response::new(Either::Right(Full::new(Bytes::from(text))));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(X_REQUEST_ID, request_id.clone());
+        if let Some(seconds) = self.retry_after() {
+            headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body_json(response: Response<ProxyBody>) -> Value {
+        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        serde_json::from_slice(&bytes).expect("json")
+    }
+
+    #[tokio::test]
+    async fn unknown_host_shape() {
+        let id = HeaderValue::from_static("abc");
+        let response = ProxyError::UnknownHost { host: "nope.localhost".into() }.into_response(&id);
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+        assert_eq!(response.headers()[X_REQUEST_ID], "abc");
+        assert_eq!(
+            body_json(response).await,
+            json!({"error": "unknown host", "host": "nope.localhost", "request_id": "abc"})
+        );
+    }
+
+    #[tokio::test]
+    async fn crashed_handler_gives_502_with_reason_and_retry_after() {
+        let id = HeaderValue::from_static("abc");
+        let error = ProxyError::HandlerCrashed {
+            handler: "horatio/web".into(),
+            reason: "exited unexpectedly (exit status: 3)".into(),
+            retry_in: Duration::from_millis(200),
+        };
+        let response = error.into_response(&id);
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(response.headers()[RETRY_AFTER], "1");
+        let body = body_json(response).await;
+        assert_eq!(body["handler"], "horatio/web");
+        assert_eq!(body["reason"], "exited unexpectedly (exit status: 3)");
+    }
+}

@@ -1,0 +1,186 @@
+//! Header rules between client and handler: hop-by-hop removal, forwarding
+//! headers, and the handler context Elsinore alone may set.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderName, CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, HeaderValue};
+
+pub(crate) const X_ELSINORE_HOST: HeaderName = HeaderName::from_static("x-elsinore-host");
+pub(crate) const X_ELSINORE_PROJECT: HeaderName = HeaderName::from_static("x-elsinore-project");
+pub(crate) const X_ELSINORE_PROJECT_KEY: HeaderName = HeaderName::from_static("x-elsinore-project-key");
+pub(crate) const X_ELSINORE_AUTH: HeaderName = HeaderName::from_static("x-elsinore-auth");
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// Prefix of the handler-context headers; clients may never set them.
+const CONTEXT_PREFIX: &str = "x-elsinore-";
+
+/// Until the key issue lands every request is unauthenticated.
+const AUTH_NONE: HeaderValue = HeaderValue::from_static("none");
+
+/// What the handler is told about a request.
+pub(crate) struct Context<'a> {
+    pub host: &'a HeaderValue,
+    pub project: &'a HeaderValue,
+    pub project_key: Option<&'a HeaderValue>,
+    pub request_id: &'a HeaderValue,
+    pub client_ip: IpAddr,
+    pub proto: &'static str,
+}
+
+/// Removes hop-by-hop headers: the fixed list (RFC 9110 §7.6.1 plus
+/// `Keep-Alive` and every `Proxy-*`) and each header named in `Connection`.
+/// Applied to both requests and responses.
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Names listed in Connection are hop-by-hop too; collect them first
+    // because removing Connection drops its values.
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        // Never let `Connection: host` strip the Host header.
+        if name != HOST {
+            headers.remove(name);
+        }
+    }
+    for name in [CONNECTION, KEEP_ALIVE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE] {
+        headers.remove(name);
+    }
+    remove_prefixed(headers, "proxy-");
+}
+
+/// Strips any client-sent context, then sets forwarding headers and the
+/// handler context.
+pub(crate) fn set_context(headers: &mut HeaderMap, context: &Context<'_>, original_host: Option<HeaderValue>) {
+    remove_prefixed(headers, CONTEXT_PREFIX);
+
+    let client_ip = context.client_ip.to_string();
+    let forwarded_for = match joined(headers, &X_FORWARDED_FOR) {
+        Some(previous) => format!("{previous}, {client_ip}"),
+        None => client_ip,
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(context.proto));
+    match original_host {
+        Some(host) => headers.insert(X_FORWARDED_HOST, host),
+        None => headers.remove(X_FORWARDED_HOST),
+    };
+
+    headers.insert(X_ELSINORE_HOST, context.host.clone());
+    headers.insert(X_ELSINORE_PROJECT, context.project.clone());
+    if let Some(key) = context.project_key {
+        headers.insert(X_ELSINORE_PROJECT_KEY, key.clone());
+    }
+    headers.insert(X_ELSINORE_AUTH, AUTH_NONE);
+    headers.insert(X_REQUEST_ID, context.request_id.clone());
+}
+
+/// Every value of `name` joined with `, ` (a header may arrive split over
+/// several lines).
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+    let first = values.next()?;
+    Some(values.fold(first.to_owned(), |mut all, value| {
+        all.push_str(", ");
+        all.push_str(value);
+        all
+    }))
+}
+
+/// Removes every header whose (lower-case) name starts with `prefix`. Only
+/// allocates when there is something to remove.
+fn remove_prefixed(headers: &mut HeaderMap, prefix: &str) {
+    if !headers.keys().any(|name| name.as_str().starts_with(prefix)) {
+        return;
+    }
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with(prefix))
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                HeaderValue::from_str(value).expect("value"),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut headers = map(&[
+            ("connection", "keep-alive, X-Secret-Hop, host"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-checksum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("host", "blog.localhost"),
+            ("accept", "*/*"),
+        ]);
+        remove_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["host", "accept"]);
+    }
+
+    #[test]
+    fn context_replaces_spoofed_headers() {
+        let mut headers = map(&[
+            ("x-elsinore-host", "evil.example"),
+            ("x-elsinore-auth", "projectAdmin"),
+            ("x-elsinore-anything", "1"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("x-forwarded-host", "spoofed"),
+            ("x-hamlet-project-key", "client-key"),
+        ]);
+        let project = HeaderValue::from_static("horatio");
+        let id = HeaderValue::from_static("req-1");
+        let host = HeaderValue::from_static("blog.localhost");
+        let context = Context {
+            host: &host,
+            project: &project,
+            project_key: None,
+            request_id: &id,
+            client_ip: "127.0.0.1".parse().expect("ip"),
+            proto: "http",
+        };
+        set_context(&mut headers, &context, Some(HeaderValue::from_static("blog.localhost:8080")));
+        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        assert_eq!(get("x-elsinore-host"), Some("blog.localhost"));
+        assert_eq!(get("x-elsinore-project"), Some("horatio"));
+        assert_eq!(get("x-elsinore-auth"), Some("none"));
+        assert_eq!(get("x-elsinore-anything"), None);
+        assert_eq!(get("x-elsinore-project-key"), None);
+        assert_eq!(get("x-forwarded-for"), Some("10.0.0.1, 10.0.0.2, 127.0.0.1"));
+        assert_eq!(get("x-forwarded-host"), Some("blog.localhost:8080"));
+        assert_eq!(get("x-forwarded-proto"), Some("http"));
+        assert_eq!(get("x-request-id"), Some("req-1"));
+        assert_eq!(get("x-hamlet-project-key"), Some("client-key"), "client keys pass through");
+    }
+}

@@ -1,0 +1,212 @@
+//! The request path.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use elsinore_config::{normalize_request_host, HostError};
+use elsinore_supervisor::{HandlerHandle, Unavailable};
+use http::header::HOST;
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, Uri, Version};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::error::ProxyError;
+use crate::headers::{self, Context, X_REQUEST_ID};
+use crate::request_id::RequestIds;
+use crate::{ProxyBody, RouteTable};
+
+/// Idle handler connections are kept this long for reuse.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Connecting to a loopback handler should take microseconds; a handler
+/// whose accept queue is full must not hold the request forever.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Shared state of the request path: the live table and the handler pool.
+#[derive(Debug)]
+pub struct Proxy {
+    table: Arc<ArcSwap<RouteTable>>,
+    client: Client<HttpConnector, Incoming>,
+    request_ids: RequestIds,
+}
+
+impl Proxy {
+    /// A proxy serving whatever `table` holds at each request.
+    pub fn new(table: Arc<ArcSwap<RouteTable>>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            // We forward the client's own Host; never derive one from the
+            // handler's loopback address.
+            .set_host(false)
+            .build(connector);
+        Self {
+            table,
+            client,
+            request_ids: RequestIds::new(),
+        }
+    }
+
+    /// Answers one request; never fails (errors become JSON responses).
+    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        let request_id = self.request_ids.for_request(request.headers().get(X_REQUEST_ID));
+        let mut response = match self.route(request, peer, &request_id).await {
+            Ok(response) => response,
+            Err(error) => {
+                if error.status().is_server_error() {
+                    tracing::warn!(request_id = ?request_id, %error, details = ?error, "request failed");
+                }
+                return error.into_response(&request_id);
+            }
+        };
+        headers::remove_hop_by_hop(response.headers_mut());
+        response.headers_mut().insert(X_REQUEST_ID, request_id);
+        response
+    }
+
+    async fn route(
+        &self,
+        mut request: Request<Incoming>,
+        peer: SocketAddr,
+        request_id: &HeaderValue,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        // HTTP/2 and absolute-form requests carry the authority in the URI;
+        // it takes precedence over Host (RFC 9112 §3.2.2).
+        let raw_host = match request.uri().authority() {
+            Some(authority) => authority.as_str(),
+            None => request
+                .headers()
+                .get(HOST)
+                .map(|value| value.to_str().unwrap_or("\u{0}"))
+                .unwrap_or(""),
+        };
+        let host = normalize_request_host(raw_host).map_err(|err| match err {
+            HostError::Missing => ProxyError::MissingHost,
+            _ => ProxyError::InvalidHost {
+                host: raw_host.to_owned(),
+            },
+        })?;
+
+        // One load of the snapshot; the Arc keeps this project alive for
+        // the whole request even if the table is swapped meanwhile.
+        let project = self
+            .table
+            .load()
+            .hosts
+            .lookup(&host)
+            .cloned()
+            .ok_or_else(|| ProxyError::UnknownHost {
+                host: host.clone().into_owned(),
+            })?;
+        // A validated DNS name is always a valid header value; making it one
+        // now also ends the borrow of the request's headers.
+        let host_header = HeaderValue::from_str(&host).map_err(|_| ProxyError::InvalidHost {
+            host: host.clone().into_owned(),
+        })?;
+        let handler = project
+            .handler_for(request.uri().path())
+            .cloned()
+            .ok_or_else(|| ProxyError::NoRoute {
+                project: project.name.clone(),
+                path: request.uri().path().to_owned(),
+            })?;
+        handler.ready().await.map_err(|why| unavailable(&handler, why))?;
+
+        let original_host = request.headers().get(HOST).cloned().or_else(|| {
+            request
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let context = Context {
+            host: &host_header,
+            project: &project.name_header,
+            project_key: project.key_header.as_ref(),
+            request_id,
+            client_ip: peer.ip(),
+            proto: "http",
+        };
+        let headers = request.headers_mut();
+        headers::remove_hop_by_hop(headers);
+        headers::set_context(headers, &context, original_host.clone());
+        // HTTP/2 requests have no Host header; handlers expect one.
+        if !headers.contains_key(HOST) {
+            if let Some(host) = original_host {
+                headers.insert(HOST, host);
+            }
+        }
+        *request.uri_mut() = handler_uri(&handler, request.uri())?;
+        // Handlers speak HTTP/1.1 whatever the client spoke.
+        *request.version_mut() = Version::HTTP_11;
+
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|err| upstream_error(&handler, &err))?;
+        Ok(response.map(Either::Left))
+    }
+}
+
+/// `http://<handler>/<path>?<query>`: the client's path and query, intact.
+fn handler_uri(handler: &HandlerHandle, uri: &Uri) -> Result<Uri, ProxyError> {
+    let path_and_query = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(handler.authority().clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|err| ProxyError::HandlerFailed {
+            handler: label(handler),
+            reason: format!("cannot build the handler URI: {err}"),
+        })
+}
+
+fn label(handler: &HandlerHandle) -> String {
+    format!("{}/{}", handler.project(), handler.name())
+}
+
+fn unavailable(handler: &HandlerHandle, why: Unavailable) -> ProxyError {
+    let handler = label(handler);
+    match why {
+        Unavailable::Starting { waited } => ProxyError::HandlerStarting { handler, waited },
+        Unavailable::Crashed { reason, retry_in } => ProxyError::HandlerCrashed {
+            handler,
+            reason,
+            retry_in,
+        },
+        Unavailable::Stopped => ProxyError::HandlerStopped { handler },
+    }
+}
+
+/// Says in words what went wrong between Elsinore and the handler. The
+/// handler's address stays in the log, not in the public response.
+fn upstream_error(handler: &HandlerHandle, err: &hyper_util::client::legacy::Error) -> ProxyError {
+    let name = label(handler);
+    if err.is_connect() {
+        tracing::warn!(handler = %name, addr = %handler.authority(), error = ?err, "cannot connect to handler");
+        return ProxyError::HandlerUnreachable {
+            handler: name,
+            reason: "the handler refused the connection or is not listening".into(),
+        };
+    }
+    let hyper_error = std::error::Error::source(err).and_then(|source| source.downcast_ref::<hyper::Error>());
+    let reason = match hyper_error {
+        Some(e) if e.is_incomplete_message() => "the handler closed the connection before responding".to_owned(),
+        Some(e) if e.is_parse() => "the handler sent a response that is not valid HTTP".to_owned(),
+        Some(e) => format!("the handler connection failed: {e}"),
+        None => format!("the handler connection failed: {err}"),
+    };
+    ProxyError::HandlerFailed { handler: name, reason }
+}

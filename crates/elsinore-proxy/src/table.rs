@@ -1,0 +1,78 @@
+//! The live route table: hostname → project → handlers.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use elsinore_config::HostPattern;
+use elsinore_routes::{Conflict, HostTable, PrefixRouter};
+use elsinore_supervisor::HandlerHandle;
+use http::HeaderValue;
+
+/// One project as the request path needs it; header values are prepared
+/// once here so requests do not allocate them.
+#[derive(Debug)]
+pub struct ProjectRoute {
+    /// The project's name.
+    pub name: String,
+    /// The project folder.
+    pub path: PathBuf,
+    /// Hosts it declared and kept (conflicts excluded).
+    pub hosts: Vec<HostPattern>,
+    /// Its handlers, in manifest order.
+    pub handlers: Vec<Arc<HandlerHandle>>,
+    pub(crate) router: PrefixRouter,
+    pub(crate) name_header: HeaderValue,
+    pub(crate) key_header: Option<HeaderValue>,
+}
+
+impl ProjectRoute {
+    /// `routes[i]` are the path prefixes of `handlers[i]`. Returns `None`
+    /// when the name or key cannot be sent as a header (config validation
+    /// already refuses those).
+    pub fn new(
+        name: &str,
+        path: PathBuf,
+        key: Option<&str>,
+        handlers: Vec<(Arc<HandlerHandle>, Vec<String>)>,
+    ) -> Option<Self> {
+        let name_header = HeaderValue::from_str(name).ok()?;
+        let key_header = match key {
+            Some(key) => {
+                let mut value = HeaderValue::from_str(key).ok()?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        let router = PrefixRouter::new(
+            handlers
+                .iter()
+                .map(|(_, routes)| routes.iter().map(String::as_str)),
+        );
+        Some(Self {
+            name: name.to_owned(),
+            path,
+            hosts: Vec::new(),
+            handlers: handlers.into_iter().map(|(handle, _)| handle).collect(),
+            router,
+            name_header,
+            key_header,
+        })
+    }
+
+    /// The handler serving `path`, by longest prefix.
+    pub fn handler_for(&self, path: &str) -> Option<&Arc<HandlerHandle>> {
+        self.router.pick(path).and_then(|index| self.handlers.get(index))
+    }
+}
+
+/// An immutable snapshot of everything routing needs.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    /// Host → project.
+    pub hosts: HostTable<Arc<ProjectRoute>>,
+    /// Every project, in `config.json` order.
+    pub projects: Vec<Arc<ProjectRoute>>,
+    /// Names declared by two projects.
+    pub conflicts: Vec<Conflict>,
+}

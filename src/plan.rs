@@ -1,0 +1,169 @@
+//! What the configuration declares, before anything runs: config.json, each
+//! project's manifest and host folders, and who owns which host. `check`
+//! and `routes` print it; `serve` starts it.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::bail;
+use elsinore_config::{Config, HandlerKind, HandlerSpec, Manifest, ProjectConfig};
+use elsinore_routes::{scan_hosts, Conflict, HostScan, HostTable, HostTableBuilder};
+
+/// One project with everything read from its folder.
+#[derive(Debug)]
+pub struct ProjectPlan {
+    pub config: ProjectConfig,
+    pub manifest: Manifest,
+    pub scan: HostScan,
+}
+
+/// The whole declared setup.
+#[derive(Debug)]
+pub struct Plan {
+    pub config: Config,
+    pub projects: Vec<ProjectPlan>,
+}
+
+impl Plan {
+    /// Reads config.json and every project; reports every error found, not
+    /// only the first, so one `check` run shows everything to fix.
+    pub fn load(config_path: &Path) -> anyhow::Result<Self> {
+        let config = Config::load(config_path)?;
+        let mut errors = Vec::new();
+        let mut projects = Vec::with_capacity(config.projects.len());
+        for project in &config.projects {
+            let manifest = Manifest::load(&project.path).map_err(|e| e.to_string());
+            let scan = scan_hosts(&project.path).map_err(|e| e.to_string());
+            match (manifest, scan) {
+                (Ok(manifest), Ok(scan)) => projects.push(ProjectPlan {
+                    config: project.clone(),
+                    manifest,
+                    scan,
+                }),
+                (manifest, scan) => {
+                    errors.extend(manifest.err());
+                    errors.extend(scan.err());
+                }
+            }
+        }
+        if !errors.is_empty() {
+            bail!("{}", errors.join("\n"));
+        }
+        Ok(Self { config, projects })
+    }
+
+    /// Host → index into `projects`, first declaration winning.
+    pub fn host_owners(&self) -> (HostTable<usize>, Vec<Conflict>) {
+        let mut builder = HostTableBuilder::new();
+        for (index, project) in self.projects.iter().enumerate() {
+            for host in &project.scan.hosts {
+                builder.insert(&project.config.name, host, index);
+            }
+        }
+        builder.finish()
+    }
+
+    /// `host → project → handler [routes], …`, one line per host.
+    pub fn render_routes(&self) -> String {
+        let (owners, _) = self.host_owners();
+        let entries = owners.entries();
+        let width = entries.iter().map(|(host, _)| host.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        for (host, &index) in &entries {
+            let project = &self.projects[index];
+            let handlers: Vec<String> = project
+                .manifest
+                .handlers
+                .iter()
+                .map(|h| format!("{} [{}]", h.name, h.routes.join(" ")))
+                .collect();
+            let _ = writeln!(
+                out,
+                "{host:width$}  → {}  → {}",
+                project.config.name,
+                handlers.join(", ")
+            );
+        }
+        if entries.is_empty() {
+            out.push_str("(no hosts declared: add folders under <project>/hosts/)\n");
+        }
+        out
+    }
+
+    /// The `check` report: settings, projects, routes, and warnings.
+    pub fn render_check(&self) -> String {
+        let (owners, conflicts) = self.host_owners();
+        let config = &self.config;
+        let mut out = String::new();
+        let _ = writeln!(out, "config:   {}", config.file.display());
+        let _ = writeln!(out, "listen:   http://{}", config.listen);
+        if let Some(admin) = config.admin_listen {
+            let _ = writeln!(out, "admin:    http://{admin}");
+        }
+        let _ = writeln!(out, "database: {}", config.database.display());
+        let _ = writeln!(out, "\nprojects:");
+        for project in &self.projects {
+            let key = if project.config.key.is_some() { "key set" } else { "no key" };
+            let _ = writeln!(
+                out,
+                "  {} ({}, {} hosts, {key})",
+                project.config.name,
+                project.config.path.display(),
+                project.scan.hosts.len()
+            );
+            for handler in &project.manifest.handlers {
+                let _ = writeln!(out, "    handler {}", describe_handler(handler));
+            }
+        }
+        let _ = writeln!(out, "\nroutes ({} hosts):", owners.len());
+        for line in self.render_routes().lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+        let warnings = self.warnings(&conflicts);
+        if !warnings.is_empty() {
+            let _ = writeln!(out, "\nwarnings:");
+            for warning in warnings {
+                let _ = writeln!(out, "  {warning}");
+            }
+        }
+        out.push_str("\nconfiguration OK\n");
+        out
+    }
+
+    /// Skipped folders and host conflicts, in words.
+    pub fn warnings(&self, conflicts: &[Conflict]) -> Vec<String> {
+        let mut warnings: Vec<String> = self
+            .projects
+            .iter()
+            .flat_map(|project| {
+                project.scan.skipped.iter().map(|skipped| {
+                    format!(
+                        "skipped {}/hosts/{}: {}",
+                        project.config.path.display(),
+                        skipped.name,
+                        skipped.reason
+                    )
+                })
+            })
+            .collect();
+        warnings.extend(conflicts.iter().map(|c| {
+            format!(
+                "host {} is declared by both {} and {}; {} keeps it (first in config.json)",
+                c.host, c.kept_by, c.refused_for, c.kept_by
+            )
+        }));
+        warnings
+    }
+}
+
+fn describe_handler(handler: &HandlerSpec) -> String {
+    let target = match &handler.kind {
+        HandlerKind::Command { argv } => format!("command: {}", argv.join(" ")),
+        HandlerKind::Url { authority } => format!("url: http://{authority}"),
+    };
+    let ready = handler
+        .ready
+        .as_deref()
+        .map_or_else(|| "ready: tcp".to_owned(), |path| format!("ready: {path}"));
+    format!("{} [{}] {target}, {ready}", handler.name, handler.routes.join(" "))
+}
