@@ -1,0 +1,346 @@
+//! Test support: run the real `elsinore` binary on port 0 in a temp dir,
+//! with real handler processes, and talk to it over real sockets.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Upper bound for anything a test waits for; generous because CI machines
+/// are shared, and only reached when something is actually broken.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_elsinore")
+}
+
+pub fn echo_handler() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/echo_handler.py")
+}
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A temp folder holding `config.json` and project folders.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Creates `<name>/project.toml` and `<name>/hosts/<host>/` folders.
+    pub fn project(&self, name: &str, hosts: &[&str], manifest: &str) -> PathBuf {
+        let dir = self.path().join(name);
+        std::fs::create_dir_all(dir.join("hosts")).unwrap();
+        for host in hosts {
+            std::fs::create_dir_all(dir.join("hosts").join(host)).unwrap();
+        }
+        std::fs::write(dir.join("project.toml"), manifest).unwrap();
+        dir
+    }
+
+    pub fn write_config(&self, json: &serde_json::Value) -> PathBuf {
+        let path = self.path().join("config.json");
+        std::fs::write(&path, serde_json::to_string_pretty(json).unwrap()).unwrap();
+        path
+    }
+
+    /// A config on port 0 with a temp database serving `projects`.
+    pub fn config(&self, projects: serde_json::Value) -> PathBuf {
+        self.write_config(&serde_json::json!({
+            "listen": "127.0.0.1:0",
+            "database": "data/elsinore.db",
+            "projects": projects,
+        }))
+    }
+
+    pub fn database(&self) -> PathBuf {
+        self.path().join("data/elsinore.db")
+    }
+}
+
+/// A `[[handler]]` running the echo fixture.
+pub fn echo_manifest_entry(name: &str, routes: &[&str], extra_env: &str) -> String {
+    let routes: Vec<String> = routes.iter().map(|r| format!("{r:?}")).collect();
+    let env = if extra_env.is_empty() {
+        format!("HANDLER_NAME = {name:?}")
+    } else {
+        format!("HANDLER_NAME = {name:?}, {extra_env}")
+    };
+    format!(
+        "[[handler]]\nname = {name:?}\ncommand = [\"python3\", {:?}]\nroutes = [{}]\nready = \"/health\"\nenv = {{ {env} }}\n",
+        echo_handler().display().to_string(),
+        routes.join(", "),
+    )
+}
+
+pub fn echo_manifest() -> String {
+    echo_manifest_entry("web", &["/"], "")
+}
+
+/// Log lines collected from the server's stderr.
+#[derive(Clone, Default)]
+pub struct Logs {
+    inner: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+impl Logs {
+    fn push(&self, line: String) {
+        let (lines, changed) = &*self.inner;
+        lines.lock().unwrap().push(line);
+        changed.notify_all();
+    }
+
+    pub fn all(&self) -> Vec<String> {
+        self.inner.0.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) for a line containing `needle`; returns it.
+    pub fn wait_for(&self, needle: &str) -> String {
+        let (lines, changed) = &*self.inner;
+        let deadline = Instant::now() + WAIT;
+        let mut guard = lines.lock().unwrap();
+        loop {
+            if let Some(line) = guard.iter().find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no log line containing {needle:?} within {WAIT:?}; log so far:\n{}",
+                guard.join("\n")
+            );
+            guard = changed.wait_timeout(guard, left).unwrap().0;
+        }
+    }
+}
+
+/// A running `elsinore serve`.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub child: Child,
+    pub logs: Logs,
+}
+
+impl Server {
+    pub fn start(config: &Path) -> Self {
+        Self::start_with_env(config, &[])
+    }
+
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(binary());
+        command
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start elsinore");
+        let logs = Logs::default();
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("ELSINORE_TEST_ECHO_LOGS").is_some() {
+                    eprintln!("[elsinore] {line}");
+                }
+                sink.push(line);
+            }
+        });
+        let line = logs.wait_for("listening on http://");
+        let addr = line
+            .rsplit("listening on http://")
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("cannot parse the address from {line:?}"));
+        Self { addr, child, logs }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).unwrap();
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "elsinore did not exit within {WAIT:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn get(&self, host: &str, path: &str) -> Req {
+        Req::new(self.addr, Method::GET, path).host(host)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            // SIGTERM so handlers are stopped in order; SIGKILL if stuck.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid()),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if self.child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection.
+pub struct Req {
+    addr: SocketAddr,
+    method: Method,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Bytes,
+}
+
+impl Req {
+    pub fn new(addr: SocketAddr, method: Method, path: &str) -> Self {
+        Self {
+            addr,
+            method,
+            path: path.to_owned(),
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    pub fn host(self, host: &str) -> Self {
+        self.header("host", host)
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn method(mut self, method: &str) -> Self {
+        self.method = Method::from_bytes(method.as_bytes()).unwrap();
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    pub async fn send(self) -> Reply {
+        tokio::time::timeout(WAIT, self.send_unbounded())
+            .await
+            .expect("request did not complete in time")
+    }
+
+    async fn send_unbounded(self) -> Reply {
+        let stream = TcpStream::connect(self.addr).await.expect("connect to elsinore");
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(connection);
+        let mut request = Request::builder().method(self.method.clone()).uri(&self.path);
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
+        let request = request.body(Full::new(self.body)).unwrap();
+        let response = sender.send_request(request).await.expect("response");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        Reply { status, headers, body }
+    }
+}
+
+/// A complete response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|err| {
+            panic!(
+                "body is not JSON ({err}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// For echo-handler replies: every value the handler saw for `name`.
+    pub fn seen(&self, name: &str) -> Vec<String> {
+        self.json()["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|pair| pair[0].as_str().unwrap().eq_ignore_ascii_case(name))
+            .map(|pair| pair[1].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// Whether a process with this pid still exists (and is not a zombie of ours).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Waits (bounded) until `check` holds.
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}

@@ -1,0 +1,226 @@
+//! Request routing through the real binary: hosts, wildcards, normalisation,
+//! handler choice, methods, bodies, and the JSON errors for bad hosts.
+
+mod common;
+
+use common::{echo_manifest, echo_manifest_entry, Req, Server, Workspace};
+use http::{Method, StatusCode};
+use serde_json::json;
+
+/// alpha: a.test, *.wild.test; beta: b.test, x.wild.test (exact beats the
+/// wildcard), *.deep.wild.test (longest suffix beats *.wild.test).
+fn two_projects() -> (Workspace, Server) {
+    let ws = Workspace::new();
+    ws.project("alpha", &["a.test", "*.wild.test"], &echo_manifest());
+    ws.project("beta", &["b.test", "x.wild.test", "*.deep.wild.test"], &echo_manifest());
+    let config = ws.config(json!(["alpha", {"path": "beta", "key": "beta-secret"}]));
+    let server = Server::start(&config);
+    (ws, server)
+}
+
+#[tokio::test]
+async fn routes_hosts_and_wildcards_to_their_projects() {
+    let (_ws, server) = two_projects();
+    let cases = [
+        ("a.test", "alpha", "a.test"),
+        ("b.test", "beta", "b.test"),
+        ("anything.wild.test", "alpha", "anything.wild.test"),
+        ("two.levels.wild.test", "alpha", "two.levels.wild.test"),
+        ("x.wild.test", "beta", "x.wild.test"),
+        ("y.deep.wild.test", "beta", "y.deep.wild.test"),
+        // Normalisation: case, port and one trailing dot.
+        ("A.TEST:8080", "alpha", "a.test"),
+        ("b.test.", "beta", "b.test"),
+        ("B.Test.:443", "beta", "b.test"),
+    ];
+    for (host, project, normalised) in cases {
+        let reply = server.get(host, "/who").send().await;
+        assert_eq!(reply.status, StatusCode::OK, "host {host}: {:?}", reply.body);
+        let body = reply.json();
+        assert_eq!(body["project"], project, "host {host}");
+        assert_eq!(reply.seen("x-elsinore-host"), [normalised], "host {host}");
+        assert_eq!(reply.seen("x-elsinore-project"), [project], "host {host}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_invalid_and_missing_hosts_get_json_errors() {
+    let (_ws, server) = two_projects();
+
+    let reply = server.get("nope.test", "/").send().await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let body = reply.json();
+    assert_eq!(body["error"], "unknown host");
+    assert_eq!(body["host"], "nope.test");
+    assert_eq!(body["request_id"].as_str(), reply.header("x-request-id"));
+
+    // The bare wildcard suffix is not covered by the wildcard.
+    let reply = server.get("wild.test", "/").send().await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+
+    for bad in ["bad host", "a..test", "-a.test", "a.test:port", "[::1]:80"] {
+        let reply = server.get(bad, "/").send().await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "host {bad:?}");
+        assert_eq!(reply.json()["error"], "invalid host", "host {bad:?}");
+    }
+
+    let reply = Req::new(server.addr, Method::GET, "/").send().await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.json()["error"], "missing host");
+}
+
+#[tokio::test]
+async fn spoofed_context_headers_are_replaced() {
+    let (_ws, server) = two_projects();
+    let reply = server
+        .get("b.test", "/ctx")
+        .header("X-Elsinore-Host", "a.test")
+        .header("X-Elsinore-Project", "alpha")
+        .header("X-Elsinore-Project-Key", "stolen")
+        .header("X-Elsinore-Auth", "projectAdmin")
+        .header("X-Elsinore-Whatever", "1")
+        .header("X-Hamlet-Project-Key", "client-sent")
+        .header("X-Hamlet-Host-Key", "client-host-key")
+        .send()
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.seen("x-elsinore-host"), ["b.test"]);
+    assert_eq!(reply.seen("x-elsinore-project"), ["beta"]);
+    assert_eq!(reply.seen("x-elsinore-project-key"), ["beta-secret"]);
+    assert_eq!(reply.seen("x-elsinore-auth"), ["none"]);
+    assert!(reply.seen("x-elsinore-whatever").is_empty());
+    // The client's own key headers reach the handler untouched.
+    assert_eq!(reply.seen("x-hamlet-project-key"), ["client-sent"]);
+    assert_eq!(reply.seen("x-hamlet-host-key"), ["client-host-key"]);
+
+    // A project without a key gets no key header, even a spoofed one.
+    let reply = server
+        .get("a.test", "/ctx")
+        .header("X-Elsinore-Project-Key", "stolen")
+        .send()
+        .await;
+    assert!(reply.seen("x-elsinore-project-key").is_empty());
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_removed_and_forwarding_headers_added() {
+    let (_ws, server) = two_projects();
+    let reply = server
+        .get("a.test:8080", "/hop")
+        .header("Connection", "keep-alive, X-Drop-Me")
+        .header("X-Drop-Me", "1")
+        .header("Keep-Alive", "timeout=5")
+        .header("TE", "trailers")
+        .header("Trailer", "X-Checksum")
+        .header("Proxy-Authorization", "Basic Zm9vOmJhcg==")
+        .header("Upgrade", "websocket")
+        .header("X-Forwarded-For", "203.0.113.7")
+        .header("X-Forwarded-Host", "spoofed.example")
+        .header("X-Keep-Me", "yes")
+        .send()
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    for gone in ["x-drop-me", "keep-alive", "te", "trailer", "proxy-authorization", "upgrade"] {
+        assert!(reply.seen(gone).is_empty(), "{gone} reached the handler");
+    }
+    // hyper's client adds its own `connection: keep-alive` at most; never ours.
+    assert!(reply.seen("connection").iter().all(|v| v == "keep-alive"));
+    assert_eq!(reply.seen("x-keep-me"), ["yes"]);
+    assert_eq!(reply.seen("x-forwarded-for"), ["203.0.113.7, 127.0.0.1"]);
+    assert_eq!(reply.seen("x-forwarded-proto"), ["http"]);
+    assert_eq!(reply.seen("x-forwarded-host"), ["a.test:8080"]);
+    assert_eq!(reply.seen("host"), ["a.test:8080"], "Host is forwarded as sent");
+}
+
+#[tokio::test]
+async fn every_method_and_the_query_string_reach_the_handler() {
+    let (_ws, server) = two_projects();
+    for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PURGE", "PROPFIND"] {
+        let reply = server
+            .get("a.test", "/items/42?sort=desc&q=a%20b&empty=")
+            .method(method)
+            .body("payload")
+            .send()
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{method}");
+        let body = reply.json();
+        assert_eq!(body["method"], method);
+        assert_eq!(body["path"], "/items/42?sort=desc&q=a%20b&empty=", "{method}");
+        assert_eq!(body["body_len"], 7, "{method}");
+    }
+    let reply = server.get("a.test", "/items/42").method("HEAD").send().await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.body.is_empty());
+    assert!(reply.header("content-length").is_some_and(|n| n != "0"));
+}
+
+#[tokio::test]
+async fn a_one_mebibyte_body_round_trips_intact() {
+    let (_ws, server) = two_projects();
+    let body: Vec<u8> = (0..1024 * 1024).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let reply = server
+        .get("a.test", "/echo-body")
+        .method("POST")
+        .body(body.clone())
+        .send()
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body.len(), body.len());
+    assert!(reply.body == body, "body changed on the way");
+}
+
+#[tokio::test]
+async fn request_ids_are_kept_when_sane_and_generated_otherwise() {
+    let (_ws, server) = two_projects();
+    let reply = server.get("a.test", "/").header("X-Request-Id", "trace-abc.123").send().await;
+    assert_eq!(reply.header("x-request-id"), Some("trace-abc.123"));
+    assert_eq!(reply.seen("x-request-id"), ["trace-abc.123"]);
+
+    let reply = server.get("a.test", "/").header("X-Request-Id", "no spaces allowed").send().await;
+    let generated = reply.header("x-request-id").expect("generated id").to_owned();
+    assert_ne!(generated, "no spaces allowed");
+    assert_eq!(reply.seen("x-request-id"), [generated.clone()]);
+
+    let other = server.get("a.test", "/").send().await;
+    assert_ne!(other.header("x-request-id"), Some(generated.as_str()));
+}
+
+#[tokio::test]
+async fn longest_route_prefix_picks_the_handler() {
+    let ws = Workspace::new();
+    let manifest = [
+        echo_manifest_entry("web", &["/"], ""),
+        echo_manifest_entry("api", &["/api/"], ""),
+        echo_manifest_entry("admin", &["/api/admin/", "/internal/"], ""),
+    ]
+    .join("\n");
+    ws.project("site", &["site.test"], &manifest);
+    let server = Server::start(&ws.config(json!(["site"])));
+    let cases = [
+        ("/", "web"),
+        ("/api", "web"),
+        ("/api/", "api"),
+        ("/api/GetFeed", "api"),
+        ("/api/admin/keys", "admin"),
+        ("/internal/x", "admin"),
+    ];
+    for (path, handler) in cases {
+        let reply = server.get("site.test", path).send().await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        assert_eq!(reply.json()["handler"], handler, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_path_no_handler_serves_is_a_json_404() {
+    let ws = Workspace::new();
+    ws.project("api-only", &["api.test"], &echo_manifest_entry("api", &["/api/"], ""));
+    let server = Server::start(&ws.config(json!(["api-only"])));
+    let reply = server.get("api.test", "/index.html").send().await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    let body = reply.json();
+    assert_eq!(body["error"], "no handler for this path");
+    assert_eq!(body["project"], "api-only");
+    assert_eq!(body["path"], "/index.html");
+}
