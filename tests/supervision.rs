@@ -157,7 +157,9 @@ async fn a_killed_elsinore_leaves_no_handler_behind() {
     });
 }
 
-#[tokio::test]
+// Multi-threaded: the request runs on one worker while the test thread
+// blocks on the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_requests_finish_across_sigterm() {
     let ws = Workspace::new();
     ws.project("busy", &["busy.test"], &echo_manifest_entry("web", &["/"], ""));

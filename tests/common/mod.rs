@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -106,19 +106,19 @@ pub struct Logs {
 impl Logs {
     fn push(&self, line: String) {
         let (lines, changed) = &*self.inner;
-        lines.lock().unwrap().push(line);
+        lines.lock().unwrap_or_else(PoisonError::into_inner).push(line);
         changed.notify_all();
     }
 
     pub fn all(&self) -> Vec<String> {
-        self.inner.0.lock().unwrap().clone()
+        self.inner.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Waits (bounded) for a line containing `needle`; returns it.
     pub fn wait_for(&self, needle: &str) -> String {
         let (lines, changed) = &*self.inner;
         let deadline = Instant::now() + WAIT;
-        let mut guard = lines.lock().unwrap();
+        let mut guard = lines.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if let Some(line) = guard.iter().find(|l| l.contains(needle)) {
                 return line.clone();
@@ -129,7 +129,10 @@ impl Logs {
                 "no log line containing {needle:?} within {WAIT:?}; log so far:\n{}",
                 guard.join("\n")
             );
-            guard = changed.wait_timeout(guard, left).unwrap().0;
+            guard = changed
+                .wait_timeout(guard, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 }
