@@ -67,7 +67,11 @@ impl Plan {
     pub fn render_routes(&self) -> String {
         let (owners, _) = self.host_owners();
         let entries = owners.entries();
-        let width = entries.iter().map(|(host, _)| host.len()).max().unwrap_or(0);
+        let width = entries
+            .iter()
+            .map(|(host, _)| host.len())
+            .max()
+            .unwrap_or(0);
         let mut out = String::new();
         for (host, &index) in &entries {
             let project = &self.projects[index];
@@ -103,7 +107,11 @@ impl Plan {
         let _ = writeln!(out, "database: {}", config.database.display());
         let _ = writeln!(out, "\nprojects:");
         for project in &self.projects {
-            let key = if project.config.key.is_some() { "key set" } else { "no key" };
+            let key = if project.config.key.is_some() {
+                "key set"
+            } else {
+                "no key"
+            };
             let _ = writeln!(
                 out,
                 "  {} ({}, {} hosts, {key})",
@@ -165,5 +173,9 @@ fn describe_handler(handler: &HandlerSpec) -> String {
         .ready
         .as_deref()
         .map_or_else(|| "ready: tcp".to_owned(), |path| format!("ready: {path}"));
-    format!("{} [{}] {target}, {ready}", handler.name, handler.routes.join(" "))
+    format!(
+        "{} [{}] {target}, {ready}",
+        handler.name,
+        handler.routes.join(" ")
+    )
 }

@@ -84,7 +84,12 @@ fn build_table(plan: &Plan, supervisor: &Supervisor) -> anyhow::Result<RouteTabl
             project.config.key.as_ref().map(|k| k.expose()),
             handlers,
         )
-        .with_context(|| format!("project {}: name or key is not valid header text", project.config.name))?;
+        .with_context(|| {
+            format!(
+                "project {}: name or key is not valid header text",
+                project.config.name
+            )
+        })?;
         routes.push(route);
     }
 
@@ -111,7 +116,10 @@ fn build_table(plan: &Plan, supervisor: &Supervisor) -> anyhow::Result<RouteTabl
 
 /// Resolves on the first SIGTERM or SIGINT; a second one exits at once.
 async fn shutdown_signal() {
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; Elsinore will only stop when killed");
         return std::future::pending().await;
     };

@@ -18,14 +18,25 @@ fn run(verb: &str, config: &std::path::Path) -> Output {
 
 fn text(bytes: &[u8], ws: &Workspace) -> String {
     // Replace the temp dir so messages can be compared exactly.
-    let dir = ws.path().canonicalize().expect("canonical").display().to_string();
+    let dir = ws
+        .path()
+        .canonicalize()
+        .expect("canonical")
+        .display()
+        .to_string();
     let raw = ws.path().display().to_string();
-    String::from_utf8_lossy(bytes).replace(&dir, "DIR").replace(&raw, "DIR")
+    String::from_utf8_lossy(bytes)
+        .replace(&dir, "DIR")
+        .replace(&raw, "DIR")
 }
 
 fn good_workspace() -> (Workspace, std::path::PathBuf) {
     let ws = Workspace::new();
-    ws.project("alpha", &["a.test", "*.wild.test", "not a host"], &echo_manifest());
+    ws.project(
+        "alpha",
+        &["a.test", "*.wild.test", "not a host"],
+        &echo_manifest(),
+    );
     ws.project("beta", &["b.test", "a.test"], &echo_manifest());
     let config = ws.config(json!(["alpha", {"path": "beta", "key": "k"}]));
     (ws, config)
@@ -36,7 +47,11 @@ fn check_prints_the_table_warnings_and_ok() {
     let (ws, config) = good_workspace();
     let output = run("check", &config);
     let stdout = text(&output.stdout, &ws);
-    assert!(output.status.success(), "{stdout}\n{}", text(&output.stderr, &ws));
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        text(&output.stderr, &ws)
+    );
     for expected in [
         "listen:   http://127.0.0.1:0",
         "database: DIR/data/elsinore.db",
@@ -50,7 +65,10 @@ fn check_prints_the_table_warnings_and_ok() {
         "  host a.test is declared by both alpha and beta; alpha keeps it (first in config.json)",
         "configuration OK",
     ] {
-        assert!(stdout.lines().any(|l| l == expected), "missing line {expected:?} in:\n{stdout}");
+        assert!(
+            stdout.lines().any(|l| l == expected),
+            "missing line {expected:?} in:\n{stdout}"
+        );
     }
     assert!(!stdout.contains("\"k\""), "check must not print keys");
 }
@@ -101,7 +119,11 @@ fn check_reports_bad_configs_exactly() {
         std::fs::write(&config, json).expect("write config");
         let output = run("check", &config);
         assert!(!output.status.success(), "accepted: {json}");
-        assert_eq!(text(&output.stderr, &ws).trim_end(), *expected, "config: {json}");
+        assert_eq!(
+            text(&output.stderr, &ws).trim_end(),
+            *expected,
+            "config: {json}"
+        );
         assert!(output.stdout.is_empty());
     }
 }
@@ -109,7 +131,11 @@ fn check_reports_bad_configs_exactly() {
 #[test]
 fn check_reports_a_broken_project_toml_with_its_line() {
     let ws = Workspace::new();
-    ws.project("alpha", &["a.test"], "[[handler]]\nname = \"web\"\ncomand = [\"python3\"]\n");
+    ws.project(
+        "alpha",
+        &["a.test"],
+        "[[handler]]\nname = \"web\"\ncomand = [\"python3\"]\n",
+    );
     ws.project("beta", &["b.test"], "[[handler]]\nname = \"web\"\n");
     let config = ws.config(json!(["alpha", "beta"]));
     let output = run("check", &config);
@@ -132,7 +158,8 @@ fn serve_refuses_to_start_on_a_bad_config() {
     std::fs::write(&config, r#"{"projects": ["nowhere"]}"#).expect("write");
     let output = run("serve", &config);
     assert!(!output.status.success());
-    assert!(text(&output.stderr, &ws).contains("projects[0].path: project folder DIR/nowhere not found"));
+    assert!(text(&output.stderr, &ws)
+        .contains("projects[0].path: project folder DIR/nowhere not found"));
 }
 
 #[test]

@@ -12,7 +12,11 @@ use serde_json::json;
 fn two_projects() -> (Workspace, Server) {
     let ws = Workspace::new();
     ws.project("alpha", &["a.test", "*.wild.test"], &echo_manifest());
-    ws.project("beta", &["b.test", "x.wild.test", "*.deep.wild.test"], &echo_manifest());
+    ws.project(
+        "beta",
+        &["b.test", "x.wild.test", "*.deep.wild.test"],
+        &echo_manifest(),
+    );
     let config = ws.config(json!(["alpha", {"path": "beta", "key": "beta-secret"}]));
     let server = Server::start(&config);
     (ws, server)
@@ -35,7 +39,12 @@ async fn routes_hosts_and_wildcards_to_their_projects() {
     ];
     for (host, project, normalised) in cases {
         let reply = server.get(host, "/who").send().await;
-        assert_eq!(reply.status, StatusCode::OK, "host {host}: {:?}", reply.body);
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "host {host}: {:?}",
+            reply.body
+        );
         let body = reply.json();
         assert_eq!(body["project"], project, "host {host}");
         assert_eq!(reply.seen("x-elsinore-host"), [normalised], "host {host}");
@@ -121,7 +130,14 @@ async fn hop_by_hop_headers_are_removed_and_forwarding_headers_added() {
         .send()
         .await;
     assert_eq!(reply.status, StatusCode::OK);
-    for gone in ["x-drop-me", "keep-alive", "te", "trailer", "proxy-authorization", "upgrade"] {
+    for gone in [
+        "x-drop-me",
+        "keep-alive",
+        "te",
+        "trailer",
+        "proxy-authorization",
+        "upgrade",
+    ] {
         assert!(reply.seen(gone).is_empty(), "{gone} reached the handler");
     }
     // hyper's client adds its own `connection: keep-alive` at most; never ours.
@@ -130,13 +146,19 @@ async fn hop_by_hop_headers_are_removed_and_forwarding_headers_added() {
     assert_eq!(reply.seen("x-forwarded-for"), ["203.0.113.7, 127.0.0.1"]);
     assert_eq!(reply.seen("x-forwarded-proto"), ["http"]);
     assert_eq!(reply.seen("x-forwarded-host"), ["a.test:8080"]);
-    assert_eq!(reply.seen("host"), ["a.test:8080"], "Host is forwarded as sent");
+    assert_eq!(
+        reply.seen("host"),
+        ["a.test:8080"],
+        "Host is forwarded as sent"
+    );
 }
 
 #[tokio::test]
 async fn every_method_and_the_query_string_reach_the_handler() {
     let (_ws, server) = two_projects();
-    for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PURGE", "PROPFIND"] {
+    for method in [
+        "GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PURGE", "PROPFIND",
+    ] {
         let reply = server
             .get("a.test", "/items/42?sort=desc&q=a%20b&empty=")
             .method(method)
@@ -146,10 +168,17 @@ async fn every_method_and_the_query_string_reach_the_handler() {
         assert_eq!(reply.status, StatusCode::OK, "{method}");
         let body = reply.json();
         assert_eq!(body["method"], method);
-        assert_eq!(body["path"], "/items/42?sort=desc&q=a%20b&empty=", "{method}");
+        assert_eq!(
+            body["path"], "/items/42?sort=desc&q=a%20b&empty=",
+            "{method}"
+        );
         assert_eq!(body["body_len"], 7, "{method}");
     }
-    let reply = server.get("a.test", "/items/42").method("HEAD").send().await;
+    let reply = server
+        .get("a.test", "/items/42")
+        .method("HEAD")
+        .send()
+        .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert!(reply.body.is_empty());
     assert!(reply.header("content-length").is_some_and(|n| n != "0"));
@@ -158,7 +187,9 @@ async fn every_method_and_the_query_string_reach_the_handler() {
 #[tokio::test]
 async fn a_one_mebibyte_body_round_trips_intact() {
     let (_ws, server) = two_projects();
-    let body: Vec<u8> = (0..1024 * 1024).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let body: Vec<u8> = (0..1024 * 1024)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
     let reply = server
         .get("a.test", "/echo-body")
         .method("POST")
@@ -173,14 +204,25 @@ async fn a_one_mebibyte_body_round_trips_intact() {
 #[tokio::test]
 async fn request_ids_are_kept_when_sane_and_generated_otherwise() {
     let (_ws, server) = two_projects();
-    let reply = server.get("a.test", "/").header("X-Request-Id", "trace-abc.123").send().await;
+    let reply = server
+        .get("a.test", "/")
+        .header("X-Request-Id", "trace-abc.123")
+        .send()
+        .await;
     assert_eq!(reply.header("x-request-id"), Some("trace-abc.123"));
     assert_eq!(reply.seen("x-request-id"), ["trace-abc.123"]);
 
-    let reply = server.get("a.test", "/").header("X-Request-Id", "no spaces allowed").send().await;
-    let generated = reply.header("x-request-id").expect("generated id").to_owned();
+    let reply = server
+        .get("a.test", "/")
+        .header("X-Request-Id", "no spaces allowed")
+        .send()
+        .await;
+    let generated = reply
+        .header("x-request-id")
+        .expect("generated id")
+        .to_owned();
     assert_ne!(generated, "no spaces allowed");
-    assert_eq!(reply.seen("x-request-id"), [generated.clone()]);
+    assert_eq!(reply.seen("x-request-id"), std::slice::from_ref(&generated));
 
     let other = server.get("a.test", "/").send().await;
     assert_ne!(other.header("x-request-id"), Some(generated.as_str()));
@@ -215,7 +257,11 @@ async fn longest_route_prefix_picks_the_handler() {
 #[tokio::test]
 async fn a_path_no_handler_serves_is_a_json_404() {
     let ws = Workspace::new();
-    ws.project("api-only", &["api.test"], &echo_manifest_entry("api", &["/api/"], ""));
+    ws.project(
+        "api-only",
+        &["api.test"],
+        &echo_manifest_entry("api", &["/api/"], ""),
+    );
     let server = Server::start(&ws.config(json!(["api-only"])));
     let reply = server.get("api.test", "/index.html").send().await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
@@ -223,4 +269,62 @@ async fn a_path_no_handler_serves_is_a_json_404() {
     assert_eq!(body["error"], "no handler for this path");
     assert_eq!(body["project"], "api-only");
     assert_eq!(body["path"], "/index.html");
+}
+
+/// HTTP/2 clients send `:authority` instead of `Host`; the handler (an
+/// HTTP/1.1 server) still gets a Host header and the normalised context.
+#[tokio::test]
+async fn http2_prior_knowledge_uses_the_authority() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let (_ws, server) = two_projects();
+    let stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    let connection = tokio::spawn(connection);
+    let request = http::Request::get("http://B.test:8443/h2?x=1")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let response = tokio::time::timeout(common::WAIT, sender.send_request(request))
+        .await
+        .expect("in time")
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let body: serde_json::Value = serde_json::from_slice(
+        &response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes(),
+    )
+    .expect("json");
+    assert_eq!(body["project"], "beta");
+    assert_eq!(body["path"], "/h2?x=1");
+    let seen = |name: &str| -> Vec<String> {
+        body["headers"]
+            .as_array()
+            .expect("headers")
+            .iter()
+            .filter(|pair| {
+                pair[0]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            })
+            .map(|pair| pair[1].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(seen("host"), ["B.test:8443"]);
+    assert_eq!(seen("x-elsinore-host"), ["b.test"]);
+    assert_eq!(seen("x-forwarded-host"), ["B.test:8443"]);
+    // Close our side so the server's graceful shutdown has nothing to wait for.
+    drop(sender);
+    let _ = connection.await;
 }

@@ -21,24 +21,38 @@ async fn handlers_of_two_projects_share_one_database() {
     assert_eq!(alpha["db"], db.display().to_string());
     assert_eq!(beta["db"], alpha["db"]);
     let conn = rusqlite::Connection::open(&db).expect("open db");
-    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).expect("pragma");
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("pragma");
     assert_eq!(mode, "wal");
     let version: i64 = conn
-        .query_row("SELECT MAX(version) FROM elsinore_migrations", [], |r| r.get(0))
+        .query_row("SELECT MAX(version) FROM elsinore_migrations", [], |r| {
+            r.get(0)
+        })
         .expect("migrations recorded");
     assert!(version >= 1);
 
     // alpha writes, beta reads alpha's rows (and adds its own).
     for value in ["one", "two"] {
         let reply = server
-            .get("alpha.test", &format!("/db/write?table=shared_notes&value={value}"))
+            .get(
+                "alpha.test",
+                &format!("/db/write?table=shared_notes&value={value}"),
+            )
             .send()
             .await;
         assert_eq!(reply.status, StatusCode::OK);
     }
-    let reply = server.get("beta.test", "/db/write?table=shared_notes&value=three").send().await;
+    let reply = server
+        .get("beta.test", "/db/write?table=shared_notes&value=three")
+        .send()
+        .await;
     assert_eq!(reply.status, StatusCode::OK);
-    let rows = server.get("beta.test", "/db/read?table=shared_notes").send().await.json();
+    let rows = server
+        .get("beta.test", "/db/read?table=shared_notes")
+        .send()
+        .await
+        .json();
     assert_eq!(
         rows["rows"],
         json!([
@@ -55,7 +69,10 @@ async fn handlers_get_their_environment_but_never_a_project_key_variable() {
     ws.project("alpha", &["alpha.test"], &echo_manifest());
     ws.project("beta", &["beta.test"], &echo_manifest());
     let config = ws.config(json!([{"path": "alpha", "key_env": "ALPHA_KEY"}, "beta"]));
-    let server = Server::start_with_env(&config, &[("ALPHA_KEY", "alpha-secret"), ("OTHER_VAR", "kept")]);
+    let server = Server::start_with_env(
+        &config,
+        &[("ALPHA_KEY", "alpha-secret"), ("OTHER_VAR", "kept")],
+    );
 
     let env = |host: &'static str, name: &'static str| {
         let req = server.get(host, &format!("/env?name={name}"));
@@ -63,7 +80,10 @@ async fn handlers_get_their_environment_but_never_a_project_key_variable() {
     };
     assert_eq!(env("alpha.test", "ELSINORE_PROJECT").await, "alpha");
     assert_eq!(env("beta.test", "ELSINORE_PROJECT").await, "beta");
-    assert!(env("alpha.test", "PORT").await.as_str().is_some_and(|p| p.parse::<u16>().is_ok()));
+    assert!(env("alpha.test", "PORT")
+        .await
+        .as_str()
+        .is_some_and(|p| p.parse::<u16>().is_ok()));
     assert_eq!(env("beta.test", "OTHER_VAR").await, "kept");
     // Keys travel only in X-Elsinore-Project-Key, to their own project.
     assert_eq!(env("alpha.test", "ALPHA_KEY").await, json!(null));
@@ -94,11 +114,19 @@ async fn the_example_projects_work_behind_elsinore() {
     assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
     assert_eq!(reply.json()["host"], "blog.localhost");
 
-    let feed = server.get("blog.localhost:8080", "/api/GetFeed").send().await.json();
+    let feed = server
+        .get("blog.localhost:8080", "/api/GetFeed")
+        .send()
+        .await
+        .json();
     assert_eq!(feed["project"], "horatio");
     assert_eq!(feed["items"][0]["text"], "To be, or not to be");
     // Tenants of one project are separated by host.
-    let other = server.get("news.localhost", "/api/GetFeed").send().await.json();
+    let other = server
+        .get("news.localhost", "/api/GetFeed")
+        .send()
+        .await
+        .json();
     assert_eq!(other["items"], json!([]));
 
     let reply = server
@@ -108,7 +136,11 @@ async fn the_example_projects_work_behind_elsinore() {
         .send()
         .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
-    let posts = server.get("theatre.localhost", "/api/GetPosts").send().await.json();
+    let posts = server
+        .get("theatre.localhost", "/api/GetPosts")
+        .send()
+        .await
+        .json();
     assert_eq!(posts["project"], "othello");
     assert_eq!(posts["posts"][0]["title"], "Othello");
 

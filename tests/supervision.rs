@@ -21,7 +21,11 @@ fn read_pids(file: &std::path::Path) -> Vec<i32> {
 #[tokio::test]
 async fn a_handler_crashing_mid_request_gives_502_then_is_restarted() {
     let ws = Workspace::new();
-    ws.project("fragile", &["fragile.test"], &echo_manifest_entry("web", &["/"], ""));
+    ws.project(
+        "fragile",
+        &["fragile.test"],
+        &echo_manifest_entry("web", &["/"], ""),
+    );
     let server = Server::start(&ws.config(json!(["fragile"])));
 
     let before = server.get("fragile.test", "/pid").send().await;
@@ -34,7 +38,10 @@ async fn a_handler_crashing_mid_request_gives_502_then_is_restarted() {
     let body = crash.json();
     assert_eq!(body["error"], "handler failed");
     assert_eq!(body["handler"], "fragile/web");
-    assert_eq!(body["reason"], "the handler closed the connection before responding");
+    assert_eq!(
+        body["reason"],
+        "the handler closed the connection before responding"
+    );
     server.logs.wait_for("exited unexpectedly (exit status: 3)");
 
     // The supervisor restarts it; requests then reach a new process. While
@@ -52,7 +59,10 @@ async fn a_handler_crashing_mid_request_gives_502_then_is_restarted() {
                 assert!(reply.header("retry-after").is_some());
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
-            other => panic!("unexpected status {other} while restarting: {:?}", reply.body),
+            other => panic!(
+                "unexpected status {other} while restarting: {:?}",
+                reply.body
+            ),
         }
     }
     let restarted_pid = restarted_pid.expect("handler came back");
@@ -64,15 +74,21 @@ async fn a_handler_crashing_mid_request_gives_502_then_is_restarted() {
 async fn a_starting_handler_holds_requests_then_answers_503_with_retry_after() {
     let ws = Workspace::new();
     let flag = ws.path().join("ready-flag");
-    let entry = echo_manifest_entry("web", &["/"], &format!("NOT_READY_FILE = {:?}", flag.display().to_string()))
-        + "start_timeout = \"300ms\"\n";
+    let entry = echo_manifest_entry(
+        "web",
+        &["/"],
+        &format!("NOT_READY_FILE = {:?}", flag.display().to_string()),
+    ) + "start_timeout = \"300ms\"\n";
     ws.project("slow", &["slow.test"], &entry);
     let server = Server::start(&ws.config(json!(["slow"])));
 
     let started = std::time::Instant::now();
     let reply = server.get("slow.test", "/").send().await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(started.elapsed() >= Duration::from_millis(300), "answered before the start timeout");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "answered before the start timeout"
+    );
     assert_eq!(reply.header("retry-after"), Some("1"));
     let body = reply.json();
     assert_eq!(body["error"], "handler is starting");
@@ -89,7 +105,11 @@ async fn a_starting_handler_holds_requests_then_answers_503_with_retry_after() {
 async fn a_request_waits_for_a_handler_that_is_still_binding() {
     let ws = Workspace::new();
     // Binds after 700 ms, well inside the default 10 s start timeout.
-    ws.project("late", &["late.test"], &echo_manifest_entry("web", &["/"], "START_DELAY_MS = \"700\""));
+    ws.project(
+        "late",
+        &["late.test"],
+        &echo_manifest_entry("web", &["/"], "START_DELAY_MS = \"700\""),
+    );
     let server = Server::start(&ws.config(json!(["late"])));
     let reply = server.get("late.test", "/").send().await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
@@ -98,14 +118,20 @@ async fn a_request_waits_for_a_handler_that_is_still_binding() {
 #[tokio::test]
 async fn a_crash_looping_handler_is_reported_and_answers_502() {
     let ws = Workspace::new();
-    ws.project("broken", &["broken.test"], &echo_manifest_entry("web", &["/"], "CRASH_ON_START = \"1\""));
+    ws.project(
+        "broken",
+        &["broken.test"],
+        &echo_manifest_entry("web", &["/"], "CRASH_ON_START = \"1\""),
+    );
     let server = Server::start(&ws.config(json!(["broken"])));
     server.logs.wait_for("handler is crash-looping");
     let reply = server.get("broken.test", "/").send().await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
     let body = reply.json();
     assert!(
-        body["reason"].as_str().is_some_and(|r| r.contains("exit status: 2")),
+        body["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("exit status: 2")),
         "{body}"
     );
 }
@@ -121,7 +147,11 @@ async fn sigterm_stops_every_handler_before_elsinore_exits() {
     ]
     .join("\n");
     ws.project("one", &["one.test"], &manifest);
-    ws.project("two", &["two.test"], &echo_manifest_entry("web", &["/"], &env));
+    ws.project(
+        "two",
+        &["two.test"],
+        &echo_manifest_entry("web", &["/"], &env),
+    );
     let mut server = Server::start(&ws.config(json!(["one", "two"])));
     for (host, path) in [("one.test", "/"), ("one.test", "/api/"), ("two.test", "/")] {
         assert_eq!(server.get(host, path).send().await.status, StatusCode::OK);
@@ -143,9 +173,16 @@ async fn a_killed_elsinore_leaves_no_handler_behind() {
     let ws = Workspace::new();
     let pids = ws.path().join("pids");
     let env = format!("PID_FILE = {:?}", pids.display().to_string());
-    ws.project("orphan", &["orphan.test"], &echo_manifest_entry("web", &["/"], &env));
+    ws.project(
+        "orphan",
+        &["orphan.test"],
+        &echo_manifest_entry("web", &["/"], &env),
+    );
     let mut server = Server::start(&ws.config(json!(["orphan"])));
-    assert_eq!(server.get("orphan.test", "/").send().await.status, StatusCode::OK);
+    assert_eq!(
+        server.get("orphan.test", "/").send().await.status,
+        StatusCode::OK
+    );
     let handler_pids = read_pids(&pids);
     assert_eq!(handler_pids.len(), 1);
 
@@ -162,9 +199,16 @@ async fn a_killed_elsinore_leaves_no_handler_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_requests_finish_across_sigterm() {
     let ws = Workspace::new();
-    ws.project("busy", &["busy.test"], &echo_manifest_entry("web", &["/"], ""));
+    ws.project(
+        "busy",
+        &["busy.test"],
+        &echo_manifest_entry("web", &["/"], ""),
+    );
     let mut server = Server::start(&ws.config(json!(["busy"])));
-    assert_eq!(server.get("busy.test", "/").send().await.status, StatusCode::OK);
+    assert_eq!(
+        server.get("busy.test", "/").send().await.status,
+        StatusCode::OK
+    );
 
     let slow = tokio::spawn(
         server
@@ -175,7 +219,12 @@ async fn in_flight_requests_finish_across_sigterm() {
     server.logs.wait_for("slow request started: in-flight-1");
     server.signal(Signal::SIGTERM);
     let reply = slow.await.expect("task");
-    assert_eq!(reply.status, StatusCode::OK, "in-flight request was cut: {:?}", reply.body);
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "in-flight request was cut: {:?}",
+        reply.body
+    );
     assert!(server.wait_exit().success());
 }
 

@@ -106,12 +106,19 @@ pub struct Logs {
 impl Logs {
     fn push(&self, line: String) {
         let (lines, changed) = &*self.inner;
-        lines.lock().unwrap_or_else(PoisonError::into_inner).push(line);
+        lines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(line);
         changed.notify_all();
     }
 
     pub fn all(&self) -> Vec<String> {
-        self.inner.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.inner
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Waits (bounded) for a line containing `needle`; returns it.
@@ -199,7 +206,10 @@ impl Server {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "elsinore did not exit within {WAIT:?}");
+            assert!(
+                Instant::now() < deadline,
+                "elsinore did not exit within {WAIT:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -276,12 +286,16 @@ impl Req {
     }
 
     async fn send_unbounded(self) -> Reply {
-        let stream = TcpStream::connect(self.addr).await.expect("connect to elsinore");
+        let stream = TcpStream::connect(self.addr)
+            .await
+            .expect("connect to elsinore");
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .expect("handshake");
         tokio::spawn(connection);
-        let mut request = Request::builder().method(self.method.clone()).uri(&self.path);
+        let mut request = Request::builder()
+            .method(self.method.clone())
+            .uri(&self.path);
         for (name, value) in &self.headers {
             request = request.header(name, value);
         }
@@ -289,8 +303,17 @@ impl Req {
         let response = sender.send_request(request).await.expect("response");
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.into_body().collect().await.expect("body").to_bytes();
-        Reply { status, headers, body }
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 }
 

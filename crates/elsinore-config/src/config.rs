@@ -210,7 +210,9 @@ fn parse_json(text: &str) -> Result<RawConfig, Problem> {
         let inner = err.into_inner();
         json_problem(&inner, if field == "." { String::new() } else { field })
     })?;
-    deserializer.end().map_err(|err| json_problem(&err, String::new()))?;
+    deserializer
+        .end()
+        .map_err(|err| json_problem(&err, String::new()))?;
     Ok(raw)
 }
 
@@ -380,7 +382,11 @@ mod tests {
         fn parse(&self, text: &str) -> crate::Result<Config> {
             self.parse_env(text, |_| None)
         }
-        fn parse_env(&self, text: &str, env: impl Fn(&str) -> Option<String>) -> crate::Result<Config> {
+        fn parse_env(
+            &self,
+            text: &str,
+            env: impl Fn(&str) -> Option<String>,
+        ) -> crate::Result<Config> {
             Config::parse(text, &self.dir.path().join("config.json"), env)
         }
         fn error(&self, text: &str) -> String {
@@ -398,7 +404,9 @@ mod tests {
     #[test]
     fn minimal_config_gets_defaults() {
         let fx = Fixture::new(&["projects/horatio"]);
-        let config = fx.parse(r#"{"projects": ["projects/horatio"]}"#).expect("valid");
+        let config = fx
+            .parse(r#"{"projects": ["projects/horatio"]}"#)
+            .expect("valid");
         assert_eq!(config.listen, DEFAULT_LISTEN.parse().expect("addr"));
         assert_eq!(config.database, fx.dir.path().join("data/elsinore.db"));
         assert_eq!(config.shutdown_grace, Duration::from_secs(30));
@@ -419,11 +427,20 @@ mod tests {
             )
             .expect("valid");
         assert_eq!(config.projects[0].name, "alpha");
-        assert_eq!(config.projects[0].key.as_ref().map(ProjectKey::expose), Some("k1"));
+        assert_eq!(
+            config.projects[0].key.as_ref().map(ProjectKey::expose),
+            Some("k1")
+        );
         assert_eq!(config.projects[1].name, "b");
-        assert_eq!(config.projects[1].key.as_ref().map(ProjectKey::expose), Some("k2"));
+        assert_eq!(
+            config.projects[1].key.as_ref().map(ProjectKey::expose),
+            Some("k2")
+        );
         assert_eq!(config.key_env_names().collect::<Vec<_>>(), ["B_KEY"]);
-        assert!(!format!("{config:?}").contains("k1"), "Debug must not print keys");
+        assert!(
+            !format!("{config:?}").contains("k1"),
+            "Debug must not print keys"
+        );
     }
 
     #[test]
@@ -446,7 +463,10 @@ mod tests {
         let err = fx.error(r#"{"projects": ["a"], "listn": "x"}"#);
         assert!(err.contains(": listn: unknown field `listn`"), "{err}");
         let err = fx.error(r#"{"projects": [42]}"#);
-        assert!(err.contains(": projects[0]: invalid type: integer `42`"), "{err}");
+        assert!(
+            err.contains(": projects[0]: invalid type: integer `42`"),
+            "{err}"
+        );
         let err = fx.error(r#"{"listen": "127.0.0.1:1"}"#);
         assert!(err.contains("missing field `projects`"), "{err}");
     }

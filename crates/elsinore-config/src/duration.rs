@@ -18,9 +18,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         input: input.to_owned(),
     };
     let text = input.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(err)?;
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
     let (digits, unit) = text.split_at(split);
     let value: u64 = digits.parse().map_err(|_| err())?;
     let unit_ms: u64 = match unit {
@@ -53,7 +51,16 @@ mod tests {
 
     #[test]
     fn refuses_ambiguous_or_malformed() {
-        for bad in ["", "30", "s", "1.5s", "-1s", "10 s", "10sec", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "30",
+            "s",
+            "1.5s",
+            "-1s",
+            "10 s",
+            "10sec",
+            "99999999999999999999d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
         }
     }

@@ -224,8 +224,20 @@ mod tests {
             HostPattern::parse("*.example.com").map(|p| p.to_string()),
             Ok("*.example.com".to_owned())
         );
-        for bad in ["*", "*.", "a.*.com", "**.com", "blog.localhost:80", "blog.", "x y", ".hidden"] {
-            assert!(HostPattern::parse(bad).is_err(), "{bad:?} should be refused");
+        for bad in [
+            "*",
+            "*.",
+            "a.*.com",
+            "**.com",
+            "blog.localhost:80",
+            "blog.",
+            "x y",
+            ".hidden",
+        ] {
+            assert!(
+                HostPattern::parse(bad).is_err(),
+                "{bad:?} should be refused"
+            );
         }
     }
 

@@ -137,19 +137,29 @@ impl Manifest {
     }
 }
 
-fn validate_handler(raw: RawHandler, here: &str, problems: &mut Vec<Problem>) -> Option<HandlerSpec> {
+fn validate_handler(
+    raw: RawHandler,
+    here: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<HandlerSpec> {
     let before = problems.len();
     let name_ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
     if raw.name.is_empty() || raw.name.len() > 64 || !raw.name.chars().all(name_ok) {
         problems.push(Problem::field(
             format!("{here}.name"),
-            format!("handler name {:?} must be 1 to 64 letters, digits, '-' or '_'", raw.name),
+            format!(
+                "handler name {:?} must be 1 to 64 letters, digits, '-' or '_'",
+                raw.name
+            ),
         ));
     }
 
     let kind = match (raw.command, raw.url) {
         (Some(_), Some(_)) => {
-            problems.push(Problem::field(here, "set either \"command\" or \"url\", not both"));
+            problems.push(Problem::field(
+                here,
+                "set either \"command\" or \"url\", not both",
+            ));
             None
         }
         (None, None) => {
@@ -173,7 +183,10 @@ fn validate_handler(raw: RawHandler, here: &str, problems: &mut Vec<Problem>) ->
         (None, Some(url)) => match parse_handler_url(&url) {
             Ok(authority) => Some(HandlerKind::Url { authority }),
             Err(why) => {
-                problems.push(Problem::field(format!("{here}.url"), format!("{url:?}: {why}")));
+                problems.push(Problem::field(
+                    format!("{here}.url"),
+                    format!("{url:?}: {why}"),
+                ));
                 None
             }
         },
@@ -195,7 +208,11 @@ fn validate_handler(raw: RawHandler, here: &str, problems: &mut Vec<Problem>) ->
         }
     }
     if let Some(ready) = &raw.ready {
-        if !ready.starts_with('/') || ready.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+        if !ready.starts_with('/')
+            || ready
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
             problems.push(Problem::field(
                 format!("{here}.ready"),
                 format!("{ready:?} must be a path starting with '/'"),
@@ -228,7 +245,10 @@ fn validate_handler(raw: RawHandler, here: &str, problems: &mut Vec<Problem>) ->
         None => DEFAULT_START_TIMEOUT,
         Some(Ok(timeout)) => timeout,
         Some(Err(err)) => {
-            problems.push(Problem::field(format!("{here}.start_timeout"), err.to_string()));
+            problems.push(Problem::field(
+                format!("{here}.start_timeout"),
+                err.to_string(),
+            ));
             DEFAULT_START_TIMEOUT
         }
     };
@@ -262,7 +282,9 @@ fn parse_handler_url(url: &str) -> Result<Authority, &'static str> {
     }
     if authority.port_u16().is_none() {
         // An explicit port avoids surprises; hyper would assume 80.
-        return Ok(format!("{}:80", authority.host()).parse().map_err(|_| "invalid host")?);
+        return format!("{}:80", authority.host())
+            .parse()
+            .map_err(|_| "invalid host");
     }
     Ok(authority)
 }
@@ -309,7 +331,9 @@ mod tests {
         let legacy = &manifest.handlers[1];
         assert_eq!(legacy.routes, ["/"]);
         assert_eq!(legacy.start_timeout, DEFAULT_START_TIMEOUT);
-        assert!(matches!(&legacy.kind, HandlerKind::Url { authority } if authority == "127.0.0.1:3000"));
+        assert!(
+            matches!(&legacy.kind, HandlerKind::Url { authority } if authority == "127.0.0.1:3000")
+        );
     }
 
     #[test]
@@ -317,7 +341,10 @@ mod tests {
         let err = parse("[[handler]]\nname = \"api\"\ncommand = [\"x\"\n").expect_err("invalid");
         assert!(err.starts_with("p/project.toml:3:"), "{err}");
         let err = parse("[[handler]]\nname = \"api\"\ncmd = [\"x\"]\n").expect_err("invalid");
-        assert!(err.starts_with("p/project.toml:3:1: unknown field `cmd`"), "{err}");
+        assert!(
+            err.starts_with("p/project.toml:3:1: unknown field `cmd`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -385,7 +412,10 @@ mod tests {
 
     #[test]
     fn url_without_port_gets_port_80() {
-        assert_eq!(parse_handler_url("http://backend").map(|a| a.to_string()), Ok("backend:80".to_owned()));
+        assert_eq!(
+            parse_handler_url("http://backend").map(|a| a.to_string()),
+            Ok("backend:80".to_owned())
+        );
         assert!(parse_handler_url("http://127.0.0.1:3000/api").is_err());
         assert!(parse_handler_url("http://user:pw@127.0.0.1:3000").is_err());
     }

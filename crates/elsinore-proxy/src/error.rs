@@ -86,10 +86,12 @@ impl ProxyError {
         match self {
             Self::MissingHost | Self::InvalidHost { .. } => StatusCode::BAD_REQUEST,
             Self::UnknownHost { .. } | Self::NoRoute { .. } => StatusCode::NOT_FOUND,
-            Self::HandlerStarting { .. } | Self::HandlerStopped { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Self::HandlerCrashed { .. } | Self::HandlerUnreachable { .. } | Self::HandlerFailed { .. } => {
-                StatusCode::BAD_GATEWAY
+            Self::HandlerStarting { .. } | Self::HandlerStopped { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
             }
+            Self::HandlerCrashed { .. }
+            | Self::HandlerUnreachable { .. }
+            | Self::HandlerFailed { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -97,7 +99,9 @@ impl ProxyError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             Self::HandlerStarting { .. } | Self::HandlerStopped { .. } => Some(1),
-            Self::HandlerCrashed { retry_in, .. } => Some(retry_in.as_secs_f64().ceil().max(1.0) as u64),
+            Self::HandlerCrashed { retry_in, .. } => {
+                Some(retry_in.as_secs_f64().ceil().max(1.0) as u64)
+            }
             _ => None,
         }
     }
@@ -122,7 +126,9 @@ impl ProxyError {
                 );
             }
             Self::HandlerStopped { handler } => put("handler", json!(handler)),
-            Self::HandlerCrashed { handler, reason, .. }
+            Self::HandlerCrashed {
+                handler, reason, ..
+            }
             | Self::HandlerUnreachable { handler, reason }
             | Self::HandlerFailed { handler, reason } => {
                 put("handler", json!(handler));
@@ -137,7 +143,10 @@ impl ProxyError {
         let mut body = Map::new();
         body.insert("error".into(), json!(self.to_string()));
         body.extend(self.details());
-        body.insert("request_id".into(), json!(request_id.to_str().unwrap_or_default()));
+        body.insert(
+            "request_id".into(),
+            json!(request_id.to_str().unwrap_or_default()),
+        );
         let mut text = Value::Object(body).to_string();
         text.push('\n');
 
@@ -159,14 +168,22 @@ mod tests {
     use http_body_util::BodyExt;
 
     async fn body_json(response: Response<ProxyBody>) -> Value {
-        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
         serde_json::from_slice(&bytes).expect("json")
     }
 
     #[tokio::test]
     async fn unknown_host_shape() {
         let id = HeaderValue::from_static("abc");
-        let response = ProxyError::UnknownHost { host: "nope.localhost".into() }.into_response(&id);
+        let response = ProxyError::UnknownHost {
+            host: "nope.localhost".into(),
+        }
+        .into_response(&id);
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
         assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
         assert_eq!(response.headers()[X_REQUEST_ID], "abc");

@@ -8,7 +8,8 @@ use http::{HeaderMap, HeaderValue};
 
 pub(crate) const X_ELSINORE_HOST: HeaderName = HeaderName::from_static("x-elsinore-host");
 pub(crate) const X_ELSINORE_PROJECT: HeaderName = HeaderName::from_static("x-elsinore-project");
-pub(crate) const X_ELSINORE_PROJECT_KEY: HeaderName = HeaderName::from_static("x-elsinore-project-key");
+pub(crate) const X_ELSINORE_PROJECT_KEY: HeaderName =
+    HeaderName::from_static("x-elsinore-project-key");
 pub(crate) const X_ELSINORE_AUTH: HeaderName = HeaderName::from_static("x-elsinore-auth");
 pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -51,7 +52,14 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in [CONNECTION, KEEP_ALIVE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE] {
+    for name in [
+        CONNECTION,
+        KEEP_ALIVE,
+        TE,
+        TRAILER,
+        TRANSFER_ENCODING,
+        UPGRADE,
+    ] {
         headers.remove(name);
     }
     remove_prefixed(headers, "proxy-");
@@ -59,7 +67,11 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Strips any client-sent context, then sets forwarding headers and the
 /// handler context.
-pub(crate) fn set_context(headers: &mut HeaderMap, context: &Context<'_>, original_host: Option<HeaderValue>) {
+pub(crate) fn set_context(
+    headers: &mut HeaderMap,
+    context: &Context<'_>,
+    original_host: Option<HeaderValue>,
+) {
     remove_prefixed(headers, CONTEXT_PREFIX);
 
     let client_ip = context.client_ip.to_string();
@@ -170,17 +182,28 @@ mod tests {
             client_ip: "127.0.0.1".parse().expect("ip"),
             proto: "http",
         };
-        set_context(&mut headers, &context, Some(HeaderValue::from_static("blog.localhost:8080")));
+        set_context(
+            &mut headers,
+            &context,
+            Some(HeaderValue::from_static("blog.localhost:8080")),
+        );
         let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         assert_eq!(get("x-elsinore-host"), Some("blog.localhost"));
         assert_eq!(get("x-elsinore-project"), Some("horatio"));
         assert_eq!(get("x-elsinore-auth"), Some("none"));
         assert_eq!(get("x-elsinore-anything"), None);
         assert_eq!(get("x-elsinore-project-key"), None);
-        assert_eq!(get("x-forwarded-for"), Some("10.0.0.1, 10.0.0.2, 127.0.0.1"));
+        assert_eq!(
+            get("x-forwarded-for"),
+            Some("10.0.0.1, 10.0.0.2, 127.0.0.1")
+        );
         assert_eq!(get("x-forwarded-host"), Some("blog.localhost:8080"));
         assert_eq!(get("x-forwarded-proto"), Some("http"));
         assert_eq!(get("x-request-id"), Some("req-1"));
-        assert_eq!(get("x-hamlet-project-key"), Some("client-key"), "client keys pass through");
+        assert_eq!(
+            get("x-hamlet-project-key"),
+            Some("client-key"),
+            "client keys pass through"
+        );
     }
 }

@@ -56,8 +56,14 @@ impl Proxy {
     }
 
     /// Answers one request; never fails (errors become JSON responses).
-    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
-        let request_id = self.request_ids.for_request(request.headers().get(X_REQUEST_ID));
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
+        let request_id = self
+            .request_ids
+            .for_request(request.headers().get(X_REQUEST_ID));
         let mut response = match self.route(request, peer, &request_id).await {
             Ok(response) => response,
             Err(error) => {
@@ -118,7 +124,10 @@ impl Proxy {
                 project: project.name.clone(),
                 path: request.uri().path().to_owned(),
             })?;
-        handler.ready().await.map_err(|why| unavailable(&handler, why))?;
+        handler
+            .ready()
+            .await
+            .map_err(|why| unavailable(&handler, why))?;
 
         let original_host = request.headers().get(HOST).cloned().or_else(|| {
             request
@@ -201,12 +210,18 @@ fn upstream_error(handler: &HandlerHandle, err: &hyper_util::client::legacy::Err
             reason: "the handler refused the connection or is not listening".into(),
         };
     }
-    let hyper_error = std::error::Error::source(err).and_then(|source| source.downcast_ref::<hyper::Error>());
+    let hyper_error =
+        std::error::Error::source(err).and_then(|source| source.downcast_ref::<hyper::Error>());
     let reason = match hyper_error {
-        Some(e) if e.is_incomplete_message() => "the handler closed the connection before responding".to_owned(),
+        Some(e) if e.is_incomplete_message() => {
+            "the handler closed the connection before responding".to_owned()
+        }
         Some(e) if e.is_parse() => "the handler sent a response that is not valid HTTP".to_owned(),
         Some(e) => format!("the handler connection failed: {e}"),
         None => format!("the handler connection failed: {err}"),
     };
-    ProxyError::HandlerFailed { handler: name, reason }
+    ProxyError::HandlerFailed {
+        handler: name,
+        reason,
+    }
 }

@@ -62,7 +62,9 @@ impl ProjectRoute {
 
     /// The handler serving `path`, by longest prefix.
     pub fn handler_for(&self, path: &str) -> Option<&Arc<HandlerHandle>> {
-        self.router.pick(path).and_then(|index| self.handlers.get(index))
+        self.router
+            .pick(path)
+            .and_then(|index| self.handlers.get(index))
     }
 }
 

@@ -86,7 +86,13 @@ mod tests {
     fn scans_valid_folders_and_reports_the_rest() {
         let project = tempfile::tempdir().expect("temp dir");
         let hosts = project.path().join(HOSTS_DIR);
-        for name in ["blog.localhost", "*.example.com", "Shop.Localhost", "not a host", "bad:80"] {
+        for name in [
+            "blog.localhost",
+            "*.example.com",
+            "Shop.Localhost",
+            "not a host",
+            "bad:80",
+        ] {
             std::fs::create_dir_all(hosts.join(name)).expect("mkdir");
         }
         std::fs::write(hosts.join("README.md"), "notes").expect("file");
@@ -100,6 +106,9 @@ mod tests {
     #[test]
     fn missing_hosts_folder_declares_nothing() {
         let project = tempfile::tempdir().expect("temp dir");
-        assert_eq!(scan_hosts(project.path()).expect("scan"), HostScan::default());
+        assert_eq!(
+            scan_hosts(project.path()).expect("scan"),
+            HostScan::default()
+        );
     }
 }

@@ -116,12 +116,17 @@ impl<T> HostTableBuilder<T> {
         match map.entry(key.into()) {
             Entry::Vacant(slot) => {
                 slot.insert(value);
-                self.owners.insert(pattern.to_string().into(), project.to_owned());
+                self.owners
+                    .insert(pattern.to_string().into(), project.to_owned());
                 true
             }
             Entry::Occupied(_) => {
                 let display = pattern.to_string();
-                let kept_by = self.owners.get(display.as_str()).cloned().unwrap_or_default();
+                let kept_by = self
+                    .owners
+                    .get(display.as_str())
+                    .cloned()
+                    .unwrap_or_default();
                 // The same project listing a name twice (e.g. two folders
                 // differing only in case) is not a cross-project conflict.
                 if kept_by != project {
@@ -185,8 +190,14 @@ mod tests {
             ("othello", "*.localhost"),
             ("horatio", "*.localhost"),
         ]);
-        assert_eq!(table.lookup("blog.localhost").map(String::as_str), Some("horatio"));
-        assert_eq!(table.lookup("x.localhost").map(String::as_str), Some("othello"));
+        assert_eq!(
+            table.lookup("blog.localhost").map(String::as_str),
+            Some("horatio")
+        );
+        assert_eq!(
+            table.lookup("x.localhost").map(String::as_str),
+            Some("othello")
+        );
         assert_eq!(
             conflicts,
             [

@@ -201,7 +201,9 @@ mod tests {
         let store = Store::open(&path).expect("reopen");
         let count: i64 = store
             .conn
-            .query_row("SELECT COUNT(*) FROM elsinore_migrations", [], |row| row.get(0))
+            .query_row("SELECT COUNT(*) FROM elsinore_migrations", [], |row| {
+                row.get(0)
+            })
             .expect("count");
         assert_eq!(count, 1);
     }
@@ -213,11 +215,17 @@ mod tests {
         let store = Store::open(&path).expect("open");
         store
             .conn
-            .execute("INSERT INTO elsinore_migrations VALUES (999, 'future', 0)", [])
+            .execute(
+                "INSERT INTO elsinore_migrations VALUES (999, 'future', 0)",
+                [],
+            )
             .expect("insert");
         drop(store);
         let err = Store::open(&path).expect_err("too new");
-        assert!(err.to_string().contains("schema version 999 is newer"), "{err}");
+        assert!(
+            err.to_string().contains("schema version 999 is newer"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -226,6 +234,10 @@ mod tests {
         let blocker = dir.path().join("file");
         std::fs::write(&blocker, "").expect("file");
         let err = Store::open(&blocker.join("elsinore.db")).expect_err("cannot create");
-        assert!(err.to_string().contains("cannot create the database folder"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("cannot create the database folder"),
+            "{err}"
+        );
     }
 }

@@ -129,7 +129,13 @@ impl HandlerHandle {
 
     /// A `url` handler: always `External`.
     pub fn external(project: &str, name: &str, authority: Authority) -> Self {
-        Self::new(project, name, authority, Duration::ZERO, HandlerState::External)
+        Self::new(
+            project,
+            name,
+            authority,
+            Duration::ZERO,
+            HandlerState::External,
+        )
     }
 
     /// The project this handler belongs to.

@@ -15,7 +15,10 @@ pub(crate) fn reserve_port() -> std::io::Result<SocketAddr> {
     for _ in 0..64 {
         let addr = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?;
         let mut reserved = RESERVED.lock().unwrap_or_else(PoisonError::into_inner);
-        if reserved.get_or_insert_with(HashSet::new).insert(addr.port()) {
+        if reserved
+            .get_or_insert_with(HashSet::new)
+            .insert(addr.port())
+        {
             return Ok(addr);
         }
     }

@@ -75,10 +75,20 @@ fn set_parent_death_signal(command: &mut Command) {
 /// Turns each line of the handler's stdout/stderr into a tracing event.
 pub(crate) fn forward_output(child: &mut Child, project: &str, handler: &str) {
     if let Some(stdout) = child.stdout.take() {
-        tokio::spawn(forward_lines(stdout, project.to_owned(), handler.to_owned(), "stdout"));
+        tokio::spawn(forward_lines(
+            stdout,
+            project.to_owned(),
+            handler.to_owned(),
+            "stdout",
+        ));
     }
     if let Some(stderr) = child.stderr.take() {
-        tokio::spawn(forward_lines(stderr, project.to_owned(), handler.to_owned(), "stderr"));
+        tokio::spawn(forward_lines(
+            stderr,
+            project.to_owned(),
+            handler.to_owned(),
+            "stderr",
+        ));
     }
 }
 
@@ -94,7 +104,11 @@ async fn forward_lines(
     let mut line = Vec::new();
     loop {
         line.clear();
-        match (&mut reader).take(MAX_LINE).read_until(b'\n', &mut line).await {
+        match (&mut reader)
+            .take(MAX_LINE)
+            .read_until(b'\n', &mut line)
+            .await
+        {
             Ok(0) | Err(_) => return,
             Ok(_) => {
                 let text = String::from_utf8_lossy(&line);
@@ -158,9 +172,16 @@ async fn probe(addr: SocketAddr, ready: Option<&str>) -> bool {
         // Read the whole (small) answer: closing with unread bytes makes
         // the kernel send a reset, which handlers log as an error.
         let mut answer = Vec::with_capacity(256);
-        (&mut stream).take(MAX_PROBE_ANSWER).read_to_end(&mut answer).await.ok()?;
+        (&mut stream)
+            .take(MAX_PROBE_ANSWER)
+            .read_to_end(&mut answer)
+            .await
+            .ok()?;
         // "HTTP/1.1 200 OK"
         Some(answer.len() >= 12 && answer.starts_with(b"HTTP/1.") && answer[9] == b'2')
     };
-    matches!(tokio::time::timeout(PROBE_TIMEOUT, attempt).await, Ok(Some(true)))
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, attempt).await,
+        Ok(Some(true))
+    )
 }

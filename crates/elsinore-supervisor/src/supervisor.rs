@@ -59,10 +59,19 @@ impl Supervisor {
 
     /// Starts `spec` of `project` (a process for `command`, nothing for
     /// `url`) and returns the handle the request path uses.
-    pub fn start(&self, project: &str, project_dir: &Path, spec: &HandlerSpec) -> Result<Arc<HandlerHandle>> {
+    pub fn start(
+        &self,
+        project: &str,
+        project_dir: &Path,
+        spec: &HandlerSpec,
+    ) -> Result<Arc<HandlerHandle>> {
         let argv = match &spec.kind {
             HandlerKind::Url { authority } => {
-                return Ok(Arc::new(HandlerHandle::external(project, &spec.name, authority.clone())));
+                return Ok(Arc::new(HandlerHandle::external(
+                    project,
+                    &spec.name,
+                    authority.clone(),
+                )));
             }
             HandlerKind::Command { argv } => argv.clone(),
         };
@@ -70,13 +79,13 @@ impl Supervisor {
             handler: format!("{project}/{}", spec.name),
             source,
         })?;
-        let authority: Authority = addr
-            .to_string()
-            .parse()
-            .map_err(|_| SupervisorError::NoPort {
-                handler: format!("{project}/{}", spec.name),
-                source: std::io::Error::other("unprintable address"),
-            })?;
+        let authority: Authority =
+            addr.to_string()
+                .parse()
+                .map_err(|_| SupervisorError::NoPort {
+                    handler: format!("{project}/{}", spec.name),
+                    source: std::io::Error::other("unprintable address"),
+                })?;
         let handle = Arc::new(HandlerHandle::new(
             project,
             &spec.name,
@@ -84,10 +93,17 @@ impl Supervisor {
             spec.start_timeout,
             HandlerState::Starting,
         ));
-        let mut env: Vec<(String, String)> = spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut env: Vec<(String, String)> = spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         env.extend([
             ("PORT".to_owned(), addr.port().to_string()),
-            ("ELSINORE_DB".to_owned(), self.settings.database.display().to_string()),
+            (
+                "ELSINORE_DB".to_owned(),
+                self.settings.database.display().to_string(),
+            ),
             ("ELSINORE_PROJECT".to_owned(), project.to_owned()),
         ]);
         let process = ProcessSpec {
@@ -128,7 +144,8 @@ impl Supervisor {
     /// Stops every handler (SIGTERM, then SIGKILL after the grace period)
     /// and waits until all have exited.
     pub async fn shutdown(&self) {
-        let running = std::mem::take(&mut *self.running.lock().unwrap_or_else(PoisonError::into_inner));
+        let running =
+            std::mem::take(&mut *self.running.lock().unwrap_or_else(PoisonError::into_inner));
         for handler in &running {
             let _ = handler.stop.send(true);
         }
