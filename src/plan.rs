@@ -154,6 +154,21 @@ impl Plan {
                 })
             })
             .collect();
+        for project in &self.projects {
+            for handler in &project.manifest.handlers {
+                if let HandlerKind::Command { argv } = &handler.kind {
+                    if !program_exists(&argv[0], &project.config.path) {
+                        warnings.push(format!(
+                            "handler {}/{}: program {:?} not found (relative to {} or on PATH); it will fail to start",
+                            project.config.name,
+                            handler.name,
+                            argv[0],
+                            project.config.path.display()
+                        ));
+                    }
+                }
+            }
+        }
         warnings.extend(conflicts.iter().map(|c| {
             format!(
                 "host {} is declared by both {} and {}; {} keeps it (first in config.json)",
@@ -162,6 +177,16 @@ impl Plan {
         }));
         warnings
     }
+}
+
+/// Whether `program` would be found when spawned from `project_dir`: a
+/// path is checked as is (relative to the project), a bare name on `PATH`.
+fn program_exists(program: &str, project_dir: &Path) -> bool {
+    if program.contains('/') {
+        return project_dir.join(program).is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 fn describe_handler(handler: &HandlerSpec) -> String {

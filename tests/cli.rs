@@ -172,3 +172,23 @@ fn a_missing_config_file_is_named() {
         "error: DIR/absent.json: cannot read: No such file or directory (os error 2)"
     );
 }
+
+#[test]
+fn check_warns_about_a_program_that_cannot_be_found() {
+    let ws = Workspace::new();
+    ws.project(
+        "typo",
+        &["t.test"],
+        "[[handler]]\nname = \"web\"\ncommand = [\"pythn3\", \"app.py\"]\n",
+    );
+    let output = run("check", &ws.config(json!(["typo"])));
+    assert!(
+        output.status.success(),
+        "a missing program is a warning, not an error"
+    );
+    let stdout = text(&output.stdout, &ws);
+    assert!(
+        stdout.contains("handler typo/web: program \"pythn3\" not found (relative to DIR/typo or on PATH); it will fail to start"),
+        "{stdout}"
+    );
+}

@@ -55,8 +55,15 @@ async fn a_handler_crashing_mid_request_gives_502_then_is_restarted() {
                 break;
             }
             StatusCode::BAD_GATEWAY => {
-                assert_eq!(reply.json()["error"], "handler crashed");
-                assert!(reply.header("retry-after").is_some());
+                // "unreachable" in the instant between the process dying
+                // and the supervisor reaping it, "crashed" after that.
+                let body = reply.json();
+                let error = body["error"].as_str().unwrap_or_default();
+                assert!(
+                    ["handler crashed", "handler unreachable"].contains(&error),
+                    "{body}"
+                );
+                assert!(body["reason"].is_string(), "{body}");
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
             other => panic!(
