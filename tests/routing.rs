@@ -328,3 +328,15 @@ async fn http2_prior_knowledge_uses_the_authority() {
     drop(sender);
     let _ = connection.await;
 }
+
+/// Elsinore is a reverse proxy, not a tunnel.
+#[tokio::test]
+async fn connect_is_refused_with_405() {
+    let (_ws, server) = two_projects();
+    let reply = Req::new(server.addr, Method::CONNECT, "a.test:443")
+        .host("a.test:443")
+        .send()
+        .await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(reply.json()["error"], "method not allowed");
+}

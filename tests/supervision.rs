@@ -280,3 +280,21 @@ async fn an_external_url_handler_is_proxied_and_its_failure_is_a_502() {
     assert_eq!(body["error"], "handler unreachable");
     assert_eq!(body["handler"], "legacy/legacy");
 }
+
+#[tokio::test]
+async fn a_handler_that_does_not_answer_in_time_gives_504() {
+    let ws = Workspace::new();
+    let entry = echo_manifest_entry("web", &["/"], "") + "response_timeout = \"300ms\"\n";
+    ws.project("stuck", &["stuck.test"], &entry);
+    let server = Server::start(&ws.config(json!(["stuck"])));
+    assert_eq!(
+        server.get("stuck.test", "/").send().await.status,
+        StatusCode::OK
+    );
+
+    let reply = server.get("stuck.test", "/slow?ms=3000").send().await;
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
+    let body = reply.json();
+    assert_eq!(body["error"], "handler timed out");
+    assert_eq!(body["reason"], "no response within 300 ms");
+}

@@ -97,6 +97,9 @@ pub fn echo_manifest() -> String {
     echo_manifest_entry("web", &["/"], "")
 }
 
+/// Pushed when the server's stderr closes (it exited): waits fail at once.
+const STDERR_CLOSED: &str = "<elsinore stderr closed>";
+
 /// Log lines collected from the server's stderr.
 #[derive(Clone, Default)]
 pub struct Logs {
@@ -130,6 +133,11 @@ impl Logs {
             if let Some(line) = guard.iter().find(|l| l.contains(needle)) {
                 return line.clone();
             }
+            assert!(
+                guard.last().is_none_or(|l| l != STDERR_CLOSED),
+                "elsinore exited before logging {needle:?}; its log:\n{}",
+                guard.join("\n")
+            );
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
                 !left.is_zero(),
@@ -180,6 +188,7 @@ impl Server {
                 }
                 sink.push(line);
             }
+            sink.push(STDERR_CLOSED.to_owned());
         });
         let line = logs.wait_for("listening on http://");
         let addr = line

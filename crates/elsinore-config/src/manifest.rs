@@ -17,6 +17,7 @@ pub const MANIFEST_FILE: &str = "project.toml";
 pub const RESERVED_ENV: [&str; 3] = ["PORT", "ELSINORE_DB", "ELSINORE_PROJECT"];
 
 const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A validated `project.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,8 @@ pub struct HandlerSpec {
     pub env: BTreeMap<String, String>,
     /// How long a request waits for a starting handler before 503.
     pub start_timeout: Duration,
+    /// How long the handler has to send response headers before 504.
+    pub response_timeout: Duration,
 }
 
 /// A process Elsinore starts, or a server somebody else runs.
@@ -74,6 +77,7 @@ struct RawHandler {
     ready: Option<String>,
     env: Option<BTreeMap<String, String>>,
     start_timeout: Option<String>,
+    response_timeout: Option<String>,
 }
 
 impl Manifest {
@@ -241,17 +245,32 @@ fn validate_handler(
         }
     }
 
-    let start_timeout = match raw.start_timeout.as_deref().map(parse_duration) {
-        None => DEFAULT_START_TIMEOUT,
-        Some(Ok(timeout)) => timeout,
-        Some(Err(err)) => {
-            problems.push(Problem::field(
-                format!("{here}.start_timeout"),
-                err.to_string(),
-            ));
-            DEFAULT_START_TIMEOUT
-        }
-    };
+    let mut duration =
+        |value: Option<&str>, key: &str, default: Duration| match value.map(parse_duration) {
+            None => default,
+            Some(Ok(Duration::ZERO)) => {
+                problems.push(Problem::field(
+                    format!("{here}.{key}"),
+                    "must be more than 0",
+                ));
+                default
+            }
+            Some(Ok(timeout)) => timeout,
+            Some(Err(err)) => {
+                problems.push(Problem::field(format!("{here}.{key}"), err.to_string()));
+                default
+            }
+        };
+    let start_timeout = duration(
+        raw.start_timeout.as_deref(),
+        "start_timeout",
+        DEFAULT_START_TIMEOUT,
+    );
+    let response_timeout = duration(
+        raw.response_timeout.as_deref(),
+        "response_timeout",
+        DEFAULT_RESPONSE_TIMEOUT,
+    );
 
     if problems.len() > before {
         return None;
@@ -263,6 +282,7 @@ fn validate_handler(
         ready: raw.ready,
         env,
         start_timeout,
+        response_timeout,
     })
 }
 
@@ -316,6 +336,7 @@ mod tests {
             ready = "/health"
             env = { LOG_LEVEL = "info" }
             start_timeout = "30s"
+            response_timeout = "2m"
 
             [[handler]]
             name = "legacy"
@@ -328,9 +349,11 @@ mod tests {
         assert_eq!(api.ready.as_deref(), Some("/health"));
         assert_eq!(api.env.get("LOG_LEVEL").map(String::as_str), Some("info"));
         assert_eq!(api.start_timeout, Duration::from_secs(30));
+        assert_eq!(api.response_timeout, Duration::from_secs(120));
         let legacy = &manifest.handlers[1];
         assert_eq!(legacy.routes, ["/"]);
         assert_eq!(legacy.start_timeout, DEFAULT_START_TIMEOUT);
+        assert_eq!(legacy.response_timeout, DEFAULT_RESPONSE_TIMEOUT);
         assert!(
             matches!(&legacy.kind, HandlerKind::Url { authority } if authority == "127.0.0.1:3000")
         );

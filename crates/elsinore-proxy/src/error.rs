@@ -70,6 +70,20 @@ pub enum ProxyError {
         /// Why, in words.
         reason: String,
     },
+    /// The handler accepted the request but sent no response headers in time.
+    #[error("handler timed out")]
+    HandlerTimeout {
+        /// `project/handler`.
+        handler: String,
+        /// How long Elsinore waited.
+        waited: Duration,
+    },
+    /// `CONNECT`: Elsinore is a reverse proxy, not a tunnel.
+    #[error("method not allowed")]
+    MethodNotAllowed {
+        /// The method.
+        method: String,
+    },
     /// The handler broke the connection or answered garbage.
     #[error("handler failed")]
     HandlerFailed {
@@ -86,6 +100,8 @@ impl ProxyError {
         match self {
             Self::MissingHost | Self::InvalidHost { .. } => StatusCode::BAD_REQUEST,
             Self::UnknownHost { .. } | Self::NoRoute { .. } => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::HandlerTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::HandlerStarting { .. } | Self::HandlerStopped { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -126,6 +142,14 @@ impl ProxyError {
                 );
             }
             Self::HandlerStopped { handler } => put("handler", json!(handler)),
+            Self::HandlerTimeout { handler, waited } => {
+                put("handler", json!(handler));
+                put(
+                    "reason",
+                    json!(format!("no response within {} ms", waited.as_millis())),
+                );
+            }
+            Self::MethodNotAllowed { method } => put("method", json!(method)),
             Self::HandlerCrashed {
                 handler, reason, ..
             }

@@ -9,7 +9,7 @@ use elsinore_config::{normalize_request_host, HostError};
 use elsinore_supervisor::{HandlerHandle, Unavailable};
 use http::header::HOST;
 use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, Uri, Version};
+use http::{HeaderValue, Method, Request, Response, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -84,6 +84,11 @@ impl Proxy {
         peer: SocketAddr,
         request_id: &HeaderValue,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        if request.method() == Method::CONNECT {
+            return Err(ProxyError::MethodNotAllowed {
+                method: request.method().to_string(),
+            });
+        }
         // HTTP/2 and absolute-form requests carry the authority in the URI;
         // it takes precedence over Host (RFC 9112 §3.2.2).
         let raw_host = match request.uri().authority() {
@@ -156,10 +161,15 @@ impl Proxy {
         // Handlers speak HTTP/1.1 whatever the client spoke.
         *request.version_mut() = Version::HTTP_11;
 
-        let response = self
-            .client
-            .request(request)
+        // Only the wait for response headers is bounded: a streaming body
+        // (server-sent events) may legitimately last for hours.
+        let limit = handler.response_timeout();
+        let response = tokio::time::timeout(limit, self.client.request(request))
             .await
+            .map_err(|_| ProxyError::HandlerTimeout {
+                handler: label(&handler),
+                waited: limit,
+            })?
             .map_err(|err| upstream_error(&handler, &err))?;
         Ok(response.map(Either::Left))
     }

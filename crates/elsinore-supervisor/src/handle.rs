@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use elsinore_config::HandlerSpec;
 use http::uri::Authority;
 use tokio::sync::watch;
 
@@ -98,6 +99,7 @@ pub struct HandlerHandle {
     name: Arc<str>,
     authority: Authority,
     start_timeout: Duration,
+    response_timeout: Duration,
     state: AtomicU8,
     status: watch::Sender<HandlerStatus>,
 }
@@ -105,9 +107,8 @@ pub struct HandlerHandle {
 impl HandlerHandle {
     pub(crate) fn new(
         project: &str,
-        name: &str,
+        spec: &HandlerSpec,
         authority: Authority,
-        start_timeout: Duration,
         state: HandlerState,
     ) -> Self {
         let (status, _) = watch::channel(HandlerStatus {
@@ -119,23 +120,18 @@ impl HandlerHandle {
         });
         Self {
             project: project.into(),
-            name: name.into(),
+            name: spec.name.as_str().into(),
             authority,
-            start_timeout,
+            start_timeout: spec.start_timeout,
+            response_timeout: spec.response_timeout,
             state: AtomicU8::new(state as u8),
             status,
         }
     }
 
     /// A `url` handler: always `External`.
-    pub fn external(project: &str, name: &str, authority: Authority) -> Self {
-        Self::new(
-            project,
-            name,
-            authority,
-            Duration::ZERO,
-            HandlerState::External,
-        )
+    pub fn external(project: &str, spec: &HandlerSpec, authority: Authority) -> Self {
+        Self::new(project, spec, authority, HandlerState::External)
     }
 
     /// The project this handler belongs to.
@@ -151,6 +147,11 @@ impl HandlerHandle {
     /// `host:port` to connect to.
     pub fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    /// How long the handler has to send response headers.
+    pub fn response_timeout(&self) -> Duration {
+        self.response_timeout
     }
 
     /// The current state (one atomic load).

@@ -69,7 +69,7 @@ impl Supervisor {
             HandlerKind::Url { authority } => {
                 return Ok(Arc::new(HandlerHandle::external(
                     project,
-                    &spec.name,
+                    spec,
                     authority.clone(),
                 )));
             }
@@ -88,9 +88,8 @@ impl Supervisor {
                 })?;
         let handle = Arc::new(HandlerHandle::new(
             project,
-            &spec.name,
+            spec,
             authority,
-            spec.start_timeout,
             HandlerState::Starting,
         ));
         let mut env: Vec<(String, String)> = spec
