@@ -308,19 +308,7 @@ async fn http2_prior_knowledge_uses_the_authority() {
     .expect("json");
     assert_eq!(body["project"], "beta");
     assert_eq!(body["path"], "/h2?x=1");
-    let seen = |name: &str| -> Vec<String> {
-        body["headers"]
-            .as_array()
-            .expect("headers")
-            .iter()
-            .filter(|pair| {
-                pair[0]
-                    .as_str()
-                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
-            })
-            .map(|pair| pair[1].as_str().unwrap_or_default().to_owned())
-            .collect()
-    };
+    let seen = |name: &str| common::seen_in(&body, name);
     assert_eq!(seen("host"), ["B.test:8443"]);
     assert_eq!(seen("x-elsinore-host"), ["b.test"]);
     assert_eq!(seen("x-forwarded-host"), ["B.test:8443"]);

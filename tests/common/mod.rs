@@ -350,14 +350,23 @@ impl Reply {
 
     /// For echo-handler replies: every value the handler saw for `name`.
     pub fn seen(&self, name: &str) -> Vec<String> {
-        self.json()["headers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|pair| pair[0].as_str().unwrap().eq_ignore_ascii_case(name))
-            .map(|pair| pair[1].as_str().unwrap().to_owned())
-            .collect()
+        seen_in(&self.json(), name)
     }
+}
+
+/// Every value of header `name` in an echo-handler JSON body.
+pub fn seen_in(body: &serde_json::Value, name: &str) -> Vec<String> {
+    body["headers"]
+        .as_array()
+        .expect("echo body has headers")
+        .iter()
+        .filter(|pair| {
+            pair[0]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+        .map(|pair| pair[1].as_str().unwrap_or_default().to_owned())
+        .collect()
 }
 
 /// Whether a process with this pid still exists (and is not a zombie of ours).
