@@ -58,6 +58,9 @@ class HttpError(Exception):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive towards Elsinore
+    # http.server writes headers and body separately; with Nagle on, a
+    # keep-alive client waits ~40 ms for a delayed ACK on every response.
+    disable_nagle_algorithm = True
     server_version = "horatio"
 
     # ---- plumbing -------------------------------------------------------
