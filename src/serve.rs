@@ -62,7 +62,13 @@ async fn serve(plan: Plan, store: Store) -> anyhow::Result<()> {
     // Tests and scripts wait for this exact line.
     tracing::info!("listening on http://{local_addr}");
 
-    elsinore_proxy::serve(listener, proxy, shutdown_signal(), config.shutdown_grace).await;
+    elsinore_proxy::serve(
+        listener,
+        proxy,
+        shutdown_signal(supervisor.clone()),
+        config.shutdown_grace,
+    )
+    .await;
     tracing::info!("stopping handlers");
     supervisor.shutdown().await;
     tracing::info!("bye");
@@ -115,7 +121,7 @@ fn build_table(plan: &Plan, supervisor: &Supervisor) -> anyhow::Result<RouteTabl
 }
 
 /// Resolves on the first SIGTERM or SIGINT; a second one exits at once.
-async fn shutdown_signal() {
+async fn shutdown_signal(supervisor: Arc<Supervisor>) {
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -132,8 +138,10 @@ async fn shutdown_signal() {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        tracing::warn!("second signal: exiting now");
-        // Handlers get SIGTERM from their parent-death signal.
+        tracing::warn!("second signal: killing handlers and exiting now");
+        // The parent-death signal only reaches each handler's main process;
+        // killing the groups also ends whatever they started.
+        supervisor.kill_now();
         std::process::exit(130);
     });
 }

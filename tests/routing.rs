@@ -328,3 +328,21 @@ async fn connect_is_refused_with_405() {
     assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(reply.json()["error"], "method not allowed");
 }
+
+/// An absolute-form request target names the host (RFC 9112 §3.2.2): it is
+/// routed by it, and the handler sees it as Host, whatever Host said.
+#[tokio::test]
+async fn absolute_form_targets_route_and_forward_by_their_authority() {
+    let (_ws, server) = two_projects();
+    let reply = Req::new(server.addr, Method::GET, "http://b.test:8080/abs?q=1")
+        .host("a.test")
+        .send()
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let body = reply.json();
+    assert_eq!(body["project"], "beta");
+    assert_eq!(body["path"], "/abs?q=1");
+    assert_eq!(reply.seen("host"), ["b.test:8080"]);
+    assert_eq!(reply.seen("x-forwarded-host"), ["b.test:8080"]);
+    assert_eq!(reply.seen("x-elsinore-host"), ["b.test"]);
+}

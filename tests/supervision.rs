@@ -179,7 +179,11 @@ async fn sigterm_stops_every_handler_before_elsinore_exits() {
 async fn a_killed_elsinore_leaves_no_handler_behind() {
     let ws = Workspace::new();
     let pids = ws.path().join("pids");
-    let env = format!("PID_FILE = {:?}", pids.display().to_string());
+    // It even ignores SIGTERM: only SIGKILL can end it.
+    let env = format!(
+        "PID_FILE = {:?}, IGNORE_SIGTERM = \"1\"",
+        pids.display().to_string()
+    );
     ws.project(
         "orphan",
         &["orphan.test"],
@@ -297,4 +301,34 @@ async fn a_handler_that_does_not_answer_in_time_gives_504() {
     let body = reply.json();
     assert_eq!(body["error"], "handler timed out");
     assert_eq!(body["reason"], "no response within 300 ms");
+}
+
+#[tokio::test]
+async fn a_handler_ignoring_sigterm_is_killed_after_the_stop_grace() {
+    let ws = Workspace::new();
+    let pids = ws.path().join("pids");
+    let env = format!(
+        "PID_FILE = {:?}, IGNORE_SIGTERM = \"1\"",
+        pids.display().to_string()
+    );
+    ws.project(
+        "stubborn",
+        &["stubborn.test"],
+        &echo_manifest_entry("web", &["/"], &env),
+    );
+    let mut server = Server::start(&ws.config(json!(["stubborn"])));
+    assert_eq!(
+        server.get("stubborn.test", "/").send().await.status,
+        StatusCode::OK
+    );
+    let handler_pids = read_pids(&pids);
+
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait_exit().success());
+    server
+        .logs
+        .wait_for("handler ignored SIGTERM; sending SIGKILL");
+    for pid in handler_pids {
+        assert!(!alive(pid), "handler {pid} survived Elsinore's exit");
+    }
 }

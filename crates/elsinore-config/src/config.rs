@@ -421,24 +421,24 @@ mod tests {
         let config = fx
             .parse_env(
                 r#"{"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:9000",
-                    "projects": [{"path": "a", "name": "alpha", "key": "k1"},
+                    "projects": [{"path": "a", "name": "alpha", "key": "first-secret-key"},
                                  {"path": "b", "key_env": "B_KEY"}]}"#,
-                |name| (name == "B_KEY").then(|| "k2".to_owned()),
+                |name| (name == "B_KEY").then(|| "second-secret-key".to_owned()),
             )
             .expect("valid");
         assert_eq!(config.projects[0].name, "alpha");
         assert_eq!(
             config.projects[0].key.as_ref().map(ProjectKey::expose),
-            Some("k1")
+            Some("first-secret-key")
         );
         assert_eq!(config.projects[1].name, "b");
         assert_eq!(
             config.projects[1].key.as_ref().map(ProjectKey::expose),
-            Some("k2")
+            Some("second-secret-key")
         );
         assert_eq!(config.key_env_names().collect::<Vec<_>>(), ["B_KEY"]);
         assert!(
-            !format!("{config:?}").contains("k1"),
+            !format!("{config:?}").contains("first-secret-key"),
             "Debug must not print keys"
         );
     }

@@ -119,7 +119,7 @@ pub fn normalize_request_host(raw: &str) -> Result<Cow<'_, str>, HostError> {
     let invalid = || HostError::Invalid(raw.to_owned());
     let name = match raw.rsplit_once(':') {
         Some((name, port)) => {
-            if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+            if !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u16>().is_err() {
                 return Err(invalid());
             }
             name
@@ -192,6 +192,8 @@ mod tests {
             "blog.localhost:",
             "blog.localhost:abc",
             "blog.localhost:123456",
+            "blog.localhost:99999",
+            "blog.localhost:+80",
             "[::1]:8080",
             "a/b",
             "exa%mple.com",

@@ -224,8 +224,15 @@ fn validate_handler(
         }
     }
 
+    let is_url = matches!(kind, Some(HandlerKind::Url { .. }));
+    if raw.ready.is_some() && is_url {
+        problems.push(Problem::field(
+            format!("{here}.ready"),
+            "only applies to handlers started with \"command\" (url handlers are not probed)",
+        ));
+    }
     let env = raw.env.unwrap_or_default();
-    if !env.is_empty() && matches!(kind, Some(HandlerKind::Url { .. })) {
+    if !env.is_empty() && is_url {
         problems.push(Problem::field(
             format!("{here}.env"),
             "only applies to handlers started with \"command\"",
@@ -388,6 +395,11 @@ mod tests {
             url = "https://example.com"
             env = { X = "1" }
             [[handler]]
+            name = "d2"
+            url = "http://127.0.0.1:1"
+            routes = ["/d2/"]
+            ready = "/health"
+            [[handler]]
             name = "e"
             command = ["x"]
             routes = ["api"]
@@ -413,13 +425,14 @@ mod tests {
             "p/project.toml: handler[1]: set \"command\" (a process Elsinore runs) or \"url\" (a server already running)",
             "p/project.toml: handler[2].command: must name a program, e.g. [\"python3\", \"server/app.py\"]",
             "p/project.toml: handler[3].url: \"https://example.com\": only http:// URLs are supported",
-            "p/project.toml: handler[4].routes[0]: \"api\" must start with '/'",
-            "p/project.toml: handler[4].ready: \"health\" must be a path starting with '/'",
-            "p/project.toml: handler[4].env.PORT: is set by Elsinore and cannot be overridden",
-            "p/project.toml: handler[4].start_timeout: invalid duration \"soon\": expected a whole number followed by ms, s, m, h or d (e.g. \"10s\")",
-            "p/project.toml: handler[5].name: duplicate handler name \"e\"",
-            "p/project.toml: handler[6].name: handler name \"f g\" must be 1 to 64 letters, digits, '-' or '_'",
-            "p/project.toml: handler[7].routes: route \"/\" is already served by handler \"e\"",
+            "p/project.toml: handler[4].ready: only applies to handlers started with \"command\" (url handlers are not probed)",
+            "p/project.toml: handler[5].routes[0]: \"api\" must start with '/'",
+            "p/project.toml: handler[5].ready: \"health\" must be a path starting with '/'",
+            "p/project.toml: handler[5].env.PORT: is set by Elsinore and cannot be overridden",
+            "p/project.toml: handler[5].start_timeout: invalid duration \"soon\": expected a whole number followed by ms, s, m, h or d (e.g. \"10s\")",
+            "p/project.toml: handler[6].name: duplicate handler name \"e\"",
+            "p/project.toml: handler[7].name: handler name \"f g\" must be 1 to 64 letters, digits, '-' or '_'",
+            "p/project.toml: handler[8].routes: route \"/\" is already served by handler \"e\"",
         ];
         assert_eq!(err.lines().collect::<Vec<_>>(), expected);
     }

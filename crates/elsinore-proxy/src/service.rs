@@ -134,12 +134,12 @@ impl Proxy {
             .await
             .map_err(|why| unavailable(&handler, why))?;
 
-        let original_host = request.headers().get(HOST).cloned().or_else(|| {
-            request
-                .uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        // The authority we routed by is the one the handler must see: for
+        // HTTP/2 and absolute-form requests it replaces any Host header.
+        let original_host = match request.uri().authority() {
+            Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+            None => request.headers().get(HOST).cloned(),
+        };
         let context = Context {
             host: &host_header,
             project: &project.name_header,
@@ -151,11 +151,8 @@ impl Proxy {
         let headers = request.headers_mut();
         headers::remove_hop_by_hop(headers);
         headers::set_context(headers, &context, original_host.clone());
-        // HTTP/2 requests have no Host header; handlers expect one.
-        if !headers.contains_key(HOST) {
-            if let Some(host) = original_host {
-                headers.insert(HOST, host);
-            }
+        if let Some(host) = original_host {
+            headers.insert(HOST, host);
         }
         *request.uri_mut() = handler_uri(&handler, request.uri())?;
         // Handlers speak HTTP/1.1 whatever the client spoke.

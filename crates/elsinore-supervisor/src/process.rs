@@ -20,7 +20,8 @@ pub(crate) struct ProcessSpec {
     pub cwd: PathBuf,
     /// Set in this order; Elsinore's own variables come last and win.
     pub env: Vec<(String, String)>,
-    /// Inherited variables to remove (other projects' key variables).
+    /// Inherited variables to remove: every project's `key_env` variable
+    /// (a key reaches its own project only as a header).
     pub env_remove: Vec<String>,
     pub addr: SocketAddr,
     pub ready: Option<String>,
@@ -51,9 +52,10 @@ pub(crate) fn spawn(spec: &ProcessSpec) -> std::io::Result<Child> {
     command.spawn()
 }
 
-/// Asks Linux to SIGTERM the handler if the thread that spawned it (a tokio
+/// Asks Linux to SIGKILL the handler if the thread that spawned it (a tokio
 /// worker, alive as long as Elsinore's runtime) dies, so even `kill -9` of
-/// Elsinore leaves no handler behind.
+/// Elsinore leaves no handler behind. SIGKILL rather than SIGTERM: this is
+/// the last resort, and a handler ignoring SIGTERM must not survive it.
 #[allow(unsafe_code)]
 fn set_parent_death_signal(command: &mut Command) {
     let parent = std::process::id();
@@ -62,7 +64,7 @@ fn set_parent_death_signal(command: &mut Command) {
     // nothing.
     unsafe {
         command.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
             // Elsinore may have died between fork and prctl.
             if nix::unistd::getppid().as_raw() as u32 != parent {
                 return Err(std::io::Error::other("parent exited during spawn"));
@@ -162,6 +164,7 @@ pub(crate) async fn wait_until_ready(addr: SocketAddr, ready: Option<&str>) {
 async fn probe(addr: SocketAddr, ready: Option<&str>) -> bool {
     const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
     const MAX_PROBE_ANSWER: u64 = 64 * 1024;
+    const PROBE_DRAIN: Duration = Duration::from_millis(100);
     let attempt = async {
         let mut stream = TcpStream::connect(addr).await.ok()?;
         let Some(path) = ready else { return Some(true) };
@@ -169,16 +172,17 @@ async fn probe(addr: SocketAddr, ready: Option<&str>) -> bool {
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: elsinore-readiness\r\nConnection: close\r\n\r\n"
         );
         stream.write_all(request.as_bytes()).await.ok()?;
-        // Read the whole (small) answer: closing with unread bytes makes
-        // the kernel send a reset, which handlers log as an error.
-        let mut answer = Vec::with_capacity(256);
-        (&mut stream)
-            .take(MAX_PROBE_ANSWER)
-            .read_to_end(&mut answer)
-            .await
-            .ok()?;
-        // "HTTP/1.1 200 OK"
-        Some(answer.len() >= 12 && answer.starts_with(b"HTTP/1.") && answer[9] == b'2')
+        // "HTTP/1.1 200": the status line decides.
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.ok()?;
+        let ready = head.starts_with(b"HTTP/1.") && head[9] == b'2';
+        // Then drain the rest briefly: closing with unread bytes makes the
+        // kernel send a reset, which handlers log as an error. Bounded, so a
+        // handler that ignores `Connection: close` cannot stall the probe.
+        let mut rest = Vec::new();
+        let mut limited = (&mut stream).take(MAX_PROBE_ANSWER);
+        let _ = tokio::time::timeout(PROBE_DRAIN, limited.read_to_end(&mut rest)).await;
+        Some(ready)
     };
     matches!(
         tokio::time::timeout(PROBE_TIMEOUT, attempt).await,

@@ -28,7 +28,7 @@ const CRASH_LOOP: u32 = 5;
 pub struct SupervisorSettings {
     /// The shared database (`ELSINORE_DB`).
     pub database: PathBuf,
-    /// Inherited variables no handler may see (project keys).
+    /// Inherited variables no handler may see: every `key_env` variable.
     pub env_remove: Vec<String>,
     /// How long a handler gets between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
@@ -138,6 +138,16 @@ impl Supervisor {
     pub fn handles(&self) -> Vec<Arc<HandlerHandle>> {
         let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         running.iter().map(|r| r.handle.clone()).collect()
+    }
+
+    /// SIGKILLs every handler's process group at once, without waiting: for
+    /// an exit that cannot wait for a graceful stop.
+    pub fn kill_now(&self) {
+        for handle in self.handles() {
+            if let Some(pid) = handle.status().pid {
+                process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
     }
 
     /// Stops every handler (SIGTERM, then SIGKILL after the grace period)
