@@ -191,16 +191,15 @@ fn program_exists(program: &str, project_dir: &Path) -> bool {
 
 fn describe_handler(handler: &HandlerSpec) -> String {
     let target = match &handler.kind {
-        HandlerKind::Command { argv } => format!("command: {}", argv.join(" ")),
+        HandlerKind::Command { argv } => {
+            let ready = handler
+                .ready
+                .as_deref()
+                .map_or_else(|| "ready: tcp".to_owned(), |path| format!("ready: {path}"));
+            format!("command: {}, {ready}", argv.join(" "))
+        }
+        // Not probed: Elsinore does not run it.
         HandlerKind::Url { authority } => format!("url: http://{authority}"),
     };
-    let ready = handler
-        .ready
-        .as_deref()
-        .map_or_else(|| "ready: tcp".to_owned(), |path| format!("ready: {path}"));
-    format!(
-        "{} [{}] {target}, {ready}",
-        handler.name,
-        handler.routes.join(" ")
-    )
+    format!("{} [{}] {target}", handler.name, handler.routes.join(" "))
 }
