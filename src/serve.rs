@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use elsinore_proxy::{ProjectRoute, Proxy, RouteTable};
-use elsinore_routes::HostTableBuilder;
 use elsinore_store::Store;
 use elsinore_supervisor::{Supervisor, SupervisorSettings};
 use tokio::net::TcpListener;
@@ -77,44 +76,42 @@ async fn serve(plan: Plan, store: Store) -> anyhow::Result<()> {
 
 /// Starts every project's handlers and builds the first table.
 fn build_table(plan: &Plan, supervisor: &Supervisor) -> anyhow::Result<RouteTable> {
+    // Who owns which host is decided once, by the plan, first come first
+    // served; the live table maps each owner to its running project.
+    let (owners, conflicts) = plan.host_owners();
     let mut routes = Vec::with_capacity(plan.projects.len());
     for project in &plan.projects {
+        let name = &project.config.name;
         let mut handlers = Vec::with_capacity(project.manifest.handlers.len());
         for spec in &project.manifest.handlers {
-            let handle = supervisor.start(&project.config.name, &project.config.path, spec)?;
+            let handle = supervisor.start(name, &project.config.path, spec)?;
             handlers.push((handle, spec.routes.clone()));
         }
-        let route = ProjectRoute::new(
-            &project.config.name,
+        let mut route = ProjectRoute::new(
+            name,
             project.config.path.clone(),
             project.config.key.as_ref().map(|k| k.expose()),
             handlers,
         )
-        .with_context(|| {
-            format!(
-                "project {}: name or key is not valid header text",
-                project.config.name
-            )
-        })?;
-        routes.push(route);
+        .with_context(|| format!("project {name}: name or key is not valid header text"))?;
+        route.hosts = project
+            .scan
+            .hosts
+            .iter()
+            .filter(|host| {
+                !conflicts
+                    .iter()
+                    .any(|c| &c.refused_for == name && c.host == host.to_string())
+            })
+            .cloned()
+            .collect();
+        routes.push(Arc::new(route));
     }
-
-    let mut builder = HostTableBuilder::new();
-    for (route, project) in routes.iter_mut().zip(&plan.projects) {
-        route.hosts = project.scan.hosts.clone();
-    }
-    let routes: Vec<Arc<ProjectRoute>> = routes.into_iter().map(Arc::new).collect();
-    for (route, project) in routes.iter().zip(&plan.projects) {
-        for host in &project.scan.hosts {
-            builder.insert(&project.config.name, host, route.clone());
-        }
-    }
-    let (hosts, conflicts) = builder.finish();
     for warning in plan.warnings(&conflicts) {
         tracing::warn!("{warning}");
     }
     Ok(RouteTable {
-        hosts,
+        hosts: owners.map(|&index| routes[index].clone()),
         projects: routes,
         conflicts,
     })

@@ -346,3 +346,21 @@ async fn absolute_form_targets_route_and_forward_by_their_authority() {
     assert_eq!(reply.seen("x-forwarded-host"), ["b.test:8080"]);
     assert_eq!(reply.seen("x-elsinore-host"), ["b.test"]);
 }
+
+/// A hostname declared by two projects stays with the first in config.json,
+/// and the conflict is logged.
+#[tokio::test]
+async fn a_conflicting_host_stays_with_the_first_project() {
+    let ws = Workspace::new();
+    ws.project("first", &["dup.test", "one.test"], &echo_manifest());
+    ws.project("second", &["dup.test", "two.test"], &echo_manifest());
+    let server = Server::start(&ws.config(json!(["first", "second"])));
+    server
+        .logs
+        .wait_for("host dup.test is declared by both first and second; first keeps it");
+    let reply = server.get("dup.test", "/").send().await;
+    assert_eq!(reply.json()["project"], "first");
+    // The loser keeps its other hosts.
+    let reply = server.get("two.test", "/").send().await;
+    assert_eq!(reply.json()["project"], "second");
+}

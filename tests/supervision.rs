@@ -18,6 +18,23 @@ fn read_pids(file: &std::path::Path) -> Vec<i32> {
         .collect()
 }
 
+/// One project with one echo handler that ignores SIGTERM and records its
+/// pid; returns the running server and the handler's pid once it served.
+async fn start_stubborn_handler(ws: &Workspace, project: &str) -> (Server, Vec<i32>) {
+    let pids = ws.path().join("pids");
+    let env = format!(
+        "PID_FILE = {:?}, IGNORE_SIGTERM = \"1\"",
+        pids.display().to_string()
+    );
+    let host = format!("{project}.test");
+    ws.project(project, &[&host], &echo_manifest_entry("web", &["/"], &env));
+    let server = Server::start(&ws.config(json!([project])));
+    assert_eq!(server.get(&host, "/").send().await.status, StatusCode::OK);
+    let handler_pids = read_pids(&pids);
+    assert_eq!(handler_pids.len(), 1, "{handler_pids:?}");
+    (server, handler_pids)
+}
+
 #[tokio::test]
 async fn a_handler_crashing_mid_request_gives_502_then_is_restarted() {
     let ws = Workspace::new();
@@ -178,24 +195,8 @@ async fn sigterm_stops_every_handler_before_elsinore_exits() {
 #[tokio::test]
 async fn a_killed_elsinore_leaves_no_handler_behind() {
     let ws = Workspace::new();
-    let pids = ws.path().join("pids");
     // It even ignores SIGTERM: only SIGKILL can end it.
-    let env = format!(
-        "PID_FILE = {:?}, IGNORE_SIGTERM = \"1\"",
-        pids.display().to_string()
-    );
-    ws.project(
-        "orphan",
-        &["orphan.test"],
-        &echo_manifest_entry("web", &["/"], &env),
-    );
-    let mut server = Server::start(&ws.config(json!(["orphan"])));
-    assert_eq!(
-        server.get("orphan.test", "/").send().await.status,
-        StatusCode::OK
-    );
-    let handler_pids = read_pids(&pids);
-    assert_eq!(handler_pids.len(), 1);
+    let (mut server, handler_pids) = start_stubborn_handler(&ws, "orphan").await;
 
     // SIGKILL: no chance to clean up; the parent-death signal must do it.
     server.signal(Signal::SIGKILL);
@@ -306,22 +307,7 @@ async fn a_handler_that_does_not_answer_in_time_gives_504() {
 #[tokio::test]
 async fn a_handler_ignoring_sigterm_is_killed_after_the_stop_grace() {
     let ws = Workspace::new();
-    let pids = ws.path().join("pids");
-    let env = format!(
-        "PID_FILE = {:?}, IGNORE_SIGTERM = \"1\"",
-        pids.display().to_string()
-    );
-    ws.project(
-        "stubborn",
-        &["stubborn.test"],
-        &echo_manifest_entry("web", &["/"], &env),
-    );
-    let mut server = Server::start(&ws.config(json!(["stubborn"])));
-    assert_eq!(
-        server.get("stubborn.test", "/").send().await.status,
-        StatusCode::OK
-    );
-    let handler_pids = read_pids(&pids);
+    let (mut server, handler_pids) = start_stubborn_handler(&ws, "stubborn").await;
 
     server.signal(Signal::SIGTERM);
     assert!(server.wait_exit().success());

@@ -16,7 +16,8 @@ pub struct ProjectRoute {
     pub name: String,
     /// The project folder.
     pub path: PathBuf,
-    /// Hosts it declared and kept (conflicts excluded).
+    /// Hosts it declared and kept (names lost to another project in a
+    /// conflict are left out).
     pub hosts: Vec<HostPattern>,
     /// Its handlers, in manifest order.
     pub handlers: Vec<Arc<HandlerHandle>>,

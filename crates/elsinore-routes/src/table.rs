@@ -44,6 +44,18 @@ impl<T> HostTable<T> {
         None
     }
 
+    /// The same table with every value converted by `f`.
+    pub fn map<U>(&self, mut f: impl FnMut(&T) -> U) -> HostTable<U> {
+        HostTable {
+            exact: self.exact.iter().map(|(k, v)| (k.clone(), f(v))).collect(),
+            wildcard: self
+                .wildcard
+                .iter()
+                .map(|(k, v)| (k.clone(), f(v)))
+                .collect(),
+        }
+    }
+
     /// Number of declared names (exact and wildcard).
     pub fn len(&self) -> usize {
         self.exact.len() + self.wildcard.len()
@@ -213,6 +225,15 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn map_keeps_every_name() {
+        let (table, _) = table(&[("p", "a.localhost"), ("q", "*.b.localhost")]);
+        let lengths = table.map(String::len);
+        assert_eq!(lengths.lookup("a.localhost"), Some(&1));
+        assert_eq!(lengths.lookup("x.b.localhost"), Some(&1));
+        assert_eq!(lengths.len(), 2);
     }
 
     #[test]
