@@ -237,8 +237,7 @@ async fn longest_route_prefix_picks_the_handler() {
         echo_manifest_entry("admin", &["/api/admin/", "/internal/"], ""),
     ]
     .join("\n");
-    ws.project("site", &["site.test"], &manifest);
-    let server = Server::start(&ws.config(json!(["site"])));
+    let server = ws.serve_single("site", &manifest);
     let cases = [
         ("/", "web"),
         ("/api", "web"),

@@ -26,9 +26,8 @@ async fn start_stubborn_handler(ws: &Workspace, project: &str) -> (Server, Vec<i
         "PID_FILE = {:?}, IGNORE_SIGTERM = \"1\"",
         pids.display().to_string()
     );
+    let server = ws.serve_single(project, &echo_manifest_entry("web", &["/"], &env));
     let host = format!("{project}.test");
-    ws.project(project, &[&host], &echo_manifest_entry("web", &["/"], &env));
-    let server = Server::start(&ws.config(json!([project])));
     assert_eq!(server.get(&host, "/").send().await.status, StatusCode::OK);
     let handler_pids = read_pids(&pids);
     assert_eq!(handler_pids.len(), 1, "{handler_pids:?}");
@@ -38,12 +37,7 @@ async fn start_stubborn_handler(ws: &Workspace, project: &str) -> (Server, Vec<i
 #[tokio::test]
 async fn a_handler_crashing_mid_request_gives_502_then_is_restarted() {
     let ws = Workspace::new();
-    ws.project(
-        "fragile",
-        &["fragile.test"],
-        &echo_manifest_entry("web", &["/"], ""),
-    );
-    let server = Server::start(&ws.config(json!(["fragile"])));
+    let server = ws.serve_single("fragile", &echo_manifest_entry("web", &["/"], ""));
 
     let before = server.get("fragile.test", "/pid").send().await;
     assert_eq!(before.status, StatusCode::OK);
@@ -103,8 +97,7 @@ async fn a_starting_handler_holds_requests_then_answers_503_with_retry_after() {
         &["/"],
         &format!("NOT_READY_FILE = {:?}", flag.display().to_string()),
     ) + "start_timeout = \"300ms\"\n";
-    ws.project("slow", &["slow.test"], &entry);
-    let server = Server::start(&ws.config(json!(["slow"])));
+    let server = ws.serve_single("slow", &entry);
 
     let started = std::time::Instant::now();
     let reply = server.get("slow.test", "/").send().await;
@@ -129,12 +122,10 @@ async fn a_starting_handler_holds_requests_then_answers_503_with_retry_after() {
 async fn a_request_waits_for_a_handler_that_is_still_binding() {
     let ws = Workspace::new();
     // Binds after 700 ms, well inside the default 10 s start timeout.
-    ws.project(
+    let server = ws.serve_single(
         "late",
-        &["late.test"],
         &echo_manifest_entry("web", &["/"], "START_DELAY_MS = \"700\""),
     );
-    let server = Server::start(&ws.config(json!(["late"])));
     let reply = server.get("late.test", "/").send().await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
 }
@@ -142,12 +133,10 @@ async fn a_request_waits_for_a_handler_that_is_still_binding() {
 #[tokio::test]
 async fn a_crash_looping_handler_is_reported_and_answers_502() {
     let ws = Workspace::new();
-    ws.project(
+    let server = ws.serve_single(
         "broken",
-        &["broken.test"],
         &echo_manifest_entry("web", &["/"], "CRASH_ON_START = \"1\""),
     );
-    let server = Server::start(&ws.config(json!(["broken"])));
     server.logs.wait_for("handler is crash-looping");
     let reply = server.get("broken.test", "/").send().await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
@@ -211,12 +200,7 @@ async fn a_killed_elsinore_leaves_no_handler_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_requests_finish_across_sigterm() {
     let ws = Workspace::new();
-    ws.project(
-        "busy",
-        &["busy.test"],
-        &echo_manifest_entry("web", &["/"], ""),
-    );
-    let mut server = Server::start(&ws.config(json!(["busy"])));
+    let mut server = ws.serve_single("busy", &echo_manifest_entry("web", &["/"], ""));
     assert_eq!(
         server.get("busy.test", "/").send().await.status,
         StatusCode::OK
@@ -258,8 +242,7 @@ async fn an_external_url_handler_is_proxied_and_its_failure_is_a_502() {
 
     let ws = Workspace::new();
     let manifest = format!("[[handler]]\nname = \"legacy\"\nurl = \"http://127.0.0.1:{port}\"\n");
-    ws.project("legacy", &["legacy.test"], &manifest);
-    let server = Server::start(&ws.config(json!(["legacy"])));
+    let server = ws.serve_single("legacy", &manifest);
 
     let mut reply = None;
     for _ in 0..200 {
@@ -290,8 +273,7 @@ async fn an_external_url_handler_is_proxied_and_its_failure_is_a_502() {
 async fn a_handler_that_does_not_answer_in_time_gives_504() {
     let ws = Workspace::new();
     let entry = echo_manifest_entry("web", &["/"], "") + "response_timeout = \"300ms\"\n";
-    ws.project("stuck", &["stuck.test"], &entry);
-    let server = Server::start(&ws.config(json!(["stuck"])));
+    let server = ws.serve_single("stuck", &entry);
     assert_eq!(
         server.get("stuck.test", "/").send().await.status,
         StatusCode::OK

@@ -73,6 +73,13 @@ impl Workspace {
         }))
     }
 
+    /// The common case: one project `name` declaring host `<name>.test`,
+    /// served by a freshly started Elsinore.
+    pub fn serve_single(&self, name: &str, manifest: &str) -> Server {
+        self.project(name, &[&format!("{name}.test")], manifest);
+        Server::start(&self.config(serde_json::json!([name])))
+    }
+
     pub fn database(&self) -> PathBuf {
         self.path().join("data/elsinore.db")
     }

@@ -89,16 +89,17 @@ impl Proxy {
                 method: request.method().to_string(),
             });
         }
-        // HTTP/2 and absolute-form requests carry the authority in the URI;
-        // it takes precedence over Host (RFC 9112 §3.2.2).
-        let raw_host = match request.uri().authority() {
-            Some(authority) => authority.as_str(),
-            None => request
-                .headers()
-                .get(HOST)
-                .map(|value| value.to_str().unwrap_or("\u{0}"))
-                .unwrap_or(""),
+        // The authority the request names: the URI's for HTTP/2 and
+        // absolute-form targets (it takes precedence over Host, RFC 9112
+        // §3.2.2), else the Host header. Elsinore routes by it and forwards
+        // it as Host, so the two can never disagree.
+        let authority = match request.uri().authority() {
+            Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+            None => request.headers().get(HOST).cloned(),
         };
+        let raw_host = authority
+            .as_ref()
+            .map_or("", |value| value.to_str().unwrap_or("\u{0}"));
         let host = normalize_request_host(raw_host).map_err(|err| match err {
             HostError::Missing => ProxyError::MissingHost,
             _ => ProxyError::InvalidHost {
@@ -117,8 +118,7 @@ impl Proxy {
             .ok_or_else(|| ProxyError::UnknownHost {
                 host: host.clone().into_owned(),
             })?;
-        // A validated DNS name is always a valid header value; making it one
-        // now also ends the borrow of the request's headers.
+        // A validated DNS name is always a valid header value.
         let host_header = HeaderValue::from_str(&host).map_err(|_| ProxyError::InvalidHost {
             host: host.clone().into_owned(),
         })?;
@@ -134,12 +134,6 @@ impl Proxy {
             .await
             .map_err(|why| unavailable(&handler, why))?;
 
-        // The authority we routed by is the one the handler must see: for
-        // HTTP/2 and absolute-form requests it replaces any Host header.
-        let original_host = match request.uri().authority() {
-            Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-            None => request.headers().get(HOST).cloned(),
-        };
         let context = Context {
             host: &host_header,
             project: &project.name_header,
@@ -150,9 +144,9 @@ impl Proxy {
         };
         let headers = request.headers_mut();
         headers::remove_hop_by_hop(headers);
-        headers::set_context(headers, &context, original_host.clone());
-        if let Some(host) = original_host {
-            headers.insert(HOST, host);
+        headers::set_context(headers, &context, authority.clone());
+        if let Some(authority) = authority {
+            headers.insert(HOST, authority);
         }
         *request.uri_mut() = handler_uri(&handler, request.uri())?;
         // Handlers speak HTTP/1.1 whatever the client spoke.

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use elsinore_config::{HandlerKind, HandlerSpec};
-use http::uri::Authority;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -75,17 +74,11 @@ impl Supervisor {
             }
             HandlerKind::Command { argv } => argv.clone(),
         };
-        let addr = ports::reserve_port().map_err(|source| SupervisorError::NoPort {
-            handler: format!("{project}/{}", spec.name),
-            source,
-        })?;
-        let authority: Authority =
-            addr.to_string()
-                .parse()
-                .map_err(|_| SupervisorError::NoPort {
-                    handler: format!("{project}/{}", spec.name),
-                    source: std::io::Error::other("unprintable address"),
-                })?;
+        let (addr, authority) =
+            ports::reserve_port().map_err(|source| SupervisorError::NoPort {
+                handler: format!("{project}/{}", spec.name),
+                source,
+            })?;
         let handle = Arc::new(HandlerHandle::new(
             project,
             spec,
