@@ -65,7 +65,10 @@ impl Plan {
 
     /// `host → project → handler [routes], …`, one line per host.
     pub fn render_routes(&self) -> String {
-        let (owners, _) = self.host_owners();
+        self.render_owners(&self.host_owners().0)
+    }
+
+    fn render_owners(&self, owners: &HostTable<usize>) -> String {
         let entries = owners.entries();
         let width = entries
             .iter()
@@ -124,7 +127,7 @@ impl Plan {
             }
         }
         let _ = writeln!(out, "\nroutes ({} hosts):", owners.len());
-        for line in self.render_routes().lines() {
+        for line in self.render_owners(&owners).lines() {
             let _ = writeln!(out, "  {line}");
         }
         let warnings = self.warnings(&conflicts);
