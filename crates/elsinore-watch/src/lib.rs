@@ -1,0 +1,383 @@
+//! Watches the folders whose contents make up the route table and wakes
+//! the reloader once per burst of changes.
+//!
+//! This crate knows nothing of config.json or projects: the caller names
+//! folders ([`Target`]) and which entries in them matter, and awaits
+//! [`FolderWatcher::changed`]. Every folder is watched non-recursively, so a
+//! project's `node_modules/` or database never costs inotify watches nor
+//! wakes anyone.
+//!
+//! The native backend (inotify on Linux) is used when it can be set up.
+//! When it cannot (the per-user watch limit is reached, or the filesystem
+//! does not support it) the watcher falls back to polling, logs that once,
+//! and carries on; [`WatchMode::Poll`] forces polling from the start (for
+//! network filesystems, where inotify silently sees nothing).
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use notify::{Event, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher as _};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// A burst ends after this long without a new event...
+const QUIET: Duration = Duration::from_millis(40);
+/// ...or this long after it began, whichever comes first, so a folder that
+/// never stops changing still gets reloaded regularly.
+const MAX_BURST: Duration = Duration::from_millis(250);
+
+/// Which backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchMode {
+    /// The operating system's notifications, polling if they fail.
+    Auto,
+    /// Polling only.
+    Poll,
+}
+
+/// One watched folder.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Target {
+    /// The folder. It may not exist yet; then the caller should also watch
+    /// its parent so that its creation is seen.
+    pub dir: PathBuf,
+    /// Entry names in `dir` whose changes matter; `None`: every entry.
+    pub names: Option<Vec<OsString>>,
+}
+
+impl Target {
+    /// Every entry of `dir` matters.
+    pub fn all(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            names: None,
+        }
+    }
+
+    /// Only the listed entries of `dir` matter.
+    pub fn only<I, S>(dir: impl Into<PathBuf>, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        Self {
+            dir: dir.into(),
+            names: Some(names.into_iter().map(Into::into).collect()),
+        }
+    }
+
+    fn matches(&self, path: &Path) -> bool {
+        if path == self.dir {
+            return true;
+        }
+        if path.parent() != Some(self.dir.as_path()) {
+            return false;
+        }
+        match (&self.names, path.file_name()) {
+            (None, _) => true,
+            (Some(names), Some(name)) => names.iter().any(|n| n == name),
+            (Some(_), None) => false,
+        }
+    }
+}
+
+/// What a backend needs to be rebuilt identically.
+struct Backend {
+    watcher: Box<dyn notify::Watcher + Send>,
+    polling: bool,
+    watched: BTreeSet<PathBuf>,
+}
+
+/// Watches a set of folders; see the crate documentation.
+pub struct FolderWatcher {
+    backend: Mutex<Backend>,
+    targets: Arc<RwLock<Vec<Target>>>,
+    wake: Arc<Notify>,
+    poll_interval: Duration,
+}
+
+impl std::fmt::Debug for FolderWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FolderWatcher")
+            .field("backend", &self.backend_name())
+            .field("poll_interval", &self.poll_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why no watcher at all could be set up (not even polling).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot watch for changes: {0}")]
+pub struct WatchError(#[from] notify::Error);
+
+impl FolderWatcher {
+    /// A watcher with no targets yet. Polling, when used, looks every
+    /// `poll_interval`.
+    pub fn new(mode: WatchMode, poll_interval: Duration) -> Result<Self, WatchError> {
+        let targets: Arc<RwLock<Vec<Target>>> = Arc::default();
+        let wake = Arc::new(Notify::new());
+        let backend = match mode {
+            WatchMode::Poll => poll_backend(&targets, &wake, poll_interval)?,
+            WatchMode::Auto => match native_backend(&targets, &wake) {
+                Ok(backend) => backend,
+                Err(err) => {
+                    tracing::warn!(error = %err, ?poll_interval, "file notifications are unavailable; polling for changes instead");
+                    poll_backend(&targets, &wake, poll_interval)?
+                }
+            },
+        };
+        Ok(Self {
+            backend: Mutex::new(backend),
+            targets,
+            wake,
+            poll_interval,
+        })
+    }
+
+    /// `"native"` or `"poll"`: what is watching right now.
+    pub fn backend_name(&self) -> &'static str {
+        let backend = self.backend.lock().unwrap_or_else(PoisonError::into_inner);
+        if backend.polling {
+            "poll"
+        } else {
+            "native"
+        }
+    }
+
+    /// Replaces the watched folders. Returns `true` when a folder is
+    /// watched now that was not before: changes made inside it before this
+    /// call were not seen, so the caller should rescan once more.
+    pub fn set_targets(&self, targets: Vec<Target>) -> Result<bool, WatchError> {
+        let wanted: BTreeSet<PathBuf> = targets
+            .iter()
+            .map(|t| t.dir.clone())
+            .filter(|dir| dir.is_dir())
+            .collect();
+        *self.targets.write().unwrap_or_else(PoisonError::into_inner) = targets;
+
+        let mut backend = self.backend.lock().unwrap_or_else(PoisonError::into_inner);
+        for gone in backend.watched.difference(&wanted).cloned().collect::<Vec<_>>() {
+            // The folder may already be deleted, which removed the watch.
+            let _ = backend.watcher.unwatch(&gone);
+            backend.watched.remove(&gone);
+        }
+        let mut added = false;
+        for dir in wanted {
+            if backend.watched.contains(&dir) {
+                continue;
+            }
+            match backend.watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {}
+                Err(err) if is_missing(&err) => continue,
+                Err(err) if !backend.polling => {
+                    tracing::warn!(folder = %dir.display(), error = %err, poll_interval = ?self.poll_interval, "cannot watch with file notifications; polling for changes instead");
+                    let mut polling = poll_backend(&self.targets, &self.wake, self.poll_interval)?;
+                    for dir in &backend.watched {
+                        if polling.watcher.watch(dir, RecursiveMode::NonRecursive).is_ok() {
+                            polling.watched.insert(dir.clone());
+                        }
+                    }
+                    *backend = polling;
+                    if backend
+                        .watcher
+                        .watch(&dir, RecursiveMode::NonRecursive)
+                        .is_err()
+                    {
+                        continue;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(folder = %dir.display(), error = %err, "cannot watch folder; its changes need SIGHUP or POST /reload");
+                    continue;
+                }
+            }
+            backend.watched.insert(dir);
+            added = true;
+        }
+        Ok(added)
+    }
+
+    /// Resolves after a burst of relevant changes has settled.
+    pub async fn changed(&self) {
+        self.wake.notified().await;
+        let began = Instant::now();
+        loop {
+            let left = MAX_BURST.saturating_sub(began.elapsed());
+            if left.is_zero() {
+                return;
+            }
+            if tokio::time::timeout(QUIET.min(left), self.wake.notified())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Wakes [`changed`](Self::changed) as if a change had been seen.
+    pub fn poke(&self) {
+        self.wake.notify_one();
+    }
+}
+
+fn is_missing(err: &notify::Error) -> bool {
+    match &err.kind {
+        notify::ErrorKind::PathNotFound | notify::ErrorKind::WatchNotFound => true,
+        notify::ErrorKind::Io(io) => io.kind() == std::io::ErrorKind::NotFound,
+        _ => false,
+    }
+}
+
+/// The callback both backends share: wake the reloader when an event
+/// touches a target (or when the backend lost events and cannot say which).
+fn on_event(
+    targets: Arc<RwLock<Vec<Target>>>,
+    wake: Arc<Notify>,
+) -> impl FnMut(notify::Result<Event>) + Send + 'static {
+    move |event| match event {
+        Ok(event) => {
+            let relevant = event.need_rescan() || {
+                let targets = targets.read().unwrap_or_else(PoisonError::into_inner);
+                event
+                    .paths
+                    .iter()
+                    .any(|path| targets.iter().any(|t| t.matches(path)))
+            };
+            if relevant {
+                wake.notify_one();
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "file watcher error; rescanning");
+            wake.notify_one();
+        }
+    }
+}
+
+fn native_backend(
+    targets: &Arc<RwLock<Vec<Target>>>,
+    wake: &Arc<Notify>,
+) -> notify::Result<Backend> {
+    let watcher = RecommendedWatcher::new(
+        on_event(targets.clone(), wake.clone()),
+        notify::Config::default(),
+    )?;
+    Ok(Backend {
+        watcher: Box::new(watcher),
+        polling: false,
+        watched: BTreeSet::new(),
+    })
+}
+
+fn poll_backend(
+    targets: &Arc<RwLock<Vec<Target>>>,
+    wake: &Arc<Notify>,
+    interval: Duration,
+) -> notify::Result<Backend> {
+    let watcher = PollWatcher::new(
+        on_event(targets.clone(), wake.clone()),
+        notify::Config::default().with_poll_interval(interval),
+    )?;
+    Ok(Backend {
+        watcher: Box::new(watcher),
+        polling: true,
+        watched: BTreeSet::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Upper bound for a change to be noticed; only reached when broken.
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn watcher(mode: WatchMode, dir: &Path) -> FolderWatcher {
+        let watcher = FolderWatcher::new(mode, Duration::from_millis(50)).expect("watcher");
+        watcher
+            .set_targets(vec![
+                Target::only(dir, ["config.json", "hosts"]),
+                Target::all(dir.join("hosts")),
+            ])
+            .expect("targets");
+        watcher
+    }
+
+    async fn sees(watcher: &FolderWatcher, what: &str) {
+        tokio::time::timeout(WAIT, watcher.changed())
+            .await
+            .unwrap_or_else(|_| panic!("change not seen within {WAIT:?}: {what}"));
+    }
+
+    #[test]
+    fn targets_match_only_their_entries() {
+        let target = Target::only("/p", ["project.toml", "hosts"]);
+        assert!(target.matches(Path::new("/p/project.toml")));
+        assert!(target.matches(Path::new("/p/hosts")));
+        assert!(target.matches(Path::new("/p")));
+        assert!(!target.matches(Path::new("/p/data.db-wal")));
+        assert!(!target.matches(Path::new("/p/hosts/a.test")));
+        assert!(Target::all("/p/hosts").matches(Path::new("/p/hosts/a.test")));
+    }
+
+    #[tokio::test]
+    async fn native_sees_a_new_folder_and_a_replaced_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("hosts")).expect("hosts");
+        let watcher = watcher(WatchMode::Auto, dir.path());
+        assert_eq!(watcher.backend_name(), "native");
+
+        std::fs::create_dir(dir.path().join("hosts/a.test")).expect("mkdir");
+        sees(&watcher, "mkdir hosts/a.test").await;
+
+        // Editors save by writing a temp file and renaming it over.
+        std::fs::write(dir.path().join(".config.json.tmp"), "{}").expect("write");
+        std::fs::rename(
+            dir.path().join(".config.json.tmp"),
+            dir.path().join("config.json"),
+        )
+        .expect("rename");
+        sees(&watcher, "config.json replaced by rename").await;
+    }
+
+    #[tokio::test]
+    async fn irrelevant_files_do_not_wake() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("hosts")).expect("hosts");
+        let watcher = watcher(WatchMode::Auto, dir.path());
+        std::fs::write(dir.path().join("elsinore.db-wal"), "x").expect("write");
+        let woke = tokio::time::timeout(Duration::from_millis(300), watcher.changed()).await;
+        assert!(woke.is_err(), "a database file woke the reloader");
+    }
+
+    #[tokio::test]
+    async fn polling_sees_a_new_folder() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("hosts")).expect("hosts");
+        let watcher = watcher(WatchMode::Poll, dir.path());
+        assert_eq!(watcher.backend_name(), "poll");
+        std::fs::create_dir(dir.path().join("hosts/b.test")).expect("mkdir");
+        sees(&watcher, "mkdir hosts/b.test while polling").await;
+    }
+
+    #[tokio::test]
+    async fn a_folder_created_later_is_watched_once_targeted_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let watcher = watcher(WatchMode::Auto, dir.path());
+        std::fs::create_dir(dir.path().join("hosts")).expect("hosts");
+        sees(&watcher, "hosts/ created").await;
+        let added = watcher
+            .set_targets(vec![
+                Target::only(dir.path(), ["config.json", "hosts"]),
+                Target::all(dir.path().join("hosts")),
+            ])
+            .expect("targets");
+        assert!(added, "hosts/ should be newly watched");
+        std::fs::create_dir(dir.path().join("hosts/c.test")).expect("mkdir");
+        sees(&watcher, "mkdir inside the new hosts/").await;
+    }
+}
