@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod live;
+mod operator;
 mod plan;
 mod serve;
 

@@ -2,6 +2,7 @@
 //! project's manifest and host folders, and who owns which host. `check`
 //! and `routes` print it; `serve` starts it.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -10,7 +11,7 @@ use elsinore_config::{Config, HandlerKind, HandlerSpec, Manifest, ProjectConfig}
 use elsinore_routes::{scan_hosts, Conflict, HostScan, HostTable, HostTableBuilder};
 
 /// One project with everything read from its folder.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ProjectPlan {
     pub config: ProjectConfig,
     pub manifest: Manifest,
@@ -54,13 +55,7 @@ impl Plan {
 
     /// Host → index into `projects`, first declaration winning.
     pub fn host_owners(&self) -> (HostTable<usize>, Vec<Conflict>) {
-        let mut builder = HostTableBuilder::new();
-        for (index, project) in self.projects.iter().enumerate() {
-            for host in &project.scan.hosts {
-                builder.insert(&project.config.name, host, index);
-            }
-        }
-        builder.finish()
+        decide_owners(&self.projects, &HashMap::new())
     }
 
     /// `host → project → handler [routes], …`, one line per host.
@@ -180,6 +175,31 @@ impl Plan {
         }));
         warnings
     }
+}
+
+/// Host → index into `projects`. A host keeps the project that held it
+/// before (`previous`: host → project name, from the live table), so a
+/// conflict never moves a tenant; among newcomers, the first project in
+/// config.json order wins.
+pub fn decide_owners(
+    projects: &[ProjectPlan],
+    previous: &HashMap<String, String>,
+) -> (HostTable<usize>, Vec<Conflict>) {
+    let mut builder = HostTableBuilder::new();
+    for (index, project) in projects.iter().enumerate() {
+        for host in &project.scan.hosts {
+            if previous.get(&host.to_string()) == Some(&project.config.name) {
+                builder.insert(&project.config.name, host, index);
+            }
+        }
+    }
+    for (index, project) in projects.iter().enumerate() {
+        for host in &project.scan.hosts {
+            // Re-inserting a host for its own project is not a conflict.
+            builder.insert(&project.config.name, host, index);
+        }
+    }
+    builder.finish()
 }
 
 /// Whether `program` would be found when spawned from `project_dir`: a

@@ -1,18 +1,22 @@
-//! `elsinore serve`: wire config, store, supervisor and proxy together, and
-//! shut them down in order.
+//! `elsinore serve`: wire config, store, supervisor, live table, watcher,
+//! proxy and operator listener together, and shut them down in order.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use arc_swap::ArcSwap;
-use elsinore_proxy::{ProjectRoute, Proxy, RouteTable};
+use elsinore_config::Config;
+use elsinore_proxy::Proxy;
 use elsinore_store::Store;
 use elsinore_supervisor::{Supervisor, SupervisorSettings};
+use elsinore_watch::{FolderWatcher, WatchMode};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
 
+use crate::live::Live;
+use crate::operator::{self, Operator};
 use crate::plan::Plan;
 
 /// How long a handler gets between SIGTERM and SIGKILL.
@@ -31,90 +35,120 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
 }
 
 async fn serve(plan: Plan, store: Store) -> anyhow::Result<()> {
-    let config = &plan.config;
+    let config = plan.config.clone();
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (config.json `listen`)", config.listen))?;
     let local_addr = listener.local_addr().context("listener has no address")?;
+    let operator_listener = match config.admin_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} (config.json `admin_listen`)")
+        })?),
+        None => None,
+    };
 
     let supervisor = Arc::new(Supervisor::new(SupervisorSettings {
         database: store.path().to_owned(),
         env_remove: config.key_env_names().map(str::to_owned).collect(),
         stop_grace: HANDLER_STOP_GRACE,
     }));
-    let table = match build_table(&plan, &supervisor) {
-        Ok(table) => table,
-        Err(err) => {
-            supervisor.shutdown().await;
-            return Err(err);
+    let live = Live::start(plan, supervisor.clone()).await?;
+    let proxy = Arc::new(Proxy::new(live.table()));
+    let watcher = start_watching(&live, &config);
+    spawn_sighup_reloads(live.clone());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopping = move || {
+        let mut stop_rx = stop_rx.clone();
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
         }
     };
-    let table = Arc::new(ArcSwap::from_pointee(table));
-    let proxy = Arc::new(Proxy::new(table.clone()));
+    if let Some(operator_listener) = operator_listener {
+        let addr = operator_listener
+            .local_addr()
+            .context("operator listener has no address")?;
+        let operator = Operator {
+            live: live.clone(),
+            watcher: watcher.clone(),
+        };
+        tokio::spawn(operator::serve(operator_listener, operator, stopping()));
+        if !addr.ip().is_loopback() {
+            tracing::warn!("the operator listener on {addr} has no authentication; keep it on loopback or a trusted network");
+        }
+        tracing::info!("operator listening on http://{addr}");
+    }
 
+    let table = live.table().load_full();
     tracing::info!(
-        projects = plan.projects.len(),
-        hosts = table.load().hosts.len(),
+        projects = table.projects.len(),
+        hosts = table.hosts.len(),
         database = %store.path().display(),
+        watching = watcher.as_ref().map_or("off", |w| w.backend_name()),
         "serving"
     );
+    drop(table);
     // Tests and scripts wait for this exact line.
     tracing::info!("listening on http://{local_addr}");
 
-    elsinore_proxy::serve(
-        listener,
-        proxy,
-        shutdown_signal(supervisor.clone()),
-        config.shutdown_grace,
-    )
-    .await;
+    tokio::spawn(async move {
+        shutdown_signal(supervisor).await;
+        let _ = stop_tx.send(true);
+    });
+    elsinore_proxy::serve(listener, proxy, stopping(), config.shutdown_grace).await;
     tracing::info!("stopping handlers");
-    supervisor.shutdown().await;
+    live.supervisor().shutdown().await;
     tracing::info!("bye");
     Ok(())
 }
 
-/// Starts every project's handlers and builds the first table.
-fn build_table(plan: &Plan, supervisor: &Supervisor) -> anyhow::Result<RouteTable> {
-    // Who owns which host is decided once, by the plan, first come first
-    // served; the live table maps each owner to its running project.
-    let (owners, conflicts) = plan.host_owners();
-    let mut routes = Vec::with_capacity(plan.projects.len());
-    for project in &plan.projects {
-        let name = &project.config.name;
-        let mut handlers = Vec::with_capacity(project.manifest.handlers.len());
-        for spec in &project.manifest.handlers {
-            let handle = supervisor.start(name, &project.config.path, spec)?;
-            handlers.push((handle, spec.routes.clone()));
+/// Watches config.json and every project folder; each burst of changes
+/// becomes one reload. Without a watcher (not even polling could start),
+/// SIGHUP and `POST /reload` still work.
+fn start_watching(live: &Arc<Live>, config: &Config) -> Option<Arc<FolderWatcher>> {
+    let mode = match config.watch.mode {
+        elsinore_config::WatchMode::Auto => WatchMode::Auto,
+        elsinore_config::WatchMode::Poll => WatchMode::Poll,
+    };
+    let watcher = match FolderWatcher::new(mode, config.watch.poll_interval) {
+        Ok(watcher) => Arc::new(watcher),
+        Err(err) => {
+            tracing::error!(error = %err, "changes will not be noticed; use SIGHUP or POST /reload after editing");
+            return None;
         }
-        let mut route = ProjectRoute::new(
-            name,
-            project.config.path.clone(),
-            project.config.key.as_ref().map(|k| k.expose()),
-            handlers,
-        )
-        .with_context(|| format!("project {name}: name or key is not valid header text"))?;
-        route.hosts = project
-            .scan
-            .hosts
-            .iter()
-            .filter(|host| {
-                !conflicts
-                    .iter()
-                    .any(|c| &c.refused_for == name && c.host == host.to_string())
-            })
-            .cloned()
-            .collect();
-        routes.push(Arc::new(route));
+    };
+    if let Err(err) = watcher.set_targets(live.watch_targets()) {
+        tracing::error!(error = %err, "cannot watch project folders");
     }
-    for warning in plan.warnings(&conflicts) {
-        tracing::warn!("{warning}");
-    }
-    Ok(RouteTable {
-        hosts: owners.map(|&index| routes[index].clone()),
-        projects: routes,
-        conflicts,
-    })
+    let (live, looping) = (live.clone(), watcher.clone());
+    tokio::spawn(async move {
+        loop {
+            looping.changed().await;
+            live.reload("file change").await;
+            match looping.set_targets(live.watch_targets()) {
+                // A folder watched only now (a new project, a new hosts/)
+                // may have changed before its watch began: look once more.
+                Ok(true) => looping.poke(),
+                Ok(false) => {}
+                Err(err) => tracing::error!(error = %err, "cannot watch project folders"),
+            }
+        }
+    });
+    Some(watcher)
+}
+
+/// `kill -HUP` forces a rescan, for filesystems where no change is seen.
+fn spawn_sighup_reloads(live: Arc<Live>) {
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading");
+            live.reload("SIGHUP").await;
+        }
+    });
 }
 
 /// Resolves on the first SIGTERM or SIGINT; a second one exits at once.

@@ -16,6 +16,7 @@ use crate::parse_duration;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_DATABASE: &str = "data/elsinore.db";
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
 const MAX_PROJECT_NAME_LEN: usize = 64;
 
 /// The validated configuration. Paths are absolute.
@@ -31,8 +32,38 @@ pub struct Config {
     pub database: PathBuf,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// How changes to config.json and project folders are noticed.
+    pub watch: WatchSettings,
     /// Projects in `config.json` order (which decides host conflicts).
     pub projects: Vec<ProjectConfig>,
+}
+
+/// `watch` in config.json.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchSettings {
+    /// Which mechanism notices changes.
+    pub mode: WatchMode,
+    /// How often polling looks, when polling.
+    pub poll_interval: Duration,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        Self {
+            mode: WatchMode::Auto,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+        }
+    }
+}
+
+/// `watch.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchMode {
+    /// File notifications (inotify), falling back to polling when they
+    /// cannot be set up.
+    Auto,
+    /// Always poll (network filesystems, where notifications never come).
+    Poll,
 }
 
 /// One entry of `projects`.
@@ -73,7 +104,15 @@ struct RawConfig {
     admin_listen: Option<String>,
     database: Option<String>,
     shutdown_grace: Option<String>,
+    watch: Option<RawWatch>,
     projects: Vec<RawProject>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatch {
+    mode: Option<String>,
+    poll_interval: Option<String>,
 }
 
 /// A project entry: either `"path"` or `{"path": …, …}`.
@@ -145,7 +184,7 @@ impl Config {
         let admin_listen = raw
             .admin_listen
             .as_deref()
-            .and_then(|addr| parse_addr(addr, "admin_listen", &mut problems));
+            .and_then(|addr| parse_admin_addr(addr, &mut problems));
         let database = match raw.database.as_deref().unwrap_or(DEFAULT_DATABASE) {
             "" => {
                 problems.push(Problem::field("database", "must not be empty"));
@@ -161,6 +200,11 @@ impl Config {
                 DEFAULT_SHUTDOWN_GRACE
             }
         };
+
+        let watch = raw
+            .watch
+            .map(|watch| validate_watch(watch, &mut problems))
+            .unwrap_or_default();
 
         let mut projects = Vec::with_capacity(raw.projects.len());
         let mut first_index_of: HashMap<String, usize> = HashMap::new();
@@ -190,6 +234,7 @@ impl Config {
                 admin_listen,
                 database,
                 shutdown_grace,
+                watch,
                 projects,
             }),
             _ => Err(ConfigError::invalid(file, problems)),
@@ -244,6 +289,39 @@ fn parse_addr(text: &str, field: &str, problems: &mut Vec<Problem>) -> Option<So
             None
         }
     }
+}
+
+/// `admin_listen` also accepts a bare port (`"9090"`), bound on loopback:
+/// the operator listener has no authentication of its own.
+fn parse_admin_addr(text: &str, problems: &mut Vec<Problem>) -> Option<SocketAddr> {
+    match text.trim_start_matches(':').parse::<u16>() {
+        Ok(port) => Some(SocketAddr::from(([127, 0, 0, 1], port))),
+        Err(_) => parse_addr(text, "admin_listen", problems),
+    }
+}
+
+fn validate_watch(raw: RawWatch, problems: &mut Vec<Problem>) -> WatchSettings {
+    let mut watch = WatchSettings::default();
+    match raw.mode.as_deref() {
+        None | Some("auto") => {}
+        Some("poll") => watch.mode = WatchMode::Poll,
+        Some(other) => problems.push(Problem::field(
+            "watch.mode",
+            format!("{other:?} is not a watch mode: expected \"auto\" or \"poll\""),
+        )),
+    }
+    match raw.poll_interval.as_deref().map(parse_duration) {
+        None => {}
+        Some(Ok(interval)) if interval >= Duration::from_millis(10) => {
+            watch.poll_interval = interval;
+        }
+        Some(Ok(_)) => problems.push(Problem::field(
+            "watch.poll_interval",
+            "must be at least 10ms",
+        )),
+        Some(Err(err)) => problems.push(Problem::field("watch.poll_interval", err.to_string())),
+    }
+    watch
 }
 
 fn validate_project(
@@ -413,6 +491,28 @@ mod tests {
         assert_eq!(config.projects[0].name, "horatio");
         assert!(config.projects[0].path.is_absolute());
         assert!(config.admin_listen.is_none());
+    }
+
+    #[test]
+    fn watch_settings_and_bare_admin_port() {
+        let fx = Fixture::new(&["a"]);
+        let config = fx
+            .parse(
+                r#"{"admin_listen": "9000", "watch": {"mode": "poll", "poll_interval": "200ms"},
+                    "projects": ["a"]}"#,
+            )
+            .expect("valid");
+        assert_eq!(config.admin_listen, Some("127.0.0.1:9000".parse().expect("addr")));
+        assert_eq!(config.watch.mode, WatchMode::Poll);
+        assert_eq!(config.watch.poll_interval, Duration::from_millis(200));
+        assert_eq!(
+            fx.parse(r#"{"projects": ["a"]}"#).expect("valid").watch,
+            WatchSettings::default()
+        );
+        let err = fx.error(r#"{"watch": {"mode": "inotify"}, "projects": ["a"]}"#);
+        assert!(err.contains("watch.mode: \"inotify\" is not a watch mode"), "{err}");
+        let err = fx.error(r#"{"watch": {"every": "1s"}, "projects": ["a"]}"#);
+        assert!(err.contains("unknown field `every`"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //!
 //! Nothing here touches SQLite, reads files or spawns processes.
 
+mod body;
 mod error;
 mod headers;
 mod request_id;
@@ -16,6 +17,7 @@ mod server;
 mod service;
 mod table;
 
+pub use body::HandlerBody;
 pub use error::ProxyError;
 pub use server::serve;
 pub use service::Proxy;
@@ -23,5 +25,4 @@ pub use table::{ProjectRoute, RouteTable};
 
 /// The body of every response Elsinore sends: a handler's streamed body, or
 /// a small one Elsinore wrote itself.
-pub type ProxyBody =
-    http_body_util::Either<hyper::body::Incoming, http_body_util::Full<bytes::Bytes>>;
+pub type ProxyBody = http_body_util::Either<HandlerBody, http_body_util::Full<bytes::Bytes>>;

@@ -16,6 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::body::HandlerBody;
 use crate::error::ProxyError;
 use crate::headers::{self, Context, X_REQUEST_ID};
 use crate::request_id::RequestIds;
@@ -133,6 +134,7 @@ impl Proxy {
             .ready()
             .await
             .map_err(|why| unavailable(&handler, why))?;
+        let in_flight = handler.begin_request();
 
         let context = Context {
             host: &host_header,
@@ -162,7 +164,7 @@ impl Proxy {
                 waited: limit,
             })?
             .map_err(|err| upstream_error(&handler, &err))?;
-        Ok(response.map(Either::Left))
+        Ok(response.map(|body| Either::Left(HandlerBody::new(body, in_flight))))
     }
 }
 

@@ -21,6 +21,8 @@ pub struct ProjectRoute {
     pub hosts: Vec<HostPattern>,
     /// Its handlers, in manifest order.
     pub handlers: Vec<Arc<HandlerHandle>>,
+    /// The path prefixes of each handler (`routes[i]` for `handlers[i]`).
+    pub routes: Vec<Vec<String>>,
     pub(crate) router: PrefixRouter,
     pub(crate) name_header: HeaderValue,
     pub(crate) key_header: Option<HeaderValue>,
@@ -50,11 +52,13 @@ impl ProjectRoute {
                 .iter()
                 .map(|(_, routes)| routes.iter().map(String::as_str)),
         );
+        let (handlers, routes) = handlers.into_iter().unzip();
         Some(Self {
             name: name.to_owned(),
             path,
             hosts: Vec::new(),
-            handlers: handlers.into_iter().map(|(handle, _)| handle).collect(),
+            handlers,
+            routes,
             router,
             name_header,
             key_header,

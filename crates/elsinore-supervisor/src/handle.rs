@@ -1,13 +1,13 @@
 //! What the request path sees of a handler.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use elsinore_config::HandlerSpec;
 use http::uri::Authority;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 /// Where a handler is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +102,21 @@ pub struct HandlerHandle {
     response_timeout: Duration,
     state: AtomicU8,
     status: watch::Sender<HandlerStatus>,
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+/// Marks one request as using a handler until dropped; see
+/// [`HandlerHandle::begin_request`].
+#[derive(Debug)]
+pub struct InFlight(Arc<HandlerHandle>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 impl HandlerHandle {
@@ -126,6 +141,8 @@ impl HandlerHandle {
             response_timeout: spec.response_timeout,
             state: AtomicU8::new(state as u8),
             status,
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
         }
     }
 
@@ -204,6 +221,34 @@ impl HandlerHandle {
                     return Err(Unavailable::Starting { waited: started.elapsed() });
                 }
             }
+        }
+    }
+
+    /// Counts a request as in flight until the guard is dropped (the
+    /// request path keeps it until the response body has been sent), so a
+    /// replaced handler is stopped only once its last request is done.
+    pub fn begin_request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+
+    /// Requests being served right now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Resolves once no request is in flight.
+    pub async fn drained(&self) {
+        loop {
+            // Registered before the check, so a drop in between still
+            // wakes us.
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.in_flight() == 0 {
+                return;
+            }
+            idle.await;
         }
     }
 

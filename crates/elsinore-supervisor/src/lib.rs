@@ -16,7 +16,7 @@ mod ports;
 mod process;
 mod supervisor;
 
-pub use handle::{HandlerHandle, HandlerState, HandlerStatus, Unavailable};
+pub use handle::{HandlerHandle, HandlerState, HandlerStatus, InFlight, Unavailable};
 pub use supervisor::{Supervisor, SupervisorSettings};
 
 /// Why a handler could not be set up.

@@ -43,7 +43,7 @@ struct Running {
 /// Owns every supervised handler process.
 #[derive(Debug)]
 pub struct Supervisor {
-    settings: SupervisorSettings,
+    settings: Mutex<SupervisorSettings>,
     running: Mutex<Vec<Running>>,
 }
 
@@ -51,7 +51,7 @@ impl Supervisor {
     /// A supervisor with no handlers yet.
     pub fn new(settings: SupervisorSettings) -> Self {
         Self {
-            settings,
+            settings: Mutex::new(settings),
             running: Mutex::new(Vec::new()),
         }
     }
@@ -74,6 +74,11 @@ impl Supervisor {
             }
             HandlerKind::Command { argv } => argv.clone(),
         };
+        let settings = self
+            .settings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let (addr, authority) =
             ports::reserve_port().map_err(|source| SupervisorError::NoPort {
                 handler: format!("{project}/{}", spec.name),
@@ -94,7 +99,7 @@ impl Supervisor {
             ("PORT".to_owned(), addr.port().to_string()),
             (
                 "ELSINORE_DB".to_owned(),
-                self.settings.database.display().to_string(),
+                settings.database.display().to_string(),
             ),
             ("ELSINORE_PROJECT".to_owned(), project.to_owned()),
         ]);
@@ -104,7 +109,7 @@ impl Supervisor {
             argv,
             cwd: project_dir.to_owned(),
             env,
-            env_remove: self.settings.env_remove.clone(),
+            env_remove: settings.env_remove,
             addr,
             ready: spec.ready.clone(),
         };
@@ -113,7 +118,7 @@ impl Supervisor {
             handle.clone(),
             process,
             spec.start_timeout,
-            self.settings.stop_grace,
+            settings.stop_grace,
             stop_rx,
         ));
         self.running
@@ -125,6 +130,31 @@ impl Supervisor {
                 task,
             });
         Ok(handle)
+    }
+
+    /// Replaces the variables kept out of handlers started from now on
+    /// (after a reload changed the set of `key_env` names).
+    pub fn set_env_remove(&self, env_remove: Vec<String>) {
+        self.settings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .env_remove = env_remove;
+    }
+
+    /// Stops one handler (SIGTERM, then SIGKILL after the grace period) and
+    /// waits until it has exited. A `url` handler has nothing to stop.
+    pub async fn stop(&self, handle: &Arc<HandlerHandle>) {
+        let running = {
+            let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(index) = running.iter().position(|r| Arc::ptr_eq(&r.handle, handle)) else {
+                return;
+            };
+            running.swap_remove(index)
+        };
+        let _ = running.stop.send(true);
+        if let Err(err) = running.task.await {
+            tracing::error!(project = handle.project(), handler = handle.name(), %err, "supervisor task failed");
+        }
     }
 
     /// Every handler started so far.

@@ -1,0 +1,639 @@
+//! The running configuration: which config and projects are applied, which
+//! handlers serve them, and the route table built from both.
+//!
+//! Every change goes through [`Live::reload`], one at a time: read
+//! config.json and every project again, start what is new, wait until
+//! replacement handlers are ready, build a new [`RouteTable`], swap it in
+//! with one atomic store, then drain and stop what is no longer used. A
+//! request holds the snapshot it started with, so nothing in flight sees a
+//! half-applied change, and nothing is stopped while it still serves.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use elsinore_config::{Config, Manifest, MANIFEST_FILE};
+use elsinore_proxy::{ProjectRoute, RouteTable};
+use elsinore_routes::{scan_hosts, HOSTS_DIR};
+use elsinore_supervisor::{HandlerHandle, Supervisor};
+use elsinore_watch::Target;
+use tokio::sync::Mutex;
+
+use crate::plan::{decide_owners, Plan, ProjectPlan};
+
+/// What one reload did, for the log, `/routes` and `POST /reload`.
+#[derive(Debug, Clone)]
+pub struct ReloadReport {
+    /// When it finished.
+    pub at: SystemTime,
+    /// What asked for it (`startup`, `file change`, `SIGHUP`, `POST /reload`).
+    pub trigger: String,
+    /// How long it took, including waiting for replacement handlers.
+    pub took: Duration,
+    /// Whether a new table was swapped in.
+    pub swapped: bool,
+    /// One line per change (`+ host a.test → alpha`).
+    pub changes: Vec<String>,
+    /// What was refused; the previous state of that part keeps serving.
+    pub errors: Vec<String>,
+    /// Things applied but worth knowing (skipped folders, conflicts,
+    /// settings that need a restart).
+    pub warnings: Vec<String>,
+}
+
+impl ReloadReport {
+    fn new(trigger: &str) -> Self {
+        Self {
+            at: SystemTime::now(),
+            trigger: trigger.to_owned(),
+            took: Duration::ZERO,
+            swapped: false,
+            changes: Vec::new(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// No part of the edit was refused.
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// A project as applied: what was read, and the handlers running for it
+/// (`handlers[i]` runs `manifest.handlers[i]`).
+#[derive(Debug, Clone)]
+struct AppliedProject {
+    plan: ProjectPlan,
+    handlers: Vec<Arc<HandlerHandle>>,
+}
+
+/// Settings read once at startup; changing them needs a restart.
+#[derive(Debug, Clone, PartialEq)]
+struct RestartOnly {
+    listen: String,
+    admin_listen: String,
+    database: PathBuf,
+    shutdown_grace: Duration,
+    watch: String,
+}
+
+impl RestartOnly {
+    fn of(config: &Config) -> Self {
+        Self {
+            listen: config.listen.to_string(),
+            admin_listen: config
+                .admin_listen
+                .map_or_else(|| "(none)".to_owned(), |addr| addr.to_string()),
+            database: config.database.clone(),
+            shutdown_grace: config.shutdown_grace,
+            watch: format!("{:?}", config.watch),
+        }
+    }
+
+    /// `field: new (running: old)` for each setting that differs.
+    fn differences(&self, new: &Self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |field: &str, old: String, new: String| {
+            if old != new {
+                out.push(format!(
+                    "config.json `{field}` changed to {new}; it takes effect after a restart (still using {old})"
+                ));
+            }
+        };
+        check("listen", self.listen.clone(), new.listen.clone());
+        check(
+            "admin_listen",
+            self.admin_listen.clone(),
+            new.admin_listen.clone(),
+        );
+        check(
+            "database",
+            self.database.display().to_string(),
+            new.database.display().to_string(),
+        );
+        check(
+            "shutdown_grace",
+            format!("{:?}", self.shutdown_grace),
+            format!("{:?}", new.shutdown_grace),
+        );
+        check("watch", self.watch.clone(), new.watch.clone());
+        out
+    }
+}
+
+/// The live state; see the module documentation.
+#[derive(Debug)]
+pub struct Live {
+    config_path: PathBuf,
+    supervisor: Arc<Supervisor>,
+    table: Arc<ArcSwap<RouteTable>>,
+    applied: Mutex<Vec<AppliedProject>>,
+    running: RestartOnly,
+    drain_limit: Duration,
+    last_reload: ArcSwap<ReloadReport>,
+    pending_restart: ArcSwap<Vec<String>>,
+    watch_targets: ArcSwap<Vec<Target>>,
+    swaps: AtomicU64,
+}
+
+impl Live {
+    /// Starts every handler of `plan` and builds the first table. Any
+    /// error is fatal here: there is no previous state to fall back to.
+    pub async fn start(plan: Plan, supervisor: Arc<Supervisor>) -> anyhow::Result<Arc<Self>> {
+        let live = Arc::new(Self {
+            config_path: plan.config.file.clone(),
+            supervisor,
+            table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
+            applied: Mutex::new(Vec::new()),
+            running: RestartOnly::of(&plan.config),
+            drain_limit: plan.config.shutdown_grace,
+            last_reload: ArcSwap::from_pointee(ReloadReport::new("startup")),
+            pending_restart: ArcSwap::from_pointee(Vec::new()),
+            watch_targets: ArcSwap::from_pointee(Vec::new()),
+            swaps: AtomicU64::new(0),
+        });
+        let mut applied = live.applied.lock().await;
+        let mut report = ReloadReport::new("startup");
+        // Conflicts are reported by `apply`, like on every reload.
+        report.warnings = plan.warnings(&[]);
+        let candidate = Candidate {
+            config: plan.config,
+            projects: plan.projects,
+        };
+        live.apply(&mut applied, candidate, &mut report).await;
+        drop(applied);
+        for warning in &report.warnings {
+            tracing::warn!("{warning}");
+        }
+        if !report.ok() {
+            live.supervisor.shutdown().await;
+            anyhow::bail!("{}", report.errors.join("\n"));
+        }
+        live.last_reload.store(Arc::new(report));
+        Ok(live)
+    }
+
+    /// The table the proxy serves from.
+    pub fn table(&self) -> Arc<ArcSwap<RouteTable>> {
+        self.table.clone()
+    }
+
+    /// The supervisor running every handler.
+    pub fn supervisor(&self) -> &Arc<Supervisor> {
+        &self.supervisor
+    }
+
+    /// The last reload's result.
+    pub fn last_reload(&self) -> Arc<ReloadReport> {
+        self.last_reload.load_full()
+    }
+
+    /// Restart-only settings whose edit is waiting for a restart.
+    pub fn pending_restart(&self) -> Arc<Vec<String>> {
+        self.pending_restart.load_full()
+    }
+
+    /// How many tables have been swapped in since startup (the first
+    /// included).
+    pub fn swaps(&self) -> u64 {
+        self.swaps.load(Ordering::Acquire)
+    }
+
+    /// The folders whose changes make a reload necessary.
+    pub fn watch_targets(&self) -> Vec<Target> {
+        self.watch_targets.load().as_ref().clone()
+    }
+
+    /// Reads everything again and applies what changed; logs and returns
+    /// what happened. Never takes anything down: a part that cannot be
+    /// read or started keeps its previous state.
+    pub async fn reload(&self, trigger: &str) -> Arc<ReloadReport> {
+        let mut applied = self.applied.lock().await;
+        let started = Instant::now();
+        let mut report = ReloadReport::new(trigger);
+        if let Some(candidate) = self.read_candidate(&applied, &mut report) {
+            self.apply(&mut applied, candidate, &mut report).await;
+        }
+        drop(applied);
+        report.took = started.elapsed();
+        report.at = SystemTime::now();
+        log_report(&report);
+        let report = Arc::new(report);
+        self.last_reload.store(report.clone());
+        report
+    }
+
+    /// config.json and every project, falling back per project to what is
+    /// applied when a project's files are broken. `None` when config.json
+    /// itself cannot be used.
+    fn read_candidate(
+        &self,
+        applied: &[AppliedProject],
+        report: &mut ReloadReport,
+    ) -> Option<Candidate> {
+        let config = match Config::load(&self.config_path) {
+            Ok(config) => config,
+            Err(err) => {
+                report.errors.push(format!(
+                    "{err}\n(config.json refused; everything keeps serving as before)"
+                ));
+                return None;
+            }
+        };
+        let pending = self.running.differences(&RestartOnly::of(&config));
+        report.warnings.extend(pending.iter().cloned());
+        self.pending_restart.store(Arc::new(pending));
+
+        let mut projects = Vec::with_capacity(config.projects.len());
+        for project in &config.projects {
+            let previous = applied
+                .iter()
+                .find(|a| a.plan.config.name == project.name && a.plan.config.path == project.path);
+            let manifest = Manifest::load(&project.path);
+            let scan = scan_hosts(&project.path);
+            let keeping = |what: &str| match previous {
+                Some(_) => format!("(project {}: keeping its previous {what})", project.name),
+                None => format!("(project {} not added)", project.name),
+            };
+            let manifest = match (manifest, previous) {
+                (Ok(manifest), _) => manifest,
+                (Err(err), Some(previous)) => {
+                    report.errors.push(format!("{err}\n{}", keeping("handlers")));
+                    previous.plan.manifest.clone()
+                }
+                (Err(err), None) => {
+                    report.errors.push(format!("{err}\n{}", keeping("handlers")));
+                    continue;
+                }
+            };
+            let scan = match (scan, previous) {
+                (Ok(scan), _) => scan,
+                (Err(err), Some(previous)) => {
+                    report.errors.push(format!("{err}\n{}", keeping("hosts")));
+                    previous.plan.scan.clone()
+                }
+                (Err(err), None) => {
+                    report.errors.push(format!("{err}\n{}", keeping("hosts")));
+                    continue;
+                }
+            };
+            // Only newly skipped folders: the others were reported before.
+            for skipped in &scan.skipped {
+                let known = previous.is_some_and(|p| p.plan.scan.skipped.contains(skipped));
+                if !known {
+                    report.warnings.push(format!(
+                        "skipped {}/{HOSTS_DIR}/{}: {}",
+                        project.path.display(),
+                        skipped.name,
+                        skipped.reason
+                    ));
+                }
+            }
+            projects.push(ProjectPlan {
+                config: project.clone(),
+                manifest,
+                scan,
+            });
+        }
+        Some(Candidate { config, projects })
+    }
+
+    /// Starts new handlers, waits for replacements, swaps the table, then
+    /// retires what is no longer used.
+    async fn apply(
+        &self,
+        applied: &mut Vec<AppliedProject>,
+        candidate: Candidate,
+        report: &mut ReloadReport,
+    ) {
+        self.supervisor.set_env_remove(
+            candidate
+                .config
+                .key_env_names()
+                .map(str::to_owned)
+                .collect(),
+        );
+
+        // 1. Reuse unchanged handlers, start the rest.
+        let mut next: Vec<AppliedProject> = Vec::with_capacity(candidate.projects.len());
+        let mut fresh: Vec<Arc<HandlerHandle>> = Vec::new();
+        let mut replacing: Vec<(usize, Vec<Arc<HandlerHandle>>)> = Vec::new();
+        for plan in candidate.projects {
+            let name = plan.config.name.clone();
+            let previous = applied
+                .iter()
+                .find(|a| a.plan.config.name == name && a.plan.config.path == plan.config.path);
+            let mut handlers = Vec::with_capacity(plan.manifest.handlers.len());
+            let mut started = Vec::new();
+            let mut failed = None;
+            for spec in &plan.manifest.handlers {
+                let reusable = previous.and_then(|p| {
+                    p.plan
+                        .manifest
+                        .handlers
+                        .iter()
+                        .position(|old| old == spec)
+                        .map(|i| p.handlers[i].clone())
+                });
+                if let Some(handle) = reusable {
+                    handlers.push(handle);
+                    continue;
+                }
+                match self.supervisor.start(&name, &plan.config.path, spec) {
+                    Ok(handle) => {
+                        started.push(handle.clone());
+                        handlers.push(handle);
+                    }
+                    Err(err) => {
+                        failed = Some(format!("project {name}: {err}"));
+                        break;
+                    }
+                }
+            }
+            fresh.extend(started.iter().cloned());
+            if let Some(err) = failed {
+                report.errors.push(err);
+                if let Some(previous) = previous {
+                    next.push(keep_handlers(previous, plan));
+                }
+                continue;
+            }
+            if previous.is_some() && !started.is_empty() {
+                replacing.push((next.len(), started));
+            }
+            next.push(AppliedProject { plan, handlers });
+        }
+
+        // 2. A project whose handlers changed switches only once the new
+        //    ones answer; until then (or if they never do) the old ones
+        //    keep serving.
+        for (index, started) in replacing {
+            if let Err(why) = wait_ready(&started).await {
+                let name = next[index].plan.config.name.clone();
+                report.errors.push(format!(
+                    "project {name}: {why}; keeping its previous handlers"
+                ));
+                if let Some(previous) = applied.iter().find(|a| a.plan.config.name == name) {
+                    let plan = next[index].plan.clone();
+                    next[index] = keep_handlers(previous, plan);
+                }
+            }
+        }
+
+        // 3. Build and swap.
+        let old_table = self.table.load_full();
+        let previous_owners: HashMap<String, String> = old_table
+            .hosts
+            .entries()
+            .into_iter()
+            .map(|(host, project)| (host, project.name.clone()))
+            .collect();
+        let plans: Vec<ProjectPlan> = next.iter().map(|a| a.plan.clone()).collect();
+        let (owners, conflicts) = decide_owners(&plans, &previous_owners);
+        let mut routes = Vec::with_capacity(next.len());
+        for project in &next {
+            let config = &project.plan.config;
+            let handlers = project
+                .handlers
+                .iter()
+                .cloned()
+                .zip(project.plan.manifest.handlers.iter().map(|s| s.routes.clone()))
+                .collect();
+            let Some(mut route) = ProjectRoute::new(
+                &config.name,
+                config.path.clone(),
+                config.key.as_ref().map(|k| k.expose()),
+                handlers,
+            ) else {
+                // config.json validation refuses such names and keys.
+                report.errors.push(format!(
+                    "project {}: name or key is not valid header text",
+                    config.name
+                ));
+                continue;
+            };
+            route.hosts = project
+                .plan
+                .scan
+                .hosts
+                .iter()
+                .filter(|host| {
+                    !conflicts
+                        .iter()
+                        .any(|c| c.refused_for == config.name && c.host == host.to_string())
+                })
+                .cloned()
+                .collect();
+            routes.push(Arc::new(route));
+        }
+        for conflict in &conflicts {
+            let known = old_table.conflicts.contains(conflict);
+            if !known {
+                report.warnings.push(format!(
+                    "host {} is declared by both {} and {}; {} keeps it",
+                    conflict.host, conflict.kept_by, conflict.refused_for, conflict.kept_by
+                ));
+            }
+        }
+        let new_table = RouteTable {
+            hosts: owners.map(|&index| routes[index].clone()),
+            projects: routes,
+            conflicts,
+        };
+        report.changes = describe_changes(&old_table, &new_table, applied, &next);
+        self.table.store(Arc::new(new_table));
+        self.swaps.fetch_add(1, Ordering::AcqRel);
+        report.swapped = true;
+
+        // 4. Retire what the new table no longer uses: after its in-flight
+        //    requests finish (bounded by shutdown_grace), stop it.
+        let kept: Vec<&Arc<HandlerHandle>> = next.iter().flat_map(|a| &a.handlers).collect();
+        let retired = applied
+            .iter()
+            .flat_map(|a| a.handlers.iter())
+            .chain(fresh.iter())
+            .filter(|h| !kept.iter().any(|k| Arc::ptr_eq(k, h)))
+            .cloned();
+        for handle in retired {
+            let supervisor = self.supervisor.clone();
+            let limit = self.drain_limit;
+            tokio::spawn(async move {
+                if tokio::time::timeout(limit, handle.drained()).await.is_err() {
+                    tracing::warn!(project = handle.project(), handler = handle.name(), in_flight = handle.in_flight(), ?limit, "retired handler still busy after shutdown_grace; stopping it anyway");
+                }
+                supervisor.stop(&handle).await;
+            });
+        }
+
+        self.watch_targets
+            .store(Arc::new(watch_targets(&self.config_path, &next)));
+        *applied = next;
+    }
+}
+
+/// What a reload is about to apply.
+struct Candidate {
+    config: Config,
+    projects: Vec<ProjectPlan>,
+}
+
+/// `plan` with the handlers (and the manifest they run) of `previous`.
+fn keep_handlers(previous: &AppliedProject, mut plan: ProjectPlan) -> AppliedProject {
+    plan.manifest = previous.plan.manifest.clone();
+    AppliedProject {
+        plan,
+        handlers: previous.handlers.clone(),
+    }
+}
+
+/// Waits until every handler in `started` is ready.
+async fn wait_ready(started: &[Arc<HandlerHandle>]) -> Result<(), String> {
+    let waits: Vec<_> = started
+        .iter()
+        .map(|handle| {
+            let handle = handle.clone();
+            tokio::spawn(async move { (handle.name().to_owned(), handle.ready().await) })
+        })
+        .collect();
+    for wait in waits {
+        match wait.await {
+            Ok((_, Ok(()))) => {}
+            Ok((name, Err(why))) => return Err(format!("new handler {name} did not start: {why:?}")),
+            Err(err) => return Err(format!("waiting for a new handler failed: {err}")),
+        }
+    }
+    Ok(())
+}
+
+/// config.json's folder (only config.json matters there), each project's
+/// folder (project.toml and hosts/) and each project's hosts/.
+fn watch_targets(config_path: &Path, projects: &[AppliedProject]) -> Vec<Target> {
+    let mut targets = Vec::with_capacity(1 + 2 * projects.len());
+    if let (Some(dir), Some(name)) = (config_path.parent(), config_path.file_name()) {
+        targets.push(Target::only(dir, [name.to_owned()]));
+    }
+    for project in projects {
+        let dir = &project.plan.config.path;
+        targets.push(Target::only(dir, [MANIFEST_FILE, HOSTS_DIR]));
+        targets.push(Target::all(dir.join(HOSTS_DIR)));
+    }
+    targets
+}
+
+/// The one-line-per-change diff between two tables.
+fn describe_changes(
+    old: &RouteTable,
+    new: &RouteTable,
+    old_projects: &[AppliedProject],
+    new_projects: &[AppliedProject],
+) -> Vec<String> {
+    let mut changes = Vec::new();
+    let by_name = |projects: &[AppliedProject]| -> BTreeMap<String, AppliedProject> {
+        projects
+            .iter()
+            .map(|p| (p.plan.config.name.clone(), p.clone()))
+            .collect()
+    };
+    let (before, after) = (by_name(old_projects), by_name(new_projects));
+    for name in before.keys().filter(|n| !after.contains_key(*n)) {
+        changes.push(format!("- project {name}"));
+    }
+    for (name, project) in &after {
+        let handler_names = || {
+            project
+                .plan
+                .manifest
+                .handlers
+                .iter()
+                .map(|h| h.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let Some(previous) = before.get(name) else {
+            changes.push(format!("+ project {name} (handlers: {})", handler_names()));
+            continue;
+        };
+        if previous.plan.config.path != project.plan.config.path {
+            changes.push(format!(
+                "~ project {name}: moved to {}",
+                project.plan.config.path.display()
+            ));
+        }
+        if previous.plan.config.key != project.plan.config.key {
+            changes.push(format!("~ project {name}: key changed"));
+        }
+        for (i, handle) in project.handlers.iter().enumerate() {
+            let spec_name = &project.plan.manifest.handlers[i].name;
+            let was = previous
+                .plan
+                .manifest
+                .handlers
+                .iter()
+                .position(|h| &h.name == spec_name);
+            match was {
+                None => changes.push(format!("~ project {name}: + handler {spec_name}")),
+                Some(j) if !Arc::ptr_eq(&previous.handlers[j], handle) => {
+                    changes.push(format!("~ project {name}: handler {spec_name} replaced"));
+                }
+                Some(_) => {}
+            }
+        }
+        for old in &previous.plan.manifest.handlers {
+            if !project.plan.manifest.handlers.iter().any(|h| h.name == old.name) {
+                changes.push(format!("~ project {name}: - handler {}", old.name));
+            }
+        }
+    }
+
+    let owners = |table: &RouteTable| -> BTreeMap<String, String> {
+        table
+            .hosts
+            .entries()
+            .into_iter()
+            .map(|(host, project)| (host, project.name.clone()))
+            .collect()
+    };
+    let (before, after) = (owners(old), owners(new));
+    for (host, project) in &before {
+        match after.get(host) {
+            None => changes.push(format!("- host {host} (was {project})")),
+            Some(now) if now != project => {
+                changes.push(format!("~ host {host}: {project} → {now}"));
+            }
+            Some(_) => {}
+        }
+    }
+    for (host, project) in &after {
+        if !before.contains_key(host) {
+            changes.push(format!("+ host {host} → {project}"));
+        }
+    }
+    changes
+}
+
+fn log_report(report: &ReloadReport) {
+    for change in &report.changes {
+        tracing::info!(trigger = %report.trigger, "{change}");
+    }
+    for warning in &report.warnings {
+        tracing::warn!(trigger = %report.trigger, "{warning}");
+    }
+    for error in &report.errors {
+        tracing::error!(trigger = %report.trigger, "reload refused part of the change: {error}");
+    }
+    if report.changes.is_empty() && report.errors.is_empty() {
+        tracing::debug!(trigger = %report.trigger, took = ?report.took, "reload: nothing changed");
+    } else {
+        tracing::info!(
+            trigger = %report.trigger,
+            took = ?report.took,
+            changes = report.changes.len(),
+            errors = report.errors.len(),
+            "reload applied"
+        );
+    }
+}

@@ -1,0 +1,221 @@
+//! The operator listener (`admin_listen`): health, readiness, the live route
+//! table and forced reloads, as JSON for scripts and people with curl.
+//!
+//! It has no authentication of its own, which is why a bare port binds on
+//! loopback; expose it only on a trusted interface.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use elsinore_proxy::RouteTable;
+use elsinore_supervisor::{HandlerHandle, HandlerState};
+use elsinore_watch::FolderWatcher;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use crate::live::{Live, ReloadReport};
+
+/// What the operator endpoints read.
+#[derive(Debug, Clone)]
+pub struct Operator {
+    pub live: Arc<Live>,
+    pub watcher: Option<Arc<FolderWatcher>>,
+}
+
+/// Serves `listener` until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, operator: Operator, shutdown: impl Future<Output = ()>) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::error!(%err, "operator listener: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let operator = operator.clone();
+        let service = service_fn(move |request| {
+            let operator = operator.clone();
+            async move { Ok::<_, Infallible>(operator.handle(request).await) }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(%peer, error = %err, "operator connection ended with an error");
+            }
+        });
+    }
+}
+
+impl Operator {
+    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = request.uri().path();
+        match (request.method(), path) {
+            (&Method::GET, "/healthz") => reply(StatusCode::OK, &json!({"status": "ok"})),
+            (&Method::GET, "/readyz") => self.readyz(),
+            (&Method::GET, "/routes") => reply(StatusCode::OK, &self.routes()),
+            (&Method::POST, "/reload") => {
+                let report = self.live.reload("POST /reload").await;
+                let status = if report.ok() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                };
+                reply(status, &report_json(&report))
+            }
+            (_, "/healthz" | "/readyz" | "/routes" | "/reload") => reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &json!({"error": format!("{} is not allowed on {path}", request.method())}),
+            ),
+            _ => reply(
+                StatusCode::NOT_FOUND,
+                &json!({
+                    "error": format!("no operator endpoint {path}"),
+                    "endpoints": ["GET /healthz", "GET /readyz", "GET /routes", "POST /reload"],
+                }),
+            ),
+        }
+    }
+
+    /// 200 when every handler can take requests, else 503 listing those
+    /// that cannot.
+    fn readyz(&self) -> Response<Full<Bytes>> {
+        let table = self.live.table().load_full();
+        let waiting: Vec<String> = table
+            .projects
+            .iter()
+            .flat_map(|p| p.handlers.iter())
+            .filter(|h| !matches!(h.state(), HandlerState::Ready | HandlerState::External))
+            .map(|h| format!("{}/{}: {}", h.project(), h.name(), h.state()))
+            .collect();
+        if waiting.is_empty() {
+            reply(StatusCode::OK, &json!({"ready": true}))
+        } else {
+            reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"ready": false, "not_ready": waiting}),
+            )
+        }
+    }
+
+    fn routes(&self) -> Value {
+        let table = self.live.table().load_full();
+        json!({
+            "swaps": self.live.swaps(),
+            "watching": self.watcher.as_ref().map_or("off", |w| w.backend_name()),
+            "hosts": hosts_json(&table),
+            "projects": projects_json(&table),
+            "conflicts": table.conflicts.iter().map(|c| json!({
+                "host": c.host,
+                "kept_by": c.kept_by,
+                "refused_for": c.refused_for,
+            })).collect::<Vec<_>>(),
+            "last_reload": report_json(&self.live.last_reload()),
+            "pending_restart": self.live.pending_restart().as_ref(),
+        })
+    }
+}
+
+fn hosts_json(table: &RouteTable) -> Value {
+    let hosts: serde_json::Map<String, Value> = table
+        .hosts
+        .entries()
+        .into_iter()
+        .map(|(host, project)| {
+            let handlers: Vec<Value> = project
+                .handlers
+                .iter()
+                .zip(&project.routes)
+                .map(|(handle, routes)| {
+                    json!({"name": handle.name(), "routes": routes, "state": handle.state().as_str()})
+                })
+                .collect();
+            (host, json!({"project": project.name, "handlers": handlers}))
+        })
+        .collect();
+    Value::Object(hosts)
+}
+
+fn projects_json(table: &RouteTable) -> Value {
+    let projects: serde_json::Map<String, Value> = table
+        .projects
+        .iter()
+        .map(|project| {
+            let handlers: Vec<Value> = project
+                .handlers
+                .iter()
+                .zip(&project.routes)
+                .map(|(handle, routes)| handler_json(handle, routes))
+                .collect();
+            let hosts: Vec<String> = project.hosts.iter().map(ToString::to_string).collect();
+            (
+                project.name.clone(),
+                json!({
+                    "path": project.path.display().to_string(),
+                    "hosts": hosts,
+                    "handlers": handlers,
+                }),
+            )
+        })
+        .collect();
+    Value::Object(projects)
+}
+
+fn handler_json(handle: &HandlerHandle, routes: &[String]) -> Value {
+    let status = handle.status();
+    json!({
+        "name": handle.name(),
+        "routes": routes,
+        "state": status.state.as_str(),
+        "address": handle.authority().as_str(),
+        "pid": status.pid,
+        "restarts": status.restarts,
+        "last_error": status.last_error,
+        "in_flight": handle.in_flight(),
+    })
+}
+
+pub fn report_json(report: &ReloadReport) -> Value {
+    json!({
+        "at": humantime::format_rfc3339_millis(report.at).to_string(),
+        "at_ms": report.at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        "trigger": report.trigger,
+        "ok": report.ok(),
+        "swapped": report.swapped,
+        "took_ms": report.took.as_secs_f64() * 1000.0,
+        "changes": report.changes,
+        "errors": report.errors,
+        "warnings": report.warnings,
+    })
+}
+
+fn reply(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut text = serde_json::to_vec_pretty(body).unwrap_or_default();
+    text.push(b'\n');
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    response
+}
