@@ -221,7 +221,14 @@ impl Live {
         drop(applied);
         report.took = started.elapsed();
         report.at = SystemTime::now();
-        log_report(&report);
+        let previous_errors = &self.last_reload.load().errors;
+        let repeated = report.changes.is_empty()
+            && !report.errors.is_empty()
+            && *previous_errors == report.errors;
+        log_report(&report, repeated);
+        if report.errors.is_empty() && !previous_errors.is_empty() {
+            tracing::info!(trigger = %report.trigger, "reload: everything applies again; the previous refusal is resolved");
+        }
         let report = Arc::new(report);
         self.last_reload.store(report.clone());
         report
@@ -262,11 +269,15 @@ impl Live {
             let manifest = match (manifest, previous) {
                 (Ok(manifest), _) => manifest,
                 (Err(err), Some(previous)) => {
-                    report.errors.push(format!("{err}\n{}", keeping("handlers")));
+                    report
+                        .errors
+                        .push(format!("{err}\n{}", keeping("handlers")));
                     previous.plan.manifest.clone()
                 }
                 (Err(err), None) => {
-                    report.errors.push(format!("{err}\n{}", keeping("handlers")));
+                    report
+                        .errors
+                        .push(format!("{err}\n{}", keeping("handlers")));
                     continue;
                 }
             };
@@ -401,7 +412,14 @@ impl Live {
                 .handlers
                 .iter()
                 .cloned()
-                .zip(project.plan.manifest.handlers.iter().map(|s| s.routes.clone()))
+                .zip(
+                    project
+                        .plan
+                        .manifest
+                        .handlers
+                        .iter()
+                        .map(|s| s.routes.clone()),
+                )
                 .collect();
             let Some(mut route) = ProjectRoute::new(
                 &config.name,
@@ -463,7 +481,13 @@ impl Live {
             let limit = self.drain_limit;
             tokio::spawn(async move {
                 if tokio::time::timeout(limit, handle.drained()).await.is_err() {
-                    tracing::warn!(project = handle.project(), handler = handle.name(), in_flight = handle.in_flight(), ?limit, "retired handler still busy after shutdown_grace; stopping it anyway");
+                    tracing::warn!(
+                        project = handle.project(),
+                        handler = handle.name(),
+                        in_flight = handle.in_flight(),
+                        ?limit,
+                        "retired handler still busy after shutdown_grace; stopping it anyway"
+                    );
                 }
                 supervisor.stop(&handle).await;
             });
@@ -502,7 +526,9 @@ async fn wait_ready(started: &[Arc<HandlerHandle>]) -> Result<(), String> {
     for wait in waits {
         match wait.await {
             Ok((_, Ok(()))) => {}
-            Ok((name, Err(why))) => return Err(format!("new handler {name} did not start: {why:?}")),
+            Ok((name, Err(why))) => {
+                return Err(format!("new handler {name} did not start: {why:?}"))
+            }
             Err(err) => return Err(format!("waiting for a new handler failed: {err}")),
         }
     }
@@ -583,7 +609,13 @@ fn describe_changes(
             }
         }
         for old in &previous.plan.manifest.handlers {
-            if !project.plan.manifest.handlers.iter().any(|h| h.name == old.name) {
+            if !project
+                .plan
+                .manifest
+                .handlers
+                .iter()
+                .any(|h| h.name == old.name)
+            {
                 changes.push(format!("~ project {name}: - handler {}", old.name));
             }
         }
@@ -615,7 +647,14 @@ fn describe_changes(
     changes
 }
 
-fn log_report(report: &ReloadReport) {
+/// Logs a report; a `repeated` refusal (same errors as the last reload,
+/// nothing applied) is logged at debug level only, so a broken file does
+/// not flood the log each time something else changes.
+fn log_report(report: &ReloadReport, repeated: bool) {
+    if repeated {
+        tracing::debug!(trigger = %report.trigger, errors = ?report.errors, "reload: still refused for the same reasons");
+        return;
+    }
     for change in &report.changes {
         tracing::info!(trigger = %report.trigger, "{change}");
     }
@@ -625,7 +664,7 @@ fn log_report(report: &ReloadReport) {
     for error in &report.errors {
         tracing::error!(trigger = %report.trigger, "reload refused part of the change: {error}");
     }
-    if report.changes.is_empty() && report.errors.is_empty() {
+    if report.changes.is_empty() {
         tracing::debug!(trigger = %report.trigger, took = ?report.took, "reload: nothing changed");
     } else {
         tracing::info!(

@@ -40,12 +40,13 @@ async fn serve(plan: Plan, store: Store) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (config.json `listen`)", config.listen))?;
     let local_addr = listener.local_addr().context("listener has no address")?;
-    let operator_listener = match config.admin_listen {
-        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
-            format!("cannot listen on {addr} (config.json `admin_listen`)")
-        })?),
-        None => None,
-    };
+    let operator_listener =
+        match config.admin_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr} (config.json `admin_listen`)")
+            })?),
+            None => None,
+        };
 
     let supervisor = Arc::new(Supervisor::new(SupervisorSettings {
         database: store.path().to_owned(),
@@ -76,7 +77,8 @@ async fn serve(plan: Plan, store: Store) -> anyhow::Result<()> {
         if !addr.ip().is_loopback() {
             tracing::warn!("the operator listener on {addr} has no authentication; keep it on loopback or a trusted network");
         }
-        tracing::info!("operator listening on http://{addr}");
+        // Tests and scripts wait for this exact line too.
+        tracing::info!("operator API on http://{addr}");
     }
 
     let table = live.table().load_full();

@@ -395,3 +395,102 @@ pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(25));
     }
 }
+
+impl Workspace {
+    /// Like [`Workspace::config`], with `extra` top-level keys merged in
+    /// (e.g. `admin_listen`, `watch`).
+    pub fn config_with(&self, projects: serde_json::Value, extra: serde_json::Value) -> PathBuf {
+        let mut config = serde_json::json!({
+            "listen": "127.0.0.1:0",
+            "database": "data/elsinore.db",
+            "admin_listen": "127.0.0.1:0",
+            "projects": projects,
+        });
+        if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
+            for (key, value) in extra {
+                config.insert(key.clone(), value.clone());
+            }
+        }
+        self.write_config(&config)
+    }
+}
+
+impl Server {
+    /// The operator listener's address (the config must set `admin_listen`).
+    pub fn operator(&self) -> SocketAddr {
+        let line = self.logs.wait_for("operator API on http://");
+        line.rsplit("operator API on http://")
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("cannot parse the operator address from {line:?}"))
+    }
+
+    /// A request to the operator listener.
+    pub fn op(&self, method: &str, path: &str) -> Req {
+        Req::new(self.operator(), Method::GET, path)
+            .method(method)
+            .host("localhost")
+    }
+
+    /// `GET /routes` on the operator listener.
+    pub async fn routes(&self) -> serde_json::Value {
+        let reply = self.op("GET", "/routes").send().await;
+        assert_eq!(reply.status, StatusCode::OK, "GET /routes");
+        reply.json()
+    }
+}
+
+/// Waits (bounded) until the async `check` holds.
+pub async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One client keep-alive connection, reused for every request it sends.
+pub struct KeepAlive {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl KeepAlive {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("connect to elsinore");
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(connection);
+        Self { sender }
+    }
+
+    /// `GET path` for `host`; an error says what failed instead of
+    /// panicking, so load loops can count failures.
+    pub async fn get(&mut self, host: &str, path: &str) -> Result<(StatusCode, Bytes), String> {
+        let request = Request::get(path)
+            .header("host", host)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| format!("connection: {e}"))?;
+        let response = tokio::time::timeout(WAIT, self.sender.send_request(request))
+            .await
+            .map_err(|_| "no response in time".to_owned())?
+            .map_err(|e| format!("request: {e}"))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        Ok((status, body))
+    }
+}

@@ -502,7 +502,10 @@ mod tests {
                     "projects": ["a"]}"#,
             )
             .expect("valid");
-        assert_eq!(config.admin_listen, Some("127.0.0.1:9000".parse().expect("addr")));
+        assert_eq!(
+            config.admin_listen,
+            Some("127.0.0.1:9000".parse().expect("addr"))
+        );
         assert_eq!(config.watch.mode, WatchMode::Poll);
         assert_eq!(config.watch.poll_interval, Duration::from_millis(200));
         assert_eq!(
@@ -510,7 +513,10 @@ mod tests {
             WatchSettings::default()
         );
         let err = fx.error(r#"{"watch": {"mode": "inotify"}, "projects": ["a"]}"#);
-        assert!(err.contains("watch.mode: \"inotify\" is not a watch mode"), "{err}");
+        assert!(
+            err.contains("watch.mode: \"inotify\" is not a watch mode"),
+            "{err}"
+        );
         let err = fx.error(r#"{"watch": {"every": "1s"}, "projects": ["a"]}"#);
         assert!(err.contains("unknown field `every`"), "{err}");
     }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use notify::{Event, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher as _};
+use notify::{Event, EventKind, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -159,7 +159,12 @@ impl FolderWatcher {
         *self.targets.write().unwrap_or_else(PoisonError::into_inner) = targets;
 
         let mut backend = self.backend.lock().unwrap_or_else(PoisonError::into_inner);
-        for gone in backend.watched.difference(&wanted).cloned().collect::<Vec<_>>() {
+        for gone in backend
+            .watched
+            .difference(&wanted)
+            .cloned()
+            .collect::<Vec<_>>()
+        {
             // The folder may already be deleted, which removed the watch.
             let _ = backend.watcher.unwatch(&gone);
             backend.watched.remove(&gone);
@@ -176,7 +181,11 @@ impl FolderWatcher {
                     tracing::warn!(folder = %dir.display(), error = %err, poll_interval = ?self.poll_interval, "cannot watch with file notifications; polling for changes instead");
                     let mut polling = poll_backend(&self.targets, &self.wake, self.poll_interval)?;
                     for dir in &backend.watched {
-                        if polling.watcher.watch(dir, RecursiveMode::NonRecursive).is_ok() {
+                        if polling
+                            .watcher
+                            .watch(dir, RecursiveMode::NonRecursive)
+                            .is_ok()
+                        {
                             polling.watched.insert(dir.clone());
                         }
                     }
@@ -239,6 +248,9 @@ fn on_event(
     wake: Arc<Notify>,
 ) -> impl FnMut(notify::Result<Event>) + Send + 'static {
     move |event| match event {
+        // Reading a file (as every reload does) is not a change; counting
+        // it would make each reload trigger the next.
+        Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
         Ok(event) => {
             let relevant = event.need_rescan() || {
                 let targets = targets.read().unwrap_or_else(PoisonError::into_inner);
