@@ -1,6 +1,7 @@
 //! Live changes on a running server: host folders, config.json and
 //! project.toml edits, bad edits, conflicts, forced reloads, and requests
 //! that keep succeeding through all of it.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
