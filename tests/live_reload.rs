@@ -443,3 +443,38 @@ async fn operator_health_readiness_and_routes() {
     let wrong = server.op("GET", "/reload").send().await;
     assert_eq!(wrong.status, StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_project_finishes_its_in_flight_requests_before_its_handler_stops() {
+    let ws = Workspace::new();
+    ws.project("alpha", &["alpha.test"], &echo_manifest());
+    ws.project("beta", &["beta.test"], &echo_manifest());
+    let server = Server::start(&ws.config_with(json!(["alpha", "beta"]), json!({})));
+    let beta_pid = handler_pid(&server, "beta.test").await;
+
+    let slow = tokio::spawn(
+        server
+            .get("beta.test", "/slow?ms=1500")
+            .header("X-Request-Id", "draining-1")
+            .send(),
+    );
+    server.logs.wait_for("slow request started: draining-1");
+    ws.config_with(json!(["alpha"]), json!({}));
+    server.logs.wait_for("- project beta");
+    assert_eq!(status(&server, "beta.test").await, StatusCode::NOT_FOUND);
+    assert!(
+        alive(beta_pid),
+        "beta's handler stopped while a request was in flight"
+    );
+
+    let reply = slow.await.unwrap();
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "in-flight request was cut: {:?}",
+        reply.body
+    );
+    eventually("beta's handler process ends after its last request", || {
+        !alive(beta_pid)
+    });
+}
