@@ -587,7 +587,8 @@ mod tests {
             .expect("create");
 
         let keys = store.list("blog.localhost", "horatio").expect("list");
-        assert_eq!(keys, [created.info.clone()]);
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0], created.info);
         assert_eq!(keys[0].status(now_ms()), KeyStatus::Live);
 
         let log = store.audit_log("blog.localhost").expect("audit");
