@@ -33,6 +33,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Projects in `config.json` order (which decides host conflicts).
     pub projects: Vec<ProjectConfig>,
+    /// Browser origins allowed to call the admin API (CORS); `"*"` only
+    /// when written explicitly. Empty by default.
+    pub cors_origins: Vec<String>,
 }
 
 /// One entry of `projects`.
@@ -74,6 +77,7 @@ struct RawConfig {
     database: Option<String>,
     shutdown_grace: Option<String>,
     projects: Vec<RawProject>,
+    cors_origins: Option<Vec<String>>,
 }
 
 /// A project entry: either `"path"` or `{"path": …, …}`.
@@ -162,6 +166,8 @@ impl Config {
             }
         };
 
+        let cors_origins = crate::origin::parse_origins(raw.cors_origins, &mut problems);
+
         let mut projects = Vec::with_capacity(raw.projects.len());
         let mut first_index_of: HashMap<String, usize> = HashMap::new();
         for (index, raw_project) in raw.projects.into_iter().enumerate() {
@@ -191,6 +197,7 @@ impl Config {
                 database,
                 shutdown_grace,
                 projects,
+                cors_origins,
             }),
             _ => Err(ConfigError::invalid(file, problems)),
         }
@@ -440,6 +447,29 @@ mod tests {
         assert!(
             !format!("{config:?}").contains("first-secret-key"),
             "Debug must not print keys"
+        );
+    }
+
+    #[test]
+    fn cors_origins_are_validated() {
+        let fx = Fixture::new(&["a"]);
+        let config = fx.parse(r#"{"projects": ["a"]}"#).expect("valid");
+        assert!(config.cors_origins.is_empty(), "no origin by default");
+        let config = fx
+            .parse(r#"{"projects": ["a"], "cors_origins": ["https://Admin.example.com", "chrome-extension://abc"]}"#)
+            .expect("valid");
+        assert_eq!(
+            config.cors_origins,
+            ["https://admin.example.com", "chrome-extension://abc"]
+        );
+        let err = fx.error(
+            r#"{"projects": ["a"], "cors_origins": ["https://ok.example", "https://x.example/"]}"#,
+        );
+        assert!(
+            err.starts_with(
+                "DIR/config.json: cors_origins[1]: \"https://x.example/\" is not an origin"
+            ),
+            "{err}"
         );
     }
 
