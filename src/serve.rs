@@ -13,6 +13,7 @@ use elsinore_supervisor::{Supervisor, SupervisorSettings};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::admin::Keys;
 use crate::plan::Plan;
 
 /// How long a handler gets between SIGTERM and SIGKILL.
@@ -23,14 +24,15 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
     // Created (and migrated) before any handler starts, so every handler
     // finds the file ready.
     let store = Store::open(&plan.config.database)?;
+    let keys = Keys::open(&plan.config)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
-        .block_on(serve(plan, store))
+        .block_on(serve(plan, store, keys))
 }
 
-async fn serve(plan: Plan, store: Store) -> anyhow::Result<()> {
+async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
     let config = &plan.config;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -50,7 +52,8 @@ async fn serve(plan: Plan, store: Store) -> anyhow::Result<()> {
         }
     };
     let table = Arc::new(ArcSwap::from_pointee(table));
-    let proxy = Arc::new(Proxy::new(table.clone()));
+    let admin = keys.into_api(config, table.clone());
+    let proxy = Arc::new(Proxy::new(table.clone()).with_admin(admin));
 
     tracing::info!(
         projects = plan.projects.len(),
