@@ -15,6 +15,11 @@ const BETA_KEY: &str = "beta-project-key";
 const PROJECT_HEADER: &str = "x-hamlet-project-key";
 const HOST_HEADER: &str = "x-hamlet-host-key";
 
+/// action, actor, client, key_id, key_prefix, at
+type AuditRow = (String, String, String, Option<i64>, Option<String>, i64);
+/// what, host, request headers, expected X-Elsinore-Auth
+type AuthCase<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+
 /// alpha (key, hosts alpha.test and a2.test), beta (key, beta.test) and
 /// keyless (no key, keyless.test); extra top-level config merged in.
 fn setup(extra: Value) -> (Workspace, Server) {
@@ -205,7 +210,7 @@ async fn keys_are_created_listed_rotated_and_revoked() {
              WHERE host = 'alpha.test' ORDER BY id",
         )
         .expect("prepare");
-    let rows: Vec<(String, String, String, Option<i64>, Option<String>, i64)> = statement
+    let rows: Vec<AuditRow> = statement
         .query_map([], |r| {
             Ok((
                 r.get(0)?,
@@ -261,7 +266,7 @@ async fn the_context_carries_the_right_auth_level() {
         key_of(&reply.json())
     };
 
-    let cases: &[(&str, &str, &[(&str, &str)], &str)] = &[
+    let cases: &[AuthCase] = &[
         ("nothing", "alpha.test", &[], "none"),
         (
             "project key",
