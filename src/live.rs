@@ -79,6 +79,7 @@ struct RestartOnly {
     database: PathBuf,
     shutdown_grace: Duration,
     watch: String,
+    cors_origins: String,
 }
 
 impl RestartOnly {
@@ -91,6 +92,7 @@ impl RestartOnly {
             database: config.database.clone(),
             shutdown_grace: config.shutdown_grace,
             watch: format!("{:?}", config.watch),
+            cors_origins: format!("{:?}", config.cors_origins),
         }
     }
 
@@ -121,6 +123,11 @@ impl RestartOnly {
             format!("{:?}", new.shutdown_grace),
         );
         check("watch", self.watch.clone(), new.watch.clone());
+        check(
+            "cors_origins",
+            self.cors_origins.clone(),
+            new.cors_origins.clone(),
+        );
         out
     }
 }

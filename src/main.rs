@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin;
+mod keys_cmd;
 mod live;
 mod operator;
 mod plan;
@@ -39,6 +41,11 @@ enum Command {
         #[arg(long, default_value = "config.json")]
         config: PathBuf,
     },
+    /// Manage per-host admin keys (list, create, revoke).
+    Keys {
+        #[command(subcommand)]
+        command: keys_cmd::KeysCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -52,6 +59,7 @@ fn main() -> ExitCode {
         Command::Routes { config } => plan::Plan::load(&config).map(|plan| {
             print!("{}", plan.render_routes());
         }),
+        Command::Keys { command } => keys_cmd::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

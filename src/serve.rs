@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
+use crate::admin::{Keys, LiveRescan};
 use crate::live::Live;
 use crate::operator::{self, Operator};
 use crate::plan::Plan;
@@ -27,14 +28,15 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
     // Created (and migrated) before any handler starts, so every handler
     // finds the file ready.
     let store = Store::open(&plan.config.database)?;
+    let keys = Keys::open(&plan.config)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
-        .block_on(serve(plan, store))
+        .block_on(serve(plan, store, keys))
 }
 
-async fn serve(plan: Plan, store: Store) -> anyhow::Result<()> {
+async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
     let config = plan.config.clone();
     let listener = TcpListener::bind(config.listen)
         .await
@@ -54,9 +56,13 @@ async fn serve(plan: Plan, store: Store) -> anyhow::Result<()> {
         stop_grace: HANDLER_STOP_GRACE,
     }));
     let live = Live::start(plan, supervisor.clone()).await?;
-    let proxy = Arc::new(Proxy::new(live.table()));
     let watcher = start_watching(&live, &config);
     spawn_sighup_reloads(live.clone());
+    let admin = keys.into_api(
+        &config,
+        Arc::new(LiveRescan::new(live.clone(), watcher.clone())),
+    );
+    let proxy = Arc::new(Proxy::new(live.table()).with_admin(admin));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopping = move || {

@@ -494,3 +494,39 @@ impl KeepAlive {
         Ok((status, body))
     }
 }
+
+/// Runs `elsinore <args> --config <config>` to completion.
+pub fn run_cli(args: &[&str], config: &Path) -> std::process::Output {
+    Command::new(binary())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run elsinore")
+}
+
+/// The `X-Elsinore-Auth` the echo handler received for a GET of `/` on
+/// `host` with these extra headers.
+pub async fn auth_seen(
+    server: &Server,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> String {
+    let mut req = server.get(host, path);
+    for (name, value) in headers {
+        req = req.header(name, value);
+    }
+    let reply = req.send().await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let seen = reply.seen("x-elsinore-auth");
+    assert_eq!(seen.len(), 1, "exactly one X-Elsinore-Auth: {seen:?}");
+    seen[0].clone()
+}

@@ -36,6 +36,9 @@ pub struct Config {
     pub watch: WatchSettings,
     /// Projects in `config.json` order (which decides host conflicts).
     pub projects: Vec<ProjectConfig>,
+    /// Browser origins allowed to call the admin API (CORS); `"*"` only
+    /// when written explicitly. Empty by default.
+    pub cors_origins: Vec<String>,
 }
 
 /// `watch` in config.json.
@@ -106,6 +109,7 @@ struct RawConfig {
     shutdown_grace: Option<String>,
     watch: Option<RawWatch>,
     projects: Vec<RawProject>,
+    cors_origins: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -205,6 +209,7 @@ impl Config {
             .watch
             .map(|watch| validate_watch(watch, &mut problems))
             .unwrap_or_default();
+        let cors_origins = crate::origin::parse_origins(raw.cors_origins, &mut problems);
 
         let mut projects = Vec::with_capacity(raw.projects.len());
         let mut first_index_of: HashMap<String, usize> = HashMap::new();
@@ -236,6 +241,7 @@ impl Config {
                 shutdown_grace,
                 watch,
                 projects,
+                cors_origins,
             }),
             _ => Err(ConfigError::invalid(file, problems)),
         }
@@ -546,6 +552,29 @@ mod tests {
         assert!(
             !format!("{config:?}").contains("first-secret-key"),
             "Debug must not print keys"
+        );
+    }
+
+    #[test]
+    fn cors_origins_are_validated() {
+        let fx = Fixture::new(&["a"]);
+        let config = fx.parse(r#"{"projects": ["a"]}"#).expect("valid");
+        assert!(config.cors_origins.is_empty(), "no origin by default");
+        let config = fx
+            .parse(r#"{"projects": ["a"], "cors_origins": ["https://Admin.example.com", "chrome-extension://abc"]}"#)
+            .expect("valid");
+        assert_eq!(
+            config.cors_origins,
+            ["https://admin.example.com", "chrome-extension://abc"]
+        );
+        let err = fx.error(
+            r#"{"projects": ["a"], "cors_origins": ["https://ok.example", "https://x.example/"]}"#,
+        );
+        assert!(
+            err.starts_with(
+                "DIR/config.json: cors_origins[1]: \"https://x.example/\" is not an origin"
+            ),
+            "{err}"
         );
     }
 

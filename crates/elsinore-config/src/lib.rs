@@ -12,12 +12,14 @@ mod duration;
 mod error;
 mod hostname;
 mod manifest;
+mod origin;
 
 pub use config::{Config, ProjectConfig, ProjectKey, WatchMode, WatchSettings, DEFAULT_LISTEN};
 pub use duration::{parse_duration, DurationError};
 pub use error::{ConfigError, Problem};
 pub use hostname::{normalize_request_host, HostError, HostPattern, Hostname};
 pub use manifest::{HandlerKind, HandlerSpec, Manifest, MANIFEST_FILE, RESERVED_ENV};
+pub use origin::parse_origin;
 
 /// Result type of this crate.
 pub type Result<T, E = ConfigError> = std::result::Result<T, E>;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{Either, Full};
 use serde_json::{json, Map, Value};
@@ -92,15 +92,97 @@ pub enum ProxyError {
         /// Why, in words.
         reason: String,
     },
+    /// Admin API: no valid project key.
+    #[error("unauthorized")]
+    Unauthorized {
+        /// Why, in words.
+        reason: String,
+    },
+    /// Admin API: a valid credential that does not open this (another
+    /// project's key, a host key).
+    #[error("forbidden")]
+    Forbidden {
+        /// Why, in words.
+        reason: String,
+    },
+    /// Admin API: too many failed attempts from this client address.
+    #[error("too many failed attempts")]
+    Throttled {
+        /// Seconds until attempts are accepted again.
+        retry_after: u64,
+    },
+    /// Admin API: the request is malformed.
+    #[error("bad request")]
+    BadRequest {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Admin API: no such key, host folder or endpoint.
+    #[error("not found")]
+    NotFound {
+        /// What was not found.
+        reason: String,
+    },
+    /// Admin API: the endpoint exists but not with this method.
+    #[error("method not allowed")]
+    WrongMethod {
+        /// The method used.
+        method: String,
+        /// The methods the endpoint takes (`Allow`).
+        allow: &'static str,
+    },
+    /// Admin API: the request conflicts with what exists.
+    #[error("conflict")]
+    Conflict {
+        /// Why, in words.
+        reason: String,
+        /// What is in the way (e.g. the files in a host folder).
+        entries: Vec<String>,
+    },
+    /// Admin API: the request body is larger than accepted.
+    #[error("request body too large")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// Admin API: a CORS preflight from an origin not in `cors_origins`.
+    #[error("origin not allowed")]
+    OriginNotAllowed {
+        /// The `Origin` sent.
+        origin: String,
+    },
+    /// Admin API: Elsinore itself failed (the key database); the details
+    /// are in its log, not in the response.
+    #[error("internal error")]
+    Internal {
+        /// What failed, in words safe to show.
+        reason: String,
+    },
+    /// The admin API is not set up in this process.
+    #[error("admin API unavailable")]
+    AdminUnavailable,
 }
 
 impl ProxyError {
     /// The status code for this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingHost | Self::InvalidHost { .. } => StatusCode::BAD_REQUEST,
-            Self::UnknownHost { .. } | Self::NoRoute { .. } => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MissingHost | Self::InvalidHost { .. } | Self::BadRequest { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::UnknownHost { .. } | Self::NoRoute { .. } | Self::NotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            Self::MethodNotAllowed { .. } | Self::WrongMethod { .. } => {
+                StatusCode::METHOD_NOT_ALLOWED
+            }
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } | Self::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
+            Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::AdminUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::HandlerTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::HandlerStarting { .. } | Self::HandlerStopped { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -118,6 +200,7 @@ impl ProxyError {
             Self::HandlerCrashed { retry_in, .. } => {
                 Some(retry_in.as_secs_f64().ceil().max(1.0) as u64)
             }
+            Self::Throttled { retry_after } => Some((*retry_after).max(1)),
             _ => None,
         }
     }
@@ -128,7 +211,38 @@ impl ProxyError {
             details.insert(key.to_owned(), value);
         };
         match self {
-            Self::MissingHost => {}
+            Self::MissingHost | Self::AdminUnavailable => {}
+            Self::Unauthorized { reason }
+            | Self::Forbidden { reason }
+            | Self::BadRequest { reason }
+            | Self::NotFound { reason }
+            | Self::Internal { reason } => put("reason", json!(reason)),
+            Self::Throttled { retry_after } => put(
+                "reason",
+                json!(format!(
+                    "too many failed key checks from this address; retry in {retry_after} s"
+                )),
+            ),
+            Self::WrongMethod { method, allow } => {
+                put("method", json!(method));
+                put("allow", json!(allow));
+            }
+            Self::Conflict { reason, entries } => {
+                put("reason", json!(reason));
+                if !entries.is_empty() {
+                    put("entries", json!(entries));
+                }
+            }
+            Self::BodyTooLarge { limit } => {
+                put("reason", json!(format!("at most {limit} bytes")));
+            }
+            Self::OriginNotAllowed { origin } => {
+                put("origin", json!(origin));
+                put(
+                    "reason",
+                    json!("this origin is not in cors_origins in config.json"),
+                );
+            }
             Self::InvalidHost { host } | Self::UnknownHost { host } => put("host", json!(host)),
             Self::NoRoute { project, path } => {
                 put("project", json!(project));
@@ -181,6 +295,18 @@ impl ProxyError {
         headers.insert(X_REQUEST_ID, request_id.clone());
         if let Some(seconds) = self.retry_after() {
             headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        match self {
+            Self::Unauthorized { .. } => {
+                headers.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"elsinore\""),
+                );
+            }
+            Self::WrongMethod { allow, .. } => {
+                headers.insert(ALLOW, HeaderValue::from_static(allow));
+            }
+            _ => {}
         }
         response
     }

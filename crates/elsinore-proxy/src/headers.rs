@@ -20,14 +20,13 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// Prefix of the handler-context headers; clients may never set them.
 const CONTEXT_PREFIX: &str = "x-elsinore-";
 
-/// Until the key issue lands every request is unauthenticated.
-const AUTH_NONE: HeaderValue = HeaderValue::from_static("none");
-
 /// What the handler is told about a request.
 pub(crate) struct Context<'a> {
     pub host: &'a HeaderValue,
     pub project: &'a HeaderValue,
     pub project_key: Option<&'a HeaderValue>,
+    /// `X-Elsinore-Auth`: `none`, `hostAdmin` or `projectAdmin`.
+    pub auth: HeaderValue,
     pub request_id: &'a HeaderValue,
     pub client_ip: IpAddr,
     pub proto: &'static str,
@@ -93,7 +92,7 @@ pub(crate) fn set_context(
     if let Some(key) = context.project_key {
         headers.insert(X_ELSINORE_PROJECT_KEY, key.clone());
     }
-    headers.insert(X_ELSINORE_AUTH, AUTH_NONE);
+    headers.insert(X_ELSINORE_AUTH, context.auth.clone());
     headers.insert(X_REQUEST_ID, context.request_id.clone());
 }
 
@@ -178,6 +177,7 @@ mod tests {
             host: &host,
             project: &project,
             project_key: None,
+            auth: HeaderValue::from_static("none"),
             request_id: &id,
             client_ip: "127.0.0.1".parse().expect("ip"),
             proto: "http",

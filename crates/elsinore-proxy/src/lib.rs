@@ -7,21 +7,37 @@
 //! forward with a pooled client, streaming both bodies. Every failure
 //! becomes a JSON error from one place, [`error::ProxyError`].
 //!
-//! Nothing here touches SQLite, reads files or spawns processes.
+//! `X-Elsinore-Auth` is resolved from the client's Hamlet key headers
+//! against the project's key and the in-memory [`elsinore_keys::KeyRing`]
+//! ([`auth`]). The admin API (`/admin/api/_keys…`, `/admin/api/_hosts…`)
+//! is answered by Elsinore itself ([`AdminApi`]).
+//!
+//! The request path never touches SQLite, reads files or spawns
+//! processes; only the admin API does, on `spawn_blocking`.
 
+mod admin_api;
+mod auth;
 mod body;
+mod cors;
 mod error;
 mod headers;
+mod host_folders;
+mod refresh;
 mod request_id;
 mod server;
 mod service;
 mod table;
+mod throttle;
 
+pub use admin_api::{is_admin_path, AdminApi, LIVE_WAIT, MAX_BODY};
+pub use auth::AuthLevel;
 pub use body::HandlerBody;
 pub use error::ProxyError;
+pub use refresh::TableRefresh;
 pub use server::serve;
 pub use service::Proxy;
 pub use table::{ProjectRoute, RouteTable};
+pub use throttle::{MAX_FAILURES, WINDOW as THROTTLE_WINDOW};
 
 /// The body of every response Elsinore sends: a handler's streamed body, or
 /// a small one Elsinore wrote itself.

@@ -16,6 +16,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::admin_api::{self, AdminApi, AdminRequest};
+use crate::auth;
 use crate::body::HandlerBody;
 use crate::error::ProxyError;
 use crate::headers::{self, Context, X_REQUEST_ID};
@@ -34,6 +36,9 @@ pub struct Proxy {
     table: Arc<ArcSwap<RouteTable>>,
     client: Client<HttpConnector, Incoming>,
     request_ids: RequestIds,
+    /// The admin API and the key ring; without it host keys open nothing
+    /// and admin paths answer 503.
+    admin: Option<AdminApi>,
 }
 
 impl Proxy {
@@ -53,7 +58,14 @@ impl Proxy {
             table,
             client,
             request_ids: RequestIds::new(),
+            admin: None,
         }
+    }
+
+    /// Serves the admin API and resolves host keys with `admin`.
+    pub fn with_admin(mut self, admin: AdminApi) -> Self {
+        self.admin = Some(admin);
+        self
     }
 
     /// Answers one request; never fails (errors become JSON responses).
@@ -123,6 +135,20 @@ impl Proxy {
         let host_header = HeaderValue::from_str(&host).map_err(|_| ProxyError::InvalidHost {
             host: host.clone().into_owned(),
         })?;
+        // Reserved paths, answered by Elsinore for the host's project.
+        if admin_api::is_admin_path(request.uri().path()) {
+            let Some(admin) = &self.admin else {
+                return Err(ProxyError::AdminUnavailable);
+            };
+            let cx = AdminRequest {
+                host: &host,
+                project: &project,
+                table: &self.table,
+                peer,
+                request_id,
+            };
+            return Ok(admin.handle(request, cx).await);
+        }
         let handler = project
             .handler_for(request.uri().path())
             .cloned()
@@ -136,10 +162,18 @@ impl Proxy {
             .map_err(|why| unavailable(&handler, why))?;
         let in_flight = handler.begin_request();
 
+        let auth = auth::resolve(
+            request.headers(),
+            request.uri().query(),
+            &host,
+            &project,
+            self.admin.as_ref().map(AdminApi::ring),
+        );
         let context = Context {
             host: &host_header,
             project: &project.name_header,
             project_key: project.key_header.as_ref(),
+            auth: auth.header_value(),
             request_id,
             client_ip: peer.ip(),
             proto: "http",

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use elsinore_config::HostPattern;
+use elsinore_keys::KeyHash;
 use elsinore_routes::{Conflict, HostTable, PrefixRouter};
 use elsinore_supervisor::HandlerHandle;
 use http::HeaderValue;
@@ -26,6 +27,9 @@ pub struct ProjectRoute {
     pub(crate) router: PrefixRouter,
     pub(crate) name_header: HeaderValue,
     pub(crate) key_header: Option<HeaderValue>,
+    /// SHA-256 of the project key: presented keys are hashed and compared
+    /// in constant time, which also hides the key's length.
+    pub(crate) key_hash: Option<KeyHash>,
 }
 
 impl ProjectRoute {
@@ -62,6 +66,7 @@ impl ProjectRoute {
             router,
             name_header,
             key_header,
+            key_hash: key.map(KeyHash::of),
         })
     }
 

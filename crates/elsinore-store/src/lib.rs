@@ -17,10 +17,11 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Elsinore's schema changes, in order. Each runs once, in a transaction,
 /// and its number is recorded; never edit a released entry, append one.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "host_secrets",
-    "CREATE TABLE host_secrets (
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "host_secrets",
+        "CREATE TABLE host_secrets (
          id          INTEGER PRIMARY KEY AUTOINCREMENT,
          host        TEXT NOT NULL,
          project     TEXT NOT NULL,
@@ -31,7 +32,29 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
          revoked_at  INTEGER
      );
      CREATE INDEX host_secrets_by_host ON host_secrets (host, revoked_at);",
-)];
+    ),
+    (
+        2,
+        "key_rotation_grace_and_audit",
+        // `grace_until`: a key revoked by a rotation with a grace period
+        // keeps working until then (epoch ms). The audit log records every
+        // change to keys and host folders made through Elsinore.
+        "ALTER TABLE host_secrets ADD COLUMN grace_until INTEGER;
+     CREATE TABLE elsinore_audit (
+         id          INTEGER PRIMARY KEY AUTOINCREMENT,
+         at          INTEGER NOT NULL,
+         host        TEXT NOT NULL,
+         project     TEXT NOT NULL,
+         actor       TEXT NOT NULL,
+         action      TEXT NOT NULL,
+         key_id      INTEGER,
+         key_prefix  TEXT,
+         client      TEXT NOT NULL,
+         detail      TEXT NOT NULL DEFAULT ''
+     );
+     CREATE INDEX elsinore_audit_by_host ON elsinore_audit (host, at);",
+    ),
+];
 
 /// Why the database could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +142,12 @@ impl Store {
         &self.path
     }
 
+    /// Gives up the store, keeping its open connection (busy timeout and
+    /// pragmas set), for a component that runs its own queries.
+    pub fn into_connection(self) -> Connection {
+        self.conn
+    }
+
     /// The highest migration applied.
     pub fn schema_version(&self) -> Result<i64> {
         self.conn
@@ -189,7 +218,10 @@ mod tests {
         let path = dir.path().join("nested/data/elsinore.db");
         let store = Store::open(&path).expect("open");
         assert!(path.exists());
-        assert_eq!(store.schema_version().expect("version"), 1);
+        assert_eq!(
+            store.schema_version().expect("version"),
+            MIGRATIONS.len() as i64
+        );
         let mode: String = store
             .conn
             .query_row("PRAGMA journal_mode", [], |row| row.get(0))
@@ -205,7 +237,7 @@ mod tests {
                 row.get(0)
             })
             .expect("count");
-        assert_eq!(count, 1);
+        assert_eq!(count, MIGRATIONS.len() as i64);
     }
 
     #[test]

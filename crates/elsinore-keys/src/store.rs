@@ -1,0 +1,755 @@
+//! Host keys in the shared database (`host_secrets`) and the audit log
+//! (`elsinore_audit`). Every change and its audit row commit together.
+//!
+//! All of it is blocking SQLite work: call it from a dedicated thread or
+//! `spawn_blocking`, never from async code directly.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+
+use crate::secret::{KeyHash, SecretKey};
+use crate::{now_ms, Error, Result};
+
+/// Longest label accepted, in characters.
+pub const MAX_LABEL_CHARS: usize = 100;
+/// Longest rotation grace period accepted: 7 days.
+pub const MAX_GRACE_SECONDS: u64 = 7 * 24 * 3600;
+
+/// Who made a change, as written in the audit log's `actor` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor {
+    /// A caller holding the project key (the admin API).
+    Project,
+    /// The operator on the server (`elsinore keys …`).
+    Operator,
+}
+
+impl Actor {
+    /// The text stored in the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Project => "project",
+            Self::Operator => "operator",
+        }
+    }
+}
+
+/// Who made a change and from where: the audit log's `actor` and `client`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Who.
+    pub actor: Actor,
+    /// The client's address (`127.0.0.1`), or `cli` for the operator.
+    pub client: String,
+}
+
+impl Caller {
+    /// The operator at the command line.
+    pub fn operator() -> Self {
+        Self {
+            actor: Actor::Operator,
+            client: "cli".to_owned(),
+        }
+    }
+}
+
+/// Whether a key still opens its host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStatus {
+    /// Not revoked.
+    Live,
+    /// Revoked by a rotation, still accepted until `grace_until`.
+    Grace,
+    /// Revoked.
+    Revoked,
+}
+
+impl KeyStatus {
+    /// `live`, `grace` or `revoked`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Grace => "grace",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+/// A row of `host_secrets`, without the hash. Times are epoch milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// Row id, used by the API and the CLI to name the key.
+    pub id: i64,
+    /// The hostname the key opens.
+    pub host: String,
+    /// The project that owned the host when the key was made.
+    pub project: String,
+    /// Free text from whoever created it.
+    pub label: String,
+    /// The key's first characters, for recognising it.
+    pub prefix: String,
+    /// When it was created.
+    pub created_at: i64,
+    /// When it was revoked (by a revocation or a rotation).
+    pub revoked_at: Option<i64>,
+    /// After a rotation with grace: accepted until then although revoked.
+    pub grace_until: Option<i64>,
+}
+
+impl KeyInfo {
+    /// Its status at `now` (epoch ms).
+    pub fn status(&self, now: i64) -> KeyStatus {
+        match (self.revoked_at, self.grace_until) {
+            (None, _) => KeyStatus::Live,
+            (Some(_), Some(until)) if until > now => KeyStatus::Grace,
+            (Some(_), _) => KeyStatus::Revoked,
+        }
+    }
+
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get("id")?,
+            host: row.get("host")?,
+            project: row.get("project")?,
+            label: row.get("label")?,
+            prefix: row.get("key_prefix")?,
+            created_at: row.get("created_at")?,
+            revoked_at: row.get("revoked_at")?,
+            grace_until: row.get("grace_until")?,
+        })
+    }
+}
+
+const KEY_COLUMNS: &str =
+    "id, host, project, label, key_prefix, created_at, revoked_at, grace_until";
+
+/// A key just created: the only moment its plaintext exists.
+#[derive(Debug)]
+pub struct CreatedKey {
+    /// Its row.
+    pub info: KeyInfo,
+    /// The key, to show once.
+    pub key: SecretKey,
+}
+
+/// The result of a rotation.
+#[derive(Debug)]
+pub struct Rotated {
+    /// The replacement.
+    pub new: CreatedKey,
+    /// The old key, now revoked (possibly with a grace period).
+    pub old: KeyInfo,
+}
+
+/// What a revocation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// The key (or its grace period) ended now.
+    Revoked(KeyInfo),
+    /// It was revoked already; nothing changed.
+    AlreadyRevoked(KeyInfo),
+}
+
+/// Which keys an operation may touch: the admin API is confined to the
+/// request's host and its project; the operator's CLI is not.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// Only keys of this host made for this project.
+    Host {
+        /// The hostname.
+        host: &'a str,
+        /// Its owning project.
+        project: &'a str,
+    },
+    /// Any key.
+    Any,
+}
+
+/// A key that currently opens its host, as the in-memory ring needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveKey {
+    /// Row id.
+    pub id: i64,
+    /// The hostname.
+    pub host: String,
+    /// The project the key belongs to.
+    pub project: String,
+    /// SHA-256 of the key.
+    pub hash: KeyHash,
+    /// `None` for a live key; the end of the grace period otherwise.
+    pub valid_until: Option<i64>,
+}
+
+/// One row of `elsinore_audit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Epoch ms.
+    pub at: i64,
+    /// The hostname concerned.
+    pub host: String,
+    /// Its project.
+    pub project: String,
+    /// `project` or `operator`.
+    pub actor: String,
+    /// `create`, `rotate`, `revoke`, `host_create` or `host_delete`.
+    pub action: String,
+    /// The key concerned, if any.
+    pub key_id: Option<i64>,
+    /// Its display prefix, if any.
+    pub key_prefix: Option<String>,
+    /// Client address, or `cli`.
+    pub client: String,
+    /// Extra facts in words (e.g. the replacement key of a rotation).
+    pub detail: String,
+}
+
+/// The key tables of the shared database, behind one connection.
+#[derive(Debug)]
+pub struct KeyStore {
+    conn: Mutex<Connection>,
+}
+
+impl KeyStore {
+    /// Opens (creating and migrating if needed) the shared database.
+    pub fn open(path: &Path) -> Result<Self> {
+        let store = elsinore_store::Store::open(path)?;
+        Ok(Self::from_connection(store.into_connection()))
+    }
+
+    /// Uses a connection to an already migrated database.
+    pub fn from_connection(conn: Connection) -> Self {
+        Self {
+            conn: Mutex::new(conn),
+        }
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written
+        // (transactions roll back), so a poisoned lock is safe to reuse.
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keys of `host` made for `project`, oldest first (revoked ones too).
+    pub fn list(&self, host: &str, project: &str) -> Result<Vec<KeyInfo>> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare(&format!(
+                "SELECT {KEY_COLUMNS} FROM host_secrets
+                 WHERE host = ?1 AND project = ?2 ORDER BY id"
+            ))
+            .map_err(sqlite("cannot list keys"))?;
+        let rows = statement
+            .query_map(params![host, project], KeyInfo::from_row)
+            .map_err(sqlite("cannot list keys"))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(sqlite("cannot list keys"))
+    }
+
+    /// One key by id, whatever its host.
+    pub fn get(&self, id: i64) -> Result<Option<KeyInfo>> {
+        get(&self.conn(), id)
+    }
+
+    /// Creates a key for `host` (owned by `project`) and records it.
+    pub fn create(
+        &self,
+        host: &str,
+        project: &str,
+        label: &str,
+        caller: &Caller,
+    ) -> Result<CreatedKey> {
+        check_label(label)?;
+        let now = now_ms();
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(sqlite("cannot create a key"))?;
+        let created = insert_key(&tx, host, project, label, now)?;
+        audit(
+            &tx,
+            now,
+            &created.info,
+            caller,
+            "create",
+            &format!("label {label:?}"),
+        )?;
+        tx.commit().map_err(sqlite("cannot create a key"))?;
+        Ok(created)
+    }
+
+    /// Replaces key `id` with a new one (same host, project and label) and
+    /// revokes the old one, at once or after `grace_seconds`.
+    pub fn rotate(
+        &self,
+        scope: Scope<'_>,
+        id: i64,
+        grace_seconds: u64,
+        caller: &Caller,
+    ) -> Result<Rotated> {
+        if grace_seconds > MAX_GRACE_SECONDS {
+            return Err(Error::InvalidGrace {
+                seconds: grace_seconds,
+            });
+        }
+        let now = now_ms();
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(sqlite("cannot rotate a key"))?;
+        let old = get_in_scope(&tx, scope, id)?;
+        if old.revoked_at.is_some() {
+            return Err(Error::AlreadyRevoked { id });
+        }
+        let new = insert_key(&tx, &old.host, &old.project, &old.label, now)?;
+        // `grace_seconds` is at most 7 days, so this cannot overflow.
+        let grace_until = (grace_seconds > 0).then(|| now + grace_seconds as i64 * 1000);
+        tx.execute(
+            "UPDATE host_secrets SET revoked_at = ?1, grace_until = ?2 WHERE id = ?3",
+            params![now, grace_until, id],
+        )
+        .map_err(sqlite("cannot rotate a key"))?;
+        let detail = match grace_until {
+            Some(_) => format!(
+                "replaced by key {} ({}); old key accepted for {grace_seconds} s more",
+                new.info.id, new.info.prefix
+            ),
+            None => format!(
+                "replaced by key {} ({}); old key revoked at once",
+                new.info.id, new.info.prefix
+            ),
+        };
+        audit(&tx, now, &old, caller, "rotate", &detail)?;
+        let old = get_in_scope(&tx, Scope::Any, id)?;
+        tx.commit().map_err(sqlite("cannot rotate a key"))?;
+        Ok(Rotated { new, old })
+    }
+
+    /// Revokes key `id` at once (ending a rotation grace period too).
+    pub fn revoke(&self, scope: Scope<'_>, id: i64, caller: &Caller) -> Result<Revocation> {
+        let now = now_ms();
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(sqlite("cannot revoke a key"))?;
+        let key = get_in_scope(&tx, scope, id)?;
+        let detail = match key.status(now) {
+            KeyStatus::Revoked => return Ok(Revocation::AlreadyRevoked(key)),
+            KeyStatus::Live => "revoked",
+            KeyStatus::Grace => "grace period ended early",
+        };
+        tx.execute(
+            "UPDATE host_secrets SET revoked_at = COALESCE(revoked_at, ?1), grace_until = NULL
+             WHERE id = ?2",
+            params![now, id],
+        )
+        .map_err(sqlite("cannot revoke a key"))?;
+        audit(&tx, now, &key, caller, "revoke", detail)?;
+        let key = get_in_scope(&tx, Scope::Any, id)?;
+        tx.commit().map_err(sqlite("cannot revoke a key"))?;
+        Ok(Revocation::Revoked(key))
+    }
+
+    /// Every key accepted at `now`.
+    pub fn live_keys(&self, now: i64) -> Result<Vec<LiveKey>> {
+        let conn = self.conn();
+        live_keys(&conn, now)
+    }
+
+    /// Records a change to a host folder (`host_create`, `host_delete`).
+    pub fn record_host_change(
+        &self,
+        host: &str,
+        project: &str,
+        action: &str,
+        caller: &Caller,
+    ) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO elsinore_audit (at, host, project, actor, action, client)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    now_ms(),
+                    host,
+                    project,
+                    caller.actor.as_str(),
+                    action,
+                    caller.client
+                ],
+            )
+            .map_err(sqlite("cannot write the audit log"))?;
+        Ok(())
+    }
+
+    /// The audit log of `host`, oldest first.
+    pub fn audit_log(&self, host: &str) -> Result<Vec<AuditEntry>> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare(
+                "SELECT at, host, project, actor, action, key_id, key_prefix, client, detail
+                 FROM elsinore_audit WHERE host = ?1 ORDER BY id",
+            )
+            .map_err(sqlite("cannot read the audit log"))?;
+        let rows = statement
+            .query_map([host], |row| {
+                Ok(AuditEntry {
+                    at: row.get(0)?,
+                    host: row.get(1)?,
+                    project: row.get(2)?,
+                    actor: row.get(3)?,
+                    action: row.get(4)?,
+                    key_id: row.get(5)?,
+                    key_prefix: row.get(6)?,
+                    client: row.get(7)?,
+                    detail: row.get(8)?,
+                })
+            })
+            .map_err(sqlite("cannot read the audit log"))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(sqlite("cannot read the audit log"))
+    }
+}
+
+/// Every key accepted at `now`, read on `conn` (the ring's own connection
+/// uses this too).
+pub(crate) fn live_keys(conn: &Connection, now: i64) -> Result<Vec<LiveKey>> {
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT id, host, project, key_hash, grace_until FROM host_secrets
+             WHERE revoked_at IS NULL OR grace_until > ?1 ORDER BY id",
+        )
+        .map_err(sqlite("cannot read live keys"))?;
+    let rows = statement
+        .query_map([now], |row| {
+            let hash: Vec<u8> = row.get(3)?;
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                hash,
+                row.get::<_, Option<i64>>(4)?,
+            ))
+        })
+        .map_err(sqlite("cannot read live keys"))?;
+    let mut keys = Vec::new();
+    for row in rows {
+        let (id, host, project, hash, valid_until) =
+            row.map_err(sqlite("cannot read live keys"))?;
+        // A malformed hash matches nothing; skip it rather than fail all.
+        let Some(hash) = KeyHash::from_slice(&hash) else {
+            tracing::warn!(id, %host, "host_secrets row has a hash that is not 32 bytes; ignored");
+            continue;
+        };
+        keys.push(LiveKey {
+            id,
+            host,
+            project,
+            hash,
+            valid_until,
+        });
+    }
+    Ok(keys)
+}
+
+fn get(conn: &Connection, id: i64) -> Result<Option<KeyInfo>> {
+    conn.query_row(
+        &format!("SELECT {KEY_COLUMNS} FROM host_secrets WHERE id = ?1"),
+        [id],
+        KeyInfo::from_row,
+    )
+    .optional()
+    .map_err(sqlite("cannot read a key"))
+}
+
+/// The key, or `NotFound` when it does not exist or is outside `scope`
+/// (the API does not reveal that another host's key exists).
+fn get_in_scope(conn: &Connection, scope: Scope<'_>, id: i64) -> Result<KeyInfo> {
+    let key = get(conn, id)?.ok_or(Error::NotFound { id })?;
+    match scope {
+        Scope::Host { host, project } if key.host != host || key.project != project => {
+            Err(Error::NotFound { id })
+        }
+        _ => Ok(key),
+    }
+}
+
+fn insert_key(
+    tx: &Transaction<'_>,
+    host: &str,
+    project: &str,
+    label: &str,
+    now: i64,
+) -> Result<CreatedKey> {
+    let key = SecretKey::generate()?;
+    tx.execute(
+        "INSERT INTO host_secrets (host, project, label, key_hash, key_prefix, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            host,
+            project,
+            label,
+            &key.hash().0[..],
+            key.display_prefix(),
+            now
+        ],
+    )
+    .map_err(sqlite("cannot store a key"))?;
+    let info = KeyInfo {
+        id: tx.last_insert_rowid(),
+        host: host.to_owned(),
+        project: project.to_owned(),
+        label: label.to_owned(),
+        prefix: key.display_prefix().to_owned(),
+        created_at: now,
+        revoked_at: None,
+        grace_until: None,
+    };
+    Ok(CreatedKey { info, key })
+}
+
+fn audit(
+    tx: &Transaction<'_>,
+    now: i64,
+    key: &KeyInfo,
+    caller: &Caller,
+    action: &str,
+    detail: &str,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO elsinore_audit
+             (at, host, project, actor, action, key_id, key_prefix, client, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            now,
+            key.host,
+            key.project,
+            caller.actor.as_str(),
+            action,
+            key.id,
+            key.prefix,
+            caller.client,
+            detail
+        ],
+    )
+    .map_err(sqlite("cannot write the audit log"))?;
+    Ok(())
+}
+
+/// Labels are shown in UIs and terminals: short, no control characters.
+pub fn check_label(label: &str) -> Result<()> {
+    if label.chars().count() > MAX_LABEL_CHARS {
+        return Err(Error::InvalidLabel(format!(
+            "a label holds at most {MAX_LABEL_CHARS} characters"
+        )));
+    }
+    if label.chars().any(char::is_control) {
+        return Err(Error::InvalidLabel(
+            "a label cannot hold control characters (newlines, tabs…)".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+fn sqlite(context: &'static str) -> impl Fn(rusqlite::Error) -> Error {
+    move |source| Error::Sqlite { context, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, KeyStore) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = KeyStore::open(&dir.path().join("elsinore.db")).expect("open");
+        (dir, store)
+    }
+
+    fn api() -> Caller {
+        Caller {
+            actor: Actor::Project,
+            client: "127.0.0.1".into(),
+        }
+    }
+
+    const BLOG: Scope<'static> = Scope::Host {
+        host: "blog.localhost",
+        project: "horatio",
+    };
+
+    #[test]
+    fn create_list_and_audit() {
+        let (_dir, store) = store();
+        let created = store
+            .create("blog.localhost", "horatio", "laptop", &api())
+            .expect("create");
+        assert_eq!(created.info.label, "laptop");
+        assert_eq!(created.info.prefix, created.key.display_prefix());
+        store
+            .create("news.localhost", "horatio", "other host", &api())
+            .expect("create");
+        store
+            .create("blog.localhost", "othello", "other project", &api())
+            .expect("create");
+
+        let keys = store.list("blog.localhost", "horatio").expect("list");
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0], created.info);
+        assert_eq!(keys[0].status(now_ms()), KeyStatus::Live);
+
+        let log = store.audit_log("blog.localhost").expect("audit");
+        assert_eq!(log.len(), 2);
+        assert_eq!(log[0].action, "create");
+        assert_eq!(log[0].actor, "project");
+        assert_eq!(log[0].client, "127.0.0.1");
+        assert_eq!(log[0].key_id, Some(created.info.id));
+        assert_eq!(
+            log[0].key_prefix.as_deref(),
+            Some(created.key.display_prefix())
+        );
+    }
+
+    #[test]
+    fn labels_are_checked() {
+        let (_dir, store) = store();
+        for bad in ["two\nlines", &"x".repeat(MAX_LABEL_CHARS + 1)] {
+            assert!(matches!(
+                store.create("a.localhost", "p", bad, &api()),
+                Err(Error::InvalidLabel(_))
+            ));
+        }
+        store
+            .create("a.localhost", "p", &"é".repeat(MAX_LABEL_CHARS), &api())
+            .expect("100 characters, more bytes, is fine");
+    }
+
+    #[test]
+    fn rotation_with_and_without_grace() {
+        let (_dir, store) = store();
+        let first = store
+            .create("blog.localhost", "horatio", "ci", &api())
+            .expect("create");
+
+        let rotated = store
+            .rotate(BLOG, first.info.id, 60, &api())
+            .expect("rotate");
+        assert_eq!(rotated.new.info.label, "ci");
+        assert_ne!(rotated.new.key, first.key);
+        let now = now_ms();
+        assert_eq!(rotated.old.status(now), KeyStatus::Grace);
+        let until = rotated.old.grace_until.expect("grace");
+        assert!(until > now && until <= now + 60_000);
+        assert_eq!(rotated.old.status(until), KeyStatus::Revoked);
+
+        // Both are live now; the old one until its grace ends.
+        let live = store.live_keys(now).expect("live");
+        let ids: Vec<i64> = live.iter().map(|k| k.id).collect();
+        assert_eq!(ids, [first.info.id, rotated.new.info.id]);
+        assert!(store.live_keys(until).expect("live").len() == 1);
+
+        // A revoked key cannot be rotated again.
+        assert!(matches!(
+            store.rotate(BLOG, first.info.id, 0, &api()),
+            Err(Error::AlreadyRevoked { .. })
+        ));
+
+        // Without grace the old key is gone at once.
+        let again = store
+            .rotate(BLOG, rotated.new.info.id, 0, &api())
+            .expect("rotate");
+        assert_eq!(again.old.status(now_ms()), KeyStatus::Revoked);
+        assert!(matches!(
+            store.rotate(BLOG, again.new.info.id, MAX_GRACE_SECONDS + 1, &api()),
+            Err(Error::InvalidGrace { .. })
+        ));
+
+        let actions: Vec<String> = store
+            .audit_log("blog.localhost")
+            .expect("audit")
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        assert_eq!(actions, ["create", "rotate", "rotate"]);
+    }
+
+    #[test]
+    fn revoke_is_immediate_scoped_and_idempotent() {
+        let (_dir, store) = store();
+        let key = store
+            .create("blog.localhost", "horatio", "", &api())
+            .expect("create");
+        let other_scope = Scope::Host {
+            host: "news.localhost",
+            project: "horatio",
+        };
+        assert!(matches!(
+            store.revoke(other_scope, key.info.id, &api()),
+            Err(Error::NotFound { .. })
+        ));
+        assert!(matches!(
+            store.revoke(BLOG, 999, &api()),
+            Err(Error::NotFound { id: 999 })
+        ));
+
+        let Revocation::Revoked(info) = store.revoke(BLOG, key.info.id, &api()).expect("revoke")
+        else {
+            panic!("should revoke");
+        };
+        assert_eq!(info.status(now_ms()), KeyStatus::Revoked);
+        assert!(store.live_keys(now_ms()).expect("live").is_empty());
+        assert!(matches!(
+            store.revoke(Scope::Any, key.info.id, &Caller::operator()),
+            Ok(Revocation::AlreadyRevoked(_))
+        ));
+    }
+
+    #[test]
+    fn revoking_a_key_in_grace_ends_the_grace() {
+        let (_dir, store) = store();
+        let key = store
+            .create("blog.localhost", "horatio", "", &api())
+            .expect("create");
+        let rotated = store
+            .rotate(BLOG, key.info.id, 3600, &api())
+            .expect("rotate");
+        let Revocation::Revoked(old) = store
+            .revoke(Scope::Any, key.info.id, &Caller::operator())
+            .expect("revoke")
+        else {
+            panic!("grace should end");
+        };
+        assert_eq!(old.grace_until, None);
+        assert_eq!(
+            old.revoked_at, rotated.old.revoked_at,
+            "first revocation time kept"
+        );
+        let live: Vec<i64> = store
+            .live_keys(now_ms())
+            .expect("live")
+            .iter()
+            .map(|k| k.id)
+            .collect();
+        assert_eq!(live, [rotated.new.info.id]);
+        let log = store.audit_log("blog.localhost").expect("audit");
+        assert_eq!(log[2].actor, "operator");
+        assert_eq!(log[2].client, "cli");
+        assert_eq!(log[2].detail, "grace period ended early");
+    }
+
+    #[test]
+    fn no_plaintext_key_is_stored() {
+        let (dir, store) = store();
+        let created = store
+            .create("blog.localhost", "horatio", "x", &api())
+            .expect("create");
+        let rotated = store
+            .rotate(BLOG, created.info.id, 10, &api())
+            .expect("rotate");
+        drop(store);
+        let mut bytes = Vec::new();
+        for entry in std::fs::read_dir(dir.path()).expect("dir") {
+            bytes.extend(std::fs::read(entry.expect("entry").path()).expect("read"));
+        }
+        for key in [created.key.expose(), rotated.new.key.expose()] {
+            let needle = &key.as_bytes()[crate::secret::KEY_PREFIX.len()..];
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "a key's secret part is in the database files"
+            );
+        }
+    }
+}

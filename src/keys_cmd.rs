@@ -1,0 +1,147 @@
+//! `elsinore keys …`: host keys from the command line, on the same database
+//! and with the same rules as the admin API. Works whether or not the
+//! server runs: a running server notices the change within a second.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context as _};
+use clap::Subcommand;
+use elsinore_config::Hostname;
+use elsinore_keys::{now_ms, Caller, KeyInfo, KeyStatus, KeyStore, Revocation, Scope};
+
+use crate::plan::Plan;
+
+/// The `keys` verbs.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List a host's keys, revoked ones included (never the keys themselves).
+    List {
+        /// The hostname, e.g. blog.example.com.
+        #[arg(long)]
+        host: String,
+        /// Path of config.json.
+        #[arg(long, default_value = "config.json")]
+        config: PathBuf,
+    },
+    /// Create a key for a host. The key is printed once, alone on stdout.
+    Create {
+        /// The hostname; a project in config.json must serve it.
+        #[arg(long)]
+        host: String,
+        /// What the key is for (shown in listings).
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Path of config.json.
+        #[arg(long, default_value = "config.json")]
+        config: PathBuf,
+    },
+    /// Revoke a key at once (a rotation's grace period ends too).
+    Revoke {
+        /// The key's id, as listed.
+        #[arg(long)]
+        id: i64,
+        /// Path of config.json.
+        #[arg(long, default_value = "config.json")]
+        config: PathBuf,
+    },
+}
+
+/// Runs one `keys` verb.
+pub fn run(command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::List { host, config } => {
+            let (store, host, project) = open_for_host(&config, &host)?;
+            let keys = store.list(host.as_str(), &project)?;
+            print!("{}", render_list(&host, &project, &keys, now_ms()));
+        }
+        KeysCommand::Create {
+            host,
+            label,
+            config,
+        } => {
+            let (store, host, project) = open_for_host(&config, &host)?;
+            let created = store.create(host.as_str(), &project, &label, &Caller::operator())?;
+            // The key alone on stdout, so `KEY=$(elsinore keys create …)` works.
+            println!("{}", created.key.expose());
+            eprintln!(
+                "created key {} ({}) for {host} (project {project}); it is shown only this once",
+                created.info.id, created.info.prefix
+            );
+        }
+        KeysCommand::Revoke { id, config } => {
+            let plan = Plan::load(&config)?;
+            let store = KeyStore::open(&plan.config.database)?;
+            match store.revoke(Scope::Any, id, &Caller::operator()) {
+                Ok(Revocation::Revoked(key)) => println!(
+                    "revoked key {id} ({}) of {} (project {})",
+                    key.prefix, key.host, key.project
+                ),
+                Ok(Revocation::AlreadyRevoked(key)) => println!(
+                    "key {id} ({}) of {} was already revoked; nothing changed",
+                    key.prefix, key.host
+                ),
+                Err(elsinore_keys::Error::NotFound { .. }) => bail!("there is no key with id {id}"),
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Loads the configuration, finds the project serving `host`, opens the
+/// database.
+fn open_for_host(config: &Path, host: &str) -> anyhow::Result<(KeyStore, Hostname, String)> {
+    let name = Hostname::parse(host).map_err(|err| anyhow!("--host: {err}"))?;
+    let plan = Plan::load(config)?;
+    let (owners, _) = plan.host_owners();
+    let project = owners
+        .lookup(name.as_str())
+        .map(|&index| plan.projects[index].config.name.clone())
+        .with_context(|| {
+            format!(
+                "no project in {} serves {name} (add a folder hosts/{name}/ to a project first)",
+                plan.config.file.display()
+            )
+        })?;
+    let store = KeyStore::open(&plan.config.database)?;
+    Ok((store, name, project))
+}
+
+fn render_list(host: &Hostname, project: &str, keys: &[KeyInfo], now: i64) -> String {
+    if keys.is_empty() {
+        return format!("no keys for {host} (project {project})\n");
+    }
+    let mut out = format!("keys for {host} (project {project}):\n");
+    let _ = writeln!(
+        out,
+        "{:>4}  {:<12}  {:<8}  {:<20}  {:<20}  LABEL",
+        "ID", "PREFIX", "STATUS", "CREATED", "REVOKED"
+    );
+    for key in keys {
+        let status = key.status(now);
+        let revoked = match (status, key.revoked_at, key.grace_until) {
+            (KeyStatus::Grace, _, Some(until)) => format!("valid until {}", time(until)),
+            (_, Some(at), _) => time(at),
+            _ => "-".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "{:>4}  {:<12}  {:<8}  {:<20}  {:<20}  {}",
+            key.id,
+            key.prefix,
+            status.as_str(),
+            time(key.created_at),
+            revoked,
+            key.label
+        );
+    }
+    out
+}
+
+/// Epoch milliseconds as RFC 3339 UTC, to the second.
+fn time(ms: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(at).to_string()
+}
