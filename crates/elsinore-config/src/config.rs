@@ -10,6 +10,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 use crate::error::{ConfigError, Problem};
+use crate::events::{validate_events, EventsConfig, RawEvents};
 use crate::parse_duration;
 
 /// Where the public listener binds when `listen` is absent.
@@ -33,6 +34,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Projects in `config.json` order (which decides host conflicts).
     pub projects: Vec<ProjectConfig>,
+    /// The framework events (`events`); defaults when absent.
+    pub events: EventsConfig,
 }
 
 /// One entry of `projects`.
@@ -74,6 +77,7 @@ struct RawConfig {
     database: Option<String>,
     shutdown_grace: Option<String>,
     projects: Vec<RawProject>,
+    events: Option<RawEvents>,
 }
 
 /// A project entry: either `"path"` or `{"path": …, …}`.
@@ -162,6 +166,8 @@ impl Config {
             }
         };
 
+        let events = validate_events(raw.events, &mut problems);
+
         let mut projects = Vec::with_capacity(raw.projects.len());
         let mut first_index_of: HashMap<String, usize> = HashMap::new();
         for (index, raw_project) in raw.projects.into_iter().enumerate() {
@@ -191,6 +197,7 @@ impl Config {
                 database,
                 shutdown_grace,
                 projects,
+                events,
             }),
             _ => Err(ConfigError::invalid(file, problems)),
         }
@@ -469,6 +476,34 @@ mod tests {
         );
         let err = fx.error(r#"{"listen": "127.0.0.1:1"}"#);
         assert!(err.contains("missing field `projects`"), "{err}");
+    }
+
+    #[test]
+    fn events_key_is_parsed_and_checked_in_place() {
+        let fx = Fixture::new(&["a"]);
+        let config = fx
+            .parse(r#"{"projects": ["a"], "events": {"interval": "off", "batch": 7}}"#)
+            .expect("valid");
+        assert_eq!(config.events.interval, None);
+        assert_eq!(config.events.batch, 7);
+        let err = fx.error(
+            r#"{"projects": ["a"],
+  "events": {"tables": {"t": {"retension": "7d"}}}}"#,
+        );
+        assert!(
+            err.starts_with("DIR/config.json:2:41: events.tables.t.retension: unknown field `retension`, expected one of `retention`, `soft_delete`, `session_expiry`"),
+            "{err}"
+        );
+        let err = fx.error(r#"{"projects": ["a"], "events": {"batch": -1}}"#);
+        assert!(
+            err.contains(": events.batch: invalid value: integer `-1`"),
+            "{err}"
+        );
+        let err = fx.error(r#"{"projects": ["a"], "events": {"interval": "10"}}"#);
+        assert!(
+            err.contains("DIR/config.json: events.interval: invalid duration \"10\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -10,12 +10,17 @@
 mod config;
 mod duration;
 mod error;
+mod events;
 mod hostname;
 mod manifest;
 
 pub use config::{Config, ProjectConfig, ProjectKey, DEFAULT_LISTEN};
 pub use duration::{parse_duration, DurationError};
 pub use error::{ConfigError, Problem};
+pub use events::{
+    is_reserved_table, EventsConfig, TableEvents, DEFAULT_EVENTS_BATCH, DEFAULT_EVENTS_INTERVAL,
+    DEFAULT_EVENTS_RETENTION, RESERVED_TABLE_PREFIXES,
+};
 pub use hostname::{normalize_request_host, HostError, HostPattern, Hostname};
 pub use manifest::{HandlerKind, HandlerSpec, Manifest, MANIFEST_FILE, RESERVED_ENV};
 
