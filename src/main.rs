@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod events_cmd;
 mod plan;
 mod serve;
 
@@ -37,6 +38,12 @@ enum Command {
         #[arg(long, default_value = "config.json")]
         config: PathBuf,
     },
+    /// The framework events (SoftDeleteCleanup, SessionExpiry): run them
+    /// now, or list recent runs.
+    Events {
+        #[command(subcommand)]
+        verb: events_cmd::EventsVerb,
+    },
 }
 
 fn main() -> ExitCode {
@@ -50,6 +57,7 @@ fn main() -> ExitCode {
         Command::Routes { config } => plan::Plan::load(&config).map(|plan| {
             print!("{}", plan.render_routes());
         }),
+        Command::Events { verb } => events_cmd::run(verb),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

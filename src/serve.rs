@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
+use elsinore_events::EventScheduler;
 use elsinore_proxy::{ProjectRoute, Proxy, RouteTable};
 use elsinore_store::Store;
 use elsinore_supervisor::{Supervisor, SupervisorSettings};
@@ -49,6 +50,17 @@ async fn serve(plan: Plan, store: Store) -> anyhow::Result<()> {
             return Err(err);
         }
     };
+    // Framework events run on their own thread, off the request path.
+    let events = match EventScheduler::start(
+        store.path(),
+        elsinore_events::Settings::new(config.events.clone()),
+    ) {
+        Ok(events) => events,
+        Err(err) => {
+            supervisor.shutdown().await;
+            return Err(err.into());
+        }
+    };
     let table = Arc::new(ArcSwap::from_pointee(table));
     let proxy = Arc::new(Proxy::new(table.clone()));
 
@@ -68,6 +80,7 @@ async fn serve(plan: Plan, store: Store) -> anyhow::Result<()> {
         config.shutdown_grace,
     )
     .await;
+    events.shutdown().await;
     tracing::info!("stopping handlers");
     supervisor.shutdown().await;
     tracing::info!("bye");

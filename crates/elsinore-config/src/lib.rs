@@ -15,7 +15,7 @@ mod hostname;
 mod manifest;
 
 pub use config::{Config, ProjectConfig, ProjectKey, DEFAULT_LISTEN};
-pub use duration::{parse_duration, DurationError};
+pub use duration::{format_duration, parse_duration, DurationError};
 pub use error::{ConfigError, Problem};
 pub use events::{
     is_reserved_table, EventsConfig, TableEvents, DEFAULT_EVENTS_BATCH, DEFAULT_EVENTS_INTERVAL,

@@ -64,6 +64,17 @@ pub enum RetentionSource {
     Default,
 }
 
+impl RetentionSource {
+    /// The name used in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Config => "config",
+            Self::Annotation => "annotation",
+            Self::Default => "default",
+        }
+    }
+}
+
 /// One run of both events.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
