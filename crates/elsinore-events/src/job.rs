@@ -2,6 +2,8 @@
 //! transaction, walking the table in key order so each row is looked at
 //! once per run.
 
+use std::time::{Duration, Instant};
+
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, ErrorCode, TransactionBehavior};
 
@@ -57,19 +59,23 @@ impl Job {
     }
 
     fn try_step(&mut self, conn: &mut Connection, batch: u32) -> rusqlite::Result<Step> {
-        // IMMEDIATE takes the write lock up front, so the wait (up to the
-        // busy timeout) happens here and never half-way through a batch.
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let keys = self.select_keys(&tx, batch)?;
+        // Finding the rows is a read (WAL: no lock), however many rows the
+        // table keeps; only the delete by key range holds the write lock.
+        let keys = self.select_keys(conn, batch)?;
         let Some(last) = keys.last().cloned() else {
             return Ok(Step::Done);
         };
         let full = keys.len() as u64 >= u64::from(batch);
+        // IMMEDIATE takes the write lock up front, so the wait (up to the
+        // busy timeout) happens here and never half-way through a batch.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let held = Instant::now();
         let deleted = self
             .delete_through(&tx, &last)
             .and_then(|n| tx.commit().map(|()| n));
         match deleted {
             Ok(n) => {
+                give_way(held.elapsed());
                 self.report.deleted += n as u64;
                 self.report.batches += 1;
                 self.cursor = Some(last);
@@ -107,8 +113,9 @@ impl Job {
         rows.collect()
     }
 
-    /// Deletes the expired rows after the cursor up to `last` (exactly the
-    /// ones just selected: the transaction has held the write lock since).
+    /// Deletes the expired rows after the cursor up to `last`: the ones just
+    /// selected, except any a handler restored since (the time is checked
+    /// again), plus any that expired since.
     fn delete_through(&self, conn: &Connection, last: &[Value]) -> rusqlite::Result<usize> {
         let (after, mut params) = self.after_cursor();
         let first_last = params.len() + 1;
@@ -146,8 +153,11 @@ impl Job {
             let one = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .and_then(|tx| {
+                    let held = Instant::now();
                     let n = tx.execute(&sql, params_from_iter(&params))?;
-                    tx.commit().map(|()| n)
+                    tx.commit()?;
+                    give_way(held.elapsed());
+                    Ok(n)
                 });
             match one {
                 Ok(n) => {
@@ -184,6 +194,15 @@ impl Job {
             ),
         }
     }
+}
+
+/// Pauses twice as long as the lock was held. Without a gap the next batch
+/// would take the lock again at once, and a handler waiting for it (SQLite's
+/// busy handler retries every 1 to 100 ms) could miss every short window
+/// until its own busy timeout. With it, the events hold the lock at most a
+/// third of the time, so a waiting handler's next retry likely finds it free.
+fn give_way(held: Duration) {
+    std::thread::sleep(held.saturating_mul(2));
 }
 
 /// `?first, ?first+1, …` (`count` of them).
