@@ -721,3 +721,42 @@ async fn the_scheduler_runs_on_request_and_on_its_interval_then_stops() {
     assert_eq!(db.count("sessions"), 0);
     every.shutdown().await;
 }
+
+#[test]
+fn cancelling_stops_the_run_after_the_current_batch() {
+    let db = Db::new(
+        "CREATE TABLE item (id INTEGER PRIMARY KEY, deleted_at BIGINT);
+         CREATE TABLE sessions (id INTEGER PRIMARY KEY, expires_at BIGINT);",
+    );
+    db.conn
+        .execute("INSERT INTO item VALUES (1, ?1)", [ago(60)])
+        .unwrap();
+    db.conn
+        .execute("INSERT INTO sessions VALUES (1, ?1)", [ago(1)])
+        .unwrap();
+    let writer = Connection::open(&db.path).unwrap();
+    writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    // Shutdown arrives while the first table waits for the lock.
+    let cancel = AtomicBool::new(false);
+    let report = run_with(
+        &db.path,
+        &settings(EventsConfig::default()),
+        Trigger::Schedule,
+        &cancel,
+        &mut |_| cancel.store(true, std::sync::atomic::Ordering::Relaxed),
+    )
+    .unwrap();
+    writer.execute_batch("COMMIT").unwrap();
+
+    assert!(report.cancelled);
+    // The table it had begun is reported as stopped; the one it had not
+    // reached is not reported at all.
+    assert_eq!(report.tables.len(), 1, "{report:#?}");
+    assert_eq!(report.tables[0].table, "item");
+    assert_eq!(
+        report.tables[0].error.as_deref(),
+        Some("stopped: Elsinore is shutting down")
+    );
+    assert_eq!((db.count("item"), db.count("sessions")), (1, 1));
+}
