@@ -80,6 +80,7 @@ struct RestartOnly {
     shutdown_grace: Duration,
     watch: String,
     cors_origins: String,
+    events: String,
 }
 
 impl RestartOnly {
@@ -93,6 +94,7 @@ impl RestartOnly {
             shutdown_grace: config.shutdown_grace,
             watch: format!("{:?}", config.watch),
             cors_origins: format!("{:?}", config.cors_origins),
+            events: format!("{:?}", config.events),
         }
     }
 
@@ -128,6 +130,12 @@ impl RestartOnly {
             self.cors_origins.clone(),
             new.cors_origins.clone(),
         );
+        if self.events != new.events {
+            out.push(
+                "config.json `events` changed; the new schedule and retention take effect after a restart"
+                    .to_owned(),
+            );
+        }
         out
     }
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin;
+mod events_cmd;
 mod keys_cmd;
 mod live;
 mod operator;
@@ -46,6 +47,12 @@ enum Command {
         #[command(subcommand)]
         command: keys_cmd::KeysCommand,
     },
+    /// The framework events (SoftDeleteCleanup, SessionExpiry): run them
+    /// now, or list recent runs.
+    Events {
+        #[command(subcommand)]
+        verb: events_cmd::EventsVerb,
+    },
 }
 
 fn main() -> ExitCode {
@@ -60,6 +67,7 @@ fn main() -> ExitCode {
             print!("{}", plan.render_routes());
         }),
         Command::Keys { command } => keys_cmd::run(command),
+        Command::Events { verb } => events_cmd::run(verb),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
+use elsinore_events::EventScheduler;
 use elsinore_proxy::RouteTable;
 use elsinore_supervisor::{HandlerHandle, HandlerState};
 use elsinore_watch::FolderWatcher;
@@ -24,11 +25,16 @@ use tokio::net::TcpListener;
 
 use crate::live::{Live, ReloadReport};
 
+/// `GET /events` lists this many runs unless `?limit=` says otherwise.
+const DEFAULT_EVENTS_LIMIT: usize = 20;
+const MAX_EVENTS_LIMIT: usize = 500;
+
 /// What the operator endpoints read.
 #[derive(Debug, Clone)]
 pub struct Operator {
     pub live: Arc<Live>,
     pub watcher: Option<Arc<FolderWatcher>>,
+    pub events: EventScheduler,
 }
 
 /// Serves `listener` until `shutdown` resolves.
@@ -79,16 +85,66 @@ impl Operator {
                 };
                 reply(status, &report_json(&report))
             }
-            (_, "/healthz" | "/readyz" | "/routes" | "/reload") => reply(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &json!({"error": format!("{} is not allowed on {path}", request.method())}),
-            ),
+            (&Method::POST, "/events/run") => self.run_events().await,
+            (&Method::GET, "/events") => self.events_status(request.uri().query()).await,
+            (_, "/healthz" | "/readyz" | "/routes" | "/reload" | "/events/run" | "/events") => {
+                reply(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &json!({"error": format!("{} is not allowed on {path}", request.method())}),
+                )
+            }
             _ => reply(
                 StatusCode::NOT_FOUND,
                 &json!({
                     "error": format!("no operator endpoint {path}"),
-                    "endpoints": ["GET /healthz", "GET /readyz", "GET /routes", "POST /reload"],
+                    "endpoints": [
+                        "GET /healthz", "GET /readyz", "GET /routes", "POST /reload",
+                        "GET /events", "POST /events/run",
+                    ],
                 }),
+            ),
+        }
+    }
+
+    /// Runs SoftDeleteCleanup and SessionExpiry now (after any run in
+    /// progress) and answers the per-table counts.
+    async fn run_events(&self) -> Response<Full<Bytes>> {
+        match self.events.run_now().await {
+            Ok(report) => reply_serialized(StatusCode::OK, &report),
+            Err(err @ elsinore_events::Error::Stopped) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"error": err.to_string()}),
+            ),
+            Err(err) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"error": err.to_string()}),
+            ),
+        }
+    }
+
+    /// The schedule and the most recent runs (`?limit=N`, default 20, at
+    /// most 500).
+    async fn events_status(&self, query: Option<&str>) -> Response<Full<Bytes>> {
+        let limit = query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .find_map(|pair| pair.strip_prefix("limit="))
+            .map(str::parse::<usize>);
+        let limit = match limit {
+            None => DEFAULT_EVENTS_LIMIT,
+            Some(Ok(limit)) if (1..=MAX_EVENTS_LIMIT).contains(&limit) => limit,
+            Some(_) => {
+                return reply(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": format!("limit must be a number from 1 to {MAX_EVENTS_LIMIT}")}),
+                )
+            }
+        };
+        match self.events.status(limit).await {
+            Ok(status) => reply_serialized(StatusCode::OK, &status),
+            Err(err) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"error": err.to_string()}),
             ),
         }
     }
@@ -203,6 +259,16 @@ pub fn report_json(report: &ReloadReport) -> Value {
         "errors": report.errors,
         "warnings": report.warnings,
     })
+}
+
+fn reply_serialized(status: StatusCode, body: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    match serde_json::to_value(body) {
+        Ok(value) => reply(status, &value),
+        Err(err) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"error": format!("cannot encode the answer: {err}")}),
+        ),
+    }
 }
 
 fn reply(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {

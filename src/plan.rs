@@ -7,7 +7,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::bail;
-use elsinore_config::{Config, HandlerKind, HandlerSpec, Manifest, ProjectConfig};
+use elsinore_config::{
+    format_duration, Config, EventsConfig, HandlerKind, HandlerSpec, Manifest, ProjectConfig,
+};
 use elsinore_routes::{scan_hosts, Conflict, HostScan, HostTable, HostTableBuilder};
 
 /// One project with everything read from its folder.
@@ -103,6 +105,7 @@ impl Plan {
             let _ = writeln!(out, "admin:    http://{admin}");
         }
         let _ = writeln!(out, "database: {}", config.database.display());
+        let _ = writeln!(out, "events:   {}", describe_events(&config.events));
         let _ = writeln!(out, "\nprojects:");
         for project in &self.projects {
             let key = if project.config.key.is_some() {
@@ -210,6 +213,23 @@ fn program_exists(program: &str, project_dir: &Path) -> bool {
     }
     std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// `every 10m, retention 30d, batch 500[, N table settings]`.
+fn describe_events(events: &EventsConfig) -> String {
+    let schedule = events.interval.map_or_else(
+        || "on request only (interval off)".to_owned(),
+        |interval| format!("every {}", format_duration(interval)),
+    );
+    let mut text = format!(
+        "{schedule}, retention {}, batch {}",
+        format_duration(events.retention),
+        events.batch
+    );
+    if !events.tables.is_empty() {
+        let _ = write!(text, ", {} table settings", events.tables.len());
+    }
+    text
 }
 
 fn describe_handler(handler: &HandlerSpec) -> String {

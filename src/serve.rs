@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use elsinore_config::Config;
+use elsinore_events::EventScheduler;
 use elsinore_proxy::Proxy;
 use elsinore_store::Store;
 use elsinore_supervisor::{Supervisor, SupervisorSettings};
@@ -71,6 +72,17 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
             let _ = stop_rx.wait_for(|stop| *stop).await;
         }
     };
+    // Framework events run on their own thread, off the request path.
+    let events = match EventScheduler::start(
+        store.path(),
+        elsinore_events::Settings::new(config.events.clone()),
+    ) {
+        Ok(events) => events,
+        Err(err) => {
+            supervisor.shutdown().await;
+            return Err(err.into());
+        }
+    };
     if let Some(operator_listener) = operator_listener {
         let addr = operator_listener
             .local_addr()
@@ -78,6 +90,7 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
         let operator = Operator {
             live: live.clone(),
             watcher: watcher.clone(),
+            events: events.clone(),
         };
         tokio::spawn(operator::serve(operator_listener, operator, stopping()));
         if !addr.ip().is_loopback() {
@@ -104,6 +117,7 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     elsinore_proxy::serve(listener, proxy, stopping(), config.shutdown_grace).await;
+    events.shutdown().await;
     tracing::info!("stopping handlers");
     live.supervisor().shutdown().await;
     tracing::info!("bye");

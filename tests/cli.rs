@@ -55,6 +55,7 @@ fn check_prints_the_table_warnings_and_ok() {
     for expected in [
         "listen:   http://127.0.0.1:0",
         "database: DIR/data/elsinore.db",
+        "events:   every 10m, retention 30d, batch 500",
         "  alpha (DIR/alpha, 2 hosts, no key)",
         "  beta (DIR/beta, 2 hosts, key set)",
         "routes (3 hosts):",

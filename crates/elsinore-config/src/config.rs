@@ -10,6 +10,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 use crate::error::{ConfigError, Problem};
+use crate::events::{validate_events, EventsConfig, RawEvents};
 use crate::parse_duration;
 
 /// Where the public listener binds when `listen` is absent.
@@ -39,6 +40,8 @@ pub struct Config {
     /// Browser origins allowed to call the admin API (CORS); `"*"` only
     /// when written explicitly. Empty by default.
     pub cors_origins: Vec<String>,
+    /// The framework events (`events`); defaults when absent.
+    pub events: EventsConfig,
 }
 
 /// `watch` in config.json.
@@ -110,6 +113,7 @@ struct RawConfig {
     watch: Option<RawWatch>,
     projects: Vec<RawProject>,
     cors_origins: Option<Vec<String>>,
+    events: Option<RawEvents>,
 }
 
 #[derive(Deserialize)]
@@ -210,6 +214,7 @@ impl Config {
             .map(|watch| validate_watch(watch, &mut problems))
             .unwrap_or_default();
         let cors_origins = crate::origin::parse_origins(raw.cors_origins, &mut problems);
+        let events = validate_events(raw.events, &mut problems);
 
         let mut projects = Vec::with_capacity(raw.projects.len());
         let mut first_index_of: HashMap<String, usize> = HashMap::new();
@@ -242,6 +247,7 @@ impl Config {
                 watch,
                 projects,
                 cors_origins,
+                events,
             }),
             _ => Err(ConfigError::invalid(file, problems)),
         }
@@ -604,6 +610,34 @@ mod tests {
         );
         let err = fx.error(r#"{"listen": "127.0.0.1:1"}"#);
         assert!(err.contains("missing field `projects`"), "{err}");
+    }
+
+    #[test]
+    fn events_key_is_parsed_and_checked_in_place() {
+        let fx = Fixture::new(&["a"]);
+        let config = fx
+            .parse(r#"{"projects": ["a"], "events": {"interval": "off", "batch": 7}}"#)
+            .expect("valid");
+        assert_eq!(config.events.interval, None);
+        assert_eq!(config.events.batch, 7);
+        let err = fx.error(
+            r#"{"projects": ["a"],
+  "events": {"tables": {"t": {"retension": "7d"}}}}"#,
+        );
+        assert!(
+            err.starts_with("DIR/config.json:2:41: events.tables.t.retension: unknown field `retension`, expected one of `retention`, `soft_delete`, `session_expiry`"),
+            "{err}"
+        );
+        let err = fx.error(r#"{"projects": ["a"], "events": {"batch": -1}}"#);
+        assert!(
+            err.contains(": events.batch: invalid value: integer `-1`"),
+            "{err}"
+        );
+        let err = fx.error(r#"{"projects": ["a"], "events": {"interval": "10"}}"#);
+        assert!(
+            err.contains("DIR/config.json: events.interval: invalid duration \"10\""),
+            "{err}"
+        );
     }
 
     #[test]

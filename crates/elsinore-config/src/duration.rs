@@ -35,6 +35,23 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         .ok_or_else(err)
 }
 
+/// The inverse of [`parse_duration`]: the largest unit that is exact
+/// (`7d`, `90m`, `1500ms`).
+pub fn format_duration(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms >= size && ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,6 +64,15 @@ mod tests {
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
         assert_eq!(parse_duration(" 0s "), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn formats_back_in_the_largest_exact_unit() {
+        for text in ["7d", "12h", "90m", "45s", "1500ms", "0ms", "30d"] {
+            let duration = parse_duration(text).expect("valid");
+            assert_eq!(format_duration(duration), text);
+        }
+        assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
     }
 
     #[test]

@@ -10,13 +10,18 @@
 mod config;
 mod duration;
 mod error;
+mod events;
 mod hostname;
 mod manifest;
 mod origin;
 
 pub use config::{Config, ProjectConfig, ProjectKey, WatchMode, WatchSettings, DEFAULT_LISTEN};
-pub use duration::{parse_duration, DurationError};
+pub use duration::{format_duration, parse_duration, DurationError};
 pub use error::{ConfigError, Problem};
+pub use events::{
+    is_reserved_table, EventsConfig, TableEvents, DEFAULT_EVENTS_BATCH, DEFAULT_EVENTS_INTERVAL,
+    DEFAULT_EVENTS_RETENTION, RESERVED_TABLE_PREFIXES,
+};
 pub use hostname::{normalize_request_host, HostError, HostPattern, Hostname};
 pub use manifest::{HandlerKind, HandlerSpec, Manifest, MANIFEST_FILE, RESERVED_ENV};
 pub use origin::parse_origin;

@@ -17,6 +17,7 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Elsinore's schema changes, in order. Each runs once, in a transaction,
 /// and its number is recorded; never edit a released entry, append one.
+/// Numbers may be sparse: every entry not yet recorded in the file runs.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         1,
@@ -53,6 +54,27 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
          detail      TEXT NOT NULL DEFAULT ''
      );
      CREATE INDEX elsinore_audit_by_host ON elsinore_audit (host, at);",
+    ),
+    (
+        3,
+        "elsinore_event_runs",
+        // The framework events' run log (crate elsinore-events): one row per
+        // (run, event, table); times in epoch milliseconds.
+        "CREATE TABLE elsinore_event_runs (
+             id           INTEGER PRIMARY KEY AUTOINCREMENT,
+             run_id       INTEGER NOT NULL,
+             trigger      TEXT NOT NULL,
+             event        TEXT NOT NULL,
+             table_name   TEXT NOT NULL,
+             started_at   INTEGER NOT NULL,
+             finished_at  INTEGER NOT NULL,
+             rows_deleted INTEGER NOT NULL,
+             unreadable   INTEGER NOT NULL,
+             blocked      INTEGER NOT NULL,
+             error        TEXT
+         );
+         CREATE INDEX elsinore_event_runs_by_run ON elsinore_event_runs (run_id);
+         CREATE INDEX elsinore_event_runs_by_start ON elsinore_event_runs (started_at);",
     ),
 ];
 
@@ -178,7 +200,10 @@ impl Store {
                 known,
             });
         }
-        for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        // By "not recorded" rather than "above the highest": branches add
+        // numbers independently, so a file may have 3 and still lack 2.
+        let applied = self.applied_versions()?;
+        for &(version, name, sql) in MIGRATIONS.iter().filter(|m| !applied.contains(&m.0)) {
             let path = self.path.clone();
             let fail = move |source| StoreError::Sqlite {
                 path,
@@ -197,6 +222,17 @@ impl Store {
             tracing::info!(database = %self.path.display(), version, name, "applied migration");
         }
         Ok(())
+    }
+
+    fn applied_versions(&self) -> Result<Vec<i64>> {
+        let read = || -> rusqlite::Result<Vec<i64>> {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT version FROM elsinore_migrations")?;
+            let versions = stmt.query_map([], |row| row.get(0))?;
+            versions.collect()
+        };
+        read().map_err(|source| self.error("cannot read the applied migrations", source))
     }
 
     fn error(&self, context: &'static str, source: rusqlite::Error) -> StoreError {
@@ -218,10 +254,8 @@ mod tests {
         let path = dir.path().join("nested/data/elsinore.db");
         let store = Store::open(&path).expect("open");
         assert!(path.exists());
-        assert_eq!(
-            store.schema_version().expect("version"),
-            MIGRATIONS.len() as i64
-        );
+        let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+        assert_eq!(store.schema_version().expect("version"), latest);
         let mode: String = store
             .conn
             .query_row("PRAGMA journal_mode", [], |row| row.get(0))
@@ -238,6 +272,31 @@ mod tests {
             })
             .expect("count");
         assert_eq!(count, MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn applies_a_lower_numbered_migration_the_file_lacks() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("elsinore.db");
+        let store = Store::open(&path).expect("open");
+        // As if this file had been migrated by a build without migration 1.
+        store
+            .conn
+            .execute_batch(
+                "DROP TABLE host_secrets; DELETE FROM elsinore_migrations WHERE version = 1;",
+            )
+            .expect("forget migration 1");
+        drop(store);
+        let store = Store::open(&path).expect("reopen");
+        let tables: i64 = store
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('host_secrets', 'elsinore_event_runs')",
+                [],
+                |row| row.get(0),
+            )
+            .expect("tables");
+        assert_eq!(tables, 2);
     }
 
     #[test]

@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS theatre_post (
     title TEXT NOT NULL,
     body TEXT NOT NULL DEFAULT '',
     created_at BIGINT NOT NULL,
-    deleted_at BIGINT
+    deleted_at BIGINT -- elsinore:retention=7d
 );
 CREATE INDEX IF NOT EXISTS theatre_post_host_id ON theatre_post(host, id);
 """

@@ -1,0 +1,397 @@
+//! One run of both events over the whole database: plan the (event, table)
+//! jobs, drive them with passes that give way to busy writers, write the
+//! run log, log one summary line.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::Connection;
+
+use crate::discover::{self, TableInfo};
+use crate::job::{Job, Step};
+use crate::report::{Event, RetentionSource, RunReport, Skipped, TableReport, Trigger};
+use crate::runlog;
+use crate::settings::Settings;
+use crate::{Error, Result};
+
+/// After this many tables in a row met `SQLITE_BUSY`, a pass stops trying
+/// the rest: the database is locked, and each attempt costs a busy timeout.
+const BUSY_STREAK_LIMIT: u32 = 2;
+
+/// Something a run went through, for observers (tests) that must act at
+/// that moment.
+#[derive(Debug)]
+pub(crate) enum Progress<'a> {
+    /// A table met `SQLITE_BUSY` after waiting the busy timeout.
+    Busy { event: Event, table: &'a str },
+}
+
+/// Runs `SoftDeleteCleanup` then `SessionExpiry` on every table of the
+/// database at `database`, now. Failures of single tables are in the
+/// report; `Err` only when the database cannot be opened or listed.
+pub fn run_once(database: &Path, settings: &Settings, trigger: Trigger) -> Result<RunReport> {
+    run_with(
+        database,
+        settings,
+        trigger,
+        &AtomicBool::new(false),
+        &mut log_progress,
+    )
+}
+
+/// The observer of runs nobody else watches: debug lines.
+pub(crate) fn log_progress(progress: Progress<'_>) {
+    match progress {
+        Progress::Busy { event, table } => tracing::debug!(
+            event = event.as_str(),
+            table,
+            "events: database busy; this table is retried later in the run"
+        ),
+    }
+}
+
+pub(crate) fn run_with(
+    database: &Path,
+    settings: &Settings,
+    trigger: Trigger,
+    cancel: &AtomicBool,
+    observe: &mut dyn FnMut(Progress<'_>),
+) -> Result<RunReport> {
+    let mut conn = open(database, settings)?;
+    let started_at = now_ms();
+    let tables = discover::tables(&conn).map_err(|source| Error::Sqlite {
+        path: database.to_owned(),
+        context: "cannot list the tables",
+        source,
+    })?;
+    let mut plan = plan(&tables, settings, started_at);
+    let cancelled = drive(&mut conn, &mut plan.jobs, settings, cancel, observe);
+
+    let tables: Vec<TableReport> = plan
+        .jobs
+        .into_iter()
+        .filter(|job| job.started)
+        .map(|job| job.report)
+        .collect();
+    let sum = |f: fn(&TableReport) -> u64| tables.iter().map(f).sum();
+    let mut report = RunReport {
+        run_id: None,
+        trigger,
+        started_at,
+        finished_at: now_ms(),
+        deleted: sum(|t| t.deleted),
+        unreadable: sum(|t| t.unreadable),
+        blocked: sum(|t| t.blocked),
+        errors: sum(|t| u64::from(t.error.is_some())),
+        tables,
+        skipped: plan.skipped,
+        warnings: plan.warnings,
+        cancelled,
+        log_error: None,
+    };
+    if !report.tables.is_empty() {
+        match runlog::write(&mut conn, &report, settings.busy_passes) {
+            Ok(run_id) => report.run_id = Some(run_id),
+            Err(err) => report.log_error = Some(format!("cannot write elsinore_event_runs: {err}")),
+        }
+    }
+    log_summary(&report);
+    Ok(report)
+}
+
+/// Opens and migrates the database (so the run log exists even on a file
+/// no `serve` of this version has opened yet); never creates it.
+fn open(database: &Path, settings: &Settings) -> Result<Connection> {
+    if !database.is_file() {
+        return Err(Error::Missing {
+            path: database.to_owned(),
+        });
+    }
+    let conn = elsinore_store::Store::open(database)?.into_connection();
+    conn.busy_timeout(settings.busy_timeout)
+        .map_err(|source| Error::Sqlite {
+            path: database.to_owned(),
+            context: "cannot set the busy timeout",
+            source,
+        })?;
+    Ok(conn)
+}
+
+struct Plan {
+    jobs: Vec<Job>,
+    skipped: Vec<Skipped>,
+    warnings: Vec<String>,
+}
+
+/// Which (event, table) pairs run, with which cutoff.
+fn plan(tables: &[TableInfo], settings: &Settings, now: i64) -> Plan {
+    let config = &settings.events;
+    let mut plan = Plan {
+        jobs: Vec::new(),
+        skipped: Vec::new(),
+        warnings: Vec::new(),
+    };
+    for event in [Event::SoftDeleteCleanup, Event::SessionExpiry] {
+        for table in tables {
+            let Some(column) = table.column(event.column()) else {
+                continue;
+            };
+            let skip = |reason: String| Skipped {
+                event,
+                table: table.name.clone(),
+                reason,
+            };
+            let overrides = config.table(&table.name);
+            let opted_out = overrides.is_some_and(|o| match event {
+                Event::SoftDeleteCleanup => !o.soft_delete,
+                Event::SessionExpiry => !o.session_expiry,
+            });
+            if opted_out {
+                let key = match event {
+                    Event::SoftDeleteCleanup => "soft_delete",
+                    Event::SessionExpiry => "session_expiry",
+                };
+                plan.skipped.push(skip(format!(
+                    "config.json events.tables.{}.{key} is false",
+                    table.name
+                )));
+                continue;
+            }
+            let Some(key) = table.key() else {
+                plan.skipped.push(skip(
+                    "its columns are named rowid, _rowid_ and oid, so rows cannot be addressed"
+                        .to_owned(),
+                ));
+                continue;
+            };
+            let (retention, source, cutoff) = match event {
+                Event::SessionExpiry => (None, None, now),
+                Event::SoftDeleteCleanup => {
+                    let (retention, source) = retention(
+                        table,
+                        overrides.and_then(|o| o.retention),
+                        settings,
+                        &mut plan.warnings,
+                    );
+                    let ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
+                    let cutoff = now.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX));
+                    (Some(ms), Some(source), cutoff)
+                }
+            };
+            plan.jobs.push(Job::new(
+                TableReport {
+                    event,
+                    table: table.name.clone(),
+                    column: column.to_owned(),
+                    retention_ms: retention,
+                    retention_from: source,
+                    cutoff,
+                    deleted: 0,
+                    unreadable: 0,
+                    blocked: 0,
+                    batches: 0,
+                    busy: 0,
+                    started_at: 0,
+                    finished_at: 0,
+                    error: None,
+                },
+                key,
+            ));
+        }
+    }
+    for name in config.tables.keys() {
+        match tables.iter().find(|t| t.name.eq_ignore_ascii_case(name)) {
+            None => plan.warnings.push(format!(
+                "config.json events.tables.{name}: no table of that name in the database"
+            )),
+            Some(t) if t.column("deleted_at").is_none() && t.column("expires_at").is_none() => {
+                plan.warnings.push(format!(
+                    "config.json events.tables.{name}: the table has no deleted_at or expires_at column"
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    plan
+}
+
+/// config.json beats the table's annotation beats the global default.
+fn retention(
+    table: &TableInfo,
+    configured: Option<Duration>,
+    settings: &Settings,
+    warnings: &mut Vec<String>,
+) -> (Duration, RetentionSource) {
+    if let Some(retention) = configured {
+        return (retention, RetentionSource::Config);
+    }
+    match table.annotation() {
+        Some(Ok(retention)) => (retention, RetentionSource::Annotation),
+        Some(Err(why)) => {
+            warnings.push(format!("{why}; using the default retention"));
+            (settings.events.retention, RetentionSource::Default)
+        }
+        None => (settings.events.retention, RetentionSource::Default),
+    }
+}
+
+/// Runs the jobs in passes; a job that meets `SQLITE_BUSY` waits for the
+/// next pass. Returns whether the run was cancelled.
+fn drive(
+    conn: &mut Connection,
+    jobs: &mut [Job],
+    settings: &Settings,
+    cancel: &AtomicBool,
+    observe: &mut dyn FnMut(Progress<'_>),
+) -> bool {
+    let batch = settings.events.batch.max(1);
+    let mut pending: Vec<usize> = (0..jobs.len()).collect();
+    for _pass in 0..settings.busy_passes.max(1) {
+        let mut busy_streak = 0;
+        let mut again = Vec::new();
+        for index in pending {
+            if cancel.load(Ordering::Relaxed) {
+                stop_cancelled(jobs);
+                return true;
+            }
+            let job = &mut jobs[index];
+            if busy_streak >= BUSY_STREAK_LIMIT {
+                again.push(index);
+                continue;
+            }
+            if !job.started {
+                job.started = true;
+                job.report.started_at = now_ms();
+            }
+            let batches_before = job.report.batches;
+            let outcome = loop {
+                if cancel.load(Ordering::Relaxed) {
+                    break Ok(None);
+                }
+                match job.step(conn, batch) {
+                    Ok(Step::More) => continue,
+                    Ok(step) => break Ok(Some(step)),
+                    Err(err) => break Err(err),
+                }
+            };
+            match outcome {
+                Ok(None) => {
+                    stop_cancelled(jobs);
+                    return true;
+                }
+                Ok(Some(Step::Busy)) => {
+                    job.report.busy += 1;
+                    if job.report.batches > batches_before {
+                        busy_streak = 0;
+                    }
+                    busy_streak += 1;
+                    observe(Progress::Busy {
+                        event: job.report.event,
+                        table: &job.report.table,
+                    });
+                    again.push(index);
+                }
+                Ok(Some(_done)) => {
+                    busy_streak = 0;
+                    finish(job, conn, None);
+                }
+                Err(err) => {
+                    busy_streak = 0;
+                    finish(job, conn, Some(err.to_string()));
+                }
+            }
+        }
+        pending = again;
+        if pending.is_empty() {
+            break;
+        }
+    }
+    for index in pending {
+        let job = &mut jobs[index];
+        job.started = true;
+        if job.report.started_at == 0 {
+            job.report.started_at = now_ms();
+        }
+        let why = format!(
+            "database busy: other writers held it through {} attempts ({:?} each); the rest waits for the next run",
+            settings.busy_passes.max(1),
+            settings.busy_timeout
+        );
+        finish(job, conn, Some(why));
+    }
+    false
+}
+
+fn finish(job: &mut Job, conn: &Connection, error: Option<String>) {
+    match job.count_unreadable(conn) {
+        Ok(n) => job.report.unreadable = n,
+        Err(err) => {
+            job.report
+                .error
+                .get_or_insert(format!("cannot count unreadable values: {err}"));
+        }
+    }
+    if let Some(error) = error {
+        job.report.error = Some(error);
+    }
+    job.report.finished_at = now_ms();
+}
+
+/// Jobs that had begun end with an error; the others are dropped.
+fn stop_cancelled(jobs: &mut [Job]) {
+    for job in jobs
+        .iter_mut()
+        .filter(|j| j.started && j.report.finished_at == 0)
+    {
+        job.report.error = Some("stopped: Elsinore is shutting down".to_owned());
+        job.report.finished_at = now_ms();
+    }
+}
+
+fn log_summary(report: &RunReport) {
+    let detail: Vec<String> = report
+        .tables
+        .iter()
+        .filter(|t| t.deleted > 0 || t.unreadable > 0 || t.blocked > 0 || t.error.is_some())
+        .map(|t| {
+            let mut line = format!("{} {}: deleted {}", t.event.as_str(), t.table, t.deleted);
+            if t.unreadable > 0 {
+                line.push_str(&format!(", unreadable {}", t.unreadable));
+            }
+            if t.blocked > 0 {
+                line.push_str(&format!(", blocked {}", t.blocked));
+            }
+            if let Some(error) = &t.error {
+                line.push_str(&format!(", error: {error}"));
+            }
+            line
+        })
+        .collect();
+    for warning in &report.warnings {
+        tracing::warn!("events: {warning}");
+    }
+    if let Some(error) = &report.log_error {
+        tracing::warn!("events: {error}");
+    }
+    tracing::info!(
+        trigger = report.trigger.as_str(),
+        run_id = report.run_id,
+        tables = report.tables.len(),
+        deleted = report.deleted,
+        unreadable = report.unreadable,
+        blocked = report.blocked,
+        errors = report.errors,
+        cancelled = report.cancelled,
+        elapsed_ms = report.finished_at - report.started_at,
+        detail = %detail.join("; "),
+        "events run finished"
+    );
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
