@@ -8,7 +8,6 @@ use anyhow::Context as _;
 use elsinore_config::Config;
 use elsinore_keys::{KeyRing, KeyStore, WATCH_INTERVAL};
 use elsinore_proxy::{AdminApi, TableRefresh};
-use elsinore_watch::FolderWatcher;
 
 use crate::live::Live;
 
@@ -47,18 +46,17 @@ impl Keys {
 #[derive(Debug)]
 pub struct LiveRescan {
     live: Arc<Live>,
-    watcher: Option<Arc<FolderWatcher>>,
 }
 
 impl LiveRescan {
-    pub fn new(live: Arc<Live>, watcher: Option<Arc<FolderWatcher>>) -> Self {
-        Self { live, watcher }
+    pub fn new(live: Arc<Live>) -> Self {
+        Self { live }
     }
 }
 
 impl TableRefresh for LiveRescan {
     fn request_rescan(&self) {
-        match &self.watcher {
+        match self.live.watcher() {
             Some(watcher) => watcher.poke(),
             None => {
                 let live = self.live.clone();

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -19,7 +19,7 @@ use elsinore_config::{Config, Manifest, MANIFEST_FILE};
 use elsinore_proxy::{ProjectRoute, RouteTable};
 use elsinore_routes::{scan_hosts, HOSTS_DIR};
 use elsinore_supervisor::{HandlerHandle, Supervisor};
-use elsinore_watch::Target;
+use elsinore_watch::{FolderWatcher, Target};
 use tokio::sync::Mutex;
 
 use crate::plan::{decide_owners, Plan, ProjectPlan};
@@ -152,6 +152,7 @@ pub struct Live {
     last_reload: ArcSwap<ReloadReport>,
     pending_restart: ArcSwap<Vec<String>>,
     watch_targets: ArcSwap<Vec<Target>>,
+    watcher: OnceLock<Arc<FolderWatcher>>,
     swaps: AtomicU64,
 }
 
@@ -169,6 +170,7 @@ impl Live {
             last_reload: ArcSwap::from_pointee(ReloadReport::new("startup")),
             pending_restart: ArcSwap::from_pointee(Vec::new()),
             watch_targets: ArcSwap::from_pointee(Vec::new()),
+            watcher: OnceLock::new(),
             swaps: AtomicU64::new(0),
         });
         let mut applied = live.applied.lock().await;
@@ -218,9 +220,33 @@ impl Live {
         self.swaps.load(Ordering::Acquire)
     }
 
-    /// The folders whose changes make a reload necessary.
-    pub fn watch_targets(&self) -> Vec<Target> {
-        self.watch_targets.load().as_ref().clone()
+    /// Hands the watcher to the live state, which points it at the right
+    /// folders now and after every reload, whatever triggered it.
+    pub fn attach_watcher(&self, watcher: Arc<FolderWatcher>) {
+        if self.watcher.set(watcher).is_ok() {
+            // Nothing was applied without a watch yet: no second look.
+            self.rewatch(false);
+        }
+    }
+
+    /// The watcher, if one runs.
+    pub fn watcher(&self) -> Option<&Arc<FolderWatcher>> {
+        self.watcher.get()
+    }
+
+    /// Points the watcher at the folders of the applied projects;
+    /// `look_again`: rescan once more if a folder is watched only now.
+    fn rewatch(&self, look_again: bool) {
+        let Some(watcher) = self.watcher.get() else {
+            return;
+        };
+        match watcher.set_targets(self.watch_targets.load().as_ref().clone()) {
+            // A folder watched only now (a new project, a new hosts/) may
+            // have changed before its watch began: look once more.
+            Ok(true) if look_again => watcher.poke(),
+            Ok(_) => {}
+            Err(err) => tracing::error!(error = %err, "cannot watch project folders"),
+        }
     }
 
     /// Reads everything again and applies what changed; logs and returns
@@ -234,6 +260,7 @@ impl Live {
             self.apply(&mut applied, candidate, &mut report).await;
         }
         drop(applied);
+        self.rewatch(true);
         report.took = started.elapsed();
         report.at = SystemTime::now();
         let previous_errors = &self.last_reload.load().errors;

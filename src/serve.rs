@@ -59,10 +59,7 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
     let live = Live::start(plan, supervisor.clone()).await?;
     let watcher = start_watching(&live, &config);
     spawn_sighup_reloads(live.clone());
-    let admin = keys.into_api(
-        &config,
-        Arc::new(LiveRescan::new(live.clone(), watcher.clone())),
-    );
+    let admin = keys.into_api(&config, Arc::new(LiveRescan::new(live.clone())));
     let proxy = Arc::new(Proxy::new(live.table()).with_admin(admin));
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -139,21 +136,12 @@ fn start_watching(live: &Arc<Live>, config: &Config) -> Option<Arc<FolderWatcher
             return None;
         }
     };
-    if let Err(err) = watcher.set_targets(live.watch_targets()) {
-        tracing::error!(error = %err, "cannot watch project folders");
-    }
+    live.attach_watcher(watcher.clone());
     let (live, looping) = (live.clone(), watcher.clone());
     tokio::spawn(async move {
         loop {
             looping.changed().await;
             live.reload("file change").await;
-            match looping.set_targets(live.watch_targets()) {
-                // A folder watched only now (a new project, a new hosts/)
-                // may have changed before its watch began: look once more.
-                Ok(true) => looping.poke(),
-                Ok(false) => {}
-                Err(err) => tracing::error!(error = %err, "cannot watch project folders"),
-            }
         }
     });
     Some(watcher)

@@ -478,3 +478,22 @@ async fn a_removed_project_finishes_its_in_flight_requests_before_its_handler_st
         !alive(beta_pid)
     });
 }
+
+#[tokio::test]
+async fn a_project_added_by_post_reload_has_its_hosts_watched() {
+    let ws = Workspace::new();
+    ws.project("alpha", &["alpha.test"], &echo_manifest());
+    let beta = ws.project("beta", &["beta.test"], &echo_manifest());
+    let server = Server::start(&ws.config_with(json!(["alpha"]), json!({})));
+
+    ws.config_with(json!(["alpha", "beta"]), json!({}));
+    let reply = server.op("POST", "/reload").send().await;
+    assert_eq!(reply.status, StatusCode::OK);
+    server.logs.wait_for("+ project beta");
+    // Whichever reload added beta, its hosts/ is watched from then on.
+    std::fs::create_dir(beta.join("hosts/later.test")).unwrap();
+    until("later.test serves", || async {
+        status(&server, "later.test").await == StatusCode::OK
+    })
+    .await;
+}
