@@ -1,0 +1,293 @@
+#!/usr/bin/env python3
+"""Elsinore vs nginx vs direct, side by side on this machine, in one run.
+
+Usage: python3 bench/run.py [--duration 10] [--warmup 2] [--quick]
+
+Starts, all on 127.0.0.1: two fixed-body backends (100 B and 16 KiB,
+`bench-backend` from crates/elsinore-bench), nginx as a reverse proxy to
+them (upstream keepalive, HTTP/1.1, access log off, one worker per core),
+Elsinore with one project per backend (`url` handlers, warn-level logs),
+and a second Elsinore whose table holds 10,000 hosts. Then runs wrk for
+every scenario, alternating nginx and Elsinore so that drift hits both, and
+prints one table with the ratios. See bench/README.md for method and
+caveats.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASE = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release")
+PROCS = []
+
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_tools():
+    missing = [tool for tool in ("wrk", "nginx") if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}")]
+    if missing:
+        log(f"installing {' '.join(missing)} (apt-get)")
+        packages = ["wrk" if m == "wrk" else "nginx-light" for m in missing]
+        subprocess.run(["apt-get", "install", "-y", *packages], check=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    log("building release binaries")
+    subprocess.run(["cargo", "build", "--release", "--bin", "elsinore", "--bin", "bench-backend"],
+                   cwd=ROOT, check=True)
+
+
+def start(argv, ready_text=None, env=None, stdout=subprocess.PIPE):
+    proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})})
+    PROCS.append(proc)
+    if ready_text:
+        deadline = time.time() + 30
+        for line in proc.stdout:
+            if ready_text in line:
+                break
+            if time.time() > deadline:
+                raise RuntimeError(f"{argv[0]} not ready: {line}")
+        else:
+            raise RuntimeError(f"{argv[0]} exited before {ready_text!r}")
+        # Keep draining its output so it never blocks on a full pipe.
+        subprocess.Popen(["cat"], stdin=proc.stdout, stdout=subprocess.DEVNULL)
+    return proc
+
+
+def wait_port(port, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def start_backends():
+    ports = {}
+    for name, size in (("100B", 100), ("16KiB", 16384)):
+        port = free_port()
+        start([os.path.join(RELEASE, "bench-backend"), "--port", str(port), "--body-bytes", str(size),
+               "--threads", "1"], ready_text="ready on")
+        ports[name] = port
+    return ports
+
+
+def start_nginx(work, backends):
+    port = free_port()
+    conf = os.path.join(work, "nginx.conf")
+    upstreams = "".join(
+        f"  upstream b{name} {{ server 127.0.0.1:{p}; keepalive 128; }}\n" for name, p in backends.items())
+    locations = "".join(
+        f"    location /{name} {{ proxy_pass http://b{name}/; proxy_http_version 1.1;"
+        f" proxy_set_header Connection \"\"; proxy_set_header Host $host; }}\n" for name in backends)
+    with open(conf, "w") as f:
+        f.write(f"""worker_processes {os.cpu_count()};
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+daemon off;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+{upstreams}  server {{
+    listen 127.0.0.1:{port} reuseport;
+{locations}  }}
+}}
+""")
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    start([nginx, "-c", conf, "-p", work], stdout=subprocess.DEVNULL)
+    wait_port(port)
+    return port
+
+
+def write_project(root, name, backend_port, hosts):
+    project = os.path.join(root, name)
+    os.makedirs(os.path.join(project, "hosts"), exist_ok=True)
+    with open(os.path.join(project, "project.toml"), "w") as f:
+        f.write(f'[[handler]]\nname = "backend"\nurl = "http://127.0.0.1:{backend_port}"\n')
+    for host in hosts:
+        os.makedirs(os.path.join(project, "hosts", host), exist_ok=True)
+    return project
+
+
+def start_elsinore(work, name, backends, extra_hosts=0):
+    root = os.path.join(work, name)
+    os.makedirs(root)
+    projects = []
+    for body, port in backends.items():
+        hosts = [f"{body.lower()}.bench"]
+        if body == "100B":
+            hosts += [f"tenant{i}.bench" for i in range(extra_hosts)]
+        projects.append(write_project(root, f"p{body}", port, hosts))
+    port, admin = free_port(), free_port()
+    config = os.path.join(root, "config.json")
+    with open(config, "w") as f:
+        json.dump({"listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin}",
+                   "database": "data/elsinore.db", "projects": projects}, f)
+    proc = start([os.path.join(RELEASE, "elsinore"), "serve", "--config", config],
+                 ready_text="listening on http://", env={"RUST_LOG": "warn,elsinore::serve=info"})
+    return proc, port, admin
+
+
+def parse_wrk(output):
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+
+    def pct(p):
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
+        value, unit = float(m.group(1)), m.group(2)
+        return value * {"us": 1, "ms": 1000, "s": 1_000_000}[unit]
+
+    errors = 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if m:
+        errors += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    return {"rps": rps, "p50": pct(50), "p99": pct(99), "errors": errors}
+
+
+def wrk(url, host, conns, keepalive, duration, warmup):
+    threads = 1 if conns == 1 else min(2, conns)
+    args = ["wrk", f"-t{threads}", f"-c{conns}", "--latency", "-H", f"Host: {host}"]
+    if not keepalive:
+        args += ["-H", "Connection: close"]
+    subprocess.run(args + [f"-d{warmup}s", url], capture_output=True, text=True)
+    out = subprocess.run(args + [f"-d{duration}s", url], capture_output=True, text=True).stdout
+    return parse_wrk(out)
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def idle_connections(port, host, count):
+    socks = []
+    request = f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(request)
+        s.recv(65536)
+        socks.append(s)
+    return socks
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up before each run")
+    parser.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-up (a smoke test, not numbers)")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.warmup = 3, 1
+
+    ensure_tools()
+    work = tempfile.mkdtemp(prefix="elsinore-bench-")
+    results = []
+    try:
+        backends = start_backends()
+        nginx = start_nginx(work, backends)
+        elsinore, e_port, _ = start_elsinore(work, "one", backends)
+        many, m_port, m_admin = start_elsinore(work, "many", backends, extra_hosts=10_000)
+
+        # Idle RSS and the cost of rebuilding the 10,000-host table.
+        time.sleep(1)
+        rss_idle = rss_kib(many.pid)
+        with urllib.request.urlopen(urllib.request.Request(
+                f"http://127.0.0.1:{m_admin}/reload", method="POST")) as r:
+            reload_ms = json.load(r)["took_ms"]
+
+        for conns in (1, 64):
+            for body in ("100B", "16KiB"):
+                for keepalive in (True, False):
+                    host = f"{body.lower()}.bench"
+                    label = f"c={conns:<2} {body:>5} {'keep-alive' if keepalive else 'new conn  '}"
+                    row = {"scenario": label}
+                    row["direct"] = wrk(f"http://127.0.0.1:{backends[body]}/", host, conns, keepalive,
+                                        args.duration, args.warmup)
+                    # Alternate: nginx, Elsinore, Elsinore(10k), nginx again, Elsinore again.
+                    n1 = wrk(f"http://127.0.0.1:{nginx}/{body}", host, conns, keepalive, args.duration, args.warmup)
+                    e1 = wrk(f"http://127.0.0.1:{e_port}/", host, conns, keepalive, args.duration, args.warmup)
+                    if keepalive and body == "100B":
+                        row["elsinore_10k"] = wrk(f"http://127.0.0.1:{m_port}/", "tenant9999.bench", conns,
+                                                  keepalive, args.duration, args.warmup)
+                    n2 = wrk(f"http://127.0.0.1:{nginx}/{body}", host, conns, keepalive, args.duration, args.warmup)
+                    e2 = wrk(f"http://127.0.0.1:{e_port}/", host, conns, keepalive, args.duration, args.warmup)
+                    row["nginx"] = average(n1, n2)
+                    row["elsinore"] = average(e1, e2)
+                    results.append(row)
+                    log(f"{label}: nginx {row['nginx']['rps']:.0f} req/s, elsinore {row['elsinore']['rps']:.0f} req/s")
+
+        socks = idle_connections(m_port, "tenant1.bench", 1000)
+        time.sleep(1)
+        rss_conns = rss_kib(many.pid)
+        for s in socks:
+            s.close()
+    finally:
+        for proc in PROCS:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in PROCS:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+    print_table(results)
+    print()
+    print(f"Elsinore RSS, 10,000 hosts, idle:                 {rss_idle / 1024:.1f} MiB")
+    print(f"Elsinore RSS, 10,000 hosts, 1,000 idle keep-alive: {rss_conns / 1024:.1f} MiB")
+    print(f"Rebuild + swap of the 10,000-host table (POST /reload took_ms): {reload_ms:.1f} ms")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"runs": results, "rss_idle_kib": rss_idle, "rss_1000_conns_kib": rss_conns,
+                       "reload_10k_ms": reload_ms, "duration_s": args.duration}, f, indent=2)
+
+
+def average(a, b):
+    return {k: (a[k] + b[k]) / 2 if k != "errors" else a[k] + b[k] for k in a}
+
+
+def print_table(results):
+    print(f"{'scenario':<28} {'direct':>16} {'nginx':>24} {'elsinore':>24} {'E/nginx':>8} {'E/direct':>8} "
+          f"{'p50 E-direct':>12} {'10k/1 host':>10}")
+    print(f"{'':<28} {'req/s':>8} {'p50/p99µs':>7} {'req/s':>8} {'p50/p99 µs':>15} {'req/s':>8} {'p50/p99 µs':>15}")
+    for row in results:
+        d, n, e = row["direct"], row["nginx"], row["elsinore"]
+        ten = row.get("elsinore_10k")
+        ten_ratio = f"{ten['rps'] / e['rps']:.3f}" if ten else ""
+        errors = d["errors"] + n["errors"] + e["errors"] + (ten["errors"] if ten else 0)
+        print(f"{row['scenario']:<28} {d['rps']:>8.0f} {d['p50']:>3.0f}/{d['p99']:<4.0f}"
+              f" {n['rps']:>8.0f} {n['p50']:>6.0f}/{n['p99']:<8.0f} {e['rps']:>8.0f} {e['p50']:>6.0f}/{e['p99']:<8.0f}"
+              f" {e['rps'] / n['rps']:>8.2f} {e['rps'] / d['rps']:>8.2f} {e['p50'] - d['p50']:>10.0f}µs {ten_ratio:>10}"
+              + (f"  ({errors} errors)" if errors else ""))
+
+
+if __name__ == "__main__":
+    main()

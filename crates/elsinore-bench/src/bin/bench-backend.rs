@@ -1,0 +1,59 @@
+//! `bench-backend --port P --body-bytes N`: answers every request with
+//! `200 OK` and N bytes of `x`, over HTTP/1.1 keep-alive, as fast as hyper
+//! can. It prints `ready on 127.0.0.1:P` once it listens.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{header, Response};
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut port: u16 = 0;
+    let mut body_bytes: usize = 100;
+    let mut threads: usize = 1;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let value = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
+        match arg.as_str() {
+            "--port" => port = value.parse()?,
+            "--body-bytes" => body_bytes = value.parse()?,
+            "--threads" => threads = value.parse()?,
+            other => return Err(format!("unknown option {other}").into()),
+        }
+    }
+    let body = Bytes::from(vec![b'x'; body_bytes]);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()?
+        .block_on(serve(port, body))
+}
+
+async fn serve(port: u16, body: Bytes) -> Result<(), Box<dyn std::error::Error>> {
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    println!("ready on {}", listener.local_addr()?);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let body = body.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |_request| {
+                let mut response = Response::new(Full::new(body.clone()));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("text/plain"),
+                );
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
