@@ -42,6 +42,9 @@ pub struct ReloadReport {
     /// Things applied but worth knowing (skipped folders, conflicts,
     /// settings that need a restart).
     pub warnings: Vec<String>,
+    /// How many of `errors` are refused certificates: at startup those
+    /// leave a host without HTTPS instead of stopping everything.
+    pub certificate_errors: usize,
 }
 
 impl ReloadReport {
@@ -54,6 +57,7 @@ impl ReloadReport {
             changes: Vec::new(),
             errors: Vec::new(),
             warnings: Vec::new(),
+            certificate_errors: 0,
         }
     }
 
@@ -79,6 +83,7 @@ struct RestartOnly {
     database: PathBuf,
     shutdown_grace: Duration,
     watch: String,
+    tls_listen: Option<std::net::SocketAddr>,
 }
 
 impl RestartOnly {
@@ -91,6 +96,7 @@ impl RestartOnly {
             database: config.database.clone(),
             shutdown_grace: config.shutdown_grace,
             watch: format!("{:?}", config.watch),
+            tls_listen: config.tls_listen,
         }
     }
 
@@ -121,6 +127,10 @@ impl RestartOnly {
             format!("{:?}", new.shutdown_grace),
         );
         check("watch", self.watch.clone(), new.watch.clone());
+        let tls = |addr: Option<std::net::SocketAddr>| {
+            addr.map_or_else(|| "(none)".to_owned(), |addr| addr.to_string())
+        };
+        check("tls_listen", tls(self.tls_listen), tls(new.tls_listen));
         out
     }
 }
@@ -169,9 +179,14 @@ impl Live {
         for warning in &report.warnings {
             tracing::warn!("{warning}");
         }
-        if !report.ok() {
+        if report.errors.len() > report.certificate_errors {
             live.supervisor.shutdown().await;
             anyhow::bail!("{}", report.errors.join("\n"));
+        }
+        // Only refused certificates are left: their hosts are served
+        // without HTTPS until the files are fixed.
+        for error in &report.errors {
+            tracing::error!("{error}");
         }
         live.last_reload.store(Arc::new(report));
         Ok(live)
@@ -457,12 +472,24 @@ impl Live {
                 ));
             }
         }
+        // Certificates belong to the same snapshot as the hosts they serve.
+        let cert_sources = match self.running.tls_listen {
+            Some(_) => crate::tls::cert_sources(&candidate.config, &routes),
+            None => Vec::new(),
+        };
+        let certs = old_table.certs.rebuild(&cert_sources, SystemTime::now());
         let new_table = RouteTable {
             hosts: owners.map(|&index| routes[index].clone()),
             projects: routes,
             conflicts,
+            certs: Arc::new(certs.store),
+            redirect_http: candidate.config.redirect_http,
         };
         report.changes = describe_changes(&old_table, &new_table, applied, &next);
+        report.changes.extend(certs.changes);
+        report.certificate_errors += certs.errors.len();
+        report.errors.extend(certs.errors);
+        report.warnings.extend(certs.warnings);
         self.table.store(Arc::new(new_table));
         self.swaps.fetch_add(1, Ordering::AcqRel);
         report.swapped = true;
@@ -493,8 +520,9 @@ impl Live {
             });
         }
 
-        self.watch_targets
-            .store(Arc::new(watch_targets(&self.config_path, &next)));
+        let mut targets = watch_targets(&self.config_path, &next);
+        targets.extend(crate::tls::watch_targets(&cert_sources));
+        self.watch_targets.store(Arc::new(targets));
         *applied = next;
     }
 }

@@ -6,10 +6,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod dev_cert;
 mod live;
 mod operator;
 mod plan;
 mod serve;
+mod tls;
 
 /// Hostname-routed front door for multi-project servers.
 #[derive(Debug, Parser)]
@@ -39,6 +41,21 @@ enum Command {
         #[arg(long, default_value = "config.json")]
         config: PathBuf,
     },
+    /// Write a self-signed certificate for local development into
+    /// <project>/hosts/HOSTNAME/tls/ (cert.pem, key.pem).
+    DevCert {
+        /// The host (`blog.localhost`, or `*.example.test` for a wildcard).
+        hostname: String,
+        /// The project whose host folder gets the certificate.
+        #[arg(long)]
+        project: String,
+        /// Path of config.json.
+        #[arg(long, default_value = "config.json")]
+        config: PathBuf,
+        /// Replace an existing certificate and key.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,6 +68,17 @@ fn main() -> ExitCode {
         }),
         Command::Routes { config } => plan::Plan::load(&config).map(|plan| {
             print!("{}", plan.render_routes());
+        }),
+        Command::DevCert {
+            hostname,
+            project,
+            config,
+            force,
+        } => dev_cert::run(&dev_cert::DevCert {
+            config,
+            hostname,
+            project,
+            force,
         }),
     };
     match result {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use elsinore_config::Config;
-use elsinore_proxy::Proxy;
+use elsinore_proxy::{Proxy, TlsListener};
 use elsinore_store::Store;
 use elsinore_supervisor::{Supervisor, SupervisorSettings};
 use elsinore_watch::{FolderWatcher, WatchMode};
@@ -40,6 +40,22 @@ async fn serve(plan: Plan, store: Store) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (config.json `listen`)", config.listen))?;
     let local_addr = listener.local_addr().context("listener has no address")?;
+    let tls_listener = match config.tls_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (config.json `tls_listen`)"))?,
+        ),
+        None => None,
+    };
+    let tls_addr = match &tls_listener {
+        Some(listener) => Some(
+            listener
+                .local_addr()
+                .context("HTTPS listener has no address")?,
+        ),
+        None => None,
+    };
     let operator_listener =
         match config.admin_listen {
             Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
@@ -54,7 +70,7 @@ async fn serve(plan: Plan, store: Store) -> anyhow::Result<()> {
         stop_grace: HANDLER_STOP_GRACE,
     }));
     let live = Live::start(plan, supervisor.clone()).await?;
-    let proxy = Arc::new(Proxy::new(live.table()));
+    let proxy = Arc::new(Proxy::new(live.table()).with_https_port(tls_addr.map(|a| a.port())));
     let watcher = start_watching(&live, &config);
     spawn_sighup_reloads(live.clone());
 
@@ -92,12 +108,36 @@ async fn serve(plan: Plan, store: Store) -> anyhow::Result<()> {
     drop(table);
     // Tests and scripts wait for this exact line.
     tracing::info!("listening on http://{local_addr}");
+    let tls_task = match (tls_listener, tls_addr) {
+        (Some(tls_listener), Some(tls_addr)) => {
+            let tls = TlsListener::new(live.table())?;
+            let certs = live.table().load().certs.len();
+            if certs == 0 {
+                tracing::warn!("tls_listen is set but no certificate loaded yet: every handshake is refused until one is (see docs/tls.md)");
+            }
+            crate::tls::spawn_expiry_warnings(live.table());
+            let task = tokio::spawn(elsinore_proxy::serve_tls(
+                tls_listener,
+                tls,
+                proxy.clone(),
+                stopping(),
+                config.shutdown_grace,
+            ));
+            // Tests and scripts wait for this exact line too.
+            tracing::info!(certificates = certs, "listening on https://{tls_addr}");
+            Some(task)
+        }
+        _ => None,
+    };
 
     tokio::spawn(async move {
         shutdown_signal(supervisor).await;
         let _ = stop_tx.send(true);
     });
     elsinore_proxy::serve(listener, proxy, stopping(), config.shutdown_grace).await;
+    if let Some(tls_task) = tls_task {
+        let _ = tls_task.await;
+    }
     tracing::info!("stopping handlers");
     live.supervisor().shutdown().await;
     tracing::info!("bye");

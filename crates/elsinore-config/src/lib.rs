@@ -13,7 +13,9 @@ mod error;
 mod hostname;
 mod manifest;
 
-pub use config::{Config, ProjectConfig, ProjectKey, WatchMode, WatchSettings, DEFAULT_LISTEN};
+pub use config::{
+    Config, DefaultCert, ProjectConfig, ProjectKey, WatchMode, WatchSettings, DEFAULT_LISTEN,
+};
 pub use duration::{parse_duration, DurationError};
 pub use error::{ConfigError, Problem};
 pub use hostname::{normalize_request_host, HostError, HostPattern, Hostname};

@@ -24,6 +24,15 @@ pub enum ProxyError {
         /// What the client sent.
         host: String,
     },
+    /// HTTPS: the host is not covered by the certificate the connection
+    /// was opened with (its SNI chose another tenant's certificate).
+    #[error("misdirected request")]
+    Misdirected {
+        /// The normalised host.
+        host: String,
+        /// The server name the connection was opened for.
+        sni: Option<String>,
+    },
     /// No project declares this host.
     #[error("unknown host")]
     UnknownHost {
@@ -100,6 +109,7 @@ impl ProxyError {
         match self {
             Self::MissingHost | Self::InvalidHost { .. } => StatusCode::BAD_REQUEST,
             Self::UnknownHost { .. } | Self::NoRoute { .. } => StatusCode::NOT_FOUND,
+            Self::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::HandlerTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::HandlerStarting { .. } | Self::HandlerStopped { .. } => {
@@ -130,6 +140,16 @@ impl ProxyError {
         match self {
             Self::MissingHost => {}
             Self::InvalidHost { host } | Self::UnknownHost { host } => put("host", json!(host)),
+            Self::Misdirected { host, sni } => {
+                put("host", json!(host));
+                put("sni", json!(sni));
+                put(
+                    "reason",
+                    json!(format!(
+                        "this connection's certificate does not cover {host}; open a new connection with {host} as the TLS server name"
+                    )),
+                );
+            }
             Self::NoRoute { project, path } => {
                 put("project", json!(project));
                 put("path", json!(path));

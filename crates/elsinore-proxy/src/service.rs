@@ -17,8 +17,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::HandlerBody;
+use crate::conn::ConnInfo;
 use crate::error::ProxyError;
 use crate::headers::{self, Context, X_REQUEST_ID};
+use crate::redirect;
 use crate::request_id::RequestIds;
 use crate::{ProxyBody, RouteTable};
 
@@ -34,6 +36,7 @@ pub struct Proxy {
     table: Arc<ArcSwap<RouteTable>>,
     client: Client<HttpConnector, Incoming>,
     request_ids: RequestIds,
+    https_port: Option<u16>,
 }
 
 impl Proxy {
@@ -53,19 +56,37 @@ impl Proxy {
             table,
             client,
             request_ids: RequestIds::new(),
+            https_port: None,
         }
     }
 
-    /// Answers one request; never fails (errors become JSON responses).
+    /// The port `redirect_http` sends clients to (the HTTPS listener's);
+    /// without one, nothing is redirected.
+    pub fn with_https_port(mut self, port: Option<u16>) -> Self {
+        self.https_port = port;
+        self
+    }
+
+    /// Answers one request from a plain-HTTP connection.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<ProxyBody> {
+        self.handle_on(request, &ConnInfo::plain(peer)).await
+    }
+
+    /// Answers one request that came on `conn`; never fails (errors become
+    /// JSON responses).
+    pub async fn handle_on(
+        &self,
+        request: Request<Incoming>,
+        conn: &ConnInfo,
+    ) -> Response<ProxyBody> {
         let request_id = self
             .request_ids
             .for_request(request.headers().get(X_REQUEST_ID));
-        let mut response = match self.route(request, peer, &request_id).await {
+        let mut response = match self.route(request, conn, &request_id).await {
             Ok(response) => response,
             Err(error) => {
                 if error.status().is_server_error() {
@@ -82,7 +103,7 @@ impl Proxy {
     async fn route(
         &self,
         mut request: Request<Incoming>,
-        peer: SocketAddr,
+        conn: &ConnInfo,
         request_id: &HeaderValue,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         if request.method() == Method::CONNECT {
@@ -108,17 +129,29 @@ impl Proxy {
             },
         })?;
 
+        // No domain fronting: on TLS the host must be one the
+        // connection's certificate (chosen by SNI) covers.
+        if let Some(tls) = &conn.tls {
+            if !tls.cert.covers(&host) {
+                return Err(ProxyError::Misdirected {
+                    host: host.into_owned(),
+                    sni: tls.sni.clone(),
+                });
+            }
+        }
+
         // One load of the snapshot; the Arc keeps this project alive for
         // the whole request even if the table is swapped meanwhile.
-        let project = self
-            .table
-            .load()
-            .hosts
-            .lookup(&host)
-            .cloned()
-            .ok_or_else(|| ProxyError::UnknownHost {
-                host: host.clone().into_owned(),
-            })?;
+        let project = {
+            let table = self.table.load();
+            if let Some(location) = self.https_redirect(&table, conn, &host, request.uri()) {
+                return Ok(redirect::response(location));
+            }
+            table.hosts.lookup(&host).cloned()
+        }
+        .ok_or_else(|| ProxyError::UnknownHost {
+            host: host.clone().into_owned(),
+        })?;
         // A validated DNS name is always a valid header value.
         let host_header = HeaderValue::from_str(&host).map_err(|_| ProxyError::InvalidHost {
             host: host.clone().into_owned(),
@@ -141,8 +174,8 @@ impl Proxy {
             project: &project.name_header,
             project_key: project.key_header.as_ref(),
             request_id,
-            client_ip: peer.ip(),
-            proto: "http",
+            client_ip: conn.peer.ip(),
+            proto: if conn.tls.is_some() { "https" } else { "http" },
         };
         let headers = request.headers_mut();
         headers::remove_hop_by_hop(headers);
@@ -165,6 +198,28 @@ impl Proxy {
             })?
             .map_err(|err| upstream_error(&handler, &err))?;
         Ok(response.map(|body| Either::Left(HandlerBody::new(body, in_flight))))
+    }
+}
+
+impl Proxy {
+    /// Where to send a plain-HTTP request with `redirect_http`: only a host
+    /// an HTTPS client would get a valid certificate for, and never an
+    /// ACME challenge.
+    fn https_redirect(
+        &self,
+        table: &RouteTable,
+        conn: &ConnInfo,
+        host: &str,
+        uri: &Uri,
+    ) -> Option<HeaderValue> {
+        let port = self.https_port?;
+        if conn.tls.is_some() || !table.redirect_http || !redirect::redirectable(uri.path()) {
+            return None;
+        }
+        if !table.certs.serves(host) {
+            return None;
+        }
+        redirect::location(host, port, uri)
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use elsinore_config::HostPattern;
 use elsinore_routes::{Conflict, HostTable, PrefixRouter};
 use elsinore_supervisor::HandlerHandle;
+use elsinore_tls::CertStore;
 use http::HeaderValue;
 
 /// One project as the request path needs it; header values are prepared
@@ -82,4 +83,10 @@ pub struct RouteTable {
     pub projects: Vec<Arc<ProjectRoute>>,
     /// Names declared by two projects.
     pub conflicts: Vec<Conflict>,
+    /// The certificates of the HTTPS listener, swapped with the hosts
+    /// they belong to.
+    pub certs: Arc<CertStore>,
+    /// `redirect_http`: plain-HTTP requests for a host served over HTTPS
+    /// get a 308 to it.
+    pub redirect_http: bool,
 }

@@ -101,7 +101,11 @@ impl CertStore {
                     slots.insert(source.owner.clone(), slot.clone());
                     continue;
                 }
-                Some(slot) if slot.refused_stamp.as_ref() == Some(&stamp) => {
+                Some(slot)
+                    if slot.refused_stamp.as_ref() == Some(&stamp)
+                        && slot.cert_path == source.cert_path
+                        && slot.key_path == source.key_path =>
+                {
                     out.errors.extend(slot.refused.clone());
                     slots.insert(source.owner.clone(), slot.clone());
                     continue;
@@ -119,6 +123,8 @@ impl CertStore {
                     out.warnings
                         .extend(load_warnings(&source.owner, &cert, now));
                     CertSlot {
+                        cert_path: source.cert_path.clone(),
+                        key_path: source.key_path.clone(),
                         cert: Some(Arc::new(cert)),
                         refused: None,
                         refused_stamp: None,
@@ -136,6 +142,8 @@ impl CertStore {
                     let message = format!("certificate {}: {err}; {keeping}", source.owner);
                     out.errors.push(message.clone());
                     CertSlot {
+                        cert_path: source.cert_path.clone(),
+                        key_path: source.key_path.clone(),
                         cert: last_good,
                         refused: Some(message),
                         refused_stamp: Some(stamp),

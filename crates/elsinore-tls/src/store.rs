@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use elsinore_config::HostPattern;
@@ -31,6 +32,10 @@ impl fmt::Display for CertOwner {
 /// What the store knows about one owner's certificate files.
 #[derive(Debug, Clone)]
 pub struct CertSlot {
+    /// Where the certificate chain is read from.
+    pub cert_path: PathBuf,
+    /// Where the key is read from.
+    pub key_path: PathBuf,
     /// The certificate being served: the newest good one. `None` when the
     /// files were never good.
     pub cert: Option<Arc<LoadedCert>>,
