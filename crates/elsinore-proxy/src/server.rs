@@ -13,6 +13,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 use crate::conn::ConnInfo;
 use crate::Proxy;
@@ -29,15 +30,21 @@ pub async fn serve(
     grace: Duration,
 ) {
     let builder = Arc::new(http_builder());
-    accept_loop(listener, shutdown, grace, move |stream, peer, watcher| {
-        serve_connection(
-            builder.clone(),
-            stream,
-            proxy.clone(),
-            ConnInfo::plain(peer),
-            watcher,
-        )
-    })
+    accept_loop(
+        "http",
+        listener,
+        shutdown,
+        grace,
+        move |stream, peer, watcher, _| {
+            serve_connection(
+                builder.clone(),
+                stream,
+                proxy.clone(),
+                ConnInfo::plain(peer),
+                watcher,
+            )
+        },
+    )
     .await;
 }
 
@@ -55,17 +62,20 @@ pub(crate) fn http_builder() -> auto::Builder<TokioExecutor> {
 /// Accepts until `shutdown`, running `on_connection` for each connection
 /// in its own task (so a slow client, or a slow TLS handshake, never
 /// holds up the next accept); then waits up to `grace` for every
-/// connection holding a [`Watcher`] to finish.
+/// connection holding a [`Watcher`] to finish. Connections not yet
+/// serving HTTP (mid-handshake) are told through [`Stopping`] to give up.
 pub(crate) async fn accept_loop<F, Fut>(
+    scheme: &'static str,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
     on_connection: F,
 ) where
-    F: Fn(TcpStream, SocketAddr, Watcher) -> Fut,
+    F: Fn(TcpStream, SocketAddr, Watcher, Stopping) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
+    let (stop_tx, stopping) = watch::channel(false);
     tokio::pin!(shutdown);
 
     loop {
@@ -74,7 +84,7 @@ pub(crate) async fn accept_loop<F, Fut>(
                 Ok(accepted) => accepted,
                 Err(err) => {
                     // EMFILE and friends: back off instead of spinning.
-                    tracing::error!(%err, "accept failed");
+                    tracing::error!(%err, scheme, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -82,14 +92,34 @@ pub(crate) async fn accept_loop<F, Fut>(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(on_connection(stream, peer, graceful.watcher()));
+        tokio::spawn(on_connection(
+            stream,
+            peer,
+            graceful.watcher(),
+            Stopping(stopping.clone()),
+        ));
     }
 
     drop(listener);
-    tracing::info!(?grace, "stopped accepting; waiting for in-flight requests");
+    let _ = stop_tx.send(true);
+    tracing::info!(
+        ?grace,
+        scheme,
+        "stopped accepting; waiting for in-flight requests"
+    );
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; closing remaining connections"),
+        () = graceful.shutdown() => tracing::info!(scheme, "all connections closed"),
+        () = tokio::time::sleep(grace) => tracing::warn!(?grace, scheme, "grace period over; closing remaining connections"),
+    }
+}
+
+/// Resolves once the listener stops accepting.
+#[derive(Debug, Clone)]
+pub(crate) struct Stopping(watch::Receiver<bool>);
+
+impl Stopping {
+    pub(crate) async fn wait(mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
     }
 }
 

@@ -71,25 +71,25 @@ pub async fn serve_tls(
 ) {
     let builder = Arc::new(http_builder());
     let tls = Arc::new(tls);
-    accept_loop(listener, shutdown, grace, move |stream, peer, watcher| {
+    accept_loop("https", listener, shutdown, grace, move |stream, peer, watcher, stopping| {
         let (builder, tls, proxy) = (builder.clone(), tls.clone(), proxy.clone());
         async move {
-            // The handshake runs here, in the connection's own task.
-            let (stream, info) = match tokio::time::timeout(
-                HANDSHAKE_TIMEOUT,
-                handshake(stream, &tls),
-            )
-            .await
-            {
-                Ok(Ok(done)) => done,
-                Ok(Err(err)) => {
-                    tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, timeout = ?HANDSHAKE_TIMEOUT, "TLS handshake timed out");
-                    return;
-                }
+            // The handshake runs here, in the connection's own task; a
+            // shutdown does not wait for it (no request is in flight yet).
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(stream, &tls));
+            let (stream, info) = tokio::select! {
+                done = handshake => match done {
+                    Ok(Ok(done)) => done,
+                    Ok(Err(err)) => {
+                        tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, timeout = ?HANDSHAKE_TIMEOUT, "TLS handshake timed out");
+                        return;
+                    }
+                },
+                () = stopping.wait() => return,
             };
             let conn = ConnInfo {
                 peer,
