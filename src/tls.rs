@@ -134,3 +134,47 @@ fn path(path: &Path) -> String {
 fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
+
+/// The `certificates` part of `elsinore check`: each certificate the
+/// HTTPS listener would load, and a warning for each that it would
+/// refuse or that needs attention. Empty without `tls_listen`.
+pub fn check_report(
+    config: &Config,
+    hosts: &[(String, &Path)],
+    now: SystemTime,
+) -> (Vec<String>, Vec<String>) {
+    if config.tls_listen.is_none() {
+        return (Vec::new(), Vec::new());
+    }
+    let mut sources: Vec<CertSource> = hosts
+        .iter()
+        .filter_map(|(host, project_dir)| {
+            let pattern = elsinore_config::HostPattern::parse(host).ok()?;
+            Some(CertSource::host(
+                pattern,
+                &project_dir.join(HOSTS_DIR).join(host),
+            ))
+        })
+        .collect();
+    if let Some(DefaultCert { cert, key }) = &config.tls_default {
+        sources.push(CertSource::default_cert(cert.clone(), key.clone()));
+    }
+    let rebuilt = CertStore::default().rebuild(&sources, now);
+    let lines = rebuilt
+        .store
+        .slots()
+        .filter_map(|(owner, slot)| {
+            let cert = slot.cert.as_ref()?;
+            Some(format!(
+                "{owner}: {} (expires {}, {} days left)",
+                cert.names.join(", "),
+                rfc3339(cert.not_after),
+                cert.days_left(now)
+            ))
+        })
+        .collect();
+    let mut warnings = rebuilt.errors;
+    warnings.extend(rebuilt.warnings);
+    warnings.extend(expiry_warnings(&rebuilt.store, now));
+    (lines, warnings)
+}

@@ -811,3 +811,39 @@ async fn a_stalled_handshake_blocks_nobody_and_tls_requests_finish_across_sigter
     );
     assert!(server.wait_exit().success());
 }
+
+#[test]
+fn check_lists_certificates_and_what_would_be_refused() {
+    let ca = Ca::new();
+    let ws = Workspace::new();
+    let alpha = ws.project("alpha", &["a.test", "broken.test"], &echo_manifest());
+    write_pair(&tls_dir(&alpha, "a.test"), &ca.issue(&["a.test"]), &ca);
+    write_pair(
+        &tls_dir(&alpha, "broken.test"),
+        &ca.issue(&["broken.test"]),
+        &ca,
+    );
+    write_file(
+        &tls_dir(&alpha, "broken.test").join("key.pem"),
+        &ca.issue(&["broken.test"]).key_pem,
+        0o600,
+    );
+    let config = tls_config(&ws, json!(["alpha"]), json!({}));
+    let output = Command::new(binary())
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("https:    https://127.0.0.1:0"), "{stdout}");
+    assert!(
+        stdout.contains("certificates (1):\n  a.test: a.test (expires "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("certificate broken.test: ")
+            && stdout.contains("does not match the certificate"),
+        "{stdout}"
+    );
+}
