@@ -13,8 +13,6 @@ use elsinore_tls::{CertSource, CertStore, TLS_DIR};
 use elsinore_watch::Target;
 use serde_json::{json, Value};
 
-/// Certificates expiring within this many days are warned about.
-pub const EXPIRY_WARNING_DAYS: i64 = 14;
 const ONE_DAY: Duration = Duration::from_secs(86_400);
 
 /// Where a table's certificates come from: the `tls/` folder of every
@@ -64,11 +62,14 @@ pub fn watch_targets(sources: &[CertSource]) -> Vec<Target> {
     targets
 }
 
-/// Logs every certificate that expires within [`EXPIRY_WARNING_DAYS`]
-/// now and then once a day.
+/// Logs every certificate that expires within
+/// [`elsinore_tls::EXPIRY_WARNING_DAYS`] once a day. (Loading a
+/// certificate warns at once, at startup and on every reload, so the
+/// first look is a day from now.)
 pub fn spawn_expiry_warnings(table: Arc<ArcSwap<RouteTable>>) {
     tokio::spawn(async move {
-        let mut every_day = tokio::time::interval(ONE_DAY);
+        let mut every_day =
+            tokio::time::interval_at(tokio::time::Instant::now() + ONE_DAY, ONE_DAY);
         loop {
             every_day.tick().await;
             let certs = table.load().certs.clone();
@@ -79,27 +80,11 @@ pub fn spawn_expiry_warnings(table: Arc<ArcSwap<RouteTable>>) {
     });
 }
 
-/// One line per certificate expiring within [`EXPIRY_WARNING_DAYS`] of
-/// `now` (or already expired).
+/// One line per certificate expiring soon (or already expired).
 pub fn expiry_warnings(certs: &CertStore, now: SystemTime) -> Vec<String> {
     certs
         .slots()
-        .filter_map(|(owner, slot)| {
-            let cert = slot.cert.as_ref()?;
-            let days = cert.days_left(now);
-            let when = match days {
-                d if d >= EXPIRY_WARNING_DAYS => return None,
-                d if d < 0 => format!("expired {} days ago", -d),
-                0 => "expires today".to_owned(),
-                1 => "expires in 1 day".to_owned(),
-                d => format!("expires in {d} days"),
-            };
-            Some(format!(
-                "certificate for {owner} {when} ({}, {}); replace it",
-                rfc3339(cert.not_after),
-                cert.cert_path.display()
-            ))
-        })
+        .filter_map(|(owner, slot)| elsinore_tls::expiry_warning(owner, slot.cert.as_ref()?, now))
         .collect()
 }
 
@@ -175,6 +160,5 @@ pub fn check_report(
         .collect();
     let mut warnings = rebuilt.errors;
     warnings.extend(rebuilt.warnings);
-    warnings.extend(expiry_warnings(&rebuilt.store, now));
     (lines, warnings)
 }

@@ -351,6 +351,16 @@ async fn sni_picks_the_host_certificate_then_the_wildcard_then_the_default() {
     // Plain HTTP still says http.
     let reply = server.get("a.test", "/").send().await;
     assert_eq!(reply.seen("x-forwarded-proto"), ["http"]);
+
+    // The default certificate is reloaded live like the others.
+    let renewed = ca.issue(&["fallback.test", "other.test"]);
+    write_pair(&ws.path().join("default"), &renewed, &ca);
+    until("the renewed default is served", || async {
+        served(addr, "unknown.example").await.unwrap() == renewed.der
+    })
+    .await;
+    server.logs.wait_for("~ certificate (default) replaced");
+    assert!(served(addr, "a.test").await.unwrap() == a.der);
 }
 
 #[tokio::test]

@@ -24,7 +24,7 @@ mod store;
 
 pub use cert::{covers, key_mode_warning, LoadedCert};
 pub use error::Error;
-pub use rebuild::{CertSource, Rebuilt};
+pub use rebuild::{expiry_warning, CertSource, Rebuilt};
 pub use resolver::{server_config, CurrentCerts, SniResolver, ALPN_H2, ALPN_HTTP11};
 pub use store::{CertOwner, CertSlot, CertStore};
 
@@ -34,6 +34,9 @@ pub const TLS_DIR: &str = "tls";
 pub const CERT_FILE: &str = "cert.pem";
 /// The private key file in [`TLS_DIR`].
 pub const KEY_FILE: &str = "key.pem";
+
+/// Certificates expiring within this many days are warned about.
+pub const EXPIRY_WARNING_DAYS: i64 = 14;
 
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

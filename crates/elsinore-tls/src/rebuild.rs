@@ -9,7 +9,7 @@ use elsinore_config::HostPattern;
 
 use crate::cert::Stamp;
 use crate::store::{CertOwner, CertSlot, CertStore};
-use crate::{key_mode_warning, LoadedCert, CERT_FILE, KEY_FILE, TLS_DIR};
+use crate::{key_mode_warning, LoadedCert, CERT_FILE, EXPIRY_WARNING_DAYS, KEY_FILE, TLS_DIR};
 
 /// Where one owner's certificate files are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,14 +188,25 @@ fn load_warnings(owner: &CertOwner, cert: &LoadedCert, now: SystemTime) -> Vec<S
             names(cert)
         ));
     }
-    if cert.not_after < now {
-        warnings.push(format!(
-            "{}: certificate for {owner} expired on {}",
-            cert.cert_path.display(),
-            date(cert.not_after)
-        ));
-    }
+    warnings.extend(expiry_warning(owner, cert, now));
     warnings
+}
+
+/// A warning when `cert` expires within [`EXPIRY_WARNING_DAYS`] of `now`
+/// (or has expired); `None` when it has longer.
+pub fn expiry_warning(owner: &CertOwner, cert: &LoadedCert, now: SystemTime) -> Option<String> {
+    let when = match cert.days_left(now) {
+        days if days >= EXPIRY_WARNING_DAYS => return None,
+        days if days < 0 => format!("expired {} days ago", -days),
+        0 => "expires today".to_owned(),
+        1 => "expires in 1 day".to_owned(),
+        days => format!("expires in {days} days"),
+    };
+    Some(format!(
+        "certificate for {owner} {when} ({}, {}); replace it",
+        humantime::format_rfc3339_seconds(cert.not_after),
+        cert.cert_path.display()
+    ))
 }
 
 fn names(cert: &LoadedCert) -> String {
