@@ -42,6 +42,9 @@ pub struct ReloadReport {
     /// Things applied but worth knowing (skipped folders, conflicts,
     /// settings that need a restart).
     pub warnings: Vec<String>,
+    /// How many of `errors` are refused certificates: at startup those
+    /// leave a host without HTTPS instead of stopping everything.
+    pub certificate_errors: usize,
 }
 
 impl ReloadReport {
@@ -54,6 +57,7 @@ impl ReloadReport {
             changes: Vec::new(),
             errors: Vec::new(),
             warnings: Vec::new(),
+            certificate_errors: 0,
         }
     }
 
@@ -81,6 +85,7 @@ struct RestartOnly {
     watch: String,
     cors_origins: String,
     events: String,
+    tls_listen: Option<std::net::SocketAddr>,
 }
 
 impl RestartOnly {
@@ -95,6 +100,7 @@ impl RestartOnly {
             watch: format!("{:?}", config.watch),
             cors_origins: format!("{:?}", config.cors_origins),
             events: format!("{:?}", config.events),
+            tls_listen: config.tls_listen,
         }
     }
 
@@ -130,6 +136,10 @@ impl RestartOnly {
             self.cors_origins.clone(),
             new.cors_origins.clone(),
         );
+        let tls = |addr: Option<std::net::SocketAddr>| {
+            addr.map_or_else(|| "(none)".to_owned(), |addr| addr.to_string())
+        };
+        check("tls_listen", tls(self.tls_listen), tls(new.tls_listen));
         if self.events != new.events {
             out.push(
                 "config.json `events` changed; the new schedule and retention take effect after a restart"
@@ -186,9 +196,14 @@ impl Live {
         for warning in &report.warnings {
             tracing::warn!("{warning}");
         }
-        if !report.ok() {
+        if report.errors.len() > report.certificate_errors {
             live.supervisor.shutdown().await;
             anyhow::bail!("{}", report.errors.join("\n"));
+        }
+        // Only refused certificates are left: their hosts are served
+        // without HTTPS until the files are fixed.
+        for error in &report.errors {
+            tracing::error!("{error}");
         }
         live.last_reload.store(Arc::new(report));
         Ok(live)
@@ -499,12 +514,24 @@ impl Live {
                 ));
             }
         }
+        // Certificates belong to the same snapshot as the hosts they serve.
+        let cert_sources = match self.running.tls_listen {
+            Some(_) => crate::tls::cert_sources(&candidate.config, &routes),
+            None => Vec::new(),
+        };
+        let certs = old_table.certs.rebuild(&cert_sources, SystemTime::now());
         let new_table = RouteTable {
             hosts: owners.map(|&index| routes[index].clone()),
             projects: routes,
             conflicts,
+            certs: Arc::new(certs.store),
+            redirect_http: candidate.config.redirect_http,
         };
         report.changes = describe_changes(&old_table, &new_table, applied, &next);
+        report.changes.extend(certs.changes);
+        report.certificate_errors += certs.errors.len();
+        report.errors.extend(certs.errors);
+        report.warnings.extend(certs.warnings);
         self.table.store(Arc::new(new_table));
         self.swaps.fetch_add(1, Ordering::AcqRel);
         report.swapped = true;
@@ -535,8 +562,9 @@ impl Live {
             });
         }
 
-        self.watch_targets
-            .store(Arc::new(watch_targets(&self.config_path, &next)));
+        let mut targets = watch_targets(&self.config_path, &next);
+        targets.extend(crate::tls::watch_targets(&cert_sources));
+        self.watch_targets.store(Arc::new(targets));
         *applied = next;
     }
 }

@@ -7,12 +7,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin;
+mod dev_cert;
 mod events_cmd;
 mod keys_cmd;
 mod live;
 mod operator;
 mod plan;
 mod serve;
+mod tls;
 
 /// Hostname-routed front door for multi-project servers.
 #[derive(Debug, Parser)]
@@ -53,6 +55,21 @@ enum Command {
         #[command(subcommand)]
         verb: events_cmd::EventsVerb,
     },
+    /// Write a self-signed certificate for local development into
+    /// <project>/hosts/HOSTNAME/tls/ (cert.pem, key.pem).
+    DevCert {
+        /// The host (`blog.localhost`, or `*.example.test` for a wildcard).
+        hostname: String,
+        /// The project whose host folder gets the certificate.
+        #[arg(long)]
+        project: String,
+        /// Path of config.json.
+        #[arg(long, default_value = "config.json")]
+        config: PathBuf,
+        /// Replace an existing certificate and key.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -68,6 +85,17 @@ fn main() -> ExitCode {
         }),
         Command::Keys { command } => keys_cmd::run(command),
         Command::Events { verb } => events_cmd::run(verb),
+        Command::DevCert {
+            hostname,
+            project,
+            config,
+            force,
+        } => dev_cert::run(&dev_cert::DevCert {
+            config,
+            hostname,
+            project,
+            force,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

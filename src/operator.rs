@@ -184,6 +184,7 @@ impl Operator {
             })).collect::<Vec<_>>(),
             "last_reload": report_json(&self.live.last_reload()),
             "pending_restart": self.live.pending_restart().as_ref(),
+            "certificates": crate::tls::certificates_json(&table.certs, std::time::SystemTime::now()),
         })
     }
 }

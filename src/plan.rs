@@ -104,6 +104,9 @@ impl Plan {
         if let Some(admin) = config.admin_listen {
             let _ = writeln!(out, "admin:    http://{admin}");
         }
+        if let Some(tls) = config.tls_listen {
+            let _ = writeln!(out, "https:    https://{tls}");
+        }
         let _ = writeln!(out, "database: {}", config.database.display());
         let _ = writeln!(out, "events:   {}", describe_events(&config.events));
         let _ = writeln!(out, "\nprojects:");
@@ -128,7 +131,21 @@ impl Plan {
         for line in self.render_owners(&owners).lines() {
             let _ = writeln!(out, "  {line}");
         }
-        let warnings = self.warnings(&conflicts);
+        let mut warnings = self.warnings(&conflicts);
+        let hosts: Vec<(String, &Path)> = owners
+            .entries()
+            .into_iter()
+            .map(|(host, &index)| (host, self.projects[index].config.path.as_path()))
+            .collect();
+        let (certificates, tls_warnings) =
+            crate::tls::check_report(config, &hosts, std::time::SystemTime::now());
+        if config.tls_listen.is_some() {
+            let _ = writeln!(out, "\ncertificates ({}):", certificates.len());
+            for line in &certificates {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
+        warnings.extend(tls_warnings);
         if !warnings.is_empty() {
             let _ = writeln!(out, "\nwarnings:");
             for warning in warnings {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use elsinore_config::Config;
 use elsinore_events::EventScheduler;
-use elsinore_proxy::Proxy;
+use elsinore_proxy::{Proxy, TlsListener};
 use elsinore_store::Store;
 use elsinore_supervisor::{Supervisor, SupervisorSettings};
 use elsinore_watch::{FolderWatcher, WatchMode};
@@ -43,6 +43,22 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (config.json `listen`)", config.listen))?;
     let local_addr = listener.local_addr().context("listener has no address")?;
+    let tls_listener = match config.tls_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (config.json `tls_listen`)"))?,
+        ),
+        None => None,
+    };
+    let tls_addr = match &tls_listener {
+        Some(listener) => Some(
+            listener
+                .local_addr()
+                .context("HTTPS listener has no address")?,
+        ),
+        None => None,
+    };
     let operator_listener =
         match config.admin_listen {
             Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
@@ -60,7 +76,11 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
     let watcher = start_watching(&live, &config);
     spawn_sighup_reloads(live.clone());
     let admin = keys.into_api(&config, Arc::new(LiveRescan::new(live.clone())));
-    let proxy = Arc::new(Proxy::new(live.table()).with_admin(admin));
+    let proxy = Arc::new(
+        Proxy::new(live.table())
+            .with_admin(admin)
+            .with_https_port(tls_addr.map(|a| a.port())),
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopping = move || {
@@ -108,12 +128,36 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
     drop(table);
     // Tests and scripts wait for this exact line.
     tracing::info!("listening on http://{local_addr}");
+    let tls_task = match (tls_listener, tls_addr) {
+        (Some(tls_listener), Some(tls_addr)) => {
+            let tls = TlsListener::new(live.table())?;
+            let certs = live.table().load().certs.len();
+            if certs == 0 {
+                tracing::warn!("tls_listen is set but no certificate loaded yet: every handshake is refused until one is (see docs/tls.md)");
+            }
+            crate::tls::spawn_expiry_warnings(live.table());
+            let task = tokio::spawn(elsinore_proxy::serve_tls(
+                tls_listener,
+                tls,
+                proxy.clone(),
+                stopping(),
+                config.shutdown_grace,
+            ));
+            // Tests and scripts wait for this exact line too.
+            tracing::info!(certificates = certs, "listening on https://{tls_addr}");
+            Some(task)
+        }
+        _ => None,
+    };
 
     tokio::spawn(async move {
         shutdown_signal(supervisor).await;
         let _ = stop_tx.send(true);
     });
     elsinore_proxy::serve(listener, proxy, stopping(), config.shutdown_grace).await;
+    if let Some(tls_task) = tls_task {
+        let _ = tls_task.await;
+    }
     events.shutdown().await;
     tracing::info!("stopping handlers");
     live.supervisor().shutdown().await;

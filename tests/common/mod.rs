@@ -426,6 +426,16 @@ impl Server {
             .unwrap_or_else(|| panic!("cannot parse the operator address from {line:?}"))
     }
 
+    /// The HTTPS listener's address (the config must set `tls_listen`).
+    pub fn https(&self) -> SocketAddr {
+        let line = self.logs.wait_for("listening on https://");
+        line.rsplit("listening on https://")
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("cannot parse the HTTPS address from {line:?}"))
+    }
+
     /// A request to the operator listener.
     pub fn op(&self, method: &str, path: &str) -> Req {
         Req::new(self.operator(), Method::GET, path)

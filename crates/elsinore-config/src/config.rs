@@ -42,6 +42,23 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// The framework events (`events`); defaults when absent.
     pub events: EventsConfig,
+    /// Public HTTPS listener, if any.
+    pub tls_listen: Option<SocketAddr>,
+    /// The certificate for handshakes no host folder answers
+    /// (`tls.default_cert` / `tls.default_key`).
+    pub tls_default: Option<DefaultCert>,
+    /// Plain-HTTP requests for a host with a certificate are redirected
+    /// to HTTPS.
+    pub redirect_http: bool,
+}
+
+/// `tls.default_cert` and `tls.default_key`, absolute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultCert {
+    /// The PEM certificate chain.
+    pub cert: PathBuf,
+    /// The PEM private key.
+    pub key: PathBuf,
 }
 
 /// `watch` in config.json.
@@ -114,6 +131,16 @@ struct RawConfig {
     projects: Vec<RawProject>,
     cors_origins: Option<Vec<String>>,
     events: Option<RawEvents>,
+    tls_listen: Option<String>,
+    tls: Option<RawTls>,
+    redirect_http: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    default_cert: Option<String>,
+    default_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -216,6 +243,29 @@ impl Config {
         let cors_origins = crate::origin::parse_origins(raw.cors_origins, &mut problems);
         let events = validate_events(raw.events, &mut problems);
 
+        let tls_listen = raw
+            .tls_listen
+            .as_deref()
+            .and_then(|addr| parse_addr(addr, "tls_listen", &mut problems));
+        let tls_default = raw
+            .tls
+            .and_then(|tls| validate_tls(tls, base, &mut problems));
+        let redirect_http = raw.redirect_http.unwrap_or(false);
+        if raw.tls_listen.is_none() {
+            if redirect_http {
+                problems.push(Problem::field(
+                    "redirect_http",
+                    "needs tls_listen: there is no HTTPS listener to redirect to",
+                ));
+            }
+            if tls_default.is_some() {
+                problems.push(Problem::field(
+                    "tls",
+                    "needs tls_listen: certificates are only used by the HTTPS listener",
+                ));
+            }
+        }
+
         let mut projects = Vec::with_capacity(raw.projects.len());
         let mut first_index_of: HashMap<String, usize> = HashMap::new();
         for (index, raw_project) in raw.projects.into_iter().enumerate() {
@@ -248,6 +298,9 @@ impl Config {
                 projects,
                 cors_origins,
                 events,
+                tls_listen,
+                tls_default,
+                redirect_http,
             }),
             _ => Err(ConfigError::invalid(file, problems)),
         }
@@ -334,6 +387,38 @@ fn validate_watch(raw: RawWatch, problems: &mut Vec<Problem>) -> WatchSettings {
         Some(Err(err)) => problems.push(Problem::field("watch.poll_interval", err.to_string())),
     }
     watch
+}
+
+/// `tls`: the default certificate's two files, both or neither.
+fn validate_tls(raw: RawTls, base: &Path, problems: &mut Vec<Problem>) -> Option<DefaultCert> {
+    match (raw.default_cert.as_deref(), raw.default_key.as_deref()) {
+        (None, None) => None,
+        (Some(""), _) | (_, Some("")) => {
+            problems.push(Problem::field(
+                "tls",
+                "default_cert and default_key must not be empty",
+            ));
+            None
+        }
+        (Some(cert), Some(key)) => Some(DefaultCert {
+            cert: base.join(cert),
+            key: base.join(key),
+        }),
+        (Some(_), None) => {
+            problems.push(Problem::field(
+                "tls.default_key",
+                "missing: tls.default_cert needs its key",
+            ));
+            None
+        }
+        (None, Some(_)) => {
+            problems.push(Problem::field(
+                "tls.default_cert",
+                "missing: tls.default_key needs its certificate",
+            ));
+            None
+        }
+    }
 }
 
 fn validate_project(
@@ -503,6 +588,46 @@ mod tests {
         assert_eq!(config.projects[0].name, "horatio");
         assert!(config.projects[0].path.is_absolute());
         assert!(config.admin_listen.is_none());
+    }
+
+    #[test]
+    fn tls_settings() {
+        let fx = Fixture::new(&["a"]);
+        let config = fx
+            .parse(
+                r#"{"tls_listen": "0.0.0.0:8443", "redirect_http": true,
+                    "tls": {"default_cert": "certs/default.pem", "default_key": "/etc/k.pem"},
+                    "projects": ["a"]}"#,
+            )
+            .expect("valid");
+        assert_eq!(
+            config.tls_listen,
+            Some("0.0.0.0:8443".parse().expect("addr"))
+        );
+        assert!(config.redirect_http);
+        assert_eq!(
+            config.tls_default,
+            Some(DefaultCert {
+                cert: fx.dir.path().join("certs/default.pem"),
+                key: PathBuf::from("/etc/k.pem"),
+            })
+        );
+        let plain = fx.parse(r#"{"projects": ["a"]}"#).expect("valid");
+        assert_eq!((plain.tls_listen, plain.redirect_http), (None, false));
+        assert!(plain.tls_default.is_none());
+
+        let err =
+            fx.error(r#"{"tls_listen": "x", "tls": {"default_cert": "c.pem"}, "projects": ["a"]}"#);
+        assert!(err.contains("tls_listen: \"x\" is not an address"), "{err}");
+        assert!(err.contains("tls.default_key: missing"), "{err}");
+        let err = fx.error(r#"{"redirect_http": true, "projects": ["a"]}"#);
+        assert!(err.contains("redirect_http: needs tls_listen"), "{err}");
+        let err =
+            fx.error(r#"{"tls": {"default_cert": "c", "default_key": "k"}, "projects": ["a"]}"#);
+        assert!(err.contains("tls: needs tls_listen"), "{err}");
+        let err =
+            fx.error(r#"{"tls_listen": "127.0.0.1:0", "tls": {"cert": "c"}, "projects": ["a"]}"#);
+        assert!(err.contains("tls.cert: unknown field `cert`"), "{err}");
     }
 
     #[test]

@@ -15,7 +15,9 @@ mod hostname;
 mod manifest;
 mod origin;
 
-pub use config::{Config, ProjectConfig, ProjectKey, WatchMode, WatchSettings, DEFAULT_LISTEN};
+pub use config::{
+    Config, DefaultCert, ProjectConfig, ProjectKey, WatchMode, WatchSettings, DEFAULT_LISTEN,
+};
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use error::{ConfigError, Problem};
 pub use events::{

@@ -24,6 +24,15 @@ pub enum ProxyError {
         /// What the client sent.
         host: String,
     },
+    /// HTTPS: the host is not covered by the certificate the connection
+    /// was opened with (its SNI chose another tenant's certificate).
+    #[error("misdirected request")]
+    Misdirected {
+        /// The normalised host.
+        host: String,
+        /// The server name the connection was opened for.
+        sni: Option<String>,
+    },
     /// No project declares this host.
     #[error("unknown host")]
     UnknownHost {
@@ -183,6 +192,7 @@ impl ProxyError {
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::AdminUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             Self::HandlerTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::HandlerStarting { .. } | Self::HandlerStopped { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -244,6 +254,16 @@ impl ProxyError {
                 );
             }
             Self::InvalidHost { host } | Self::UnknownHost { host } => put("host", json!(host)),
+            Self::Misdirected { host, sni } => {
+                put("host", json!(host));
+                put("sni", json!(sni));
+                put(
+                    "reason",
+                    json!(format!(
+                        "this connection's certificate does not cover {host}; open a new connection with {host} as the TLS server name"
+                    )),
+                );
+            }
             Self::NoRoute { project, path } => {
                 put("project", json!(project));
                 put("path", json!(path));

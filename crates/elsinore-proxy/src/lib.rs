@@ -12,32 +12,41 @@
 //! ([`auth`]). The admin API (`/admin/api/_keys…`, `/admin/api/_hosts…`)
 //! is answered by Elsinore itself ([`AdminApi`]).
 //!
+//! On the HTTPS listener the certificate is chosen by SNI from the
+//! table's [`elsinore_tls::CertStore`] before the handshake, and each
+//! request's host must be covered by that certificate (else 421).
+//!
 //! The request path never touches SQLite, reads files or spawns
 //! processes; only the admin API does, on `spawn_blocking`.
 
 mod admin_api;
 mod auth;
 mod body;
+mod conn;
 mod cors;
 mod error;
 mod headers;
 mod host_folders;
+mod redirect;
 mod refresh;
 mod request_id;
 mod server;
 mod service;
 mod table;
 mod throttle;
+mod tls;
 
 pub use admin_api::{is_admin_path, AdminApi, LIVE_WAIT, MAX_BODY};
 pub use auth::AuthLevel;
 pub use body::HandlerBody;
+pub use conn::{ConnInfo, TlsInfo};
 pub use error::ProxyError;
 pub use refresh::TableRefresh;
 pub use server::serve;
 pub use service::Proxy;
 pub use table::{ProjectRoute, RouteTable};
 pub use throttle::{MAX_FAILURES, WINDOW as THROTTLE_WINDOW};
+pub use tls::{serve_tls, TlsListener};
 
 /// The body of every response Elsinore sends: a handler's streamed body, or
 /// a small one Elsinore wrote itself.

@@ -19,8 +19,10 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::admin_api::{self, AdminApi, AdminRequest};
 use crate::auth;
 use crate::body::HandlerBody;
+use crate::conn::ConnInfo;
 use crate::error::ProxyError;
 use crate::headers::{self, Context, X_REQUEST_ID};
+use crate::redirect;
 use crate::request_id::RequestIds;
 use crate::{ProxyBody, RouteTable};
 
@@ -39,6 +41,8 @@ pub struct Proxy {
     /// The admin API and the key ring; without it host keys open nothing
     /// and admin paths answer 503.
     admin: Option<AdminApi>,
+    /// The HTTPS listener's port, where `redirect_http` sends clients.
+    https_port: Option<u16>,
 }
 
 impl Proxy {
@@ -59,6 +63,7 @@ impl Proxy {
             client,
             request_ids: RequestIds::new(),
             admin: None,
+            https_port: None,
         }
     }
 
@@ -68,16 +73,33 @@ impl Proxy {
         self
     }
 
-    /// Answers one request; never fails (errors become JSON responses).
+    /// The port `redirect_http` sends clients to (the HTTPS listener's);
+    /// without one, nothing is redirected.
+    pub fn with_https_port(mut self, port: Option<u16>) -> Self {
+        self.https_port = port;
+        self
+    }
+
+    /// Answers one request from a plain-HTTP connection.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<ProxyBody> {
+        self.handle_on(request, &ConnInfo::plain(peer)).await
+    }
+
+    /// Answers one request that came on `conn`; never fails (errors become
+    /// JSON responses).
+    pub async fn handle_on(
+        &self,
+        request: Request<Incoming>,
+        conn: &ConnInfo,
+    ) -> Response<ProxyBody> {
         let request_id = self
             .request_ids
             .for_request(request.headers().get(X_REQUEST_ID));
-        let mut response = match self.route(request, peer, &request_id).await {
+        let mut response = match self.route(request, conn, &request_id).await {
             Ok(response) => response,
             Err(error) => {
                 if error.status().is_server_error() {
@@ -94,7 +116,7 @@ impl Proxy {
     async fn route(
         &self,
         mut request: Request<Incoming>,
-        peer: SocketAddr,
+        conn: &ConnInfo,
         request_id: &HeaderValue,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         if request.method() == Method::CONNECT {
@@ -120,17 +142,29 @@ impl Proxy {
             },
         })?;
 
+        // No domain fronting: on TLS the host must be one the
+        // connection's certificate (chosen by SNI) covers.
+        if let Some(tls) = &conn.tls {
+            if !tls.cert.covers(&host) {
+                return Err(ProxyError::Misdirected {
+                    host: host.into_owned(),
+                    sni: tls.sni.clone(),
+                });
+            }
+        }
+
         // One load of the snapshot; the Arc keeps this project alive for
         // the whole request even if the table is swapped meanwhile.
-        let project = self
-            .table
-            .load()
-            .hosts
-            .lookup(&host)
-            .cloned()
-            .ok_or_else(|| ProxyError::UnknownHost {
-                host: host.clone().into_owned(),
-            })?;
+        let project = {
+            let table = self.table.load();
+            if let Some(location) = self.https_redirect(&table, conn, &host, request.uri()) {
+                return Ok(redirect::response(location));
+            }
+            table.hosts.lookup(&host).cloned()
+        }
+        .ok_or_else(|| ProxyError::UnknownHost {
+            host: host.clone().into_owned(),
+        })?;
         // A validated DNS name is always a valid header value.
         let host_header = HeaderValue::from_str(&host).map_err(|_| ProxyError::InvalidHost {
             host: host.clone().into_owned(),
@@ -144,7 +178,7 @@ impl Proxy {
                 host: &host,
                 project: &project,
                 table: &self.table,
-                peer,
+                peer: conn.peer,
                 request_id,
             };
             return Ok(admin.handle(request, cx).await);
@@ -175,8 +209,8 @@ impl Proxy {
             project_key: project.key_header.as_ref(),
             auth: auth.header_value(),
             request_id,
-            client_ip: peer.ip(),
-            proto: "http",
+            client_ip: conn.peer.ip(),
+            proto: if conn.tls.is_some() { "https" } else { "http" },
         };
         let headers = request.headers_mut();
         headers::remove_hop_by_hop(headers);
@@ -199,6 +233,28 @@ impl Proxy {
             })?
             .map_err(|err| upstream_error(&handler, &err))?;
         Ok(response.map(|body| Either::Left(HandlerBody::new(body, in_flight))))
+    }
+}
+
+impl Proxy {
+    /// Where to send a plain-HTTP request with `redirect_http`: only a host
+    /// an HTTPS client would get a valid certificate for, and never an
+    /// ACME challenge.
+    fn https_redirect(
+        &self,
+        table: &RouteTable,
+        conn: &ConnInfo,
+        host: &str,
+        uri: &Uri,
+    ) -> Option<HeaderValue> {
+        let port = self.https_port?;
+        if conn.tls.is_some() || !table.redirect_http || !redirect::redirectable(uri.path()) {
+            return None;
+        }
+        if !table.certs.serves(host) {
+            return None;
+        }
+        redirect::location(host, port, uri)
     }
 }
 

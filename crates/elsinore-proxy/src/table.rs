@@ -7,6 +7,7 @@ use elsinore_config::HostPattern;
 use elsinore_keys::KeyHash;
 use elsinore_routes::{Conflict, HostTable, PrefixRouter};
 use elsinore_supervisor::HandlerHandle;
+use elsinore_tls::CertStore;
 use http::HeaderValue;
 
 /// One project as the request path needs it; header values are prepared
@@ -87,4 +88,10 @@ pub struct RouteTable {
     pub projects: Vec<Arc<ProjectRoute>>,
     /// Names declared by two projects.
     pub conflicts: Vec<Conflict>,
+    /// The certificates of the HTTPS listener, swapped with the hosts
+    /// they belong to.
+    pub certs: Arc<CertStore>,
+    /// `redirect_http`: plain-HTTP requests for a host served over HTTPS
+    /// get a 308 to it.
+    pub redirect_http: bool,
 }

@@ -1,0 +1,179 @@
+//! The HTTPS listener: TLS handshakes with the certificate chosen by SNI,
+//! then the same HTTP serving as the plain listener.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use elsinore_tls::{server_config, CertStore, CurrentCerts, SniResolver};
+use rustls::server::{Accepted, Acceptor};
+use rustls::ServerConfig;
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::StartHandshake;
+
+use crate::conn::{ConnInfo, TlsInfo};
+use crate::server::{accept_loop, http_builder, serve_connection};
+use crate::{Proxy, RouteTable};
+
+/// A client must complete its handshake within this time; a connection
+/// that sends nothing is closed after it.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A fatal `unrecognized_name` alert record (RFC 8446 §6.2), sent in
+/// clear before any key exists. rustls itself would answer a missing
+/// certificate with `access_denied`.
+const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
+
+/// The TLS side of the HTTPS listener: a rustls configuration whose
+/// certificates come from the live route table.
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    config: Arc<ServerConfig>,
+    table: Arc<ArcSwap<RouteTable>>,
+}
+
+impl TlsListener {
+    /// Handshakes choose certificates from whatever `table` holds at the
+    /// time (its `certs`).
+    pub fn new(table: Arc<ArcSwap<RouteTable>>) -> Result<Self, elsinore_tls::Error> {
+        let resolver = SniResolver::new(Arc::new(TableCerts(table.clone())));
+        Ok(Self {
+            config: server_config(Arc::new(resolver))?,
+            table,
+        })
+    }
+}
+
+/// The certificates of the current route table.
+#[derive(Debug)]
+struct TableCerts(Arc<ArcSwap<RouteTable>>);
+
+impl CurrentCerts for TableCerts {
+    fn current(&self) -> Arc<CertStore> {
+        self.0.load().certs.clone()
+    }
+}
+
+/// Serves HTTPS on `listener` until `shutdown` resolves, then stops
+/// accepting and gives open connections up to `grace`, like
+/// [`crate::serve`]. ALPN offers `h2` and `http/1.1`; HTTP/2 clients reach
+/// HTTP/1.1 handlers as on the plain listener.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: TlsListener,
+    proxy: Arc<Proxy>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    let builder = Arc::new(http_builder());
+    let tls = Arc::new(tls);
+    accept_loop("https", listener, shutdown, grace, move |stream, peer, watcher, stopping| {
+        let (builder, tls, proxy) = (builder.clone(), tls.clone(), proxy.clone());
+        async move {
+            // The handshake runs here, in the connection's own task; a
+            // shutdown does not wait for it (no request is in flight yet).
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(stream, &tls));
+            let (stream, info) = tokio::select! {
+                done = handshake => match done {
+                    Ok(Ok(done)) => done,
+                    Ok(Err(err)) => {
+                        tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, timeout = ?HANDSHAKE_TIMEOUT, "TLS handshake timed out");
+                        return;
+                    }
+                },
+                () = stopping.wait() => return,
+            };
+            let conn = ConnInfo {
+                peer,
+                tls: Some(info),
+            };
+            serve_connection(builder, stream, proxy, conn, watcher).await;
+        }
+    })
+    .await;
+}
+
+/// Why a handshake did not complete (logged at debug level: scanners and
+/// impatient clients make these all day).
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Tls(#[from] rustls::Error),
+    #[error("the client closed the connection before its ClientHello")]
+    Closed,
+    #[error("no certificate for server name {0:?}; sent unrecognized_name")]
+    UnknownName(Option<String>),
+}
+
+/// Reads the ClientHello, picks the certificate for its SNI from the
+/// current table, and completes the handshake with it.
+async fn handshake(
+    stream: TcpStream,
+    tls: &TlsListener,
+) -> Result<(TlsStream<TcpStream>, TlsInfo), HandshakeError> {
+    let (mut stream, accepted) = read_client_hello(stream).await?;
+    let sni = accepted
+        .client_hello()
+        .server_name()
+        .map(str::to_ascii_lowercase);
+    let chosen = tls.table.load().certs.resolve(sni.as_deref()).cloned();
+    let Some(cert) = chosen else {
+        let _ = stream.write_all(&UNRECOGNIZED_NAME_ALERT).await;
+        let _ = stream.shutdown().await;
+        return Err(HandshakeError::UnknownName(sni));
+    };
+    // rustls resolves again through the same store (SniResolver); a swap in
+    // between can only pick a newer certificate for the same name.
+    let stream = StartHandshake::from_parts(accepted, stream)
+        .into_stream(tls.config.clone())
+        .await?;
+    Ok((stream, TlsInfo { sni, cert }))
+}
+
+/// Feeds the socket to a rustls [`Acceptor`] until a whole ClientHello is
+/// in. Everything read is handed on with the returned [`Accepted`].
+async fn read_client_hello(stream: TcpStream) -> Result<(TcpStream, Accepted), HandshakeError> {
+    let mut acceptor = Acceptor::default();
+    loop {
+        match acceptor.read_tls(&mut TryRead(&stream)) {
+            Ok(0) => return Err(HandshakeError::Closed),
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                stream.readable().await?;
+                continue;
+            }
+            Err(err) => return Err(err.into()),
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => return Ok((stream, accepted)),
+            Ok(None) => {}
+            Err((err, mut alert)) => {
+                let mut bytes = Vec::new();
+                let _ = alert.write_all(&mut bytes);
+                let mut stream = stream;
+                let _ = stream.write_all(&bytes).await;
+                return Err(err.into());
+            }
+        }
+    }
+}
+
+/// `io::Read` over a non-blocking socket: `WouldBlock` when nothing is
+/// buffered.
+struct TryRead<'a>(&'a TcpStream);
+
+impl io::Read for TryRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
+}

@@ -1,0 +1,225 @@
+//! Building the next snapshot from the files, keeping what is still good.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use elsinore_config::HostPattern;
+
+use crate::cert::Stamp;
+use crate::store::{CertOwner, CertSlot, CertStore};
+use crate::{key_mode_warning, LoadedCert, CERT_FILE, EXPIRY_WARNING_DAYS, KEY_FILE, TLS_DIR};
+
+/// Where one owner's certificate files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSource {
+    /// Whose certificate it is.
+    pub owner: CertOwner,
+    /// The PEM chain.
+    pub cert_path: PathBuf,
+    /// The PEM key.
+    pub key_path: PathBuf,
+    /// A host folder without `tls/` (or with an empty one) simply has no
+    /// certificate; the configured default must exist.
+    optional: bool,
+}
+
+impl CertSource {
+    /// `<host_dir>/tls/cert.pem` and `key.pem` for the host folder of
+    /// `pattern`.
+    pub fn host(pattern: HostPattern, host_dir: &Path) -> Self {
+        let tls = host_dir.join(TLS_DIR);
+        Self {
+            owner: CertOwner::Host(pattern),
+            cert_path: tls.join(CERT_FILE),
+            key_path: tls.join(KEY_FILE),
+            optional: true,
+        }
+    }
+
+    /// The configured default certificate.
+    pub fn default_cert(cert_path: PathBuf, key_path: PathBuf) -> Self {
+        Self {
+            owner: CertOwner::Default,
+            cert_path,
+            key_path,
+            optional: false,
+        }
+    }
+
+    /// Nothing to load: an optional source with neither file.
+    fn absent(&self) -> bool {
+        self.optional && !self.cert_path.exists() && !self.key_path.exists()
+    }
+}
+
+/// A new snapshot and what changed compared with the previous one.
+#[derive(Debug)]
+pub struct Rebuilt {
+    /// The snapshot to swap in.
+    pub store: CertStore,
+    /// One line per certificate added, replaced or removed.
+    pub changes: Vec<String>,
+    /// Files refused: the previous certificate of that owner (if any)
+    /// keeps serving. Repeated on every rebuild until fixed.
+    pub errors: Vec<String>,
+    /// Certificates loaded but worth a look (key readable by others, names
+    /// that do not cover the host, already expired).
+    pub warnings: Vec<String>,
+}
+
+impl CertStore {
+    /// Reads `sources` and builds the next snapshot. Files unchanged
+    /// since this snapshot read them are not read again. A source whose
+    /// files are refused keeps this snapshot's certificate for it (the
+    /// last good one); an owner no longer in `sources` loses its
+    /// certificate.
+    pub fn rebuild(&self, sources: &[CertSource], now: SystemTime) -> Rebuilt {
+        let mut out = Rebuilt {
+            store: CertStore::default(),
+            changes: Vec::new(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let mut slots = BTreeMap::new();
+        for source in sources {
+            let previous = self.slot(&source.owner);
+            if source.absent() {
+                continue;
+            }
+            let stamp = Stamp::of(&source.cert_path, &source.key_path);
+            let unchanged = |cert: &LoadedCert| {
+                cert.stamp == stamp
+                    && cert.cert_path == source.cert_path
+                    && cert.key_path == source.key_path
+            };
+            match previous {
+                Some(slot)
+                    if slot.refused.is_none() && slot.cert.as_deref().is_some_and(unchanged) =>
+                {
+                    slots.insert(source.owner.clone(), slot.clone());
+                    continue;
+                }
+                Some(slot)
+                    if slot.refused_stamp.as_ref() == Some(&stamp)
+                        && slot.cert_path == source.cert_path
+                        && slot.key_path == source.key_path =>
+                {
+                    out.errors.extend(slot.refused.clone());
+                    slots.insert(source.owner.clone(), slot.clone());
+                    continue;
+                }
+                _ => {}
+            }
+            let last_good = previous.and_then(|slot| slot.cert.clone());
+            let slot = match LoadedCert::load(&source.cert_path, &source.key_path) {
+                Ok(cert) => {
+                    out.changes.push(change_line(
+                        if last_good.is_some() { "~" } else { "+" },
+                        &source.owner,
+                        &cert,
+                    ));
+                    out.warnings
+                        .extend(load_warnings(&source.owner, &cert, now));
+                    CertSlot {
+                        cert_path: source.cert_path.clone(),
+                        key_path: source.key_path.clone(),
+                        cert: Some(Arc::new(cert)),
+                        refused: None,
+                        refused_stamp: None,
+                    }
+                }
+                Err(err) => {
+                    let keeping = match &last_good {
+                        Some(cert) => format!(
+                            "keeping the previous certificate for {} (expires {})",
+                            source.owner,
+                            date(cert.not_after)
+                        ),
+                        None => format!("{} has no certificate until this is fixed", source.owner),
+                    };
+                    let message = format!("certificate {}: {err}; {keeping}", source.owner);
+                    out.errors.push(message.clone());
+                    CertSlot {
+                        cert_path: source.cert_path.clone(),
+                        key_path: source.key_path.clone(),
+                        cert: last_good,
+                        refused: Some(message),
+                        refused_stamp: Some(stamp),
+                    }
+                }
+            };
+            slots.insert(source.owner.clone(), slot);
+        }
+        for (owner, slot) in self.slots() {
+            if slot.cert.is_some() && !slots.contains_key(owner) {
+                out.changes.push(format!("- certificate {owner}"));
+            }
+        }
+        out.store = CertStore::from_slots(slots);
+        out
+    }
+}
+
+fn change_line(sign: &str, owner: &CertOwner, cert: &LoadedCert) -> String {
+    let verb = if sign == "~" { " replaced" } else { "" };
+    format!(
+        "{sign} certificate {owner}{verb} (names: {}; expires {})",
+        names(cert),
+        date(cert.not_after)
+    )
+}
+
+fn load_warnings(owner: &CertOwner, cert: &LoadedCert, now: SystemTime) -> Vec<String> {
+    let mut warnings = Vec::new();
+    warnings.extend(key_mode_warning(&cert.key_path));
+    let covered = match owner {
+        CertOwner::Default => true,
+        CertOwner::Host(HostPattern::Exact(name)) => cert.covers(name.as_str()),
+        CertOwner::Host(pattern @ HostPattern::Wildcard(_)) => {
+            cert.names.contains(&pattern.to_string())
+        }
+    };
+    if !covered {
+        warnings.push(format!(
+            "{}: does not cover {owner} (its names: {}); clients will refuse it",
+            cert.cert_path.display(),
+            names(cert)
+        ));
+    }
+    warnings.extend(expiry_warning(owner, cert, now));
+    warnings
+}
+
+/// A warning when `cert` expires within [`EXPIRY_WARNING_DAYS`] of `now`
+/// (or has expired); `None` when it has longer.
+pub fn expiry_warning(owner: &CertOwner, cert: &LoadedCert, now: SystemTime) -> Option<String> {
+    let when = match cert.days_left(now) {
+        days if days >= EXPIRY_WARNING_DAYS => return None,
+        days if days < 0 => format!("expired {} days ago", -days),
+        0 => "expires today".to_owned(),
+        1 => "expires in 1 day".to_owned(),
+        days => format!("expires in {days} days"),
+    };
+    Some(format!(
+        "certificate for {owner} {when} ({}, {}); replace it",
+        humantime::format_rfc3339_seconds(cert.not_after),
+        cert.cert_path.display()
+    ))
+}
+
+fn names(cert: &LoadedCert) -> String {
+    if cert.names.is_empty() {
+        "none".to_owned()
+    } else {
+        cert.names.join(", ")
+    }
+}
+
+/// `2027-01-31`: certificates expire on a day, not a nanosecond.
+pub(crate) fn date(time: SystemTime) -> String {
+    let mut text = humantime::format_rfc3339_seconds(time).to_string();
+    text.truncate(10);
+    text
+}

@@ -1,0 +1,163 @@
+//! `elsinore dev-cert HOSTNAME --project NAME`: a self-signed certificate
+//! for local development, written where the HTTPS listener looks for it.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use elsinore_config::{Config, HostPattern};
+use elsinore_routes::HOSTS_DIR;
+use elsinore_tls::{CERT_FILE, KEY_FILE, TLS_DIR};
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose,
+};
+use time::{Duration, OffsetDateTime};
+
+/// How long a development certificate is valid.
+const VALID_DAYS: i64 = 365;
+
+/// What to write.
+#[derive(Debug)]
+pub struct DevCert {
+    pub config: PathBuf,
+    pub hostname: String,
+    pub project: String,
+    pub force: bool,
+}
+
+/// Writes `hosts/<hostname>/tls/cert.pem` and `key.pem` (mode 0600) in
+/// the project, and prints how to use them.
+pub fn run(args: &DevCert) -> anyhow::Result<()> {
+    let config = Config::load(&args.config)?;
+    let host = HostPattern::parse(&args.hostname)
+        .with_context(|| format!("{:?} cannot be a host folder name", args.hostname))?;
+    let Some(project) = config.projects.iter().find(|p| p.name == args.project) else {
+        let names: Vec<&str> = config.projects.iter().map(|p| p.name.as_str()).collect();
+        bail!(
+            "no project named {:?} in {} (projects: {})",
+            args.project,
+            config.file.display(),
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
+        );
+    };
+    let host_dir = project.path.join(HOSTS_DIR).join(host.to_string());
+    let tls_dir = host_dir.join(TLS_DIR);
+    let (cert_path, key_path) = (tls_dir.join(CERT_FILE), tls_dir.join(KEY_FILE));
+    if !args.force {
+        for existing in [&cert_path, &key_path] {
+            if existing.exists() {
+                bail!(
+                    "{} already exists; pass --force to replace it",
+                    existing.display()
+                );
+            }
+        }
+    }
+    let new_host = !host_dir.exists();
+    fs::create_dir_all(&tls_dir).with_context(|| format!("cannot create {}", tls_dir.display()))?;
+
+    let (cert_pem, key_pem, not_after) = generate(&host)?;
+    // The key first: until the certificate follows, a running server
+    // refuses the pair and keeps whatever it served before.
+    write_atomically(&key_path, key_pem.as_bytes(), 0o600)?;
+    write_atomically(&cert_path, cert_pem.as_bytes(), 0o644)?;
+
+    if new_host {
+        println!(
+            "created host folder {} (project {})",
+            host_dir.display(),
+            project.name
+        );
+    }
+    println!(
+        "wrote {} (self-signed for {host}, valid until {})",
+        cert_path.display(),
+        not_after.date()
+    );
+    println!("wrote {} (mode 0600)", key_path.display());
+    println!();
+    println!("{}", usage(&config, &host, &cert_path));
+    Ok(())
+}
+
+/// How to reach the host with curl, trusting the new certificate.
+fn usage(config: &Config, host: &HostPattern, cert_path: &Path) -> String {
+    let example = match host {
+        HostPattern::Exact(name) => name.to_string(),
+        HostPattern::Wildcard(suffix) => format!("dev.{suffix}"),
+    };
+    let Some(tls) = config.tls_listen else {
+        return format!(
+            "config.json has no tls_listen yet; add e.g. \"tls_listen\": \"127.0.0.1:8443\" and restart, then:\n  curl --cacert {} --resolve {example}:8443:127.0.0.1 https://{example}:8443/",
+            cert_path.display()
+        );
+    };
+    let port = tls.port();
+    let ip = if tls.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        tls.ip().to_string()
+    };
+    let url = if port == 443 {
+        format!("https://{example}/")
+    } else {
+        format!("https://{example}:{port}/")
+    };
+    format!(
+        "A running Elsinore serves it within a second, no restart needed. Clients do not\n\
+         trust a self-signed certificate by default; tell curl to trust this one:\n  \
+         curl --cacert {cert} --resolve {example}:{port}:{ip} {url}\n\
+         (--resolve is only needed when {example} does not resolve to this machine.)",
+        cert = cert_path.display()
+    )
+}
+
+/// A fresh ECDSA P-256 key and a certificate for `host` signed by it.
+fn generate(host: &HostPattern) -> anyhow::Result<(String, String, OffsetDateTime)> {
+    let key = KeyPair::generate().context("cannot generate a key")?;
+    let mut params = CertificateParams::new(vec![host.to_string()])
+        .with_context(|| format!("{host} is not a valid certificate name"))?;
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, host.to_string());
+    name.push(DnType::OrganizationName, "Elsinore development certificate");
+    params.distinguished_name = name;
+    let now = OffsetDateTime::now_utc();
+    // A day of slack for clocks that are a little behind.
+    params.not_before = now - Duration::days(1);
+    params.not_after = now + Duration::days(VALID_DAYS);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params
+        .self_signed(&key)
+        .context("cannot sign the certificate")?;
+    Ok((cert.pem(), key.serialize_pem(), params.not_after))
+}
+
+/// Writes `path` through a temporary file renamed over it, so a running
+/// server never reads half a file; the file gets `mode` from the start.
+fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    let temp = PathBuf::from(temp);
+    let _ = fs::remove_file(&temp);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&temp)
+        .with_context(|| format!("cannot write {}", temp.display()))?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", temp.display()))?;
+    // The umask may have removed bits, never added any; make it exact.
+    fs::set_permissions(&temp, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of {}", temp.display()))?;
+    fs::rename(&temp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

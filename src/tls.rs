@@ -1,0 +1,164 @@
+//! TLS wiring of the binary: which certificate files a reload reads and
+//! watches, the daily expiry warning, and certificates in `/routes`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use elsinore_config::{Config, DefaultCert};
+use elsinore_proxy::{ProjectRoute, RouteTable};
+use elsinore_routes::HOSTS_DIR;
+use elsinore_tls::{CertSource, CertStore, TLS_DIR};
+use elsinore_watch::Target;
+use serde_json::{json, Value};
+
+const ONE_DAY: Duration = Duration::from_secs(86_400);
+
+/// Where a table's certificates come from: the `tls/` folder of every
+/// host each project keeps (a host lost in a conflict uses its owner's
+/// folder), then the configured default.
+pub fn cert_sources(config: &Config, routes: &[Arc<ProjectRoute>]) -> Vec<CertSource> {
+    let mut sources: Vec<CertSource> = routes
+        .iter()
+        .flat_map(|project| {
+            project.hosts.iter().map(|host| {
+                let dir = project.path.join(HOSTS_DIR).join(host.to_string());
+                CertSource::host(host.clone(), &dir)
+            })
+        })
+        .collect();
+    if let Some(DefaultCert { cert, key }) = &config.tls_default {
+        sources.push(CertSource::default_cert(cert.clone(), key.clone()));
+    }
+    sources
+}
+
+/// Folders to watch so that an added, replaced or removed certificate is
+/// noticed: each host folder (only its `tls` entry matters), each
+/// `tls/` folder (every entry), and the default certificate's files.
+/// Two inotify watches per host.
+pub fn watch_targets(sources: &[CertSource]) -> Vec<Target> {
+    let mut targets = Vec::with_capacity(2 * sources.len());
+    for source in sources {
+        match source.owner {
+            elsinore_tls::CertOwner::Host(_) => {
+                if let Some(tls_dir) = source.cert_path.parent() {
+                    if let Some(host_dir) = tls_dir.parent() {
+                        targets.push(Target::only(host_dir, [TLS_DIR]));
+                    }
+                    targets.push(Target::all(tls_dir));
+                }
+            }
+            elsinore_tls::CertOwner::Default => {
+                for file in [&source.cert_path, &source.key_path] {
+                    if let (Some(dir), Some(name)) = (file.parent(), file.file_name()) {
+                        targets.push(Target::only(dir, [name.to_owned()]));
+                    }
+                }
+            }
+        }
+    }
+    targets
+}
+
+/// Logs every certificate that expires within
+/// [`elsinore_tls::EXPIRY_WARNING_DAYS`] once a day. (Loading a
+/// certificate warns at once, at startup and on every reload, so the
+/// first look is a day from now.)
+pub fn spawn_expiry_warnings(table: Arc<ArcSwap<RouteTable>>) {
+    tokio::spawn(async move {
+        let mut every_day =
+            tokio::time::interval_at(tokio::time::Instant::now() + ONE_DAY, ONE_DAY);
+        loop {
+            every_day.tick().await;
+            let certs = table.load().certs.clone();
+            for warning in expiry_warnings(&certs, SystemTime::now()) {
+                tracing::warn!("{warning}");
+            }
+        }
+    });
+}
+
+/// One line per certificate expiring soon (or already expired).
+pub fn expiry_warnings(certs: &CertStore, now: SystemTime) -> Vec<String> {
+    certs
+        .slots()
+        .filter_map(|(owner, slot)| elsinore_tls::expiry_warning(owner, slot.cert.as_ref()?, now))
+        .collect()
+}
+
+/// The `certificates` section of `/routes`: per host folder (and
+/// `(default)`), what is served and whether newer files were refused.
+pub fn certificates_json(certs: &CertStore, now: SystemTime) -> Value {
+    let entries: serde_json::Map<String, Value> = certs
+        .slots()
+        .map(|(owner, slot)| {
+            let cert = slot.cert.as_ref();
+            (
+                owner.to_string(),
+                json!({
+                    "names": cert.map_or(&[][..], |c| &c.names[..]),
+                    "not_after": cert.map(|c| rfc3339(c.not_after)),
+                    "days_left": cert.map(|c| c.days_left(now)),
+                    "cert": path(&slot.cert_path),
+                    "key": path(&slot.key_path),
+                    "serving": cert.is_some(),
+                    "error": slot.refused,
+                }),
+            )
+        })
+        .collect();
+    Value::Object(entries)
+}
+
+fn path(path: &Path) -> String {
+    path.display().to_string()
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// The `certificates` part of `elsinore check`: each certificate the
+/// HTTPS listener would load, and a warning for each that it would
+/// refuse or that needs attention. Empty without `tls_listen`.
+pub fn check_report(
+    config: &Config,
+    hosts: &[(String, &Path)],
+    now: SystemTime,
+) -> (Vec<String>, Vec<String>) {
+    if config.tls_listen.is_none() {
+        return (Vec::new(), Vec::new());
+    }
+    let mut sources: Vec<CertSource> = hosts
+        .iter()
+        .filter_map(|(host, project_dir)| {
+            let pattern = elsinore_config::HostPattern::parse(host).ok()?;
+            Some(CertSource::host(
+                pattern,
+                &project_dir.join(HOSTS_DIR).join(host),
+            ))
+        })
+        .collect();
+    if let Some(DefaultCert { cert, key }) = &config.tls_default {
+        sources.push(CertSource::default_cert(cert.clone(), key.clone()));
+    }
+    let rebuilt = CertStore::default().rebuild(&sources, now);
+    let lines = rebuilt
+        .store
+        .slots()
+        .filter_map(|(owner, slot)| {
+            let cert = slot.cert.as_ref()?;
+            Some(format!(
+                "{owner}: {} (expires {}, {} days left)",
+                cert.names.join(", "),
+                rfc3339(cert.not_after),
+                cert.days_left(now)
+            ))
+        })
+        .collect();
+    let mut warnings = rebuilt.errors;
+    warnings.extend(rebuilt.warnings);
+    (lines, warnings)
+}
