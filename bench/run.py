@@ -49,7 +49,7 @@ def ensure_tools():
         subprocess.run(["apt-get", "install", "-y", *packages], check=True,
                        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     log("building release binaries")
-    subprocess.run(["cargo", "build", "--release", "--bin", "elsinore", "--bin", "bench-backend"],
+    subprocess.run(["cargo", "build", "--release", "-p", "elsinore", "-p", "elsinore-bench", "--bins"],
                    cwd=ROOT, check=True)
 
 
