@@ -121,9 +121,13 @@ fn describe(err: &anyhow::Error) -> String {
 }
 
 /// Logs go to stderr; `RUST_LOG` filters them (default: info).
+/// notify logs at WARN when it unwatches a folder that was just deleted,
+/// which is how every removed host folder ends; that is not news.
+const DEFAULT_LOG_FILTER: &str = "info,notify=error";
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
