@@ -81,6 +81,8 @@ struct RestartOnly {
     watch: String,
     cors_origins: String,
     events: String,
+    log_format: String,
+    metrics: String,
 }
 
 impl RestartOnly {
@@ -95,6 +97,8 @@ impl RestartOnly {
             watch: format!("{:?}", config.watch),
             cors_origins: format!("{:?}", config.cors_origins),
             events: format!("{:?}", config.events),
+            log_format: config.log_format.as_str().to_owned(),
+            metrics: format!("per_host: {}", config.metrics.per_host),
         }
     }
 
@@ -130,6 +134,12 @@ impl RestartOnly {
             self.cors_origins.clone(),
             new.cors_origins.clone(),
         );
+        check(
+            "log_format",
+            self.log_format.clone(),
+            new.log_format.clone(),
+        );
+        check("metrics", self.metrics.clone(), new.metrics.clone());
         if self.events != new.events {
             out.push(
                 "config.json `events` changed; the new schedule and retention take effect after a restart"
@@ -153,6 +163,8 @@ pub struct Live {
     pending_restart: ArcSwap<Vec<String>>,
     watch_targets: ArcSwap<Vec<Target>>,
     swaps: AtomicU64,
+    /// Reloads that refused something (for `elsinore_reload_failures_total`).
+    reload_failures: AtomicU64,
 }
 
 impl Live {
@@ -170,6 +182,7 @@ impl Live {
             pending_restart: ArcSwap::from_pointee(Vec::new()),
             watch_targets: ArcSwap::from_pointee(Vec::new()),
             swaps: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
         });
         let mut applied = live.applied.lock().await;
         let mut report = ReloadReport::new("startup");
@@ -212,6 +225,12 @@ impl Live {
         self.pending_restart.load_full()
     }
 
+    /// Reloads since startup that refused something (the previous state
+    /// of that part kept serving).
+    pub fn reload_failures(&self) -> u64 {
+        self.reload_failures.load(Ordering::Relaxed)
+    }
+
     /// How many tables have been swapped in since startup (the first
     /// included).
     pub fn swaps(&self) -> u64 {
@@ -241,6 +260,9 @@ impl Live {
             && !report.errors.is_empty()
             && *previous_errors == report.errors;
         log_report(&report, repeated);
+        if !report.errors.is_empty() {
+            self.reload_failures.fetch_add(1, Ordering::Relaxed);
+        }
         if report.errors.is_empty() && !previous_errors.is_empty() {
             tracing::info!(trigger = %report.trigger, "reload: everything applies again; the previous refusal is resolved");
         }

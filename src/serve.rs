@@ -63,7 +63,12 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
         &config,
         Arc::new(LiveRescan::new(live.clone(), watcher.clone())),
     );
-    let proxy = Arc::new(Proxy::new(live.table()).with_admin(admin));
+    let metrics = Arc::new(elsinore_metrics::Metrics::new(config.metrics.per_host));
+    let proxy = Arc::new(
+        Proxy::new(live.table())
+            .with_admin(admin)
+            .with_metrics(metrics.clone()),
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopping = move || {
@@ -83,6 +88,10 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
             return Err(err.into());
         }
     };
+    metrics.register_source(crate::metrics_source::LiveSource {
+        live: live.clone(),
+        events: events.clone(),
+    });
     if let Some(operator_listener) = operator_listener {
         let addr = operator_listener
             .local_addr()
@@ -91,6 +100,8 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
             live: live.clone(),
             watcher: watcher.clone(),
             events: events.clone(),
+            metrics: metrics.clone(),
+            rates: Arc::default(),
         };
         tokio::spawn(operator::serve(operator_listener, operator, stopping()));
         if !addr.ip().is_loopback() {

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::error::{ConfigError, Problem};
 use crate::events::{validate_events, EventsConfig, RawEvents};
+use crate::observability::{LogFormat, MetricsConfig};
 use crate::parse_duration;
 
 /// Where the public listener binds when `listen` is absent.
@@ -42,6 +43,10 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// The framework events (`events`); defaults when absent.
     pub events: EventsConfig,
+    /// `log_format`: text (default) or JSON log lines.
+    pub log_format: LogFormat,
+    /// `metrics`: label options of `GET /metrics`.
+    pub metrics: MetricsConfig,
 }
 
 /// `watch` in config.json.
@@ -114,6 +119,8 @@ struct RawConfig {
     projects: Vec<RawProject>,
     cors_origins: Option<Vec<String>>,
     events: Option<RawEvents>,
+    log_format: Option<LogFormat>,
+    metrics: Option<MetricsConfig>,
 }
 
 #[derive(Deserialize)]
@@ -248,6 +255,8 @@ impl Config {
                 projects,
                 cors_origins,
                 events,
+                log_format: raw.log_format.unwrap_or_default(),
+                metrics: raw.metrics.unwrap_or_default(),
             }),
             _ => Err(ConfigError::invalid(file, problems)),
         }

@@ -15,6 +15,7 @@
 //! The request path never touches SQLite, reads files or spawns
 //! processes; only the admin API does, on `spawn_blocking`.
 
+mod access;
 mod admin_api;
 mod auth;
 mod body;
@@ -29,6 +30,7 @@ mod service;
 mod table;
 mod throttle;
 
+pub use access::{CountedBody, ACCESS_TARGET};
 pub use admin_api::{is_admin_path, AdminApi, LIVE_WAIT, MAX_BODY};
 pub use auth::AuthLevel;
 pub use body::HandlerBody;
@@ -37,6 +39,7 @@ pub use refresh::TableRefresh;
 pub use server::serve;
 pub use service::Proxy;
 pub use table::{ProjectRoute, RouteTable};
+pub use elsinore_metrics::Metrics;
 pub use throttle::{MAX_FAILURES, WINDOW as THROTTLE_WINDOW};
 
 /// The body of every response Elsinore sends: a handler's streamed body, or

@@ -47,6 +47,8 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // Counted until the connection task ends.
+        let open = proxy.metrics().connection_opened();
         let proxy = proxy.clone();
         let service = service_fn(move |request| {
             let proxy = proxy.clone();
@@ -57,6 +59,7 @@ pub async fn serve(
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
+            let _open = open;
             if let Err(err) = connection.await {
                 tracing::debug!(%peer, error = %err, "connection ended with an error");
             }
