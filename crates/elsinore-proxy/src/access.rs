@@ -144,9 +144,9 @@ impl Access {
         tracing::info!(
             target: ACCESS_TARGET,
             client = %self.client,
-            host = self.host.as_deref().unwrap_or("-"),
-            project = self.project.as_deref().unwrap_or("-"),
-            handler = self.handler.as_deref().unwrap_or("-"),
+            host = %self.host.as_deref().unwrap_or("-"),
+            project = %self.project.as_deref().unwrap_or("-"),
+            handler = %self.handler.as_deref().unwrap_or("-"),
             method = %self.method,
             path = %self.target,
             status,
@@ -154,7 +154,7 @@ impl Access {
             bytes_out,
             total_ms = millis(total),
             handler_ms = self.handler_time.map(millis),
-            request_id = self.request_id.to_str().unwrap_or("-"),
+            request_id = %self.request_id.to_str().unwrap_or("-"),
             "request"
         );
         let labels = RequestLabels {
