@@ -18,7 +18,9 @@ pub fn init(filter: Option<&str>, format: LogFormat) {
             Ok(filter) => (filter, None),
             Err(err) => (
                 tracing_subscriber::EnvFilter::new("info"),
-                Some(format!("--log {directives:?} is not a valid filter ({err}); using info")),
+                Some(format!(
+                    "--log {directives:?} is not a valid filter ({err}); using info"
+                )),
             ),
         },
         None => (
@@ -31,9 +33,7 @@ pub fn init(filter: Option<&str>, format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         // One object per line with the event's fields at the top level,
         // so `jq 'select(.target == "elsinore::access")'` just works.
         LogFormat::Json => builder

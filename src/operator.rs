@@ -112,12 +112,10 @@ impl Operator {
                 _,
                 "/" | "/metrics" | "/healthz" | "/readyz" | "/routes" | "/reload" | "/events/run"
                 | "/events",
-            ) => {
-                reply(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    &json!({"error": format!("{} is not allowed on {path}", request.method())}),
-                )
-            }
+            ) => reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &json!({"error": format!("{} is not allowed on {path}", request.method())}),
+            ),
             _ => reply(
                 StatusCode::NOT_FOUND,
                 &json!({

@@ -28,9 +28,15 @@ fn othello(ws: &Workspace, extra: Value) -> PathBuf {
 /// The access-log line of the request whose reply carried `reply`'s
 /// X-Request-Id (written when the response is complete, so waited for).
 fn access_line(server: &Server, reply: &Reply) -> String {
-    let id = reply.header("x-request-id").expect("X-Request-Id").to_owned();
+    let id = reply
+        .header("x-request-id")
+        .expect("X-Request-Id")
+        .to_owned();
     let line = server.logs.wait_for(&format!("request_id={id}"));
-    assert!(line.contains("elsinore::access"), "not an access line: {line}");
+    assert!(
+        line.contains("elsinore::access"),
+        "not an access line: {line}"
+    );
     line
 }
 
@@ -115,9 +121,15 @@ async fn access_log_has_a_line_for_proxied_404_and_502_requests() {
 async fn json_log_format_writes_every_line_as_json() {
     let ws = Workspace::new();
     let server = Server::start(&othello(&ws, json!({"log_format": "json"})));
-    let reply = server.get("othello.test", "/page?project_key=nope").send().await;
+    let reply = server
+        .get("othello.test", "/page?project_key=nope")
+        .send()
+        .await;
     assert_eq!(reply.status, StatusCode::OK);
-    let id = reply.header("x-request-id").expect("X-Request-Id").to_owned();
+    let id = reply
+        .header("x-request-id")
+        .expect("X-Request-Id")
+        .to_owned();
     let line = server.logs.wait_for(&format!("\"request_id\":\"{id}\""));
     let entry: Value = serde_json::from_str(&line).expect("an access line is JSON");
     assert_eq!(entry["target"], "elsinore::access");
@@ -141,7 +153,9 @@ async fn json_log_format_writes_every_line_as_json() {
     let serving = server.logs.wait_for("\"message\":\"serving\"");
     let serving: Value = serde_json::from_str(&serving).expect("JSON");
     assert_eq!(serving["projects"], 1);
-    assert!(serving["database"].as_str().is_some_and(|d| d.ends_with("elsinore.db")));
+    assert!(serving["database"]
+        .as_str()
+        .is_some_and(|d| d.ends_with("elsinore.db")));
 }
 
 #[tokio::test]
@@ -197,7 +211,10 @@ async fn keys_never_appear_in_any_log_line() {
             .send()
             .await,
         server
-            .get("othello.test", &format!("/admin/api/_keys?project_key={query_secret}"))
+            .get(
+                "othello.test",
+                &format!("/admin/api/_keys?project_key={query_secret}"),
+            )
             .send()
             .await,
         server
@@ -213,7 +230,9 @@ async fn keys_never_appear_in_any_log_line() {
         access_line(&server, reply);
     }
     // The handler printed its request line (with the query) too.
-    server.logs.wait_for("project_key=[redacted]&api_token=[redacted]&x=1");
+    server
+        .logs
+        .wait_for("project_key=[redacted]&api_token=[redacted]&x=1");
 
     let logs = server.logs.all().join("\n");
     for secret in [
@@ -262,8 +281,15 @@ fn parse_exposition(text: &str) -> Vec<Sample> {
                 "TYPE" => {
                     let metric_type = parts.next().expect("a type");
                     assert!(
-                        ["counter", "gauge", "histogram", "summary", "info", "unknown"]
-                            .contains(&metric_type),
+                        [
+                            "counter",
+                            "gauge",
+                            "histogram",
+                            "summary",
+                            "info",
+                            "unknown"
+                        ]
+                        .contains(&metric_type),
                         "bad type in {line:?}"
                     );
                     typed.insert(name.to_owned(), metric_type.to_owned());
@@ -326,7 +352,10 @@ fn parse_exposition(text: &str) -> Vec<Sample> {
             .iter()
             .find_map(|suffix| name.strip_suffix(suffix).filter(|f| typed.contains_key(*f)))
             .unwrap_or(name);
-        assert!(typed.contains_key(family), "sample without # TYPE: {line:?}");
+        assert!(
+            typed.contains_key(family),
+            "sample without # TYPE: {line:?}"
+        );
         samples.push(Sample {
             name: name.to_owned(),
             labels,
@@ -387,10 +416,12 @@ async fn metrics_parse_and_follow_traffic() {
             )
         };
         // Exactly one state is 1 at any time.
-        let states: f64 = ["starting", "ready", "backoff", "stopping", "stopped", "external"]
-            .into_iter()
-            .map(state)
-            .sum();
+        let states: f64 = [
+            "starting", "ready", "backoff", "stopping", "stopped", "external",
+        ]
+        .into_iter()
+        .map(state)
+        .sum();
         assert_eq!(states, 1.0, "one current state");
         state("ready") == 1.0
     })
@@ -433,7 +464,11 @@ async fn metrics_parse_and_follow_traffic() {
         value(&after, "elsinore_requests_total", &ok) - served_before,
         3.0
     );
-    let by_host = [("project", "othello"), ("handler", "web"), ("host", "othello.test")];
+    let by_host = [
+        ("project", "othello"),
+        ("handler", "web"),
+        ("host", "othello.test"),
+    ];
     assert!(value(&after, "elsinore_request_bytes_total", &by_host) >= 24.0);
     assert!(value(&after, "elsinore_response_bytes_total", &by_host) >= 24.0);
     assert!(value(&after, "elsinore_request_duration_seconds_count", &by_host) >= 3.0);
@@ -459,7 +494,11 @@ async fn metrics_parse_and_follow_traffic() {
         value(
             &after,
             "elsinore_handler_errors_total",
-            &[("project", "othello"), ("handler", "web"), ("kind", "reset")]
+            &[
+                ("project", "othello"),
+                ("handler", "web"),
+                ("kind", "reset")
+            ]
         ),
         1.0
     );
@@ -547,11 +586,7 @@ async fn status_page_in_headless_chromium() {
         return;
     };
     let ws = Workspace::new();
-    ws.project(
-        "othello",
-        &["othello.test"],
-        &echo_manifest(),
-    );
+    ws.project("othello", &["othello.test"], &echo_manifest());
     // hamlet also declares othello.test (a conflict) and has a handler
     // that exits at once (backoff, restarts, a last error).
     ws.project(
@@ -581,13 +616,7 @@ async fn status_page_in_headless_chromium() {
     let profile = tempfile::tempdir().expect("profile dir");
     let dom = tokio::task::spawn_blocking({
         let (chromium, profile, url) = (chromium.clone(), profile.path().to_owned(), url.clone());
-        move || {
-            run_chromium(
-                &chromium,
-                &profile,
-                &["--dump-dom".to_owned(), url],
-            )
-        }
+        move || run_chromium(&chromium, &profile, &["--dump-dom".to_owned(), url])
     })
     .await
     .expect("chromium thread");

@@ -202,10 +202,12 @@ impl Metrics {
     pub fn new(per_host: bool) -> Self {
         let mut registry = Registry::with_prefix("elsinore");
         let requests = Family::<ClassLabels, Counter>::default();
-        let request_duration =
-            Family::<RequestLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
-        let handler_duration =
-            Family::<RequestLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        let request_duration = Family::<RequestLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> _,
+        );
+        let handler_duration = Family::<RequestLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> _,
+        );
         let bytes_in = Family::<RequestLabels, Counter>::default();
         let bytes_out = Family::<RequestLabels, Counter>::default();
         let handler_errors = Family::<ErrorLabels, Counter>::default();
@@ -299,7 +301,9 @@ impl Metrics {
             self.bytes_in.get_or_create(labels).inc_by(sample.bytes_in);
         }
         if sample.bytes_out > 0 {
-            self.bytes_out.get_or_create(labels).inc_by(sample.bytes_out);
+            self.bytes_out
+                .get_or_create(labels)
+                .inc_by(sample.bytes_out);
         }
     }
 

@@ -63,11 +63,7 @@ impl Access {
     ) -> Self {
         let uri = request.uri();
         let target = match uri.query() {
-            Some(query) => format!(
-                "{}?{}",
-                uri.path(),
-                elsinore_config::redact_secrets(query)
-            ),
+            Some(query) => format!("{}?{}", uri.path(), elsinore_config::redact_secrets(query)),
             None => uri.path().to_owned(),
         };
         let declared = request

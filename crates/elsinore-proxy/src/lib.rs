@@ -34,12 +34,12 @@ pub use access::{CountedBody, ACCESS_TARGET};
 pub use admin_api::{is_admin_path, AdminApi, LIVE_WAIT, MAX_BODY};
 pub use auth::AuthLevel;
 pub use body::HandlerBody;
+pub use elsinore_metrics::Metrics;
 pub use error::ProxyError;
 pub use refresh::TableRefresh;
 pub use server::serve;
 pub use service::Proxy;
 pub use table::{ProjectRoute, RouteTable};
-pub use elsinore_metrics::Metrics;
 pub use throttle::{MAX_FAILURES, WINDOW as THROTTLE_WINDOW};
 
 /// The body of every response Elsinore sends: a handler's streamed body, or
