@@ -33,3 +33,43 @@ pub struct MetricsConfig {
     #[serde(default)]
     pub per_host: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Config;
+
+    fn parse(text: &str) -> crate::Result<Config> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("a")).expect("project dir");
+        Config::parse(text, &dir.path().join("config.json"), |_| None)
+    }
+
+    #[test]
+    fn defaults_are_text_and_no_host_label() {
+        let config = parse(r#"{"projects": ["a"]}"#).expect("valid");
+        assert_eq!(config.log_format, LogFormat::Text);
+        assert!(!config.metrics.per_host);
+    }
+
+    #[test]
+    fn json_and_per_host_are_read() {
+        let config =
+            parse(r#"{"projects": ["a"], "log_format": "json", "metrics": {"per_host": true}}"#)
+                .expect("valid");
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert!(config.metrics.per_host);
+    }
+
+    #[test]
+    fn unknown_values_are_refused_with_the_field() {
+        let err = parse(r#"{"projects": ["a"], "log_format": "xml"}"#)
+            .expect_err("xml is no format")
+            .to_string();
+        assert!(err.contains("log_format"), "{err}");
+        let err = parse(r#"{"projects": ["a"], "metrics": {"per_hots": true}}"#)
+            .expect_err("typo")
+            .to_string();
+        assert!(err.contains("per_hots"), "{err}");
+    }
+}

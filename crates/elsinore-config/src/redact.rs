@@ -36,8 +36,12 @@ pub fn redact_secrets(text: &str) -> Cow<'_, str> {
             out.push_str(&text[copied..value_start]);
             out.push_str(REDACTED);
             copied = value_end;
+            i = value_end;
+        } else {
+            // Not a secret: its value may itself hold `…key=` (`a=b,key=c`
+            // or `x==key=v`), so look at every later `=`.
+            i += 1;
         }
-        i = value_end.max(i + 1);
     }
     if copied == 0 {
         return Cow::Borrowed(text);
@@ -68,5 +72,9 @@ mod tests {
         assert!(matches!(redact_secrets("/a?x=1&keys=2"), Cow::Borrowed(_)));
         assert_eq!(redact_secrets("key="), "key=");
         assert_eq!(redact_secrets("==key=v"), "==key=[redacted]");
+        assert_eq!(
+            redact_secrets("a=xproject_key=s"),
+            "a=xproject_key=[redacted]"
+        );
     }
 }
