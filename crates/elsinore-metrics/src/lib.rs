@@ -14,9 +14,12 @@
 //! on. Requests for unknown hosts are counted with empty project and
 //! handler labels, never with the client-supplied host.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -135,8 +138,12 @@ impl HandlerErrorKind {
 /// One finished request, as the request path reports it.
 #[derive(Debug)]
 pub struct RequestSample<'a> {
-    /// Who served it.
-    pub labels: &'a RequestLabels,
+    /// Project name; empty when the host is unknown.
+    pub project: &'a str,
+    /// Handler name, [`ADMIN_HANDLER`], or empty when none was chosen.
+    pub handler: &'a str,
+    /// The routed host; used only with `metrics.per_host`.
+    pub host: Option<&'a str>,
     /// The response status code.
     pub status: u16,
     /// Request body bytes received.
@@ -147,7 +154,7 @@ pub struct RequestSample<'a> {
     pub total: Duration,
     /// From sending to the handler to its response headers, when a
     /// handler was asked.
-    pub handler: Option<Duration>,
+    pub handler_time: Option<Duration>,
 }
 
 /// One handler as seen at scrape time.
@@ -188,7 +195,27 @@ pub struct Metrics {
     handler_errors: Family<ErrorLabels, Counter>,
     auth_failures: Family<AuthLabels, Counter>,
     open_connections: Gauge,
+    /// Every request series, resolved once per (project, handler, host):
+    /// recording a request is then three `&str` map lookups in an
+    /// `ArcSwap` snapshot (no lock, no allocation) plus the atomic adds.
+    series: ArcSwap<SeriesMap>,
 }
+
+/// project → handler → host (empty without per_host) → series.
+type SeriesMap = HashMap<String, HashMap<String, HashMap<String, Arc<Series>>>>;
+
+/// Handles into the families for one label set (they share the atomics).
+#[derive(Debug)]
+struct Series {
+    /// Indexed by status class: 1xx … 5xx.
+    requests: [Counter; 5],
+    request_duration: Histogram,
+    handler_duration: Histogram,
+    bytes_in: Counter,
+    bytes_out: Counter,
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 fn latency_histogram() -> Histogram {
     // 1 ms … ~16 s in 15 doubling steps: loopback handlers answer in
@@ -264,7 +291,54 @@ impl Metrics {
             handler_errors,
             auth_failures,
             open_connections,
+            series: ArcSwap::default(),
         }
+    }
+
+    /// The series of one label set, created (once per label set) when
+    /// missing.
+    fn series(&self, project: &str, handler: &str, host: &str) -> Arc<Series> {
+        let found = self
+            .series
+            .load()
+            .get(project)
+            .and_then(|handlers| handlers.get(handler))
+            .and_then(|hosts| hosts.get(host))
+            .cloned();
+        if let Some(series) = found {
+            return series;
+        }
+        let labels = RequestLabels {
+            project: project.to_owned(),
+            handler: handler.to_owned(),
+            host: self.per_host.then(|| host.to_owned()),
+        };
+        let requests = CLASSES.map(|class| {
+            self.requests
+                .get_or_create(&ClassLabels {
+                    request: labels.clone(),
+                    class,
+                })
+                .clone()
+        });
+        let series = Arc::new(Series {
+            requests,
+            request_duration: self.request_duration.get_or_create(&labels).clone(),
+            handler_duration: self.handler_duration.get_or_create(&labels).clone(),
+            bytes_in: self.bytes_in.get_or_create(&labels).clone(),
+            bytes_out: self.bytes_out.get_or_create(&labels).clone(),
+        });
+        self.series.rcu(|map| {
+            let mut map = SeriesMap::clone(map);
+            map.entry(project.to_owned())
+                .or_default()
+                .entry(handler.to_owned())
+                .or_default()
+                .entry(host.to_owned())
+                .or_insert_with(|| series.clone());
+            map
+        });
+        series
     }
 
     /// Whether request metrics carry a `host` label.
@@ -283,27 +357,28 @@ impl Metrics {
 
     /// Records one finished request: the counters and histograms.
     pub fn record(&self, sample: &RequestSample<'_>) {
-        let class = ClassLabels {
-            request: sample.labels.clone(),
-            class: status_class(sample.status),
+        let host = match (self.per_host, sample.host) {
+            (true, Some(host)) => host,
+            _ => "",
         };
-        self.requests.get_or_create(&class).inc();
-        let labels = &class.request;
-        self.request_duration
-            .get_or_create(labels)
-            .observe(sample.total.as_secs_f64());
-        if let Some(handler) = sample.handler {
-            self.handler_duration
-                .get_or_create(labels)
-                .observe(handler.as_secs_f64());
+        let series = self.series(sample.project, sample.handler, host);
+        let class = match sample.status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            _ => 4,
+        };
+        series.requests[class].inc();
+        series.request_duration.observe(sample.total.as_secs_f64());
+        if let Some(handler) = sample.handler_time {
+            series.handler_duration.observe(handler.as_secs_f64());
         }
         if sample.bytes_in > 0 {
-            self.bytes_in.get_or_create(labels).inc_by(sample.bytes_in);
+            series.bytes_in.inc_by(sample.bytes_in);
         }
         if sample.bytes_out > 0 {
-            self.bytes_out
-                .get_or_create(labels)
-                .inc_by(sample.bytes_out);
+            series.bytes_out.inc_by(sample.bytes_out);
         }
     }
 
@@ -544,18 +619,15 @@ mod tests {
     fn encodes_every_family_with_labels() {
         let metrics = Metrics::new(false);
         metrics.register_source(Fixed);
-        let labels = RequestLabels {
-            project: "othello".into(),
-            handler: "web".into(),
-            host: None,
-        };
         metrics.record(&RequestSample {
-            labels: &labels,
+            project: "othello",
+            handler: "web",
+            host: Some("ignored.test"),
             status: 204,
             bytes_in: 10,
             bytes_out: 20,
             total: Duration::from_millis(3),
-            handler: Some(Duration::from_millis(2)),
+            handler_time: Some(Duration::from_millis(2)),
         });
         metrics.handler_error("othello", "web", HandlerErrorKind::Timeout);
         metrics.key_auth_failure("othello", 401);
@@ -579,27 +651,33 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
-        assert_eq!(
-            metrics.request_totals(),
-            vec![("othello".to_owned(), "2xx", 1)]
+        assert!(
+            !text.contains("ignored.test"),
+            "no host label without per_host"
+        );
+        let totals = metrics.request_totals();
+        assert!(
+            totals.contains(&("othello".to_owned(), "2xx", 1)),
+            "{totals:?}"
+        );
+        assert!(
+            totals.contains(&("othello".to_owned(), "5xx", 0)),
+            "{totals:?}"
         );
     }
 
     #[test]
     fn host_label_only_when_given() {
         let metrics = Metrics::new(true);
-        let labels = RequestLabels {
-            project: "p".into(),
-            handler: "h".into(),
-            host: Some("a.test".into()),
-        };
         metrics.record(&RequestSample {
-            labels: &labels,
+            project: "p",
+            handler: "h",
+            host: Some("a.test"),
             status: 500,
             bytes_in: 0,
             bytes_out: 0,
             total: Duration::ZERO,
-            handler: None,
+            handler_time: None,
         });
         let text = metrics.encode().expect("encodes");
         assert!(text.contains(

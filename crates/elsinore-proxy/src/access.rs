@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use elsinore_metrics::{HandlerErrorKind, Metrics, RequestLabels, RequestSample};
+use elsinore_metrics::{HandlerErrorKind, Metrics, RequestSample};
 use http::{HeaderValue, Method, Response, StatusCode};
 use http_body_util::Either;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -153,25 +153,19 @@ impl Access {
             request_id = %self.request_id.to_str().unwrap_or("-"),
             "request"
         );
-        let labels = RequestLabels {
-            project: self.project.clone().unwrap_or_default(),
-            handler: self.handler.clone().unwrap_or_default(),
-            host: if self.metrics.per_host() {
-                self.host.clone()
-            } else {
-                None
-            },
-        };
+        let project = self.project.as_deref().unwrap_or("");
         self.metrics.record(&RequestSample {
-            labels: &labels,
+            project,
+            handler: self.handler.as_deref().unwrap_or(""),
+            host: self.host.as_deref(),
             status,
             bytes_in,
             bytes_out,
             total,
-            handler: self.handler_time,
+            handler_time: self.handler_time,
         });
         if self.admin && matches!(status, 401 | 403 | 429) {
-            self.metrics.key_auth_failure(&labels.project, status);
+            self.metrics.key_auth_failure(project, status);
         }
     }
 }
