@@ -679,3 +679,53 @@ async fn status_page_in_headless_chromium() {
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
     eprintln!("status page screenshot: {}", screenshot.display());
 }
+
+#[tokio::test]
+async fn handler_timeouts_are_logged_and_counted_by_kind() {
+    let ws = Workspace::new();
+    let manifest = format!(
+        "{}response_timeout = \"200ms\"\n",
+        echo_manifest_entry("web", &["/"], "")
+    );
+    ws.project("slowpoke", &["slowpoke.test"], &manifest);
+    let server = Server::start(&ws.config_with(json!(["slowpoke"]), json!({})));
+    // The handler answers after 3 s; Elsinore gives up after 200 ms.
+    let reply = server
+        .get("slowpoke.test", "/slow?ms=3000&session_token=abc123secret")
+        .send()
+        .await;
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
+    let line = access_line(&server, &reply);
+    assert_has(
+        &line,
+        &[
+            "project=slowpoke",
+            "handler=web",
+            "path=/slow?ms=3000&session_token=[redacted]",
+            "status=504",
+        ],
+    );
+    assert!(line.contains("handler_ms="), "{line}");
+    let samples = scrape(&server).await;
+    assert_eq!(
+        value(
+            &samples,
+            "elsinore_handler_errors_total",
+            &[
+                ("project", "slowpoke"),
+                ("handler", "web"),
+                ("kind", "timeout")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "elsinore_requests_total",
+            &[("project", "slowpoke"), ("class", "5xx")]
+        ),
+        1.0
+    );
+    assert!(!server.logs.all().join("\n").contains("abc123secret"));
+}
