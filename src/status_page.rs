@@ -219,8 +219,8 @@ fn projects_section(html: &mut String, input: &StatusInput<'_>) {
             "<tr><td>{}</td><td><ul>{}</ul></td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&project.name),
             hosts.concat(),
-            elsinore_metrics::format_rate(rate.per_second),
-            elsinore_metrics::format_rate(rate.errors_per_second),
+            format_rate(rate.per_second),
+            format_rate(rate.errors_per_second),
             rate.total,
         );
     }
@@ -303,6 +303,15 @@ fn events_section(html: &mut String, input: &StatusInput<'_>) {
                 escape(err)
             );
         }
+    }
+}
+
+/// `1.25/s`, or `42/s` from ten up.
+fn format_rate(per_second: f64) -> String {
+    if per_second >= 10.0 {
+        format!("{per_second:.0}/s")
+    } else {
+        format!("{per_second:.2}/s")
     }
 }
 

@@ -15,7 +15,6 @@
 //! handler labels, never with the client-supplied host.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -423,57 +422,19 @@ impl Metrics {
     /// Requests counted so far per `(project, class)`, summed over
     /// handlers and hosts: what the status page turns into rates.
     pub fn request_totals(&self) -> Vec<(String, &'static str, u64)> {
-        // Encoding and re-reading is simpler than walking the family's
-        // private map, and the status page is not a hot path.
-        let mut totals: Vec<(String, &'static str, u64)> = Vec::new();
-        let mut registry = Registry::default();
-        registry.register("r", "", self.requests.clone());
-        let mut text = String::new();
-        if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
-            return totals;
-        }
-        for line in text.lines().filter(|l| l.starts_with("r_total{")) {
-            let (Some(project), Some(class), Some(value)) = (
-                label_value(line, "project"),
-                label_value(line, "class"),
-                line.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()),
-            ) else {
-                continue;
-            };
-            let Some(class) = ["1xx", "2xx", "3xx", "4xx", "5xx"]
-                .into_iter()
-                .find(|c| *c == class)
-            else {
-                continue;
-            };
-            match totals
-                .iter_mut()
-                .find(|(p, c, _)| *p == project && *c == class)
-            {
-                Some(entry) => entry.2 += value,
-                None => totals.push((project, class, value)),
+        let mut totals = Vec::new();
+        for (project, handlers) in self.series.load().iter() {
+            for (index, class) in CLASSES.into_iter().enumerate() {
+                let count: u64 = handlers
+                    .values()
+                    .flat_map(HashMap::values)
+                    .map(|series| series.requests[index].get())
+                    .sum();
+                totals.push((project.clone(), class, count));
             }
         }
         totals
     }
-}
-
-/// The value of `name="…"` in one encoded sample line (unescaped).
-fn label_value(line: &str, name: &str) -> Option<String> {
-    let start = line.find(&format!("{name}=\""))? + name.len() + 2;
-    let mut value = String::new();
-    let mut chars = line[start..].chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => return Some(value),
-            '\\' => match chars.next()? {
-                'n' => value.push('\n'),
-                other => value.push(other),
-            },
-            c => value.push(c),
-        }
-    }
-    None
 }
 
 /// `2xx` for 200 and so on.
@@ -575,17 +536,6 @@ impl Collector for SourceCollector {
         }
         Ok(())
     }
-}
-
-/// Formats a per-second rate with sensible precision for the status page.
-pub fn format_rate(per_second: f64) -> String {
-    let mut text = String::new();
-    let _ = if per_second >= 10.0 {
-        write!(text, "{per_second:.0}/s")
-    } else {
-        write!(text, "{per_second:.2}/s")
-    };
-    text
 }
 
 #[cfg(test)]
