@@ -55,6 +55,15 @@ impl Rates {
     pub fn sample(&self, metrics: &Metrics) {
         let now = Instant::now();
         let mut samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
+        // A page reloaded in a loop must not grow the queue: replace a
+        // sample younger than a second instead of adding one.
+        if samples.len() > 1
+            && samples
+                .back()
+                .is_some_and(|(at, _)| now.duration_since(*at) < Duration::from_secs(1))
+        {
+            samples.pop_back();
+        }
         samples.push_back((now, metrics.request_totals()));
         // Keep one sample at or beyond the window's start.
         while samples.len() > 2 && now.duration_since(samples[1].0) >= RATE_WINDOW {
