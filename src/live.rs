@@ -86,6 +86,8 @@ struct RestartOnly {
     cors_origins: String,
     events: String,
     tls_listen: Option<std::net::SocketAddr>,
+    log_format: String,
+    metrics: String,
 }
 
 impl RestartOnly {
@@ -101,6 +103,8 @@ impl RestartOnly {
             cors_origins: format!("{:?}", config.cors_origins),
             events: format!("{:?}", config.events),
             tls_listen: config.tls_listen,
+            log_format: config.log_format.as_str().to_owned(),
+            metrics: format!("per_host: {}", config.metrics.per_host),
         }
     }
 
@@ -140,6 +144,12 @@ impl RestartOnly {
             addr.map_or_else(|| "(none)".to_owned(), |addr| addr.to_string())
         };
         check("tls_listen", tls(self.tls_listen), tls(new.tls_listen));
+        check(
+            "log_format",
+            self.log_format.clone(),
+            new.log_format.clone(),
+        );
+        check("metrics", self.metrics.clone(), new.metrics.clone());
         if self.events != new.events {
             out.push(
                 "config.json `events` changed; the new schedule and retention take effect after a restart"
@@ -164,6 +174,8 @@ pub struct Live {
     watch_targets: ArcSwap<Vec<Target>>,
     watcher: OnceLock<Arc<FolderWatcher>>,
     swaps: AtomicU64,
+    /// Reloads that refused something (for `elsinore_reload_failures_total`).
+    reload_failures: AtomicU64,
 }
 
 impl Live {
@@ -182,6 +194,7 @@ impl Live {
             watch_targets: ArcSwap::from_pointee(Vec::new()),
             watcher: OnceLock::new(),
             swaps: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
         });
         let mut applied = live.applied.lock().await;
         let mut report = ReloadReport::new("startup");
@@ -227,6 +240,12 @@ impl Live {
     /// Restart-only settings whose edit is waiting for a restart.
     pub fn pending_restart(&self) -> Arc<Vec<String>> {
         self.pending_restart.load_full()
+    }
+
+    /// Reloads since startup that refused something (the previous state
+    /// of that part kept serving).
+    pub fn reload_failures(&self) -> u64 {
+        self.reload_failures.load(Ordering::Relaxed)
     }
 
     /// How many tables have been swapped in since startup (the first
@@ -283,6 +302,9 @@ impl Live {
             && !report.errors.is_empty()
             && *previous_errors == report.errors;
         log_report(&report, repeated);
+        if !report.errors.is_empty() {
+            self.reload_failures.fetch_add(1, Ordering::Relaxed);
+        }
         if report.errors.is_empty() && !previous_errors.is_empty() {
             tracing::info!(trigger = %report.trigger, "reload: everything applies again; the previous refusal is resolved");
         }

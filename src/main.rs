@@ -1,6 +1,5 @@
 //! The `elsinore` command: parse the CLI, set up logging, run a verb.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,9 +10,12 @@ mod dev_cert;
 mod events_cmd;
 mod keys_cmd;
 mod live;
+mod logging;
+mod metrics_source;
 mod operator;
 mod plan;
 mod serve;
+mod status_page;
 mod tls;
 
 /// Hostname-routed front door for multi-project servers.
@@ -31,6 +33,13 @@ enum Command {
         /// Path of config.json.
         #[arg(long, default_value = "config.json")]
         config: PathBuf,
+        /// Log filter, `RUST_LOG` syntax (e.g. `info,elsinore::access=off`);
+        /// overrides `RUST_LOG`.
+        #[arg(long, value_name = "FILTER")]
+        log: Option<String>,
+        /// `text` or `json` log lines; overrides config.json `log_format`.
+        #[arg(long, value_name = "FORMAT")]
+        log_format: Option<LogFormatArg>,
     },
     /// Validate config.json and every project, print the route table.
     Check {
@@ -72,11 +81,32 @@ enum Command {
     },
 }
 
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    match &cli.command {
+        Command::Serve {
+            config,
+            log,
+            log_format,
+        } => {
+            let format = match log_format {
+                Some(LogFormatArg::Text) => elsinore_config::LogFormat::Text,
+                Some(LogFormatArg::Json) => elsinore_config::LogFormat::Json,
+                None => logging::configured_format(config),
+            };
+            logging::init(log.as_deref(), format);
+        }
+        _ => logging::init(None, elsinore_config::LogFormat::Text),
+    }
     let result = match cli.command {
-        Command::Serve { config } => serve::run(&config),
+        Command::Serve { config, .. } => serve::run(&config),
         Command::Check { config } => plan::Plan::load(&config).map(|plan| {
             print!("{}", plan.render_check());
         }),
@@ -118,19 +148,4 @@ fn describe(err: &anyhow::Error) -> String {
         }
     }
     message
-}
-
-/// Logs go to stderr; `RUST_LOG` filters them (default: info).
-/// notify logs at WARN when it unwatches a folder that was just deleted,
-/// which is how every removed host folder ends; that is not news.
-const DEFAULT_LOG_FILTER: &str = "info,notify=error";
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 }

@@ -1,5 +1,6 @@
 //! The operator listener (`admin_listen`): health, readiness, the live route
-//! table and forced reloads, as JSON for scripts and people with curl.
+//! table and forced reloads, as JSON for scripts and people with curl;
+//! Prometheus metrics at `/metrics` and an HTML status page at `/`.
 //!
 //! It has no authentication of its own, which is why a bare port binds on
 //! loopback; expose it only on a trusted interface.
@@ -11,6 +12,7 @@ use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
 use elsinore_events::EventScheduler;
+use elsinore_metrics::Metrics;
 use elsinore_proxy::RouteTable;
 use elsinore_supervisor::{HandlerHandle, HandlerState};
 use elsinore_watch::FolderWatcher;
@@ -24,6 +26,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use crate::live::{Live, ReloadReport};
+use crate::status_page::{self, Rates, StatusInput};
 
 /// `GET /events` lists this many runs unless `?limit=` says otherwise.
 const DEFAULT_EVENTS_LIMIT: usize = 20;
@@ -35,12 +38,28 @@ pub struct Operator {
     pub live: Arc<Live>,
     pub watcher: Option<Arc<FolderWatcher>>,
     pub events: EventScheduler,
+    /// The registry `GET /metrics` encodes (shared with the proxy).
+    pub metrics: Arc<Metrics>,
+    /// Counter samples for the status page's request rates.
+    pub rates: Arc<Rates>,
 }
 
 /// Serves `listener` until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, operator: Operator, shutdown: impl Future<Output = ()>) {
     let builder = auto::Builder::new(TokioExecutor::new());
     tokio::pin!(shutdown);
+    // Rates need samples even when nobody is looking at the page.
+    let sampler = {
+        let (metrics, rates) = (operator.metrics.clone(), operator.rates.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(status_page::RATE_SAMPLE_EVERY);
+            loop {
+                tick.tick().await;
+                rates.sample(&metrics);
+            }
+        })
+    };
+    let _stop_sampler = AbortOnDrop(sampler);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -73,6 +92,8 @@ impl Operator {
     async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = request.uri().path();
         match (request.method(), path) {
+            (&Method::GET, "/") => self.status_page().await,
+            (&Method::GET, "/metrics") => self.metrics(),
             (&Method::GET, "/healthz") => reply(StatusCode::OK, &json!({"status": "ok"})),
             (&Method::GET, "/readyz") => self.readyz(),
             (&Method::GET, "/routes") => reply(StatusCode::OK, &self.routes()),
@@ -87,23 +108,80 @@ impl Operator {
             }
             (&Method::POST, "/events/run") => self.run_events().await,
             (&Method::GET, "/events") => self.events_status(request.uri().query()).await,
-            (_, "/healthz" | "/readyz" | "/routes" | "/reload" | "/events/run" | "/events") => {
-                reply(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    &json!({"error": format!("{} is not allowed on {path}", request.method())}),
-                )
-            }
+            (
+                _,
+                "/" | "/metrics" | "/healthz" | "/readyz" | "/routes" | "/reload" | "/events/run"
+                | "/events",
+            ) => reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &json!({"error": format!("{} is not allowed on {path}", request.method())}),
+            ),
             _ => reply(
                 StatusCode::NOT_FOUND,
                 &json!({
                     "error": format!("no operator endpoint {path}"),
                     "endpoints": [
-                        "GET /healthz", "GET /readyz", "GET /routes", "POST /reload",
+                        "GET /", "GET /metrics", "GET /healthz", "GET /readyz", "GET /routes", "POST /reload",
                         "GET /events", "POST /events/run",
                     ],
                 }),
             ),
         }
+    }
+
+    /// Prometheus text format (OpenMetrics 1.0, which Prometheus reads).
+    fn metrics(&self) -> Response<Full<Bytes>> {
+        match self.metrics.encode() {
+            Ok(text) => {
+                let mut response = Response::new(Full::new(Bytes::from(text)));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static(elsinore_metrics::CONTENT_TYPE),
+                );
+                response.headers_mut().insert(
+                    header::CACHE_CONTROL,
+                    header::HeaderValue::from_static("no-store"),
+                );
+                response
+            }
+            Err(err) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"error": format!("cannot encode the metrics: {err}")}),
+            ),
+        }
+    }
+
+    /// The HTML status page.
+    async fn status_page(&self) -> Response<Full<Bytes>> {
+        let table = self.live.table().load_full();
+        let last_reload = self.live.last_reload();
+        let pending = self.live.pending_restart();
+        let rates = self.rates.per_project(&self.metrics);
+        let last_event_run = self
+            .events
+            .recent(1)
+            .await
+            .map(|runs| runs.into_iter().next())
+            .map_err(|err| err.to_string());
+        let html = status_page::render(&StatusInput {
+            table: &table,
+            last_reload: &last_reload,
+            pending_restart: &pending,
+            swaps: self.live.swaps(),
+            rates: &rates,
+            last_event_run,
+            events_rows_deleted: self.events.rows_deleted(),
+        });
+        let mut response = Response::new(Full::new(Bytes::from(html)));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+        response
     }
 
     /// Runs SoftDeleteCleanup and SessionExpiry now (after any run in
@@ -286,4 +364,13 @@ fn reply(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
         header::HeaderValue::from_static("no-store"),
     );
     response
+}
+
+/// Stops the rate sampler when the listener stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

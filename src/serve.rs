@@ -76,10 +76,12 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
     let watcher = start_watching(&live, &config);
     spawn_sighup_reloads(live.clone());
     let admin = keys.into_api(&config, Arc::new(LiveRescan::new(live.clone())));
+    let metrics = Arc::new(elsinore_metrics::Metrics::new(config.metrics.per_host));
     let proxy = Arc::new(
         Proxy::new(live.table())
             .with_admin(admin)
-            .with_https_port(tls_addr.map(|a| a.port())),
+            .with_https_port(tls_addr.map(|a| a.port()))
+            .with_metrics(metrics.clone()),
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -100,6 +102,10 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
             return Err(err.into());
         }
     };
+    metrics.register_source(crate::metrics_source::LiveSource {
+        live: live.clone(),
+        events: events.clone(),
+    });
     if let Some(operator_listener) = operator_listener {
         let addr = operator_listener
             .local_addr()
@@ -108,6 +114,8 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
             live: live.clone(),
             watcher: watcher.clone(),
             events: events.clone(),
+            metrics: metrics.clone(),
+            rates: Arc::default(),
         };
         tokio::spawn(operator::serve(operator_listener, operator, stopping()));
         if !addr.ip().is_loopback() {

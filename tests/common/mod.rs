@@ -104,6 +104,12 @@ pub fn echo_manifest() -> String {
     echo_manifest_entry("web", &["/"], "")
 }
 
+/// Where an address logged as `http://ADDR` ends: a space in text logs, a
+/// quote in JSON logs.
+fn address_end(c: char) -> bool {
+    c.is_whitespace() || c == '"'
+}
+
 /// Pushed when the server's stderr closes (it exited): waits fail at once.
 const STDERR_CLOSED: &str = "<elsinore stderr closed>";
 
@@ -172,10 +178,16 @@ impl Server {
     }
 
     pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_with(config, &[], env)
+    }
+
+    /// `elsinore serve --config <config> <args…>` with `env` added.
+    pub fn start_with(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(binary());
         command
             .args(["serve", "--config"])
             .arg(config)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -201,7 +213,7 @@ impl Server {
         let addr = line
             .rsplit("listening on http://")
             .next()
-            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|rest| rest.split(address_end).next())
             .and_then(|addr| addr.parse().ok())
             .unwrap_or_else(|| panic!("cannot parse the address from {line:?}"));
         Self { addr, child, logs }
@@ -421,7 +433,7 @@ impl Server {
         let line = self.logs.wait_for("operator API on http://");
         line.rsplit("operator API on http://")
             .next()
-            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|rest| rest.split(address_end).next())
             .and_then(|addr| addr.parse().ok())
             .unwrap_or_else(|| panic!("cannot parse the operator address from {line:?}"))
     }

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::error::{ConfigError, Problem};
 use crate::events::{validate_events, EventsConfig, RawEvents};
+use crate::observability::{LogFormat, MetricsConfig};
 use crate::parse_duration;
 
 /// Where the public listener binds when `listen` is absent.
@@ -50,6 +51,10 @@ pub struct Config {
     /// Plain-HTTP requests for a host with a certificate are redirected
     /// to HTTPS.
     pub redirect_http: bool,
+    /// `log_format`: text (default) or JSON log lines.
+    pub log_format: LogFormat,
+    /// `metrics`: label options of `GET /metrics`.
+    pub metrics: MetricsConfig,
 }
 
 /// `tls.default_cert` and `tls.default_key`, absolute.
@@ -134,6 +139,8 @@ struct RawConfig {
     tls_listen: Option<String>,
     tls: Option<RawTls>,
     redirect_http: Option<bool>,
+    log_format: Option<LogFormat>,
+    metrics: Option<MetricsConfig>,
 }
 
 #[derive(Deserialize)]
@@ -301,6 +308,8 @@ impl Config {
                 tls_listen,
                 tls_default,
                 redirect_http,
+                log_format: raw.log_format.unwrap_or_default(),
+                metrics: raw.metrics.unwrap_or_default(),
             }),
             _ => Err(ConfigError::invalid(file, problems)),
         }

@@ -13,7 +13,9 @@ mod error;
 mod events;
 mod hostname;
 mod manifest;
+mod observability;
 mod origin;
+mod redact;
 
 pub use config::{
     Config, DefaultCert, ProjectConfig, ProjectKey, WatchMode, WatchSettings, DEFAULT_LISTEN,
@@ -26,7 +28,9 @@ pub use events::{
 };
 pub use hostname::{normalize_request_host, HostError, HostPattern, Hostname};
 pub use manifest::{HandlerKind, HandlerSpec, Manifest, MANIFEST_FILE, RESERVED_ENV};
+pub use observability::{LogFormat, MetricsConfig};
 pub use origin::parse_origin;
+pub use redact::{redact_secrets, REDACTED};
 
 /// Result type of this crate.
 pub type Result<T, E = ConfigError> = std::result::Result<T, E>;

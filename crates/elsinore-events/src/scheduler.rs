@@ -5,7 +5,7 @@
 //! await a oneshot reply; the thread owns all the blocking SQLite work.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -51,6 +51,8 @@ struct Shared {
     running: AtomicBool,
     /// Epoch ms of the next scheduled run; 0 when none.
     next_run_at: AtomicI64,
+    /// Rows deleted by every run since start (for the metrics counter).
+    rows_deleted: AtomicU64,
 }
 
 /// The body of `GET /events`: the schedule and the recent runs.
@@ -161,6 +163,12 @@ impl EventScheduler {
         })
     }
 
+    /// Rows deleted by every run since this scheduler started: a
+    /// monotonic counter for `elsinore_events_rows_deleted_total`.
+    pub fn rows_deleted(&self) -> u64 {
+        self.inner.shared.rows_deleted.load(Ordering::Relaxed)
+    }
+
     /// Stops the thread: a run in progress stops after its current batch
     /// (the tables it had begun are logged as stopped), queued requests get
     /// [`Error::Stopped`]. Idempotent.
@@ -216,8 +224,13 @@ fn event_loop(
             &mut log_progress,
         );
         shared.running.store(false, Ordering::Relaxed);
-        if let Err(err) = &report {
-            tracing::warn!(trigger = trigger.as_str(), "events run failed: {err}");
+        match &report {
+            Ok(done) => {
+                shared
+                    .rows_deleted
+                    .fetch_add(done.deleted, Ordering::Relaxed);
+            }
+            Err(err) => tracing::warn!(trigger = trigger.as_str(), "events run failed: {err}"),
         }
         report
     };

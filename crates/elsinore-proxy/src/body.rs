@@ -7,13 +7,18 @@ use bytes::Bytes;
 use elsinore_supervisor::InFlight;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::access::Finish;
+
 /// A handler's streamed response body. It holds the handler's in-flight
 /// guard, so a handler being replaced or removed is stopped only after the
 /// last byte of its last response has been sent (or the client left).
+/// It also counts the bytes sent and writes the access-log line when it
+/// is dropped, which is when the response is complete.
 #[derive(Debug)]
 pub struct HandlerBody {
     inner: Incoming,
     _in_flight: InFlight,
+    access: Option<Finish>,
 }
 
 impl HandlerBody {
@@ -21,6 +26,19 @@ impl HandlerBody {
         Self {
             inner,
             _in_flight: in_flight,
+            access: None,
+        }
+    }
+
+    pub(crate) fn attach(&mut self, access: Finish) {
+        self.access = Some(access);
+    }
+}
+
+impl Drop for HandlerBody {
+    fn drop(&mut self) {
+        if let Some(access) = self.access.take() {
+            access.done();
         }
     }
 }
@@ -35,7 +53,13 @@ impl Body for HandlerBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         // Frames pass through untouched: no buffering, so server-sent
         // events reach the client as the handler writes them.
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(access)) = (&polled, &mut self.access) {
+            if let Some(data) = frame.data_ref() {
+                access.sent(data.len());
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

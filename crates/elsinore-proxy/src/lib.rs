@@ -19,6 +19,7 @@
 //! The request path never touches SQLite, reads files or spawns
 //! processes; only the admin API does, on `spawn_blocking`.
 
+mod access;
 mod admin_api;
 mod auth;
 mod body;
@@ -36,10 +37,12 @@ mod table;
 mod throttle;
 mod tls;
 
+pub use access::{CountedBody, ACCESS_TARGET};
 pub use admin_api::{is_admin_path, AdminApi, LIVE_WAIT, MAX_BODY};
 pub use auth::AuthLevel;
 pub use body::HandlerBody;
 pub use conn::{ConnInfo, TlsInfo};
+pub use elsinore_metrics::Metrics;
 pub use error::ProxyError;
 pub use refresh::TableRefresh;
 pub use server::serve;

@@ -134,6 +134,8 @@ pub(crate) async fn serve_connection<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn.peer;
+    // Counted as open until this connection's task ends.
+    let _open = proxy.metrics().connection_opened();
     let conn = Arc::new(conn);
     let service = service_fn(move |request| {
         let (proxy, conn) = (proxy.clone(), conn.clone());

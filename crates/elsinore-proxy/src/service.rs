@@ -2,10 +2,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use elsinore_config::{normalize_request_host, HostError};
+use elsinore_metrics::{Metrics, ADMIN_HANDLER};
 use elsinore_supervisor::{HandlerHandle, Unavailable};
 use http::header::HOST;
 use http::uri::{PathAndQuery, Scheme};
@@ -16,6 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::access::{Access, CountedBody};
 use crate::admin_api::{self, AdminApi, AdminRequest};
 use crate::auth;
 use crate::body::HandlerBody;
@@ -36,8 +38,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Proxy {
     table: Arc<ArcSwap<RouteTable>>,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, CountedBody>,
     request_ids: RequestIds,
+    /// Updated once per request, when its response is complete.
+    metrics: Arc<Metrics>,
     /// The admin API and the key ring; without it host keys open nothing
     /// and admin paths answer 503.
     admin: Option<AdminApi>,
@@ -64,7 +68,20 @@ impl Proxy {
             request_ids: RequestIds::new(),
             admin: None,
             https_port: None,
+            metrics: Arc::new(Metrics::new(false)),
         }
+    }
+
+    /// Records requests in `metrics` (by default a private registry
+    /// nobody reads).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The registry requests are recorded in.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Serves the admin API and resolves host keys with `admin`.
@@ -99,17 +116,27 @@ impl Proxy {
         let request_id = self
             .request_ids
             .for_request(request.headers().get(X_REQUEST_ID));
-        let mut response = match self.route(request, conn, &request_id).await {
+        let mut access = Access::begin(
+            &request,
+            conn.peer,
+            request_id.clone(),
+            self.metrics.clone(),
+        );
+        let mut response = match self.route(request, conn, &request_id, &mut access).await {
             Ok(response) => response,
             Err(error) => {
                 if error.status().is_server_error() {
                     tracing::warn!(request_id = ?request_id, %error, details = ?error, "request failed");
                 }
-                return error.into_response(&request_id);
+                access.failed(&error);
+                let mut response = error.into_response(&request_id);
+                access.attach(&mut response);
+                return response;
             }
         };
         headers::remove_hop_by_hop(response.headers_mut());
         response.headers_mut().insert(X_REQUEST_ID, request_id);
+        access.attach(&mut response);
         response
     }
 
@@ -118,6 +145,7 @@ impl Proxy {
         mut request: Request<Incoming>,
         conn: &ConnInfo,
         request_id: &HeaderValue,
+        access: &mut Access,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         if request.method() == Method::CONNECT {
             return Err(ProxyError::MethodNotAllowed {
@@ -165,6 +193,8 @@ impl Proxy {
         .ok_or_else(|| ProxyError::UnknownHost {
             host: host.clone().into_owned(),
         })?;
+        access.host = Some(host.clone().into_owned());
+        access.project = Some(project.name.clone());
         // A validated DNS name is always a valid header value.
         let host_header = HeaderValue::from_str(&host).map_err(|_| ProxyError::InvalidHost {
             host: host.clone().into_owned(),
@@ -174,6 +204,8 @@ impl Proxy {
             let Some(admin) = &self.admin else {
                 return Err(ProxyError::AdminUnavailable);
             };
+            access.admin = true;
+            access.handler = Some(ADMIN_HANDLER.to_owned());
             let cx = AdminRequest {
                 host: &host,
                 project: &project,
@@ -190,6 +222,7 @@ impl Proxy {
                 project: project.name.clone(),
                 path: request.uri().path().to_owned(),
             })?;
+        access.handler = Some(handler.name().to_owned());
         handler
             .ready()
             .await
@@ -224,9 +257,12 @@ impl Proxy {
 
         // Only the wait for response headers is bounded: a streaming body
         // (server-sent events) may legitimately last for hours.
+        let request = request.map(|body| access.count_body(body));
         let limit = handler.response_timeout();
-        let response = tokio::time::timeout(limit, self.client.request(request))
-            .await
+        let asked = Instant::now();
+        let response = tokio::time::timeout(limit, self.client.request(request)).await;
+        access.handler_time = Some(asked.elapsed());
+        let response = response
             .map_err(|_| ProxyError::HandlerTimeout {
                 handler: label(&handler),
                 waited: limit,

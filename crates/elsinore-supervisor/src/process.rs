@@ -115,6 +115,9 @@ async fn forward_lines(
             Ok(_) => {
                 let text = String::from_utf8_lossy(&line);
                 let text = text.trim_end_matches(['\n', '\r']);
+                // Handlers often print request targets; `?project_key=`
+                // values must not reach Elsinore's log through them.
+                let text = elsinore_config::redact_secrets(text);
                 tracing::info!(target: "elsinore::handler", %project, %handler, stream = name, "{text}");
             }
         }

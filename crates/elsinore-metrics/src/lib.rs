@@ -1,0 +1,637 @@
+//! Elsinore's Prometheus metrics: one [`Metrics`] registry, created once at
+//! startup, shared by the request path (which only bumps atomics) and the
+//! operator listener (which encodes it for `GET /metrics`).
+//!
+//! This crate owns the metric names, their labels and help texts, and the
+//! text encoding (done by `prometheus-client`, never by hand). Values that
+//! already live elsewhere (handler states and restarts, table swaps, reload
+//! failures, events rows deleted) are read at scrape time through
+//! [`ScrapeSource`] instead of being copied on every change.
+//!
+//! Label cardinality is bounded by configuration: project and handler names
+//! come from config.json and project.toml, status classes are five fixed
+//! strings, and the `host` label is only added when `metrics.per_host` is
+//! on. Requests for unknown hosts are counted with empty project and
+//! handler labels, never with the client-supplied host.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabel as _, EncodeLabelSet, EncodeMetric as _, LabelSetEncoder,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Handler label for requests answered by Elsinore's admin API.
+pub const ADMIN_HANDLER: &str = "_admin";
+
+/// Every handler state, in the order `elsinore_handler_state` lists them.
+pub const HANDLER_STATES: [&str; 6] = [
+    "starting", "ready", "backoff", "stopping", "stopped", "external",
+];
+
+/// Labels of the per-request families.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestLabels {
+    /// Project name; empty when the host is unknown.
+    pub project: String,
+    /// Handler name, [`ADMIN_HANDLER`], or empty when none was chosen.
+    pub handler: String,
+    /// The routed host, only with `metrics.per_host`.
+    pub host: Option<String>,
+}
+
+impl EncodeLabelSet for RequestLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("project", self.project.as_str()).encode(encoder.encode_label())?;
+        ("handler", self.handler.as_str()).encode(encoder.encode_label())?;
+        // Absent rather than empty: with per_host off there is no host
+        // dimension at all.
+        if let Some(host) = &self.host {
+            ("host", host.as_str()).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+/// [`RequestLabels`] plus the status class (`2xx` … `5xx`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ClassLabels {
+    request: RequestLabels,
+    class: &'static str,
+}
+
+impl EncodeLabelSet for ClassLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.request.encode(encoder)?;
+        ("class", self.class).encode(encoder.encode_label())
+    }
+}
+
+/// Labels of `elsinore_handler_errors_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ErrorLabels {
+    project: String,
+    handler: String,
+    kind: &'static str,
+}
+
+impl EncodeLabelSet for ErrorLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("project", self.project.as_str()).encode(encoder.encode_label())?;
+        ("handler", self.handler.as_str()).encode(encoder.encode_label())?;
+        ("kind", self.kind).encode(encoder.encode_label())
+    }
+}
+
+/// Labels of `elsinore_key_auth_failures_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct AuthLabels {
+    project: String,
+    status: u16,
+}
+
+impl EncodeLabelSet for AuthLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("project", self.project.as_str()).encode(encoder.encode_label())?;
+        ("status", self.status).encode(encoder.encode_label())
+    }
+}
+
+/// Why a request to a handler failed, for `elsinore_handler_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandlerErrorKind {
+    /// The connection was refused (nothing listening, or connect timed out).
+    Refused,
+    /// The connection broke or the handler answered something not HTTP.
+    Reset,
+    /// No response headers within the handler's response timeout.
+    Timeout,
+    /// The handler was starting, crashed or stopped: Elsinore did not try.
+    Unavailable,
+}
+
+impl HandlerErrorKind {
+    /// The `kind` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Refused => "refused",
+            Self::Reset => "reset",
+            Self::Timeout => "timeout",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// One finished request, as the request path reports it.
+#[derive(Debug)]
+pub struct RequestSample<'a> {
+    /// Project name; empty when the host is unknown.
+    pub project: &'a str,
+    /// Handler name, [`ADMIN_HANDLER`], or empty when none was chosen.
+    pub handler: &'a str,
+    /// The routed host; used only with `metrics.per_host`.
+    pub host: Option<&'a str>,
+    /// The response status code.
+    pub status: u16,
+    /// Request body bytes received.
+    pub bytes_in: u64,
+    /// Response body bytes sent.
+    pub bytes_out: u64,
+    /// From the request's arrival to the last byte of the response.
+    pub total: Duration,
+    /// From sending to the handler to its response headers, when a
+    /// handler was asked.
+    pub handler_time: Option<Duration>,
+}
+
+/// One handler as seen at scrape time.
+#[derive(Debug, Clone)]
+pub struct HandlerSample {
+    /// Project name.
+    pub project: String,
+    /// Handler name.
+    pub handler: String,
+    /// One of [`HANDLER_STATES`].
+    pub state: &'static str,
+    /// Unexpected exits since the handler was (re)created.
+    pub restarts: u64,
+}
+
+/// Values read at scrape time from the parts that own them.
+pub trait ScrapeSource: std::fmt::Debug + Send + Sync + 'static {
+    /// Every handler of the live table.
+    fn handlers(&self) -> Vec<HandlerSample>;
+    /// Route-table swaps since start.
+    fn table_swaps(&self) -> u64;
+    /// Reloads refused (the old table kept) since start.
+    fn reload_failures(&self) -> u64;
+    /// Rows deleted by the framework events since start.
+    fn events_rows_deleted(&self) -> u64;
+}
+
+/// Every metric Elsinore exports. Create once, share behind an `Arc`.
+#[derive(Debug)]
+pub struct Metrics {
+    per_host: bool,
+    registry: Mutex<Registry>,
+    requests: Family<ClassLabels, Counter>,
+    request_duration: Family<RequestLabels, Histogram>,
+    handler_duration: Family<RequestLabels, Histogram>,
+    bytes_in: Family<RequestLabels, Counter>,
+    bytes_out: Family<RequestLabels, Counter>,
+    handler_errors: Family<ErrorLabels, Counter>,
+    auth_failures: Family<AuthLabels, Counter>,
+    open_connections: Gauge,
+    /// Every request series, resolved once per (project, handler, host):
+    /// recording a request is then three `&str` map lookups in an
+    /// `ArcSwap` snapshot (no lock, no allocation) plus the atomic adds.
+    series: ArcSwap<SeriesMap>,
+}
+
+/// project → handler → host (empty without per_host) → series.
+type SeriesMap = HashMap<String, HashMap<String, HashMap<String, Arc<Series>>>>;
+
+/// Handles into the families for one label set (they share the atomics).
+#[derive(Debug)]
+struct Series {
+    /// Indexed by status class: 1xx … 5xx.
+    requests: [Counter; 5],
+    request_duration: Histogram,
+    handler_duration: Histogram,
+    bytes_in: Counter,
+    bytes_out: Counter,
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn latency_histogram() -> Histogram {
+    // 1 ms … ~16 s in 15 doubling steps: loopback handlers answer in
+    // milliseconds; anything past the top bucket is an incident anyway.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+impl Metrics {
+    /// All metrics, registered and at zero. With `per_host`, request
+    /// metrics carry a `host` label.
+    pub fn new(per_host: bool) -> Self {
+        let mut registry = Registry::with_prefix("elsinore");
+        let requests = Family::<ClassLabels, Counter>::default();
+        let request_duration = Family::<RequestLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> _,
+        );
+        let handler_duration = Family::<RequestLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> _,
+        );
+        let bytes_in = Family::<RequestLabels, Counter>::default();
+        let bytes_out = Family::<RequestLabels, Counter>::default();
+        let handler_errors = Family::<ErrorLabels, Counter>::default();
+        let auth_failures = Family::<AuthLabels, Counter>::default();
+        let open_connections = Gauge::default();
+        registry.register(
+            "requests",
+            "Requests answered, by project, handler and status class",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from a request's arrival to the last byte of its response",
+            request_duration.clone(),
+        );
+        registry.register(
+            "handler_duration_seconds",
+            "Time from forwarding a request to the handler's response headers",
+            handler_duration.clone(),
+        );
+        registry.register(
+            "request_bytes",
+            "Request body bytes received from clients",
+            bytes_in.clone(),
+        );
+        registry.register(
+            "response_bytes",
+            "Response body bytes sent to clients",
+            bytes_out.clone(),
+        );
+        registry.register(
+            "handler_errors",
+            "Requests a handler could not answer, by kind (refused, reset, timeout, unavailable)",
+            handler_errors.clone(),
+        );
+        registry.register(
+            "key_auth_failures",
+            "Admin API requests refused for their key (401 missing/invalid, 403 insufficient, 429 throttled)",
+            auth_failures.clone(),
+        );
+        registry.register(
+            "open_connections",
+            "Client connections open on the public listener",
+            open_connections.clone(),
+        );
+        Self {
+            per_host,
+            registry: Mutex::new(registry),
+            requests,
+            request_duration,
+            handler_duration,
+            bytes_in,
+            bytes_out,
+            handler_errors,
+            auth_failures,
+            open_connections,
+            series: ArcSwap::default(),
+        }
+    }
+
+    /// The series of one label set, created (once per label set) when
+    /// missing.
+    fn series(&self, project: &str, handler: &str, host: &str) -> Arc<Series> {
+        let found = self
+            .series
+            .load()
+            .get(project)
+            .and_then(|handlers| handlers.get(handler))
+            .and_then(|hosts| hosts.get(host))
+            .cloned();
+        if let Some(series) = found {
+            return series;
+        }
+        let labels = RequestLabels {
+            project: project.to_owned(),
+            handler: handler.to_owned(),
+            host: self.per_host.then(|| host.to_owned()),
+        };
+        let requests = CLASSES.map(|class| {
+            self.requests
+                .get_or_create(&ClassLabels {
+                    request: labels.clone(),
+                    class,
+                })
+                .clone()
+        });
+        let series = Arc::new(Series {
+            requests,
+            request_duration: self.request_duration.get_or_create(&labels).clone(),
+            handler_duration: self.handler_duration.get_or_create(&labels).clone(),
+            bytes_in: self.bytes_in.get_or_create(&labels).clone(),
+            bytes_out: self.bytes_out.get_or_create(&labels).clone(),
+        });
+        self.series.rcu(|map| {
+            let mut map = SeriesMap::clone(map);
+            map.entry(project.to_owned())
+                .or_default()
+                .entry(handler.to_owned())
+                .or_default()
+                .entry(host.to_owned())
+                .or_insert_with(|| series.clone());
+            map
+        });
+        series
+    }
+
+    /// Whether request metrics carry a `host` label.
+    pub fn per_host(&self) -> bool {
+        self.per_host
+    }
+
+    /// Adds the scrape-time values (handler states, restarts, swaps,
+    /// reload failures, events rows). Call once at startup.
+    pub fn register_source(&self, source: impl ScrapeSource) {
+        self.registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .register_collector(Box::new(SourceCollector(Box::new(source))));
+    }
+
+    /// Records one finished request: the counters and histograms.
+    pub fn record(&self, sample: &RequestSample<'_>) {
+        let host = match (self.per_host, sample.host) {
+            (true, Some(host)) => host,
+            _ => "",
+        };
+        let series = self.series(sample.project, sample.handler, host);
+        let class = match sample.status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            _ => 4,
+        };
+        series.requests[class].inc();
+        series.request_duration.observe(sample.total.as_secs_f64());
+        if let Some(handler) = sample.handler_time {
+            series.handler_duration.observe(handler.as_secs_f64());
+        }
+        if sample.bytes_in > 0 {
+            series.bytes_in.inc_by(sample.bytes_in);
+        }
+        if sample.bytes_out > 0 {
+            series.bytes_out.inc_by(sample.bytes_out);
+        }
+    }
+
+    /// Counts a failed request to a handler.
+    pub fn handler_error(&self, project: &str, handler: &str, kind: HandlerErrorKind) {
+        self.handler_errors
+            .get_or_create(&ErrorLabels {
+                project: project.to_owned(),
+                handler: handler.to_owned(),
+                kind: kind.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts an admin API request refused for its key (401, 403 or 429).
+    pub fn key_auth_failure(&self, project: &str, status: u16) {
+        self.auth_failures
+            .get_or_create(&AuthLabels {
+                project: project.to_owned(),
+                status,
+            })
+            .inc();
+    }
+
+    /// Marks a client connection open until the guard is dropped.
+    pub fn connection_opened(&self) -> ConnectionGuard {
+        self.open_connections.inc();
+        ConnectionGuard(self.open_connections.clone())
+    }
+
+    /// The registry in the Prometheus/OpenMetrics text format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::with_capacity(16 * 1024);
+        let registry = self
+            .registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        prometheus_client::encoding::text::encode(&mut text, &registry)?;
+        Ok(text)
+    }
+
+    /// Requests counted so far per `(project, class)`, summed over
+    /// handlers and hosts: what the status page turns into rates.
+    pub fn request_totals(&self) -> Vec<(String, &'static str, u64)> {
+        let mut totals = Vec::new();
+        for (project, handlers) in self.series.load().iter() {
+            for (index, class) in CLASSES.into_iter().enumerate() {
+                let count: u64 = handlers
+                    .values()
+                    .flat_map(HashMap::values)
+                    .map(|series| series.requests[index].get())
+                    .sum();
+                totals.push((project.clone(), class, count));
+            }
+        }
+        totals
+    }
+}
+
+/// `2xx` for 200 and so on.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Decrements `elsinore_open_connections` when dropped.
+#[derive(Debug)]
+pub struct ConnectionGuard(Gauge);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[derive(Debug)]
+struct SourceCollector(Box<dyn ScrapeSource>);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct HandlerLabels<'a> {
+    project: &'a str,
+    handler: &'a str,
+}
+
+impl EncodeLabelSet for HandlerLabels<'_> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("project", self.project).encode(encoder.encode_label())?;
+        ("handler", self.handler).encode(encoder.encode_label())
+    }
+}
+
+impl Collector for SourceCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let handlers = self.0.handlers();
+
+        let restarts = encoder.encode_descriptor(
+            "handler_restarts",
+            "Unexpected handler exits (each followed by a restart) since the handler was created",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        let mut restarts = restarts;
+        for h in &handlers {
+            let labels = HandlerLabels {
+                project: &h.project,
+                handler: &h.handler,
+            };
+            ConstCounter::new(h.restarts).encode(restarts.encode_family(&labels)?)?;
+        }
+
+        let mut states = encoder.encode_descriptor(
+            "handler_state",
+            "1 for each handler's current state (starting, ready, backoff, stopping, stopped, external), else 0",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for h in &handlers {
+            for state in HANDLER_STATES {
+                let labels = (
+                    HandlerLabels {
+                        project: &h.project,
+                        handler: &h.handler,
+                    },
+                    [("state", state)],
+                );
+                ConstGauge::new(i64::from(h.state == state))
+                    .encode(states.encode_family(&labels)?)?;
+            }
+        }
+
+        for (name, help, value) in [
+            (
+                "table_swaps",
+                "Route tables put in service (startup and each reload that changed something)",
+                self.0.table_swaps(),
+            ),
+            (
+                "reload_failures",
+                "Reloads refused because config or a project was invalid (the previous table kept serving)",
+                self.0.reload_failures(),
+            ),
+            (
+                "events_rows_deleted",
+                "Rows deleted by SoftDeleteCleanup and SessionExpiry since start",
+                self.0.events_rows_deleted(),
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Fixed;
+
+    impl ScrapeSource for Fixed {
+        fn handlers(&self) -> Vec<HandlerSample> {
+            vec![HandlerSample {
+                project: "othello".into(),
+                handler: "web".into(),
+                state: "ready",
+                restarts: 2,
+            }]
+        }
+        fn table_swaps(&self) -> u64 {
+            3
+        }
+        fn reload_failures(&self) -> u64 {
+            1
+        }
+        fn events_rows_deleted(&self) -> u64 {
+            7
+        }
+    }
+
+    #[test]
+    fn encodes_every_family_with_labels() {
+        let metrics = Metrics::new(false);
+        metrics.register_source(Fixed);
+        metrics.record(&RequestSample {
+            project: "othello",
+            handler: "web",
+            host: Some("ignored.test"),
+            status: 204,
+            bytes_in: 10,
+            bytes_out: 20,
+            total: Duration::from_millis(3),
+            handler_time: Some(Duration::from_millis(2)),
+        });
+        metrics.handler_error("othello", "web", HandlerErrorKind::Timeout);
+        metrics.key_auth_failure("othello", 401);
+        let _open = metrics.connection_opened();
+        let text = metrics.encode().expect("encodes");
+        for needle in [
+            "elsinore_requests_total{project=\"othello\",handler=\"web\",class=\"2xx\"} 1",
+            "elsinore_request_bytes_total{project=\"othello\",handler=\"web\"} 10",
+            "elsinore_response_bytes_total{project=\"othello\",handler=\"web\"} 20",
+            "elsinore_request_duration_seconds_count{project=\"othello\",handler=\"web\"} 1",
+            "elsinore_handler_duration_seconds_count{project=\"othello\",handler=\"web\"} 1",
+            "elsinore_handler_errors_total{project=\"othello\",handler=\"web\",kind=\"timeout\"} 1",
+            "elsinore_key_auth_failures_total{project=\"othello\",status=\"401\"} 1",
+            "elsinore_open_connections 1",
+            "elsinore_handler_restarts_total{project=\"othello\",handler=\"web\"} 2",
+            "elsinore_handler_state{project=\"othello\",handler=\"web\",state=\"ready\"} 1",
+            "elsinore_handler_state{project=\"othello\",handler=\"web\",state=\"backoff\"} 0",
+            "elsinore_table_swaps_total 3",
+            "elsinore_reload_failures_total 1",
+            "elsinore_events_rows_deleted_total 7",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+        assert!(
+            !text.contains("ignored.test"),
+            "no host label without per_host"
+        );
+        let totals = metrics.request_totals();
+        assert!(
+            totals.contains(&("othello".to_owned(), "2xx", 1)),
+            "{totals:?}"
+        );
+        assert!(
+            totals.contains(&("othello".to_owned(), "5xx", 0)),
+            "{totals:?}"
+        );
+    }
+
+    #[test]
+    fn host_label_only_when_given() {
+        let metrics = Metrics::new(true);
+        metrics.record(&RequestSample {
+            project: "p",
+            handler: "h",
+            host: Some("a.test"),
+            status: 500,
+            bytes_in: 0,
+            bytes_out: 0,
+            total: Duration::ZERO,
+            handler_time: None,
+        });
+        let text = metrics.encode().expect("encodes");
+        assert!(text.contains(
+            "elsinore_requests_total{project=\"p\",handler=\"h\",host=\"a.test\",class=\"5xx\"} 1"
+        ));
+    }
+}

@@ -1,0 +1,227 @@
+//! One access-log line (target `elsinore::access`) and one metrics sample
+//! per request, written when the response is complete: at once for answers
+//! Elsinore writes itself, when the last byte of a handler's streamed body
+//! has gone (or the client left) otherwise.
+//!
+//! Never logged: header values (so no `X-Hamlet-*-Key` or `Authorization`)
+//! and the values of query parameters named `…key` or `…token`.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use elsinore_metrics::{HandlerErrorKind, Metrics, RequestSample};
+use http::{HeaderValue, Method, Response, StatusCode};
+use http_body_util::Either;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use crate::error::ProxyError;
+use crate::ProxyBody;
+
+/// Log target of access-log lines; filter with `--log elsinore::access=off`.
+pub const ACCESS_TARGET: &str = "elsinore::access";
+
+/// What is known about a request so far; finished into a log line.
+#[derive(Debug)]
+pub(crate) struct Access {
+    start: Instant,
+    client: SocketAddr,
+    method: Method,
+    /// Path and query with secrets redacted.
+    target: String,
+    request_id: HeaderValue,
+    /// The normalised host, once known to be served.
+    pub(crate) host: Option<String>,
+    pub(crate) project: Option<String>,
+    pub(crate) handler: Option<String>,
+    /// Whether Elsinore's admin API answered.
+    pub(crate) admin: bool,
+    bytes_in: BytesIn,
+    /// Until the handler's response headers.
+    pub(crate) handler_time: Option<Duration>,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Debug)]
+enum BytesIn {
+    /// From `Content-Length` (requests Elsinore answers itself).
+    Declared(u64),
+    /// Counted as the body streams to the handler.
+    Counted(Arc<AtomicU64>),
+}
+
+impl Access {
+    pub(crate) fn begin<B>(
+        request: &http::Request<B>,
+        client: SocketAddr,
+        request_id: HeaderValue,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let uri = request.uri();
+        let target = match uri.query() {
+            Some(query) => format!("{}?{}", uri.path(), elsinore_config::redact_secrets(query)),
+            None => uri.path().to_owned(),
+        };
+        let declared = request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Self {
+            start: Instant::now(),
+            client,
+            method: request.method().clone(),
+            target,
+            request_id,
+            host: None,
+            project: None,
+            handler: None,
+            admin: false,
+            bytes_in: BytesIn::Declared(declared),
+            handler_time: None,
+            metrics,
+        }
+    }
+
+    /// Wraps the request body so the bytes sent to the handler are counted.
+    pub(crate) fn count_body(&mut self, body: Incoming) -> CountedBody {
+        let count = Arc::new(AtomicU64::new(0));
+        self.bytes_in = BytesIn::Counted(count.clone());
+        CountedBody { inner: body, count }
+    }
+
+    /// Counts a failed handler request under its kind.
+    pub(crate) fn failed(&self, error: &ProxyError) {
+        let kind = match error {
+            ProxyError::HandlerUnreachable { .. } => HandlerErrorKind::Refused,
+            ProxyError::HandlerFailed { .. } => HandlerErrorKind::Reset,
+            ProxyError::HandlerTimeout { .. } => HandlerErrorKind::Timeout,
+            ProxyError::HandlerStarting { .. }
+            | ProxyError::HandlerCrashed { .. }
+            | ProxyError::HandlerStopped { .. } => HandlerErrorKind::Unavailable,
+            _ => return,
+        };
+        self.metrics.handler_error(
+            self.project.as_deref().unwrap_or(""),
+            self.handler.as_deref().unwrap_or(""),
+            kind,
+        );
+    }
+
+    /// Logs now if Elsinore wrote the body, else when the handler's body
+    /// is done.
+    pub(crate) fn attach(self, response: &mut Response<ProxyBody>) {
+        let status = response.status();
+        match response.body_mut() {
+            Either::Left(body) => body.attach(Finish {
+                access: self,
+                status,
+                bytes_out: 0,
+            }),
+            Either::Right(full) => {
+                let bytes_out = full.size_hint().exact().unwrap_or(0);
+                self.finish(status, bytes_out);
+            }
+        }
+    }
+
+    fn finish(self, status: StatusCode, bytes_out: u64) {
+        let total = self.start.elapsed();
+        let bytes_in = match &self.bytes_in {
+            BytesIn::Declared(n) => *n,
+            BytesIn::Counted(count) => count.load(Ordering::Relaxed),
+        };
+        let status = status.as_u16();
+        tracing::info!(
+            target: ACCESS_TARGET,
+            client = %self.client,
+            host = %self.host.as_deref().unwrap_or("-"),
+            project = %self.project.as_deref().unwrap_or("-"),
+            handler = %self.handler.as_deref().unwrap_or("-"),
+            method = %self.method,
+            path = %self.target,
+            status,
+            bytes_in,
+            bytes_out,
+            total_ms = millis(total),
+            handler_ms = self.handler_time.map(millis),
+            request_id = %self.request_id.to_str().unwrap_or("-"),
+            "request"
+        );
+        let project = self.project.as_deref().unwrap_or("");
+        self.metrics.record(&RequestSample {
+            project,
+            handler: self.handler.as_deref().unwrap_or(""),
+            host: self.host.as_deref(),
+            status,
+            bytes_in,
+            bytes_out,
+            total,
+            handler_time: self.handler_time,
+        });
+        if self.admin && matches!(status, 401 | 403 | 429) {
+            self.metrics.key_auth_failure(project, status);
+        }
+    }
+}
+
+/// Milliseconds with microsecond precision, as logged.
+fn millis(duration: Duration) -> f64 {
+    (duration.as_micros() as f64) / 1000.0
+}
+
+/// An [`Access`] waiting for the end of a streamed response body.
+#[derive(Debug)]
+pub(crate) struct Finish {
+    access: Access,
+    status: StatusCode,
+    bytes_out: u64,
+}
+
+impl Finish {
+    pub(crate) fn sent(&mut self, bytes: usize) {
+        self.bytes_out += bytes as u64;
+    }
+
+    pub(crate) fn done(self) {
+        self.access.finish(self.status, self.bytes_out);
+    }
+}
+
+/// A client's request body on its way to the handler, counted.
+#[derive(Debug)]
+pub struct CountedBody {
+    inner: Incoming,
+    count: Arc<AtomicU64>,
+}
+
+impl Body for CountedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
