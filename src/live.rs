@@ -81,6 +81,8 @@ struct RestartOnly {
     watch: String,
     cors_origins: String,
     events: String,
+    limits: String,
+    timeouts: String,
 }
 
 impl RestartOnly {
@@ -95,6 +97,8 @@ impl RestartOnly {
             watch: format!("{:?}", config.watch),
             cors_origins: format!("{:?}", config.cors_origins),
             events: format!("{:?}", config.events),
+            limits: format!("{:?}", config.limits),
+            timeouts: format!("{:?}", config.timeouts),
         }
     }
 
@@ -130,6 +134,16 @@ impl RestartOnly {
             self.cors_origins.clone(),
             new.cors_origins.clone(),
         );
+        for (field, old, new) in [
+            ("limits", &self.limits, &new.limits),
+            ("timeouts", &self.timeouts, &new.timeouts),
+        ] {
+            if old != new {
+                out.push(format!(
+                    "config.json `{field}` changed; it takes effect after a restart"
+                ));
+            }
+        }
         if self.events != new.events {
             out.push(
                 "config.json `events` changed; the new schedule and retention take effect after a restart"
@@ -449,6 +463,7 @@ impl Live {
                 ));
                 continue;
             };
+            route.max_body = config.max_body;
             route.hosts = project
                 .plan
                 .scan

@@ -63,7 +63,11 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
         &config,
         Arc::new(LiveRescan::new(live.clone(), watcher.clone())),
     );
-    let proxy = Arc::new(Proxy::new(live.table()).with_admin(admin));
+    let proxy = Arc::new(
+        Proxy::new(live.table())
+            .with_admin(admin)
+            .with_limits(&config.limits, &config.timeouts),
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopping = move || {
@@ -116,7 +120,8 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
         shutdown_signal(supervisor).await;
         let _ = stop_tx.send(true);
     });
-    elsinore_proxy::serve(listener, proxy, stopping(), config.shutdown_grace).await;
+    let settings = elsinore_proxy::ServeSettings::from_config(&config);
+    elsinore_proxy::serve_with(listener, proxy, stopping(), settings).await;
     events.shutdown().await;
     tracing::info!("stopping handlers");
     live.supervisor().shutdown().await;

@@ -11,6 +11,9 @@ use serde::Deserialize;
 
 use crate::error::{ConfigError, Problem};
 use crate::events::{validate_events, EventsConfig, RawEvents};
+use crate::limits::{
+    max_body, validate_limits, validate_timeouts, Limits, RawLimits, RawSize, RawTimeouts, Timeouts,
+};
 use crate::parse_duration;
 
 /// Where the public listener binds when `listen` is absent.
@@ -42,6 +45,10 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// The framework events (`events`); defaults when absent.
     pub events: EventsConfig,
+    /// Request and connection limits (`limits`); defaults when absent.
+    pub limits: Limits,
+    /// Client and handler timeouts (`timeouts`); defaults when absent.
+    pub timeouts: Timeouts,
 }
 
 /// `watch` in config.json.
@@ -84,6 +91,9 @@ pub struct ProjectConfig {
     /// The environment variable the key came from, so that it can be kept
     /// out of every handler's environment.
     pub key_env: Option<String>,
+    /// The project's own largest request body (`max_body`); `None` means
+    /// `limits.max_body`.
+    pub max_body: Option<u64>,
 }
 
 /// A project key. Never printed: `Debug` redacts it.
@@ -114,6 +124,8 @@ struct RawConfig {
     projects: Vec<RawProject>,
     cors_origins: Option<Vec<String>>,
     events: Option<RawEvents>,
+    limits: Option<RawLimits>,
+    timeouts: Option<RawTimeouts>,
 }
 
 #[derive(Deserialize)]
@@ -136,6 +148,7 @@ struct RawProjectObject {
     name: Option<String>,
     key: Option<String>,
     key_env: Option<String>,
+    max_body: Option<RawSize>,
 }
 
 // Hand-written instead of `#[serde(untagged)]`: untagged enums swallow the
@@ -215,6 +228,8 @@ impl Config {
             .unwrap_or_default();
         let cors_origins = crate::origin::parse_origins(raw.cors_origins, &mut problems);
         let events = validate_events(raw.events, &mut problems);
+        let limits = validate_limits(raw.limits, &mut problems);
+        let timeouts = validate_timeouts(raw.timeouts, &mut problems);
 
         let mut projects = Vec::with_capacity(raw.projects.len());
         let mut first_index_of: HashMap<String, usize> = HashMap::new();
@@ -248,6 +263,8 @@ impl Config {
                 projects,
                 cors_origins,
                 events,
+                limits,
+                timeouts,
             }),
             _ => Err(ConfigError::invalid(file, problems)),
         }
@@ -350,6 +367,7 @@ fn validate_project(
             name: None,
             key: None,
             key_env: None,
+            max_body: None,
         },
         RawProject::Object(object) => object,
     };
@@ -414,6 +432,11 @@ fn validate_project(
         (None, None) => None,
     };
 
+    let max_body = object
+        .max_body
+        .as_ref()
+        .and_then(|size| max_body(size, &format!("{here}.max_body"), problems));
+
     if problems.len() > before {
         return None;
     }
@@ -422,6 +445,7 @@ fn validate_project(
         path: path?,
         key,
         key_env: object.key_env,
+        max_body,
     })
 }
 

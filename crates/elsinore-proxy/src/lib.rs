@@ -18,23 +18,27 @@
 mod admin_api;
 mod auth;
 mod body;
+mod connection;
 mod cors;
 mod error;
 mod headers;
 mod host_folders;
+mod limits;
 mod refresh;
 mod request_id;
 mod server;
 mod service;
 mod table;
 mod throttle;
+mod upgrade;
 
 pub use admin_api::{is_admin_path, AdminApi, LIVE_WAIT, MAX_BODY};
 pub use auth::AuthLevel;
 pub use body::HandlerBody;
+pub use limits::{RequestBody, RequestBodyError};
 pub use error::ProxyError;
 pub use refresh::TableRefresh;
-pub use server::serve;
+pub use server::{serve, serve_with, ServeSettings};
 pub use service::Proxy;
 pub use table::{ProjectRoute, RouteTable};
 pub use throttle::{MAX_FAILURES, WINDOW as THROTTLE_WINDOW};
