@@ -23,12 +23,12 @@ pub use events::{
     is_reserved_table, EventsConfig, TableEvents, DEFAULT_EVENTS_BATCH, DEFAULT_EVENTS_INTERVAL,
     DEFAULT_EVENTS_RETENTION, RESERVED_TABLE_PREFIXES,
 };
+pub use hostname::{normalize_request_host, HostError, HostPattern, Hostname};
 pub use limits::{
     parse_size, Limits, SizeError, Timeouts, DEFAULT_HANDLER_CONNECT_TIMEOUT,
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_HEADER_BYTES,
 };
-pub use hostname::{normalize_request_host, HostError, HostPattern, Hostname};
 pub use manifest::{
     HandlerKind, HandlerSpec, Manifest, DEFAULT_QUEUE, DEFAULT_QUEUE_TIMEOUT, MANIFEST_FILE,
     RESERVED_ENV,

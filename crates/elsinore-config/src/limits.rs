@@ -249,7 +249,15 @@ mod tests {
 
     #[test]
     fn refuses_malformed_sizes() {
-        for bad in ["", "MB", "1.5MB", "-1", "10 MB", "10TB", "99999999999999999999GB"] {
+        for bad in [
+            "",
+            "MB",
+            "1.5MB",
+            "-1",
+            "10 MB",
+            "10TB",
+            "99999999999999999999GB",
+        ] {
             assert!(parse_size(bad).is_err(), "{bad:?} should be refused");
         }
     }

@@ -197,9 +197,9 @@ impl ProxyError {
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::AdminUnavailable
-            | Self::HandlerBusy { .. }
-            | Self::TooManyConnections { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::AdminUnavailable | Self::HandlerBusy { .. } | Self::TooManyConnections { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::HandlerTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::HandlerStarting { .. } | Self::HandlerStopped { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE

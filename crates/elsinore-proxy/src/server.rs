@@ -125,7 +125,13 @@ pub async fn serve_with(
             match refusals.clone().try_acquire_owned() {
                 Ok(refusal) => {
                     tracing::warn!(%peer, limit = limits.max_connections, "too many connections; answering 503");
-                    refuse(&refusing, stream, proxy.clone(), limits.max_connections, refusal);
+                    refuse(
+                        &refusing,
+                        stream,
+                        proxy.clone(),
+                        limits.max_connections,
+                        refusal,
+                    );
                 }
                 Err(_) => drop(stream),
             }

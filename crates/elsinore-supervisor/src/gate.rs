@@ -73,8 +73,7 @@ impl Gate {
                 queue: self.queue,
             });
         }
-        match tokio::time::timeout(self.queue_timeout, self.running.clone().acquire_owned()).await
-        {
+        match tokio::time::timeout(self.queue_timeout, self.running.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             // The semaphore is never closed; treat it like a timeout anyway.
             Ok(Err(_)) | Err(_) => Err(Busy::QueueTimeout {
