@@ -575,3 +575,61 @@ fn invalid_limits_are_refused_with_field_paths() {
         assert!(stderr.contains(field), "{field} not named in:\n{stderr}");
     }
 }
+
+#[tokio::test]
+async fn a_replaced_handler_is_kept_while_its_websocket_is_open() {
+    let ws = Workspace::new();
+    let project = ws.project("alpha", &["alpha.test"], &echo_manifest());
+    let server = Server::start(&ws.config_with(
+        json!(["alpha"]),
+        json!({"watch": {"mode": "poll", "poll_interval": "1d"}}),
+    ));
+    let old_pid = server.get("alpha.test", "/").send().await.json()["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    let mut socket = WebSocket::connect(server.addr, "alpha.test", "/ws").await;
+    socket.echo("before").await;
+
+    std::fs::write(
+        project.join("project.toml"),
+        echo_manifest_entry("web", &["/"], "EXTRA = \"v2\""),
+    )
+    .unwrap();
+    let reply = server.op("POST", "/reload").send().await;
+    assert_eq!(reply.status, StatusCode::OK);
+    server
+        .logs
+        .wait_for("~ project alpha: handler web replaced");
+    let fresh = server.get("alpha.test", "/").send().await.json();
+    assert_eq!(fresh["env_extra"], "v2");
+    assert_ne!(fresh["pid"], old_pid, "new requests go to the new handler");
+
+    // The old handler still serves the open socket...
+    assert!(alive(old_pid));
+    socket.echo("after the replacement").await;
+    // ...and is stopped once it closes.
+    socket.send(0x8, b"").await;
+    assert_eq!(socket.receive().await.0, 0x8);
+    drop(socket);
+    eventually("the replaced handler stops after its socket closed", || {
+        !alive(old_pid)
+    });
+}
+
+#[tokio::test]
+async fn shutdown_closes_open_websockets_at_the_end_of_the_grace_period() {
+    let ws = Workspace::new();
+    ws.project("alpha", &["alpha.test"], &echo_manifest());
+    let mut server =
+        Server::start(&ws.config_with(json!(["alpha"]), json!({"shutdown_grace": "1s"})));
+    let mut socket = WebSocket::connect(server.addr, "alpha.test", "/ws").await;
+    socket.echo("hello").await;
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    // Still open when the grace period ran out: closed by Elsinore then.
+    let line = server
+        .logs
+        .wait_for("grace period over; closing remaining connections");
+    assert!(line.contains("upgraded=1"), "{line}");
+    wait_closed(&mut socket.stream).await;
+    assert!(server.wait_exit().success());
+}
