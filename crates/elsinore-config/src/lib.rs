@@ -25,7 +25,7 @@ pub use events::{
 };
 pub use hostname::{normalize_request_host, HostError, HostPattern, Hostname};
 pub use limits::{
-    parse_size, Limits, SizeError, Timeouts, DEFAULT_HANDLER_CONNECT_TIMEOUT,
+    format_size, parse_size, Limits, SizeError, Timeouts, DEFAULT_HANDLER_CONNECT_TIMEOUT,
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_HEADER_BYTES,
 };

@@ -157,6 +157,17 @@ pub fn parse_size(input: &str) -> Result<u64, SizeError> {
     value.checked_mul(multiplier).ok_or_else(err)
 }
 
+/// The inverse of [`parse_size`]: the largest unit that is exact
+/// (`10MB`, `1536KB`, `100B`).
+pub fn format_size(bytes: u64) -> String {
+    for (unit, size) in [("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)] {
+        if bytes >= size && bytes % size == 0 {
+            return format!("{}{unit}", bytes / size);
+        }
+    }
+    format!("{bytes}B")
+}
+
 /// Validates `limits`; absent means defaults.
 pub(crate) fn validate_limits(raw: Option<RawLimits>, problems: &mut Vec<Problem>) -> Limits {
     let mut limits = Limits::default();
@@ -245,6 +256,9 @@ mod tests {
         assert_eq!(parse_size("100B"), Ok(100));
         assert_eq!(parse_size("4096"), Ok(4096));
         assert_eq!(parse_size(" 2 "), Ok(2));
+        for text in ["10MB", "1536KB", "100B", "1GB"] {
+            assert_eq!(format_size(parse_size(text).expect("valid")), text);
+        }
     }
 
     #[test]
