@@ -640,3 +640,33 @@ async fn shutdown_closes_open_websockets_at_the_end_of_the_grace_period() {
     wait_closed(&mut socket.stream).await;
     assert!(server.wait_exit().success());
 }
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_and_refused_bodies_are_never_asked_for() {
+    let ws = Workspace::new();
+    let server = Server::start(&limited_projects(&ws));
+
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"POST /echo-body HTTP/1.1\r\nHost: alpha.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut stream, b"HTTP/1.1 100 Continue\r\n\r\n").await;
+    stream.write_all(b"hello").await.unwrap();
+    let reply = read_until(&mut stream, b"hello").await;
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.contains("HTTP/1.1 200"), "{reply}");
+
+    // Over max_body: 413 at once, without a 100 first.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"POST /echo-body HTTP/1.1\r\nHost: alpha.test\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    let reply = read_until(&mut stream, b"\r\n").await;
+    assert!(
+        reply.starts_with(b"HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+}
