@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use elsinore_config::{Config, Limits, Timeouts};
 use hyper::service::service_fn;
@@ -105,6 +105,7 @@ pub async fn serve_with(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let refusals = Arc::new(Semaphore::new(MAX_REFUSING));
     let graceful = GracefulShutdown::new();
+    let (mut refused, mut last_warning) = (0u64, None);
     tokio::pin!(shutdown);
 
     loop {
@@ -122,9 +123,15 @@ pub async fn serve_with(
         };
         let _ = stream.set_nodelay(true);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refused += 1;
+            // One line a second at most: a flood must not flood the log.
+            if last_warning.is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(1)) {
+                tracing::warn!(%peer, limit = limits.max_connections, refused, "too many connections; answering 503");
+                last_warning = Some(Instant::now());
+                refused = 0;
+            }
             match refusals.clone().try_acquire_owned() {
                 Ok(refusal) => {
-                    tracing::warn!(%peer, limit = limits.max_connections, "too many connections; answering 503");
                     refuse(
                         &refusing,
                         stream,

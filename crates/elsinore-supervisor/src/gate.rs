@@ -82,3 +82,77 @@ impl Gate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use elsinore_config::HandlerKind;
+
+    use super::*;
+
+    fn gate(max_concurrent: usize, queue: usize, queue_timeout: Duration) -> Gate {
+        let spec = HandlerSpec {
+            name: "web".into(),
+            kind: HandlerKind::Command {
+                argv: vec!["true".into()],
+            },
+            routes: vec!["/".into()],
+            ready: None,
+            env: BTreeMap::new(),
+            start_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(1),
+            max_concurrent: Some(max_concurrent),
+            queue,
+            queue_timeout,
+        };
+        Gate::for_spec(&spec).expect("a limit")
+    }
+
+    #[tokio::test]
+    async fn without_a_queue_the_next_request_is_refused_at_once() {
+        let gate = gate(1, 0, Duration::from_secs(60));
+        let _running = gate.enter().await.expect("first");
+        assert_eq!(
+            gate.enter().await.err(),
+            Some(Busy::QueueFull {
+                max_concurrent: 1,
+                queue: 0
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_queued_request_gets_the_turn_given_back() {
+        let gate = Arc::new(gate(1, 1, Duration::from_secs(60)));
+        let running = gate.enter().await.expect("first");
+        let queued = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.enter().await.map(drop) }
+        });
+        while gate.waiting.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(gate.enter().await, Err(Busy::QueueFull { .. })));
+        drop(running);
+        assert_eq!(queued.await.expect("join"), Ok(()));
+        assert_eq!(gate.waiting.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test]
+    async fn a_queued_request_waits_queue_timeout_at_most() {
+        let gate = gate(1, 5, Duration::from_millis(300));
+        let _running = gate.enter().await.expect("first");
+        assert_eq!(
+            gate.enter().await.err(),
+            Some(Busy::QueueTimeout {
+                waited: Duration::from_millis(300)
+            })
+        );
+        assert_eq!(
+            gate.waiting.load(Ordering::Acquire),
+            0,
+            "the place is freed"
+        );
+    }
+}
