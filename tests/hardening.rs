@@ -188,7 +188,9 @@ async fn server_sent_events_arrive_before_the_stream_ends() {
     read_until(&mut stream, b"data: second").await;
 }
 
-#[tokio::test]
+// Multi-threaded: the client connection must keep being driven while the
+// server is stopped (a blocking drop) at the end.
+#[tokio::test(flavor = "multi_thread")]
 async fn h2c_prior_knowledge_is_served_to_an_http1_handler() {
     let ws = Workspace::new();
     let server = ws.serve_single("alpha", &echo_manifest());
@@ -669,4 +671,39 @@ async fn expect_100_continue_is_answered_and_refused_bodies_are_never_asked_for(
         "{}",
         String::from_utf8_lossy(&reply)
     );
+}
+
+// Multi-threaded: the client connection must keep being driven while the
+// server is stopped (a blocking drop) at the end.
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_http2_header_blocks_get_431() {
+    let ws = Workspace::new();
+    ws.project("alpha", &["alpha.test"], &echo_manifest());
+    let server = Server::start(&ws.config_with(
+        json!(["alpha"]),
+        json!({"limits": {"max_header_bytes": "8KB"}}),
+    ));
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = Request::get("http://alpha.test/")
+        .header("x-fill", "a".repeat(16 * 1024))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    match sender.send_request(request).await {
+        Ok(response) => assert_eq!(
+            response.status(),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        ),
+        Err(err) => panic!("no 431: {err:?}"),
+    }
+    // The connection stays usable for requests that fit.
+    let request = Request::get("http://alpha.test/")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
 }
