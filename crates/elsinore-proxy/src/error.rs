@@ -139,7 +139,8 @@ pub enum ProxyError {
         /// What is in the way (e.g. the files in a host folder).
         entries: Vec<String>,
     },
-    /// Admin API: the request body is larger than accepted.
+    /// The request body is larger than accepted: the project's `max_body`
+    /// (declared or streamed), or the admin API's own limit.
     #[error("request body too large")]
     BodyTooLarge {
         /// The limit in bytes.

@@ -244,10 +244,11 @@ impl Proxy {
         // Handlers speak HTTP/1.1 whatever the client spoke.
         *request.version_mut() = Version::HTTP_11;
 
-        // Only the wait for response headers is bounded: a streaming body
-        // (server-sent events) may legitimately last for hours.
+        // Counted as it streams; `over` tells a cut body from a failure.
         let over = Arc::new(AtomicBool::new(false));
         let request = request.map(|body| RequestBody::new(body, max_body, over.clone()));
+        // Only the wait for response headers is bounded: a streaming body
+        // (server-sent events) may legitimately last for hours.
         let limit = handler.response_timeout();
         let response = tokio::time::timeout(limit, self.client.request(request))
             .await
@@ -265,6 +266,9 @@ impl Proxy {
                     upstream_error(&handler, &err)
                 }
             })?;
+        // The handler agreed to switch: relay its 101 and pipe the two
+        // connections once hyper hands them over. Any other answer is an
+        // ordinary response.
         if let Some(client_upgrade) = client_upgrade {
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                 let mut response = response;
