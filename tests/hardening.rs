@@ -707,3 +707,26 @@ async fn oversized_http2_header_blocks_get_431() {
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_projects_max_body_changes_at_the_next_reload() {
+    let ws = Workspace::new();
+    ws.project("alpha", &["alpha.test"], &echo_manifest());
+    let watch = json!({"watch": {"mode": "poll", "poll_interval": "1d"}});
+    let server = Server::start(
+        &ws.config_with(json!([{"path": "alpha", "max_body": "1KB"}]), watch.clone()),
+    );
+    let post = || {
+        server
+            .get("alpha.test", "/echo-body")
+            .method("POST")
+            .body(vec![b'x'; 2000])
+            .send()
+    };
+    assert_eq!(post().await.status, StatusCode::PAYLOAD_TOO_LARGE);
+    ws.config_with(json!([{"path": "alpha", "max_body": "4KB"}]), watch);
+    let reply = server.op("POST", "/reload").send().await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json()["ok"], true, "{}", reply.json());
+    assert_eq!(post().await.status, StatusCode::OK);
+}
