@@ -88,6 +88,8 @@ struct RestartOnly {
     tls_listen: Option<std::net::SocketAddr>,
     log_format: String,
     metrics: String,
+    limits: String,
+    timeouts: String,
 }
 
 impl RestartOnly {
@@ -105,6 +107,8 @@ impl RestartOnly {
             tls_listen: config.tls_listen,
             log_format: config.log_format.as_str().to_owned(),
             metrics: format!("per_host: {}", config.metrics.per_host),
+            limits: format!("{:?}", config.limits),
+            timeouts: format!("{:?}", config.timeouts),
         }
     }
 
@@ -150,6 +154,16 @@ impl RestartOnly {
             new.log_format.clone(),
         );
         check("metrics", self.metrics.clone(), new.metrics.clone());
+        for (field, old, new) in [
+            ("limits", &self.limits, &new.limits),
+            ("timeouts", &self.timeouts, &new.timeouts),
+        ] {
+            if old != new {
+                out.push(format!(
+                    "config.json `{field}` changed; it takes effect after a restart"
+                ));
+            }
+        }
         if self.events != new.events {
             out.push(
                 "config.json `events` changed; the new schedule and retention take effect after a restart"
@@ -513,6 +527,7 @@ impl Live {
                 ));
                 continue;
             };
+            route.max_body = config.max_body;
             route.hosts = project
                 .plan
                 .scan

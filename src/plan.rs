@@ -8,7 +8,8 @@ use std::path::Path;
 
 use anyhow::bail;
 use elsinore_config::{
-    format_duration, Config, EventsConfig, HandlerKind, HandlerSpec, Manifest, ProjectConfig,
+    format_duration, format_size, Config, EventsConfig, HandlerKind, HandlerSpec, Manifest,
+    ProjectConfig,
 };
 use elsinore_routes::{scan_hosts, Conflict, HostScan, HostTable, HostTableBuilder};
 
@@ -109,6 +110,21 @@ impl Plan {
         }
         let _ = writeln!(out, "database: {}", config.database.display());
         let _ = writeln!(out, "events:   {}", describe_events(&config.events));
+        let (limits, timeouts) = (&config.limits, &config.timeouts);
+        let _ = writeln!(
+            out,
+            "limits:   max_header_bytes {}, max_body {}, max_connections {}",
+            format_size(limits.max_header_bytes),
+            format_size(limits.max_body),
+            limits.max_connections
+        );
+        let _ = writeln!(
+            out,
+            "timeouts: header_read {}, idle {}, handler_connect {}",
+            format_duration(timeouts.header_read),
+            format_duration(timeouts.idle),
+            format_duration(timeouts.handler_connect)
+        );
         let _ = writeln!(out, "\nprojects:");
         for project in &self.projects {
             let key = if project.config.key.is_some() {
@@ -116,9 +132,14 @@ impl Plan {
             } else {
                 "no key"
             };
+            let max_body = project
+                .config
+                .max_body
+                .map(|bytes| format!(", max_body {}", format_size(bytes)))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  {} ({}, {} hosts, {key})",
+                "  {} ({}, {} hosts, {key}{max_body})",
                 project.config.name,
                 project.config.path.display(),
                 project.scan.hosts.len()
@@ -261,5 +282,19 @@ fn describe_handler(handler: &HandlerSpec) -> String {
         // Not probed: Elsinore does not run it.
         HandlerKind::Url { authority } => format!("url: http://{authority}"),
     };
-    format!("{} [{}] {target}", handler.name, handler.routes.join(" "))
+    let limit = handler
+        .max_concurrent
+        .map(|max| {
+            format!(
+                ", max_concurrent {max} (queue {}, {})",
+                handler.queue,
+                format_duration(handler.queue_timeout)
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "{} [{}] {target}{limit}",
+        handler.name,
+        handler.routes.join(" ")
+    )
 }

@@ -81,6 +81,7 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
         Proxy::new(live.table())
             .with_admin(admin)
             .with_https_port(tls_addr.map(|a| a.port()))
+            .with_limits(&config.limits, &config.timeouts)
             .with_metrics(metrics.clone()),
     );
 
@@ -149,7 +150,7 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
                 tls,
                 proxy.clone(),
                 stopping(),
-                config.shutdown_grace,
+                elsinore_proxy::ServeSettings::from_config(&config),
             ));
             // Tests and scripts wait for this exact line too.
             tracing::info!(certificates = certs, "listening on https://{tls_addr}");
@@ -162,7 +163,8 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
         shutdown_signal(supervisor).await;
         let _ = stop_tx.send(true);
     });
-    elsinore_proxy::serve(listener, proxy, stopping(), config.shutdown_grace).await;
+    let settings = elsinore_proxy::ServeSettings::from_config(&config);
+    elsinore_proxy::serve_with(listener, proxy, stopping(), settings).await;
     if let Some(tls_task) = tls_task {
         let _ = tls_task.await;
     }

@@ -56,6 +56,8 @@ fn check_prints_the_table_warnings_and_ok() {
         "listen:   http://127.0.0.1:0",
         "database: DIR/data/elsinore.db",
         "events:   every 10m, retention 30d, batch 500",
+        "limits:   max_header_bytes 64KB, max_body 10MB, max_connections 4096",
+        "timeouts: header_read 30s, idle 1m, handler_connect 5s",
         "  alpha (DIR/alpha, 2 hosts, no key)",
         "  beta (DIR/beta, 2 hosts, key set)",
         "routes (3 hosts):",
@@ -96,7 +98,7 @@ fn check_reports_bad_configs_exactly() {
         ),
         (
             r#"{"projects": [{"path": "alpha", "kye": "x"}]}"#,
-            "error: DIR/config.json:1:37: projects[0].kye: unknown field `kye`, expected one of `path`, `name`, `key`, `key_env`",
+            "error: DIR/config.json:1:37: projects[0].kye: unknown field `kye`, expected one of `path`, `name`, `key`, `key_env`, `max_body`",
         ),
         (
             r#"{"projects": [{"path": "alpha", "key": "a", "key_env": "B"}]}"#,
@@ -146,7 +148,7 @@ fn check_reports_a_broken_project_toml_with_its_line() {
     assert_eq!(
         lines,
         [
-            "error: DIR/alpha/project.toml:3:1: unknown field `comand`, expected one of `name`, `command`, `url`, `routes`, `ready`, `env`, `start_timeout`, `response_timeout`",
+            "error: DIR/alpha/project.toml:3:1: unknown field `comand`, expected one of `name`, `command`, `url`, `routes`, `ready`, `env`, `start_timeout`, `response_timeout`, `max_concurrent`, `queue`, `queue_timeout`",
             "DIR/beta/project.toml: handler[0]: set \"command\" (a process Elsinore runs) or \"url\" (a server already running)",
         ]
     );

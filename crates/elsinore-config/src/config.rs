@@ -11,6 +11,9 @@ use serde::Deserialize;
 
 use crate::error::{ConfigError, Problem};
 use crate::events::{validate_events, EventsConfig, RawEvents};
+use crate::limits::{
+    max_body, validate_limits, validate_timeouts, Limits, RawLimits, RawSize, RawTimeouts, Timeouts,
+};
 use crate::observability::{LogFormat, MetricsConfig};
 use crate::parse_duration;
 
@@ -55,6 +58,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `metrics`: label options of `GET /metrics`.
     pub metrics: MetricsConfig,
+    /// Request and connection limits (`limits`); defaults when absent.
+    pub limits: Limits,
+    /// Client and handler timeouts (`timeouts`); defaults when absent.
+    pub timeouts: Timeouts,
 }
 
 /// `tls.default_cert` and `tls.default_key`, absolute.
@@ -106,6 +113,9 @@ pub struct ProjectConfig {
     /// The environment variable the key came from, so that it can be kept
     /// out of every handler's environment.
     pub key_env: Option<String>,
+    /// The project's own largest request body (`max_body`); `None` means
+    /// `limits.max_body`.
+    pub max_body: Option<u64>,
 }
 
 /// A project key. Never printed: `Debug` redacts it.
@@ -141,6 +151,8 @@ struct RawConfig {
     redirect_http: Option<bool>,
     log_format: Option<LogFormat>,
     metrics: Option<MetricsConfig>,
+    limits: Option<RawLimits>,
+    timeouts: Option<RawTimeouts>,
 }
 
 #[derive(Deserialize)]
@@ -170,6 +182,7 @@ struct RawProjectObject {
     name: Option<String>,
     key: Option<String>,
     key_env: Option<String>,
+    max_body: Option<RawSize>,
 }
 
 // Hand-written instead of `#[serde(untagged)]`: untagged enums swallow the
@@ -249,6 +262,8 @@ impl Config {
             .unwrap_or_default();
         let cors_origins = crate::origin::parse_origins(raw.cors_origins, &mut problems);
         let events = validate_events(raw.events, &mut problems);
+        let limits = validate_limits(raw.limits, &mut problems);
+        let timeouts = validate_timeouts(raw.timeouts, &mut problems);
 
         let tls_listen = raw
             .tls_listen
@@ -310,6 +325,8 @@ impl Config {
                 redirect_http,
                 log_format: raw.log_format.unwrap_or_default(),
                 metrics: raw.metrics.unwrap_or_default(),
+                limits,
+                timeouts,
             }),
             _ => Err(ConfigError::invalid(file, problems)),
         }
@@ -444,6 +461,7 @@ fn validate_project(
             name: None,
             key: None,
             key_env: None,
+            max_body: None,
         },
         RawProject::Object(object) => object,
     };
@@ -508,6 +526,11 @@ fn validate_project(
         (None, None) => None,
     };
 
+    let max_body = object
+        .max_body
+        .as_ref()
+        .and_then(|size| max_body(size, &format!("{here}.max_body"), problems));
+
     if problems.len() > before {
         return None;
     }
@@ -516,6 +539,7 @@ fn validate_project(
         path: path?,
         key,
         key_env: object.key_env,
+        max_body,
     })
 }
 

@@ -12,6 +12,7 @@ mod duration;
 mod error;
 mod events;
 mod hostname;
+mod limits;
 mod manifest;
 mod observability;
 mod origin;
@@ -27,7 +28,15 @@ pub use events::{
     DEFAULT_EVENTS_RETENTION, RESERVED_TABLE_PREFIXES,
 };
 pub use hostname::{normalize_request_host, HostError, HostPattern, Hostname};
-pub use manifest::{HandlerKind, HandlerSpec, Manifest, MANIFEST_FILE, RESERVED_ENV};
+pub use limits::{
+    format_size, parse_size, Limits, SizeError, Timeouts, DEFAULT_HANDLER_CONNECT_TIMEOUT,
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEADER_BYTES,
+};
+pub use manifest::{
+    HandlerKind, HandlerSpec, Manifest, DEFAULT_QUEUE, DEFAULT_QUEUE_TIMEOUT, MANIFEST_FILE,
+    RESERVED_ENV,
+};
 pub use observability::{LogFormat, MetricsConfig};
 pub use origin::parse_origin;
 pub use redact::{redact_secrets, REDACTED};

@@ -18,6 +18,10 @@ pub const RESERVED_ENV: [&str; 3] = ["PORT", "ELSINORE_DB", "ELSINORE_PROJECT"];
 
 const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Requests that may wait for a busy handler when `queue` is absent.
+pub const DEFAULT_QUEUE: usize = 100;
+/// How long a queued request waits for a busy handler before 503.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A validated `project.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +47,13 @@ pub struct HandlerSpec {
     pub start_timeout: Duration,
     /// How long the handler has to send response headers before 504.
     pub response_timeout: Duration,
+    /// Requests the handler is given at once; `None` means no limit.
+    pub max_concurrent: Option<usize>,
+    /// Requests that may wait when `max_concurrent` are running; one more
+    /// gets 503 at once.
+    pub queue: usize,
+    /// How long a queued request waits before 503.
+    pub queue_timeout: Duration,
 }
 
 /// A process Elsinore starts, or a server somebody else runs.
@@ -78,6 +89,9 @@ struct RawHandler {
     env: Option<BTreeMap<String, String>>,
     start_timeout: Option<String>,
     response_timeout: Option<String>,
+    max_concurrent: Option<u64>,
+    queue: Option<u64>,
+    queue_timeout: Option<String>,
 }
 
 impl Manifest {
@@ -278,6 +292,24 @@ fn validate_handler(
         "response_timeout",
         DEFAULT_RESPONSE_TIMEOUT,
     );
+    let queue_timeout = duration(
+        raw.queue_timeout.as_deref(),
+        "queue_timeout",
+        DEFAULT_QUEUE_TIMEOUT,
+    );
+    let max_concurrent = match raw.max_concurrent {
+        Some(0) => {
+            problems.push(Problem::field(
+                format!("{here}.max_concurrent"),
+                "must be at least 1 (leave it out for no limit)",
+            ));
+            None
+        }
+        other => other.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+    };
+    let queue = raw
+        .queue
+        .map_or(DEFAULT_QUEUE, |n| usize::try_from(n).unwrap_or(usize::MAX));
 
     if problems.len() > before {
         return None;
@@ -290,6 +322,9 @@ fn validate_handler(
         env,
         start_timeout,
         response_timeout,
+        max_concurrent,
+        queue,
+        queue_timeout,
     })
 }
 

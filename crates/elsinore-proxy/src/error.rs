@@ -148,7 +148,8 @@ pub enum ProxyError {
         /// What is in the way (e.g. the files in a host folder).
         entries: Vec<String>,
     },
-    /// Admin API: the request body is larger than accepted.
+    /// The request body is larger than accepted: the project's `max_body`
+    /// (declared or streamed), or the admin API's own limit.
     #[error("request body too large")]
     BodyTooLarge {
         /// The limit in bytes.
@@ -170,6 +171,21 @@ pub enum ProxyError {
     /// The admin API is not set up in this process.
     #[error("admin API unavailable")]
     AdminUnavailable,
+    /// The handler runs `max_concurrent` requests and its queue is full, or
+    /// the request waited in the queue for `queue_timeout`.
+    #[error("handler busy")]
+    HandlerBusy {
+        /// `project/handler`.
+        handler: String,
+        /// Why, in words.
+        reason: String,
+    },
+    /// `limits.max_connections` client connections are open.
+    #[error("too many connections")]
+    TooManyConnections {
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl ProxyError {
@@ -191,7 +207,9 @@ impl ProxyError {
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::AdminUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::AdminUnavailable | Self::HandlerBusy { .. } | Self::TooManyConnections { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             Self::HandlerTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::HandlerStarting { .. } | Self::HandlerStopped { .. } => {
@@ -206,7 +224,10 @@ impl ProxyError {
     /// Seconds a client should wait before retrying, when that is known.
     fn retry_after(&self) -> Option<u64> {
         match self {
-            Self::HandlerStarting { .. } | Self::HandlerStopped { .. } => Some(1),
+            Self::HandlerStarting { .. }
+            | Self::HandlerStopped { .. }
+            | Self::HandlerBusy { .. }
+            | Self::TooManyConnections { .. } => Some(1),
             Self::HandlerCrashed { retry_in, .. } => {
                 Some(retry_in.as_secs_f64().ceil().max(1.0) as u64)
             }
@@ -276,6 +297,12 @@ impl ProxyError {
                 );
             }
             Self::HandlerStopped { handler } => put("handler", json!(handler)),
+            Self::TooManyConnections { limit } => put(
+                "reason",
+                json!(format!(
+                    "{limit} connections are open (limits.max_connections); retry shortly"
+                )),
+            ),
             Self::HandlerTimeout { handler, waited } => {
                 put("handler", json!(handler));
                 put(
@@ -288,6 +315,7 @@ impl ProxyError {
                 handler, reason, ..
             }
             | Self::HandlerUnreachable { handler, reason }
+            | Self::HandlerBusy { handler, reason }
             | Self::HandlerFailed { handler, reason } => {
                 put("handler", json!(handler));
                 put("reason", json!(reason));

@@ -1,11 +1,16 @@
 //! The public listener and the life of a request.
 //!
-//! Accept → serve HTTP/1.1 or HTTP/2 (hyper-util) → normalise the host →
-//! look it up in the current [`RouteTable`] (one `ArcSwap` load, no lock) →
-//! pick the handler by longest path prefix → wait for it if it is still
-//! starting → rewrite headers (hop-by-hop out, handler context in) →
-//! forward with a pooled client, streaming both bodies. Every failure
-//! becomes a JSON error from one place, [`error::ProxyError`].
+//! Accept (within `limits.max_connections`, [`serve_with`]) → serve
+//! HTTP/1.1 or HTTP/2 (hyper-util, with header size and read timeouts, and
+//! an idle timeout) → normalise the host → look it up in the current
+//! [`RouteTable`] (one `ArcSwap` load, no lock) → pick the handler by
+//! longest path prefix → check the declared body size → wait for it if it
+//! is still starting, and for a turn under its `max_concurrent` → rewrite
+//! headers (hop-by-hop out, handler context in) → forward with a pooled
+//! client, streaming both bodies (the request body counted against
+//! `max_body`) → relay the answer, or on a 101 pipe the upgraded
+//! connections (`upgrade`). Every failure becomes a JSON error from one
+//! place, [`error::ProxyError`].
 //!
 //! `X-Elsinore-Auth` is resolved from the client's Hamlet key headers
 //! against the project's key and the in-memory [`elsinore_keys::KeyRing`]
@@ -24,10 +29,12 @@ mod admin_api;
 mod auth;
 mod body;
 mod conn;
+mod connection;
 mod cors;
 mod error;
 mod headers;
 mod host_folders;
+mod limits;
 mod redirect;
 mod refresh;
 mod request_id;
@@ -36,6 +43,7 @@ mod service;
 mod table;
 mod throttle;
 mod tls;
+mod upgrade;
 
 pub use access::{CountedBody, ACCESS_TARGET};
 pub use admin_api::{is_admin_path, AdminApi, LIVE_WAIT, MAX_BODY};
@@ -44,8 +52,9 @@ pub use body::HandlerBody;
 pub use conn::{ConnInfo, TlsInfo};
 pub use elsinore_metrics::Metrics;
 pub use error::ProxyError;
+pub use limits::{RequestBody, RequestBodyError};
 pub use refresh::TableRefresh;
-pub use server::serve;
+pub use server::{serve, serve_with, ServeSettings};
 pub use service::Proxy;
 pub use table::{ProjectRoute, RouteTable};
 pub use throttle::{MAX_FAILURES, WINDOW as THROTTLE_WINDOW};

@@ -1,45 +1,66 @@
 //! The request path.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use elsinore_config::{normalize_request_host, HostError};
+use elsinore_config::{normalize_request_host, HostError, Limits, Timeouts};
 use elsinore_metrics::{Metrics, ADMIN_HANDLER};
-use elsinore_supervisor::{HandlerHandle, Unavailable};
-use http::header::HOST;
+use elsinore_supervisor::{Busy, HandlerHandle, Unavailable};
+use http::header::{HOST, UPGRADE};
 use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderValue, Method, Request, Response, Uri, Version};
-use http_body_util::Either;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::access::{Access, CountedBody};
+use crate::access::Access;
 use crate::admin_api::{self, AdminApi, AdminRequest};
 use crate::auth;
 use crate::body::HandlerBody;
 use crate::conn::ConnInfo;
 use crate::error::ProxyError;
 use crate::headers::{self, Context, X_REQUEST_ID};
+use crate::limits::{declared_length, RequestBody};
 use crate::redirect;
 use crate::request_id::RequestIds;
+use crate::upgrade::{self, Tunnels};
 use crate::{ProxyBody, RouteTable};
 
 /// Idle handler connections are kept this long for reuse.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Connecting to a loopback handler should take microseconds; a handler
-/// whose accept queue is full must not hold the request forever.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the accept loop puts in each request's extensions: the client
+/// connection's slot under `limits.max_connections`, which an upgraded
+/// connection keeps after its HTTP exchange is over.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionSlot {
+    // Held, never read: dropping the last clone frees the slot.
+    _permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl ConnectionSlot {
+    pub(crate) fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        Self {
+            _permit: Arc::new(permit),
+        }
+    }
+}
 
 /// Shared state of the request path: the live table and the handler pool.
 #[derive(Debug)]
 pub struct Proxy {
     table: Arc<ArcSwap<RouteTable>>,
-    client: Client<HttpConnector, CountedBody>,
+    client: Client<HttpConnector, RequestBody>,
     request_ids: RequestIds,
+    /// `limits.max_body`, for projects without their own.
+    max_body: u64,
+    /// Open upgraded connections (WebSockets).
+    tunnels: Arc<Tunnels>,
     /// Updated once per request, when its response is complete.
     metrics: Arc<Metrics>,
     /// The admin API and the key ring; without it host keys open nothing
@@ -52,20 +73,13 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy serving whatever `table` holds at each request.
     pub fn new(table: Arc<ArcSwap<RouteTable>>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            // We forward the client's own Host; never derive one from the
-            // handler's loopback address.
-            .set_host(false)
-            .build(connector);
+        let defaults = Timeouts::default();
         Self {
             table,
-            client,
+            client: handler_client(defaults.handler_connect),
             request_ids: RequestIds::new(),
+            max_body: Limits::default().max_body,
+            tunnels: Tunnels::new(),
             admin: None,
             https_port: None,
             metrics: Arc::new(Metrics::new(false)),
@@ -82,6 +96,26 @@ impl Proxy {
     /// The registry requests are recorded in.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Applies `limits.max_body` and `timeouts.handler_connect`.
+    pub fn with_limits(mut self, limits: &Limits, timeouts: &Timeouts) -> Self {
+        self.max_body = limits.max_body;
+        self.client = handler_client(timeouts.handler_connect);
+        self
+    }
+
+    pub(crate) fn tunnels(&self) -> &Arc<Tunnels> {
+        &self.tunnels
+    }
+
+    /// The JSON error response for a request Elsinore refuses before
+    /// routing it (e.g. over `limits.max_connections`).
+    pub(crate) fn refuse<B>(&self, request: &Request<B>, error: ProxyError) -> Response<ProxyBody> {
+        let request_id = self
+            .request_ids
+            .for_request(request.headers().get(X_REQUEST_ID));
+        error.into_response(&request_id)
     }
 
     /// Serves the admin API and resolves host keys with `admin`.
@@ -134,7 +168,14 @@ impl Proxy {
                 return response;
             }
         };
+        // A 101 keeps the headers that say what the connection became.
+        let upgraded = (response.status() == StatusCode::SWITCHING_PROTOCOLS)
+            .then(|| response.headers().get(UPGRADE).cloned())
+            .flatten();
         headers::remove_hop_by_hop(response.headers_mut());
+        if let Some(protocol) = upgraded {
+            upgrade::restore_headers(response.headers_mut(), protocol);
+        }
         response.headers_mut().insert(X_REQUEST_ID, request_id);
         access.attach(&mut response);
         response
@@ -223,11 +264,23 @@ impl Proxy {
                 path: request.uri().path().to_owned(),
             })?;
         access.handler = Some(handler.name().to_owned());
+        // Refused before the handler is contacted: the client (with
+        // `Expect: 100-continue`) need not even send the body.
+        let max_body = project.max_body.unwrap_or(self.max_body);
+        if declared_length(request.headers()).is_some_and(|length| length > max_body) {
+            return Err(body_too_large(max_body));
+        }
         handler
             .ready()
             .await
             .map_err(|why| unavailable(&handler, why))?;
-        let in_flight = handler.begin_request();
+        let in_flight = handler.admit().await.map_err(|why| busy(&handler, why))?;
+        // Taken before the headers go: hop-by-hop removal drops Upgrade.
+        let upgrade_to = upgrade::requested(&request);
+        let client_upgrade = upgrade_to
+            .is_some()
+            .then(|| hyper::upgrade::on(&mut request));
+        let slot = request.extensions_mut().remove::<ConnectionSlot>();
 
         let auth = auth::resolve(
             request.headers(),
@@ -251,13 +304,19 @@ impl Proxy {
         if let Some(authority) = authority {
             headers.insert(HOST, authority);
         }
+        if let Some(protocol) = upgrade_to {
+            upgrade::restore_headers(headers, protocol);
+        }
         *request.uri_mut() = handler_uri(&handler, request.uri())?;
         // Handlers speak HTTP/1.1 whatever the client spoke.
         *request.version_mut() = Version::HTTP_11;
 
         // Only the wait for response headers is bounded: a streaming body
         // (server-sent events) may legitimately last for hours.
-        let request = request.map(|body| access.count_body(body));
+        // Counted as it streams; `over` tells a cut body from a failure.
+        let over = Arc::new(AtomicBool::new(false));
+        let request =
+            request.map(|body| RequestBody::new(access.count_body(body), max_body, over.clone()));
         let limit = handler.response_timeout();
         let asked = Instant::now();
         let response = tokio::time::timeout(limit, self.client.request(request)).await;
@@ -267,7 +326,29 @@ impl Proxy {
                 handler: label(&handler),
                 waited: limit,
             })?
-            .map_err(|err| upstream_error(&handler, &err))?;
+            .map_err(|err| {
+                // A streamed body went over the limit before the handler
+                // answered: that, not the broken handler exchange, is the
+                // client's answer.
+                if over.load(Ordering::Acquire) {
+                    body_too_large(max_body)
+                } else {
+                    upstream_error(&handler, &err)
+                }
+            })?;
+        // The handler agreed to switch: relay its 101 and pipe the two
+        // connections once hyper hands them over. Any other answer is an
+        // ordinary response.
+        if let Some(client_upgrade) = client_upgrade {
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                let mut response = response;
+                let handler_upgrade = hyper::upgrade::on(&mut response);
+                self.tunnels
+                    .spawn(client_upgrade, handler_upgrade, in_flight, slot);
+                let (parts, _) = response.into_parts();
+                return Ok(Response::from_parts(parts, Either::Right(Full::default())));
+            }
+        }
         Ok(response.map(|body| Either::Left(HandlerBody::new(body, in_flight))))
     }
 }
@@ -291,6 +372,47 @@ impl Proxy {
             return None;
         }
         redirect::location(host, port, uri)
+    }
+}
+
+/// The pooled client to handlers. It connects with `connect_timeout`: a
+/// loopback connect takes microseconds, but a handler whose accept queue is
+/// full must not hold the request forever.
+fn handler_client(connect_timeout: Duration) -> Client<HttpConnector, RequestBody> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect_timeout));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        // We forward the client's own Host; never derive one from the
+        // handler's loopback address.
+        .set_host(false)
+        .build(connector)
+}
+
+fn body_too_large(limit: u64) -> ProxyError {
+    ProxyError::BodyTooLarge {
+        limit: usize::try_from(limit).unwrap_or(usize::MAX),
+    }
+}
+
+fn busy(handler: &HandlerHandle, why: Busy) -> ProxyError {
+    let reason = match why {
+        Busy::QueueFull {
+            max_concurrent,
+            queue,
+        } => format!(
+            "{max_concurrent} requests are running (max_concurrent) and {queue} are queued (queue)"
+        ),
+        Busy::QueueTimeout { waited } => format!(
+            "no turn within {} ms in the queue (queue_timeout)",
+            waited.as_millis()
+        ),
+    };
+    ProxyError::HandlerBusy {
+        handler: label(handler),
+        reason,
     }
 }
 

@@ -25,6 +25,9 @@ pub struct ProjectRoute {
     pub handlers: Vec<Arc<HandlerHandle>>,
     /// The path prefixes of each handler (`routes[i]` for `handlers[i]`).
     pub routes: Vec<Vec<String>>,
+    /// The project's `max_body` from config.json; `None` means the global
+    /// `limits.max_body`.
+    pub max_body: Option<u64>,
     pub(crate) router: PrefixRouter,
     pub(crate) name_header: HeaderValue,
     pub(crate) key_header: Option<HeaderValue>,
@@ -64,6 +67,7 @@ impl ProjectRoute {
             hosts: Vec::new(),
             handlers,
             routes,
+            max_body: None,
             router,
             name_header,
             key_header,

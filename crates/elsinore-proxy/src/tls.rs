@@ -16,7 +16,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::StartHandshake;
 
 use crate::conn::{ConnInfo, TlsInfo};
-use crate::server::{accept_loop, http_builder, serve_connection};
+use crate::server::{accept_loop, http_builder, serve_connection, ServeSettings};
 use crate::{Proxy, RouteTable};
 
 /// A client must complete its handshake within this time; a connection
@@ -67,12 +67,17 @@ pub async fn serve_tls(
     tls: TlsListener,
     proxy: Arc<Proxy>,
     shutdown: impl Future<Output = ()>,
-    grace: Duration,
+    settings: ServeSettings,
 ) {
-    let builder = Arc::new(http_builder());
+    let builder = Arc::new(http_builder(&settings));
     let tls = Arc::new(tls);
-    accept_loop("https", listener, shutdown, grace, move |stream, peer, watcher, stopping| {
-        let (builder, tls, proxy) = (builder.clone(), tls.clone(), proxy.clone());
+    let idle = settings.timeouts.idle;
+    // Over `limits.max_connections` a TLS client is closed before the
+    // handshake: answering 503 would cost a handshake per refusal.
+    let on_refused = drop;
+    let handler_proxy = proxy.clone();
+    accept_loop("https", listener, shutdown, settings, proxy, on_refused, move |stream, peer, watcher, stopping, slot| {
+        let (builder, tls, proxy) = (builder.clone(), tls.clone(), handler_proxy.clone());
         async move {
             // The handshake runs here, in the connection's own task; a
             // shutdown does not wait for it (no request is in flight yet).
@@ -95,7 +100,7 @@ pub async fn serve_tls(
                 peer,
                 tls: Some(info),
             };
-            serve_connection(builder, stream, proxy, conn, watcher).await;
+            serve_connection(builder, stream, proxy, conn, watcher, slot, idle).await;
         }
     })
     .await;

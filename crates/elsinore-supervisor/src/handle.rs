@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use elsinore_config::HandlerSpec;
 use http::uri::Authority;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit};
+
+use crate::gate::{Busy, Gate};
 
 /// Where a handler is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,12 +106,14 @@ pub struct HandlerHandle {
     status: watch::Sender<HandlerStatus>,
     in_flight: AtomicUsize,
     idle: Notify,
+    /// `max_concurrent`/`queue`, when the manifest sets a limit.
+    gate: Option<Gate>,
 }
 
 /// Marks one request as using a handler until dropped; see
 /// [`HandlerHandle::begin_request`].
 #[derive(Debug)]
-pub struct InFlight(Arc<HandlerHandle>);
+pub struct InFlight(Arc<HandlerHandle>, Option<OwnedSemaphorePermit>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -143,6 +147,7 @@ impl HandlerHandle {
             status,
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
+            gate: Gate::for_spec(spec),
         }
     }
 
@@ -229,7 +234,20 @@ impl HandlerHandle {
     /// replaced handler is stopped only once its last request is done.
     pub fn begin_request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(self.clone())
+        InFlight(self.clone(), None)
+    }
+
+    /// Like [`begin_request`](Self::begin_request), but first waits for a
+    /// turn when the handler has a `max_concurrent` limit; the turn is held
+    /// by the returned guard.
+    pub async fn admit(self: &Arc<Self>) -> Result<InFlight, Busy> {
+        let permit = match &self.gate {
+            Some(gate) => Some(gate.enter().await?),
+            None => None,
+        };
+        let mut in_flight = self.begin_request();
+        in_flight.1 = permit;
+        Ok(in_flight)
     }
 
     /// Requests being served right now.

@@ -11,11 +11,13 @@
 //! stops handlers in order) and get a parent-death signal (so they do not
 //! outlive an Elsinore that was killed outright).
 
+mod gate;
 mod handle;
 mod ports;
 mod process;
 mod supervisor;
 
+pub use gate::Busy;
 pub use handle::{HandlerHandle, HandlerState, HandlerStatus, InFlight, Unavailable};
 pub use supervisor::{Supervisor, SupervisorSettings};
 
