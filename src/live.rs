@@ -15,10 +15,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use elsinore_config::{Config, Manifest, MANIFEST_FILE};
+use elsinore_config::{Config, HandlerSpec, Manifest, MANIFEST_FILE};
 use elsinore_proxy::{ProjectRoute, RouteTable};
 use elsinore_routes::{scan_hosts, HOSTS_DIR};
-use elsinore_supervisor::{HandlerHandle, Supervisor};
+use elsinore_supervisor::{HandlerHandle, HandlerState, Supervisor};
 use elsinore_watch::{FolderWatcher, Target};
 use tokio::sync::Mutex;
 
@@ -73,6 +73,32 @@ impl ReloadReport {
 struct AppliedProject {
     plan: ProjectPlan,
     handlers: Vec<Arc<HandlerHandle>>,
+}
+
+/// Everything applied, plus the replacement handlers still starting.
+#[derive(Debug, Default)]
+struct Applied {
+    projects: Vec<AppliedProject>,
+    /// By project: handlers started to replace running ones, not ready
+    /// yet. The project keeps serving with its previous handlers until a
+    /// reload finds these ready (their waiter triggers it).
+    pending: HashMap<String, Pending>,
+}
+
+/// Replacement handlers waiting to be ready.
+#[derive(Debug)]
+struct Pending {
+    /// Each with the spec it runs.
+    handlers: Vec<(HandlerSpec, Arc<HandlerHandle>)>,
+    /// When the first of them was started.
+    since: Instant,
+}
+
+/// Where a set of new handlers stands, read without waiting.
+enum Readiness {
+    Ready,
+    Starting,
+    Failed(String),
 }
 
 /// Settings read once at startup; changing them needs a restart.
@@ -180,8 +206,10 @@ pub struct Live {
     config_path: PathBuf,
     supervisor: Arc<Supervisor>,
     table: Arc<ArcSwap<RouteTable>>,
-    applied: Mutex<Vec<AppliedProject>>,
+    applied: Mutex<Applied>,
     running: RestartOnly,
+    /// This `Live`, for the tasks it spawns (waiters of new handlers).
+    me: std::sync::Weak<Live>,
     drain_limit: Duration,
     last_reload: ArcSwap<ReloadReport>,
     pending_restart: ArcSwap<Vec<String>>,
@@ -196,12 +224,13 @@ impl Live {
     /// Starts every handler of `plan` and builds the first table. Any
     /// error is fatal here: there is no previous state to fall back to.
     pub async fn start(plan: Plan, supervisor: Arc<Supervisor>) -> anyhow::Result<Arc<Self>> {
-        let live = Arc::new(Self {
+        let live = Arc::new_cyclic(|me| Self {
             config_path: plan.config.file.clone(),
             supervisor,
             table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
-            applied: Mutex::new(Vec::new()),
+            applied: Mutex::new(Applied::default()),
             running: RestartOnly::of(&plan.config),
+            me: me.clone(),
             drain_limit: plan.config.shutdown_grace,
             last_reload: ArcSwap::from_pointee(ReloadReport::new("startup")),
             pending_restart: ArcSwap::from_pointee(Vec::new()),
@@ -268,6 +297,22 @@ impl Live {
         self.swaps.load(Ordering::Acquire)
     }
 
+    /// Reloads once every handler in `started` is ready (or has failed,
+    /// or its start timeout passed), so a waiting replacement takes over
+    /// as soon as it can.
+    fn reload_when_ready(&self, started: Vec<Arc<HandlerHandle>>) {
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            for handle in &started {
+                // Ready, crashed or timed out: the reload decides which.
+                let _ = handle.ready().await;
+            }
+            if let Some(live) = me.upgrade() {
+                live.reload("new handler ready").await;
+            }
+        });
+    }
+
     /// Hands the watcher to the live state, which points it at the right
     /// folders now and after every reload, whatever triggered it.
     pub fn attach_watcher(&self, watcher: Arc<FolderWatcher>) {
@@ -304,7 +349,7 @@ impl Live {
         let mut applied = self.applied.lock().await;
         let started = Instant::now();
         let mut report = ReloadReport::new(trigger);
-        if let Some(candidate) = self.read_candidate(&applied, &mut report) {
+        if let Some(candidate) = self.read_candidate(&applied.projects, &mut report) {
             self.apply(&mut applied, candidate, &mut report).await;
         }
         drop(applied);
@@ -406,14 +451,16 @@ impl Live {
         Some(Candidate { config, projects })
     }
 
-    /// Starts new handlers, waits for replacements, swaps the table, then
-    /// retires what is no longer used.
-    async fn apply(
-        &self,
-        applied: &mut Vec<AppliedProject>,
-        candidate: Candidate,
-        report: &mut ReloadReport,
-    ) {
+    /// Starts new handlers, swaps the table, then retires what is no
+    /// longer used. A project whose handlers changed switches to the new
+    /// ones only once they are ready; until then it keeps its previous
+    /// handlers and the rest of the change applies at once, so a slow
+    /// redeploy never holds up anyone else's new host.
+    async fn apply(&self, state: &mut Applied, candidate: Candidate, report: &mut ReloadReport) {
+        let applied = &state.projects;
+        let mut waiting_before = std::mem::take(&mut state.pending);
+        let mut pending_next: HashMap<String, Pending> = HashMap::new();
+        let mut discard: Vec<Arc<HandlerHandle>> = Vec::new();
         self.supervisor.set_env_remove(
             candidate
                 .config
@@ -422,16 +469,19 @@ impl Live {
                 .collect(),
         );
 
-        // 1. Reuse unchanged handlers, start the rest.
+        // 1. Reuse unchanged handlers (and replacements already
+        //    starting), start the rest.
         let mut next: Vec<AppliedProject> = Vec::with_capacity(candidate.projects.len());
         let mut fresh: Vec<Arc<HandlerHandle>> = Vec::new();
-        let mut replacing: Vec<(usize, Vec<Arc<HandlerHandle>>)> = Vec::new();
         for plan in candidate.projects {
             let name = plan.config.name.clone();
             let previous = applied
                 .iter()
                 .find(|a| a.plan.config.name == name && a.plan.config.path == plan.config.path);
+            let mut starting = waiting_before.remove(&name);
+            let started_before = starting.as_ref().map(|p| p.since);
             let mut handlers = Vec::with_capacity(plan.manifest.handlers.len());
+            let mut waiting: Vec<(HandlerSpec, Arc<HandlerHandle>)> = Vec::new();
             let mut started = Vec::new();
             let mut failed = None;
             for spec in &plan.manifest.handlers {
@@ -447,46 +497,94 @@ impl Live {
                     handlers.push(handle);
                     continue;
                 }
-                match self.supervisor.start(&name, &plan.config.path, spec) {
-                    Ok(handle) => {
-                        started.push(handle.clone());
-                        handlers.push(handle);
-                    }
-                    Err(err) => {
-                        failed = Some(format!("project {name}: {err}"));
-                        break;
-                    }
-                }
+                let already = starting.as_mut().and_then(|p| {
+                    let i = p.handlers.iter().position(|(old, _)| old == spec)?;
+                    Some(p.handlers.swap_remove(i).1)
+                });
+                let handle = match already {
+                    Some(handle) => handle,
+                    None => match self.supervisor.start(&name, &plan.config.path, spec) {
+                        Ok(handle) => {
+                            started.push(handle.clone());
+                            handle
+                        }
+                        Err(err) => {
+                            failed = Some(format!("project {name}: {err}"));
+                            break;
+                        }
+                    },
+                };
+                waiting.push((spec.clone(), handle.clone()));
+                handlers.push(handle);
             }
             fresh.extend(started.iter().cloned());
+            // Replacements started for a manifest that changed again.
+            discard.extend(
+                starting
+                    .into_iter()
+                    .flat_map(|p| p.handlers)
+                    .map(|(_, h)| h),
+            );
             if let Some(err) = failed {
                 report.errors.push(err);
+                discard.extend(waiting.into_iter().map(|(_, h)| h));
                 if let Some(previous) = previous {
                     next.push(keep_handlers(previous, plan));
                 }
                 continue;
             }
-            if previous.is_some() && !started.is_empty() {
-                replacing.push((next.len(), started));
-            }
-            next.push(AppliedProject { plan, handlers });
-        }
-
-        // 2. A project whose handlers changed switches only once the new
-        //    ones answer; until then (or if they never do) the old ones
-        //    keep serving.
-        for (index, started) in replacing {
-            if let Err(why) = wait_ready(&started).await {
-                let name = next[index].plan.config.name.clone();
-                report.errors.push(format!(
-                    "project {name}: {why}; keeping its previous handlers"
-                ));
-                if let Some(previous) = applied.iter().find(|a| a.plan.config.name == name) {
-                    let plan = next[index].plan.clone();
-                    next[index] = keep_handlers(previous, plan);
+            let Some(previous) = previous.filter(|_| !waiting.is_empty()) else {
+                // New project, or nothing to replace: use them at once
+                // (requests wait for a handler still starting).
+                next.push(AppliedProject { plan, handlers });
+                continue;
+            };
+            // 2. A project whose handlers changed switches only once the
+            //    new ones answer; until then (or if they never do) the old
+            //    ones keep serving.
+            // Start timeouts count from the oldest start still waited for;
+            // a handler started by this reload restarts the count.
+            let since = match started_before {
+                Some(since) if started.is_empty() => since,
+                _ => Instant::now(),
+            };
+            match readiness(&waiting, since) {
+                Readiness::Ready => next.push(AppliedProject { plan, handlers }),
+                Readiness::Failed(why) => {
+                    report.errors.push(format!(
+                        "project {name}: {why}; keeping its previous handlers"
+                    ));
+                    discard.extend(waiting.into_iter().map(|(_, h)| h));
+                    next.push(keep_handlers(previous, plan));
+                }
+                Readiness::Starting => {
+                    for (spec, _) in &waiting {
+                        report.changes.push(format!(
+                            "~ project {name}: handler {} starting; the previous one serves until it is ready",
+                            spec.name
+                        ));
+                    }
+                    if !started.is_empty() {
+                        self.reload_when_ready(started);
+                    }
+                    pending_next.insert(
+                        name,
+                        Pending {
+                            handlers: waiting,
+                            since,
+                        },
+                    );
+                    next.push(keep_handlers(previous, plan));
                 }
             }
         }
+        // Projects gone from config.json take their replacements with them.
+        discard.extend(
+            waiting_before
+                .into_values()
+                .flat_map(|p| p.handlers)
+                .map(|(_, h)| h),
+        );
 
         // 3. Build and swap.
         let old_table = self.table.load_full();
@@ -564,7 +662,10 @@ impl Live {
             certs: Arc::new(certs.store),
             redirect_http: candidate.config.redirect_http,
         };
+        // The table's diff first, then the replacements still starting.
+        let starting = std::mem::take(&mut report.changes);
         report.changes = describe_changes(&old_table, &new_table, applied, &next);
+        report.changes.extend(starting);
         report.changes.extend(certs.changes);
         report.certificate_errors += certs.errors.len();
         report.errors.extend(certs.errors);
@@ -575,11 +676,20 @@ impl Live {
 
         // 4. Retire what the new table no longer uses: after its in-flight
         //    requests finish (bounded by shutdown_grace), stop it.
-        let kept: Vec<&Arc<HandlerHandle>> = next.iter().flat_map(|a| &a.handlers).collect();
+        let kept: Vec<&Arc<HandlerHandle>> = next
+            .iter()
+            .flat_map(|a| &a.handlers)
+            .chain(
+                pending_next
+                    .values()
+                    .flat_map(|p| p.handlers.iter().map(|(_, h)| h)),
+            )
+            .collect();
         let retired = applied
             .iter()
             .flat_map(|a| a.handlers.iter())
             .chain(fresh.iter())
+            .chain(discard.iter())
             .filter(|h| !kept.iter().any(|k| Arc::ptr_eq(k, h)))
             .cloned();
         for handle in retired {
@@ -602,7 +712,8 @@ impl Live {
         let mut targets = watch_targets(&self.config_path, &next);
         targets.extend(crate::tls::watch_targets(&cert_sources));
         self.watch_targets.store(Arc::new(targets));
-        *applied = next;
+        state.projects = next;
+        state.pending = pending_next;
     }
 }
 
@@ -621,25 +732,38 @@ fn keep_handlers(previous: &AppliedProject, mut plan: ProjectPlan) -> AppliedPro
     }
 }
 
-/// Waits until every handler in `started` is ready.
-async fn wait_ready(started: &[Arc<HandlerHandle>]) -> Result<(), String> {
-    let waits: Vec<_> = started
-        .iter()
-        .map(|handle| {
-            let handle = handle.clone();
-            tokio::spawn(async move { (handle.name().to_owned(), handle.ready().await) })
-        })
-        .collect();
-    for wait in waits {
-        match wait.await {
-            Ok((_, Ok(()))) => {}
-            Ok((name, Err(why))) => {
-                return Err(format!("new handler {name} did not start: {why:?}"))
+/// Whether new handlers can take over, from their states now: failed if
+/// one crashed, or is still not ready after its `start_timeout` counted
+/// from `since`.
+fn readiness(waiting: &[(HandlerSpec, Arc<HandlerHandle>)], since: Instant) -> Readiness {
+    let mut starting = false;
+    for (spec, handle) in waiting {
+        match handle.state() {
+            HandlerState::Ready | HandlerState::External => {}
+            HandlerState::Starting if since.elapsed() < spec.start_timeout => starting = true,
+            HandlerState::Starting => {
+                return Readiness::Failed(format!(
+                    "new handler {} did not start: not ready within {:?} (start_timeout)",
+                    spec.name, spec.start_timeout
+                ))
             }
-            Err(err) => return Err(format!("waiting for a new handler failed: {err}")),
+            state => {
+                let why = handle
+                    .status()
+                    .last_error
+                    .unwrap_or_else(|| state.as_str().to_owned());
+                return Readiness::Failed(format!(
+                    "new handler {} did not start: {why}",
+                    spec.name
+                ));
+            }
         }
     }
-    Ok(())
+    if starting {
+        Readiness::Starting
+    } else {
+        Readiness::Ready
+    }
 }
 
 /// config.json's folder (only config.json matters there), each project's

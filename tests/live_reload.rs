@@ -497,3 +497,51 @@ async fn a_project_added_by_post_reload_has_its_hosts_watched() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_slow_redeploy_does_not_hold_up_other_changes() {
+    let ws = Workspace::new();
+    let alpha = ws.project("alpha", &["alpha.test"], &echo_with("MARK = \"v1\""));
+    let beta = ws.project("beta", &["beta.test"], &echo_manifest());
+    let server = Server::start(&ws.config_with(json!(["alpha", "beta"]), json!({})));
+    let mark = |reply: Reply| {
+        reply.json()["value"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+
+    // The new alpha handler takes 3 s to start.
+    std::fs::write(
+        alpha.join("project.toml"),
+        echo_with("MARK = \"v2\", START_DELAY_MS = \"3000\""),
+    )
+    .unwrap();
+    server.logs.wait_for(
+        "~ project alpha: handler web starting; the previous one serves until it is ready",
+    );
+
+    // Meanwhile another project's new host goes live, and alpha keeps
+    // answering from its previous handler.
+    std::fs::create_dir(beta.join("hosts/quick.test")).unwrap();
+    until("quick.test serves", || async {
+        status(&server, "quick.test").await == StatusCode::OK
+    })
+    .await;
+    assert!(
+        !server
+            .logs
+            .all()
+            .iter()
+            .any(|l| l.contains("handler web replaced")),
+        "the new host waited for alpha's redeploy"
+    );
+    let reply = server.get("alpha.test", "/env?name=MARK").send().await;
+    assert_eq!(mark(reply), "v1");
+
+    server
+        .logs
+        .wait_for("~ project alpha: handler web replaced");
+    let reply = server.get("alpha.test", "/env?name=MARK").send().await;
+    assert_eq!(mark(reply), "v2");
+}
