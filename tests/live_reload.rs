@@ -17,6 +17,14 @@ async fn status(server: &Server, host: &str) -> StatusCode {
     server.get(host, "/").send().await.status
 }
 
+/// Waits (bounded) until `GET /` on `host` answers `expected`.
+async fn wait_status(server: &Server, host: &str, expected: StatusCode) {
+    until(&format!("{host} answers {expected}"), || async {
+        status(server, host).await == expected
+    })
+    .await;
+}
+
 /// The pid of the echo handler answering for `host`.
 async fn handler_pid(server: &Server, host: &str) -> i32 {
     let reply = server.get(host, "/").send().await;
@@ -36,10 +44,7 @@ async fn host_folders_added_removed_and_renamed_go_live_and_away() {
     assert_eq!(status(&server, "new.test").await, StatusCode::NOT_FOUND);
 
     std::fs::create_dir(project.join("hosts/new.test")).unwrap();
-    until("new.test serves after mkdir", || async {
-        status(&server, "new.test").await == StatusCode::OK
-    })
-    .await;
+    wait_status(&server, "new.test", StatusCode::OK).await;
     server.logs.wait_for("+ host new.test → alpha");
     let reply = server.get("new.test", "/").send().await;
     assert_eq!(reply.seen("x-elsinore-host"), ["new.test"]);
@@ -56,10 +61,7 @@ async fn host_folders_added_removed_and_renamed_go_live_and_away() {
     .await;
 
     std::fs::remove_dir(project.join("hosts/renamed.test")).unwrap();
-    until("renamed.test answers 404 after rmdir", || async {
-        status(&server, "renamed.test").await == StatusCode::NOT_FOUND
-    })
-    .await;
+    wait_status(&server, "renamed.test", StatusCode::NOT_FOUND).await;
     server.logs.wait_for("- host renamed.test (was alpha)");
     // The project's own host was never affected.
     assert_eq!(status(&server, "alpha.test").await, StatusCode::OK);
@@ -72,16 +74,10 @@ async fn hosts_folder_created_after_startup_is_watched() {
     std::fs::remove_dir(project.join("hosts")).unwrap();
     let server = Server::start(&ws.config_with(json!(["alpha"]), json!({})));
     std::fs::create_dir_all(project.join("hosts/first.test")).unwrap();
-    until("first.test serves", || async {
-        status(&server, "first.test").await == StatusCode::OK
-    })
-    .await;
+    wait_status(&server, "first.test", StatusCode::OK).await;
     // A second folder in the now-watched hosts/ is seen too.
     std::fs::create_dir(project.join("hosts/second.test")).unwrap();
-    until("second.test serves", || async {
-        status(&server, "second.test").await == StatusCode::OK
-    })
-    .await;
+    wait_status(&server, "second.test", StatusCode::OK).await;
 }
 
 #[tokio::test]
@@ -95,10 +91,7 @@ async fn project_added_to_and_removed_from_config_starts_and_stops_its_handler()
 
     ws.config_with(json!(["alpha", "beta"]), json!({}));
     server.logs.wait_for("+ project beta");
-    until("beta.test serves", || async {
-        status(&server, "beta.test").await == StatusCode::OK
-    })
-    .await;
+    wait_status(&server, "beta.test", StatusCode::OK).await;
     let beta_pid = handler_pid(&server, "beta.test").await;
     assert_eq!(
         server
@@ -111,10 +104,7 @@ async fn project_added_to_and_removed_from_config_starts_and_stops_its_handler()
 
     ws.config_with(json!(["alpha"]), json!({}));
     server.logs.wait_for("- project beta");
-    until("beta.test answers 404", || async {
-        status(&server, "beta.test").await == StatusCode::NOT_FOUND
-    })
-    .await;
+    wait_status(&server, "beta.test", StatusCode::NOT_FOUND).await;
     eventually("beta's handler process ends", || !alive(beta_pid));
     assert_eq!(status(&server, "alpha.test").await, StatusCode::OK);
 }
@@ -275,10 +265,7 @@ async fn broken_project_toml_keeps_its_handlers_while_host_changes_still_apply()
     assert!(line.contains("project.toml"), "{line}");
     server.logs.wait_for("keeping its previous handlers");
     std::fs::create_dir(project.join("hosts/more.test")).unwrap();
-    until("more.test serves", || async {
-        status(&server, "more.test").await == StatusCode::OK
-    })
-    .await;
+    wait_status(&server, "more.test", StatusCode::OK).await;
     assert_eq!(
         handler_pid(&server, "alpha.test").await,
         pid,
@@ -348,10 +335,7 @@ async fn restart_only_settings_are_refused_and_the_rest_applies() {
         .logs
         .wait_for("`listen` changed to 127.0.0.1:1; it takes effect after a restart");
     server.logs.wait_for("`database` changed to");
-    until("beta.test serves on the old listener", || async {
-        status(&server, "beta.test").await == StatusCode::OK
-    })
-    .await;
+    wait_status(&server, "beta.test", StatusCode::OK).await;
     let pending = server.routes().await["pending_restart"].clone();
     assert_eq!(pending.as_array().map(Vec::len), Some(2), "{pending}");
     assert!(
@@ -398,10 +382,7 @@ async fn polling_fallback_sees_new_hosts_when_forced() {
     ));
     assert_eq!(server.routes().await["watching"], "poll");
     std::fs::create_dir(project.join("hosts/polled.test")).unwrap();
-    until("polled.test serves", || async {
-        status(&server, "polled.test").await == StatusCode::OK
-    })
-    .await;
+    wait_status(&server, "polled.test", StatusCode::OK).await;
 }
 
 #[tokio::test]
@@ -492,10 +473,7 @@ async fn a_project_added_by_post_reload_has_its_hosts_watched() {
     server.logs.wait_for("+ project beta");
     // Whichever reload added beta, its hosts/ is watched from then on.
     std::fs::create_dir(beta.join("hosts/later.test")).unwrap();
-    until("later.test serves", || async {
-        status(&server, "later.test").await == StatusCode::OK
-    })
-    .await;
+    wait_status(&server, "later.test", StatusCode::OK).await;
 }
 
 #[tokio::test]
@@ -524,10 +502,7 @@ async fn a_slow_redeploy_does_not_hold_up_other_changes() {
     // Meanwhile another project's new host goes live, and alpha keeps
     // answering from its previous handler.
     std::fs::create_dir(beta.join("hosts/quick.test")).unwrap();
-    until("quick.test serves", || async {
-        status(&server, "quick.test").await == StatusCode::OK
-    })
-    .await;
+    wait_status(&server, "quick.test", StatusCode::OK).await;
     assert!(
         !server
             .logs
