@@ -7,17 +7,14 @@
 //! and the values of query parameters named `…key` or `…token`.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use elsinore_metrics::{HandlerErrorKind, Metrics, RequestSample};
 use http::{HeaderValue, Method, Response, StatusCode};
 use http_body_util::Either;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::Body;
 
 use crate::error::ProxyError;
 use crate::ProxyBody;
@@ -88,11 +85,12 @@ impl Access {
         }
     }
 
-    /// Wraps the request body so the bytes sent to the handler are counted.
-    pub(crate) fn count_body(&mut self, body: Incoming) -> CountedBody {
+    /// The counter the request body adds the bytes sent to the handler
+    /// to (see [`crate::RequestBody`]); the access line reads it.
+    pub(crate) fn body_counter(&mut self) -> Arc<AtomicU64> {
         let count = Arc::new(AtomicU64::new(0));
         self.bytes_in = BytesIn::Counted(count.clone());
-        CountedBody { inner: body, count }
+        count
     }
 
     /// Counts a failed handler request under its kind.
@@ -190,38 +188,5 @@ impl Finish {
 
     pub(crate) fn done(self) {
         self.access.finish(self.status, self.bytes_out);
-    }
-}
-
-/// A client's request body on its way to the handler, counted.
-#[derive(Debug)]
-pub struct CountedBody {
-    inner: Incoming,
-    count: Arc<AtomicU64>,
-}
-
-impl Body for CountedBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }

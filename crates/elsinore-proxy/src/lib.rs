@@ -45,7 +45,7 @@ mod throttle;
 mod tls;
 mod upgrade;
 
-pub use access::{CountedBody, ACCESS_TARGET};
+pub use access::ACCESS_TARGET;
 pub use admin_api::{is_admin_path, AdminApi, LIVE_WAIT, MAX_BODY};
 pub use auth::AuthLevel;
 pub use body::HandlerBody;

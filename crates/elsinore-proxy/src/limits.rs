@@ -3,16 +3,14 @@
 //! and cut when it passes the limit.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::HeaderMap;
-use hyper::body::{Body, Frame, SizeHint};
-
-use crate::access::CountedBody;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 /// The `Content-Length` the client declared, when it declared a valid one.
 pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
@@ -39,23 +37,33 @@ pub enum RequestBodyError {
     },
 }
 
-/// A client's request body on its way to the handler, cut at `limit` bytes.
+/// A client's request body on its way to the handler: counted for the
+/// access log and cut at `limit` bytes.
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: CountedBody,
+    inner: Incoming,
     limit: u64,
     seen: u64,
     over: Arc<AtomicBool>,
+    /// Bytes passed to the handler, read by the access log.
+    sent: Arc<AtomicU64>,
 }
 
 impl RequestBody {
-    /// `inner`, cut after `limit` bytes; `over` turns true when it is.
-    pub(crate) fn new(inner: CountedBody, limit: u64, over: Arc<AtomicBool>) -> Self {
+    /// `inner`, cut after `limit` bytes (`over` turns true when it is);
+    /// every byte passed on is added to `sent`.
+    pub(crate) fn new(
+        inner: Incoming,
+        limit: u64,
+        over: Arc<AtomicBool>,
+        sent: Arc<AtomicU64>,
+    ) -> Self {
         Self {
             inner,
             limit,
             seen: 0,
             over,
+            sent,
         }
     }
 }
@@ -84,6 +92,7 @@ impl Body for RequestBody {
                 self.over.store(true, Ordering::Release);
                 return Poll::Ready(Some(Err(RequestBodyError::TooLarge { limit: self.limit })));
             }
+            self.sent.fetch_add(data.len() as u64, Ordering::Relaxed);
         }
         Poll::Ready(Some(Ok(frame)))
     }

@@ -315,8 +315,8 @@ impl Proxy {
         // (server-sent events) may legitimately last for hours.
         // Counted as it streams; `over` tells a cut body from a failure.
         let over = Arc::new(AtomicBool::new(false));
-        let request =
-            request.map(|body| RequestBody::new(access.count_body(body), max_body, over.clone()));
+        let request = request
+            .map(|body| RequestBody::new(body, max_body, over.clone(), access.body_counter()));
         let limit = handler.response_timeout();
         let asked = Instant::now();
         let response = tokio::time::timeout(limit, self.client.request(request)).await;
