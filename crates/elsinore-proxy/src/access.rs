@@ -11,13 +11,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use elsinore_metrics::{HandlerErrorKind, Metrics, RequestSample};
-use http::{HeaderValue, Method, Response, StatusCode};
+use elsinore_metrics::{HandlerErrorKind, Metrics, RequestSample, ADMIN_HANDLER};
+use elsinore_supervisor::HandlerHandle;
+use http::{HeaderValue, Method, Response, StatusCode, Uri};
 use http_body_util::Either;
 use hyper::body::Body;
 
 use crate::error::ProxyError;
-use crate::ProxyBody;
+use crate::{ProjectRoute, ProxyBody};
 
 /// Log target of access-log lines; filter with `--log elsinore::access=off`.
 pub const ACCESS_TARGET: &str = "elsinore::access";
@@ -28,13 +29,15 @@ pub(crate) struct Access {
     start: Instant,
     client: SocketAddr,
     method: Method,
-    /// Path and query with secrets redacted.
-    target: String,
+    /// Kept as is (a reference-counted clone); the redacted path is only
+    /// formatted when the access log is on.
+    uri: Uri,
     request_id: HeaderValue,
     /// The normalised host, once known to be served.
     pub(crate) host: Option<String>,
-    pub(crate) project: Option<String>,
-    pub(crate) handler: Option<String>,
+    /// The project and handler, shared rather than copied.
+    pub(crate) project: Option<Arc<ProjectRoute>>,
+    pub(crate) handler: Option<Arc<HandlerHandle>>,
     /// Whether Elsinore's admin API answered.
     pub(crate) admin: bool,
     bytes_in: BytesIn,
@@ -58,11 +61,6 @@ impl Access {
         request_id: HeaderValue,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let uri = request.uri();
-        let target = match uri.query() {
-            Some(query) => format!("{}?{}", uri.path(), elsinore_config::redact_secrets(query)),
-            None => uri.path().to_owned(),
-        };
         let declared = request
             .headers()
             .get(http::header::CONTENT_LENGTH)
@@ -73,7 +71,7 @@ impl Access {
             start: Instant::now(),
             client,
             method: request.method().clone(),
-            target,
+            uri: request.uri().clone(),
             request_id,
             host: None,
             project: None,
@@ -104,11 +102,8 @@ impl Access {
             | ProxyError::HandlerStopped { .. } => HandlerErrorKind::Unavailable,
             _ => return,
         };
-        self.metrics.handler_error(
-            self.project.as_deref().unwrap_or(""),
-            self.handler.as_deref().unwrap_or(""),
-            kind,
-        );
+        self.metrics
+            .handler_error(self.project_name(), self.handler_name(), kind);
     }
 
     /// Logs now if Elsinore wrote the body, else when the handler's body
@@ -128,6 +123,17 @@ impl Access {
         }
     }
 
+    fn project_name(&self) -> &str {
+        self.project.as_ref().map_or("", |p| p.name.as_str())
+    }
+
+    fn handler_name(&self) -> &str {
+        if self.admin {
+            return ADMIN_HANDLER;
+        }
+        self.handler.as_ref().map_or("", |h| h.name())
+    }
+
     fn finish(self, status: StatusCode, bytes_out: u64) {
         let total = self.start.elapsed();
         let bytes_in = match &self.bytes_in {
@@ -135,26 +141,13 @@ impl Access {
             BytesIn::Counted(count) => count.load(Ordering::Relaxed),
         };
         let status = status.as_u16();
-        tracing::info!(
-            target: ACCESS_TARGET,
-            client = %self.client,
-            host = %self.host.as_deref().unwrap_or("-"),
-            project = %self.project.as_deref().unwrap_or("-"),
-            handler = %self.handler.as_deref().unwrap_or("-"),
-            method = %self.method,
-            path = %self.target,
-            status,
-            bytes_in,
-            bytes_out,
-            total_ms = millis(total),
-            handler_ms = self.handler_time.map(millis),
-            request_id = %self.request_id.to_str().unwrap_or("-"),
-            "request"
-        );
-        let project = self.project.as_deref().unwrap_or("");
+        if tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
+            self.log(status, bytes_in, bytes_out, total);
+        }
+        let project = self.project_name();
         self.metrics.record(&RequestSample {
             project,
-            handler: self.handler.as_deref().unwrap_or(""),
+            handler: self.handler_name(),
             host: self.host.as_deref(),
             status,
             bytes_in,
@@ -165,6 +158,32 @@ impl Access {
         if self.admin && matches!(status, 401 | 403 | 429) {
             self.metrics.key_auth_failure(project, status);
         }
+    }
+
+    /// The access-log line.
+    fn log(&self, status: u16, bytes_in: u64, bytes_out: u64, total: Duration) {
+        let path = self.uri.path();
+        let target = match self.uri.query() {
+            Some(query) => format!("{path}?{}", elsinore_config::redact_secrets(query)),
+            None => path.to_owned(),
+        };
+        let or_dash = |name: &str| if name.is_empty() { "-" } else { name }.to_owned();
+        tracing::info!(
+            target: ACCESS_TARGET,
+            client = %self.client,
+            host = %self.host.as_deref().unwrap_or("-"),
+            project = %or_dash(self.project_name()),
+            handler = %or_dash(self.handler_name()),
+            method = %self.method,
+            path = %target,
+            status,
+            bytes_in,
+            bytes_out,
+            total_ms = millis(total),
+            handler_ms = self.handler_time.map(millis),
+            request_id = %self.request_id.to_str().unwrap_or("-"),
+            "request"
+        );
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use elsinore_config::{normalize_request_host, HostError, Limits, Timeouts};
-use elsinore_metrics::{Metrics, ADMIN_HANDLER};
+use elsinore_metrics::Metrics;
 use elsinore_supervisor::{Busy, HandlerHandle, Unavailable};
 use http::header::{HOST, UPGRADE};
 use http::uri::{PathAndQuery, Scheme};
@@ -235,7 +235,7 @@ impl Proxy {
             host: host.clone().into_owned(),
         })?;
         access.host = Some(host.clone().into_owned());
-        access.project = Some(project.name.clone());
+        access.project = Some(project.clone());
         // A validated DNS name is always a valid header value.
         let host_header = HeaderValue::from_str(&host).map_err(|_| ProxyError::InvalidHost {
             host: host.clone().into_owned(),
@@ -246,7 +246,6 @@ impl Proxy {
                 return Err(ProxyError::AdminUnavailable);
             };
             access.admin = true;
-            access.handler = Some(ADMIN_HANDLER.to_owned());
             let cx = AdminRequest {
                 host: &host,
                 project: &project,
@@ -263,7 +262,7 @@ impl Proxy {
                 project: project.name.clone(),
                 path: request.uri().path().to_owned(),
             })?;
-        access.handler = Some(handler.name().to_owned());
+        access.handler = Some(handler.clone());
         // Refused before the handler is contacted: the client (with
         // `Expect: 100-continue`) need not even send the body.
         let max_body = project.max_body.unwrap_or(self.max_body);
