@@ -278,12 +278,24 @@ async fn declared_body_over_max_body_gets_413_before_the_handler() {
         post("beta.test", 4097).await.status,
         StatusCode::PAYLOAD_TOO_LARGE
     );
+    // The handlers' own lines arrive through a pipe: wait for beta's
+    // before counting, so a slow pipe cannot pass for a refused body.
+    server
+        .logs
+        .wait_for("echo POST /echo-body 200 project=beta");
     let handled = server.logs.all().join("\n");
     assert_eq!(
         handled.matches("echo POST /echo-body").count(),
         2,
         "only the accepted bodies reached a handler:\n{handled}"
     );
+    // The access log agrees: no refused request spent time in a handler.
+    for line in handled.lines().filter(|line| line.contains("status=413")) {
+        assert!(
+            !line.contains("handler_ms="),
+            "a refused body reached its handler: {line}"
+        );
+    }
 }
 
 #[tokio::test]
