@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use elsinore_config::{Config, HandlerSpec, Manifest, MANIFEST_FILE};
-use elsinore_proxy::{ProjectRoute, RouteTable};
+use elsinore_proxy::{Preview, ProjectCors, ProjectRoute, RouteTable};
 use elsinore_routes::{scan_hosts, HOSTS_DIR};
 use elsinore_supervisor::{HandlerHandle, HandlerState, Supervisor};
 use elsinore_watch::{FolderWatcher, Target};
@@ -398,7 +398,8 @@ impl Live {
             let previous = applied
                 .iter()
                 .find(|a| a.plan.config.name == project.name && a.plan.config.path == project.path);
-            let manifest = Manifest::load(&project.path);
+            let manifest = Manifest::load(&project.path)
+                .map(|m| m.with_public_url(project.public_url.as_deref()));
             let scan = scan_hosts(&project.path);
             let keeping = |what: &str| match previous {
                 Some(_) => format!("(project {}: keeping its previous {what})", project.name),
@@ -626,6 +627,7 @@ impl Live {
                 continue;
             };
             route.max_body = config.max_body;
+            route.cors = ProjectCors::new(&config.cors_origins, config.cors_credentials);
             route.hosts = project
                 .plan
                 .scan
@@ -655,12 +657,37 @@ impl Live {
             None => Vec::new(),
         };
         let certs = old_table.certs.rebuild(&cert_sources, SystemTime::now());
+        let hosts = owners.map(|&index| routes[index].clone());
+        let preview = candidate.config.preview_host.as_ref().map(|host| {
+            if let Some(shadowed) = hosts.lookup(host.as_str()) {
+                report.warnings.push(format!(
+                    "host {host} is the preview_host: project {}'s folder for it is not used",
+                    shadowed.name
+                ));
+            }
+            Preview::new(host.as_str(), &routes)
+        });
+        let default_project = candidate
+            .config
+            .default_project
+            .as_ref()
+            .and_then(|name| {
+                let found = routes.iter().find(|r| &r.name == name).cloned();
+                if found.is_none() {
+                    report.warnings.push(format!(
+                        "default_project {name} is not serving (see the errors above): unknown hosts get 404"
+                    ));
+                }
+                found
+            });
         let new_table = RouteTable {
-            hosts: owners.map(|&index| routes[index].clone()),
+            hosts,
             projects: routes,
             conflicts,
             certs: Arc::new(certs.store),
             redirect_http: candidate.config.redirect_http,
+            default_project,
+            preview,
         };
         // The table's diff first, then the replacements still starting.
         let starting = std::mem::take(&mut report.changes);

@@ -255,6 +255,8 @@ impl Operator {
             "watching": self.watcher.as_ref().map_or("off", |w| w.backend_name()),
             "hosts": hosts_json(&table),
             "projects": projects_json(&table),
+            "default_project": table.default_project.as_ref().map(|p| &p.name),
+            "preview_host": table.preview.as_ref().map(|p| p.host()),
             "conflicts": table.conflicts.iter().map(|c| json!({
                 "host": c.host,
                 "kept_by": c.kept_by,

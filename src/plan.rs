@@ -36,7 +36,9 @@ impl Plan {
         let mut errors = Vec::new();
         let mut projects = Vec::with_capacity(config.projects.len());
         for project in &config.projects {
-            let manifest = Manifest::load(&project.path).map_err(|e| e.to_string());
+            let manifest = Manifest::load(&project.path)
+                .map(|m| m.with_public_url(project.public_url.as_deref()))
+                .map_err(|e| e.to_string());
             let scan = scan_hosts(&project.path).map_err(|e| e.to_string());
             match (manifest, scan) {
                 (Ok(manifest), Ok(scan)) => projects.push(ProjectPlan {

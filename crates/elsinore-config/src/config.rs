@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::error::{ConfigError, Problem};
 use crate::events::{validate_events, EventsConfig, RawEvents};
+use crate::hostname::Hostname;
 use crate::limits::{
     max_body, validate_limits, validate_timeouts, Limits, RawLimits, RawSize, RawTimeouts, Timeouts,
 };
@@ -62,6 +63,12 @@ pub struct Config {
     pub limits: Limits,
     /// Client and handler timeouts (`timeouts`); defaults when absent.
     pub timeouts: Timeouts,
+    /// `default_project`: the project that answers hosts no project
+    /// declares (instead of the JSON 404). Names one of `projects`.
+    pub default_project: Option<String>,
+    /// `preview_host`: the host on which `/projects/<name>/…` reaches
+    /// project `<name>` with the prefix stripped (previews before DNS).
+    pub preview_host: Option<Hostname>,
 }
 
 /// `tls.default_cert` and `tls.default_key`, absolute.
@@ -116,6 +123,15 @@ pub struct ProjectConfig {
     /// The project's own largest request body (`max_body`); `None` means
     /// `limits.max_body`.
     pub max_body: Option<u64>,
+    /// Browser origins allowed to call the project's handlers
+    /// (`cors_origins`); empty means Elsinore leaves CORS to the handlers.
+    pub cors_origins: Vec<String>,
+    /// `cors_credentials`: allowed origins may send cookies and
+    /// credentials (`Access-Control-Allow-Credentials: true`).
+    pub cors_credentials: bool,
+    /// `public_url`: the address users reach the project at, passed to its
+    /// handlers as `ELSINORE_PUBLIC_URL`. Without a trailing slash.
+    pub public_url: Option<String>,
 }
 
 /// A project key. Never printed: `Debug` redacts it.
@@ -153,6 +169,8 @@ struct RawConfig {
     metrics: Option<MetricsConfig>,
     limits: Option<RawLimits>,
     timeouts: Option<RawTimeouts>,
+    default_project: Option<String>,
+    preview_host: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -183,6 +201,9 @@ struct RawProjectObject {
     key: Option<String>,
     key_env: Option<String>,
     max_body: Option<RawSize>,
+    cors_origins: Option<Vec<String>>,
+    cors_credentials: Option<bool>,
+    public_url: Option<String>,
 }
 
 // Hand-written instead of `#[serde(untagged)]`: untagged enums swallow the
@@ -260,7 +281,8 @@ impl Config {
             .watch
             .map(|watch| validate_watch(watch, &mut problems))
             .unwrap_or_default();
-        let cors_origins = crate::origin::parse_origins(raw.cors_origins, &mut problems);
+        let cors_origins =
+            crate::origin::parse_origins(raw.cors_origins, "cors_origins", &mut problems);
         let events = validate_events(raw.events, &mut problems);
         let limits = validate_limits(raw.limits, &mut problems);
         let timeouts = validate_timeouts(raw.timeouts, &mut problems);
@@ -308,6 +330,21 @@ impl Config {
             first_index_of.insert(project.name.clone(), index);
             projects.push(project);
         }
+        let default_project = raw
+            .default_project
+            .filter(|name| check_default_project(name, &projects, &first_index_of, &mut problems));
+        let preview_host = raw
+            .preview_host
+            .and_then(|host| match Hostname::parse(&host) {
+                Ok(host) => Some(host),
+                Err(err) => {
+                    problems.push(Problem::field(
+                        "preview_host",
+                        format!("{err}; expected a host name such as \"preview.localhost\""),
+                    ));
+                    None
+                }
+            });
 
         match (problems.is_empty(), listen, database) {
             (true, Some(listen), Some(database)) => Ok(Self {
@@ -327,6 +364,8 @@ impl Config {
                 metrics: raw.metrics.unwrap_or_default(),
                 limits,
                 timeouts,
+                default_project,
+                preview_host,
             }),
             _ => Err(ConfigError::invalid(file, problems)),
         }
@@ -462,6 +501,9 @@ fn validate_project(
             key: None,
             key_env: None,
             max_body: None,
+            cors_origins: None,
+            cors_credentials: None,
+            public_url: None,
         },
         RawProject::Object(object) => object,
     };
@@ -531,6 +573,30 @@ fn validate_project(
         .as_ref()
         .and_then(|size| max_body(size, &format!("{here}.max_body"), problems));
 
+    let cors_origins = crate::origin::parse_origins(
+        object.cors_origins,
+        &format!("{here}.cors_origins"),
+        problems,
+    );
+    let cors_credentials = object.cors_credentials.unwrap_or(false);
+    if cors_credentials && cors_origins.iter().any(|o| o == "*") {
+        // Browsers refuse credentials with a wildcard, and echoing any
+        // origin with credentials would hand every site the user's session.
+        problems.push(Problem::field(
+            format!("{here}.cors_credentials"),
+            "cannot be true with \"*\" in cors_origins: list the origins that may send credentials",
+        ));
+    }
+    let public_url = object
+        .public_url
+        .and_then(|url| match check_public_url(&url) {
+            Ok(url) => Some(url),
+            Err(why) => {
+                problems.push(Problem::field(format!("{here}.public_url"), why));
+                None
+            }
+        });
+
     if problems.len() > before {
         return None;
     }
@@ -540,7 +606,54 @@ fn validate_project(
         key,
         key_env: object.key_env,
         max_body,
+        cors_origins,
+        cors_credentials,
+        public_url,
     })
+}
+
+/// `default_project` must name a project of this same file.
+fn check_default_project(
+    name: &str,
+    projects: &[ProjectConfig],
+    known: &HashMap<String, usize>,
+    problems: &mut Vec<Problem>,
+) -> bool {
+    if known.contains_key(name) {
+        return true;
+    }
+    let names: Vec<&str> = projects.iter().map(|p| p.name.as_str()).collect();
+    problems.push(Problem::field(
+        "default_project",
+        format!(
+            "no project is named {name:?}; projects are named {}",
+            if names.is_empty() {
+                "(none)".to_owned()
+            } else {
+                names.join(", ")
+            }
+        ),
+    ));
+    false
+}
+
+/// `public_url`: an absolute http(s) URL with a host, passed on as written
+/// minus a trailing slash (so handlers can append paths).
+fn check_public_url(text: &str) -> Result<String, String> {
+    let expected =
+        "expected an absolute http:// or https:// URL, e.g. \"https://shop.example.com\"";
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a URL: {expected}"))?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    let host_ok = uri.host().is_some_and(|host| !host.is_empty());
+    if !scheme_ok || !host_ok {
+        return Err(format!("{text:?}: {expected}"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("{text:?}: a public URL has no query; {expected}"));
+    }
+    Ok(text.trim_end_matches('/').to_owned())
 }
 
 /// Project names travel in headers and, later, URL paths.

@@ -35,7 +35,7 @@ pub use limits::{
 };
 pub use manifest::{
     HandlerKind, HandlerSpec, Manifest, DEFAULT_QUEUE, DEFAULT_QUEUE_TIMEOUT, MANIFEST_FILE,
-    RESERVED_ENV,
+    PUBLIC_URL_ENV, RESERVED_ENV,
 };
 pub use observability::{LogFormat, MetricsConfig};
 pub use origin::parse_origin;

@@ -14,7 +14,10 @@ use crate::parse_duration;
 pub const MANIFEST_FILE: &str = "project.toml";
 
 /// Variables Elsinore sets for every handler; a manifest may not override them.
-pub const RESERVED_ENV: [&str; 3] = ["PORT", "ELSINORE_DB", "ELSINORE_PROJECT"];
+pub const RESERVED_ENV: [&str; 4] = ["PORT", "ELSINORE_DB", "ELSINORE_PROJECT", PUBLIC_URL_ENV];
+
+/// Where a handler finds its project's `public_url`.
+pub const PUBLIC_URL_ENV: &str = "ELSINORE_PUBLIC_URL";
 
 const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -95,6 +98,21 @@ struct RawHandler {
 }
 
 impl Manifest {
+    /// Gives every handler the project's `public_url` as
+    /// `ELSINORE_PUBLIC_URL`. Part of the handler's settings, so changing
+    /// the URL replaces the handlers (blue/green) like any other change.
+    #[must_use]
+    pub fn with_public_url(mut self, public_url: Option<&str>) -> Self {
+        if let Some(url) = public_url {
+            for handler in &mut self.handlers {
+                handler
+                    .env
+                    .insert(PUBLIC_URL_ENV.to_owned(), url.to_owned());
+            }
+        }
+        self
+    }
+
     /// Reads `<project>/project.toml`.
     pub fn load(project_dir: &Path) -> crate::Result<Self> {
         let file = project_dir.join(MANIFEST_FILE);

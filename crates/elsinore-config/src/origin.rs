@@ -38,10 +38,12 @@ pub fn parse_origin(text: &str) -> Result<String, String> {
     Ok(text.to_ascii_lowercase())
 }
 
-/// Validates every entry of `cors_origins`, reporting each bad one with its
-/// index; duplicates are dropped.
+/// Validates every entry of a `cors_origins` list found at `field` (the
+/// top-level one or a project's), reporting each bad one with its index;
+/// duplicates are dropped.
 pub(crate) fn parse_origins(
     raw: Option<Vec<String>>,
+    field: &str,
     problems: &mut Vec<crate::Problem>,
 ) -> Vec<String> {
     let mut origins: Vec<String> = Vec::new();
@@ -49,7 +51,7 @@ pub(crate) fn parse_origins(
         match parse_origin(text) {
             Ok(origin) if !origins.contains(&origin) => origins.push(origin),
             Ok(_) => {}
-            Err(why) => problems.push(crate::Problem::field(format!("cors_origins[{index}]"), why)),
+            Err(why) => problems.push(crate::Problem::field(format!("{field}[{index}]"), why)),
         }
     }
     origins

@@ -39,6 +39,12 @@ pub enum ProxyError {
         /// The normalised host.
         host: String,
     },
+    /// `preview_host`: `/projects/<name>/` names no project.
+    #[error("unknown project")]
+    UnknownProject {
+        /// The name in the path.
+        project: String,
+    },
     /// The project has no handler whose routes match the path.
     #[error("no handler for this path")]
     NoRoute {
@@ -195,9 +201,10 @@ impl ProxyError {
             Self::MissingHost | Self::InvalidHost { .. } | Self::BadRequest { .. } => {
                 StatusCode::BAD_REQUEST
             }
-            Self::UnknownHost { .. } | Self::NoRoute { .. } | Self::NotFound { .. } => {
-                StatusCode::NOT_FOUND
-            }
+            Self::UnknownHost { .. }
+            | Self::UnknownProject { .. }
+            | Self::NoRoute { .. }
+            | Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } | Self::WrongMethod { .. } => {
                 StatusCode::METHOD_NOT_ALLOWED
             }
@@ -285,6 +292,7 @@ impl ProxyError {
                     )),
                 );
             }
+            Self::UnknownProject { project } => put("project", json!(project)),
             Self::NoRoute { project, path } => {
                 put("project", json!(project));
                 put("path", json!(path));

@@ -15,6 +15,8 @@ pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-i
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// The path prefix Elsinore stripped (preview paths); only Elsinore sets it.
+const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// Prefix of the handler-context headers; clients may never set them.
@@ -30,6 +32,8 @@ pub(crate) struct Context<'a> {
     pub request_id: &'a HeaderValue,
     pub client_ip: IpAddr,
     pub proto: &'static str,
+    /// `X-Forwarded-Prefix`: what was stripped from the path, if anything.
+    pub forwarded_prefix: Option<&'a HeaderValue>,
 }
 
 /// Removes hop-by-hop headers: the fixed list (RFC 9110 §7.6.1 plus
@@ -85,6 +89,11 @@ pub(crate) fn set_context(
     match original_host {
         Some(host) => headers.insert(X_FORWARDED_HOST, host),
         None => headers.remove(X_FORWARDED_HOST),
+    };
+
+    match context.forwarded_prefix {
+        Some(prefix) => headers.insert(X_FORWARDED_PREFIX, prefix.clone()),
+        None => headers.remove(X_FORWARDED_PREFIX),
     };
 
     headers.insert(X_ELSINORE_HOST, context.host.clone());
@@ -168,6 +177,7 @@ mod tests {
             ("x-forwarded-for", "10.0.0.1"),
             ("x-forwarded-for", "10.0.0.2"),
             ("x-forwarded-host", "spoofed"),
+            ("x-forwarded-prefix", "/spoofed"),
             ("x-hamlet-project-key", "client-key"),
         ]);
         let project = HeaderValue::from_static("horatio");
@@ -181,6 +191,7 @@ mod tests {
             request_id: &id,
             client_ip: "127.0.0.1".parse().expect("ip"),
             proto: "http",
+            forwarded_prefix: None,
         };
         set_context(
             &mut headers,
@@ -199,6 +210,7 @@ mod tests {
         );
         assert_eq!(get("x-forwarded-host"), Some("blog.localhost:8080"));
         assert_eq!(get("x-forwarded-proto"), Some("http"));
+        assert_eq!(get("x-forwarded-prefix"), None, "only Elsinore sets it");
         assert_eq!(get("x-request-id"), Some("req-1"));
         assert_eq!(
             get("x-hamlet-project-key"),

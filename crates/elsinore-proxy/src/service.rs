@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use elsinore_config::{normalize_request_host, HostError, Limits, Timeouts};
 use elsinore_metrics::Metrics;
 use elsinore_supervisor::{Busy, HandlerHandle, Unavailable};
-use http::header::{HOST, UPGRADE};
+use http::header::{HOST, ORIGIN, UPGRADE};
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
@@ -26,10 +26,11 @@ use crate::conn::ConnInfo;
 use crate::error::ProxyError;
 use crate::headers::{self, Context, X_REQUEST_ID};
 use crate::limits::{declared_length, RequestBody};
+use crate::preview::{self, PreviewRoute};
 use crate::redirect;
 use crate::request_id::RequestIds;
 use crate::upgrade::{self, Tunnels};
-use crate::{ProxyBody, RouteTable};
+use crate::{ProjectRoute, ProxyBody, RouteTable};
 
 /// Idle handler connections are kept this long for reuse.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -224,16 +225,30 @@ impl Proxy {
 
         // One load of the snapshot; the Arc keeps this project alive for
         // the whole request even if the table is swapped meanwhile.
-        let project = {
+        let routed = {
             let table = self.table.load();
             if let Some(location) = self.https_redirect(&table, conn, &host, request.uri()) {
                 return Ok(redirect::response(location));
             }
-            table.hosts.lookup(&host).cloned()
-        }
-        .ok_or_else(|| ProxyError::UnknownHost {
-            host: host.clone().into_owned(),
-        })?;
+            Routed::resolve(&table, &host, request.uri())?
+        };
+        let (project, via) = match routed {
+            Routed::Owner(project) => (project, Via::Owner),
+            Routed::Fallback(project) => (project, Via::Fallback),
+            Routed::Preview(PreviewRoute::AddSlash(location)) => {
+                return Ok(redirect::response(location));
+            }
+            Routed::Preview(PreviewRoute::Project {
+                project,
+                prefix,
+                path,
+            }) => {
+                // The handler sees its own paths; the access log keeps the
+                // client's (taken at `Access::begin`).
+                *request.uri_mut() = Uri::from(path);
+                (project, Via::Preview(prefix))
+            }
+        };
         access.host = Some(host.clone().into_owned());
         access.project = Some(project.clone());
         // A validated DNS name is always a valid header value.
@@ -242,6 +257,9 @@ impl Proxy {
         })?;
         // Reserved paths, answered by Elsinore for the host's project.
         if admin_api::is_admin_path(request.uri().path()) {
+            if let Some(reason) = via.admin_refusal(&host) {
+                return Err(ProxyError::NotFound { reason });
+            }
             let Some(admin) = &self.admin else {
                 return Err(ProxyError::AdminUnavailable);
             };
@@ -255,6 +273,17 @@ impl Proxy {
             };
             return Ok(admin.handle(request, cx).await);
         }
+        // The project's own CORS (`cors_origins` on the project): Elsinore
+        // answers preflights and decorates the handler's response.
+        let cors_origin = match &project.cors {
+            Some(cors) => {
+                if let Some(answer) = cors.preflight(request.method(), request.headers()) {
+                    return answer;
+                }
+                request.headers().get(ORIGIN).cloned()
+            }
+            None => None,
+        };
         let handler = project
             .handler_for(request.uri().path())
             .cloned()
@@ -281,12 +310,18 @@ impl Proxy {
             .then(|| hyper::upgrade::on(&mut request));
         let slot = request.extensions_mut().remove::<ConnectionSlot>();
 
+        // Host keys open only hosts the project declares: not the preview
+        // host, not a host answered by default_project.
+        let ring = match via {
+            Via::Owner => self.admin.as_ref().map(AdminApi::ring),
+            Via::Fallback | Via::Preview(_) => None,
+        };
         let auth = auth::resolve(
             request.headers(),
             request.uri().query(),
             &host,
             &project,
-            self.admin.as_ref().map(AdminApi::ring),
+            ring,
         );
         let context = Context {
             host: &host_header,
@@ -296,6 +331,7 @@ impl Proxy {
             request_id,
             client_ip: conn.peer.ip(),
             proto: if conn.tls.is_some() { "https" } else { "http" },
+            forwarded_prefix: via.prefix(),
         };
         let headers = request.headers_mut();
         headers::remove_hop_by_hop(headers);
@@ -335,12 +371,18 @@ impl Proxy {
                     upstream_error(&handler, &err)
                 }
             })?;
+        let mut response = response;
+        if let Some(prefix) = via.prefix() {
+            preview::restore_prefix(response.headers_mut(), prefix);
+        }
+        if let Some(cors) = &project.cors {
+            cors.decorate(cors_origin.as_ref(), response.headers_mut());
+        }
         // The handler agreed to switch: relay its 101 and pipe the two
         // connections once hyper hands them over. Any other answer is an
         // ordinary response.
         if let Some(client_upgrade) = client_upgrade {
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                let mut response = response;
                 let handler_upgrade = hyper::upgrade::on(&mut response);
                 self.tunnels
                     .spawn(client_upgrade, handler_upgrade, in_flight, slot);
@@ -349,6 +391,64 @@ impl Proxy {
             }
         }
         Ok(response.map(|body| Either::Left(HandlerBody::new(body, in_flight))))
+    }
+}
+
+/// Who answers a request, decided from one table snapshot.
+enum Routed {
+    /// A project declares the host.
+    Owner(Arc<ProjectRoute>),
+    /// No project declares it; `default_project` answers.
+    Fallback(Arc<ProjectRoute>),
+    /// The preview host.
+    Preview(PreviewRoute),
+}
+
+impl Routed {
+    fn resolve(table: &RouteTable, host: &str, uri: &Uri) -> Result<Self, ProxyError> {
+        if let Some(preview) = table.preview.as_ref().filter(|p| p.host() == host) {
+            return preview.route(uri).map(Self::Preview);
+        }
+        if let Some(project) = table.hosts.lookup(host) {
+            return Ok(Self::Owner(project.clone()));
+        }
+        match &table.default_project {
+            Some(project) => Ok(Self::Fallback(project.clone())),
+            None => Err(ProxyError::UnknownHost {
+                host: host.to_owned(),
+            }),
+        }
+    }
+}
+
+/// How the request reached its project, once routed.
+enum Via {
+    Owner,
+    Fallback,
+    /// With the `/projects/<name>` prefix stripped from the path.
+    Preview(HeaderValue),
+}
+
+impl Via {
+    fn prefix(&self) -> Option<&HeaderValue> {
+        match self {
+            Self::Preview(prefix) => Some(prefix),
+            Self::Owner | Self::Fallback => None,
+        }
+    }
+
+    /// Why the admin API is not served here: it manages the keys of a host
+    /// the project declares, and neither of these is one.
+    fn admin_refusal(&self, host: &str) -> Option<String> {
+        match self {
+            Self::Owner => None,
+            Self::Fallback => Some(format!(
+                "no project declares {host} (it is answered by default_project); the admin API is served on a project's own hosts"
+            )),
+            Self::Preview(_) => Some(format!(
+                "{host} is the preview host; the admin API is served on a project's own hosts"
+            )),
+        }
     }
 }
 

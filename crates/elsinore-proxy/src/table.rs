@@ -10,6 +10,9 @@ use elsinore_supervisor::HandlerHandle;
 use elsinore_tls::CertStore;
 use http::HeaderValue;
 
+use crate::preview::Preview;
+use crate::project_cors::ProjectCors;
+
 /// One project as the request path needs it; header values are prepared
 /// once here so requests do not allocate them.
 #[derive(Debug)]
@@ -28,6 +31,8 @@ pub struct ProjectRoute {
     /// The project's `max_body` from config.json; `None` means the global
     /// `limits.max_body`.
     pub max_body: Option<u64>,
+    /// The project's `cors_origins`; `None` leaves CORS to its handlers.
+    pub cors: Option<ProjectCors>,
     pub(crate) router: PrefixRouter,
     pub(crate) name_header: HeaderValue,
     pub(crate) key_header: Option<HeaderValue>,
@@ -68,6 +73,7 @@ impl ProjectRoute {
             handlers,
             routes,
             max_body: None,
+            cors: None,
             router,
             name_header,
             key_header,
@@ -98,4 +104,8 @@ pub struct RouteTable {
     /// `redirect_http`: plain-HTTP requests for a host served over HTTPS
     /// get a 308 to it.
     pub redirect_http: bool,
+    /// `default_project`: answers hosts no project declares.
+    pub default_project: Option<Arc<ProjectRoute>>,
+    /// `preview_host` and the projects reachable under it.
+    pub preview: Option<Preview>,
 }
