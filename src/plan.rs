@@ -127,6 +127,12 @@ impl Plan {
             format_duration(timeouts.idle),
             format_duration(timeouts.handler_connect)
         );
+        if let Some(name) = &config.default_project {
+            let _ = writeln!(out, "unknown hosts: → {name} (default_project)");
+        }
+        if let Some(host) = &config.preview_host {
+            let _ = writeln!(out, "previews: http://{host}/projects/<project>/");
+        }
         let _ = writeln!(out, "\nprojects:");
         for project in &self.projects {
             let key = if project.config.key.is_some() {
@@ -139,13 +145,20 @@ impl Plan {
                 .max_body
                 .map(|bytes| format!(", max_body {}", format_size(bytes)))
                 .unwrap_or_default();
+            let cors = match project.config.cors_origins.as_slice() {
+                [] => String::new(),
+                origins => format!(", CORS from {}", origins.join(" ")),
+            };
             let _ = writeln!(
                 out,
-                "  {} ({}, {} hosts, {key}{max_body})",
+                "  {} ({}, {} hosts, {key}{max_body}{cors})",
                 project.config.name,
                 project.config.path.display(),
                 project.scan.hosts.len()
             );
+            if let Some(url) = &project.config.public_url {
+                let _ = writeln!(out, "    public_url {url}");
+            }
             for handler in &project.manifest.handlers {
                 let _ = writeln!(out, "    handler {}", describe_handler(handler));
             }

@@ -380,6 +380,35 @@ async fn public_url_reaches_the_handlers_and_follows_edits() {
 }
 
 #[test]
+fn check_shows_the_compat_settings() {
+    let ws = Workspace::new();
+    ws.project("shop", &["shop.test"], &echo_manifest());
+    let config = ws.write_config(&json!({
+        "default_project": "shop",
+        "preview_host": "preview.localhost",
+        "projects": [{"path": "shop", "public_url": "https://shop.example.com",
+                      "cors_origins": ["https://front.example"]}],
+    }));
+    let output = run_cli(&["check"], &config);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    for expected in [
+        "unknown hosts: → shop (default_project)",
+        "previews: http://preview.localhost/projects/<project>/",
+        "    public_url https://shop.example.com",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("no key, CORS from https://front.example)"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn bad_compat_settings_are_reported_with_their_field() {
     let ws = Workspace::new();
     ws.project("shop", &["shop.test"], &echo_manifest());
