@@ -1,0 +1,352 @@
+//! The `public/` folders being served, and the cache they share.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::LOCATION;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
+use quick_cache::sync::Cache;
+use quick_cache::Weighter;
+
+use crate::body::FileBody;
+use crate::lookup::{lookup, Found};
+use crate::path::{self, PathCheck, RelPath};
+use crate::respond;
+
+/// A cached answer is trusted this long without looking at the disk
+/// again, even if no change was reported: a safety net for the moments
+/// a watcher cannot see (a folder created and filled before its watch
+/// was added), not the way changes are normally noticed.
+const MAX_AGE: Duration = Duration::from_secs(10);
+
+/// Bookkeeping per cached entry, counted against the cache size.
+const ENTRY_OVERHEAD: u64 = 256;
+
+/// How much the cache keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Total bytes of cached content (and bookkeeping); 0 disables the
+    /// cache: every request looks at the disk.
+    pub max_bytes: u64,
+    /// Files larger than this are never held in memory: they are streamed
+    /// from disk for each response.
+    pub max_file: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            max_bytes: 32 * 1024 * 1024,
+            max_file: 1024 * 1024,
+        }
+    }
+}
+
+type Key = (u64, RelPath);
+
+#[derive(Debug)]
+struct Entry {
+    /// The site's generation when the lookup began.
+    generation: u64,
+    looked_at: Instant,
+    found: Found,
+}
+
+#[derive(Clone)]
+struct EntryWeight;
+
+impl Weighter<Key, Arc<Entry>> for EntryWeight {
+    fn weight(&self, key: &Key, entry: &Arc<Entry>) -> u64 {
+        let content = match &entry.found {
+            Found::File(file) => file.content.as_ref().map_or(0, |c| c.len() as u64),
+            _ => 0,
+        };
+        ENTRY_OVERHEAD + key.1.path.len() as u64 + content
+    }
+}
+
+struct Shared {
+    /// `None` when caching is off.
+    cache: Option<Cache<Key, Arc<Entry>, EntryWeight>>,
+    settings: CacheSettings,
+    next_id: AtomicU64,
+    /// Every site handed out, by its folder, to find what a change touches.
+    sites: Mutex<HashMap<PathBuf, Weak<Site>>>,
+}
+
+/// All served `public/` folders and their shared, bounded cache. Cheap to
+/// clone; every clone is the same set.
+#[derive(Clone)]
+pub struct StaticFiles {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for StaticFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticFiles")
+            .field("settings", &self.shared.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StaticFiles {
+    /// An empty set whose cache holds at most `settings.max_bytes`.
+    pub fn new(settings: CacheSettings) -> Self {
+        let cache = (settings.max_bytes > 0).then(|| {
+            // quick_cache wants an estimate of the entry count to size its
+            // shards; a few KiB per entry is typical for web assets.
+            let estimated = usize::try_from(settings.max_bytes / 4096)
+                .unwrap_or(usize::MAX)
+                .clamp(64, 1 << 20);
+            Cache::with_weighter(estimated, settings.max_bytes, EntryWeight)
+        });
+        Self {
+            shared: Arc::new(Shared {
+                cache,
+                settings,
+                next_id: AtomicU64::new(1),
+                sites: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The site serving `public_dir`: the same one as long as it is in
+    /// use, so its cached files survive reloads. If the folder was
+    /// replaced (another folder renamed in its place) everything cached
+    /// for it is dropped.
+    pub fn site(&self, public_dir: &Path) -> Arc<Site> {
+        let identity = identity(public_dir);
+        let mut sites = self
+            .shared
+            .sites
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(site) = sites.get(public_dir).and_then(Weak::upgrade) {
+            let before = site.identity.swap(identity, Ordering::AcqRel);
+            if before != identity {
+                site.generation.fetch_add(1, Ordering::AcqRel);
+            }
+            return site;
+        }
+        // Forget sites nobody serves any more before adding one.
+        sites.retain(|_, site| site.strong_count() > 0);
+        let site = Arc::new(Site {
+            id: self.shared.next_id.fetch_add(1, Ordering::Relaxed),
+            root: public_dir.to_path_buf(),
+            generation: AtomicU64::new(0),
+            identity: AtomicU64::new(identity),
+            files: self.clone(),
+        });
+        sites.insert(public_dir.to_path_buf(), Arc::downgrade(&site));
+        site
+    }
+
+    /// Something changed at `path` (a file, or a folder and all it holds):
+    /// every site that holds it looks at the disk again.
+    pub fn invalidate(&self, path: &Path) {
+        let sites = self
+            .shared
+            .sites
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for ancestor in path.ancestors() {
+            if let Some(site) = sites.get(ancestor).and_then(Weak::upgrade) {
+                site.generation.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Changes were lost (the watcher overflowed): forget everything.
+    pub fn invalidate_all(&self) {
+        let sites = self
+            .shared
+            .sites
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for site in sites.values().filter_map(Weak::upgrade) {
+            site.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The folders of the sites in use, for the watcher.
+    pub fn roots(&self) -> Vec<PathBuf> {
+        let sites = self
+            .shared
+            .sites
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut roots: Vec<PathBuf> = sites
+            .iter()
+            .filter(|(_, site)| site.strong_count() > 0)
+            .map(|(root, _)| root.clone())
+            .collect();
+        roots.sort();
+        roots
+    }
+}
+
+/// The inode and device of a folder packed in one number (0 if it cannot
+/// be read), to notice that a different folder now has its name.
+fn identity(dir: &Path) -> u64 {
+    std::fs::metadata(dir).map_or(0, |meta| meta.ino() ^ meta.dev().rotate_left(48))
+}
+
+/// One host's `public/` folder.
+pub struct Site {
+    id: u64,
+    root: PathBuf,
+    /// Bumped by every change reported inside the folder: cached entries
+    /// of an older generation are looked up again.
+    generation: AtomicU64,
+    identity: AtomicU64,
+    files: StaticFiles,
+}
+
+impl std::fmt::Debug for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Site").field("root", &self.root).finish_non_exhaustive()
+    }
+}
+
+/// What the site does with a request.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Elsinore answers.
+    Served(Response<StaticBody>),
+    /// Not a file here: the project's handler answers.
+    Pass,
+    /// A traversal attempt: 404, with this reason.
+    Refused(&'static str),
+}
+
+/// The body of a static response.
+#[derive(Debug)]
+pub enum StaticBody {
+    /// From memory (possibly empty: HEAD, 304, 416, redirects).
+    Bytes(Bytes),
+    /// Streamed from disk.
+    File(FileBody),
+}
+
+impl Site {
+    /// The folder served.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Answers a GET or HEAD for a file in the folder; anything else, and
+    /// every path that names no file, is passed to the handler.
+    pub async fn serve(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Outcome {
+        if method != Method::GET && method != Method::HEAD {
+            return Outcome::Pass;
+        }
+        let rel = match path::check(uri.path()) {
+            PathCheck::Look(rel) => rel,
+            PathCheck::Pass => return Outcome::Pass,
+            PathCheck::Refuse(why) => return Outcome::Refused(why),
+        };
+        let file = match self.find(rel).await {
+            Found::File(file) => file,
+            Found::Missing => return Outcome::Pass,
+            Found::Outside => {
+                return Outcome::Refused("the path leads outside the host's public folder")
+            }
+            Found::Folder => return Outcome::Served(folder_redirect(uri)),
+        };
+        let plan = respond::plan(method, headers, &file);
+        let body = match (plan.bytes, &file.content) {
+            (None, _) => StaticBody::Bytes(Bytes::new()),
+            (Some((start, len)), Some(content)) => {
+                let (start, end) = (to_index(start), to_index(start.saturating_add(len)));
+                StaticBody::Bytes(content.slice(start..end.min(content.len())))
+            }
+            (Some((start, len)), None) => match FileBody::open(&file.path, start, len).await {
+                Ok(body) => StaticBody::File(body),
+                // Gone since it was looked up: the next request looks
+                // again, and this one goes to the handler as if it never
+                // existed.
+                Err(err) => {
+                    tracing::debug!(file = %file.path.display(), error = %err, "static file vanished");
+                    self.generation.fetch_add(1, Ordering::AcqRel);
+                    return Outcome::Pass;
+                }
+            },
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = plan.status;
+        *response.headers_mut() = plan.headers;
+        Outcome::Served(response)
+    }
+
+    /// From the cache when it is current, else from the disk (on the
+    /// blocking pool).
+    async fn find(&self, rel: RelPath) -> Found {
+        let shared = &self.files.shared;
+        let generation = self.generation.load(Ordering::Acquire);
+        let key = (self.id, rel);
+        let cached = shared.cache.as_ref().and_then(|cache| cache.get(&key));
+        if let Some(entry) = &cached {
+            if entry.generation == generation && entry.looked_at.elapsed() < MAX_AGE {
+                return entry.found.clone();
+            }
+        }
+        let previous = cached.and_then(|entry| match &entry.found {
+            Found::File(file) => Some(file.clone()),
+            _ => None,
+        });
+        let root = self.root.clone();
+        let max_file = shared.settings.max_file.min(shared.settings.max_bytes);
+        let looked_at = Instant::now();
+        let looked = tokio::task::spawn_blocking(move || {
+            let found = lookup(&root, &key.1, max_file, previous.as_deref());
+            (key, found)
+        })
+        .await;
+        match looked {
+            Ok((key, Ok(found))) => {
+                if let Some(cache) = &shared.cache {
+                    let entry = Entry {
+                        generation,
+                        looked_at,
+                        found: found.clone(),
+                    };
+                    cache.insert(key, Arc::new(entry));
+                }
+                found
+            }
+            // Unreadable (permissions, I/O error): not served, not cached.
+            Ok((key, Err(err))) => {
+                tracing::debug!(folder = %self.root.display(), path = %key.1.path, error = %err, "static file unreadable; passing the request to the handler");
+                Found::Missing
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "static file lookup did not finish");
+                Found::Missing
+            }
+        }
+    }
+}
+
+fn to_index(position: u64) -> usize {
+    usize::try_from(position).unwrap_or(usize::MAX)
+}
+
+/// `301` to the folder's URL with a trailing slash, query kept.
+fn folder_redirect(uri: &Uri) -> Response<StaticBody> {
+    let location = match uri.query() {
+        Some(query) => format!("{}/?{query}", uri.path()),
+        None => format!("{}/", uri.path()),
+    };
+    let mut response = Response::new(StaticBody::Bytes(Bytes::new()));
+    *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    // The path came from a valid URI, so it is valid header text.
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    response
+}
