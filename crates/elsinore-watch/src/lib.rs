@@ -12,6 +12,9 @@
 //! does not support it) the watcher falls back to polling, logs that once,
 //! and carries on; [`WatchMode::Poll`] forces polling from the start (for
 //! network filesystems, where inotify silently sees nothing).
+//!
+//! [`TreeWatcher`] is the other kind: whole trees, watched recursively,
+//! reporting each changed path (for the static-file cache).
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -22,6 +25,10 @@ use std::time::Duration;
 use notify::{Event, EventKind, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+mod tree;
+
+pub use tree::{TreeChange, TreeWatcher};
 
 /// A burst ends after this long without a new event...
 const QUIET: Duration = Duration::from_millis(40);
@@ -233,7 +240,7 @@ impl FolderWatcher {
     }
 }
 
-fn is_missing(err: &notify::Error) -> bool {
+pub(crate) fn is_missing(err: &notify::Error) -> bool {
     match &err.kind {
         notify::ErrorKind::PathNotFound | notify::ErrorKind::WatchNotFound => true,
         notify::ErrorKind::Io(io) => io.kind() == std::io::ErrorKind::NotFound,
