@@ -16,10 +16,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use elsinore_config::{Config, HandlerSpec, Manifest, MANIFEST_FILE};
-use elsinore_proxy::{Preview, ProjectCors, ProjectRoute, RouteTable};
+use elsinore_proxy::{HostRoute, Preview, ProjectCors, ProjectRoute, RouteTable};
 use elsinore_routes::{scan_hosts, HOSTS_DIR};
+use elsinore_static::{CacheSettings, Site, StaticFiles, PUBLIC_DIR};
 use elsinore_supervisor::{HandlerHandle, HandlerState, Supervisor};
-use elsinore_watch::{FolderWatcher, Target};
+use elsinore_watch::{FolderWatcher, Target, TreeWatcher};
 use tokio::sync::Mutex;
 
 use crate::plan::{decide_owners, Plan, ProjectPlan};
@@ -116,6 +117,7 @@ struct RestartOnly {
     metrics: String,
     limits: String,
     timeouts: String,
+    static_files: String,
 }
 
 impl RestartOnly {
@@ -135,6 +137,7 @@ impl RestartOnly {
             metrics: format!("per_host: {}", config.metrics.per_host),
             limits: format!("{:?}", config.limits),
             timeouts: format!("{:?}", config.timeouts),
+            static_files: format!("{:?}", config.static_files),
         }
     }
 
@@ -183,6 +186,7 @@ impl RestartOnly {
         for (field, old, new) in [
             ("limits", &self.limits, &new.limits),
             ("timeouts", &self.timeouts, &new.timeouts),
+            ("static_files", &self.static_files, &new.static_files),
         ] {
             if old != new {
                 out.push(format!(
@@ -215,6 +219,11 @@ pub struct Live {
     pending_restart: ArcSwap<Vec<String>>,
     watch_targets: ArcSwap<Vec<Target>>,
     watcher: OnceLock<Arc<FolderWatcher>>,
+    /// Every host's `public/` and the cache in front of them.
+    static_files: StaticFiles,
+    /// The `public/` folders of the current table, for the tree watcher.
+    static_roots: ArcSwap<Vec<PathBuf>>,
+    tree_watcher: OnceLock<Arc<TreeWatcher>>,
     swaps: AtomicU64,
     /// Reloads that refused something (for `elsinore_reload_failures_total`).
     reload_failures: AtomicU64,
@@ -236,6 +245,13 @@ impl Live {
             pending_restart: ArcSwap::from_pointee(Vec::new()),
             watch_targets: ArcSwap::from_pointee(Vec::new()),
             watcher: OnceLock::new(),
+            static_files: StaticFiles::new(CacheSettings {
+                max_bytes: plan.config.static_files.cache_size,
+                max_file: plan.config.static_files.cache_file_max,
+                recheck_after: plan.config.static_files.recheck_after,
+            }),
+            static_roots: ArcSwap::from_pointee(Vec::new()),
+            tree_watcher: OnceLock::new(),
             swaps: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
         });
@@ -327,9 +343,32 @@ impl Live {
         self.watcher.get()
     }
 
+    /// The static files of every host, whose cache the tree watcher
+    /// invalidates.
+    pub fn static_files(&self) -> &StaticFiles {
+        &self.static_files
+    }
+
+    /// Hands over the watcher of the `public/` trees; it follows the
+    /// table's folders from now on.
+    pub fn attach_tree_watcher(&self, watcher: Arc<TreeWatcher>) {
+        if self.tree_watcher.set(watcher).is_ok() {
+            self.rewatch_static();
+        }
+    }
+
+    fn rewatch_static(&self) {
+        if let Some(watcher) = self.tree_watcher.get() {
+            if let Err(err) = watcher.set_roots(&self.static_roots.load()) {
+                tracing::error!(error = %err, "cannot watch static folders; cached files are checked again every few seconds");
+            }
+        }
+    }
+
     /// Points the watcher at the folders of the applied projects;
     /// `look_again`: rescan once more if a folder is watched only now.
     fn rewatch(&self, look_again: bool) {
+        self.rewatch_static();
         let Some(watcher) = self.watcher.get() else {
             return;
         };
@@ -593,11 +632,15 @@ impl Live {
             .hosts
             .entries()
             .into_iter()
-            .map(|(host, project)| (host, project.name.clone()))
+            .map(|(host, route)| (host, route.project.name.clone()))
             .collect();
         let plans: Vec<ProjectPlan> = next.iter().map(|a| a.plan.clone()).collect();
         let (owners, conflicts) = decide_owners(&plans, &previous_owners);
         let mut routes = Vec::with_capacity(next.len());
+        // By route: each kept host's `public/`, under the name it is
+        // declared by.
+        let mut sites: Vec<HashMap<String, Arc<Site>>> = Vec::with_capacity(next.len());
+        let mut static_roots = Vec::new();
         for project in &next {
             let config = &project.plan.config;
             let handlers = project
@@ -640,6 +683,9 @@ impl Live {
                 })
                 .cloned()
                 .collect();
+            let project_sites = self.sites_of(&route, &project.plan.scan);
+            static_roots.extend(project_sites.values().map(|site| site.root().to_path_buf()));
+            sites.push(project_sites);
             routes.push(Arc::new(route));
         }
         for conflict in &conflicts {
@@ -657,12 +703,15 @@ impl Live {
             None => Vec::new(),
         };
         let certs = old_table.certs.rebuild(&cert_sources, SystemTime::now());
-        let hosts = owners.map(|&index| routes[index].clone());
+        let hosts = owners.map_named(|name, &index| HostRoute {
+            project: routes[index].clone(),
+            site: sites[index].get(name).cloned(),
+        });
         let preview = candidate.config.preview_host.as_ref().map(|host| {
             if let Some(shadowed) = hosts.lookup(host.as_str()) {
                 report.warnings.push(format!(
                     "host {host} is the preview_host: project {}'s folder for it is not used",
-                    shadowed.name
+                    shadowed.project.name
                 ));
             }
             Preview::new(host.as_str(), &routes)
@@ -738,10 +787,50 @@ impl Live {
 
         let mut targets = watch_targets(&self.config_path, &next);
         targets.extend(crate::tls::watch_targets(&cert_sources));
+        targets.extend(public_watch_targets(&next));
         self.watch_targets.store(Arc::new(targets));
+        self.static_roots.store(Arc::new(static_roots));
         state.projects = next;
         state.pending = pending_next;
     }
+}
+
+impl Live {
+    /// The `public/` folder of each host `route` keeps, by declared name
+    /// (one `stat` per host).
+    fn sites_of(
+        &self,
+        route: &ProjectRoute,
+        scan: &elsinore_routes::HostScan,
+    ) -> HashMap<String, Arc<Site>> {
+        let hosts_dir = route.path.join(HOSTS_DIR);
+        route
+            .hosts
+            .iter()
+            .filter_map(|host| {
+                let public = hosts_dir.join(scan.folder(host)?).join(PUBLIC_DIR);
+                public
+                    .is_dir()
+                    .then(|| (host.to_string(), self.static_files.site(&public)))
+            })
+            .collect()
+    }
+}
+
+/// Each host folder, where only a `public` entry matters: a `public/`
+/// added or removed changes what the host serves.
+fn public_watch_targets(projects: &[AppliedProject]) -> Vec<Target> {
+    projects
+        .iter()
+        .flat_map(|project| {
+            let hosts_dir = project.plan.config.path.join(HOSTS_DIR);
+            let scan = &project.plan.scan;
+            scan.hosts
+                .iter()
+                .filter_map(move |host| scan.folder(host).map(|folder| hosts_dir.join(folder)))
+        })
+        .map(|dir| Target::only(dir, [PUBLIC_DIR]))
+        .collect()
 }
 
 /// What a reload is about to apply.
@@ -884,7 +973,7 @@ fn describe_changes(
             .hosts
             .entries()
             .into_iter()
-            .map(|(host, project)| (host, project.name.clone()))
+            .map(|(host, route)| (host, route.project.name.clone()))
             .collect()
     };
     let (before, after) = (owners(old), owners(new));

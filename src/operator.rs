@@ -274,7 +274,8 @@ fn hosts_json(table: &RouteTable) -> Value {
         .hosts
         .entries()
         .into_iter()
-        .map(|(host, project)| {
+        .map(|(host, route)| {
+            let project = &route.project;
             let handlers: Vec<Value> = project
                 .handlers
                 .iter()
@@ -283,7 +284,11 @@ fn hosts_json(table: &RouteTable) -> Value {
                     json!({"name": handle.name(), "routes": routes, "state": handle.state().as_str()})
                 })
                 .collect();
-            (host, json!({"project": project.name, "handlers": handlers}))
+            let public = route.site.as_ref().map(|site| site.root().display().to_string());
+            (
+                host,
+                json!({"project": project.name, "handlers": handlers, "public": public}),
+            )
         })
         .collect();
     Value::Object(hosts)

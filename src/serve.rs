@@ -11,7 +11,7 @@ use elsinore_events::EventScheduler;
 use elsinore_proxy::{Proxy, TlsListener};
 use elsinore_store::Store;
 use elsinore_supervisor::{Supervisor, SupervisorSettings};
-use elsinore_watch::{FolderWatcher, WatchMode};
+use elsinore_watch::{FolderWatcher, TreeChange, TreeWatcher, WatchMode};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
@@ -191,6 +191,19 @@ fn start_watching(live: &Arc<Live>, config: &Config) -> Option<Arc<FolderWatcher
         }
     };
     live.attach_watcher(watcher.clone());
+    // Static files: every change inside a `public/` drops what it touches
+    // from the cache at once (no reload).
+    let files = live.static_files().clone();
+    let invalidate = move |change: TreeChange<'_>| match change {
+        TreeChange::Path(path) => files.invalidate(path),
+        TreeChange::Lost => files.invalidate_all(),
+    };
+    match TreeWatcher::new(mode, config.watch.poll_interval, invalidate) {
+        Ok(trees) => live.attach_tree_watcher(Arc::new(trees)),
+        Err(err) => {
+            tracing::error!(error = %err, "changes to static files are only noticed when static_files.recheck_after passes");
+        }
+    }
     let (live, looping) = (live.clone(), watcher.clone());
     tokio::spawn(async move {
         loop {

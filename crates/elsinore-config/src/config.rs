@@ -17,6 +17,7 @@ use crate::limits::{
 };
 use crate::observability::{LogFormat, MetricsConfig};
 use crate::parse_duration;
+use crate::static_files::{validate_static_files, RawStaticFiles, StaticFilesConfig};
 
 /// Where the public listener binds when `listen` is absent.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -63,6 +64,9 @@ pub struct Config {
     pub limits: Limits,
     /// Client and handler timeouts (`timeouts`); defaults when absent.
     pub timeouts: Timeouts,
+    /// The cache of static files from host folders' `public/`
+    /// (`static_files`); defaults when absent.
+    pub static_files: StaticFilesConfig,
     /// `default_project`: the project that answers hosts no project
     /// declares (instead of the JSON 404). Names one of `projects`.
     pub default_project: Option<String>,
@@ -169,6 +173,7 @@ struct RawConfig {
     metrics: Option<MetricsConfig>,
     limits: Option<RawLimits>,
     timeouts: Option<RawTimeouts>,
+    static_files: Option<RawStaticFiles>,
     default_project: Option<String>,
     preview_host: Option<String>,
 }
@@ -286,6 +291,7 @@ impl Config {
         let events = validate_events(raw.events, &mut problems);
         let limits = validate_limits(raw.limits, &mut problems);
         let timeouts = validate_timeouts(raw.timeouts, &mut problems);
+        let static_files = validate_static_files(raw.static_files, &mut problems);
 
         let tls_listen = raw
             .tls_listen
@@ -364,6 +370,7 @@ impl Config {
                 metrics: raw.metrics.unwrap_or_default(),
                 limits,
                 timeouts,
+                static_files,
                 default_project,
                 preview_host,
             }),

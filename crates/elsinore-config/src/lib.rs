@@ -17,6 +17,7 @@ mod manifest;
 mod observability;
 mod origin;
 mod redact;
+mod static_files;
 
 pub use config::{
     Config, DefaultCert, ProjectConfig, ProjectKey, WatchMode, WatchSettings, DEFAULT_LISTEN,
@@ -40,6 +41,10 @@ pub use manifest::{
 pub use observability::{LogFormat, MetricsConfig};
 pub use origin::parse_origin;
 pub use redact::{redact_secrets, REDACTED};
+pub use static_files::{
+    StaticFilesConfig, DEFAULT_STATIC_CACHE_FILE_MAX, DEFAULT_STATIC_CACHE_SIZE,
+    DEFAULT_STATIC_RECHECK_AFTER,
+};
 
 /// Result type of this crate.
 pub type Result<T, E = ConfigError> = std::result::Result<T, E>;

@@ -35,6 +35,9 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 /// Handler label for requests answered by Elsinore's admin API.
 pub const ADMIN_HANDLER: &str = "_admin";
+/// The handler label of static files Elsinore served from a host
+/// folder's `public/`.
+pub const STATIC_HANDLER: &str = "_static";
 
 /// Every handler state, in the order `elsinore_handler_state` lists them.
 pub const HANDLER_STATES: [&str; 6] = [

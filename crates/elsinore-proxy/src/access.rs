@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use elsinore_metrics::{HandlerErrorKind, Metrics, RequestSample, ADMIN_HANDLER};
+use elsinore_metrics::{HandlerErrorKind, Metrics, RequestSample, ADMIN_HANDLER, STATIC_HANDLER};
 use elsinore_supervisor::HandlerHandle;
 use http::{HeaderValue, Method, Response, StatusCode, Uri};
 use http_body_util::Either;
@@ -40,6 +40,8 @@ pub(crate) struct Access {
     pub(crate) handler: Option<Arc<HandlerHandle>>,
     /// Whether Elsinore's admin API answered.
     pub(crate) admin: bool,
+    /// Whether Elsinore answered from the host's `public/` folder.
+    pub(crate) static_file: bool,
     bytes_in: BytesIn,
     /// Until the handler's response headers.
     pub(crate) handler_time: Option<Duration>,
@@ -77,6 +79,7 @@ impl Access {
             project: None,
             handler: None,
             admin: false,
+            static_file: false,
             bytes_in: BytesIn::Declared(declared),
             handler_time: None,
             metrics,
@@ -130,6 +133,9 @@ impl Access {
     fn handler_name(&self) -> &str {
         if self.admin {
             return ADMIN_HANDLER;
+        }
+        if self.static_file {
+            return STATIC_HANDLER;
         }
         self.handler.as_ref().map_or("", |h| h.name())
     }

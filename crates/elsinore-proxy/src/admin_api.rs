@@ -321,7 +321,7 @@ impl AdminApi {
             if table
                 .hosts
                 .lookup(name.as_str())
-                .is_some_and(|owner| owner.name != project)
+                .is_some_and(|owner| owner.project.name != project)
             {
                 return Err(ProxyError::Conflict {
                     reason: format!("{name} is served by another project"),
@@ -608,7 +608,7 @@ fn declares(table: &RouteTable, project: &str, name: &str) -> bool {
         .hosts
         .entries()
         .iter()
-        .any(|(host, owner)| host == name && owner.name == project)
+        .any(|(host, owner)| host == name && owner.project.name == project)
 }
 
 fn list_hosts(cx: &AdminRequest<'_>) -> Response<ProxyBody> {
@@ -617,7 +617,7 @@ fn list_hosts(cx: &AdminRequest<'_>) -> Response<ProxyBody> {
         .hosts
         .entries()
         .into_iter()
-        .filter(|(_, owner)| owner.name == cx.project.name)
+        .filter(|(_, owner)| owner.project.name == cx.project.name)
         .map(|(host, _)| host)
         .collect();
     json_response(

@@ -1,9 +1,11 @@
-//! The body of a handler's response as relayed to the client.
+//! The body of a handler's response as relayed to the client, or of a
+//! static file streamed from disk.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use elsinore_static::FileBody;
 use elsinore_supervisor::InFlight;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
@@ -14,18 +16,36 @@ use crate::access::Finish;
 /// last byte of its last response has been sent (or the client left).
 /// It also counts the bytes sent and writes the access-log line when it
 /// is dropped, which is when the response is complete.
+///
+/// A large static file streams through the same type (without a handler
+/// guard), so its access line is also written when its last byte is sent.
 #[derive(Debug)]
 pub struct HandlerBody {
-    inner: Incoming,
-    _in_flight: InFlight,
+    inner: Source,
+    _in_flight: Option<InFlight>,
     access: Option<Finish>,
+}
+
+#[derive(Debug)]
+enum Source {
+    Handler(Incoming),
+    File(FileBody),
 }
 
 impl HandlerBody {
     pub(crate) fn new(inner: Incoming, in_flight: InFlight) -> Self {
         Self {
-            inner,
-            _in_flight: in_flight,
+            inner: Source::Handler(inner),
+            _in_flight: Some(in_flight),
+            access: None,
+        }
+    }
+
+    /// A static file read from disk as the client takes it.
+    pub(crate) fn file(file: FileBody) -> Self {
+        Self {
+            inner: Source::File(file),
+            _in_flight: None,
             access: None,
         }
     }
@@ -45,15 +65,18 @@ impl Drop for HandlerBody {
 
 impl Body for HandlerBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         // Frames pass through untouched: no buffering, so server-sent
         // events reach the client as the handler writes them.
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let polled: Poll<Option<Result<Frame<Bytes>, Self::Error>>> = match &mut self.inner {
+            Source::Handler(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Source::File(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        };
         if let (Poll::Ready(Some(Ok(frame))), Some(access)) = (&polled, &mut self.access) {
             if let Some(data) = frame.data_ref() {
                 access.sent(data.len());
@@ -63,10 +86,16 @@ impl Body for HandlerBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Source::Handler(body) => body.is_end_stream(),
+            Source::File(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Source::Handler(body) => body.size_hint(),
+            Source::File(body) => body.size_hint(),
+        }
     }
 }

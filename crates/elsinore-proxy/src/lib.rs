@@ -60,7 +60,7 @@ pub use project_cors::ProjectCors;
 pub use refresh::TableRefresh;
 pub use server::{serve, serve_with, ServeSettings};
 pub use service::Proxy;
-pub use table::{ProjectRoute, RouteTable};
+pub use table::{HostRoute, ProjectRoute, RouteTable};
 pub use throttle::{MAX_FAILURES, WINDOW as THROTTLE_WINDOW};
 pub use tls::{serve_tls, TlsListener};
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use elsinore_config::{normalize_request_host, HostError, Limits, Timeouts};
 use elsinore_metrics::Metrics;
+use elsinore_static::{Outcome, Site, StaticBody};
 use elsinore_supervisor::{Busy, HandlerHandle, Unavailable};
 use http::header::{HOST, ORIGIN, UPGRADE};
 use http::uri::{PathAndQuery, Scheme};
@@ -30,7 +31,7 @@ use crate::preview::{self, PreviewRoute};
 use crate::redirect;
 use crate::request_id::RequestIds;
 use crate::upgrade::{self, Tunnels};
-use crate::{ProjectRoute, ProxyBody, RouteTable};
+use crate::{HostRoute, ProjectRoute, ProxyBody, RouteTable};
 
 /// Idle handler connections are kept this long for reuse.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -232,9 +233,9 @@ impl Proxy {
             }
             Routed::resolve(&table, &host, request.uri())?
         };
-        let (project, via) = match routed {
-            Routed::Owner(project) => (project, Via::Owner),
-            Routed::Fallback(project) => (project, Via::Fallback),
+        let (project, via, site) = match routed {
+            Routed::Owner(HostRoute { project, site }) => (project, Via::Owner, site),
+            Routed::Fallback(project) => (project, Via::Fallback, None),
             Routed::Preview(PreviewRoute::AddSlash(location)) => {
                 return Ok(redirect::response(location));
             }
@@ -246,7 +247,7 @@ impl Proxy {
                 // The handler sees its own paths; the access log keeps the
                 // client's (taken at `Access::begin`).
                 *request.uri_mut() = Uri::from(path);
-                (project, Via::Preview(prefix))
+                (project, Via::Preview(prefix), None)
             }
         };
         access.host = Some(host.clone().into_owned());
@@ -284,6 +285,15 @@ impl Proxy {
             }
             None => None,
         };
+        // The host folder's public/ answers before the handler.
+        if let Some(site) = &site {
+            if let Some(mut response) = serve_static(site, &request, access).await? {
+                if let Some(cors) = &project.cors {
+                    cors.decorate(cors_origin.as_ref(), response.headers_mut());
+                }
+                return Ok(response);
+            }
+        }
         let handler = project
             .handler_for(request.uri().path())
             .cloned()
@@ -397,7 +407,7 @@ impl Proxy {
 /// Who answers a request, decided from one table snapshot.
 enum Routed {
     /// A project declares the host.
-    Owner(Arc<ProjectRoute>),
+    Owner(HostRoute),
     /// No project declares it; `default_project` answers.
     Fallback(Arc<ProjectRoute>),
     /// The preview host.
@@ -409,8 +419,8 @@ impl Routed {
         if let Some(preview) = table.preview.as_ref().filter(|p| p.host() == host) {
             return preview.route(uri).map(Self::Preview);
         }
-        if let Some(project) = table.hosts.lookup(host) {
-            return Ok(Self::Owner(project.clone()));
+        if let Some(route) = table.hosts.lookup(host) {
+            return Ok(Self::Owner(route.clone()));
         }
         match &table.default_project {
             Some(project) => Ok(Self::Fallback(project.clone())),
@@ -471,6 +481,31 @@ impl Proxy {
             return None;
         }
         redirect::location(host, port, uri)
+    }
+}
+
+/// The answer from the host's `public/` folder, if it has the file:
+/// `None` passes the request on to the handler.
+async fn serve_static(
+    site: &Site,
+    request: &Request<Incoming>,
+    access: &mut Access,
+) -> Result<Option<Response<ProxyBody>>, ProxyError> {
+    match site
+        .serve(request.method(), request.uri(), request.headers())
+        .await
+    {
+        Outcome::Pass => Ok(None),
+        Outcome::Refused(reason) => Err(ProxyError::NotFound {
+            reason: reason.to_owned(),
+        }),
+        Outcome::Served(response) => {
+            access.static_file = true;
+            Ok(Some(response.map(|body| match body {
+                StaticBody::Bytes(bytes) => Either::Right(Full::new(bytes)),
+                StaticBody::File(file) => Either::Left(HandlerBody::file(file)),
+            })))
+        }
     }
 }
 

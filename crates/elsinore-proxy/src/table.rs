@@ -6,6 +6,7 @@ use std::sync::Arc;
 use elsinore_config::HostPattern;
 use elsinore_keys::KeyHash;
 use elsinore_routes::{Conflict, HostTable, PrefixRouter};
+use elsinore_static::Site;
 use elsinore_supervisor::HandlerHandle;
 use elsinore_tls::CertStore;
 use http::HeaderValue;
@@ -89,11 +90,20 @@ impl ProjectRoute {
     }
 }
 
+/// What a declared host leads to: its project, and the host folder's
+/// `public/` when it has one.
+#[derive(Debug, Clone)]
+pub struct HostRoute {
+    pub project: Arc<ProjectRoute>,
+    /// Static files answered before the handler (GET and HEAD).
+    pub site: Option<Arc<Site>>,
+}
+
 /// An immutable snapshot of everything routing needs.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    /// Host → project.
-    pub hosts: HostTable<Arc<ProjectRoute>>,
+    /// Host → project (and static files).
+    pub hosts: HostTable<HostRoute>,
     /// Every project, in `config.json` order.
     pub projects: Vec<Arc<ProjectRoute>>,
     /// Names declared by two projects.

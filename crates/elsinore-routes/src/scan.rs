@@ -1,5 +1,6 @@
 //! Reading a project's `hosts/` folder.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use elsinore_config::HostPattern;
@@ -34,6 +35,16 @@ pub struct HostScan {
     pub hosts: Vec<HostPattern>,
     /// Entries that are not valid host folders, with the reason.
     pub skipped: Vec<SkippedFolder>,
+    /// The folder name of each host as written on disk (`Blog.Example.com`
+    /// declares `blog.example.com`).
+    pub folders: BTreeMap<HostPattern, String>,
+}
+
+impl HostScan {
+    /// The folder under `hosts/` that declares `host`.
+    pub fn folder(&self, host: &HostPattern) -> Option<&str> {
+        self.folders.get(host).map(String::as_str)
+    }
 }
 
 /// Lists `<project>/hosts/*/`. A project without `hosts/` declares no host
@@ -66,14 +77,25 @@ pub fn scan_hosts(project_dir: &Path) -> Result<HostScan, ScanError> {
             continue;
         };
         match HostPattern::parse(name) {
-            Ok(pattern) => scan.hosts.push(pattern),
+            Ok(pattern) => {
+                // Two spellings of one name: the first in sorted order wins,
+                // so the choice does not depend on directory order.
+                let keep = scan
+                    .folders
+                    .get(&pattern)
+                    .is_none_or(|seen| name < seen.as_str());
+                if keep {
+                    scan.folders.insert(pattern, name.to_owned());
+                }
+            }
             Err(err) => scan.skipped.push(SkippedFolder {
                 name: name.to_owned(),
                 reason: err.to_string(),
             }),
         }
     }
-    scan.hosts.sort();
+    // Sorted and without duplicates, like the map.
+    scan.hosts = scan.folders.keys().cloned().collect();
     scan.skipped.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(scan)
 }

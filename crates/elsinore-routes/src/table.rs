@@ -56,6 +56,23 @@ impl<T> HostTable<T> {
         }
     }
 
+    /// The same table with every value converted by `f`, which is also
+    /// given the name as declared (`*.suffix` for wildcards).
+    pub fn map_named<U>(&self, mut f: impl FnMut(&str, &T) -> U) -> HostTable<U> {
+        HostTable {
+            exact: self
+                .exact
+                .iter()
+                .map(|(k, v)| (k.clone(), f(k, v)))
+                .collect(),
+            wildcard: self
+                .wildcard
+                .iter()
+                .map(|(k, v)| (k.clone(), f(&format!("*.{k}"), v)))
+                .collect(),
+        }
+    }
+
     /// Number of declared names (exact and wildcard).
     pub fn len(&self) -> usize {
         self.exact.len() + self.wildcard.len()

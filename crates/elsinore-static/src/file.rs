@@ -62,7 +62,8 @@ impl StaticFile {
         // replaced within the same second by one of the same size still
         // gets a new validator.
         let etag = format!("\"{:x}-{:x}-{:x}\"", stamp.mtime_ns, stamp.ino, len);
-        let etag = HeaderValue::from_str(&etag).unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
+        let etag =
+            HeaderValue::from_str(&etag).unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
         let last_modified = modified
             .map(|time| httpdate::fmt_http_date(whole_seconds(time)))
             .and_then(|text| HeaderValue::from_str(&text).ok());
@@ -121,7 +122,9 @@ mod tests {
         let of = |name: &str| content_type(Path::new(name));
         assert_eq!(of("index.html"), "text/html; charset=utf-8");
         assert_eq!(of("site.CSS"), "text/css; charset=utf-8");
-        assert!(of("app.js").to_str().is_ok_and(|v| v.ends_with("javascript; charset=utf-8")));
+        assert!(of("app.js")
+            .to_str()
+            .is_ok_and(|v| v.ends_with("javascript; charset=utf-8")));
         assert_eq!(of("logo.png"), "image/png");
         assert_eq!(of("logo.svg"), "image/svg+xml; charset=utf-8");
         assert_eq!(of("data.json"), "application/json; charset=utf-8");

@@ -17,7 +17,8 @@
 //! larger ones as metadata and streamed from disk, missing paths as
 //! misses). The caller reports changes with [`StaticFiles::invalidate`]
 //! (the binary wires the file watcher to it); a cached answer older than
-//! ten seconds is also checked again, as a safety net.
+//! `recheck_after` (ten seconds by default) is also checked again, as a
+//! safety net.
 //!
 //! This crate knows nothing of hosts, projects or the proxy: it is given
 //! a folder and a request's method, URI and headers.

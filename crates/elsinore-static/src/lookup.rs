@@ -179,7 +179,10 @@ mod tests {
             .expect("link");
         std::os::unix::fs::symlink(dir.path(), public.join("up")).expect("link");
         std::os::unix::fs::symlink("loop", public.join("loop")).expect("link");
-        assert!(matches!(find(&public, "/manual/index.html"), Found::File(_)));
+        assert!(matches!(
+            find(&public, "/manual/index.html"),
+            Found::File(_)
+        ));
         assert!(matches!(find(&public, "/s.txt"), Found::Outside));
         assert!(matches!(find(&public, "/up/secret.txt"), Found::Outside));
         assert!(matches!(find(&public, "/up/"), Found::Outside));

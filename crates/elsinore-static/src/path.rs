@@ -35,7 +35,8 @@ pub struct RelPath {
 
 /// Why a path is refused, as the 404 says it.
 const TRAVERSAL: &str = "the path leaves the host's public folder";
-const ENCODED_SEPARATOR: &str = "the path has an encoded '/', '\\' or NUL";
+const ENCODED_SEPARATOR: &str =
+    "the path has an encoded '/', '\\' or NUL, which could lead outside the host's public folder";
 
 /// Checks a request's path (without the query).
 pub fn check(raw: &str) -> PathCheck {
@@ -118,7 +119,12 @@ mod tests {
         ] {
             assert_eq!(check(path), PathCheck::Refuse(TRAVERSAL), "{path}");
         }
-        for path in ["/..%2fsecret", "/a%5c..%5csecret", "/a%00.html", "/%252fetc"] {
+        for path in [
+            "/..%2fsecret",
+            "/a%5c..%5csecret",
+            "/a%00.html",
+            "/%252fetc",
+        ] {
             assert!(matches!(check(path), PathCheck::Refuse(_)), "{path}");
         }
     }

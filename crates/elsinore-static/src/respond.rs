@@ -105,7 +105,10 @@ fn opaque(tag: &[u8]) -> &[u8] {
 #[derive(Debug, PartialEq, Eq)]
 enum Range {
     /// Inclusive byte positions.
-    Satisfiable { start: u64, end: u64 },
+    Satisfiable {
+        start: u64,
+        end: u64,
+    },
     Unsatisfiable,
 }
 
@@ -217,13 +220,22 @@ mod tests {
     fn validators_give_304() {
         let (_dir, file) = file(10);
         let tag = file.etag.to_str().expect("tag").to_owned();
-        for matching in [tag.clone(), format!("W/{tag}"), format!("\"a\", {tag}"), "*".into()] {
+        for matching in [
+            tag.clone(),
+            format!("W/{tag}"),
+            format!("\"a\", {tag}"),
+            "*".into(),
+        ] {
             let plan = plan(&Method::GET, &request(&[(IF_NONE_MATCH, &matching)]), &file);
             assert_eq!(plan.status, StatusCode::NOT_MODIFIED, "{matching}");
             assert_eq!(plan.bytes, None);
             assert_eq!(plan.headers[ETAG], file.etag);
         }
-        let other = plan(&Method::GET, &request(&[(IF_NONE_MATCH, "\"other\"")]), &file);
+        let other = plan(
+            &Method::GET,
+            &request(&[(IF_NONE_MATCH, "\"other\"")]),
+            &file,
+        );
         assert_eq!(other.status, StatusCode::OK);
 
         let modified = file.modified.expect("mtime");
@@ -266,7 +278,13 @@ mod tests {
         assert_eq!(past.headers[CONTENT_RANGE], "bytes */1000");
         assert_eq!(range("bytes=-0").status, StatusCode::RANGE_NOT_SATISFIABLE);
         // Ignored: the whole file.
-        for spec in ["bytes=0-1,5-6", "items=0-1", "bytes=5-1", "bytes=x-", "bytes"] {
+        for spec in [
+            "bytes=0-1,5-6",
+            "items=0-1",
+            "bytes=5-1",
+            "bytes=x-",
+            "bytes",
+        ] {
             assert_eq!(range(spec).status, StatusCode::OK, "{spec}");
         }
         // Not for HEAD.
@@ -290,6 +308,9 @@ mod tests {
         assert_eq!(with("\"stale\""), StatusCode::OK);
         assert_eq!(with(&format!("W/{tag}")), StatusCode::OK);
         let date = file.last_modified.clone().expect("date");
-        assert_eq!(with(date.to_str().expect("date")), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(
+            with(date.to_str().expect("date")),
+            StatusCode::PARTIAL_CONTENT
+        );
     }
 }

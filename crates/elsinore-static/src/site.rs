@@ -18,12 +18,6 @@ use crate::lookup::{lookup, Found};
 use crate::path::{self, PathCheck, RelPath};
 use crate::respond;
 
-/// A cached answer is trusted this long without looking at the disk
-/// again, even if no change was reported: a safety net for the moments
-/// a watcher cannot see (a folder created and filled before its watch
-/// was added), not the way changes are normally noticed.
-const MAX_AGE: Duration = Duration::from_secs(10);
-
 /// Bookkeeping per cached entry, counted against the cache size.
 const ENTRY_OVERHEAD: u64 = 256;
 
@@ -36,6 +30,12 @@ pub struct CacheSettings {
     /// Files larger than this are never held in memory: they are streamed
     /// from disk for each response.
     pub max_file: u64,
+    /// A cached answer is trusted this long without looking at the disk
+    /// again, even if no change was reported: a safety net for the moments
+    /// a watcher cannot see (a folder created and filled before its watch
+    /// was added), not the way changes are normally noticed. `None`:
+    /// only reported changes count.
+    pub recheck_after: Option<Duration>,
 }
 
 impl Default for CacheSettings {
@@ -43,6 +43,7 @@ impl Default for CacheSettings {
         Self {
             max_bytes: 32 * 1024 * 1024,
             max_file: 1024 * 1024,
+            recheck_after: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -209,11 +210,16 @@ pub struct Site {
 
 impl std::fmt::Debug for Site {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Site").field("root", &self.root).finish_non_exhaustive()
+        f.debug_struct("Site")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
     }
 }
 
 /// What the site does with a request.
+// Returned once per request and unpacked at once: moving the large
+// variant costs less than boxing it would.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Outcome {
     /// Elsinore answers.
@@ -291,7 +297,11 @@ impl Site {
         let key = (self.id, rel);
         let cached = shared.cache.as_ref().and_then(|cache| cache.get(&key));
         if let Some(entry) = &cached {
-            if entry.generation == generation && entry.looked_at.elapsed() < MAX_AGE {
+            let fresh = shared
+                .settings
+                .recheck_after
+                .is_none_or(|limit| entry.looked_at.elapsed() < limit);
+            if entry.generation == generation && fresh {
                 return entry.found.clone();
             }
         }
