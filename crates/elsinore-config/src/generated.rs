@@ -118,6 +118,7 @@ pub fn scan_handlers_dir(dir: &Path) -> std::io::Result<GeneratedScan> {
                 reason,
             }),
             Entry::Handler(candidate) => {
+                let candidate = *candidate;
                 let name = candidate.spec.name.clone();
                 match found.remove(&name) {
                     None => {
@@ -165,7 +166,8 @@ enum Entry {
     Ignored,
     /// Looks like a handler but cannot be one.
     Skipped(String),
-    Handler(Candidate),
+    /// Boxed: a spec is much larger than the other variants.
+    Handler(Box<Candidate>),
 }
 
 fn classify(dir: &Path, file_name: &str) -> Entry {
@@ -218,11 +220,11 @@ fn classify(dir: &Path, file_name: &str) -> Entry {
     let Some(program) = path.to_str() else {
         return Entry::Skipped("its path is not UTF-8".to_owned());
     };
-    Entry::Handler(Candidate {
+    Entry::Handler(Box::new(Candidate {
         spec: generated_spec(name, program, FileFingerprint::of(&metadata)),
         file_name: file_name.to_owned(),
         suffixed,
-    })
+    }))
 }
 
 /// Editor swap and backup files, partial downloads: never handlers, and
