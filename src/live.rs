@@ -790,8 +790,19 @@ fn keep_handlers(previous: &AppliedProject, mut plan: ProjectPlan) -> AppliedPro
 fn readiness(waiting: &[(HandlerSpec, Arc<HandlerHandle>)], since: Instant) -> Readiness {
     let mut starting = false;
     for (spec, handle) in waiting {
-        match handle.state() {
+        let status = handle.status();
+        match status.state {
             HandlerState::Ready | HandlerState::External => {}
+            // Crashed and already starting again (the reload came after its
+            // 100 ms backoff): still a failed replacement. Waiting on would
+            // leave nobody to trigger the next look, as its waiter is spent.
+            HandlerState::Starting if status.restarts > 0 => {
+                let why = status.last_error.unwrap_or_else(|| "crashed".to_owned());
+                return Readiness::Failed(format!(
+                    "new handler {} did not start: {why}",
+                    spec.name
+                ));
+            }
             HandlerState::Starting if since.elapsed() < spec.start_timeout => starting = true,
             HandlerState::Starting => {
                 return Readiness::Failed(format!(
@@ -800,8 +811,7 @@ fn readiness(waiting: &[(HandlerSpec, Arc<HandlerHandle>)], since: Instant) -> R
                 ))
             }
             state => {
-                let why = handle
-                    .status()
+                let why = status
                     .last_error
                     .unwrap_or_else(|| state.as_str().to_owned());
                 return Readiness::Failed(format!(
