@@ -273,12 +273,23 @@ async fn a_replacement_that_crashes_leaves_the_old_binary_serving() {
 
 #[tokio::test]
 async fn a_generated_tree_removed_and_regenerated_is_followed() {
+    tree_removed_and_regenerated(json!({})).await;
+}
+
+#[tokio::test]
+async fn a_generated_tree_removed_and_regenerated_is_followed_when_polling() {
+    tree_removed_and_regenerated(json!({"watch": {"mode": "poll", "poll_interval": "100ms"}}))
+        .await;
+}
+
+/// `rm -rf server/.hamlet-gen`, then regenerate; `extra`: config.json keys.
+async fn tree_removed_and_regenerated(extra: serde_json::Value) {
     let ws = Workspace::new();
     let project = ws.project("macbeth", &["macbeth.test"], &manifest());
     let gen = project.join(GEN_DIR);
     let tree = project.join("server/.hamlet-gen");
     deploy(&gen, "GetFeedHandler", "feed v1");
-    let server = Server::start(&ws.config_with(json!(["macbeth"]), json!({})));
+    let server = Server::start(&ws.config_with(json!(["macbeth"]), extra));
     let (_, first_pid) = answer(&server, "macbeth.test", "/api/GetFeed").await;
 
     // `rm -rf`, seen on its own: the handlers go.
