@@ -273,17 +273,25 @@ async fn a_replacement_that_crashes_leaves_the_old_binary_serving() {
 
 #[tokio::test]
 async fn a_generated_tree_removed_and_regenerated_is_followed() {
-    tree_removed_and_regenerated(json!({})).await;
+    tree_removed_and_regenerated(json!({}), true).await;
 }
 
 #[tokio::test]
 async fn a_generated_tree_removed_and_regenerated_is_followed_when_polling() {
-    tree_removed_and_regenerated(json!({"watch": {"mode": "poll", "poll_interval": "100ms"}}))
-        .await;
+    // Not `at_once`: notify's poller compares modification times in whole
+    // seconds, so a file replaced within the second of its last change is
+    // not seen (documented with the poll mode). Appearing and vanishing
+    // files and folders are.
+    tree_removed_and_regenerated(
+        json!({"watch": {"mode": "poll", "poll_interval": "100ms"}}),
+        false,
+    )
+    .await;
 }
 
 /// `rm -rf server/.hamlet-gen`, then regenerate; `extra`: config.json keys.
-async fn tree_removed_and_regenerated(extra: serde_json::Value) {
+/// `at_once`: also delete and regenerate within one burst of changes.
+async fn tree_removed_and_regenerated(extra: serde_json::Value, at_once: bool) {
     let ws = Workspace::new();
     let project = ws.project("macbeth", &["macbeth.test"], &manifest());
     let gen = project.join(GEN_DIR);
@@ -305,13 +313,15 @@ async fn tree_removed_and_regenerated(extra: serde_json::Value) {
     // Deleted and regenerated at once, as a code generator does: the new
     // files are served, and the new folder is watched (a file added to it
     // afterwards appears).
-    let (_, second_pid) = answer(&server, "macbeth.test", "/api/GetFeed").await;
-    std::fs::remove_dir_all(&tree).unwrap();
-    deploy(&gen, "GetFeedHandler", "feed v3");
-    wait_label(&server, "macbeth.test", "/api/GetFeed", "feed v3").await;
-    eventually("the handler of the replaced tree ends", || {
-        !alive(second_pid)
-    });
+    if at_once {
+        let (_, second_pid) = answer(&server, "macbeth.test", "/api/GetFeed").await;
+        std::fs::remove_dir_all(&tree).unwrap();
+        deploy(&gen, "GetFeedHandler", "feed v3");
+        wait_label(&server, "macbeth.test", "/api/GetFeed", "feed v3").await;
+        eventually("the handler of the replaced tree ends", || {
+            !alive(second_pid)
+        });
+    }
     deploy(&gen, "SubmitItemHandler", "submit");
     wait_label(&server, "macbeth.test", "/api/SubmitItem", "submit").await;
 }
