@@ -1,4 +1,5 @@
-//! `project.toml`: the handlers a project declares.
+//! `project.toml`: the handlers a project declares, and where its generated
+//! handlers are (`handlers_dir`, listed by `generated.rs`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Component, Path, PathBuf};
@@ -42,7 +43,7 @@ pub struct Manifest {
     pub skipped: Vec<SkippedFile>,
 }
 
-/// One `[[handler]]`.
+/// One handler: a `[[handler]]` table, or an executable in `handlers_dir`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandlerSpec {
     /// Unique within the project.
