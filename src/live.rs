@@ -23,7 +23,7 @@ use elsinore_supervisor::{HandlerHandle, HandlerState, Supervisor};
 use elsinore_watch::{FolderWatcher, Target, TreeWatcher};
 use tokio::sync::Mutex;
 
-use crate::plan::{decide_owners, Plan, ProjectPlan};
+use crate::plan::{decide_owners, skipped_handler_warning, Plan, ProjectPlan};
 
 /// What one reload did, for the log, `/routes` and `POST /reload`.
 #[derive(Debug, Clone)]
@@ -470,7 +470,18 @@ impl Live {
                     continue;
                 }
             };
-            // Only newly skipped folders: the others were reported before.
+            // Only newly skipped files and folders: the others were
+            // reported before.
+            for skipped in &manifest.skipped {
+                let known = previous.is_some_and(|p| p.plan.manifest.skipped.contains(skipped));
+                if !known {
+                    report.warnings.push(skipped_handler_warning(
+                        &project.path,
+                        &manifest,
+                        skipped,
+                    ));
+                }
+            }
             for skipped in &scan.skipped {
                 let known = previous.is_some_and(|p| p.plan.scan.skipped.contains(skipped));
                 if !known {
@@ -599,8 +610,22 @@ impl Live {
                 }
                 Readiness::Starting => {
                     for (spec, _) in &waiting {
+                        let replacing = previous
+                            .plan
+                            .manifest
+                            .handlers
+                            .iter()
+                            .any(|h| h.name == spec.name);
+                        // A new generated binary is an addition, not a
+                        // replacement: say which, so the log is not read as
+                        // something old still serving.
+                        let until = if replacing {
+                            "the previous one serves until it is ready"
+                        } else {
+                            "it is added once it is ready"
+                        };
                         report.changes.push(format!(
-                            "~ project {name}: handler {} starting; the previous one serves until it is ready",
+                            "~ project {name}: handler {} starting; {until}",
                             spec.name
                         ));
                     }
@@ -854,8 +879,19 @@ fn keep_handlers(previous: &AppliedProject, mut plan: ProjectPlan) -> AppliedPro
 fn readiness(waiting: &[(HandlerSpec, Arc<HandlerHandle>)], since: Instant) -> Readiness {
     let mut starting = false;
     for (spec, handle) in waiting {
-        match handle.state() {
+        let status = handle.status();
+        match status.state {
             HandlerState::Ready | HandlerState::External => {}
+            // Crashed and already starting again (the reload came after its
+            // 100 ms backoff): still a failed replacement. Waiting on would
+            // leave nobody to trigger the next look, as its waiter is spent.
+            HandlerState::Starting if status.restarts > 0 => {
+                let why = status.last_error.unwrap_or_else(|| "crashed".to_owned());
+                return Readiness::Failed(format!(
+                    "new handler {} did not start: {why}",
+                    spec.name
+                ));
+            }
             HandlerState::Starting if since.elapsed() < spec.start_timeout => starting = true,
             HandlerState::Starting => {
                 return Readiness::Failed(format!(
@@ -864,8 +900,7 @@ fn readiness(waiting: &[(HandlerSpec, Arc<HandlerHandle>)], since: Instant) -> R
                 ))
             }
             state => {
-                let why = handle
-                    .status()
+                let why = status
                     .last_error
                     .unwrap_or_else(|| state.as_str().to_owned());
                 return Readiness::Failed(format!(
@@ -883,7 +918,8 @@ fn readiness(waiting: &[(HandlerSpec, Arc<HandlerHandle>)], since: Instant) -> R
 }
 
 /// config.json's folder (only config.json matters there), each project's
-/// folder (project.toml and hosts/) and each project's hosts/.
+/// folder (project.toml and hosts/), each project's hosts/, and each
+/// `handlers_dir` with the folders leading to it.
 fn watch_targets(config_path: &Path, projects: &[AppliedProject]) -> Vec<Target> {
     let mut targets = Vec::with_capacity(1 + 2 * projects.len());
     if let (Some(dir), Some(name)) = (config_path.parent(), config_path.file_name()) {
@@ -893,7 +929,25 @@ fn watch_targets(config_path: &Path, projects: &[AppliedProject]) -> Vec<Target>
         let dir = &project.plan.config.path;
         targets.push(Target::only(dir, [MANIFEST_FILE, HOSTS_DIR]));
         targets.push(Target::all(dir.join(HOSTS_DIR)));
+        if let Some(handlers_dir) = &project.plan.manifest.handlers_dir {
+            targets.extend(handlers_dir_targets(dir, handlers_dir));
+        }
     }
+    targets
+}
+
+/// The generated handlers' folder (every entry matters: each file is a
+/// handler) and, for each folder between the project and it, the one entry
+/// leading there: code generators delete and recreate the whole tree
+/// (`rm -rf server/.hamlet-gen`), and the folder may not exist yet.
+fn handlers_dir_targets(project_dir: &Path, handlers_dir: &Path) -> Vec<Target> {
+    let mut targets = Vec::new();
+    let mut parent = project_dir.to_path_buf();
+    for part in handlers_dir.iter() {
+        targets.push(Target::only(parent.clone(), [part.to_owned()]));
+        parent.push(part);
+    }
+    targets.push(Target::all(parent));
     targets
 }
 
@@ -1020,6 +1074,28 @@ fn log_report(report: &ReloadReport, repeated: bool) {
             changes = report.changes.len(),
             errors = report.errors.len(),
             "reload applied"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handlers_dir_is_watched_with_every_folder_leading_to_it() {
+        let targets = handlers_dir_targets(
+            Path::new("/p/macbeth"),
+            Path::new("server/.hamlet-gen/handlers"),
+        );
+        assert_eq!(
+            targets,
+            [
+                Target::only("/p/macbeth", ["server"]),
+                Target::only("/p/macbeth/server", [".hamlet-gen"]),
+                Target::only("/p/macbeth/server/.hamlet-gen", ["handlers"]),
+                Target::all("/p/macbeth/server/.hamlet-gen/handlers"),
+            ]
         );
     }
 }

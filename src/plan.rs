@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::bail;
 use elsinore_config::{
     format_duration, format_size, Config, EventsConfig, HandlerKind, HandlerSpec, Manifest,
-    ProjectConfig,
+    ProjectConfig, SkippedFile,
 };
 use elsinore_routes::{scan_hosts, Conflict, HostScan, HostTable, HostTableBuilder};
 
@@ -162,6 +162,16 @@ impl Plan {
             for handler in &project.manifest.handlers {
                 let _ = writeln!(out, "    handler {}", describe_handler(handler));
             }
+            if let Some(dir) = &project.manifest.handlers_dir {
+                let count = project.manifest.generated().count();
+                let found = if project.config.path.join(dir).is_dir() {
+                    let plural = if count == 1 { "" } else { "s" };
+                    format!("{count} generated handler{plural}")
+                } else {
+                    "not there yet: no generated handlers until it appears".to_owned()
+                };
+                let _ = writeln!(out, "    handlers_dir {} ({found})", dir.display());
+            }
         }
         let _ = writeln!(out, "\nroutes ({} hosts):", owners.len());
         for line in self.render_owners(&owners).lines() {
@@ -209,6 +219,11 @@ impl Plan {
             })
             .collect();
         for project in &self.projects {
+            warnings.extend(project.manifest.skipped.iter().map(|skipped| {
+                skipped_handler_warning(&project.config.path, &project.manifest, skipped)
+            }));
+        }
+        for project in &self.projects {
             for handler in &project.manifest.handlers {
                 if let HandlerKind::Command { argv } = &handler.kind {
                     if !program_exists(&argv[0], &project.config.path) {
@@ -231,6 +246,24 @@ impl Plan {
         }));
         warnings
     }
+}
+
+/// `skipped <handlers_dir>/<file>: <reason>`, for `check` and the reload
+/// log alike.
+pub fn skipped_handler_warning(
+    project_dir: &Path,
+    manifest: &Manifest,
+    skipped: &SkippedFile,
+) -> String {
+    let dir = manifest
+        .handlers_dir
+        .as_deref()
+        .map_or_else(|| project_dir.to_path_buf(), |dir| project_dir.join(dir));
+    format!(
+        "skipped {}: {}",
+        dir.join(&skipped.name).display(),
+        skipped.reason
+    )
 }
 
 /// Host → index into `projects`. A host keeps the project that held it
@@ -307,8 +340,14 @@ fn describe_handler(handler: &HandlerSpec) -> String {
             )
         })
         .unwrap_or_default();
+    // Generated handlers have no [[handler]] to look up: say where from.
+    let origin = if handler.generated.is_some() {
+        " (from handlers_dir)"
+    } else {
+        ""
+    };
     format!(
-        "{} [{}] {target}{limit}",
+        "{} [{}] {target}{limit}{origin}",
         handler.name,
         handler.routes.join(" ")
     )

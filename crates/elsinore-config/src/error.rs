@@ -36,6 +36,17 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// A manifest's `handlers_dir` exists but cannot be listed.
+    #[error("{}: handlers_dir: {}: cannot read: {source}", manifest.display(), dir.display())]
+    HandlersDir {
+        /// The `project.toml` naming it.
+        manifest: PathBuf,
+        /// The folder, absolute.
+        dir: PathBuf,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
     /// The file was read but is wrong; every problem found is listed.
     #[error("{}", Invalid { path, problems })]
     Invalid {

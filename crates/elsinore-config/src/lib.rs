@@ -1,6 +1,7 @@
 //! Elsinore's inputs, parsed and validated: `config.json` (the operator's file)
-//! and `project.toml` (each project's handler manifest), plus the hostname and
-//! duration types every other crate shares.
+//! and `project.toml` (each project's handler manifest, plus the generated
+//! handlers of its `handlers_dir`), and the hostname and duration types
+//! every other crate shares.
 //!
 //! Raw serde types (`deny_unknown_fields`) are turned into validated runtime
 //! types in one step; every error names the file and either the line and
@@ -11,6 +12,7 @@ mod config;
 mod duration;
 mod error;
 mod events;
+mod generated;
 mod hostname;
 mod limits;
 mod manifest;
@@ -27,6 +29,10 @@ pub use error::{ConfigError, Problem};
 pub use events::{
     is_reserved_table, EventsConfig, TableEvents, DEFAULT_EVENTS_BATCH, DEFAULT_EVENTS_INTERVAL,
     DEFAULT_EVENTS_RETENTION, RESERVED_TABLE_PREFIXES,
+};
+pub use generated::{
+    scan_handlers_dir, FileFingerprint, GeneratedFrom, GeneratedScan, SkippedFile,
+    GENERATED_ROUTE_PREFIX, HANDLER_SUFFIX,
 };
 pub use hostname::{normalize_request_host, HostError, HostPattern, Hostname};
 pub use limits::{

@@ -1,13 +1,15 @@
-//! `project.toml`: the handlers a project declares.
+//! `project.toml`: the handlers a project declares, and where its generated
+//! handlers are (`handlers_dir`, listed by `generated.rs`).
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use http::uri::{Authority, Uri};
 use serde::Deserialize;
 
 use crate::error::{ConfigError, Problem};
+use crate::generated::{scan_handlers_dir, GeneratedFrom, GeneratedScan, SkippedFile};
 use crate::parse_duration;
 
 /// The manifest's file name inside a project folder.
@@ -19,21 +21,29 @@ pub const RESERVED_ENV: [&str; 4] = ["PORT", "ELSINORE_DB", "ELSINORE_PROJECT", 
 /// Where a handler finds its project's `public_url`.
 pub const PUBLIC_URL_ENV: &str = "ELSINORE_PUBLIC_URL";
 
-const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
-const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Requests that may wait for a busy handler when `queue` is absent.
 pub const DEFAULT_QUEUE: usize = 100;
 /// How long a queued request waits for a busy handler before 503.
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A validated `project.toml`.
+/// A validated `project.toml`, with the handlers its `handlers_dir` holds
+/// when it was read by [`Manifest::load`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
-    /// In file order.
+    /// The `[[handler]]` tables in file order, then the generated handlers
+    /// sorted by name.
     pub handlers: Vec<HandlerSpec>,
+    /// `handlers_dir`, relative to the project folder, without `.`
+    /// components; never empty, absolute or leaving the project.
+    pub handlers_dir: Option<PathBuf>,
+    /// Files in `handlers_dir` that look like handlers but serve nothing
+    /// (not executable, bad name, beaten by a `[[handler]]`), sorted by name.
+    pub skipped: Vec<SkippedFile>,
 }
 
-/// One `[[handler]]`.
+/// One handler: a `[[handler]]` table, or an executable in `handlers_dir`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandlerSpec {
     /// Unique within the project.
@@ -57,6 +67,10 @@ pub struct HandlerSpec {
     pub queue: usize,
     /// How long a queued request waits before 503.
     pub queue_timeout: Duration,
+    /// For a handler found in `handlers_dir`: its file as read. Part of the
+    /// spec, so a replaced file is a changed handler (restarted blue/green)
+    /// and an unchanged one keeps running.
+    pub generated: Option<GeneratedFrom>,
 }
 
 /// A process Elsinore starts, or a server somebody else runs.
@@ -77,6 +91,7 @@ pub enum HandlerKind {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawManifest {
+    handlers_dir: Option<String>,
     #[serde(default)]
     handler: Vec<RawHandler>,
 }
@@ -113,14 +128,80 @@ impl Manifest {
         self
     }
 
-    /// Reads `<project>/project.toml`.
+    /// Reads `<project>/project.toml` and, when it names a `handlers_dir`,
+    /// the handlers in that folder. A missing folder holds none; one that
+    /// cannot be listed is an error (the caller keeps what it had).
     pub fn load(project_dir: &Path) -> crate::Result<Self> {
         let file = project_dir.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read {
             path: file.clone(),
             source,
         })?;
-        Self::parse(&text, &file)
+        let mut manifest = Self::parse(&text, &file)?;
+        if let Some(dir) = manifest.handlers_dir.as_ref().map(|d| project_dir.join(d)) {
+            let scan = scan_handlers_dir(&dir).map_err(|source| ConfigError::HandlersDir {
+                manifest: file.clone(),
+                dir,
+                source,
+            })?;
+            manifest.add_generated(scan);
+        }
+        Ok(manifest)
+    }
+
+    /// The handlers declared in `[[handler]]` tables.
+    pub fn declared(&self) -> impl Iterator<Item = &HandlerSpec> {
+        self.handlers.iter().filter(|h| h.generated.is_none())
+    }
+
+    /// The handlers found in `handlers_dir`.
+    pub fn generated(&self) -> impl Iterator<Item = &HandlerSpec> {
+        self.handlers.iter().filter(|h| h.generated.is_some())
+    }
+
+    /// Appends the generated handlers. A `[[handler]]` with the same name,
+    /// or serving the same route, wins: the manifest is the operator's
+    /// deliberate choice, the folder is whatever a build left there.
+    pub fn add_generated(&mut self, scan: GeneratedScan) {
+        self.skipped.extend(scan.skipped);
+        let declared: Vec<(String, Vec<String>)> = self
+            .declared()
+            .map(|h| (h.name.clone(), h.routes.clone()))
+            .collect();
+        for spec in scan.handlers {
+            let file_name = spec
+                .generated
+                .as_ref()
+                .and_then(|g| g.file.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| spec.name.clone());
+            let same_route = |route: &String| {
+                spec.routes
+                    .iter()
+                    .any(|r| r.trim_end_matches('/') == route.trim_end_matches('/'))
+            };
+            let clash = declared.iter().find_map(|(name, routes)| {
+                if *name == spec.name {
+                    Some(format!(
+                        "handler {name:?} is declared in {MANIFEST_FILE}, which wins"
+                    ))
+                } else {
+                    routes.iter().find(|r| same_route(r)).map(|route| {
+                        format!(
+                            "route {route:?} is served by handler {name:?} declared in {MANIFEST_FILE}, which wins"
+                        )
+                    })
+                }
+            });
+            match clash {
+                Some(reason) => self.skipped.push(SkippedFile {
+                    name: file_name,
+                    reason,
+                }),
+                None => self.handlers.push(spec),
+            }
+        }
+        self.skipped.sort_by(|a, b| a.name.cmp(&b.name));
     }
 
     /// Validates `text` as the content of `file`.
@@ -136,10 +217,20 @@ impl Manifest {
         })?;
 
         let mut problems = Vec::new();
-        if raw.handler.is_empty() {
+        let handlers_dir = raw
+            .handlers_dir
+            .as_deref()
+            .and_then(|dir| match validate_handlers_dir(dir) {
+                Ok(dir) => Some(dir),
+                Err(why) => {
+                    problems.push(Problem::field("handlers_dir", format!("{dir:?}: {why}")));
+                    None
+                }
+            });
+        if raw.handler.is_empty() && raw.handlers_dir.is_none() {
             problems.push(Problem::field(
                 "handler",
-                "no [[handler]] declared: a project needs at least one handler",
+                "no [[handler]] declared: a project needs at least one handler, or a handlers_dir of generated ones (handlers_dir = \"server/.hamlet-gen/handlers\")",
             ));
         }
         let mut names = HashSet::new();
@@ -166,11 +257,51 @@ impl Manifest {
             }
         }
         if problems.is_empty() {
-            Ok(Self { handlers })
+            Ok(Self {
+                handlers,
+                handlers_dir,
+                skipped: Vec::new(),
+            })
         } else {
             Err(ConfigError::invalid(file, problems))
         }
     }
+}
+
+/// 1 to 64 letters, digits, `-` or `_`: safe in logs, metric labels,
+/// `project/name` error texts and (for generated handlers) URL paths.
+pub(crate) fn is_valid_handler_name(name: &str) -> bool {
+    let name_ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    !name.is_empty() && name.len() <= 64 && name.chars().all(name_ok)
+}
+
+/// `handlers_dir` must name a folder inside the project: the project owns
+/// what runs from it, and watching stays within the project's folders.
+/// Checked by its words only; a symlink on the way may point anywhere, as
+/// symlinked handlers may.
+fn validate_handlers_dir(dir: &str) -> Result<PathBuf, &'static str> {
+    if dir.contains('\0') {
+        return Err("must not contain NUL");
+    }
+    let path = Path::new(dir);
+    if path.is_absolute() {
+        return Err("must be relative to the project folder, e.g. \"server/.hamlet-gen/handlers\"");
+    }
+    let mut clean = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => clean.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => return Err("must stay inside the project folder (no '..')"),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err("must be relative to the project folder")
+            }
+        }
+    }
+    if clean.as_os_str().is_empty() {
+        return Err("must name a folder inside the project, e.g. \"server/.hamlet-gen/handlers\"");
+    }
+    Ok(clean)
 }
 
 fn validate_handler(
@@ -179,8 +310,7 @@ fn validate_handler(
     problems: &mut Vec<Problem>,
 ) -> Option<HandlerSpec> {
     let before = problems.len();
-    let name_ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
-    if raw.name.is_empty() || raw.name.len() > 64 || !raw.name.chars().all(name_ok) {
+    if !is_valid_handler_name(&raw.name) {
         problems.push(Problem::field(
             format!("{here}.name"),
             format!(
@@ -343,6 +473,7 @@ fn validate_handler(
         max_concurrent,
         queue,
         queue_timeout,
+        generated: None,
     })
 }
 
@@ -495,8 +626,129 @@ mod tests {
         let err = parse("").expect_err("invalid");
         assert_eq!(
             err,
-            "p/project.toml: handler: no [[handler]] declared: a project needs at least one handler"
+            "p/project.toml: handler: no [[handler]] declared: a project needs at least one handler, or a handlers_dir of generated ones (handlers_dir = \"server/.hamlet-gen/handlers\")"
         );
+    }
+
+    #[test]
+    fn handlers_dir_alone_is_a_valid_manifest() {
+        let manifest = parse("handlers_dir = \"./server/.hamlet-gen/handlers/\"\n").expect("valid");
+        assert!(manifest.handlers.is_empty());
+        assert_eq!(
+            manifest.handlers_dir.as_deref(),
+            Some(Path::new("server/.hamlet-gen/handlers"))
+        );
+    }
+
+    #[test]
+    fn handlers_dir_must_stay_inside_the_project() {
+        let cases = [
+            ("/etc", "\"/etc\": must be relative to the project folder, e.g. \"server/.hamlet-gen/handlers\""),
+            ("../other/handlers", "\"../other/handlers\": must stay inside the project folder (no '..')"),
+            ("server/../../x", "\"server/../../x\": must stay inside the project folder (no '..')"),
+            ("", "\"\": must name a folder inside the project, e.g. \"server/.hamlet-gen/handlers\""),
+            (".", "\".\": must name a folder inside the project, e.g. \"server/.hamlet-gen/handlers\""),
+        ];
+        for (dir, why) in cases {
+            let err = parse(&format!("handlers_dir = {dir:?}\n")).expect_err(dir);
+            // Only the field error: a refused handlers_dir still counts as
+            // set, so "no [[handler]]" is not piled on top.
+            assert_eq!(err, format!("p/project.toml: handlers_dir: {why}"), "{dir}");
+        }
+    }
+
+    fn generated(dir: &Path, name: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(name);
+        std::fs::write(&path, "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    #[test]
+    fn load_appends_generated_handlers_and_declared_ones_win() {
+        let project = tempfile::tempdir().expect("temp dir");
+        let dir = project.path().join("gen");
+        std::fs::create_dir(&dir).expect("mkdir");
+        for name in ["GetFeedHandler", "GetPostsHandler", "SubmitItemHandler"] {
+            generated(&dir, name);
+        }
+        std::fs::write(
+            project.path().join(MANIFEST_FILE),
+            r#"
+            handlers_dir = "gen"
+            [[handler]]
+            name = "GetFeed"
+            command = ["python3", "feed.py"]
+            routes = ["/feed/"]
+            [[handler]]
+            name = "posts"
+            command = ["python3", "posts.py"]
+            routes = ["/api/GetPosts/"]
+            [[handler]]
+            name = "web"
+            command = ["python3", "web.py"]
+            routes = ["/", "/api/"]
+            "#,
+        )
+        .expect("write");
+        let manifest = Manifest::load(project.path()).expect("valid");
+        let names: Vec<&str> = manifest.handlers.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["GetFeed", "posts", "web", "SubmitItem"]);
+        assert_eq!(manifest.declared().count(), 3);
+        let generated: Vec<&HandlerSpec> = manifest.generated().collect();
+        assert_eq!(generated.len(), 1);
+        assert_eq!(generated[0].routes, ["/api/SubmitItem"]);
+        let skipped: Vec<(&str, &str)> = manifest
+            .skipped
+            .iter()
+            .map(|s| (s.name.as_str(), s.reason.as_str()))
+            .collect();
+        assert_eq!(
+            skipped,
+            [
+                (
+                    "GetFeedHandler",
+                    "handler \"GetFeed\" is declared in project.toml, which wins"
+                ),
+                (
+                    "GetPostsHandler",
+                    "route \"/api/GetPosts/\" is served by handler \"posts\" declared in project.toml, which wins"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn load_without_the_folder_has_no_generated_handlers() {
+        let project = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            project.path().join(MANIFEST_FILE),
+            "handlers_dir = \"server/.hamlet-gen/handlers\"\n",
+        )
+        .expect("write");
+        let manifest = Manifest::load(project.path()).expect("valid");
+        assert!(manifest.handlers.is_empty());
+    }
+
+    #[test]
+    fn load_refuses_a_handlers_dir_that_cannot_be_listed() {
+        let project = tempfile::tempdir().expect("temp dir");
+        // A file where the folder should be: it exists, it cannot be listed.
+        std::fs::write(project.path().join("gen"), "").expect("write");
+        std::fs::write(
+            project.path().join(MANIFEST_FILE),
+            "handlers_dir = \"gen\"\n",
+        )
+        .expect("write");
+        let err = Manifest::load(project.path())
+            .expect_err("not a folder")
+            .to_string();
+        let expected = format!(
+            "{}: handlers_dir: {}: cannot read: ",
+            project.path().join(MANIFEST_FILE).display(),
+            project.path().join("gen").display()
+        );
+        assert!(err.starts_with(&expected), "{err}");
     }
 
     #[test]

@@ -22,13 +22,23 @@ impl PrefixRouter {
         Self { prefixes }
     }
 
-    /// The handler whose longest prefix matches `path` (a plain string
-    /// prefix: `/api/` matches `/api/x` but not `/api`).
+    /// The handler whose longest prefix matches `path`. A prefix ending in
+    /// `/` is a plain string prefix (`/api/` matches `/api/x` but not
+    /// `/api`); one that does not matches whole path segments only
+    /// (`/api/GetFeed` matches itself and `/api/GetFeed/123`, never
+    /// `/api/GetFeedX`, which is another handler's name).
     pub fn pick(&self, path: &str) -> Option<usize> {
         self.prefixes
             .iter()
-            .find(|(prefix, _)| path.starts_with(&**prefix))
+            .find(|(prefix, _)| matches(prefix, path))
             .map(|&(_, index)| index)
+    }
+}
+
+fn matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        None => false,
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
     }
 }
 
@@ -51,6 +61,27 @@ mod tests {
         for (path, want) in cases {
             assert_eq!(router.pick(path), want, "path {path}");
         }
+    }
+
+    #[test]
+    fn a_prefix_without_a_trailing_slash_matches_whole_segments() {
+        let router = PrefixRouter::new([vec!["/"], vec!["/api/GetFeed"], vec!["/api/GetFeedX"]]);
+        let cases = [
+            ("/api/GetFeed", Some(1)),
+            ("/api/GetFeed/", Some(1)),
+            ("/api/GetFeed/123", Some(1)),
+            ("/api/GetFeedX", Some(2)),
+            ("/api/GetFeedXY", Some(0)),
+            ("/api/GetFeedY", Some(0)),
+            ("/api/GetFeed.json", Some(0)),
+            ("/api/Get", Some(0)),
+        ];
+        for (path, want) in cases {
+            assert_eq!(router.pick(path), want, "path {path}");
+        }
+        let alone = PrefixRouter::new([vec!["/api/GetFeed"]]);
+        assert_eq!(alone.pick("/api/GetFeedX"), None);
+        assert_eq!(alone.pick("/api/GetFeed/x"), Some(0));
     }
 
     #[test]

@@ -105,6 +105,7 @@ mod tests {
             max_concurrent: Some(max_concurrent),
             queue,
             queue_timeout,
+            generated: None,
         };
         Gate::for_spec(&spec).expect("a limit")
     }

@@ -7,6 +7,10 @@
 //! project's `node_modules/` or database never costs inotify watches nor
 //! wakes anyone.
 //!
+//! A watched folder that is deleted and created again (build tools do
+//! `rm -rf out && mkdir out`) is watched afresh at the next
+//! [`FolderWatcher::set_targets`], even when both happened within one burst.
+//!
 //! The native backend (inotify on Linux) is used when it can be set up.
 //! When it cannot (the per-user watch limit is reached, or the filesystem
 //! does not support it) the watcher falls back to polling, logs that once,
@@ -16,8 +20,9 @@
 //! [`TreeWatcher`] is the other kind: whole trees, watched recursively,
 //! reporting each changed path (for the static-file cache).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -91,17 +96,42 @@ impl Target {
     }
 }
 
+/// Which folder a path was when its watch began: `(device, inode)`.
+/// inotify watches an inode, not a name, so a folder deleted and created
+/// again under the same name (`rm -rf gen && mkdir gen`, faster than one
+/// reload) needs a new watch even though its path was never unwatched.
+/// Inode numbers are reused at once, so this only backs up the events
+/// recorded in [`Shared::replaced`].
+type FolderId = (u64, u64);
+
+/// What the event callback shares with [`FolderWatcher::set_targets`].
+#[derive(Default)]
+struct Shared {
+    targets: RwLock<Vec<Target>>,
+    /// Watched folders that events said were deleted, created or renamed
+    /// since the last `set_targets`: their watch is gone or follows the
+    /// old folder, so they are watched afresh.
+    replaced: Mutex<BTreeSet<PathBuf>>,
+}
+
+fn folder_id(dir: &Path) -> Option<FolderId> {
+    std::fs::metadata(dir)
+        .ok()
+        .filter(std::fs::Metadata::is_dir)
+        .map(|m| (m.dev(), m.ino()))
+}
+
 /// What a backend needs to be rebuilt identically.
 struct Backend {
     watcher: Box<dyn notify::Watcher + Send>,
     polling: bool,
-    watched: BTreeSet<PathBuf>,
+    watched: BTreeMap<PathBuf, FolderId>,
 }
 
 /// Watches a set of folders; see the crate documentation.
 pub struct FolderWatcher {
     backend: Mutex<Backend>,
-    targets: Arc<RwLock<Vec<Target>>>,
+    shared: Arc<Shared>,
     wake: Arc<Notify>,
     poll_interval: Duration,
 }
@@ -124,21 +154,21 @@ impl FolderWatcher {
     /// A watcher with no targets yet. Polling, when used, looks every
     /// `poll_interval`.
     pub fn new(mode: WatchMode, poll_interval: Duration) -> Result<Self, WatchError> {
-        let targets: Arc<RwLock<Vec<Target>>> = Arc::default();
+        let shared: Arc<Shared> = Arc::default();
         let wake = Arc::new(Notify::new());
         let backend = match mode {
-            WatchMode::Poll => poll_backend(&targets, &wake, poll_interval)?,
-            WatchMode::Auto => match native_backend(&targets, &wake) {
+            WatchMode::Poll => poll_backend(&shared, &wake, poll_interval)?,
+            WatchMode::Auto => match native_backend(&shared, &wake) {
                 Ok(backend) => backend,
                 Err(err) => {
                     tracing::warn!(error = %err, ?poll_interval, "file notifications are unavailable; polling for changes instead");
-                    poll_backend(&targets, &wake, poll_interval)?
+                    poll_backend(&shared, &wake, poll_interval)?
                 }
             },
         };
         Ok(Self {
             backend: Mutex::new(backend),
-            targets,
+            shared,
             wake,
             poll_interval,
         })
@@ -155,30 +185,45 @@ impl FolderWatcher {
     }
 
     /// Replaces the watched folders. Returns `true` when a folder is
-    /// watched now that was not before: changes made inside it before this
-    /// call were not seen, so the caller should rescan once more.
+    /// watched now that was not before (or is a new folder under a watched
+    /// name): changes made inside it before this call were not seen, so the
+    /// caller should rescan once more.
     pub fn set_targets(&self, targets: Vec<Target>) -> Result<bool, WatchError> {
-        let wanted: BTreeSet<PathBuf> = targets
+        let wanted: BTreeMap<PathBuf, FolderId> = targets
             .iter()
             .map(|t| t.dir.clone())
-            .filter(|dir| dir.is_dir())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .filter_map(|dir| folder_id(&dir).map(|id| (dir, id)))
             .collect();
-        *self.targets.write().unwrap_or_else(PoisonError::into_inner) = targets;
+        *self
+            .shared
+            .targets
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = targets;
 
         let mut backend = self.backend.lock().unwrap_or_else(PoisonError::into_inner);
-        for gone in backend
+        let replaced = std::mem::take(
+            &mut *self
+                .shared
+                .replaced
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        let stale: Vec<PathBuf> = backend
             .watched
-            .difference(&wanted)
-            .cloned()
-            .collect::<Vec<_>>()
-        {
+            .iter()
+            .filter(|(dir, id)| wanted.get(*dir) != Some(*id) || replaced.contains(*dir))
+            .map(|(dir, _)| dir.clone())
+            .collect();
+        for gone in stale {
             // The folder may already be deleted, which removed the watch.
             let _ = backend.watcher.unwatch(&gone);
             backend.watched.remove(&gone);
         }
         let mut added = false;
-        for dir in wanted {
-            if backend.watched.contains(&dir) {
+        for (dir, id) in wanted {
+            if backend.watched.contains_key(&dir) {
                 continue;
             }
             match backend.watcher.watch(&dir, RecursiveMode::NonRecursive) {
@@ -186,14 +231,14 @@ impl FolderWatcher {
                 Err(err) if is_missing(&err) => continue,
                 Err(err) if !backend.polling => {
                     tracing::warn!(folder = %dir.display(), error = %err, poll_interval = ?self.poll_interval, "cannot watch with file notifications; polling for changes instead");
-                    let mut polling = poll_backend(&self.targets, &self.wake, self.poll_interval)?;
-                    for dir in &backend.watched {
+                    let mut polling = poll_backend(&self.shared, &self.wake, self.poll_interval)?;
+                    for (dir, id) in &backend.watched {
                         if polling
                             .watcher
                             .watch(dir, RecursiveMode::NonRecursive)
                             .is_ok()
                         {
-                            polling.watched.insert(dir.clone());
+                            polling.watched.insert(dir.clone(), *id);
                         }
                     }
                     *backend = polling;
@@ -210,7 +255,7 @@ impl FolderWatcher {
                     continue;
                 }
             }
-            backend.watched.insert(dir);
+            backend.watched.insert(dir, id);
             added = true;
         }
         Ok(added)
@@ -251,7 +296,7 @@ pub(crate) fn is_missing(err: &notify::Error) -> bool {
 /// The callback both backends share: wake the reloader when an event
 /// touches a target (or when the backend lost events and cannot say which).
 fn on_event(
-    targets: Arc<RwLock<Vec<Target>>>,
+    shared: Arc<Shared>,
     wake: Arc<Notify>,
 ) -> impl FnMut(notify::Result<Event>) + Send + 'static {
     move |event| match event {
@@ -259,13 +304,33 @@ fn on_event(
         // it would make each reload trigger the next.
         Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
         Ok(event) => {
-            let relevant = event.need_rescan() || {
-                let targets = targets.read().unwrap_or_else(PoisonError::into_inner);
-                event
+            let targets = shared
+                .targets
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let moved = matches!(
+                event.kind,
+                EventKind::Create(_)
+                    | EventKind::Remove(_)
+                    | EventKind::Modify(notify::event::ModifyKind::Name(_))
+            );
+            if moved {
+                let mut replaced = shared
+                    .replaced
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                for path in &event.paths {
+                    if targets.iter().any(|t| &t.dir == path) {
+                        replaced.insert(path.clone());
+                    }
+                }
+            }
+            let relevant = event.need_rescan()
+                || event
                     .paths
                     .iter()
-                    .any(|path| targets.iter().any(|t| t.matches(path)))
-            };
+                    .any(|path| targets.iter().any(|t| t.matches(path)));
+            drop(targets);
             if relevant {
                 wake.notify_one();
             }
@@ -277,34 +342,31 @@ fn on_event(
     }
 }
 
-fn native_backend(
-    targets: &Arc<RwLock<Vec<Target>>>,
-    wake: &Arc<Notify>,
-) -> notify::Result<Backend> {
+fn native_backend(shared: &Arc<Shared>, wake: &Arc<Notify>) -> notify::Result<Backend> {
     let watcher = RecommendedWatcher::new(
-        on_event(targets.clone(), wake.clone()),
+        on_event(shared.clone(), wake.clone()),
         notify::Config::default(),
     )?;
     Ok(Backend {
         watcher: Box::new(watcher),
         polling: false,
-        watched: BTreeSet::new(),
+        watched: BTreeMap::new(),
     })
 }
 
 fn poll_backend(
-    targets: &Arc<RwLock<Vec<Target>>>,
+    shared: &Arc<Shared>,
     wake: &Arc<Notify>,
     interval: Duration,
 ) -> notify::Result<Backend> {
     let watcher = PollWatcher::new(
-        on_event(targets.clone(), wake.clone()),
+        on_event(shared.clone(), wake.clone()),
         notify::Config::default().with_poll_interval(interval),
     )?;
     Ok(Backend {
         watcher: Box::new(watcher),
         polling: true,
-        watched: BTreeSet::new(),
+        watched: BTreeMap::new(),
     })
 }
 
@@ -381,6 +443,30 @@ mod tests {
         assert_eq!(watcher.backend_name(), "poll");
         std::fs::create_dir(dir.path().join("hosts/b.test")).expect("mkdir");
         sees(&watcher, "mkdir hosts/b.test while polling").await;
+    }
+
+    #[tokio::test]
+    async fn a_folder_deleted_and_created_again_is_watched_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("hosts")).expect("hosts");
+        let watcher = watcher(WatchMode::Auto, dir.path());
+        // Both before the caller looks again, as `rm -rf gen && mkdir gen`
+        // within one burst: the path never looked unwatched.
+        std::fs::remove_dir(dir.path().join("hosts")).expect("rmdir");
+        std::fs::create_dir(dir.path().join("hosts")).expect("mkdir");
+        sees(&watcher, "hosts/ deleted and created").await;
+        let targets = vec![
+            Target::only(dir.path(), ["config.json", "hosts"]),
+            Target::all(dir.path().join("hosts")),
+        ];
+        let added = watcher.set_targets(targets.clone()).expect("targets");
+        assert!(added, "the new hosts/ should be newly watched");
+        assert!(
+            !watcher.set_targets(targets).expect("targets"),
+            "the same folder again is not new"
+        );
+        std::fs::create_dir(dir.path().join("hosts/d.test")).expect("mkdir");
+        sees(&watcher, "mkdir inside the recreated hosts/").await;
     }
 
     #[tokio::test]
