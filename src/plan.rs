@@ -8,8 +8,8 @@ use std::path::Path;
 
 use anyhow::bail;
 use elsinore_config::{
-    format_duration, format_size, Config, EventsConfig, HandlerKind, HandlerSpec, Manifest,
-    ProjectConfig, SkippedFile,
+    format_duration, format_size, Config, EventsConfig, HandlerKind, HandlerSpec, HostPattern,
+    Manifest, ProjectConfig, SkippedFile,
 };
 use elsinore_routes::{scan_hosts, Conflict, HostScan, HostTable, HostTableBuilder};
 
@@ -78,6 +78,11 @@ impl Plan {
         let mut out = String::new();
         for (host, &index) in &entries {
             let project = &self.projects[index];
+            let public = if self.has_public(project, host) {
+                "public/ + "
+            } else {
+                ""
+            };
             let handlers: Vec<String> = project
                 .manifest
                 .handlers
@@ -86,7 +91,7 @@ impl Plan {
                 .collect();
             let _ = writeln!(
                 out,
-                "{host:width$}  → {}  → {}",
+                "{host:width$}  → {}  → {public}{}",
                 project.config.name,
                 handlers.join(", ")
             );
@@ -95,6 +100,22 @@ impl Plan {
             out.push_str("(no hosts declared: add folders under <project>/hosts/)\n");
         }
         out
+    }
+
+    /// Whether the folder declaring `host` in `project` has `public/`.
+    fn has_public(&self, project: &ProjectPlan, host: &str) -> bool {
+        HostPattern::parse(host)
+            .ok()
+            .and_then(|pattern| project.scan.folder(&pattern).map(str::to_owned))
+            .is_some_and(|folder| {
+                project
+                    .config
+                    .path
+                    .join(elsinore_routes::HOSTS_DIR)
+                    .join(folder)
+                    .join(elsinore_static::PUBLIC_DIR)
+                    .is_dir()
+            })
     }
 
     /// The `check` report: settings, projects, routes, and warnings.
@@ -126,6 +147,16 @@ impl Plan {
             format_duration(timeouts.header_read),
             format_duration(timeouts.idle),
             format_duration(timeouts.handler_connect)
+        );
+        let files = &config.static_files;
+        let recheck = files
+            .recheck_after
+            .map_or_else(|| "off".to_owned(), format_duration);
+        let _ = writeln!(
+            out,
+            "static:   cache {}, files up to {} kept in memory, recheck_after {recheck}",
+            format_size(files.cache_size),
+            format_size(files.cache_file_max),
         );
         if let Some(name) = &config.default_project {
             let _ = writeln!(out, "unknown hosts: → {name} (default_project)");

@@ -71,12 +71,19 @@ async fn the_hamlet_example_runs_behind_elsinore_with_its_host_keys() {
     assert_eq!(created.status, StatusCode::CREATED);
     let key = created.json()["key"].as_str().unwrap().to_owned();
 
-    let posted = submit("castle.localhost", Some(key.clone()), "The king comes tonight").await;
+    let posted = submit(
+        "castle.localhost",
+        Some(key.clone()),
+        "The king comes tonight",
+    )
+    .await;
     assert_eq!(posted.status, StatusCode::CREATED, "{:?}", posted.body);
     let id = posted.json()["id"].as_i64().unwrap();
     // The castle's key opens nothing on the heath.
     assert_eq!(
-        submit("heath.localhost", Some(key.clone()), "x").await.status,
+        submit("heath.localhost", Some(key.clone()), "x")
+            .await
+            .status,
         StatusCode::FORBIDDEN
     );
 
@@ -92,7 +99,11 @@ async fn the_hamlet_example_runs_behind_elsinore_with_its_host_keys() {
         .send()
         .await
         .json();
-    assert_eq!(heath_feed["items"], json!([]), "tenants are separated by host");
+    assert_eq!(
+        heath_feed["items"],
+        json!([]),
+        "tenants are separated by host"
+    );
 
     // Under the preview host the handler sees the prefix and keeps it in
     // its links.
