@@ -1,12 +1,13 @@
 //! The `public/` folders being served, and the cache they share.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::header::LOCATION;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
@@ -77,7 +78,20 @@ struct Shared {
     settings: CacheSettings,
     next_id: AtomicU64,
     /// Every site handed out, by its folder, to find what a change touches.
-    sites: Mutex<HashMap<PathBuf, Weak<Site>>>,
+    sites: Mutex<Registry>,
+}
+
+#[derive(Default)]
+struct Registry {
+    sites: HashMap<PathBuf, Weak<Site>>,
+    /// Sites added since dead entries were last swept out.
+    added_since_sweep: usize,
+}
+
+impl Registry {
+    fn live(&self) -> impl Iterator<Item = Arc<Site>> + '_ {
+        self.sites.values().filter_map(Weak::upgrade)
+    }
 }
 
 /// All served `public/` folders and their shared, bounded cache. Cheap to
@@ -111,7 +125,7 @@ impl StaticFiles {
                 cache,
                 settings,
                 next_id: AtomicU64::new(1),
-                sites: Mutex::new(HashMap::new()),
+                sites: Mutex::new(Registry::default()),
             }),
         }
     }
@@ -122,41 +136,49 @@ impl StaticFiles {
     /// for it is dropped.
     pub fn site(&self, public_dir: &Path) -> Arc<Site> {
         let identity = identity(public_dir);
-        let mut sites = self
+        let mut registry = self
             .shared
             .sites
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(site) = sites.get(public_dir).and_then(Weak::upgrade) {
+        if let Some(site) = registry.sites.get(public_dir).and_then(Weak::upgrade) {
             let before = site.identity.swap(identity, Ordering::AcqRel);
             if before != identity {
                 site.generation.fetch_add(1, Ordering::AcqRel);
             }
             return site;
         }
-        // Forget sites nobody serves any more before adding one.
-        sites.retain(|_, site| site.strong_count() > 0);
+        // Forget sites nobody serves any more, once enough were added that
+        // the sweep costs O(1) per addition (a reload may add thousands).
+        if registry.added_since_sweep > registry.sites.len() / 2 {
+            registry.sites.retain(|_, site| site.strong_count() > 0);
+            registry.added_since_sweep = 0;
+        }
         let site = Arc::new(Site {
             id: self.shared.next_id.fetch_add(1, Ordering::Relaxed),
             root: public_dir.to_path_buf(),
             generation: AtomicU64::new(0),
             identity: AtomicU64::new(identity),
+            top: ArcSwapOption::empty(),
             files: self.clone(),
         });
-        sites.insert(public_dir.to_path_buf(), Arc::downgrade(&site));
+        registry
+            .sites
+            .insert(public_dir.to_path_buf(), Arc::downgrade(&site));
+        registry.added_since_sweep += 1;
         site
     }
 
     /// Something changed at `path` (a file, or a folder and all it holds):
     /// every site that holds it looks at the disk again.
     pub fn invalidate(&self, path: &Path) {
-        let sites = self
+        let registry = self
             .shared
             .sites
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         for ancestor in path.ancestors() {
-            if let Some(site) = sites.get(ancestor).and_then(Weak::upgrade) {
+            if let Some(site) = registry.sites.get(ancestor).and_then(Weak::upgrade) {
                 site.generation.fetch_add(1, Ordering::AcqRel);
             }
         }
@@ -164,28 +186,24 @@ impl StaticFiles {
 
     /// Changes were lost (the watcher overflowed): forget everything.
     pub fn invalidate_all(&self) {
-        let sites = self
+        let registry = self
             .shared
             .sites
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        for site in sites.values().filter_map(Weak::upgrade) {
+        for site in registry.live() {
             site.generation.fetch_add(1, Ordering::AcqRel);
         }
     }
 
     /// The folders of the sites in use, for the watcher.
     pub fn roots(&self) -> Vec<PathBuf> {
-        let sites = self
+        let registry = self
             .shared
             .sites
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let mut roots: Vec<PathBuf> = sites
-            .iter()
-            .filter(|(_, site)| site.strong_count() > 0)
-            .map(|(root, _)| root.clone())
-            .collect();
+        let mut roots: Vec<PathBuf> = registry.live().map(|site| site.root.clone()).collect();
         roots.sort();
         roots
     }
@@ -205,7 +223,19 @@ pub struct Site {
     /// of an older generation are looked up again.
     generation: AtomicU64,
     identity: AtomicU64,
+    /// The names directly in the folder, so a path whose first segment is
+    /// none of them (`/api/…` on most sites) passes to the handler without
+    /// a lookup of its own.
+    top: ArcSwapOption<TopLevel>,
     files: StaticFiles,
+}
+
+/// A listing of the folder, valid for one generation.
+#[derive(Debug)]
+struct TopLevel {
+    generation: u64,
+    looked_at: Instant,
+    names: HashSet<Box<str>>,
 }
 
 impl std::fmt::Debug for Site {
@@ -256,6 +286,11 @@ impl Site {
             PathCheck::Pass => return Outcome::Pass,
             PathCheck::Refuse(why) => return Outcome::Refused(why),
         };
+        if let Some(first) = rel.path.split('/').next().filter(|s| !s.is_empty()) {
+            if !self.top_level().await.names.contains(first) {
+                return Outcome::Pass;
+            }
+        }
         let file = match self.find(rel).await {
             Found::File(file) => file,
             Found::Missing => return Outcome::Pass,
@@ -287,6 +322,31 @@ impl Site {
         *response.status_mut() = plan.status;
         *response.headers_mut() = plan.headers;
         Outcome::Served(response)
+    }
+
+    /// The folder's own entries, listed again when the generation moved on
+    /// or `recheck_after` passed.
+    async fn top_level(&self) -> Arc<TopLevel> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let recheck = self.files.shared.settings.recheck_after;
+        if let Some(top) = self.top.load_full() {
+            let fresh = recheck.is_none_or(|limit| top.looked_at.elapsed() < limit);
+            if top.generation == generation && fresh {
+                return top;
+            }
+        }
+        let root = self.root.clone();
+        let looked_at = Instant::now();
+        let names = tokio::task::spawn_blocking(move || list_names(&root))
+            .await
+            .unwrap_or_default();
+        let top = Arc::new(TopLevel {
+            generation,
+            looked_at,
+            names,
+        });
+        self.top.store(Some(top.clone()));
+        top
     }
 
     /// From the cache when it is current, else from the disk (on the
@@ -340,6 +400,18 @@ impl Site {
             }
         }
     }
+}
+
+/// The names in `dir` (none when it cannot be read: then nothing is
+/// served from it and every request goes to the handler).
+fn list_names(dir: &Path) -> HashSet<Box<str>> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return HashSet::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .map(String::into_boxed_str)
+        .collect()
 }
 
 fn to_index(position: u64) -> usize {
