@@ -39,7 +39,8 @@ fn main() -> Result<(), Error> {
     }
     let addr = addr.ok_or("--addr is required")?;
     let conns = conns.clamp(1, requests.max(1));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: bench-client\r\n\r\n");
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: bench-client\r\n\r\n");
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
