@@ -1,8 +1,6 @@
 //! Header rules between client and handler: hop-by-hop removal, forwarding
 //! headers, and the handler context Elsinore alone may set.
 
-use std::net::IpAddr;
-
 use http::header::{HeaderName, CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderValue};
 
@@ -30,7 +28,8 @@ pub(crate) struct Context<'a> {
     /// `X-Elsinore-Auth`: `none`, `hostAdmin` or `projectAdmin`.
     pub auth: HeaderValue,
     pub request_id: &'a HeaderValue,
-    pub client_ip: IpAddr,
+    /// The peer's IP, formatted (see [`crate::ConnInfo`]).
+    pub client_ip: &'a HeaderValue,
     pub proto: &'static str,
     /// `X-Forwarded-Prefix`: what was stripped from the path, if anything.
     pub forwarded_prefix: Option<&'a HeaderValue>,
@@ -77,13 +76,19 @@ pub(crate) fn set_context(
 ) {
     remove_prefixed(headers, CONTEXT_PREFIX);
 
-    let client_ip = context.client_ip.to_string();
-    let forwarded_for = match joined(headers, &X_FORWARDED_FOR) {
-        Some(previous) => format!("{previous}, {client_ip}"),
-        None => client_ip,
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert(X_FORWARDED_FOR, value);
+    match joined(headers, &X_FORWARDED_FOR) {
+        Some(mut forwarded_for) => {
+            forwarded_for.push_str(", ");
+            // Made from an IP address: always text.
+            forwarded_for.push_str(context.client_ip.to_str().unwrap_or_default());
+            if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+                headers.insert(X_FORWARDED_FOR, value);
+            }
+        }
+        // The common case: no proxy in front, the connection's value as is.
+        None => {
+            headers.insert(X_FORWARDED_FOR, context.client_ip.clone());
+        }
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(context.proto));
     match original_host {
@@ -183,13 +188,14 @@ mod tests {
         let project = HeaderValue::from_static("horatio");
         let id = HeaderValue::from_static("req-1");
         let host = HeaderValue::from_static("blog.localhost");
+        let ip = HeaderValue::from_static("127.0.0.1");
         let context = Context {
             host: &host,
             project: &project,
             project_key: None,
             auth: HeaderValue::from_static("none"),
             request_id: &id,
-            client_ip: "127.0.0.1".parse().expect("ip"),
+            client_ip: &ip,
             proto: "http",
             forwarded_prefix: None,
         };

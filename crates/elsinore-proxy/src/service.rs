@@ -329,7 +329,7 @@ impl Proxy {
             project_key: project.key_header.as_ref(),
             auth: auth.header_value(),
             request_id,
-            client_ip: conn.peer.ip(),
+            client_ip: &conn.peer_ip,
             proto: if conn.tls.is_some() { "https" } else { "http" },
             forwarded_prefix: via.prefix(),
         };

@@ -96,10 +96,7 @@ pub async fn serve_tls(
                 },
                 () = stopping.wait() => return,
             };
-            let conn = ConnInfo {
-                peer,
-                tls: Some(info),
-            };
+            let conn = ConnInfo::new(peer, Some(info));
             serve_connection(builder, stream, proxy, conn, watcher, slot, idle).await;
         }
     })
