@@ -39,6 +39,12 @@ pub(crate) struct Context<'a> {
 /// `Keep-Alive` and every `Proxy-*`) and each header named in `Connection`.
 /// Applied to both requests and responses.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none: one pass over the names instead of a hash
+    // lookup per listed name. Exact, since every removal below needs one
+    // of these names present (`Connection` among them).
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     // Names listed in Connection are hop-by-hop too; collect them first
     // because removing Connection drops its values.
     let named: Vec<HeaderName> = headers
@@ -65,6 +71,17 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     remove_prefixed(headers, "proxy-");
+}
+
+/// A name removed by [`remove_hop_by_hop`] whatever its value.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == CONNECTION
+        || name == KEEP_ALIVE
+        || name == TE
+        || name == TRAILER
+        || name == TRANSFER_ENCODING
+        || name == UPGRADE
+        || name.as_str().starts_with("proxy-")
 }
 
 /// Strips any client-sent context, then sets forwarding headers and the
@@ -171,6 +188,27 @@ mod tests {
         remove_hop_by_hop(&mut headers);
         let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         assert_eq!(left, ["host", "accept"]);
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_alone_is_removed() {
+        for name in [
+            "connection",
+            "keep-alive",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+        ] {
+            let mut headers = map(&[("accept", "*/*"), (name, "x")]);
+            remove_hop_by_hop(&mut headers);
+            let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+            assert_eq!(left, ["accept"], "{name}");
+        }
+        let mut none = map(&[("host", "a"), ("accept", "*/*"), ("x-upgrade", "1")]);
+        remove_hop_by_hop(&mut none);
+        assert_eq!(none.len(), 3);
     }
 
     #[test]
