@@ -6,6 +6,8 @@ use std::sync::Arc;
 use elsinore_tls::LoadedCert;
 use http::HeaderValue;
 
+use crate::service::ConnectionSlot;
+
 /// One client connection, shared by every request on it.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
@@ -16,6 +18,9 @@ pub struct ConnInfo {
     /// The client's IP as the `X-Forwarded-For` value it adds, formatted
     /// once per connection rather than once per request.
     pub(crate) peer_ip: HeaderValue,
+    /// The connection's place under `limits.max_connections`, set by the
+    /// accept loop; an upgraded request takes a share of it.
+    pub(crate) slot: Option<ConnectionSlot>,
 }
 
 impl ConnInfo {
@@ -25,7 +30,12 @@ impl ConnInfo {
         // valid header value; the fallback is never used.
         let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Self { peer, tls, peer_ip }
+        Self {
+            peer,
+            tls,
+            peer_ip,
+            slot: None,
+        }
     }
 
     /// A plain-HTTP connection from `peer`.

@@ -253,17 +253,18 @@ pub(crate) async fn serve_connection<I>(
     let peer = conn.peer;
     // Counted as open until this connection's task ends.
     let _open = proxy.metrics().connection_opened();
+    // Requests see the slot so an upgraded connection keeps it after
+    // hyper lets go of the socket. (In the connection info rather than in
+    // each request's extensions: inserting there allocates per request.)
+    let mut conn = conn;
+    conn.slot = Some(slot.clone());
     let conn = Arc::new(conn);
     let activity = Activity::new();
     let service = {
         let activity = activity.clone();
-        let slot = slot.clone();
-        service_fn(move |mut request| {
+        service_fn(move |request| {
             let (proxy, conn) = (proxy.clone(), conn.clone());
             let active = activity.begin();
-            // Requests carry the slot so an upgraded connection keeps it
-            // after hyper lets go of the socket.
-            request.extensions_mut().insert(slot.clone());
             async move {
                 let response = proxy.handle_on(request, &conn).await;
                 Ok::<_, Infallible>(response.map(|body| Tracked::new(body, active)))

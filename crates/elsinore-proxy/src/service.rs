@@ -35,7 +35,7 @@ use crate::{ProjectRoute, ProxyBody, RouteTable};
 /// Idle handler connections are kept this long for reuse.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// What the accept loop puts in each request's extensions: the client
+/// What the accept loop puts in each connection's [`ConnInfo`]: the client
 /// connection's slot under `limits.max_connections`, which an upgraded
 /// connection keeps after its HTTP exchange is over.
 #[derive(Debug, Clone)]
@@ -308,7 +308,7 @@ impl Proxy {
         let client_upgrade = upgrade_to
             .is_some()
             .then(|| hyper::upgrade::on(&mut request));
-        let slot = request.extensions_mut().remove::<ConnectionSlot>();
+        let slot = conn.slot.clone();
 
         // Host keys open only hosts the project declares: not the preview
         // host, not a host answered by default_project.
