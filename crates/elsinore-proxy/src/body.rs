@@ -5,9 +5,10 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use elsinore_supervisor::InFlight;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 
 use crate::access::Finish;
+use crate::client::PooledBody;
 
 /// A handler's streamed response body. It holds the handler's in-flight
 /// guard, so a handler being replaced or removed is stopped only after the
@@ -16,13 +17,13 @@ use crate::access::Finish;
 /// is dropped, which is when the response is complete.
 #[derive(Debug)]
 pub struct HandlerBody {
-    inner: Incoming,
+    inner: PooledBody,
     _in_flight: InFlight,
     access: Option<Finish>,
 }
 
 impl HandlerBody {
-    pub(crate) fn new(inner: Incoming, in_flight: InFlight) -> Self {
+    pub(crate) fn new(inner: PooledBody, in_flight: InFlight) -> Self {
         Self {
             inner,
             _in_flight: in_flight,

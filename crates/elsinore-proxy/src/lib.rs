@@ -28,6 +28,7 @@ mod access;
 mod admin_api;
 mod auth;
 mod body;
+mod client;
 mod conn;
 mod connection;
 mod cors;
