@@ -146,12 +146,7 @@ impl Proxy {
         let request_id = self
             .request_ids
             .for_request(request.headers().get(X_REQUEST_ID));
-        let mut access = Access::begin(
-            &request,
-            conn.peer,
-            request_id.clone(),
-            self.metrics.clone(),
-        );
+        let mut access = Access::begin(&request, conn.peer, &request_id, self.metrics.clone());
         let mut response = match self.route(request, conn, &request_id, &mut access).await {
             Ok(response) => response,
             Err(error) => {
@@ -244,7 +239,7 @@ impl Proxy {
                 (project, Via::Preview(prefix))
             }
         };
-        access.host = Some(host.clone().into_owned());
+        access.set_host(&host);
         access.project = Some(project.clone());
         // A validated DNS name is always a valid header value.
         let host_header = HeaderValue::from_str(&host).map_err(|_| ProxyError::InvalidHost {
