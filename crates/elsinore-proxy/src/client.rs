@@ -147,10 +147,42 @@ fn leased(
     response.map(|inner| PooledBody { inner, lease })
 }
 
-/// The idle connections to one handler, most recently used last.
-#[derive(Debug, Default)]
+/// The idle connections to one handler, most recently used last, one
+/// list per request thread (see [`set_request_thread`]): a connection is
+/// only reused by the thread whose runtime drives it, so a request and its
+/// handler connection never wake each other across threads.
+#[derive(Debug)]
 struct Pool {
-    idle: Mutex<Idle>,
+    shards: Box<[Mutex<Idle>]>,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        let shards = SHARDS.load(std::sync::atomic::Ordering::Relaxed).max(1);
+        Self {
+            shards: (0..shards).map(|_| Mutex::default()).collect(),
+        }
+    }
+}
+
+/// How many request threads pools are split for (set once at startup).
+static SHARDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+thread_local! {
+    /// This thread's pool shard: 0 unless [`set_request_thread`] said.
+    static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Splits every handler pool created from now on into `threads` + 1
+/// lists: one per request thread, and list 0 for every other thread.
+pub fn set_request_threads(threads: usize) {
+    SHARDS.store(threads + 1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Marks the current thread as request thread `index` (0-based), which
+/// keeps its own idle connections.
+pub fn set_request_thread(index: usize) {
+    SHARD.with(|shard| shard.set(index + 1));
 }
 
 #[derive(Debug, Default)]
@@ -161,9 +193,16 @@ struct Idle {
 }
 
 impl Pool {
+    /// This thread's list.
     fn lock(&self) -> MutexGuard<'_, Idle> {
+        let index = SHARD.with(std::cell::Cell::get);
+        self.lock_shard(index)
+    }
+
+    fn lock_shard(&self, index: usize) -> MutexGuard<'_, Idle> {
+        let shard = &self.shards[index.min(self.shards.len() - 1)];
         // A panic elsewhere leaves a list of senders, still consistent.
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+        shard.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The most recently used connection that can take a request.
@@ -180,7 +219,8 @@ impl Pool {
     }
 
     fn put(self: &Arc<Self>, sender: SendRequest<RequestBody>) {
-        let mut idle = self.lock();
+        let shard = SHARD.with(std::cell::Cell::get);
+        let mut idle = self.lock_shard(shard);
         if idle.senders.len() >= MAX_IDLE {
             return;
         }
@@ -188,7 +228,7 @@ impl Pool {
         if !idle.reaping {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 idle.reaping = true;
-                runtime.spawn(reap(Arc::downgrade(self)));
+                runtime.spawn(reap(Arc::downgrade(self), shard));
             }
         }
     }
@@ -196,11 +236,11 @@ impl Pool {
 
 /// Closes connections idle for [`IDLE_TIMEOUT`] while the pool has any;
 /// ends when it has none, or is gone.
-async fn reap(pool: Weak<Pool>) {
+async fn reap(pool: Weak<Pool>, shard: usize) {
     loop {
         let next = {
             let Some(pool) = pool.upgrade() else { return };
-            let mut idle = pool.lock();
+            let mut idle = pool.lock_shard(shard);
             let now = Instant::now();
             idle.senders.retain(|(sender, since)| {
                 !sender.is_closed() && now.duration_since(*since) < IDLE_TIMEOUT

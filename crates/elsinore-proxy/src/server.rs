@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
 
 use crate::conn::ConnInfo;
 use crate::connection::{Activity, Tracked};
@@ -82,9 +83,129 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()>,
     settings: ServeSettings,
 ) {
+    let shared = Shared::new(&settings);
+    serve_plain(listener, proxy, shutdown, settings, &shared, None).await;
+}
+
+/// Serves plain HTTP on `listener` like [`serve_with`], from `threads`
+/// request threads: each runs its own single-threaded runtime and accepts
+/// on its own copy of the listening socket, so a client connection, its
+/// requests and the handler connections they use (pooled per thread, see
+/// [`crate::set_request_thread`]) stay on one thread: no task moves
+/// between threads and no request wakes another thread. `shutdown` is
+/// called once per thread; `limits.max_connections` holds for all of them
+/// together. Returns when every thread is done (each gives its connections
+/// `settings.grace`, as [`serve_with`] does). If no thread can be started,
+/// serves from the calling runtime instead.
+pub async fn serve_threads<F, Fut>(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    shutdown: F,
+    settings: ServeSettings,
+    threads: usize,
+) where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let shared = Shared::new(&settings);
+    let mut done = Vec::new();
+    for index in 0..threads {
+        match spawn_request_thread(&listener, &proxy, shutdown(), settings, &shared, index) {
+            Ok(finished) => done.push(finished),
+            Err(err) => {
+                tracing::error!(error = %err, thread = index, "cannot start a request thread");
+                break;
+            }
+        }
+    }
+    if done.is_empty() {
+        tracing::warn!("serving plain HTTP from the main runtime");
+        serve_plain(listener, proxy, shutdown(), settings, &shared, None).await;
+        return;
+    }
+    // The threads hold their own copies of the socket.
+    drop(listener);
+    for (index, finished) in done.into_iter().enumerate() {
+        if finished.await.is_err() {
+            tracing::error!(thread = index, "a request thread ended abnormally");
+        }
+    }
+}
+
+/// Starts request thread `index` on a copy of `listener`; the receiver
+/// resolves when it is done.
+fn spawn_request_thread<Fut>(
+    listener: &TcpListener,
+    proxy: &Arc<Proxy>,
+    shutdown: Fut,
+    settings: ServeSettings,
+    shared: &Shared,
+    index: usize,
+) -> io::Result<oneshot::Receiver<()>>
+where
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    use std::os::fd::AsFd as _;
+    // A second descriptor of the same (non-blocking) socket, registered
+    // with the new thread's own reactor.
+    let copy = std::net::TcpListener::from(listener.as_fd().try_clone_to_owned()?);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (proxy, shared) = (proxy.clone(), shared.clone());
+    let (finished, finished_rx) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name(format!("elsinore-http-{index}"))
+        .spawn(move || {
+            crate::set_request_thread(index);
+            runtime.block_on(async move {
+                match TcpListener::from_std(copy) {
+                    Ok(listener) => {
+                        serve_plain(listener, proxy, shutdown, settings, &shared, Some(index))
+                            .await;
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, thread = index, "request thread cannot accept");
+                    }
+                }
+            });
+            // Dropping the runtime ends whatever the grace period left.
+            drop(runtime);
+            let _ = finished.send(());
+        })?;
+    Ok(finished_rx)
+}
+
+/// What every accept loop of one listener shares.
+#[derive(Debug, Clone)]
+struct Shared {
+    /// `limits.max_connections`.
+    slots: Arc<Semaphore>,
+    /// Connections being answered 503, at most [`MAX_REFUSING`].
+    refusals: Arc<Semaphore>,
+}
+
+impl Shared {
+    fn new(settings: &ServeSettings) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(settings.limits.max_connections)),
+            refusals: Arc::new(Semaphore::new(MAX_REFUSING)),
+        }
+    }
+}
+
+/// One accept loop of the plain-HTTP listener.
+async fn serve_plain(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    shutdown: impl Future<Output = ()>,
+    settings: ServeSettings,
+    shared: &Shared,
+    thread: Option<usize>,
+) {
     let builder = Arc::new(http_builder(&settings));
     let refusing = Arc::new(refusing_builder());
-    let refusals = Arc::new(Semaphore::new(MAX_REFUSING));
+    let refusals = shared.refusals.clone();
     let limit = settings.limits.max_connections;
     let idle = settings.timeouts.idle;
     let on_refused = {
@@ -99,6 +220,7 @@ pub async fn serve_with(
         listener,
         shutdown,
         settings,
+        (shared.slots.clone(), thread),
         proxy.clone(),
         on_refused,
         move |stream, peer, watcher, _, slot| {
@@ -147,7 +269,8 @@ fn refusing_builder() -> auto::Builder<TokioExecutor> {
 }
 
 /// Accepts until `shutdown`. A connection over `limits.max_connections`
-/// goes to `on_refused`; every other runs `on_connection` in its own task
+/// (counted in `slots`, which other loops of the same listener may share;
+/// `thread` names the request thread in logs) goes to `on_refused`; every other runs `on_connection` in its own task
 /// (so a slow client, or a slow TLS handshake, never holds up the next
 /// accept) holding its connection slot. Then waits up to `grace` for every
 /// connection holding a [`Watcher`], and every upgraded connection, to
@@ -158,6 +281,7 @@ pub(crate) async fn accept_loop<F, Fut>(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     settings: ServeSettings,
+    (slots, thread): (Arc<Semaphore>, Option<usize>),
     proxy: Arc<Proxy>,
     on_refused: impl Fn(TcpStream),
     on_connection: F,
@@ -166,7 +290,6 @@ pub(crate) async fn accept_loop<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let ServeSettings { grace, limits, .. } = settings;
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let (stop_tx, stopping) = watch::channel(false);
     let (mut refused, mut last_warning) = (0u64, None);
@@ -178,7 +301,7 @@ pub(crate) async fn accept_loop<F, Fut>(
                 Ok(accepted) => accepted,
                 Err(err) => {
                     // EMFILE and friends: back off instead of spinning.
-                    tracing::error!(%err, scheme, "accept failed");
+                    tracing::error!(%err, scheme, thread, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -190,7 +313,7 @@ pub(crate) async fn accept_loop<F, Fut>(
             refused += 1;
             // One line a second at most: a flood must not flood the log.
             if last_warning.is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(1)) {
-                tracing::warn!(%peer, scheme, limit = limits.max_connections, refused, "too many connections; refusing");
+                tracing::warn!(%peer, scheme, thread, limit = limits.max_connections, refused, "too many connections; refusing");
                 last_warning = Some(Instant::now());
                 refused = 0;
             }
@@ -211,6 +334,7 @@ pub(crate) async fn accept_loop<F, Fut>(
     tracing::info!(
         ?grace,
         scheme,
+        thread,
         "stopped accepting; waiting for in-flight requests"
     );
     let tunnels = proxy.tunnels().clone();
@@ -219,9 +343,9 @@ pub(crate) async fn accept_loop<F, Fut>(
         tunnels.closed().await;
     };
     tokio::select! {
-        () = finished => tracing::info!(scheme, "all connections closed"),
+        () = finished => tracing::info!(scheme, thread, "all connections closed"),
         () = tokio::time::sleep(grace) => {
-            tracing::warn!(?grace, scheme, upgraded = tunnels.open(), "grace period over; closing remaining connections");
+            tracing::warn!(?grace, scheme, thread, upgraded = tunnels.open(), "grace period over; closing remaining connections");
             tunnels.close_all();
         }
     }

@@ -12,6 +12,7 @@ use rustls::server::{Accepted, Acceptor};
 use rustls::ServerConfig;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::StartHandshake;
 
@@ -76,7 +77,8 @@ pub async fn serve_tls(
     // handshake: answering 503 would cost a handshake per refusal.
     let on_refused = drop;
     let handler_proxy = proxy.clone();
-    accept_loop("https", listener, shutdown, settings, proxy, on_refused, move |stream, peer, watcher, stopping, slot| {
+    let slots = Arc::new(Semaphore::new(settings.limits.max_connections));
+    accept_loop("https", listener, shutdown, settings, (slots, None), proxy, on_refused, move |stream, peer, watcher, stopping, slot| {
         let (builder, tls, proxy) = (builder.clone(), tls.clone(), handler_proxy.clone());
         async move {
             // The handshake runs here, in the connection's own task; a
