@@ -215,12 +215,16 @@ async fn serve_plain(
             Err(_) => drop(stream),
         }
     };
+    let each = Listener {
+        scheme: "http",
+        slots: shared.slots.clone(),
+        thread,
+    };
     accept_loop(
-        "http",
+        each,
         listener,
         shutdown,
         settings,
-        (shared.slots.clone(), thread),
         proxy.clone(),
         on_refused,
         move |stream, peer, watcher, _, slot| {
@@ -268,20 +272,33 @@ fn refusing_builder() -> auto::Builder<TokioExecutor> {
     refusing
 }
 
+/// Which accept loop: for logs, and the connection count it shares.
+#[derive(Debug)]
+pub(crate) struct Listener {
+    /// `http` or `https`.
+    pub(crate) scheme: &'static str,
+    /// `limits.max_connections`, shared by every loop of one listener.
+    pub(crate) slots: Arc<Semaphore>,
+    /// The request thread running this loop, if it is one.
+    pub(crate) thread: Option<usize>,
+}
+
 /// Accepts until `shutdown`. A connection over `limits.max_connections`
-/// (counted in `slots`, which other loops of the same listener may share;
-/// `thread` names the request thread in logs) goes to `on_refused`; every other runs `on_connection` in its own task
+/// (counted in the listener's `slots`) goes to `on_refused`; every other runs `on_connection` in its own task
 /// (so a slow client, or a slow TLS handshake, never holds up the next
 /// accept) holding its connection slot. Then waits up to `grace` for every
 /// connection holding a [`Watcher`], and every upgraded connection, to
 /// finish. Connections not yet serving HTTP (mid-handshake) are told
 /// through [`Stopping`] to give up.
 pub(crate) async fn accept_loop<F, Fut>(
-    scheme: &'static str,
+    Listener {
+        scheme,
+        slots,
+        thread,
+    }: Listener,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     settings: ServeSettings,
-    (slots, thread): (Arc<Semaphore>, Option<usize>),
     proxy: Arc<Proxy>,
     on_refused: impl Fn(TcpStream),
     on_connection: F,
