@@ -314,7 +314,7 @@ impl Proxy {
             ring,
         );
         let context = Context {
-            host: &host_header,
+            host: host_header,
             project: &project.name_header,
             project_key: project.key_header.as_ref(),
             auth: auth.header_value(),
@@ -325,7 +325,7 @@ impl Proxy {
         };
         let headers = request.headers_mut();
         headers::remove_hop_by_hop(headers);
-        headers::set_context(headers, &context, authority.clone());
+        headers::set_context(headers, context, authority.clone());
         if let Some(authority) = authority {
             headers.insert(HOST, authority);
         }
