@@ -3,6 +3,7 @@
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
 use http::HeaderValue;
 
 const MAX_LEN: usize = 128;
@@ -43,7 +44,11 @@ impl RequestIds {
         let mut text = [0u8; 20];
         hex_into(&mut text[..8], u64::from(self.prefix));
         hex_into(&mut text[8..], n & 0xffff_ffff_ffff);
-        HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+        // Reference-counted from the start: the id is cloned into the
+        // handler's request, the response and the log, and a plain `Vec`
+        // backed value would allocate again at its first clone.
+        HeaderValue::from_maybe_shared(Bytes::from_owner(text))
+            .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
     }
 }
 
