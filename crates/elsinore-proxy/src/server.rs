@@ -6,19 +6,19 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use elsinore_config::{Config, Limits, Timeouts};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch, Semaphore};
 
 use crate::conn::ConnInfo;
-use crate::connection::{Activity, Tracked};
+use crate::connection::{Activity, Connections, Tracked, Watcher};
 use crate::error::ProxyError;
 use crate::service::ConnectionSlot;
 use crate::Proxy;
@@ -307,7 +307,7 @@ pub(crate) async fn accept_loop<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let ServeSettings { grace, limits, .. } = settings;
-    let graceful = GracefulShutdown::new();
+    let connections = Connections::default();
     let (stop_tx, stopping) = watch::channel(false);
     let (mut refused, mut last_warning) = (0u64, None);
     tokio::pin!(shutdown);
@@ -340,7 +340,7 @@ pub(crate) async fn accept_loop<F, Fut>(
         tokio::spawn(on_connection(
             stream,
             peer,
-            graceful.watcher(),
+            connections.watcher(),
             Stopping(stopping.clone()),
             ConnectionSlot::new(slot),
         ));
@@ -354,9 +354,12 @@ pub(crate) async fn accept_loop<F, Fut>(
         thread,
         "stopped accepting; waiting for in-flight requests"
     );
+    // Each connection finishes the request in progress (HTTP/1.1) or its
+    // open streams (HTTP/2, after a GOAWAY) and closes.
+    connections.shutdown();
     let tunnels = proxy.tunnels().clone();
     let finished = async {
-        graceful.shutdown().await;
+        connections.closed().await;
         tunnels.closed().await;
     };
     tokio::select! {
@@ -416,13 +419,25 @@ pub(crate) async fn serve_connection<I>(
         .serve_connection_with_upgrades(TokioIo::new(io), service)
         .into_owned();
     let _slot = slot;
-    tokio::select! {
-        ended = watcher.watch(connection) => if let Err(err) = ended {
-            tracing::debug!(%peer, error = %err, "connection ended with an error");
-        },
-        () = activity.idle_for(idle) => {
-            tracing::debug!(%peer, ?idle, "closing idle connection");
+    let mut watcher = watcher;
+    let mut idle_timer = activity.idle_timer(idle);
+    tokio::pin!(connection);
+    // One future for the three ways a connection ends: a `select!` would
+    // poll a shutdown channel and the idle timer on every wake-up.
+    let ended = std::future::poll_fn(|cx| {
+        if watcher.poll_shutdown(cx) {
+            connection.as_mut().graceful_shutdown();
         }
+        if let Poll::Ready(ended) = connection.as_mut().poll(cx) {
+            return Poll::Ready(Some(ended));
+        }
+        idle_timer.poll_idle(cx).map(|()| None)
+    })
+    .await;
+    match ended {
+        Some(Ok(())) => {}
+        Some(Err(err)) => tracing::debug!(%peer, error = %err, "connection ended with an error"),
+        None => tracing::debug!(%peer, ?idle, "closing idle connection"),
     }
 }
 
