@@ -742,3 +742,30 @@ async fn a_projects_max_body_changes_at_the_next_reload() {
     assert_eq!(reply.json()["ok"], true, "{}", reply.json());
     assert_eq!(post().await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn shutdown_closes_idle_keep_alive_connections_without_waiting_for_the_grace_period() {
+    let ws = Workspace::new();
+    ws.project("alpha", &["alpha.test"], &echo_manifest());
+    // A grace far longer than the test may take: only the connections
+    // being told to close lets the server exit in time.
+    let mut server =
+        Server::start(&ws.config_with(json!(["alpha"]), json!({"shutdown_grace": "1h"})));
+    // One idle HTTP/1.1 keep-alive connection per request thread, and then
+    // some (the threads share the listener, so which takes which varies).
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: alpha.test\r\n\r\n")
+            .await
+            .unwrap();
+        read_until(&mut stream, b"HTTP/1.1 200").await;
+        idle.push(stream);
+    }
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    for stream in &mut idle {
+        wait_closed(stream).await;
+    }
+    assert!(server.wait_exit().success());
+}

@@ -198,13 +198,77 @@ pub struct Metrics {
     auth_failures: Family<AuthLabels, Counter>,
     open_connections: Gauge,
     /// Every request series, resolved once per (project, handler, host):
-    /// recording a request is then three `&str` map lookups in an
-    /// `ArcSwap` snapshot (no lock, no allocation) plus the atomic adds.
+    /// recording a request is then two FNV-hashed `&str` lookups (and a
+    /// host one with per_host) in an `ArcSwap` snapshot (no lock, no
+    /// allocation) plus the atomic adds.
     series: ArcSwap<SeriesMap>,
 }
 
 /// project → handler → host (empty without per_host) → series.
-type SeriesMap = HashMap<String, HashMap<String, HashMap<String, Arc<Series>>>>;
+///
+/// Project and handler names come from configuration, so those two levels
+/// use [`Fnv`] (SipHash, the default, was the largest part of recording a
+/// request); hosts may be client-chosen under a wildcard with `per_host`,
+/// so they keep the randomly keyed default.
+type SeriesMap = HashMap<String, HashMap<String, Hosts, Fnv>, Fnv>;
+
+/// The series of one (project, handler), by host.
+#[derive(Debug, Default, Clone)]
+struct Hosts {
+    /// The empty host: every request without per_host, unknown hosts with.
+    none: Option<Arc<Series>>,
+    by_host: HashMap<String, Arc<Series>>,
+}
+
+impl Hosts {
+    fn get(&self, host: &str) -> Option<&Arc<Series>> {
+        if host.is_empty() {
+            self.none.as_ref()
+        } else {
+            self.by_host.get(host)
+        }
+    }
+
+    fn get_or_insert(&mut self, host: &str, series: &Arc<Series>) {
+        if host.is_empty() {
+            self.none.get_or_insert_with(|| series.clone());
+        } else {
+            self.by_host
+                .entry(host.to_owned())
+                .or_insert_with(|| series.clone());
+        }
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Arc<Series>> {
+        self.none.iter().chain(self.by_host.values())
+    }
+}
+
+/// FNV-1a: a few instructions per byte for the short, trusted names of
+/// [`SeriesMap`]; not for keys a client can choose.
+type Fnv = std::hash::BuildHasherDefault<FnvHasher>;
+
+#[derive(Debug)]
+struct FnvHasher(u64);
+
+impl Default for FnvHasher {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for FnvHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// Handles into the families for one label set (they share the atomics).
 #[derive(Debug)]
@@ -299,17 +363,7 @@ impl Metrics {
 
     /// The series of one label set, created (once per label set) when
     /// missing.
-    fn series(&self, project: &str, handler: &str, host: &str) -> Arc<Series> {
-        let found = self
-            .series
-            .load()
-            .get(project)
-            .and_then(|handlers| handlers.get(handler))
-            .and_then(|hosts| hosts.get(host))
-            .cloned();
-        if let Some(series) = found {
-            return series;
-        }
+    fn create_series(&self, project: &str, handler: &str, host: &str) -> Arc<Series> {
         let labels = RequestLabels {
             project: project.to_owned(),
             handler: handler.to_owned(),
@@ -336,8 +390,7 @@ impl Metrics {
                 .or_default()
                 .entry(handler.to_owned())
                 .or_default()
-                .entry(host.to_owned())
-                .or_insert_with(|| series.clone());
+                .get_or_insert(host, &series);
             map
         });
         series
@@ -363,7 +416,21 @@ impl Metrics {
             (true, Some(host)) => host,
             _ => "",
         };
-        let series = self.series(sample.project, sample.handler, host);
+        // Looked up in the snapshot, no reference count taken: the common
+        // case. Created once per label set.
+        let map = self.series.load();
+        let created;
+        let series = match map
+            .get(sample.project)
+            .and_then(|handlers| handlers.get(sample.handler))
+            .and_then(|hosts| hosts.get(host))
+        {
+            Some(series) => series,
+            None => {
+                created = self.create_series(sample.project, sample.handler, host);
+                &created
+            }
+        };
         let class = match sample.status {
             100..=199 => 0,
             200..=299 => 1,
@@ -430,7 +497,7 @@ impl Metrics {
             for (index, class) in CLASSES.into_iter().enumerate() {
                 let count: u64 = handlers
                     .values()
-                    .flat_map(HashMap::values)
+                    .flat_map(Hosts::values)
                     .map(|series| series.requests[index].get())
                     .sum();
                 totals.push((project.clone(), class, count));

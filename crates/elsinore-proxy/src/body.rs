@@ -7,9 +7,10 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use elsinore_static::FileBody;
 use elsinore_supervisor::InFlight;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 
 use crate::access::Finish;
+use crate::client::PooledBody;
 
 /// A handler's streamed response body. It holds the handler's in-flight
 /// guard, so a handler being replaced or removed is stopped only after the
@@ -28,12 +29,12 @@ pub struct HandlerBody {
 
 #[derive(Debug)]
 enum Source {
-    Handler(Incoming),
+    Handler(PooledBody),
     File(FileBody),
 }
 
 impl HandlerBody {
-    pub(crate) fn new(inner: Incoming, in_flight: InFlight) -> Self {
+    pub(crate) fn new(inner: PooledBody, in_flight: InFlight) -> Self {
         Self {
             inner: Source::Handler(inner),
             _in_flight: Some(in_flight),

@@ -1,8 +1,6 @@
 //! Header rules between client and handler: hop-by-hop removal, forwarding
 //! headers, and the handler context Elsinore alone may set.
 
-use std::net::IpAddr;
-
 use http::header::{HeaderName, CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderValue};
 
@@ -24,13 +22,15 @@ const CONTEXT_PREFIX: &str = "x-elsinore-";
 
 /// What the handler is told about a request.
 pub(crate) struct Context<'a> {
-    pub host: &'a HeaderValue,
+    /// Moved into the request: made for it, so no copy is needed.
+    pub host: HeaderValue,
     pub project: &'a HeaderValue,
     pub project_key: Option<&'a HeaderValue>,
     /// `X-Elsinore-Auth`: `none`, `hostAdmin` or `projectAdmin`.
     pub auth: HeaderValue,
     pub request_id: &'a HeaderValue,
-    pub client_ip: IpAddr,
+    /// The peer's IP, formatted (see [`crate::ConnInfo`]).
+    pub client_ip: &'a HeaderValue,
     pub proto: &'static str,
     /// `X-Forwarded-Prefix`: what was stripped from the path, if anything.
     pub forwarded_prefix: Option<&'a HeaderValue>,
@@ -40,6 +40,12 @@ pub(crate) struct Context<'a> {
 /// `Keep-Alive` and every `Proxy-*`) and each header named in `Connection`.
 /// Applied to both requests and responses.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none: one pass over the names instead of a hash
+    // lookup per listed name. Exact, since every removal below needs one
+    // of these names present (`Connection` among them).
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     // Names listed in Connection are hop-by-hop too; collect them first
     // because removing Connection drops its values.
     let named: Vec<HeaderName> = headers
@@ -68,41 +74,113 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     remove_prefixed(headers, "proxy-");
 }
 
+/// A name removed by [`remove_hop_by_hop`] whatever its value.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == CONNECTION
+        || name == KEEP_ALIVE
+        || name == TE
+        || name == TRAILER
+        || name == TRANSFER_ENCODING
+        || name == UPGRADE
+        || name.as_str().starts_with("proxy-")
+}
+
 /// Strips any client-sent context, then sets forwarding headers and the
 /// handler context.
 pub(crate) fn set_context(
     headers: &mut HeaderMap,
-    context: &Context<'_>,
+    context: Context<'_>,
     original_host: Option<HeaderValue>,
 ) {
-    remove_prefixed(headers, CONTEXT_PREFIX);
+    // One pass over the names says which of the headers handled below the
+    // client sent: usually none, and every lookup or removal of an absent
+    // name would cost a hash of it.
+    let sent = Sent::scan(headers);
+    if sent.context {
+        remove_prefixed(headers, CONTEXT_PREFIX);
+    }
+    // Room for everything inserted below in one step, not a growth (and
+    // rehash) every few inserts; at worst the map grows as it would anyway.
+    let _ = headers.try_reserve(ADDED);
 
-    let client_ip = context.client_ip.to_string();
-    let forwarded_for = match joined(headers, &X_FORWARDED_FOR) {
-        Some(previous) => format!("{previous}, {client_ip}"),
-        None => client_ip,
+    let forwarded_for = if sent.forwarded_for {
+        joined(headers, &X_FORWARDED_FOR)
+    } else {
+        None
     };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert(X_FORWARDED_FOR, value);
+    match forwarded_for {
+        Some(mut forwarded_for) => {
+            forwarded_for.push_str(", ");
+            // Made from an IP address: always text.
+            forwarded_for.push_str(context.client_ip.to_str().unwrap_or_default());
+            if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+                headers.insert(X_FORWARDED_FOR, value);
+            }
+        }
+        // The common case: no proxy in front, the connection's value as is.
+        None => {
+            headers.insert(X_FORWARDED_FOR, context.client_ip.clone());
+        }
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(context.proto));
     match original_host {
-        Some(host) => headers.insert(X_FORWARDED_HOST, host),
-        None => headers.remove(X_FORWARDED_HOST),
-    };
+        Some(host) => {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
+        None if sent.forwarded_host => {
+            headers.remove(X_FORWARDED_HOST);
+        }
+        None => {}
+    }
 
     match context.forwarded_prefix {
-        Some(prefix) => headers.insert(X_FORWARDED_PREFIX, prefix.clone()),
-        None => headers.remove(X_FORWARDED_PREFIX),
-    };
+        Some(prefix) => {
+            headers.insert(X_FORWARDED_PREFIX, prefix.clone());
+        }
+        None if sent.forwarded_prefix => {
+            headers.remove(X_FORWARDED_PREFIX);
+        }
+        None => {}
+    }
 
-    headers.insert(X_ELSINORE_HOST, context.host.clone());
+    headers.insert(X_ELSINORE_HOST, context.host);
     headers.insert(X_ELSINORE_PROJECT, context.project.clone());
     if let Some(key) = context.project_key {
         headers.insert(X_ELSINORE_PROJECT_KEY, key.clone());
     }
-    headers.insert(X_ELSINORE_AUTH, context.auth.clone());
+    headers.insert(X_ELSINORE_AUTH, context.auth);
     headers.insert(X_REQUEST_ID, context.request_id.clone());
+}
+
+/// At most this many headers are added by [`set_context`].
+const ADDED: usize = 9;
+
+/// Which of the headers [`set_context`] replaces or extends the client sent.
+#[derive(Debug, Default)]
+struct Sent {
+    context: bool,
+    forwarded_for: bool,
+    forwarded_host: bool,
+    forwarded_prefix: bool,
+}
+
+impl Sent {
+    fn scan(headers: &HeaderMap) -> Self {
+        let mut sent = Self::default();
+        for name in headers.keys() {
+            let name = name.as_str();
+            if name.starts_with(CONTEXT_PREFIX) {
+                sent.context = true;
+            } else if name == "x-forwarded-for" {
+                sent.forwarded_for = true;
+            } else if name == "x-forwarded-host" {
+                sent.forwarded_host = true;
+            } else if name == "x-forwarded-prefix" {
+                sent.forwarded_prefix = true;
+            }
+        }
+        sent
+    }
 }
 
 /// Every value of `name` joined with `, ` (a header may arrive split over
@@ -169,6 +247,27 @@ mod tests {
     }
 
     #[test]
+    fn each_hop_by_hop_header_alone_is_removed() {
+        for name in [
+            "connection",
+            "keep-alive",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+        ] {
+            let mut headers = map(&[("accept", "*/*"), (name, "x")]);
+            remove_hop_by_hop(&mut headers);
+            let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+            assert_eq!(left, ["accept"], "{name}");
+        }
+        let mut none = map(&[("host", "a"), ("accept", "*/*"), ("x-upgrade", "1")]);
+        remove_hop_by_hop(&mut none);
+        assert_eq!(none.len(), 3);
+    }
+
+    #[test]
     fn context_replaces_spoofed_headers() {
         let mut headers = map(&[
             ("x-elsinore-host", "evil.example"),
@@ -183,19 +282,20 @@ mod tests {
         let project = HeaderValue::from_static("horatio");
         let id = HeaderValue::from_static("req-1");
         let host = HeaderValue::from_static("blog.localhost");
+        let ip = HeaderValue::from_static("127.0.0.1");
         let context = Context {
-            host: &host,
+            host,
             project: &project,
             project_key: None,
             auth: HeaderValue::from_static("none"),
             request_id: &id,
-            client_ip: "127.0.0.1".parse().expect("ip"),
+            client_ip: &ip,
             proto: "http",
             forwarded_prefix: None,
         };
         set_context(
             &mut headers,
-            &context,
+            context,
             Some(HeaderValue::from_static("blog.localhost:8080")),
         );
         let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -217,5 +317,32 @@ mod tests {
             Some("client-key"),
             "client keys pass through"
         );
+    }
+
+    #[test]
+    fn spoofed_forwarded_host_goes_when_there_is_no_host() {
+        let mut headers = map(&[("x-forwarded-host", "spoofed"), ("accept", "*/*")]);
+        let (project, id, ip) = (
+            HeaderValue::from_static("horatio"),
+            HeaderValue::from_static("req-1"),
+            HeaderValue::from_static("::1"),
+        );
+        let context = Context {
+            host: HeaderValue::from_static("blog.localhost"),
+            project: &project,
+            project_key: None,
+            auth: HeaderValue::from_static("none"),
+            request_id: &id,
+            client_ip: &ip,
+            proto: "https",
+            forwarded_prefix: None,
+        };
+        set_context(&mut headers, context, None);
+        assert!(headers.get("x-forwarded-host").is_none());
+        assert_eq!(
+            headers.get("x-forwarded-for").map(HeaderValue::as_bytes),
+            Some(&b"::1"[..])
+        );
+        assert_eq!(headers.len(), 7, "{headers:?}");
     }
 }

@@ -28,6 +28,7 @@ mod access;
 mod admin_api;
 mod auth;
 mod body;
+mod client;
 mod conn;
 mod connection;
 mod cors;
@@ -51,6 +52,7 @@ pub use access::ACCESS_TARGET;
 pub use admin_api::{is_admin_path, AdminApi, LIVE_WAIT, MAX_BODY};
 pub use auth::AuthLevel;
 pub use body::HandlerBody;
+pub use client::{set_request_thread, set_request_threads};
 pub use conn::{ConnInfo, TlsInfo};
 pub use elsinore_metrics::Metrics;
 pub use error::ProxyError;
@@ -58,7 +60,7 @@ pub use limits::{RequestBody, RequestBodyError};
 pub use preview::Preview;
 pub use project_cors::ProjectCors;
 pub use refresh::TableRefresh;
-pub use server::{serve, serve_with, ServeSettings};
+pub use server::{serve, serve_threads, serve_with, ServeSettings};
 pub use service::Proxy;
 pub use table::{HostRoute, ProjectRoute, RouteTable};
 pub use throttle::{MAX_FAILURES, WINDOW as THROTTLE_WINDOW};
@@ -67,3 +69,84 @@ pub use tls::{serve_tls, TlsListener};
 /// The body of every response Elsinore sends: a handler's streamed body, or
 /// a small one Elsinore wrote itself.
 pub type ProxyBody = http_body_util::Either<HandlerBody, http_body_util::Full<bytes::Bytes>>;
+
+/// Entry points for the criterion micro-benchmarks in
+/// `crates/elsinore-bench` (header rewriting, request ids): thin wrappers
+/// over crate-private functions of the request path, so the benchmarks
+/// measure exactly what a request runs. Not part of the API.
+#[doc(hidden)]
+pub mod bench_api {
+    use http::{HeaderMap, HeaderValue};
+
+    use crate::headers::{self, Context};
+    use crate::request_id::RequestIds;
+
+    /// What [`rewrite_request`] tells the handler.
+    #[derive(Debug, Clone)]
+    pub struct RequestContext {
+        /// `X-Elsinore-Host`.
+        pub host: HeaderValue,
+        /// `X-Elsinore-Project`.
+        pub project: HeaderValue,
+        /// `X-Elsinore-Project-Key`.
+        pub project_key: Option<HeaderValue>,
+        /// `X-Request-Id`.
+        pub request_id: HeaderValue,
+        /// The peer's IP, as the connection formats it once.
+        pub client_ip: HeaderValue,
+    }
+
+    /// The request path's header rewrite towards the handler: hop-by-hop
+    /// headers out, forwarding headers and the handler context in, the
+    /// client's `Host` (`original_host`) kept.
+    pub fn rewrite_request(
+        headers: &mut HeaderMap,
+        context: &RequestContext,
+        original_host: Option<HeaderValue>,
+    ) {
+        headers::remove_hop_by_hop(headers);
+        let context = Context {
+            host: context.host.clone(),
+            project: &context.project,
+            project_key: context.project_key.as_ref(),
+            auth: HeaderValue::from_static("none"),
+            request_id: &context.request_id,
+            client_ip: &context.client_ip,
+            proto: "http",
+            forwarded_prefix: None,
+        };
+        headers::set_context(headers, context, original_host.clone());
+        if let Some(host) = original_host {
+            headers.insert(http::header::HOST, host);
+        }
+    }
+
+    /// The rewrite of a handler's response: hop-by-hop headers out, the
+    /// request id set.
+    pub fn rewrite_response(headers: &mut HeaderMap, request_id: &HeaderValue) {
+        headers::remove_hop_by_hop(headers);
+        headers.insert(headers::X_REQUEST_ID, request_id.clone());
+    }
+
+    /// Request ids as the proxy makes them.
+    #[derive(Debug)]
+    pub struct RequestIdSource(RequestIds);
+
+    impl RequestIdSource {
+        /// A new source (random prefix, counter at 0).
+        pub fn new() -> Self {
+            Self(RequestIds::new())
+        }
+
+        /// The client's id if it is sane, else a new one.
+        pub fn for_request(&self, incoming: Option<&HeaderValue>) -> HeaderValue {
+            self.0.for_request(incoming)
+        }
+    }
+
+    impl Default for RequestIdSource {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+}

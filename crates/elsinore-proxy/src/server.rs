@@ -3,21 +3,22 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use elsinore_config::{Config, Limits, Timeouts};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
 
 use crate::conn::ConnInfo;
-use crate::connection::{Activity, Tracked};
+use crate::connection::{Activity, Connections, Tracked, Watcher};
 use crate::error::ProxyError;
 use crate::service::ConnectionSlot;
 use crate::Proxy;
@@ -82,9 +83,129 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()>,
     settings: ServeSettings,
 ) {
+    let shared = Shared::new(&settings);
+    serve_plain(listener, proxy, shutdown, settings, &shared, None).await;
+}
+
+/// Serves plain HTTP on `listener` like [`serve_with`], from `threads`
+/// request threads: each runs its own single-threaded runtime and accepts
+/// on its own copy of the listening socket, so a client connection, its
+/// requests and the handler connections they use (pooled per thread, see
+/// [`crate::set_request_thread`]) stay on one thread: no task moves
+/// between threads and no request wakes another thread. `shutdown` is
+/// called once per thread; `limits.max_connections` holds for all of them
+/// together. Returns when every thread is done (each gives its connections
+/// `settings.grace`, as [`serve_with`] does). If no thread can be started,
+/// serves from the calling runtime instead.
+pub async fn serve_threads<F, Fut>(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    shutdown: F,
+    settings: ServeSettings,
+    threads: usize,
+) where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let shared = Shared::new(&settings);
+    let mut done = Vec::new();
+    for index in 0..threads {
+        match spawn_request_thread(&listener, &proxy, shutdown(), settings, &shared, index) {
+            Ok(finished) => done.push(finished),
+            Err(err) => {
+                tracing::error!(error = %err, thread = index, "cannot start a request thread");
+                break;
+            }
+        }
+    }
+    if done.is_empty() {
+        tracing::warn!("serving plain HTTP from the main runtime");
+        serve_plain(listener, proxy, shutdown(), settings, &shared, None).await;
+        return;
+    }
+    // The threads hold their own copies of the socket.
+    drop(listener);
+    for (index, finished) in done.into_iter().enumerate() {
+        if finished.await.is_err() {
+            tracing::error!(thread = index, "a request thread ended abnormally");
+        }
+    }
+}
+
+/// Starts request thread `index` on a copy of `listener`; the receiver
+/// resolves when it is done.
+fn spawn_request_thread<Fut>(
+    listener: &TcpListener,
+    proxy: &Arc<Proxy>,
+    shutdown: Fut,
+    settings: ServeSettings,
+    shared: &Shared,
+    index: usize,
+) -> io::Result<oneshot::Receiver<()>>
+where
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    use std::os::fd::AsFd as _;
+    // A second descriptor of the same (non-blocking) socket, registered
+    // with the new thread's own reactor.
+    let copy = std::net::TcpListener::from(listener.as_fd().try_clone_to_owned()?);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (proxy, shared) = (proxy.clone(), shared.clone());
+    let (finished, finished_rx) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name(format!("elsinore-http-{index}"))
+        .spawn(move || {
+            crate::set_request_thread(index);
+            runtime.block_on(async move {
+                match TcpListener::from_std(copy) {
+                    Ok(listener) => {
+                        serve_plain(listener, proxy, shutdown, settings, &shared, Some(index))
+                            .await;
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, thread = index, "request thread cannot accept");
+                    }
+                }
+            });
+            // Dropping the runtime ends whatever the grace period left.
+            drop(runtime);
+            let _ = finished.send(());
+        })?;
+    Ok(finished_rx)
+}
+
+/// What every accept loop of one listener shares.
+#[derive(Debug, Clone)]
+struct Shared {
+    /// `limits.max_connections`.
+    slots: Arc<Semaphore>,
+    /// Connections being answered 503, at most [`MAX_REFUSING`].
+    refusals: Arc<Semaphore>,
+}
+
+impl Shared {
+    fn new(settings: &ServeSettings) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(settings.limits.max_connections)),
+            refusals: Arc::new(Semaphore::new(MAX_REFUSING)),
+        }
+    }
+}
+
+/// One accept loop of the plain-HTTP listener.
+async fn serve_plain(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    shutdown: impl Future<Output = ()>,
+    settings: ServeSettings,
+    shared: &Shared,
+    thread: Option<usize>,
+) {
     let builder = Arc::new(http_builder(&settings));
     let refusing = Arc::new(refusing_builder());
-    let refusals = Arc::new(Semaphore::new(MAX_REFUSING));
+    let refusals = shared.refusals.clone();
     let limit = settings.limits.max_connections;
     let idle = settings.timeouts.idle;
     let on_refused = {
@@ -94,8 +215,13 @@ pub async fn serve_with(
             Err(_) => drop(stream),
         }
     };
+    let each = Listener {
+        scheme: "http",
+        slots: shared.slots.clone(),
+        thread,
+    };
     accept_loop(
-        "http",
+        each,
         listener,
         shutdown,
         settings,
@@ -146,15 +272,30 @@ fn refusing_builder() -> auto::Builder<TokioExecutor> {
     refusing
 }
 
+/// Which accept loop: for logs, and the connection count it shares.
+#[derive(Debug)]
+pub(crate) struct Listener {
+    /// `http` or `https`.
+    pub(crate) scheme: &'static str,
+    /// `limits.max_connections`, shared by every loop of one listener.
+    pub(crate) slots: Arc<Semaphore>,
+    /// The request thread running this loop, if it is one.
+    pub(crate) thread: Option<usize>,
+}
+
 /// Accepts until `shutdown`. A connection over `limits.max_connections`
-/// goes to `on_refused`; every other runs `on_connection` in its own task
+/// (counted in the listener's `slots`) goes to `on_refused`; every other runs `on_connection` in its own task
 /// (so a slow client, or a slow TLS handshake, never holds up the next
 /// accept) holding its connection slot. Then waits up to `grace` for every
 /// connection holding a [`Watcher`], and every upgraded connection, to
 /// finish. Connections not yet serving HTTP (mid-handshake) are told
 /// through [`Stopping`] to give up.
 pub(crate) async fn accept_loop<F, Fut>(
-    scheme: &'static str,
+    Listener {
+        scheme,
+        slots,
+        thread,
+    }: Listener,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     settings: ServeSettings,
@@ -166,8 +307,7 @@ pub(crate) async fn accept_loop<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let ServeSettings { grace, limits, .. } = settings;
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    let connections = Connections::default();
     let (stop_tx, stopping) = watch::channel(false);
     let (mut refused, mut last_warning) = (0u64, None);
     tokio::pin!(shutdown);
@@ -178,7 +318,7 @@ pub(crate) async fn accept_loop<F, Fut>(
                 Ok(accepted) => accepted,
                 Err(err) => {
                     // EMFILE and friends: back off instead of spinning.
-                    tracing::error!(%err, scheme, "accept failed");
+                    tracing::error!(%err, scheme, thread, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -190,7 +330,7 @@ pub(crate) async fn accept_loop<F, Fut>(
             refused += 1;
             // One line a second at most: a flood must not flood the log.
             if last_warning.is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(1)) {
-                tracing::warn!(%peer, scheme, limit = limits.max_connections, refused, "too many connections; refusing");
+                tracing::warn!(%peer, scheme, thread, limit = limits.max_connections, refused, "too many connections; refusing");
                 last_warning = Some(Instant::now());
                 refused = 0;
             }
@@ -200,7 +340,7 @@ pub(crate) async fn accept_loop<F, Fut>(
         tokio::spawn(on_connection(
             stream,
             peer,
-            graceful.watcher(),
+            connections.watcher(),
             Stopping(stopping.clone()),
             ConnectionSlot::new(slot),
         ));
@@ -211,17 +351,21 @@ pub(crate) async fn accept_loop<F, Fut>(
     tracing::info!(
         ?grace,
         scheme,
+        thread,
         "stopped accepting; waiting for in-flight requests"
     );
+    // Each connection finishes the request in progress (HTTP/1.1) or its
+    // open streams (HTTP/2, after a GOAWAY) and closes.
+    connections.shutdown();
     let tunnels = proxy.tunnels().clone();
     let finished = async {
-        graceful.shutdown().await;
+        connections.closed().await;
         tunnels.closed().await;
     };
     tokio::select! {
-        () = finished => tracing::info!(scheme, "all connections closed"),
+        () = finished => tracing::info!(scheme, thread, "all connections closed"),
         () = tokio::time::sleep(grace) => {
-            tracing::warn!(?grace, scheme, upgraded = tunnels.open(), "grace period over; closing remaining connections");
+            tracing::warn!(?grace, scheme, thread, upgraded = tunnels.open(), "grace period over; closing remaining connections");
             tunnels.close_all();
         }
     }
@@ -253,17 +397,18 @@ pub(crate) async fn serve_connection<I>(
     let peer = conn.peer;
     // Counted as open until this connection's task ends.
     let _open = proxy.metrics().connection_opened();
+    // Requests see the slot so an upgraded connection keeps it after
+    // hyper lets go of the socket. (In the connection info rather than in
+    // each request's extensions: inserting there allocates per request.)
+    let mut conn = conn;
+    conn.slot = Some(slot.clone());
     let conn = Arc::new(conn);
     let activity = Activity::new();
     let service = {
         let activity = activity.clone();
-        let slot = slot.clone();
-        service_fn(move |mut request| {
+        service_fn(move |request| {
             let (proxy, conn) = (proxy.clone(), conn.clone());
             let active = activity.begin();
-            // Requests carry the slot so an upgraded connection keeps it
-            // after hyper lets go of the socket.
-            request.extensions_mut().insert(slot.clone());
             async move {
                 let response = proxy.handle_on(request, &conn).await;
                 Ok::<_, Infallible>(response.map(|body| Tracked::new(body, active)))
@@ -274,13 +419,25 @@ pub(crate) async fn serve_connection<I>(
         .serve_connection_with_upgrades(TokioIo::new(io), service)
         .into_owned();
     let _slot = slot;
-    tokio::select! {
-        ended = watcher.watch(connection) => if let Err(err) = ended {
-            tracing::debug!(%peer, error = %err, "connection ended with an error");
-        },
-        () = activity.idle_for(idle) => {
-            tracing::debug!(%peer, ?idle, "closing idle connection");
+    let mut watcher = watcher;
+    let mut idle_timer = activity.idle_timer(idle);
+    tokio::pin!(connection);
+    // One future for the three ways a connection ends: a `select!` would
+    // poll a shutdown channel and the idle timer on every wake-up.
+    let ended = std::future::poll_fn(|cx| {
+        if watcher.poll_shutdown(cx) {
+            connection.as_mut().graceful_shutdown();
         }
+        if let Poll::Ready(ended) = connection.as_mut().poll(cx) {
+            return Poll::Ready(Some(ended));
+        }
+        idle_timer.poll_idle(cx).map(|()| None)
+    })
+    .await;
+    match ended {
+        Some(Ok(())) => {}
+        Some(Err(err)) => tracing::debug!(%peer, error = %err, "connection ended with an error"),
+        None => tracing::debug!(%peer, ?idle, "closing idle connection"),
     }
 }
 

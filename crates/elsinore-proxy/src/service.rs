@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use elsinore_config::{normalize_request_host, HostError, Limits, Timeouts};
@@ -11,18 +11,16 @@ use elsinore_metrics::Metrics;
 use elsinore_static::{Outcome, Site, StaticBody};
 use elsinore_supervisor::{Busy, HandlerHandle, Unavailable};
 use http::header::{HOST, ORIGIN, UPGRADE};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::access::Access;
 use crate::admin_api::{self, AdminApi, AdminRequest};
 use crate::auth;
 use crate::body::HandlerBody;
+use crate::client::{ClientError, HandlerClient};
 use crate::conn::ConnInfo;
 use crate::error::ProxyError;
 use crate::headers::{self, Context, X_REQUEST_ID};
@@ -33,10 +31,7 @@ use crate::request_id::RequestIds;
 use crate::upgrade::{self, Tunnels};
 use crate::{HostRoute, ProjectRoute, ProxyBody, RouteTable};
 
-/// Idle handler connections are kept this long for reuse.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// What the accept loop puts in each request's extensions: the client
+/// What the accept loop puts in each connection's [`ConnInfo`]: the client
 /// connection's slot under `limits.max_connections`, which an upgraded
 /// connection keeps after its HTTP exchange is over.
 #[derive(Debug, Clone)]
@@ -57,7 +52,7 @@ impl ConnectionSlot {
 #[derive(Debug)]
 pub struct Proxy {
     table: Arc<ArcSwap<RouteTable>>,
-    client: Client<HttpConnector, RequestBody>,
+    client: HandlerClient,
     request_ids: RequestIds,
     /// `limits.max_body`, for projects without their own.
     max_body: u64,
@@ -78,7 +73,7 @@ impl Proxy {
         let defaults = Timeouts::default();
         Self {
             table,
-            client: handler_client(defaults.handler_connect),
+            client: HandlerClient::new(defaults.handler_connect),
             request_ids: RequestIds::new(),
             max_body: Limits::default().max_body,
             tunnels: Tunnels::new(),
@@ -103,7 +98,7 @@ impl Proxy {
     /// Applies `limits.max_body` and `timeouts.handler_connect`.
     pub fn with_limits(mut self, limits: &Limits, timeouts: &Timeouts) -> Self {
         self.max_body = limits.max_body;
-        self.client = handler_client(timeouts.handler_connect);
+        self.client = HandlerClient::new(timeouts.handler_connect);
         self
     }
 
@@ -152,12 +147,7 @@ impl Proxy {
         let request_id = self
             .request_ids
             .for_request(request.headers().get(X_REQUEST_ID));
-        let mut access = Access::begin(
-            &request,
-            conn.peer,
-            request_id.clone(),
-            self.metrics.clone(),
-        );
+        let mut access = Access::begin(&request, conn.peer, &request_id, self.metrics.clone());
         let mut response = match self.route(request, conn, &request_id, &mut access).await {
             Ok(response) => response,
             Err(error) => {
@@ -250,7 +240,7 @@ impl Proxy {
                 (project, Via::Preview(prefix), None)
             }
         };
-        access.host = Some(host.clone().into_owned());
+        access.set_host(&host);
         access.project = Some(project.clone());
         // A validated DNS name is always a valid header value.
         let host_header = HeaderValue::from_str(&host).map_err(|_| ProxyError::InvalidHost {
@@ -318,7 +308,7 @@ impl Proxy {
         let client_upgrade = upgrade_to
             .is_some()
             .then(|| hyper::upgrade::on(&mut request));
-        let slot = request.extensions_mut().remove::<ConnectionSlot>();
+        let slot = conn.slot.clone();
 
         // Host keys open only hosts the project declares: not the preview
         // host, not a host answered by default_project.
@@ -334,25 +324,25 @@ impl Proxy {
             ring,
         );
         let context = Context {
-            host: &host_header,
+            host: host_header,
             project: &project.name_header,
             project_key: project.key_header.as_ref(),
             auth: auth.header_value(),
             request_id,
-            client_ip: conn.peer.ip(),
+            client_ip: &conn.peer_ip,
             proto: if conn.tls.is_some() { "https" } else { "http" },
             forwarded_prefix: via.prefix(),
         };
         let headers = request.headers_mut();
         headers::remove_hop_by_hop(headers);
-        headers::set_context(headers, &context, authority.clone());
+        headers::set_context(headers, context, authority.clone());
         if let Some(authority) = authority {
             headers.insert(HOST, authority);
         }
         if let Some(protocol) = upgrade_to {
             upgrade::restore_headers(headers, protocol);
         }
-        *request.uri_mut() = handler_uri(&handler, request.uri())?;
+        *request.uri_mut() = origin_form(request.uri());
         // Handlers speak HTTP/1.1 whatever the client spoke.
         *request.version_mut() = Version::HTTP_11;
 
@@ -364,7 +354,7 @@ impl Proxy {
             .map(|body| RequestBody::new(body, max_body, over.clone(), access.body_counter()));
         let limit = handler.response_timeout();
         let asked = Instant::now();
-        let response = tokio::time::timeout(limit, self.client.request(request)).await;
+        let response = tokio::time::timeout(limit, self.client.request(&handler, request)).await;
         access.handler_time = Some(asked.elapsed());
         let response = response
             .map_err(|_| ProxyError::HandlerTimeout {
@@ -509,22 +499,6 @@ async fn serve_static(
     }
 }
 
-/// The pooled client to handlers. It connects with `connect_timeout`: a
-/// loopback connect takes microseconds, but a handler whose accept queue is
-/// full must not hold the request forever.
-fn handler_client(connect_timeout: Duration) -> Client<HttpConnector, RequestBody> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_timer(TokioTimer::new())
-        // We forward the client's own Host; never derive one from the
-        // handler's loopback address.
-        .set_host(false)
-        .build(connector)
-}
-
 fn body_too_large(limit: u64) -> ProxyError {
     ProxyError::BodyTooLarge {
         limit: usize::try_from(limit).unwrap_or(usize::MAX),
@@ -550,21 +524,14 @@ fn busy(handler: &HandlerHandle, why: Busy) -> ProxyError {
     }
 }
 
-/// `http://<handler>/<path>?<query>`: the client's path and query, intact.
-fn handler_uri(handler: &HandlerHandle, uri: &Uri) -> Result<Uri, ProxyError> {
-    let path_and_query = uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(handler.authority().clone())
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|err| ProxyError::HandlerFailed {
-            handler: label(handler),
-            reason: format!("cannot build the handler URI: {err}"),
-        })
+/// `/<path>?<query>`: the client's path and query, intact, in the origin
+/// form a request to the handler's own address is written in (the client
+/// connects to the handler; the Host header stays the client's).
+fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query() {
+        Some(path_and_query) => Uri::from(path_and_query.clone()),
+        None => Uri::from(PathAndQuery::from_static("/")),
+    }
 }
 
 fn label(handler: &HandlerHandle) -> String {
@@ -586,24 +553,24 @@ fn unavailable(handler: &HandlerHandle, why: Unavailable) -> ProxyError {
 
 /// Says in words what went wrong between Elsinore and the handler. The
 /// handler's address stays in the log, not in the public response.
-fn upstream_error(handler: &HandlerHandle, err: &hyper_util::client::legacy::Error) -> ProxyError {
+fn upstream_error(handler: &HandlerHandle, err: &ClientError) -> ProxyError {
     let name = label(handler);
-    if err.is_connect() {
-        tracing::warn!(handler = %name, addr = %handler.authority(), error = ?err, "cannot connect to handler");
-        return ProxyError::HandlerUnreachable {
-            handler: name,
-            reason: "the handler refused the connection or is not listening".into(),
-        };
-    }
-    let hyper_error =
-        std::error::Error::source(err).and_then(|source| source.downcast_ref::<hyper::Error>());
-    let reason = match hyper_error {
-        Some(e) if e.is_incomplete_message() => {
-            "the handler closed the connection before responding".to_owned()
+    let e = match err {
+        ClientError::Connect(_) => {
+            tracing::warn!(handler = %name, addr = %handler.authority(), error = ?err, "cannot connect to handler");
+            return ProxyError::HandlerUnreachable {
+                handler: name,
+                reason: "the handler refused the connection or is not listening".into(),
+            };
         }
-        Some(e) if e.is_parse() => "the handler sent a response that is not valid HTTP".to_owned(),
-        Some(e) => format!("the handler connection failed: {e}"),
-        None => format!("the handler connection failed: {err}"),
+        ClientError::Http(e) => e,
+    };
+    let reason = if e.is_incomplete_message() {
+        "the handler closed the connection before responding".to_owned()
+    } else if e.is_parse() {
+        "the handler sent a response that is not valid HTTP".to_owned()
+    } else {
+        format!("the handler connection failed: {e}")
     };
     ProxyError::HandlerFailed {
         handler: name,

@@ -12,11 +12,12 @@ use rustls::server::{Accepted, Acceptor};
 use rustls::ServerConfig;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::StartHandshake;
 
 use crate::conn::{ConnInfo, TlsInfo};
-use crate::server::{accept_loop, http_builder, serve_connection, ServeSettings};
+use crate::server::{accept_loop, http_builder, serve_connection, Listener, ServeSettings};
 use crate::{Proxy, RouteTable};
 
 /// A client must complete its handshake within this time; a connection
@@ -76,7 +77,12 @@ pub async fn serve_tls(
     // handshake: answering 503 would cost a handshake per refusal.
     let on_refused = drop;
     let handler_proxy = proxy.clone();
-    accept_loop("https", listener, shutdown, settings, proxy, on_refused, move |stream, peer, watcher, stopping, slot| {
+    let each = Listener {
+        scheme: "https",
+        slots: Arc::new(Semaphore::new(settings.limits.max_connections)),
+        thread: None,
+    };
+    accept_loop(each, listener, shutdown, settings, proxy, on_refused, move |stream, peer, watcher, stopping, slot| {
         let (builder, tls, proxy) = (builder.clone(), tls.clone(), handler_proxy.clone());
         async move {
             // The handshake runs here, in the connection's own task; a
@@ -96,10 +102,7 @@ pub async fn serve_tls(
                 },
                 () = stopping.wait() => return,
             };
-            let conn = ConnInfo {
-                peer,
-                tls: Some(info),
-            };
+            let conn = ConnInfo::new(peer, Some(info));
             serve_connection(builder, stream, proxy, conn, watcher, slot, idle).await;
         }
     })

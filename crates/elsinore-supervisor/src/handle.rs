@@ -1,8 +1,9 @@
 //! What the request path sees of a handler.
 
+use std::any::Any;
 use std::fmt;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use elsinore_config::HandlerSpec;
@@ -108,6 +109,23 @@ pub struct HandlerHandle {
     idle: Notify,
     /// `max_concurrent`/`queue`, when the manifest sets a limit.
     gate: Option<Gate>,
+    /// See [`HandlerHandle::request_state`].
+    request_state: RequestState,
+}
+
+/// What the request path keeps per handler; opaque here.
+#[derive(Default)]
+struct RequestState(OnceLock<Box<dyn Any + Send + Sync>>);
+
+impl fmt::Debug for RequestState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = if self.0.get().is_some() {
+            "set"
+        } else {
+            "unset"
+        };
+        f.write_str(state)
+    }
 }
 
 /// Marks one request as using a handler until dropped; see
@@ -148,7 +166,20 @@ impl HandlerHandle {
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             gate: Gate::for_spec(spec),
+            request_state: RequestState::default(),
         }
+    }
+
+    /// State the request path keeps for this handler (its pool of
+    /// connections), created by `init` on first use and dropped with the
+    /// handle: a replaced handler's idle connections go with it, and
+    /// requests reach it without a map lookup. `None` only if it was
+    /// first created as another type.
+    pub fn request_state<T: Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Option<&T> {
+        self.request_state
+            .0
+            .get_or_init(|| Box::new(init()))
+            .downcast_ref()
     }
 
     /// A `url` handler: always `External`.

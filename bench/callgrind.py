@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Instructions per proxied request, counted by valgrind's callgrind.
+
+Usage: python3 bench/callgrind.py [--requests 20000] [--conns 8] [--binary PATH]
+
+Starts one `bench-backend` (100 B body, natively) and Elsinore under
+`valgrind --tool=callgrind` with one project whose `url` handler is that
+backend (the same setup as bench/run.py's Elsinore "one"), warms up, zeroes
+the counters, sends exactly N keep-alive requests with `bench-client` over
+C connections, dumps the counters and prints instructions per request.
+
+Wall-clock numbers on a shared machine move with whatever else runs;
+instruction counts do not (to a few tenths of a percent), so this is the
+A/B measure for changes to the request path. It counts user-space
+instructions only: syscalls and the kernel's wake-ups are not in it, and
+valgrind runs one thread at a time, so cross-thread effects do not show.
+"""
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run  # noqa: E402  (the harness: free_port, start, write_project, ...)
+
+
+def client(port, host, conns, requests):
+    out = subprocess.run([os.path.join(run.RELEASE, "bench-client"), "--addr", f"127.0.0.1:{port}",
+                          "--host", host, "--conns", str(conns), "--requests", str(requests)],
+                         capture_output=True, text=True, check=True).stdout
+    return out.strip()
+
+
+def total_ir(path):
+    with open(path) as f:
+        for line in f:
+            m = re.match(r"(?:summary|totals):\s+(\d+)", line)
+            if m:
+                return int(m.group(1))
+    raise RuntimeError(f"no totals in {path}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=20_000, help="requests counted")
+    parser.add_argument("--warmup", type=int, default=2_000, help="requests before counting")
+    parser.add_argument("--conns", type=int, default=8, help="keep-alive connections")
+    parser.add_argument("--binary", default=os.path.join(run.RELEASE, "elsinore"), help="the elsinore binary")
+    parser.add_argument("--out", help="keep the callgrind dump here (for callgrind_annotate)")
+    parser.add_argument("--no-build", action="store_true", help="do not run cargo build first")
+    args = parser.parse_args()
+
+    if not args.no_build:
+        subprocess.run(["cargo", "build", "--release", "-p", "elsinore", "-p", "elsinore-bench", "--bins"],
+                       cwd=run.ROOT, check=True)
+    work = tempfile.mkdtemp(prefix="elsinore-callgrind-")
+    out = args.out or os.path.join(work, "callgrind.out")
+    try:
+        backend = run.free_port()
+        run.start([os.path.join(run.RELEASE, "bench-backend"), "--port", str(backend), "--body-bytes", "100",
+                   "--threads", "1"], ready_text="ready on")
+        project = run.write_project(work, "p100B", backend, ["100b.bench"])
+        port, admin = run.free_port(), run.free_port()
+        config = os.path.join(work, "config.json")
+        with open(config, "w") as f:
+            run.json.dump({"listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin}",
+                           "database": "data/elsinore.db", "projects": [project]}, f)
+        proc = run.start(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                          args.binary, "serve", "--config", config],
+                         ready_text="listening on http://", env={"RUST_LOG": "warn,elsinore::serve=info"})
+        run.log("warm-up:", client(port, "100b.bench", args.conns, args.warmup))
+        subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True, capture_output=True)
+        measured = client(port, "100b.bench", args.conns, args.requests)
+        subprocess.run(["callgrind_control", "--dump=measured", str(proc.pid)], check=True, capture_output=True)
+        dump = f"{out}.1"
+        for _ in range(100):
+            if os.path.exists(dump):
+                break
+            time.sleep(0.1)
+        # The file is written once the dump is complete; give it a moment.
+        time.sleep(1)
+        ir = total_ir(dump)
+        print(f"under callgrind: {measured}")
+        print(f"instructions: {ir}  requests: {args.requests}  conns: {args.conns}  "
+              f"instructions/request: {ir / args.requests:.0f}")
+        print(f"dump: {dump}  (callgrind_annotate --inclusive=yes {dump})")
+    finally:
+        for proc in run.PROCS:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in run.PROCS:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,340 @@
+//! The client to handlers: HTTP/1.1 keep-alive connections, pooled per
+//! handler.
+//!
+//! In place of hyper-util's legacy `Client`, whose bookkeeping cost more
+//! instructions per request than all of Elsinore's own (callgrind, see
+//! docs/performance.md): a pool keyed by a SipHash-ed (scheme, authority)
+//! behind one mutex, a race between the checkout and a lazy connect, and a
+//! task spawned per request to put the connection back once it is ready.
+//! Here the pool hangs off the handler's [`HandlerHandle`] (no lookup, and
+//! a replaced handler's idle connections close with it), a connection goes
+//! back when its response body ends, and a request whose pooled connection
+//! turns out closed before the request was written is retried on another
+//! one, then on a new one (what the legacy client's
+//! `retry_canceled_requests` did).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use elsinore_supervisor::HandlerHandle;
+use http::uri::Authority;
+use http::{Request, Response, StatusCode};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::limits::RequestBody;
+
+/// Idle handler connections are kept this long for reuse.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle connections kept per handler at most; past that a connection is
+/// closed when its response ends.
+const MAX_IDLE: usize = 1024;
+
+/// Sends requests to handlers. One per [`crate::Proxy`]; the pools live
+/// with the handlers.
+#[derive(Debug)]
+pub(crate) struct HandlerClient {
+    connect_timeout: Duration,
+    builder: http1::Builder,
+}
+
+/// Why a handler request failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClientError {
+    /// No connection could be made (refused, unreachable, timed out).
+    #[error("cannot connect: {0}")]
+    Connect(io::Error),
+    /// The HTTP exchange failed.
+    #[error(transparent)]
+    Http(hyper::Error),
+}
+
+impl HandlerClient {
+    /// Connects with `connect_timeout`: a loopback connect takes
+    /// microseconds, but a handler whose accept queue is full must not
+    /// hold the request forever.
+    pub(crate) fn new(connect_timeout: Duration) -> Self {
+        Self {
+            connect_timeout,
+            builder: http1::Builder::new(),
+        }
+    }
+
+    /// Sends `request` (origin-form URI, the client's Host) to `handler`
+    /// over a pooled connection, or a new one.
+    pub(crate) async fn request(
+        &self,
+        handler: &HandlerHandle,
+        mut request: Request<RequestBody>,
+    ) -> Result<Response<PooledBody>, ClientError> {
+        let pool = handler
+            .request_state(|| Arc::new(Pool::default()))
+            .ok_or_else(|| {
+                ClientError::Connect(io::Error::other("handler state of another type"))
+            })?;
+        while let Some(mut sender) = pool.checkout() {
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(leased(response, sender, pool)),
+                Err(mut err) => match err.take_message() {
+                    // Closed before the request went out (the handler
+                    // dropped an idle connection): safe to send elsewhere.
+                    Some(unsent) => request = unsent,
+                    None => return Err(ClientError::Http(err.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect(handler.authority()).await?;
+        match sender.send_request(request).await {
+            Ok(response) => Ok(leased(response, sender, pool)),
+            Err(err) => Err(ClientError::Http(err)),
+        }
+    }
+
+    async fn connect(
+        &self,
+        authority: &Authority,
+    ) -> Result<SendRequest<RequestBody>, ClientError> {
+        let host = authority.host();
+        // `[::1]` in a URI, `::1` to connect.
+        let host = host
+            .strip_prefix('[')
+            .and_then(|host| host.strip_suffix(']'))
+            .unwrap_or(host);
+        let port = authority.port_u16().unwrap_or(80);
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect((host, port)))
+            .await
+            .map_err(|_| {
+                ClientError::Connect(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no connection within {:?}", self.connect_timeout),
+                ))
+            })?
+            .map_err(ClientError::Connect)?;
+        // Small requests and answers must not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = self
+            .builder
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(ClientError::Http)?;
+        tokio::spawn(async move {
+            // Upgrades: a 101 hands the connection to the WebSocket relay.
+            if let Err(err) = connection.with_upgrades().await {
+                tracing::debug!(error = %err, "handler connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// `response`'s body, holding `sender` until it ends. A 101 never goes
+/// back: the connection becomes the tunnel.
+fn leased(
+    response: Response<Incoming>,
+    sender: SendRequest<RequestBody>,
+    pool: &Arc<Pool>,
+) -> Response<PooledBody> {
+    let lease = (response.status() != StatusCode::SWITCHING_PROTOCOLS).then(|| Lease {
+        sender,
+        pool: pool.clone(),
+    });
+    response.map(|inner| PooledBody { inner, lease })
+}
+
+/// The idle connections to one handler, most recently used last, one
+/// list per request thread (see [`set_request_thread`]): a connection is
+/// only reused by the thread whose runtime drives it, so a request and its
+/// handler connection never wake each other across threads.
+#[derive(Debug)]
+struct Pool {
+    shards: Box<[Mutex<Idle>]>,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        let shards = SHARDS.load(std::sync::atomic::Ordering::Relaxed).max(1);
+        Self {
+            shards: (0..shards).map(|_| Mutex::default()).collect(),
+        }
+    }
+}
+
+/// How many request threads pools are split for (set once at startup).
+static SHARDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+thread_local! {
+    /// This thread's pool shard: 0 unless [`set_request_thread`] said.
+    static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Splits every handler pool created from now on into `threads` + 1
+/// lists: one per request thread, and list 0 for every other thread.
+pub fn set_request_threads(threads: usize) {
+    SHARDS.store(threads + 1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Marks the current thread as request thread `index` (0-based), which
+/// keeps its own idle connections.
+pub fn set_request_thread(index: usize) {
+    SHARD.with(|shard| shard.set(index + 1));
+}
+
+#[derive(Debug, Default)]
+struct Idle {
+    senders: Vec<(SendRequest<RequestBody>, Instant)>,
+    /// Whether a task is closing connections idle for too long.
+    reaping: bool,
+}
+
+impl Pool {
+    /// This thread's list.
+    fn lock(&self) -> MutexGuard<'_, Idle> {
+        let index = SHARD.with(std::cell::Cell::get);
+        self.lock_shard(index)
+    }
+
+    fn lock_shard(&self, index: usize) -> MutexGuard<'_, Idle> {
+        let shard = &self.shards[index.min(self.shards.len() - 1)];
+        // A panic elsewhere leaves a list of senders, still consistent.
+        shard.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The most recently used connection that can take a request.
+    fn checkout(&self) -> Option<SendRequest<RequestBody>> {
+        let mut idle = self.lock();
+        while let Some((sender, since)) = idle.senders.pop() {
+            // Only ready connections are put back, so one that is not
+            // ready now has been closed. Dropping it is all there is to do.
+            if sender.is_ready() && since.elapsed() < IDLE_TIMEOUT {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn put(self: &Arc<Self>, sender: SendRequest<RequestBody>) {
+        let shard = SHARD.with(std::cell::Cell::get);
+        let mut idle = self.lock_shard(shard);
+        if idle.senders.len() >= MAX_IDLE {
+            return;
+        }
+        idle.senders.push((sender, Instant::now()));
+        if !idle.reaping {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                idle.reaping = true;
+                runtime.spawn(reap(Arc::downgrade(self), shard));
+            }
+        }
+    }
+}
+
+/// Closes connections idle for [`IDLE_TIMEOUT`] while the pool has any;
+/// ends when it has none, or is gone.
+async fn reap(pool: Weak<Pool>, shard: usize) {
+    loop {
+        let next = {
+            let Some(pool) = pool.upgrade() else { return };
+            let mut idle = pool.lock_shard(shard);
+            let now = Instant::now();
+            idle.senders.retain(|(sender, since)| {
+                !sender.is_closed() && now.duration_since(*since) < IDLE_TIMEOUT
+            });
+            // Pushed in time order: the first is the oldest.
+            match idle.senders.first() {
+                Some((_, oldest)) => *oldest + IDLE_TIMEOUT,
+                None => {
+                    idle.reaping = false;
+                    return;
+                }
+            }
+        };
+        tokio::time::sleep_until(next.into()).await;
+    }
+}
+
+/// A connection in use by one request.
+#[derive(Debug)]
+struct Lease {
+    sender: SendRequest<RequestBody>,
+    pool: Arc<Pool>,
+}
+
+impl Lease {
+    /// Back to the pool once the connection can take the next request.
+    fn release(self) {
+        let Lease { mut sender, pool } = self;
+        if sender.is_ready() {
+            pool.put(sender);
+        } else if !sender.is_closed() {
+            // The connection task has not caught up with the end of the
+            // response yet (or the request body is still going out).
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    if sender.ready().await.is_ok() {
+                        pool.put(sender);
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// A handler's response body; its connection goes back to the pool when
+/// the body has been read to the end (not when it is dropped half-read:
+/// hyper closes that connection).
+#[derive(Debug)]
+pub struct PooledBody {
+    inner: Incoming,
+    lease: Option<Lease>,
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release();
+        }
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // Bodies nobody polls (empty ones, HEAD) end here.
+        if self.inner.is_end_stream() {
+            self.release();
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
+            // A broken exchange: the connection is not reused.
+            Poll::Ready(Some(Err(_))) => self.lease = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
