@@ -19,7 +19,7 @@ use crate::client::PooledBody;
 pub struct HandlerBody {
     inner: PooledBody,
     _in_flight: InFlight,
-    access: Option<Finish>,
+    access: Option<Box<Finish>>,
 }
 
 impl HandlerBody {
@@ -31,7 +31,7 @@ impl HandlerBody {
         }
     }
 
-    pub(crate) fn attach(&mut self, access: Finish) {
+    pub(crate) fn attach(&mut self, access: Box<Finish>) {
         self.access = Some(access);
     }
 }
