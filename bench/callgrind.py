@@ -19,6 +19,7 @@ valgrind runs one thread at a time, so cross-thread effects do not show.
 import argparse
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -88,7 +89,8 @@ def main():
         print(f"under callgrind: {measured}")
         print(f"instructions: {ir}  requests: {args.requests}  conns: {args.conns}  "
               f"instructions/request: {ir / args.requests:.0f}")
-        print(f"dump: {dump}  (callgrind_annotate --inclusive=yes {dump})")
+        if args.out:
+            print(f"dump: {dump}  (callgrind_annotate --inclusive=yes {dump})")
     finally:
         for proc in run.PROCS:
             if proc.poll() is None:
@@ -98,6 +100,8 @@ def main():
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if not args.out:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
