@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Instructions per proxied request, counted by valgrind's callgrind.
 
-Usage: python3 bench/callgrind.py [--requests 20000] [--conns 8] [--binary PATH]
+Usage: python3 bench/callgrind.py [--requests 20000] [--conns 8] [--body-bytes 100] [--binary PATH]
 
-Starts one `bench-backend` (100 B body, natively) and Elsinore under
+Starts one `bench-backend` (100 B body unless --body-bytes, natively) and Elsinore under
 `valgrind --tool=callgrind` with one project whose `url` handler is that
 backend (the same setup as bench/run.py's Elsinore "one"), warms up, zeroes
 the counters, sends exactly N keep-alive requests with `bench-client` over
@@ -51,6 +51,7 @@ def main():
     parser.add_argument("--requests", type=int, default=20_000, help="requests counted")
     parser.add_argument("--warmup", type=int, default=2_000, help="requests before counting")
     parser.add_argument("--conns", type=int, default=8, help="keep-alive connections")
+    parser.add_argument("--body-bytes", type=int, default=100, help="size of the backend's response body")
     parser.add_argument("--binary", default=os.path.join(run.RELEASE, "elsinore"), help="the elsinore binary")
     parser.add_argument("--out", help="keep the callgrind dump here (for callgrind_annotate)")
     parser.add_argument("--no-build", action="store_true", help="do not run cargo build first")
@@ -63,7 +64,7 @@ def main():
     out = args.out or os.path.join(work, "callgrind.out")
     try:
         backend = run.free_port()
-        run.start([os.path.join(run.RELEASE, "bench-backend"), "--port", str(backend), "--body-bytes", "100",
+        run.start([os.path.join(run.RELEASE, "bench-backend"), "--port", str(backend), "--body-bytes", str(args.body_bytes),
                    "--threads", "1"], ready_text="ready on")
         project = run.write_project(work, "p100B", backend, ["100b.bench"])
         port, admin = run.free_port(), run.free_port()
