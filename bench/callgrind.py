@@ -30,9 +30,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (the harness: free_port, start, write_project, ...)
 
 
-def client(port, host, conns, requests):
+def client(port, host, conns, requests, new_conn=False):
     out = subprocess.run([os.path.join(run.RELEASE, "bench-client"), "--addr", f"127.0.0.1:{port}",
-                          "--host", host, "--conns", str(conns), "--requests", str(requests)],
+                          "--host", host, "--conns", str(conns), "--requests", str(requests)]
+                         + (["--new-conn"] if new_conn else []),
                          capture_output=True, text=True, check=True).stdout
     return out.strip()
 
@@ -52,6 +53,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=2_000, help="requests before counting")
     parser.add_argument("--conns", type=int, default=8, help="keep-alive connections")
     parser.add_argument("--body-bytes", type=int, default=100, help="size of the backend's response body")
+    parser.add_argument("--new-conn", action="store_true", help="a new connection per request (Connection: close)")
     parser.add_argument("--binary", default=os.path.join(run.RELEASE, "elsinore"), help="the elsinore binary")
     parser.add_argument("--out", help="keep the callgrind dump here (for callgrind_annotate)")
     parser.add_argument("--no-build", action="store_true", help="do not run cargo build first")
@@ -75,9 +77,9 @@ def main():
         proc = run.start(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
                           args.binary, "serve", "--config", config],
                          ready_text="listening on http://", env={"RUST_LOG": "warn,elsinore::serve=info"})
-        run.log("warm-up:", client(port, "100b.bench", args.conns, args.warmup))
+        run.log("warm-up:", client(port, "100b.bench", args.conns, args.warmup, args.new_conn))
         subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True, capture_output=True)
-        measured = client(port, "100b.bench", args.conns, args.requests)
+        measured = client(port, "100b.bench", args.conns, args.requests, args.new_conn)
         subprocess.run(["callgrind_control", "--dump=measured", str(proc.pid)], check=True, capture_output=True)
         dump = f"{out}.1"
         for _ in range(100):
