@@ -89,6 +89,9 @@ mod tests {
         assert_eq!(a.peer_ip, "127.0.0.1");
         assert_eq!(b.peer_ip, "127.0.0.1");
         assert_eq!(c.peer_ip, "::1");
-        assert_eq!(ConnInfo::plain("10.0.0.7:1".parse().expect("addr")).peer_ip, "10.0.0.7");
+        assert_eq!(
+            ConnInfo::plain("10.0.0.7:1".parse().expect("addr")).peer_ip,
+            "10.0.0.7"
+        );
     }
 }

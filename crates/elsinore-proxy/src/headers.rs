@@ -43,7 +43,9 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names says which hop-by-hop ones are present; most
     // messages have none, and then nothing else is done (a removal, even
     // of an absent name, costs a hash of it).
-    let present = headers.keys().fold(0u8, |bits, name| bits | hop_by_hop_bit(name));
+    let present = headers
+        .keys()
+        .fold(0u8, |bits, name| bits | hop_by_hop_bit(name));
     if present == 0 {
         return;
     }
