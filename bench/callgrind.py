@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Instructions per proxied request, counted by valgrind's callgrind.
 
-Usage: python3 bench/callgrind.py [--requests 20000] [--conns 8] [--binary PATH]
+Usage: python3 bench/callgrind.py [--requests 20000] [--conns 8] [--body-bytes 100] [--binary PATH]
 
-Starts one `bench-backend` (100 B body, natively) and Elsinore under
+Starts one `bench-backend` (100 B body unless --body-bytes, natively) and Elsinore under
 `valgrind --tool=callgrind` with one project whose `url` handler is that
 backend (the same setup as bench/run.py's Elsinore "one"), warms up, zeroes
 the counters, sends exactly N keep-alive requests with `bench-client` over
@@ -19,6 +19,7 @@ valgrind runs one thread at a time, so cross-thread effects do not show.
 import argparse
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,9 +30,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (the harness: free_port, start, write_project, ...)
 
 
-def client(port, host, conns, requests):
+def client(port, host, conns, requests, new_conn=False):
     out = subprocess.run([os.path.join(run.RELEASE, "bench-client"), "--addr", f"127.0.0.1:{port}",
-                          "--host", host, "--conns", str(conns), "--requests", str(requests)],
+                          "--host", host, "--conns", str(conns), "--requests", str(requests)]
+                         + (["--new-conn"] if new_conn else []),
                          capture_output=True, text=True, check=True).stdout
     return out.strip()
 
@@ -50,6 +52,8 @@ def main():
     parser.add_argument("--requests", type=int, default=20_000, help="requests counted")
     parser.add_argument("--warmup", type=int, default=2_000, help="requests before counting")
     parser.add_argument("--conns", type=int, default=8, help="keep-alive connections")
+    parser.add_argument("--body-bytes", type=int, default=100, help="size of the backend's response body")
+    parser.add_argument("--new-conn", action="store_true", help="a new connection per request (Connection: close)")
     parser.add_argument("--binary", default=os.path.join(run.RELEASE, "elsinore"), help="the elsinore binary")
     parser.add_argument("--out", help="keep the callgrind dump here (for callgrind_annotate)")
     parser.add_argument("--no-build", action="store_true", help="do not run cargo build first")
@@ -62,7 +66,7 @@ def main():
     out = args.out or os.path.join(work, "callgrind.out")
     try:
         backend = run.free_port()
-        run.start([os.path.join(run.RELEASE, "bench-backend"), "--port", str(backend), "--body-bytes", "100",
+        run.start([os.path.join(run.RELEASE, "bench-backend"), "--port", str(backend), "--body-bytes", str(args.body_bytes),
                    "--threads", "1"], ready_text="ready on")
         project = run.write_project(work, "p100B", backend, ["100b.bench"])
         port, admin = run.free_port(), run.free_port()
@@ -73,9 +77,9 @@ def main():
         proc = run.start(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
                           args.binary, "serve", "--config", config],
                          ready_text="listening on http://", env={"RUST_LOG": "warn,elsinore::serve=info"})
-        run.log("warm-up:", client(port, "100b.bench", args.conns, args.warmup))
+        run.log("warm-up:", client(port, "100b.bench", args.conns, args.warmup, args.new_conn))
         subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True, capture_output=True)
-        measured = client(port, "100b.bench", args.conns, args.requests)
+        measured = client(port, "100b.bench", args.conns, args.requests, args.new_conn)
         subprocess.run(["callgrind_control", "--dump=measured", str(proc.pid)], check=True, capture_output=True)
         dump = f"{out}.1"
         for _ in range(100):
@@ -88,7 +92,8 @@ def main():
         print(f"under callgrind: {measured}")
         print(f"instructions: {ir}  requests: {args.requests}  conns: {args.conns}  "
               f"instructions/request: {ir / args.requests:.0f}")
-        print(f"dump: {dump}  (callgrind_annotate --inclusive=yes {dump})")
+        if args.out:
+            print(f"dump: {dump}  (callgrind_annotate --inclusive=yes {dump})")
     finally:
         for proc in run.PROCS:
             if proc.poll() is None:
@@ -98,6 +103,8 @@ def main():
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if not args.out:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

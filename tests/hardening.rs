@@ -769,3 +769,22 @@ async fn shutdown_closes_idle_keep_alive_connections_without_waiting_for_the_gra
     }
     assert!(server.wait_exit().success());
 }
+
+#[tokio::test]
+async fn a_request_whose_first_bytes_look_like_the_http2_preface_is_still_http1() {
+    let ws = Workspace::new();
+    ws.project("alpha", &["alpha.test"], &echo_manifest());
+    let server = Server::start(&ws.config(json!(["alpha"])));
+    // "PRI" alone could still become the HTTP/2 preface: Elsinore must
+    // wait for more before deciding, then serve HTTP/1.1.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(b"PRI").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stream
+        .write_all(b" /split HTTP/1.1\r\nHost: alpha.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let reply = read_until(&mut stream, b"\"method\": \"PRI\"").await;
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+}

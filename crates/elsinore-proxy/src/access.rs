@@ -128,11 +128,13 @@ impl Access {
     pub(crate) fn attach(self, response: &mut Response<ProxyBody>) {
         let status = response.status();
         match response.body_mut() {
-            Either::Left(body) => body.attach(Finish {
+            // Boxed: the body is moved several times on its way into
+            // hyper, and the record is most of its size.
+            Either::Left(body) => body.attach(Box::new(Finish {
                 access: self,
                 status,
                 bytes_out: 0,
-            }),
+            })),
             Either::Right(full) => {
                 let bytes_out = full.size_hint().exact().unwrap_or(0);
                 self.finish(status, bytes_out);

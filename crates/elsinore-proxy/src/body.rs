@@ -24,7 +24,7 @@ use crate::client::PooledBody;
 pub struct HandlerBody {
     inner: Source,
     _in_flight: Option<InFlight>,
-    access: Option<Finish>,
+    access: Option<Box<Finish>>,
 }
 
 #[derive(Debug)]
@@ -51,7 +51,7 @@ impl HandlerBody {
         }
     }
 
-    pub(crate) fn attach(&mut self, access: Finish) {
+    pub(crate) fn attach(&mut self, access: Box<Finish>) {
         self.access = Some(access);
     }
 }

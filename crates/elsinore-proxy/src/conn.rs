@@ -1,6 +1,6 @@
 //! What the request path knows about the connection a request came on.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use elsinore_tls::LoadedCert;
@@ -26,10 +26,7 @@ pub struct ConnInfo {
 impl ConnInfo {
     /// A connection from `peer`, with `tls` on the HTTPS listener.
     pub fn new(peer: SocketAddr, tls: Option<TlsInfo>) -> Self {
-        // An IP address is digits, dots, colons and hex letters: always a
-        // valid header value; the fallback is never used.
-        let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        let peer_ip = ip_header(peer.ip());
         Self {
             peer,
             tls,
@@ -52,4 +49,49 @@ pub struct TlsInfo {
     /// The certificate chosen for that name; a request's host must be
     /// one of its names.
     pub cert: Arc<LoadedCert>,
+}
+
+thread_local! {
+    /// The last peer IP formatted on this thread: connections mostly come
+    /// from a few addresses (a load balancer, loopback), and formatting one
+    /// cost more than the rest of setting up the connection info.
+    static LAST_IP: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `ip` as a header value, shared with the previous connection from the
+/// same address on this thread.
+fn ip_header(ip: IpAddr) -> HeaderValue {
+    let cached = LAST_IP.with(|last| match &*last.borrow() {
+        Some((last_ip, value)) if *last_ip == ip => Some(value.clone()),
+        _ => None,
+    });
+    if let Some(value) = cached {
+        return value;
+    }
+    // An IP address is digits, dots, colons and hex letters: always a
+    // valid header value; the fallback is never used.
+    let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(ip.to_string()))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    LAST_IP.with(|last| *last.borrow_mut() = Some((ip, value.clone())));
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_ips_are_formatted_and_shared() {
+        let a = ConnInfo::plain("127.0.0.1:1000".parse().expect("addr"));
+        let b = ConnInfo::plain("127.0.0.1:2000".parse().expect("addr"));
+        let c = ConnInfo::plain("[::1]:3000".parse().expect("addr"));
+        assert_eq!(a.peer_ip, "127.0.0.1");
+        assert_eq!(b.peer_ip, "127.0.0.1");
+        assert_eq!(c.peer_ip, "::1");
+        assert_eq!(
+            ConnInfo::plain("10.0.0.7:1".parse().expect("addr")).peer_ip,
+            "10.0.0.7"
+        );
+    }
 }

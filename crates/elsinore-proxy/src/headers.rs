@@ -40,49 +40,83 @@ pub(crate) struct Context<'a> {
 /// `Keep-Alive` and every `Proxy-*`) and each header named in `Connection`.
 /// Applied to both requests and responses.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages have none: one pass over the names instead of a hash
-    // lookup per listed name. Exact, since every removal below needs one
-    // of these names present (`Connection` among them).
-    if !headers.keys().any(is_hop_by_hop) {
+    // One pass over the names says which hop-by-hop ones are present; most
+    // messages have none, and then nothing else is done (a removal, even
+    // of an absent name, costs a hash of it).
+    let present = headers
+        .keys()
+        .fold(0u8, |bits, name| bits | hop_by_hop_bit(name));
+    if present == 0 {
         return;
     }
-    // Names listed in Connection are hop-by-hop too; collect them first
-    // because removing Connection drops its values.
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        // Never let `Connection: host` strip the Host header.
-        if name != HOST {
-            headers.remove(name);
+    // What goes, in the order it is removed, which keeps the order of the
+    // headers left as it always was: the names `Connection` lists, then
+    // the fixed list, then `Proxy-*`. `Connection: close`, from clients
+    // opening a connection per request, is the common case: only
+    // `Connection` itself goes.
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    if present & 1 != 0 {
+        for token in headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+        {
+            // Never let `Connection: host` strip the Host header.
+            let named = headers
+                .keys()
+                .find(|name| *name != HOST && token.eq_ignore_ascii_case(name.as_str()));
+            if let Some(name) = named {
+                doomed.push(name.clone());
+            }
         }
     }
-    for name in [
-        CONNECTION,
-        KEEP_ALIVE,
-        TE,
-        TRAILER,
-        TRANSFER_ENCODING,
-        UPGRADE,
-    ] {
+    for (bit, fixed) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << bit) != 0 {
+            doomed.push(fixed.clone());
+        }
+    }
+    if present & PROXY_BIT != 0 {
+        doomed.extend(
+            headers
+                .keys()
+                .filter(|name| name.as_str().starts_with("proxy-"))
+                .cloned(),
+        );
+    }
+    for name in doomed {
         headers.remove(name);
     }
-    remove_prefixed(headers, "proxy-");
 }
 
-/// A name removed by [`remove_hop_by_hop`] whatever its value.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == CONNECTION
-        || name == KEEP_ALIVE
-        || name == TE
-        || name == TRAILER
-        || name == TRANSFER_ENCODING
-        || name == UPGRADE
-        || name.as_str().starts_with("proxy-")
+/// The names [`remove_hop_by_hop`] removes whatever their value;
+/// `Connection` first (bit 0).
+const HOP_BY_HOP: [HeaderName; 6] = [
+    CONNECTION,
+    KEEP_ALIVE,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+];
+/// Any `Proxy-*` header.
+const PROXY_BIT: u8 = 1 << 6;
+
+/// The bit of `name` among [`HOP_BY_HOP`] (same order) and
+/// [`PROXY_BIT`], or 0. A match on the text: the compiler turns it into a
+/// switch on the length and one comparison.
+fn hop_by_hop_bit(name: &HeaderName) -> u8 {
+    match name.as_str() {
+        "connection" => 1,
+        "keep-alive" => 1 << 1,
+        "te" => 1 << 2,
+        "trailer" => 1 << 3,
+        "transfer-encoding" => 1 << 4,
+        "upgrade" => 1 << 5,
+        other if other.starts_with("proxy-") => PROXY_BIT,
+        _ => 0,
+    }
 }
 
 /// Strips any client-sent context, then sets forwarding headers and the

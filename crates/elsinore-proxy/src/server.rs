@@ -5,11 +5,13 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use elsinore_config::{Config, Limits, Timeouts};
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -242,23 +244,42 @@ async fn serve_plain(
     .await;
 }
 
-/// HTTP/1.1 and HTTP/2 (by preface, or ALPN on TLS) on one connection,
+/// How a listener serves HTTP/1.1 and HTTP/2 (by preface, or ALPN on TLS),
 /// with the header size limit and header read timeout of `settings`.
-pub(crate) fn http_builder(settings: &ServeSettings) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+#[derive(Debug)]
+pub(crate) struct Builders {
+    /// Finds the protocol itself (reading the first bytes behind a rewind
+    /// buffer): for transports that cannot be peeked (TLS).
+    auto: auto::Builder<TokioExecutor>,
+    /// The same settings, for a protocol known in advance.
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+pub(crate) fn http_builder(settings: &ServeSettings) -> Builders {
+    let max_buf = usize::try_from(settings.limits.max_header_bytes).unwrap_or(usize::MAX);
+    let max_list = u32::try_from(settings.limits.max_header_bytes).unwrap_or(u32::MAX);
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         // hyper starts this timer whenever it waits for a request head:
         // on a new connection and between keep-alive requests.
         .header_read_timeout(settings.timeouts.header_read)
         // A head that does not fit the read buffer is answered 431.
-        .max_buf_size(usize::try_from(settings.limits.max_header_bytes).unwrap_or(usize::MAX));
-    builder
-        .http2()
+        .max_buf_size(max_buf);
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(settings.limits.max_header_bytes).unwrap_or(u32::MAX));
-    builder
+        .max_header_list_size(max_list);
+    let mut auto = auto::Builder::new(TokioExecutor::new());
+    auto.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.timeouts.header_read)
+        .max_buf_size(max_buf);
+    auto.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(max_list);
+    Builders { auto, http1, http2 }
 }
 
 fn refusing_builder() -> auto::Builder<TokioExecutor> {
@@ -381,10 +402,81 @@ impl Stopping {
     }
 }
 
+/// A transport a connection is served on.
+pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Which protocol the client speaks, when the transport can tell
+    /// without consuming any bytes; `Auto` leaves it to hyper-util.
+    fn poll_protocol(&self, _cx: &mut Context<'_>) -> Poll<io::Result<Protocol>> {
+        Poll::Ready(Ok(Protocol::Auto))
+    }
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4): cleartext HTTP/2 with
+/// prior knowledge starts with it.
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+impl Transport for TcpStream {
+    /// Peeks at the first bytes: anything but the preface is HTTP/1. hyper
+    /// then reads them itself, into its own buffer, with nothing in
+    /// between (hyper-util's detection reads them into a buffer of its own
+    /// and replays them through a wrapper on every read, and the short
+    /// first read made hyper grow, and copy, its read buffer on every
+    /// connection).
+    fn poll_protocol(&self, cx: &mut Context<'_>) -> Poll<io::Result<Protocol>> {
+        let mut bytes = [0u8; PREFACE.len()];
+        let mut buf = tokio::io::ReadBuf::new(&mut bytes);
+        let peeked = match self.poll_peek(cx, &mut buf) {
+            Poll::Ready(Ok(peeked)) => peeked,
+            Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+            Poll::Pending => return Poll::Pending,
+        };
+        let seen = &buf.filled()[..peeked];
+        Poll::Ready(Ok(if seen.is_empty() {
+            // Closed before sending anything: hyper sees the end.
+            Protocol::Http1
+        } else if !PREFACE.starts_with(seen) {
+            Protocol::Http1
+        } else if seen.len() == PREFACE.len() {
+            Protocol::Http2
+        } else {
+            // A preface cut short so far: peeking again would return the
+            // same bytes at once; hyper-util reads until it knows.
+            Protocol::Auto
+        }))
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport
+    for tokio_rustls::server::TlsStream<IO>
+{
+}
+
+/// The protocol of a connection, as far as known before serving it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Http1,
+    Http2,
+    /// Let hyper-util's auto builder find out.
+    Auto,
+}
+
+/// A connection being served, whichever builder serves it. Boxed: the
+/// task's future stays small and `Unpin`.
+enum Served<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+{
+    Http1(Pin<Box<http1::UpgradeableConnection<TokioIo<I>, S>>>),
+    Http2(Pin<Box<http2::Connection<TokioIo<I>, S, TokioExecutor>>>),
+    Auto(Pin<Box<auto::UpgradeableConnection<'static, TokioIo<I>, S, TokioExecutor>>>),
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Serves HTTP on `io` until the client leaves, shutdown asks it to, or
 /// no request has been in progress for `idle`.
 pub(crate) async fn serve_connection<I>(
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
     io: I,
     proxy: Arc<Proxy>,
     conn: ConnInfo,
@@ -392,7 +484,7 @@ pub(crate) async fn serve_connection<I>(
     slot: ConnectionSlot,
     idle: Duration,
 ) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: Transport,
 {
     let peer = conn.peer;
     // Counted as open until this connection's task ends.
@@ -415,20 +507,62 @@ pub(crate) async fn serve_connection<I>(
             }
         })
     };
-    let connection = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
-        .into_owned();
     let _slot = slot;
     let mut watcher = watcher;
     let mut idle_timer = activity.idle_timer(idle);
-    tokio::pin!(connection);
+    // Until the protocol is known, the transport and the service wait here.
+    let mut pending = Some((io, service));
+    let mut served = None;
     // One future for the three ways a connection ends: a `select!` would
     // poll a shutdown channel and the idle timer on every wake-up.
-    let ended = std::future::poll_fn(|cx| {
-        if watcher.poll_shutdown(cx) {
-            connection.as_mut().graceful_shutdown();
+    let ended: Option<Result<(), BoxError>> = std::future::poll_fn(|cx| {
+        let stopping = watcher.poll_shutdown(cx);
+        if served.is_none() {
+            let Some((io, _)) = &pending else {
+                return Poll::Ready(Some(Ok(())));
+            };
+            if stopping {
+                // Nothing was asked yet: nothing to finish.
+                return Poll::Ready(Some(Ok(())));
+            }
+            let protocol = match io.poll_protocol(cx) {
+                Poll::Ready(Ok(protocol)) => protocol,
+                Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
+                Poll::Pending => return idle_timer.poll_idle(cx).map(|()| None),
+            };
+            let Some((io, service)) = pending.take() else {
+                return Poll::Ready(Some(Ok(())));
+            };
+            let io = TokioIo::new(io);
+            served = Some(match protocol {
+                Protocol::Http1 => Served::Http1(Box::pin(
+                    builders.http1.serve_connection(io, service).with_upgrades(),
+                )),
+                Protocol::Http2 => {
+                    Served::Http2(Box::pin(builders.http2.serve_connection(io, service)))
+                }
+                Protocol::Auto => Served::Auto(Box::pin(
+                    builders
+                        .auto
+                        .serve_connection_with_upgrades(io, service)
+                        .into_owned(),
+                )),
+            });
+        } else if stopping {
+            match &mut served {
+                Some(Served::Http1(connection)) => connection.as_mut().graceful_shutdown(),
+                Some(Served::Http2(connection)) => connection.as_mut().graceful_shutdown(),
+                Some(Served::Auto(connection)) => connection.as_mut().graceful_shutdown(),
+                None => {}
+            }
         }
-        if let Poll::Ready(ended) = connection.as_mut().poll(cx) {
+        let polled: Poll<Result<(), BoxError>> = match &mut served {
+            Some(Served::Http1(connection)) => connection.as_mut().poll(cx).map_err(Into::into),
+            Some(Served::Http2(connection)) => connection.as_mut().poll(cx).map_err(Into::into),
+            Some(Served::Auto(connection)) => connection.as_mut().poll(cx),
+            None => Poll::Ready(Ok(())),
+        };
+        if let Poll::Ready(ended) = polled {
             return Poll::Ready(Some(ended));
         }
         idle_timer.poll_idle(cx).map(|()| None)

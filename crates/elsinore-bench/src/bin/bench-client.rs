@@ -1,7 +1,9 @@
-//! `bench-client --addr 127.0.0.1:P --host H --conns C --requests N`:
-//! sends exactly N keep-alive `GET /` requests over C connections (each
-//! connection one request at a time), then prints the count, the elapsed
-//! time, req/s and the p50/p99 latency.
+//! `bench-client --addr 127.0.0.1:P --host H --conns C --requests N
+//! [--new-conn]`: sends exactly N keep-alive `GET /` requests over C
+//! connections (each connection one request at a time; with `--new-conn`,
+//! C clients each opening a new connection per request and sending
+//! `Connection: close`), then prints the count, the elapsed time, req/s and
+//! the p50/p99 latency.
 //!
 //! wrk is time-based; instruction counts per request (valgrind's
 //! callgrind, `bench/callgrind.py`) need a fixed number of requests, and
@@ -25,8 +27,13 @@ fn main() -> Result<(), Error> {
     let mut path = String::from("/");
     let mut conns: u64 = 8;
     let mut requests: u64 = 10_000;
+    let mut new_conn = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
+        if arg == "--new-conn" {
+            new_conn = true;
+            continue;
+        }
         let value = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
         match arg.as_str() {
             "--addr" => addr = Some(value.parse()?),
@@ -39,22 +46,33 @@ fn main() -> Result<(), Error> {
     }
     let addr = addr.ok_or("--addr is required")?;
     let conns = conns.clamp(1, requests.max(1));
+    let close = if new_conn {
+        "Connection: close\r\n"
+    } else {
+        ""
+    };
     let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: bench-client\r\n\r\n");
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: bench-client\r\n{close}\r\n");
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(run(addr, request.into_bytes(), conns, requests))
+        .block_on(run(addr, request.into_bytes(), conns, requests, new_conn))
 }
 
-async fn run(addr: SocketAddr, request: Vec<u8>, conns: u64, requests: u64) -> Result<(), Error> {
+async fn run(
+    addr: SocketAddr,
+    request: Vec<u8>,
+    conns: u64,
+    requests: u64,
+    new_conn: bool,
+) -> Result<(), Error> {
     let request: Arc<[u8]> = request.into();
     let remaining = Arc::new(AtomicU64::new(requests));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..conns {
         let (request, remaining) = (request.clone(), remaining.clone());
-        tasks.push(tokio::spawn(connection(addr, request, remaining)));
+        tasks.push(tokio::spawn(connection(addr, request, remaining, new_conn)));
     }
     let mut latencies = Vec::with_capacity(usize::try_from(requests).unwrap_or(0));
     for task in tasks {
@@ -80,21 +98,29 @@ async fn run(addr: SocketAddr, request: Vec<u8>, conns: u64, requests: u64) -> R
     Ok(())
 }
 
-/// Takes requests from `remaining` until none are left, one at a time.
+/// Takes requests from `remaining` until none are left, one at a time,
+/// on one connection or (`new_conn`) a new connection each.
 async fn connection(
     addr: SocketAddr,
     request: Arc<[u8]>,
     remaining: Arc<AtomicU64>,
+    new_conn: bool,
 ) -> Result<Vec<Duration>, Error> {
     let mut stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut latencies = Vec::new();
+    let mut first = true;
     while remaining
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
         .is_ok()
     {
         let sent = Instant::now();
+        if new_conn && !first {
+            stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+        }
+        first = false;
         stream.write_all(&request).await?;
         read_response(&mut stream, &mut buf).await?;
         latencies.push(sent.elapsed());
