@@ -2,7 +2,6 @@
 //! project's manifest and host folders, and who owns which host. `check`
 //! and `routes` print it; `serve` starts it.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -60,7 +59,7 @@ impl Plan {
 
     /// Host → index into `projects`, first declaration winning.
     pub fn host_owners(&self) -> (HostTable<usize>, Vec<Conflict>) {
-        decide_owners(&self.projects, &HashMap::new())
+        decide_owners(&self.projects, |_| None)
     }
 
     /// `host → project → handler [routes], …`, one line per host.
@@ -298,22 +297,24 @@ pub fn skipped_handler_warning(
 }
 
 /// Host → index into `projects`. A host keeps the project that held it
-/// before (`previous`: host → project name, from the live table), so a
-/// conflict never moves a tenant; among newcomers, the first project in
-/// config.json order wins.
-pub fn decide_owners(
-    projects: &[ProjectPlan],
-    previous: &HashMap<String, String>,
+/// before (`previous`: the project name the live table gives a declared
+/// name), so a conflict never moves a tenant; among newcomers, the first
+/// project in config.json order wins.
+pub fn decide_owners<'a, P: std::borrow::Borrow<ProjectPlan>>(
+    projects: &[P],
+    previous: impl Fn(&HostPattern) -> Option<&'a str>,
 ) -> (HostTable<usize>, Vec<Conflict>) {
     let mut builder = HostTableBuilder::new();
     for (index, project) in projects.iter().enumerate() {
+        let project = project.borrow();
         for host in &project.scan.hosts {
-            if previous.get(&host.to_string()) == Some(&project.config.name) {
+            if previous(host) == Some(project.config.name.as_str()) {
                 builder.insert(&project.config.name, host, index);
             }
         }
     }
     for (index, project) in projects.iter().enumerate() {
+        let project = project.borrow();
         for host in &project.scan.hosts {
             // Re-inserting a host for its own project is not a conflict.
             builder.insert(&project.config.name, host, index);

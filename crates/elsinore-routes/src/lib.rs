@@ -13,4 +13,4 @@ mod table;
 
 pub use prefix::PrefixRouter;
 pub use scan::{scan_hosts, HostScan, ScanError, SkippedFolder, HOSTS_DIR};
-pub use table::{Conflict, HostTable, HostTableBuilder};
+pub use table::{Conflict, DeclaredName, HostTable, HostTableBuilder};

@@ -63,8 +63,16 @@ pub fn scan_hosts(project_dir: &Path) -> Result<HostScan, ScanError> {
             path: dir.clone(),
             source,
         })?;
-        // `metadata` follows symlinks: a symlinked host folder is a host.
-        let is_dir = std::fs::metadata(entry.path()).is_ok_and(|m| m.is_dir());
+        // The entry's type comes with the listing (no `stat` per folder,
+        // which is most of a 10,000-host scan); only a symlink is
+        // followed, as a symlinked host folder is a host.
+        let is_dir = match entry.file_type() {
+            Ok(kind) if kind.is_symlink() => {
+                std::fs::metadata(entry.path()).is_ok_and(|m| m.is_dir())
+            }
+            Ok(kind) => kind.is_dir(),
+            Err(_) => false,
+        };
         if !is_dir {
             continue;
         }
@@ -123,6 +131,30 @@ mod tests {
         assert_eq!(names, ["blog.localhost", "shop.localhost", "*.example.com"]);
         let skipped: Vec<&str> = scan.skipped.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(skipped, ["bad:80", "not a host"]);
+    }
+
+    #[test]
+    fn a_symlink_to_a_folder_is_a_host_and_one_to_a_file_is_not() {
+        let project = tempfile::tempdir().expect("temp dir");
+        let hosts = project.path().join(HOSTS_DIR);
+        let elsewhere = project.path().join("shared-site");
+        std::fs::create_dir_all(&hosts).expect("mkdir");
+        std::fs::create_dir_all(&elsewhere).expect("mkdir");
+        std::fs::write(project.path().join("notes.txt"), "x").expect("file");
+        std::os::unix::fs::symlink(&elsewhere, hosts.join("linked.localhost")).expect("link");
+        std::os::unix::fs::symlink(
+            project.path().join("notes.txt"),
+            hosts.join("file.localhost"),
+        )
+        .expect("link");
+        std::os::unix::fs::symlink(
+            project.path().join("gone"),
+            hosts.join("dangling.localhost"),
+        )
+        .expect("link");
+        let scan = scan_hosts(project.path()).expect("scan");
+        let names: Vec<String> = scan.hosts.iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["linked.localhost"]);
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! The hostname → value table: exact names, then the longest wildcard.
 
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use elsinore_config::HostPattern;
@@ -83,6 +82,39 @@ impl<T> HostTable<T> {
         self.len() == 0
     }
 
+    /// The value declared for exactly `name` (no wildcard matching: a
+    /// wildcard is found by its own `*.suffix` name).
+    pub fn get(&self, name: DeclaredName<'_>) -> Option<&T> {
+        match name.wildcard {
+            false => self.exact.get(name.name),
+            true => self.wildcard.get(name.name),
+        }
+    }
+
+    /// The value declared for `pattern`, as [`get`](Self::get).
+    pub fn get_pattern(&self, pattern: &HostPattern) -> Option<&T> {
+        self.get(DeclaredName::of(pattern))
+    }
+
+    /// Every entry in no particular order, without allocating.
+    pub fn iter(&self) -> impl Iterator<Item = (DeclaredName<'_>, &T)> {
+        let exact = self.exact.iter().map(|(name, value)| {
+            let name = DeclaredName {
+                wildcard: false,
+                name,
+            };
+            (name, value)
+        });
+        let wildcard = self.wildcard.iter().map(|(name, value)| {
+            let name = DeclaredName {
+                wildcard: true,
+                name,
+            };
+            (name, value)
+        });
+        exact.chain(wildcard)
+    }
+
     /// Every entry, wildcards written `*.suffix`, sorted by name.
     pub fn entries(&self) -> Vec<(String, &T)> {
         let mut entries: Vec<(String, &T)> = self
@@ -100,6 +132,40 @@ impl<T> HostTable<T> {
     }
 }
 
+/// A name as a project declares it: exact, or a wildcard given by its
+/// suffix. Displays as the folder is named (`*.suffix` for wildcards).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DeclaredName<'a> {
+    pub wildcard: bool,
+    /// The hostname, or the suffix after `*.`.
+    pub name: &'a str,
+}
+
+impl<'a> DeclaredName<'a> {
+    /// The name `pattern` declares.
+    pub fn of(pattern: &'a HostPattern) -> Self {
+        match pattern {
+            HostPattern::Exact(name) => Self {
+                wildcard: false,
+                name: name.as_str(),
+            },
+            HostPattern::Wildcard(suffix) => Self {
+                wildcard: true,
+                name: suffix.as_str(),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for DeclaredName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.wildcard {
+            f.write_str("*.")?;
+        }
+        f.write_str(self.name)
+    }
+}
+
 /// A hostname declared by more than one project.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {
@@ -114,16 +180,21 @@ pub struct Conflict {
 /// Builds a [`HostTable`]; the first project to declare a name keeps it.
 #[derive(Debug)]
 pub struct HostTableBuilder<T> {
-    table: HostTable<T>,
-    owners: HashMap<Box<str>, String>,
+    /// Each value with the index of its project in `projects`: no string
+    /// per host for the owner (a 10,000-host reload inserts every host
+    /// twice).
+    exact: HashMap<Box<str>, (T, usize)>,
+    wildcard: HashMap<Box<str>, (T, usize)>,
+    projects: Vec<String>,
     conflicts: Vec<Conflict>,
 }
 
 impl<T> Default for HostTableBuilder<T> {
     fn default() -> Self {
         Self {
-            table: HostTable::default(),
-            owners: HashMap::new(),
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            projects: Vec::new(),
             conflicts: Vec::new(),
         }
     }
@@ -138,41 +209,46 @@ impl<T> HostTableBuilder<T> {
     /// Declares `pattern` for `project`. Returns `false` (and records a
     /// conflict) when another project already holds it.
     pub fn insert(&mut self, project: &str, pattern: &HostPattern, value: T) -> bool {
-        let (map, key) = match pattern {
-            HostPattern::Exact(name) => (&mut self.table.exact, name.as_str()),
-            HostPattern::Wildcard(suffix) => (&mut self.table.wildcard, suffix.as_str()),
+        // Projects are few and inserted in runs: the last one is the usual hit.
+        let owner = match self.projects.iter().rposition(|p| p == project) {
+            Some(index) => index,
+            None => {
+                self.projects.push(project.to_owned());
+                self.projects.len() - 1
+            }
         };
-        match map.entry(key.into()) {
-            Entry::Vacant(slot) => {
-                slot.insert(value);
-                self.owners
-                    .insert(pattern.to_string().into(), project.to_owned());
-                true
+        let (map, key) = match pattern {
+            HostPattern::Exact(name) => (&mut self.exact, name.as_str()),
+            HostPattern::Wildcard(suffix) => (&mut self.wildcard, suffix.as_str()),
+        };
+        if let Some((_, kept_by)) = map.get(key) {
+            // The same project listing a name twice (e.g. two folders
+            // differing only in case) is not a cross-project conflict.
+            if *kept_by != owner {
+                self.conflicts.push(Conflict {
+                    host: pattern.to_string(),
+                    kept_by: self.projects[*kept_by].clone(),
+                    refused_for: project.to_owned(),
+                });
             }
-            Entry::Occupied(_) => {
-                let display = pattern.to_string();
-                let kept_by = self
-                    .owners
-                    .get(display.as_str())
-                    .cloned()
-                    .unwrap_or_default();
-                // The same project listing a name twice (e.g. two folders
-                // differing only in case) is not a cross-project conflict.
-                if kept_by != project {
-                    self.conflicts.push(Conflict {
-                        host: display,
-                        kept_by,
-                        refused_for: project.to_owned(),
-                    });
-                }
-                false
-            }
+            return false;
         }
+        map.insert(key.into(), (value, owner));
+        true
     }
 
     /// The finished table and the conflicts found while building it.
     pub fn finish(self) -> (HostTable<T>, Vec<Conflict>) {
-        (self.table, self.conflicts)
+        let values = |map: HashMap<Box<str>, (T, usize)>| {
+            map.into_iter()
+                .map(|(name, (value, _))| (name, value))
+                .collect()
+        };
+        let table = HostTable {
+            exact: values(self.exact),
+            wildcard: values(self.wildcard),
+        };
+        (table, self.conflicts)
     }
 }
 
@@ -190,6 +266,47 @@ mod tests {
             builder.insert(project, &pattern(host), (*project).to_owned());
         }
         builder.finish()
+    }
+
+    #[test]
+    fn declared_names_are_found_as_declared_not_by_matching() {
+        let (table, _) = table(&[("wild", "*.example.com"), ("blog", "blog.example.com")]);
+        assert_eq!(
+            table
+                .get_pattern(&pattern("*.example.com"))
+                .map(String::as_str),
+            Some("wild")
+        );
+        assert_eq!(
+            table
+                .get_pattern(&pattern("blog.example.com"))
+                .map(String::as_str),
+            Some("blog")
+        );
+        // Served by the wildcard, but not declared.
+        assert_eq!(table.get_pattern(&pattern("shop.example.com")), None);
+        let mut names: Vec<String> = table.iter().map(|(name, _)| name.to_string()).collect();
+        names.sort();
+        assert_eq!(names, ["*.example.com", "blog.example.com"]);
+    }
+
+    #[test]
+    fn a_conflict_names_the_project_that_keeps_the_host() {
+        let (table, conflicts) = table(&[
+            ("first", "a.test"),
+            ("second", "b.test"),
+            ("second", "a.test"),
+            ("first", "a.test"),
+        ]);
+        assert_eq!(table.lookup("a.test").map(String::as_str), Some("first"));
+        assert_eq!(
+            conflicts,
+            [Conflict {
+                host: "a.test".into(),
+                kept_by: "first".into(),
+                refused_for: "second".into(),
+            }]
+        );
     }
 
     #[test]

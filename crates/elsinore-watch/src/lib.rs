@@ -20,7 +20,8 @@
 //! [`TreeWatcher`] is the other kind: whole trees, watched recursively,
 //! reporting each changed path (for the static-file cache).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -80,34 +81,70 @@ impl Target {
             names: Some(names.into_iter().map(Into::into).collect()),
         }
     }
-
-    fn matches(&self, path: &Path) -> bool {
-        if path == self.dir {
-            return true;
-        }
-        if path.parent() != Some(self.dir.as_path()) {
-            return false;
-        }
-        match (&self.names, path.file_name()) {
-            (None, _) => true,
-            (Some(names), Some(name)) => names.iter().any(|n| n == name),
-            (Some(_), None) => false,
-        }
-    }
 }
 
 /// Which folder a path was when its watch began: `(device, inode)`.
 /// inotify watches an inode, not a name, so a folder deleted and created
 /// again under the same name (`rm -rf gen && mkdir gen`, faster than one
 /// reload) needs a new watch even though its path was never unwatched.
-/// Inode numbers are reused at once, so this only backs up the events
-/// recorded in [`Shared::replaced`].
+/// The events recorded in [`Shared::replaced`] say so; the identity is
+/// read when a folder is watched, and again only for those folders
+/// (inode numbers are reused at once, so it could not tell on its own).
 type FolderId = (u64, u64);
+
+/// The targets by folder, for the event callback: one lookup per event
+/// path, whatever the number of targets (a project with 10,000 host
+/// folders has more than 10,000 of them).
+#[derive(Debug, Default)]
+struct TargetIndex(HashMap<PathBuf, Option<Vec<OsString>>>);
+
+impl TargetIndex {
+    /// Several targets may name one folder: their entries add up, and
+    /// "every entry" wins.
+    fn new(targets: &[Target]) -> Self {
+        let mut index: HashMap<PathBuf, Option<Vec<OsString>>> =
+            HashMap::with_capacity(targets.len());
+        for target in targets {
+            match index.entry(target.dir.clone()) {
+                Entry::Vacant(slot) => {
+                    slot.insert(target.names.clone());
+                }
+                Entry::Occupied(mut slot) => match (slot.get_mut(), &target.names) {
+                    (Some(names), Some(more)) => names.extend(more.iter().cloned()),
+                    (names, None) => *names = None,
+                    (None, Some(_)) => {}
+                },
+            }
+        }
+        Self(index)
+    }
+
+    /// Whether `path` is a target folder.
+    fn is_target(&self, path: &Path) -> bool {
+        self.0.contains_key(path)
+    }
+
+    /// Whether an event at `path` concerns a target: the folder itself, or
+    /// one of its entries that matters.
+    fn matches(&self, path: &Path) -> bool {
+        if self.is_target(path) {
+            return true;
+        }
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return false;
+        };
+        match self.0.get(parent) {
+            Some(None) => true,
+            Some(Some(names)) => names.iter().any(|n| n == name),
+            None => false,
+        }
+    }
+}
 
 /// What the event callback shares with [`FolderWatcher::set_targets`].
 #[derive(Default)]
 struct Shared {
-    targets: RwLock<Vec<Target>>,
+    targets: RwLock<TargetIndex>,
     /// Watched folders that events said were deleted, created or renamed
     /// since the last `set_targets`: their watch is gone or follows the
     /// old folder, so they are watched afresh.
@@ -125,7 +162,7 @@ fn folder_id(dir: &Path) -> Option<FolderId> {
 struct Backend {
     watcher: Box<dyn notify::Watcher + Send>,
     polling: bool,
-    watched: BTreeMap<PathBuf, FolderId>,
+    watched: HashMap<PathBuf, FolderId>,
 }
 
 /// Watches a set of folders; see the crate documentation.
@@ -188,19 +225,14 @@ impl FolderWatcher {
     /// watched now that was not before (or is a new folder under a watched
     /// name): changes made inside it before this call were not seen, so the
     /// caller should rescan once more.
-    pub fn set_targets(&self, targets: Vec<Target>) -> Result<bool, WatchError> {
-        let wanted: BTreeMap<PathBuf, FolderId> = targets
-            .iter()
-            .map(|t| t.dir.clone())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .filter_map(|dir| folder_id(&dir).map(|id| (dir, id)))
-            .collect();
+    pub fn set_targets(&self, targets: &[Target]) -> Result<bool, WatchError> {
+        let index = TargetIndex::new(targets);
+        let dirs: Vec<PathBuf> = index.0.keys().cloned().collect();
         *self
             .shared
             .targets
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = targets;
+            .unwrap_or_else(PoisonError::into_inner) = index;
 
         let mut backend = self.backend.lock().unwrap_or_else(PoisonError::into_inner);
         let replaced = std::mem::take(
@@ -210,10 +242,33 @@ impl FolderWatcher {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         );
+        // A folder watched already keeps the identity it was watched with
+        // unless an event said it was replaced: the kernel reports the
+        // deletion of a watched folder on its own watch, so a `stat` of
+        // every watched folder at every reload (10,000 for 10,000 host
+        // folders, the larger part of such a reload) would only repeat it.
+        let mut wanted: Vec<(PathBuf, FolderId)> = dirs
+            .into_iter()
+            .filter_map(|dir| {
+                let known = match replaced.contains(&dir) {
+                    true => None,
+                    false => backend.watched.get(&dir).copied(),
+                };
+                let id = known.or_else(|| folder_id(&dir))?;
+                Some((dir, id))
+            })
+            .collect();
+        // Sorted, so that folders are watched parents first.
+        wanted.sort_unstable_by(|a, b| a.0.as_os_str().cmp(b.0.as_os_str()));
         let stale: Vec<PathBuf> = backend
             .watched
             .iter()
-            .filter(|(dir, id)| wanted.get(*dir) != Some(*id) || replaced.contains(*dir))
+            .filter(|(dir, id)| {
+                let still = wanted
+                    .binary_search_by(|(w, _)| w.as_os_str().cmp(dir.as_os_str()))
+                    .is_ok_and(|i| wanted[i].1 == **id);
+                !still || replaced.contains(*dir)
+            })
             .map(|(dir, _)| dir.clone())
             .collect();
         for gone in stale {
@@ -320,16 +375,13 @@ fn on_event(
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
                 for path in &event.paths {
-                    if targets.iter().any(|t| &t.dir == path) {
+                    if targets.is_target(path) {
                         replaced.insert(path.clone());
                     }
                 }
             }
-            let relevant = event.need_rescan()
-                || event
-                    .paths
-                    .iter()
-                    .any(|path| targets.iter().any(|t| t.matches(path)));
+            let relevant =
+                event.need_rescan() || event.paths.iter().any(|path| targets.matches(path));
             drop(targets);
             if relevant {
                 wake.notify_one();
@@ -350,7 +402,7 @@ fn native_backend(shared: &Arc<Shared>, wake: &Arc<Notify>) -> notify::Result<Ba
     Ok(Backend {
         watcher: Box::new(watcher),
         polling: false,
-        watched: BTreeMap::new(),
+        watched: HashMap::new(),
     })
 }
 
@@ -366,7 +418,7 @@ fn poll_backend(
     Ok(Backend {
         watcher: Box::new(watcher),
         polling: true,
-        watched: BTreeMap::new(),
+        watched: HashMap::new(),
     })
 }
 
@@ -380,7 +432,7 @@ mod tests {
     fn watcher(mode: WatchMode, dir: &Path) -> FolderWatcher {
         let watcher = FolderWatcher::new(mode, Duration::from_millis(50)).expect("watcher");
         watcher
-            .set_targets(vec![
+            .set_targets(&[
                 Target::only(dir, ["config.json", "hosts"]),
                 Target::all(dir.join("hosts")),
             ])
@@ -396,13 +448,27 @@ mod tests {
 
     #[test]
     fn targets_match_only_their_entries() {
-        let target = Target::only("/p", ["project.toml", "hosts"]);
+        let target = TargetIndex::new(&[Target::only("/p", ["project.toml", "hosts"])]);
         assert!(target.matches(Path::new("/p/project.toml")));
         assert!(target.matches(Path::new("/p/hosts")));
         assert!(target.matches(Path::new("/p")));
         assert!(!target.matches(Path::new("/p/data.db-wal")));
         assert!(!target.matches(Path::new("/p/hosts/a.test")));
-        assert!(Target::all("/p/hosts").matches(Path::new("/p/hosts/a.test")));
+        assert!(TargetIndex::new(&[Target::all("/p/hosts")]).matches(Path::new("/p/hosts/a.test")));
+    }
+
+    #[test]
+    fn targets_naming_one_folder_add_up() {
+        let index = TargetIndex::new(&[
+            Target::only("/p", ["project.toml"]),
+            Target::only("/p", ["server"]),
+            Target::only("/q", ["a"]),
+            Target::all("/q"),
+        ]);
+        assert!(index.matches(Path::new("/p/project.toml")));
+        assert!(index.matches(Path::new("/p/server")));
+        assert!(!index.matches(Path::new("/p/other")));
+        assert!(index.matches(Path::new("/q/anything")));
     }
 
     #[tokio::test]
@@ -459,10 +525,10 @@ mod tests {
             Target::only(dir.path(), ["config.json", "hosts"]),
             Target::all(dir.path().join("hosts")),
         ];
-        let added = watcher.set_targets(targets.clone()).expect("targets");
+        let added = watcher.set_targets(&targets).expect("targets");
         assert!(added, "the new hosts/ should be newly watched");
         assert!(
-            !watcher.set_targets(targets).expect("targets"),
+            !watcher.set_targets(&targets).expect("targets"),
             "the same folder again is not new"
         );
         std::fs::create_dir(dir.path().join("hosts/d.test")).expect("mkdir");
@@ -476,7 +542,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("hosts")).expect("hosts");
         sees(&watcher, "hosts/ created").await;
         let added = watcher
-            .set_targets(vec![
+            .set_targets(&[
                 Target::only(dir.path(), ["config.json", "hosts"]),
                 Target::all(dir.path().join("hosts")),
             ])
