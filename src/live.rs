@@ -665,6 +665,8 @@ impl Live {
         // declared by.
         let mut sites: Vec<HashMap<String, Arc<Site>>> = Vec::with_capacity(next.len());
         let mut static_roots = Vec::new();
+        // Beside `routes`: each route's host folders as spelled on disk.
+        let mut scans: Vec<&elsinore_routes::HostScan> = Vec::with_capacity(next.len());
         for project in &next {
             let config = &project.plan.config;
             let handlers = project
@@ -711,6 +713,7 @@ impl Live {
             static_roots.extend(project_sites.values().map(|site| site.root().to_path_buf()));
             sites.push(project_sites);
             routes.push(Arc::new(route));
+            scans.push(&project.plan.scan);
         }
         for conflict in &conflicts {
             let known = old_table.conflicts.contains(conflict);
@@ -723,7 +726,13 @@ impl Live {
         }
         // Certificates belong to the same snapshot as the hosts they serve.
         let cert_sources = match self.running.tls_listen {
-            Some(_) => crate::tls::cert_sources(&candidate.config, &routes),
+            Some(_) => crate::tls::cert_sources(
+                &candidate.config,
+                routes
+                    .iter()
+                    .map(|route| route.as_ref())
+                    .zip(scans.iter().copied()),
+            ),
             None => Vec::new(),
         };
         let certs = old_table.certs.rebuild(&cert_sources, SystemTime::now());

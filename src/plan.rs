@@ -208,11 +208,22 @@ impl Plan {
             let _ = writeln!(out, "  {line}");
         }
         let mut warnings = self.warnings(&conflicts);
-        let hosts: Vec<(String, &Path)> = owners
-            .entries()
-            .into_iter()
-            .map(|(host, &index)| (host, self.projects[index].config.path.as_path()))
+        // Each kept host with its folder as spelled on disk.
+        let mut hosts: Vec<(HostPattern, std::path::PathBuf)> = self
+            .projects
+            .iter()
+            .enumerate()
+            .flat_map(|(index, project)| {
+                let hosts_dir = project.config.path.join(elsinore_routes::HOSTS_DIR);
+                let owners = &owners;
+                project.scan.hosts.iter().filter_map(move |host| {
+                    (owners.get_pattern(host) == Some(&index))
+                        .then(|| Some((host.clone(), hosts_dir.join(project.scan.folder(host)?))))
+                        .flatten()
+                })
+            })
             .collect();
+        hosts.sort_by_cached_key(|(host, _)| host.to_string());
         let (certificates, tls_warnings) =
             crate::tls::check_report(config, &hosts, std::time::SystemTime::now());
         if config.tls_listen.is_some() {

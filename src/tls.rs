@@ -1,14 +1,14 @@
 //! TLS wiring of the binary: which certificate files a reload reads and
 //! watches, the daily expiry warning, and certificates in `/routes`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use elsinore_config::{Config, DefaultCert};
+use elsinore_config::{Config, DefaultCert, HostPattern};
 use elsinore_proxy::{ProjectRoute, RouteTable};
-use elsinore_routes::HOSTS_DIR;
+use elsinore_routes::{HostScan, HOSTS_DIR};
 use elsinore_tls::{CertSource, CertStore, TLS_DIR};
 use elsinore_watch::Target;
 use serde_json::{json, Value};
@@ -17,13 +17,22 @@ const ONE_DAY: Duration = Duration::from_secs(86_400);
 
 /// Where a table's certificates come from: the `tls/` folder of every
 /// host each project keeps (a host lost in a conflict uses its owner's
-/// folder), then the configured default.
-pub fn cert_sources(config: &Config, routes: &[Arc<ProjectRoute>]) -> Vec<CertSource> {
-    let mut sources: Vec<CertSource> = routes
-        .iter()
-        .flat_map(|project| {
-            project.hosts.iter().map(|host| {
-                let dir = project.path.join(HOSTS_DIR).join(host.to_string());
+/// folder), then the configured default. Each project comes with its host
+/// scan, which knows the folder as it is spelled on disk
+/// (`hosts/Blog.Localhost/tls/` for the host `blog.localhost`).
+pub fn cert_sources<'a>(
+    config: &Config,
+    projects: impl IntoIterator<Item = (&'a ProjectRoute, &'a HostScan)>,
+) -> Vec<CertSource> {
+    let mut sources: Vec<CertSource> = projects
+        .into_iter()
+        .flat_map(|(project, scan)| {
+            let hosts_dir = project.path.join(HOSTS_DIR);
+            project.hosts.iter().map(move |host| {
+                let dir = match scan.folder(host) {
+                    Some(folder) => hosts_dir.join(folder),
+                    None => hosts_dir.join(host.to_string()),
+                };
                 CertSource::host(host.clone(), &dir)
             })
         })
@@ -125,7 +134,7 @@ fn rfc3339(time: SystemTime) -> String {
 /// refuse or that needs attention. Empty without `tls_listen`.
 pub fn check_report(
     config: &Config,
-    hosts: &[(String, &Path)],
+    hosts: &[(HostPattern, PathBuf)],
     now: SystemTime,
 ) -> (Vec<String>, Vec<String>) {
     if config.tls_listen.is_none() {
@@ -133,13 +142,7 @@ pub fn check_report(
     }
     let mut sources: Vec<CertSource> = hosts
         .iter()
-        .filter_map(|(host, project_dir)| {
-            let pattern = elsinore_config::HostPattern::parse(host).ok()?;
-            Some(CertSource::host(
-                pattern,
-                &project_dir.join(HOSTS_DIR).join(host),
-            ))
-        })
+        .map(|(host, host_dir)| CertSource::host(host.clone(), host_dir))
         .collect();
     if let Some(DefaultCert { cert, key }) = &config.tls_default {
         sources.push(CertSource::default_cert(cert.clone(), key.clone()));

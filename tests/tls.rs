@@ -857,3 +857,45 @@ fn check_lists_certificates_and_what_would_be_refused() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn a_host_folder_spelled_in_capitals_serves_its_certificate() {
+    // Host names are case-insensitive and the folder keeps the operator's
+    // spelling: hosts/Blog.Test/ is the host blog.test, and its tls/ is
+    // read from that folder.
+    let ca = Ca::new();
+    let ws = Workspace::new();
+    let alpha = ws.project("alpha", &["Blog.Test"], &echo_manifest());
+    let issued = ca.issue(&["blog.test"]);
+    write_pair(&tls_dir(&alpha, "Blog.Test"), &issued, &ca);
+    let config = tls_config(&ws, json!(["alpha"]), json!({}));
+
+    let output = Command::new(binary())
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("certificates (1):\n  blog.test: blog.test (expires "),
+        "{stdout}"
+    );
+
+    let server = Server::start(&config);
+    let addr = server.https();
+    let got = served(addr, "blog.test")
+        .await
+        .expect("handshake for blog.test");
+    assert!(got == issued.der, "blog.test got another certificate");
+    let reply = https_get(addr, &[ca.der()], "blog.test", "Blog.Test", "/").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.seen("x-elsinore-host"), ["blog.test"]);
+
+    // Replaced in place, through the same folder: served live.
+    let renewed = ca.issue(&["blog.test", "www.blog.test"]);
+    write_pair(&tls_dir(&alpha, "Blog.Test"), &renewed, &ca);
+    until("the renewed certificate is served", || async {
+        served(addr, "blog.test").await.unwrap() == renewed.der
+    })
+    .await;
+}
