@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use elsinore_config::{Config, HostPattern};
-use elsinore_routes::HOSTS_DIR;
+use elsinore_routes::{scan_hosts, HOSTS_DIR};
 use elsinore_tls::{CERT_FILE, KEY_FILE, TLS_DIR};
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose,
@@ -46,7 +46,13 @@ pub fn run(args: &DevCert) -> anyhow::Result<()> {
             }
         );
     };
-    let host_dir = project.path.join(HOSTS_DIR).join(host.to_string());
+    // An existing folder for the host keeps its spelling (hosts/Blog.Test/
+    // for blog.test): a second, lower-case folder would not be used.
+    let folder = scan_hosts(&project.path)
+        .ok()
+        .and_then(|scan| scan.folder(&host).map(str::to_owned))
+        .unwrap_or_else(|| host.to_string());
+    let host_dir = project.path.join(HOSTS_DIR).join(folder);
     let tls_dir = host_dir.join(TLS_DIR);
     let (cert_path, key_path) = (tls_dir.join(CERT_FILE), tls_dir.join(KEY_FILE));
     if !args.force {

@@ -898,4 +898,37 @@ async fn a_host_folder_spelled_in_capitals_serves_its_certificate() {
         served(addr, "blog.test").await.unwrap() == renewed.der
     })
     .await;
+
+    // dev-cert writes into the folder that exists, not a second one.
+    let before = std::fs::read(tls_dir(&alpha, "Blog.Test").join("cert.pem")).unwrap();
+    let output = Command::new(binary())
+        .args([
+            "dev-cert",
+            "blog.test",
+            "--project",
+            "alpha",
+            "--force",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let after = std::fs::read(tls_dir(&alpha, "Blog.Test").join("cert.pem")).unwrap();
+    assert!(
+        before != after,
+        "dev-cert did not replace hosts/Blog.Test/tls/cert.pem"
+    );
+    assert!(
+        !alpha.join("hosts").join("blog.test").exists(),
+        "dev-cert made a second folder for the host"
+    );
+    until("the dev certificate is served", || async {
+        served(addr, "blog.test").await.unwrap() != renewed.der
+    })
+    .await;
 }
