@@ -793,7 +793,12 @@ async fn a_stalled_handshake_blocks_nobody_and_tls_requests_finish_across_sigter
     // Connected, but never says hello.
     let _stalled = TcpStream::connect(addr).await.unwrap();
     let reply = https_get(addr, &[ca.der()], "a.test", "a.test", "/").await;
-    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
 
     let stream = connect(addr, trusting(&[ca.der()], &[b"http/1.1"]), "a.test")
         .await

@@ -110,6 +110,9 @@ fn address_end(c: char) -> bool {
     c.is_whitespace() || c == '"'
 }
 
+/// How much of the server's log a failing test prints.
+const LOG_TAIL: usize = 80;
+
 /// Pushed when the server's stderr closes (it exited): waits fail at once.
 const STDERR_CLOSED: &str = "<elsinore stderr closed>";
 
@@ -249,6 +252,17 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // A failing test shows what the server said: the end of its log
+        // (the output of a passing test is not shown anyway).
+        if std::thread::panicking() {
+            let lines = self.logs.all();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
+            eprintln!(
+                "--- last {} lines of the elsinore log ---\n{}",
+                tail.len(),
+                tail.join("\n")
+            );
+        }
         if self.child.try_wait().ok().flatten().is_none() {
             // SIGTERM so handlers are stopped in order; SIGKILL if stuck.
             let _ = nix::sys::signal::kill(
