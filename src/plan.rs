@@ -216,11 +216,15 @@ impl Plan {
             .flat_map(|(index, project)| {
                 let hosts_dir = project.config.path.join(elsinore_routes::HOSTS_DIR);
                 let owners = &owners;
-                project.scan.hosts.iter().filter_map(move |host| {
-                    (owners.get_pattern(host) == Some(&index))
-                        .then(|| Some((host.clone(), hosts_dir.join(project.scan.folder(host)?))))
-                        .flatten()
-                })
+                project
+                    .scan
+                    .hosts
+                    .iter()
+                    .filter(move |host| owners.get_pattern(host) == Some(&index))
+                    .filter_map(move |host| {
+                        let folder = project.scan.folder(host)?;
+                        Some((host.clone(), hosts_dir.join(folder)))
+                    })
             })
             .collect();
         hosts.sort_by_cached_key(|(host, _)| host.to_string());
