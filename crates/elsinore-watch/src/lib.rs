@@ -23,18 +23,19 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use notify::{Event, EventKind, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher as _};
+use notify::{Event, EventKind, RecursiveMode};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 mod tree;
+mod watches;
 
 pub use tree::{TreeChange, TreeWatcher};
+use watches::{folder_id, FolderId, MakeHandler, Watches, Wording};
 
 /// A burst ends after this long without a new event...
 const QUIET: Duration = Duration::from_millis(40);
@@ -82,15 +83,6 @@ impl Target {
         }
     }
 }
-
-/// Which folder a path was when its watch began: `(device, inode)`.
-/// inotify watches an inode, not a name, so a folder deleted and created
-/// again under the same name (`rm -rf gen && mkdir gen`, faster than one
-/// reload) needs a new watch even though its path was never unwatched.
-/// The events recorded in [`Shared::replaced`] say so; the identity is
-/// read when a folder is watched, and again only for those folders
-/// (inode numbers are reused at once, so it could not tell on its own).
-type FolderId = (u64, u64);
 
 /// The targets by folder, for the event callback: one lookup per event
 /// path, whatever the number of targets (a project with 10,000 host
@@ -151,23 +143,13 @@ struct Shared {
     replaced: Mutex<BTreeSet<PathBuf>>,
 }
 
-fn folder_id(dir: &Path) -> Option<FolderId> {
-    std::fs::metadata(dir)
-        .ok()
-        .filter(std::fs::Metadata::is_dir)
-        .map(|m| (m.dev(), m.ino()))
-}
-
-/// What a backend needs to be rebuilt identically.
-struct Backend {
-    watcher: Box<dyn notify::Watcher + Send>,
-    polling: bool,
-    watched: HashMap<PathBuf, FolderId>,
-}
-
 /// Watches a set of folders; see the crate documentation.
 pub struct FolderWatcher {
-    backend: Mutex<Backend>,
+    /// The watched folders. A folder keeps the identity it was watched
+    /// with; the events recorded in [`Shared::replaced`] say when it was
+    /// replaced, and only then is it looked at again (inode numbers are
+    /// reused at once, so the identity could not tell on its own).
+    watches: Mutex<Watches>,
     shared: Arc<Shared>,
     wake: Arc<Notify>,
     poll_interval: Duration,
@@ -193,18 +175,24 @@ impl FolderWatcher {
     pub fn new(mode: WatchMode, poll_interval: Duration) -> Result<Self, WatchError> {
         let shared: Arc<Shared> = Arc::default();
         let wake = Arc::new(Notify::new());
-        let backend = match mode {
-            WatchMode::Poll => poll_backend(&shared, &wake, poll_interval)?,
-            WatchMode::Auto => match native_backend(&shared, &wake) {
-                Ok(backend) => backend,
-                Err(err) => {
-                    tracing::warn!(error = %err, ?poll_interval, "file notifications are unavailable; polling for changes instead");
-                    poll_backend(&shared, &wake, poll_interval)?
-                }
-            },
+        let make_handler: MakeHandler = {
+            let (shared, wake) = (shared.clone(), wake.clone());
+            Box::new(move || Box::new(on_event(shared.clone(), wake.clone())))
         };
+        let wording = Wording {
+            unavailable: "file notifications are unavailable; polling for changes instead",
+            falling_back: "cannot watch with file notifications; polling for changes instead",
+            refused: "cannot watch folder; its changes need SIGHUP or POST /reload",
+        };
+        let watches = Watches::new(
+            mode,
+            RecursiveMode::NonRecursive,
+            poll_interval,
+            wording,
+            make_handler,
+        )?;
         Ok(Self {
-            backend: Mutex::new(backend),
+            watches: Mutex::new(watches),
             shared,
             wake,
             poll_interval,
@@ -213,8 +201,8 @@ impl FolderWatcher {
 
     /// `"native"` or `"poll"`: what is watching right now.
     pub fn backend_name(&self) -> &'static str {
-        let backend = self.backend.lock().unwrap_or_else(PoisonError::into_inner);
-        if backend.polling {
+        let watches = self.watches.lock().unwrap_or_else(PoisonError::into_inner);
+        if watches.polling() {
             "poll"
         } else {
             "native"
@@ -234,7 +222,7 @@ impl FolderWatcher {
             .write()
             .unwrap_or_else(PoisonError::into_inner) = index;
 
-        let mut backend = self.backend.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut watches = self.watches.lock().unwrap_or_else(PoisonError::into_inner);
         let replaced = std::mem::take(
             &mut *self
                 .shared
@@ -252,7 +240,7 @@ impl FolderWatcher {
             .filter_map(|dir| {
                 let known = match replaced.contains(&dir) {
                     true => None,
-                    false => backend.watched.get(&dir).copied(),
+                    false => watches.watched().get(&dir).copied(),
                 };
                 let id = known.or_else(|| folder_id(&dir))?;
                 Some((dir, id))
@@ -260,8 +248,8 @@ impl FolderWatcher {
             .collect();
         // Sorted, so that folders are watched parents first.
         wanted.sort_unstable_by(|a, b| a.0.as_os_str().cmp(b.0.as_os_str()));
-        let stale: Vec<PathBuf> = backend
-            .watched
+        let stale: Vec<PathBuf> = watches
+            .watched()
             .iter()
             .filter(|(dir, id)| {
                 let still = wanted
@@ -272,46 +260,13 @@ impl FolderWatcher {
             .map(|(dir, _)| dir.clone())
             .collect();
         for gone in stale {
-            // The folder may already be deleted, which removed the watch.
-            let _ = backend.watcher.unwatch(&gone);
-            backend.watched.remove(&gone);
+            watches.unwatch(&gone);
         }
         let mut added = false;
         for (dir, id) in wanted {
-            if backend.watched.contains_key(&dir) {
-                continue;
+            if !watches.watched().contains_key(&dir) {
+                added |= watches.watch(dir, id)?;
             }
-            match backend.watcher.watch(&dir, RecursiveMode::NonRecursive) {
-                Ok(()) => {}
-                Err(err) if is_missing(&err) => continue,
-                Err(err) if !backend.polling => {
-                    tracing::warn!(folder = %dir.display(), error = %err, poll_interval = ?self.poll_interval, "cannot watch with file notifications; polling for changes instead");
-                    let mut polling = poll_backend(&self.shared, &self.wake, self.poll_interval)?;
-                    for (dir, id) in &backend.watched {
-                        if polling
-                            .watcher
-                            .watch(dir, RecursiveMode::NonRecursive)
-                            .is_ok()
-                        {
-                            polling.watched.insert(dir.clone(), *id);
-                        }
-                    }
-                    *backend = polling;
-                    if backend
-                        .watcher
-                        .watch(&dir, RecursiveMode::NonRecursive)
-                        .is_err()
-                    {
-                        continue;
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(folder = %dir.display(), error = %err, "cannot watch folder; its changes need SIGHUP or POST /reload");
-                    continue;
-                }
-            }
-            backend.watched.insert(dir, id);
-            added = true;
         }
         Ok(added)
     }
@@ -392,34 +347,6 @@ fn on_event(
             wake.notify_one();
         }
     }
-}
-
-fn native_backend(shared: &Arc<Shared>, wake: &Arc<Notify>) -> notify::Result<Backend> {
-    let watcher = RecommendedWatcher::new(
-        on_event(shared.clone(), wake.clone()),
-        notify::Config::default(),
-    )?;
-    Ok(Backend {
-        watcher: Box::new(watcher),
-        polling: false,
-        watched: HashMap::new(),
-    })
-}
-
-fn poll_backend(
-    shared: &Arc<Shared>,
-    wake: &Arc<Notify>,
-    interval: Duration,
-) -> notify::Result<Backend> {
-    let watcher = PollWatcher::new(
-        on_event(shared.clone(), wake.clone()),
-        notify::Config::default().with_poll_interval(interval),
-    )?;
-    Ok(Backend {
-        watcher: Box::new(watcher),
-        polling: true,
-        watched: HashMap::new(),
-    })
 }
 
 #[cfg(test)]

@@ -7,15 +7,15 @@
 //! every change, at once and without debouncing: invalidating a cache entry
 //! is cheap, and serving a stale file for 40 ms is not wanted.
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use notify::{Event, EventKind, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher as _};
+use notify::{Event, EventKind, RecursiveMode};
 
-use crate::{is_missing, WatchError, WatchMode};
+use crate::watches::{folder_id, FolderId, MakeHandler, Watches, Wording};
+use crate::{WatchError, WatchMode};
 
 /// What a [`TreeWatcher`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,27 +28,19 @@ pub enum TreeChange<'a> {
 
 type Callback = Arc<dyn Fn(TreeChange<'_>) + Send + Sync>;
 
-struct Backend {
-    watcher: Box<dyn notify::Watcher + Send>,
-    polling: bool,
-    /// Each watched root with the identity of the folder watched, so a
-    /// folder replaced under the same name is watched again.
-    watched: BTreeMap<PathBuf, u64>,
-}
-
 /// Watches folder trees; see the module documentation.
 pub struct TreeWatcher {
-    backend: Mutex<Backend>,
-    on_change: Callback,
-    poll_interval: Duration,
+    /// Each watched root with the identity of the folder watched, so a
+    /// folder replaced under the same name is watched again.
+    roots: Mutex<Watches>,
 }
 
 impl std::fmt::Debug for TreeWatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let backend = self.backend.lock().unwrap_or_else(PoisonError::into_inner);
+        let roots = self.roots.lock().unwrap_or_else(PoisonError::into_inner);
         f.debug_struct("TreeWatcher")
-            .field("polling", &backend.polling)
-            .field("roots", &backend.watched.len())
+            .field("polling", &roots.polling())
+            .field("roots", &roots.watched().len())
             .finish_non_exhaustive()
     }
 }
@@ -62,81 +54,50 @@ impl TreeWatcher {
         on_change: impl Fn(TreeChange<'_>) + Send + Sync + 'static,
     ) -> Result<Self, WatchError> {
         let on_change: Callback = Arc::new(on_change);
-        let backend = match mode {
-            WatchMode::Poll => poll_backend(&on_change, poll_interval)?,
-            WatchMode::Auto => match native_backend(&on_change) {
-                Ok(backend) => backend,
-                Err(err) => {
-                    tracing::warn!(error = %err, ?poll_interval, "file notifications are unavailable; polling static folders instead");
-                    poll_backend(&on_change, poll_interval)?
-                }
-            },
+        let make_handler: MakeHandler = Box::new(move || Box::new(on_event(on_change.clone())));
+        let wording = Wording {
+            unavailable: "file notifications are unavailable; polling static folders instead",
+            falling_back:
+                "cannot watch static folders with file notifications; polling them instead",
+            refused:
+                "cannot watch static folder; its cached files are checked again every few seconds",
         };
-        Ok(Self {
-            backend: Mutex::new(backend),
-            on_change,
+        let roots = Watches::new(
+            mode,
+            RecursiveMode::Recursive,
             poll_interval,
+            wording,
+            make_handler,
+        )?;
+        Ok(Self {
+            roots: Mutex::new(roots),
         })
     }
 
     /// Watches exactly `roots` (folders that do not exist are skipped;
     /// their creation is the caller's to notice).
     pub fn set_roots(&self, roots: &[PathBuf]) -> Result<(), WatchError> {
-        let wanted: BTreeMap<PathBuf, u64> = roots
+        let wanted: HashMap<PathBuf, FolderId> = roots
             .iter()
-            .filter_map(|root| identity(root).map(|id| (root.clone(), id)))
+            .filter_map(|root| folder_id(root).map(|id| (root.clone(), id)))
             .collect();
-        let mut backend = self.backend.lock().unwrap_or_else(PoisonError::into_inner);
-        let stale: Vec<PathBuf> = backend
-            .watched
+        let mut watches = self.roots.lock().unwrap_or_else(PoisonError::into_inner);
+        let stale: Vec<PathBuf> = watches
+            .watched()
             .iter()
             .filter(|(root, id)| wanted.get(*root) != Some(*id))
             .map(|(root, _)| root.clone())
             .collect();
         for root in stale {
-            // A deleted folder has already lost its watch.
-            let _ = backend.watcher.unwatch(&root);
-            backend.watched.remove(&root);
+            watches.unwatch(&root);
         }
         for (root, id) in wanted {
-            if backend.watched.contains_key(&root) {
-                continue;
+            if !watches.watched().contains_key(&root) {
+                watches.watch(root, id)?;
             }
-            match backend.watcher.watch(&root, RecursiveMode::Recursive) {
-                Ok(()) => {}
-                Err(err) if is_missing(&err) => continue,
-                Err(err) if !backend.polling => {
-                    tracing::warn!(folder = %root.display(), error = %err, poll_interval = ?self.poll_interval, "cannot watch static folders with file notifications; polling them instead");
-                    let mut polling = poll_backend(&self.on_change, self.poll_interval)?;
-                    for (dir, dir_id) in &backend.watched {
-                        if polling.watcher.watch(dir, RecursiveMode::Recursive).is_ok() {
-                            polling.watched.insert(dir.clone(), *dir_id);
-                        }
-                    }
-                    *backend = polling;
-                    if backend
-                        .watcher
-                        .watch(&root, RecursiveMode::Recursive)
-                        .is_err()
-                    {
-                        continue;
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(folder = %root.display(), error = %err, "cannot watch static folder; its cached files are checked again every few seconds");
-                    continue;
-                }
-            }
-            backend.watched.insert(root, id);
         }
         Ok(())
     }
-}
-
-fn identity(dir: &Path) -> Option<u64> {
-    let meta = std::fs::metadata(dir).ok()?;
-    meta.is_dir()
-        .then(|| meta.ino() ^ meta.dev().rotate_left(48))
 }
 
 fn on_event(callback: Callback) -> impl FnMut(notify::Result<Event>) + Send + 'static {
@@ -153,27 +114,6 @@ fn on_event(callback: Callback) -> impl FnMut(notify::Result<Event>) + Send + 's
             callback(TreeChange::Lost);
         }
     }
-}
-
-fn native_backend(callback: &Callback) -> notify::Result<Backend> {
-    let watcher = RecommendedWatcher::new(on_event(callback.clone()), notify::Config::default())?;
-    Ok(Backend {
-        watcher: Box::new(watcher),
-        polling: false,
-        watched: BTreeMap::new(),
-    })
-}
-
-fn poll_backend(callback: &Callback, interval: Duration) -> notify::Result<Backend> {
-    let watcher = PollWatcher::new(
-        on_event(callback.clone()),
-        notify::Config::default().with_poll_interval(interval),
-    )?;
-    Ok(Backend {
-        watcher: Box::new(watcher),
-        polling: true,
-        watched: BTreeMap::new(),
-    })
 }
 
 #[cfg(test)]
