@@ -875,11 +875,7 @@ async fn a_host_folder_spelled_in_capitals_serves_its_certificate() {
     write_pair(&tls_dir(&alpha, "Blog.Test"), &issued, &ca);
     let config = tls_config(&ws, json!(["alpha"]), json!({}));
 
-    let output = Command::new(binary())
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let output = run_cli(&["check"], &config);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         stdout.contains("certificates (1):\n  blog.test: blog.test (expires "),
@@ -906,18 +902,10 @@ async fn a_host_folder_spelled_in_capitals_serves_its_certificate() {
 
     // dev-cert writes into the folder that exists, not a second one.
     let before = std::fs::read(tls_dir(&alpha, "Blog.Test").join("cert.pem")).unwrap();
-    let output = Command::new(binary())
-        .args([
-            "dev-cert",
-            "blog.test",
-            "--project",
-            "alpha",
-            "--force",
-            "--config",
-        ])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let output = run_cli(
+        &["dev-cert", "blog.test", "--project", "alpha", "--force"],
+        &config,
+    );
     assert!(
         output.status.success(),
         "{}",
