@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -43,26 +43,20 @@ pub(crate) fn lookup(
     max_content: u64,
     previous: Option<&StaticFile>,
 ) -> io::Result<Found> {
-    let root = match root.canonicalize() {
-        Ok(root) => root,
-        Err(err) if missing(&err) => return Ok(Found::Missing),
-        Err(err) => return Err(err),
+    let Some(root) = canonical(root)? else {
+        return Ok(Found::Missing);
     };
     let named = root.join(&rel.path);
-    let real = match named.canonicalize() {
-        Ok(real) => real,
-        Err(err) if missing(&err) => return Ok(Found::Missing),
-        Err(err) => return Err(err),
+    let Some(real) = canonical(&named)? else {
+        return Ok(Found::Missing);
     };
     if !real.starts_with(&root) {
         return Ok(Found::Outside);
     }
     let meta = std::fs::metadata(&real)?;
     if meta.is_dir() {
-        let index = match real.join(INDEX_FILE).canonicalize() {
-            Ok(index) => index,
-            Err(err) if missing(&err) => return Ok(Found::Missing),
-            Err(err) => return Err(err),
+        let Some(index) = canonical(&real.join(INDEX_FILE))? else {
+            return Ok(Found::Missing);
         };
         if !index.starts_with(&root) {
             return Ok(Found::Outside);
@@ -113,6 +107,15 @@ fn read_at_most(path: &Path, limit: u64) -> io::Result<Bytes> {
 
 /// Errors that mean "no such file": the path or one of its folders does
 /// not exist, or a component is a file (`/index.html/x`).
+/// `path` with every symbolic link resolved; `None` when it names nothing.
+fn canonical(path: &Path) -> io::Result<Option<PathBuf>> {
+    match path.canonicalize() {
+        Ok(real) => Ok(Some(real)),
+        Err(err) if missing(&err) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
 fn missing(err: &io::Error) -> bool {
     matches!(
         err.kind(),

@@ -22,7 +22,8 @@ use crate::respond;
 /// Bookkeeping per cached entry, counted against the cache size.
 const ENTRY_OVERHEAD: u64 = 256;
 
-/// How much the cache keeps.
+/// How much the cache keeps. (The defaults are config.json's, in
+/// `elsinore_config::StaticFilesConfig`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheSettings {
     /// Total bytes of cached content (and bookkeeping); 0 disables the
@@ -37,16 +38,6 @@ pub struct CacheSettings {
     /// was added), not the way changes are normally noticed. `None`:
     /// only reported changes count.
     pub recheck_after: Option<Duration>,
-}
-
-impl Default for CacheSettings {
-    fn default() -> Self {
-        Self {
-            max_bytes: 32 * 1024 * 1024,
-            max_file: 1024 * 1024,
-            recheck_after: Some(Duration::from_secs(10)),
-        }
-    }
 }
 
 type Key = (u64, RelPath);
