@@ -543,6 +543,53 @@ async fn idle_connections_are_closed() {
 }
 
 #[tokio::test]
+async fn header_read_bounds_http1_keep_alive_waits_but_not_http2() {
+    let ws = Workspace::new();
+    ws.project("alpha", &["alpha.test"], &echo_manifest());
+    let server = Server::start(&ws.config_with(
+        json!(["alpha"]),
+        json!({"timeouts": {"header_read": "300ms", "idle": "60s"}}),
+    ));
+    // HTTP/1.1: answered, then the wait for the next head runs out long
+    // before `idle`, and the connection is closed without an answer.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: alpha.test\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut stream, b"HTTP/1.1 200").await;
+    // Half a head, then nothing: closed as well.
+    stream.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    wait_closed(&mut stream).await;
+
+    // HTTP/2 has no header read timeout: the connection outlives it
+    // (several times over) and serves a second request.
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    for round in 0..2 {
+        let request = Request::get("http://alpha.test/")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "h2 request {round}");
+        response.into_body().collect().await.unwrap();
+        if round == 0 {
+            // Waiting for a timeout not to fire: nothing to wait on instead.
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+        }
+    }
+    assert!(!connection.is_finished(), "the h2 connection was closed");
+    // Closed here, so the server's shutdown has nothing to wait for.
+    drop(sender);
+    connection.abort();
+    let _ = connection.await;
+}
+
+#[tokio::test]
 async fn refused_handler_connection_is_502_and_slow_handler_504() {
     let ws = Workspace::new();
     // A port nothing listens on: bound, then released.

@@ -95,6 +95,13 @@ pub(crate) struct IdleTimer {
 }
 
 impl IdleTimer {
+    /// Changes the limit. A larger one takes effect when the timer next
+    /// fires (it is then set again for the new limit), a smaller one only
+    /// then too: callers only ever raise it, before the first request.
+    pub(crate) fn set_limit(&mut self, limit: Duration) {
+        self.limit = limit;
+    }
+
     /// Ready once the connection has been idle for the limit.
     pub(crate) fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {

@@ -251,9 +251,19 @@ pub(crate) struct Builders {
     /// Finds the protocol itself (reading the first bytes behind a rewind
     /// buffer): for transports that cannot be peeked (TLS).
     auto: auto::Builder<TokioExecutor>,
-    /// The same settings, for a protocol known in advance.
+    /// The same settings, for a protocol known in advance; `http1` without
+    /// hyper's header read timer (see `header_read`).
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
+    /// `timeouts.header_read`. For HTTP/1.1 served by `http1` it is the
+    /// connection's idle limit when smaller than `timeouts.idle`: the
+    /// same rule (a head must be complete within it of the connection
+    /// opening or the last response ending, else the connection closes
+    /// without an answer, as hyper does) without hyper's timer, which was
+    /// allocated, registered in tokio's timer wheel and cancelled on every
+    /// request, and, being the earliest timer, woke the runtime through
+    /// its eventfd after every response (docs/performance.md).
+    header_read: Duration,
 }
 
 pub(crate) fn http_builder(settings: &ServeSettings) -> Builders {
@@ -262,9 +272,8 @@ pub(crate) fn http_builder(settings: &ServeSettings) -> Builders {
     let mut http1 = http1::Builder::new();
     http1
         .timer(TokioTimer::new())
-        // hyper starts this timer whenever it waits for a request head:
-        // on a new connection and between keep-alive requests.
-        .header_read_timeout(settings.timeouts.header_read)
+        // No header read timeout: serve_connection enforces it.
+        .header_read_timeout(None)
         // A head that does not fit the read buffer is answered 431.
         .max_buf_size(max_buf);
     let mut http2 = http2::Builder::new(TokioExecutor::new());
@@ -274,12 +283,19 @@ pub(crate) fn http_builder(settings: &ServeSettings) -> Builders {
     let mut auto = auto::Builder::new(TokioExecutor::new());
     auto.http1()
         .timer(TokioTimer::new())
+        // hyper starts this timer whenever it waits for a request head:
+        // on a new connection and between keep-alive requests.
         .header_read_timeout(settings.timeouts.header_read)
         .max_buf_size(max_buf);
     auto.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(max_list);
-    Builders { auto, http1, http2 }
+    Builders {
+        auto,
+        http1,
+        http2,
+        header_read: settings.timeouts.header_read,
+    }
 }
 
 fn refusing_builder() -> auto::Builder<TokioExecutor> {
@@ -474,7 +490,9 @@ where
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Serves HTTP on `io` until the client leaves, shutdown asks it to, or
-/// no request has been in progress for `idle`.
+/// no request has been in progress for `idle` (on HTTP/1.1 served by
+/// `builders.http1`, or while the protocol is not known yet: for the
+/// smaller of `idle` and `timeouts.header_read`).
 pub(crate) async fn serve_connection<I>(
     builders: Arc<Builders>,
     io: I,
@@ -509,7 +527,7 @@ pub(crate) async fn serve_connection<I>(
     };
     let _slot = slot;
     let mut watcher = watcher;
-    let mut idle_timer = activity.idle_timer(idle);
+    let mut idle_timer = activity.idle_timer(idle.min(builders.header_read));
     // Until the protocol is known, the transport and the service wait here.
     let mut pending = Some((io, service));
     let mut served = None;
@@ -534,6 +552,11 @@ pub(crate) async fn serve_connection<I>(
                 return Poll::Ready(Some(Ok(())));
             };
             let io = TokioIo::new(io);
+            if protocol != Protocol::Http1 {
+                // HTTP/2 has no header read timeout; hyper-util's HTTP/1.1
+                // runs hyper's.
+                idle_timer.set_limit(idle);
+            }
             served = Some(match protocol {
                 Protocol::Http1 => Served::Http1(Box::pin(
                     builders.http1.serve_connection(io, service).with_upgrades(),
