@@ -35,6 +35,43 @@ async fn start_stubborn_handler(ws: &Workspace, project: &str) -> (Server, Vec<i
 }
 
 #[tokio::test]
+async fn a_handler_binding_without_reuse_address_starts_on_its_second_try() {
+    let ws = Workspace::new();
+    let pids = ws.path().join("pids");
+    let env = format!(
+        "PID_FILE = {:?}, NO_REUSE_ADDRESS = \"1\"",
+        pids.display().to_string()
+    );
+    let server = ws.serve_single("plain", &echo_manifest_entry("web", &["/"], &env));
+    // Its first bind meets the port's placeholder (on Linux) and fails;
+    // the restart binds the port on its own. Requests meanwhile wait or
+    // get 502/503, never another program's answer.
+    if cfg!(target_os = "linux") {
+        server.logs.wait_for("exited unexpectedly");
+    }
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        let status = server.get("plain.test", "/").send().await.status;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            status == StatusCode::BAD_GATEWAY || status == StatusCode::SERVICE_UNAVAILABLE,
+            "{status} while the handler restarts"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the handler never came up after its failed first bind"
+        );
+        // Backing off (100 ms) before the restart: nothing to wait on.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = read_pids(&pids).len();
+    let expected = if cfg!(target_os = "linux") { 2 } else { 1 };
+    assert_eq!(started, expected, "handler starts");
+}
+
+#[tokio::test]
 async fn a_handler_crashing_mid_request_gives_502_then_is_restarted() {
     let ws = Workspace::new();
     let server = ws.serve_single("fragile", &echo_manifest_entry("web", &["/"], ""));

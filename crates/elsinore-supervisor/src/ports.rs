@@ -1,27 +1,52 @@
-//! Free loopback ports for handlers.
+//! Free loopback ports for handlers, held until the handler is gone.
+//!
+//! A port is found by binding port 0 and, on Linux, stays bound by that
+//! socket (a *placeholder*: `SO_REUSEADDR`, never listening) for as long
+//! as its handler exists. The kernel then never hands the port to anyone
+//! else: not to another program's (or another Elsinore's) bind of port 0,
+//! not as the local port of an outgoing connection. Yet the handler, which
+//! binds the port it was told with `SO_REUSEADDR` as servers do (Python's
+//! http.server, Node, Go, Rust's std and tokio, ...), can bind it and
+//! listen, again after every restart.
+//!
+//! Releasing the port between finding it and the handler binding it, as
+//! before, left a window in which something else could take it: the
+//! handler then failed to bind, and a readiness probe could be answered by
+//! whatever else listened there, sending one project's requests to another
+//! program.
+//!
+//! A handler that binds without `SO_REUSEADDR` cannot bind next to the
+//! placeholder; when a handler exits before it ever became ready, the
+//! supervisor drops the placeholder ([`stop_holding`]) and the next start
+//! binds the port the old way.
 
-use std::collections::HashSet;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Mutex, PoisonError};
 
 use http::uri::Authority;
+use tokio::net::TcpSocket;
 
-/// Ports handed out by this process, so two handlers never get the same
-/// one even when the kernel offers a recently released port twice.
-static RESERVED: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+/// Ports handed out by this process, with the placeholder holding each (if
+/// still held), so two handlers never get the same one even when the
+/// kernel offers a released port twice.
+static RESERVED: Mutex<Option<HashMap<u16, Option<TcpSocket>>>> = Mutex::new(None);
 
-/// Asks the kernel for a free port on 127.0.0.1 and releases it for the
-/// handler to bind. Another process could take it in between; that shows up
-/// as a handler failing to bind and being restarted with backoff on the same
-/// port. Returns the address and the same as a URI authority.
+/// Finds a free port on 127.0.0.1 for a handler and holds it (see the
+/// module). Returns the address and the same as a URI authority.
 pub(crate) fn reserve_port() -> std::io::Result<(SocketAddr, Authority)> {
     for _ in 0..64 {
-        let addr = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?;
+        let socket = TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+        let addr = socket.local_addr()?;
+        // Held only where the kernel's rules above hold: BSD kernels would
+        // refuse the handler's bind next to it.
+        let placeholder = cfg!(target_os = "linux").then_some(socket);
         let mut reserved = RESERVED.lock().unwrap_or_else(PoisonError::into_inner);
-        if reserved
-            .get_or_insert_with(HashSet::new)
-            .insert(addr.port())
-        {
+        let reserved = reserved.get_or_insert_with(HashMap::new);
+        if let std::collections::hash_map::Entry::Vacant(entry) = reserved.entry(addr.port()) {
+            entry.insert(placeholder);
             let authority = Authority::try_from(addr.to_string()).map_err(std::io::Error::other)?;
             return Ok((addr, authority));
         }
@@ -30,6 +55,16 @@ pub(crate) fn reserve_port() -> std::io::Result<(SocketAddr, Authority)> {
         std::io::ErrorKind::AddrInUse,
         "kernel kept offering ports already given to other handlers",
     ))
+}
+
+/// Lets go of the port's placeholder but keeps the port reserved: for a
+/// handler that exited before it ever listened, which may be one that
+/// cannot bind next to it.
+pub(crate) fn stop_holding(port: u16) {
+    let mut reserved = RESERVED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(placeholder) = reserved.as_mut().and_then(|set| set.get_mut(&port)) {
+        *placeholder = None;
+    }
 }
 
 /// Gives a port back when its handler is gone for good.
@@ -43,6 +78,7 @@ pub(crate) fn release_port(port: u16) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     #[test]
     fn ports_are_distinct_until_released() {
@@ -54,5 +90,36 @@ mod tests {
         for port in ports {
             release_port(port);
         }
+    }
+
+    /// What the handler does: bind with SO_REUSEADDR (as std does) and
+    /// listen, twice as after a restart; a bind without it does not get
+    /// the port.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_held_port_is_the_handlers_alone() {
+        let (addr, _) = reserve_port().expect("port");
+        for _ in 0..2 {
+            let listener = std::net::TcpListener::bind(addr).expect("the handler binds its port");
+            let client = std::net::TcpStream::connect(addr).expect("connect");
+            let (served, _) = listener.accept().expect("accept");
+            assert_eq!(served.peer_addr().ok(), client.local_addr().ok());
+        }
+        let other = TcpSocket::new_v4().expect("socket");
+        other.set_reuseaddr(false).expect("no SO_REUSEADDR");
+        assert!(
+            other.bind(addr).is_err(),
+            "a bind without SO_REUSEADDR took the held port"
+        );
+        release_port(addr.port());
+
+        // Without the placeholder (on a port no connection used, so none
+        // is in TIME_WAIT) the port is free for anyone again.
+        let (addr, _) = reserve_port().expect("port");
+        stop_holding(addr.port());
+        let other = TcpSocket::new_v4().expect("socket");
+        other.set_reuseaddr(false).expect("no SO_REUSEADDR");
+        other.bind(addr).expect("free once no longer held");
+        release_port(addr.port());
     }
 }

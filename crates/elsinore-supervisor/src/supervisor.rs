@@ -191,7 +191,8 @@ impl Supervisor {
 
 /// Why the process ended.
 enum Ended {
-    Exited(std::io::Result<ExitStatus>),
+    /// With whether it had become ready first.
+    Exited(std::io::Result<ExitStatus>, bool),
     StopRequested,
 }
 
@@ -221,10 +222,14 @@ async fn supervise(
                         tracing::info!(project = %spec.project, handler = %spec.handler, ?status, "handler stopped");
                         break;
                     }
-                    Ended::Exited(status) => {
+                    Ended::Exited(status, was_ready) => {
                         if let Some(pid) = pid {
                             // Whatever the handler left running in its group.
                             process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+                        }
+                        if !was_ready {
+                            // Perhaps it cannot bind next to the placeholder.
+                            ports::stop_holding(spec.addr.port());
                         }
                         match status {
                             Ok(status) => format!("exited unexpectedly ({status})"),
@@ -280,7 +285,7 @@ async fn run_until_exit(
     let mut warned = false;
     loop {
         tokio::select! {
-            status = child.wait() => return Ended::Exited(status),
+            status = child.wait() => return Ended::Exited(status, ready),
             _ = stop.wait_for(|stop| *stop) => return Ended::StopRequested,
             () = &mut probe, if !ready => {
                 ready = true;
