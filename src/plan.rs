@@ -181,10 +181,10 @@ impl Plan {
             };
             let _ = writeln!(
                 out,
-                "  {} ({}, {} hosts, {key}{max_body}{cors})",
+                "  {} ({}, {}, {key}{max_body}{cors})",
                 project.config.name,
                 project.config.path.display(),
-                project.scan.hosts.len()
+                hosts(project.scan.hosts.len())
             );
             if let Some(url) = &project.config.public_url {
                 let _ = writeln!(out, "    public_url {url}");
@@ -203,7 +203,7 @@ impl Plan {
                 let _ = writeln!(out, "    handlers_dir {} ({found})", dir.display());
             }
         }
-        let _ = writeln!(out, "\nroutes ({} hosts):", owners.len());
+        let _ = writeln!(out, "\nroutes ({}):", hosts(owners.len()));
         for line in self.render_owners(&owners).lines() {
             let _ = writeln!(out, "  {line}");
         }
@@ -398,4 +398,23 @@ fn describe_handler(handler: &HandlerSpec) -> String {
         handler.name,
         handler.routes.join(" ")
     )
+}
+
+/// "1 host", "2 hosts".
+fn hosts(count: usize) -> String {
+    if count == 1 {
+        "1 host".to_owned()
+    } else {
+        format!("{count} hosts")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_counts_read_as_english() {
+        assert_eq!(super::hosts(0), "0 hosts");
+        assert_eq!(super::hosts(1), "1 host");
+        assert_eq!(super::hosts(2), "2 hosts");
+    }
 }
