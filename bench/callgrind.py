@@ -20,7 +20,6 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -95,14 +94,8 @@ def main():
         if args.out:
             print(f"dump: {dump}  (callgrind_annotate --inclusive=yes {dump})")
     finally:
-        for proc in run.PROCS:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in run.PROCS:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        # Valgrind writes its dump on the way out: give it time.
+        run.stop_all(timeout=30)
         if not args.out:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -19,7 +19,6 @@ the backend's 2 us higher behind Elsinore, which sends it more headers).
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -95,15 +94,7 @@ def main():
                       f" {per_request(backend1[0] - backend0[0], backend1[1] - backend0[1])}"
                       f" {per_request(usage.ru_utime, usage.ru_stime, ticks=False)}", flush=True)
     finally:
-        # SIGTERM: nginx's master stops its workers.
-        for proc in run.PROCS:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in run.PROCS:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        run.stop_all()
         shutil.rmtree(work, ignore_errors=True)
 
 

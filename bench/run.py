@@ -71,6 +71,19 @@ def start(argv, ready_text=None, env=None, stdout=subprocess.PIPE):
     return proc
 
 
+def stop_all(timeout=10):
+    """SIGTERM to everything started (nginx's master stops its workers),
+    then SIGKILL to what is still there after `timeout` seconds."""
+    for proc in PROCS:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in PROCS:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def wait_port(port, timeout=20):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -249,14 +262,7 @@ def main():
         for s in socks:
             s.close()
     finally:
-        for proc in PROCS:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in PROCS:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all()
         shutil.rmtree(work, ignore_errors=True)
 
     print_table(results)
