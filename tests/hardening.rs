@@ -620,6 +620,61 @@ async fn refused_handler_connection_is_502_and_slow_handler_504() {
     assert_eq!(body["reason"], "no response within 300 ms");
 }
 
+#[tokio::test]
+async fn response_timeouts_hold_request_after_request_on_http1_and_on_http2() {
+    let ws = Workspace::new();
+    let manifest = format!("{}response_timeout = \"300ms\"\n", echo_manifest());
+    ws.project("alpha", &["alpha.test"], &manifest);
+    let server = Server::start(&ws.config(json!(["alpha"])));
+    let get = |path: &str| {
+        Request::get(format!("http://alpha.test{path}"))
+            .header("host", "alpha.test")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+
+    // HTTP/1.1 keeps the deadline with the connection's own timer: each
+    // request on one keep-alive connection gets its own.
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    for (path, status) in [
+        ("/slow?ms=60000", StatusCode::GATEWAY_TIMEOUT),
+        ("/", StatusCode::OK),
+        ("/slow?ms=60000", StatusCode::GATEWAY_TIMEOUT),
+        ("/slow?ms=50", StatusCode::OK),
+    ] {
+        let response = tokio::time::timeout(WAIT, sender.send_request(get(path)))
+            .await
+            .unwrap_or_else(|_| panic!("no answer to {path} within {WAIT:?}"))
+            .unwrap();
+        assert_eq!(response.status(), status, "HTTP/1.1 {path}");
+        response.into_body().collect().await.unwrap();
+    }
+    drop(sender);
+    let _ = connection.await;
+
+    // HTTP/2 streams run as tasks of their own, with a timer each.
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let response = tokio::time::timeout(WAIT, sender.send_request(get("/slow?ms=60000")))
+        .await
+        .expect("no h2 answer in time")
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT, "HTTP/2");
+    // Read to the end, so that hyper's HTTP/2 client (a task of its own)
+    // closes the connection once the sender is gone.
+    response.into_body().collect().await.unwrap();
+    drop(sender);
+    let _ = connection.await;
+}
+
 #[test]
 fn invalid_limits_are_refused_with_field_paths() {
     let ws = Workspace::new();

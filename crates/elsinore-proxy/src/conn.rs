@@ -6,6 +6,7 @@ use std::sync::Arc;
 use elsinore_tls::LoadedCert;
 use http::HeaderValue;
 
+use crate::connection::Activity;
 use crate::service::ConnectionSlot;
 
 /// One client connection, shared by every request on it.
@@ -21,6 +22,8 @@ pub struct ConnInfo {
     /// The connection's place under `limits.max_connections`, set by the
     /// accept loop; an upgraded request takes a share of it.
     pub(crate) slot: Option<ConnectionSlot>,
+    /// Its requests in progress and its timer, set when it is served.
+    pub(crate) activity: Option<Activity>,
 }
 
 impl ConnInfo {
@@ -32,6 +35,7 @@ impl ConnInfo {
             tls,
             peer_ip,
             slot: None,
+            activity: None,
         }
     }
 

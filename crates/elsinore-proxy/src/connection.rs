@@ -30,11 +30,50 @@ struct Inner {
     /// When the connection last became idle, in nanoseconds since `base`.
     idle_since: AtomicU64,
     base: Instant,
+    /// Whether the connection's [`IdleTimer`] also keeps the response
+    /// deadline of its request (HTTP/1.1: one request at a time, its
+    /// service polled by the connection's own task). See
+    /// [`Activity::within`].
+    keeps_deadlines: AtomicBool,
+    /// The request's response deadline in nanoseconds since `base`, or
+    /// [`NO_DEADLINE`].
+    response_deadline: AtomicU64,
+    /// Set by the timer when that deadline has passed.
+    response_expired: AtomicBool,
 }
+
+/// `response_deadline` when no request waits for its response head.
+const NO_DEADLINE: u64 = u64::MAX;
 
 impl Inner {
     fn idle_since(&self) -> Instant {
         self.base + Duration::from_nanos(self.idle_since.load(Ordering::Acquire))
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX - 1)
+    }
+
+    fn response_deadline(&self) -> Option<Instant> {
+        match self.response_deadline.load(Ordering::Acquire) {
+            NO_DEADLINE => None,
+            nanos => Some(self.base + Duration::from_nanos(nanos)),
+        }
+    }
+}
+
+/// The wait for a response head ran out (see [`Activity::within`]).
+#[derive(Debug)]
+pub(crate) struct TimedOut;
+
+/// Clears the response deadline when its wait ends, however it ends.
+struct DeadlineGuard<'a>(&'a Inner);
+
+impl Drop for DeadlineGuard<'_> {
+    fn drop(&mut self) {
+        self.0
+            .response_deadline
+            .store(NO_DEADLINE, Ordering::Release);
     }
 }
 
@@ -57,7 +96,55 @@ impl Activity {
             active: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             base: Instant::now(),
+            keeps_deadlines: AtomicBool::new(false),
+            response_deadline: AtomicU64::new(NO_DEADLINE),
+            response_expired: AtomicBool::new(false),
         }))
+    }
+
+    /// From now on the connection's idle timer keeps response deadlines
+    /// too: for HTTP/1.1 served by the connection's own task.
+    pub(crate) fn keep_response_deadlines(&self) {
+        self.0.keeps_deadlines.store(true, Ordering::Release);
+    }
+
+    /// Waits for `response` (a handler's response head) until `deadline`.
+    /// On a connection whose timer keeps response deadlines, that timer
+    /// watches it: when it fires past the deadline it flags the wait and
+    /// its task polls this future again, so the request registers no
+    /// timer of its own (a tokio timer was registered in the wheel and
+    /// cancelled for every request; docs/performance.md). Elsewhere
+    /// (HTTP/2 streams, each a task of its own) a tokio timer does.
+    pub(crate) async fn within<F: Future>(
+        activity: Option<&Activity>,
+        deadline: Instant,
+        response: F,
+    ) -> Result<F::Output, TimedOut> {
+        let Some(inner) = activity
+            .map(|activity| &*activity.0)
+            .filter(|inner| inner.keeps_deadlines.load(Ordering::Acquire))
+        else {
+            return tokio::time::timeout_at(deadline, response)
+                .await
+                .map_err(|_| TimedOut);
+        };
+        inner.response_expired.store(false, Ordering::Release);
+        inner
+            .response_deadline
+            .store(inner.nanos(deadline), Ordering::Release);
+        let _clear = DeadlineGuard(inner);
+        let mut response = std::pin::pin!(response);
+        std::future::poll_fn(|cx| {
+            // An answer that is there wins over a deadline just passed.
+            if let Poll::Ready(output) = response.as_mut().poll(cx) {
+                return Poll::Ready(Ok(output));
+            }
+            if inner.response_expired.swap(false, Ordering::AcqRel) {
+                return Poll::Ready(Err(TimedOut));
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// A request starts; it ends when the guard drops.
@@ -102,29 +189,66 @@ impl IdleTimer {
         self.limit = limit;
     }
 
-    /// Ready once the connection has been idle for the limit.
-    pub(crate) fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    /// Ready once the connection has been idle for the limit, or when the
+    /// response deadline of its request has passed (see
+    /// [`Activity::within`]; the caller then polls the connection again,
+    /// which lets that request answer 504).
+    pub(crate) fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<Fired> {
         loop {
+            let response_deadline = self.activity.response_deadline();
             if self.armed && !self.sleep.is_elapsed() {
-                return Poll::Pending;
+                match response_deadline {
+                    // Set since the timer was: only when it is shorter than
+                    // the idle limit does the timer move.
+                    Some(at) if at < self.sleep.deadline() => {
+                        self.sleep.as_mut().reset(at);
+                        self.armed = false;
+                        continue;
+                    }
+                    _ => return Poll::Pending,
+                }
             }
             if self.sleep.as_mut().poll(cx).is_pending() {
                 self.armed = true;
                 return Poll::Pending;
             }
             let now = Instant::now();
-            let deadline = if self.activity.active.load(Ordering::Acquire) > 0 {
-                now + self.limit
+            let active = self.activity.active.load(Ordering::Acquire) > 0;
+            let deadline = if active {
+                match response_deadline {
+                    Some(at) if at <= now => {
+                        self.activity
+                            .response_deadline
+                            .store(NO_DEADLINE, Ordering::Release);
+                        self.activity
+                            .response_expired
+                            .store(true, Ordering::Release);
+                        self.sleep.as_mut().reset(now + self.limit);
+                        self.armed = false;
+                        return Poll::Ready(Fired::ResponseDeadline);
+                    }
+                    Some(at) => at.min(now + self.limit),
+                    None => now + self.limit,
+                }
             } else {
                 self.activity.idle_since() + self.limit
             };
             if deadline <= now {
-                return Poll::Ready(());
+                return Poll::Ready(Fired::Idle);
             }
             self.sleep.as_mut().reset(deadline);
             self.armed = false;
         }
     }
+}
+
+/// Why [`IdleTimer::poll_idle`] is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fired {
+    /// No request in progress for the limit: close the connection.
+    Idle,
+    /// The request's response deadline passed: poll it again.
+    ResponseDeadline,
 }
 
 /// A response body that marks its request as in progress until it is done.

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch, Semaphore};
 
 use crate::conn::ConnInfo;
-use crate::connection::{Activity, Connections, Tracked, Watcher};
+use crate::connection::{Activity, Connections, Fired, IdleTimer, Tracked, Watcher};
 use crate::error::ProxyError;
 use crate::service::ConnectionSlot;
 use crate::Proxy;
@@ -512,8 +512,11 @@ pub(crate) async fn serve_connection<I>(
     // each request's extensions: inserting there allocates per request.)
     let mut conn = conn;
     conn.slot = Some(slot.clone());
-    let conn = Arc::new(conn);
     let activity = Activity::new();
+    // Requests reach their connection's timer through it (response
+    // deadlines, see `Activity::within`).
+    conn.activity = Some(activity.clone());
+    let conn = Arc::new(conn);
     let service = {
         let activity = activity.clone();
         service_fn(move |request| {
@@ -546,13 +549,16 @@ pub(crate) async fn serve_connection<I>(
             let protocol = match io.poll_protocol(cx) {
                 Poll::Ready(Ok(protocol)) => protocol,
                 Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
-                Poll::Pending => return idle_timer.poll_idle(cx).map(|()| None),
+                Poll::Pending => return poll_timer(&mut idle_timer, cx),
             };
             let Some((io, service)) = pending.take() else {
                 return Poll::Ready(Some(Ok(())));
             };
             let io = TokioIo::new(io);
-            if protocol != Protocol::Http1 {
+            if protocol == Protocol::Http1 {
+                // One request at a time, its service polled by this task.
+                activity.keep_response_deadlines();
+            } else {
                 // HTTP/2 has no header read timeout; hyper-util's HTTP/1.1
                 // runs hyper's.
                 idle_timer.set_limit(idle);
@@ -588,13 +594,28 @@ pub(crate) async fn serve_connection<I>(
         if let Poll::Ready(ended) = polled {
             return Poll::Ready(Some(ended));
         }
-        idle_timer.poll_idle(cx).map(|()| None)
+        poll_timer(&mut idle_timer, cx)
     })
     .await;
     match ended {
         Some(Ok(())) => {}
         Some(Err(err)) => tracing::debug!(%peer, error = %err, "connection ended with an error"),
         None => tracing::debug!(%peer, ?idle, "closing idle connection"),
+    }
+}
+
+/// The connection's timer, for [`serve_connection`]: `Ready(None)` once
+/// the connection is idle for its limit. When it has flagged a request's
+/// response deadline instead, the task is woken to poll that request
+/// again (it then answers 504).
+fn poll_timer<T>(timer: &mut IdleTimer, cx: &mut Context<'_>) -> Poll<Option<T>> {
+    match timer.poll_idle(cx) {
+        Poll::Ready(Fired::Idle) => Poll::Ready(None),
+        Poll::Ready(Fired::ResponseDeadline) => {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+        Poll::Pending => Poll::Pending,
     }
 }
 

@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use elsinore_config::{normalize_request_host, HostError, Limits, Timeouts};
@@ -15,6 +14,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use tokio::time::Instant;
 
 use crate::access::Access;
 use crate::admin_api::{self, AdminApi, AdminRequest};
@@ -22,6 +22,7 @@ use crate::auth;
 use crate::body::HandlerBody;
 use crate::client::{ClientError, HandlerClient};
 use crate::conn::ConnInfo;
+use crate::connection::Activity;
 use crate::error::ProxyError;
 use crate::headers::{self, Context, X_REQUEST_ID};
 use crate::limits::{declared_length, RequestBody};
@@ -354,7 +355,12 @@ impl Proxy {
             .map(|body| RequestBody::new(body, max_body, over.clone(), access.body_counter()));
         let limit = handler.response_timeout();
         let asked = Instant::now();
-        let response = tokio::time::timeout(limit, self.client.request(&handler, request)).await;
+        let response = Activity::within(
+            conn.activity.as_ref(),
+            asked + limit,
+            self.client.request(&handler, request),
+        )
+        .await;
         access.handler_time = Some(asked.elapsed());
         let response = response
             .map_err(|_| ProxyError::HandlerTimeout {
