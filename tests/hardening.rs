@@ -63,6 +63,22 @@ async fn read_until(stream: &mut TcpStream, needle: &[u8]) -> Vec<u8> {
     seen
 }
 
+/// An HTTP/2 client connection (cleartext, prior knowledge) to `addr`,
+/// driven by a task of its own: the sender and that task's handle.
+async fn h2_client(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2c handshake");
+    (sender, tokio::spawn(connection))
+}
+
 /// Resolves once the server has closed `stream` (EOF or reset), bounded.
 async fn wait_closed(stream: &mut TcpStream) {
     let mut buf = [0u8; 1024];
@@ -194,12 +210,7 @@ async fn server_sent_events_arrive_before_the_stream_ends() {
 async fn h2c_prior_knowledge_is_served_to_an_http1_handler() {
     let ws = Workspace::new();
     let server = ws.serve_single("alpha", &echo_manifest());
-    let stream = TcpStream::connect(server.addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("h2c handshake");
-    tokio::spawn(connection);
+    let (mut sender, _connection) = h2_client(server.addr).await;
     for path in ["/first", "/second"] {
         let request = Request::get(format!("http://alpha.test{path}"))
             .body(Full::new(Bytes::new()))
@@ -514,12 +525,7 @@ async fn idle_connections_are_closed() {
         Server::start(&ws.config_with(json!(["alpha"]), json!({"timeouts": {"idle": "300ms"}})));
     // HTTP/2 has no header timer between requests: only the idle timeout
     // closes this connection.
-    let stream = TcpStream::connect(server.addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    let connection = tokio::spawn(connection);
+    let (mut sender, connection) = h2_client(server.addr).await;
     let request = Request::get("http://alpha.test/")
         .body(Full::new(Bytes::new()))
         .unwrap();
@@ -564,12 +570,7 @@ async fn header_read_bounds_http1_keep_alive_waits_but_not_http2() {
 
     // HTTP/2 has no header read timeout: the connection outlives it
     // (several times over) and serves a second request.
-    let stream = TcpStream::connect(server.addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    let connection = tokio::spawn(connection);
+    let (mut sender, connection) = h2_client(server.addr).await;
     for round in 0..2 {
         let request = Request::get("http://alpha.test/")
             .body(Full::new(Bytes::new()))
@@ -583,9 +584,9 @@ async fn header_read_bounds_http1_keep_alive_waits_but_not_http2() {
         }
     }
     assert!(!connection.is_finished(), "the h2 connection was closed");
-    // Closed here, so the server's shutdown has nothing to wait for.
+    // Every body read and the sender gone: hyper's client closes the
+    // connection, so the server's shutdown has nothing to wait for.
     drop(sender);
-    connection.abort();
     let _ = connection.await;
 }
 
@@ -657,12 +658,7 @@ async fn response_timeouts_hold_request_after_request_on_http1_and_on_http2() {
     let _ = connection.await;
 
     // HTTP/2 streams run as tasks of their own, with a timer each.
-    let stream = TcpStream::connect(server.addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    let connection = tokio::spawn(connection);
+    let (mut sender, connection) = h2_client(server.addr).await;
     let response = tokio::time::timeout(WAIT, sender.send_request(get("/slow?ms=60000")))
         .await
         .expect("no h2 answer in time")
@@ -797,12 +793,7 @@ async fn oversized_http2_header_blocks_get_431() {
         json!(["alpha"]),
         json!({"limits": {"max_header_bytes": "8KB"}}),
     ));
-    let stream = TcpStream::connect(server.addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let (mut sender, _connection) = h2_client(server.addr).await;
     let request = Request::get("http://alpha.test/")
         .header("x-fill", "a".repeat(16 * 1024))
         .body(Full::new(Bytes::new()))
