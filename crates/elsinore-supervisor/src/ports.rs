@@ -92,25 +92,27 @@ mod tests {
         }
     }
 
-    /// What the handler does: bind with SO_REUSEADDR (as std does) and
-    /// listen, twice as after a restart; a bind without it does not get
-    /// the port.
+    /// A bind without SO_REUSEADDR does not get the port; what the
+    /// handler does, bind with it (as std does) and listen, works, twice as
+    /// after a restart.
     #[cfg(target_os = "linux")]
     #[test]
     fn a_held_port_is_the_handlers_alone() {
         let (addr, _) = reserve_port().expect("port");
-        for _ in 0..2 {
-            let listener = std::net::TcpListener::bind(addr).expect("the handler binds its port");
-            let client = std::net::TcpStream::connect(addr).expect("connect");
-            let (served, _) = listener.accept().expect("accept");
-            assert_eq!(served.peer_addr().ok(), client.local_addr().ok());
-        }
+        // First, while no connection has left the port in TIME_WAIT (which
+        // would refuse such a bind anyway).
         let other = TcpSocket::new_v4().expect("socket");
         other.set_reuseaddr(false).expect("no SO_REUSEADDR");
         assert!(
             other.bind(addr).is_err(),
             "a bind without SO_REUSEADDR took the held port"
         );
+        for _ in 0..2 {
+            let listener = std::net::TcpListener::bind(addr).expect("the handler binds its port");
+            let client = std::net::TcpStream::connect(addr).expect("connect");
+            let (served, _) = listener.accept().expect("accept");
+            assert_eq!(served.peer_addr().ok(), client.local_addr().ok());
+        }
         release_port(addr.port());
 
         // Without the placeholder (on a port no connection used, so none
