@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
@@ -121,17 +121,22 @@ impl StaticFiles {
         }
     }
 
+    /// The registry of sites. It holds only weak references and counters:
+    /// still consistent after a panic elsewhere.
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.shared
+            .sites
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The site serving `public_dir`: the same one as long as it is in
     /// use, so its cached files survive reloads. If the folder was
     /// replaced (another folder renamed in its place) everything cached
     /// for it is dropped.
     pub fn site(&self, public_dir: &Path) -> Arc<Site> {
         let identity = identity(public_dir);
-        let mut registry = self
-            .shared
-            .sites
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut registry = self.registry();
         if let Some(site) = registry.sites.get(public_dir).and_then(Weak::upgrade) {
             let before = site.identity.swap(identity, Ordering::AcqRel);
             if before != identity {
@@ -163,11 +168,7 @@ impl StaticFiles {
     /// Something changed at `path` (a file, or a folder and all it holds):
     /// every site that holds it looks at the disk again.
     pub fn invalidate(&self, path: &Path) {
-        let registry = self
-            .shared
-            .sites
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let registry = self.registry();
         for ancestor in path.ancestors() {
             if let Some(site) = registry.sites.get(ancestor).and_then(Weak::upgrade) {
                 site.generation.fetch_add(1, Ordering::AcqRel);
@@ -177,11 +178,7 @@ impl StaticFiles {
 
     /// Changes were lost (the watcher overflowed): forget everything.
     pub fn invalidate_all(&self) {
-        let registry = self
-            .shared
-            .sites
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let registry = self.registry();
         for site in registry.live() {
             site.generation.fetch_add(1, Ordering::AcqRel);
         }
@@ -189,11 +186,7 @@ impl StaticFiles {
 
     /// The folders of the sites in use, for the watcher.
     pub fn roots(&self) -> Vec<PathBuf> {
-        let registry = self
-            .shared
-            .sites
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let registry = self.registry();
         let mut roots: Vec<PathBuf> = registry.live().map(|site| site.root.clone()).collect();
         roots.sort();
         roots
