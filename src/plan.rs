@@ -184,7 +184,7 @@ impl Plan {
                 "  {} ({}, {}, {key}{max_body}{cors})",
                 project.config.name,
                 project.config.path.display(),
-                hosts(project.scan.hosts.len())
+                count_of(project.scan.hosts.len(), "host")
             );
             if let Some(url) = &project.config.public_url {
                 let _ = writeln!(out, "    public_url {url}");
@@ -195,15 +195,14 @@ impl Plan {
             if let Some(dir) = &project.manifest.handlers_dir {
                 let count = project.manifest.generated().count();
                 let found = if project.config.path.join(dir).is_dir() {
-                    let plural = if count == 1 { "" } else { "s" };
-                    format!("{count} generated handler{plural}")
+                    count_of(count, "generated handler")
                 } else {
                     "not there yet: no generated handlers until it appears".to_owned()
                 };
                 let _ = writeln!(out, "    handlers_dir {} ({found})", dir.display());
             }
         }
-        let _ = writeln!(out, "\nroutes ({}):", hosts(owners.len()));
+        let _ = writeln!(out, "\nroutes ({}):", count_of(owners.len(), "host"));
         for line in self.render_owners(&owners).lines() {
             let _ = writeln!(out, "  {line}");
         }
@@ -400,12 +399,12 @@ fn describe_handler(handler: &HandlerSpec) -> String {
     )
 }
 
-/// "1 host", "2 hosts".
-fn hosts(count: usize) -> String {
+/// "1 host", "2 hosts": `count` and `noun`, plural unless one.
+fn count_of(count: usize, noun: &str) -> String {
     if count == 1 {
-        "1 host".to_owned()
+        format!("1 {noun}")
     } else {
-        format!("{count} hosts")
+        format!("{count} {noun}s")
     }
 }
 
@@ -413,8 +412,12 @@ fn hosts(count: usize) -> String {
 mod tests {
     #[test]
     fn host_counts_read_as_english() {
-        assert_eq!(super::hosts(0), "0 hosts");
-        assert_eq!(super::hosts(1), "1 host");
-        assert_eq!(super::hosts(2), "2 hosts");
+        assert_eq!(super::count_of(0, "host"), "0 hosts");
+        assert_eq!(super::count_of(1, "host"), "1 host");
+        assert_eq!(super::count_of(2, "host"), "2 hosts");
+        assert_eq!(
+            super::count_of(3, "generated handler"),
+            "3 generated handlers"
+        );
     }
 }
