@@ -1,6 +1,7 @@
 //! Per-connection bookkeeping: how many requests are in progress on a
-//! connection and since when none is (for the idle timeout), and the set
-//! of open connections graceful shutdown asks to finish.
+//! connection and since when none is, the one timer that keeps its idle,
+//! header read and (HTTP/1.1) response timeouts, and the set of open
+//! connections graceful shutdown asks to finish.
 //!
 //! Both are checked on every wake-up of a connection's task, so they cost
 //! a few atomic loads there: no timer is polled until it has fired, and no
@@ -30,7 +31,7 @@ struct Inner {
     /// When the connection last became idle, in nanoseconds since `base`.
     idle_since: AtomicU64,
     base: Instant,
-    /// Whether the connection's [`IdleTimer`] also keeps the response
+    /// Whether the connection's [`ConnectionTimer`] also keeps the response
     /// deadline of its request (HTTP/1.1: one request at a time, its
     /// service polled by the connection's own task). See
     /// [`Activity::within`].
@@ -84,7 +85,7 @@ pub(crate) struct Active(Arc<Inner>);
 impl Drop for Active {
     fn drop(&mut self) {
         if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let since = u64::try_from(self.0.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let since = self.0.nanos(Instant::now());
             self.0.idle_since.store(since, Ordering::Release);
         }
     }
@@ -153,11 +154,12 @@ impl Activity {
         Active(self.0.clone())
     }
 
-    /// The idle timer of this connection: fires once it has had no request
-    /// in progress for `limit` in a row. Streaming responses (SSE) count
-    /// as in progress.
-    pub(crate) fn idle_timer(&self, limit: Duration) -> IdleTimer {
-        IdleTimer {
+    /// The timer of this connection: fires once it has had no request in
+    /// progress for `limit` in a row (streaming responses, SSE, count as
+    /// in progress), and, once [`Activity::keep_response_deadlines`] is
+    /// called, when the request's response deadline passes.
+    pub(crate) fn timer(&self, limit: Duration) -> ConnectionTimer {
+        ConnectionTimer {
             activity: self.0.clone(),
             limit,
             sleep: Box::pin(tokio::time::sleep(limit)),
@@ -166,13 +168,13 @@ impl Activity {
     }
 }
 
-/// See [`Activity::idle_timer`]. The timer is set for the earliest moment
+/// See [`Activity::timer`]. The timer is set for the earliest moment
 /// the connection could have been idle long enough and looked at only when
 /// it fires (it is then set again if a request came meanwhile), so a busy
 /// connection costs one check of a flag per wake-up, not a timer per
 /// request.
 #[derive(Debug)]
-pub(crate) struct IdleTimer {
+pub(crate) struct ConnectionTimer {
     activity: Arc<Inner>,
     limit: Duration,
     sleep: Pin<Box<Sleep>>,
@@ -181,7 +183,7 @@ pub(crate) struct IdleTimer {
     armed: bool,
 }
 
-impl IdleTimer {
+impl ConnectionTimer {
     /// Changes the limit. A larger one takes effect when the timer next
     /// fires (it is then set again for the new limit), a smaller one only
     /// then too: callers only ever raise it, before the first request.
@@ -193,7 +195,7 @@ impl IdleTimer {
     /// response deadline of its request has passed (see
     /// [`Activity::within`]; the caller then polls the connection again,
     /// which lets that request answer 504).
-    pub(crate) fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<Fired> {
+    pub(crate) fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<Fired> {
         loop {
             let response_deadline = self.activity.response_deadline();
             if self.armed && !self.sleep.is_elapsed() {
@@ -242,7 +244,7 @@ impl IdleTimer {
     }
 }
 
-/// Why [`IdleTimer::poll_idle`] is ready.
+/// Why [`ConnectionTimer::poll_fired`] is ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fired {
     /// No request in progress for the limit: close the connection.

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch, Semaphore};
 
 use crate::conn::ConnInfo;
-use crate::connection::{Activity, Connections, Fired, IdleTimer, Tracked, Watcher};
+use crate::connection::{Activity, ConnectionTimer, Connections, Fired, Tracked, Watcher};
 use crate::error::ProxyError;
 use crate::service::ConnectionSlot;
 use crate::Proxy;
@@ -530,7 +530,7 @@ pub(crate) async fn serve_connection<I>(
     };
     let _slot = slot;
     let mut watcher = watcher;
-    let mut idle_timer = activity.idle_timer(idle.min(builders.header_read));
+    let mut timer = activity.timer(idle.min(builders.header_read));
     // Until the protocol is known, the transport and the service wait here.
     let mut pending = Some((io, service));
     let mut served = None;
@@ -549,7 +549,7 @@ pub(crate) async fn serve_connection<I>(
             let protocol = match io.poll_protocol(cx) {
                 Poll::Ready(Ok(protocol)) => protocol,
                 Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
-                Poll::Pending => return poll_timer(&mut idle_timer, cx),
+                Poll::Pending => return poll_timer(&mut timer, cx),
             };
             let Some((io, service)) = pending.take() else {
                 return Poll::Ready(Some(Ok(())));
@@ -561,7 +561,7 @@ pub(crate) async fn serve_connection<I>(
             } else {
                 // HTTP/2 has no header read timeout; hyper-util's HTTP/1.1
                 // runs hyper's.
-                idle_timer.set_limit(idle);
+                timer.set_limit(idle);
             }
             served = Some(match protocol {
                 Protocol::Http1 => Served::Http1(Box::pin(
@@ -594,7 +594,7 @@ pub(crate) async fn serve_connection<I>(
         if let Poll::Ready(ended) = polled {
             return Poll::Ready(Some(ended));
         }
-        poll_timer(&mut idle_timer, cx)
+        poll_timer(&mut timer, cx)
     })
     .await;
     match ended {
@@ -608,8 +608,8 @@ pub(crate) async fn serve_connection<I>(
 /// the connection is idle for its limit. When it has flagged a request's
 /// response deadline instead, the task is woken to poll that request
 /// again (it then answers 504).
-fn poll_timer<T>(timer: &mut IdleTimer, cx: &mut Context<'_>) -> Poll<Option<T>> {
-    match timer.poll_idle(cx) {
+fn poll_timer<T>(timer: &mut ConnectionTimer, cx: &mut Context<'_>) -> Poll<Option<T>> {
+    match timer.poll_fired(cx) {
         Poll::Ready(Fired::Idle) => Poll::Ready(None),
         Poll::Ready(Fired::ResponseDeadline) => {
             cx.waker().wake_by_ref();

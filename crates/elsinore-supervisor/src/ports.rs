@@ -20,6 +20,7 @@
 //! supervisor drops the placeholder ([`stop_holding`]) and the next start
 //! binds the port the old way.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Mutex, PoisonError};
@@ -45,7 +46,7 @@ pub(crate) fn reserve_port() -> std::io::Result<(SocketAddr, Authority)> {
         let placeholder = cfg!(target_os = "linux").then_some(socket);
         let mut reserved = RESERVED.lock().unwrap_or_else(PoisonError::into_inner);
         let reserved = reserved.get_or_insert_with(HashMap::new);
-        if let std::collections::hash_map::Entry::Vacant(entry) = reserved.entry(addr.port()) {
+        if let Entry::Vacant(entry) = reserved.entry(addr.port()) {
             entry.insert(placeholder);
             let authority = Authority::try_from(addr.to_string()).map_err(std::io::Error::other)?;
             return Ok((addr, authority));
