@@ -62,10 +62,10 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
 
 async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
     let config = plan.config.clone();
-    let listener = TcpListener::bind(config.listen)
-        .await
+    let http_threads = http_threads();
+    let listeners = elsinore_proxy::PlainListeners::bind(config.listen, http_threads)
         .with_context(|| format!("cannot listen on {} (config.json `listen`)", config.listen))?;
-    let local_addr = listener.local_addr().context("listener has no address")?;
+    let local_addr = listeners.local_addr();
     let tls_listener = match config.tls_listen {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -100,7 +100,6 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
     spawn_sighup_reloads(live.clone());
     let admin = keys.into_api(&config, Arc::new(LiveRescan::new(live.clone())));
     let metrics = Arc::new(elsinore_metrics::Metrics::new(config.metrics.per_host));
-    let http_threads = http_threads();
     // Before any request: handler pools are split per request thread.
     elsinore_proxy::set_request_threads(http_threads);
     let proxy = Arc::new(
@@ -191,9 +190,12 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
     });
     let settings = elsinore_proxy::ServeSettings::from_config(&config);
     if http_threads == 0 {
+        let listener = listeners
+            .into_listener()
+            .context("cannot serve on the main runtime")?;
         elsinore_proxy::serve_with(listener, proxy, stopping(), settings).await;
     } else {
-        elsinore_proxy::serve_threads(listener, proxy, stopping, settings, http_threads).await;
+        elsinore_proxy::serve_threads(listeners, proxy, stopping, settings, http_threads).await;
     }
     if let Some(tls_task) = tls_task {
         let _ = tls_task.await;

@@ -845,7 +845,7 @@ async fn shutdown_closes_idle_keep_alive_connections_without_waiting_for_the_gra
     let mut server =
         Server::start(&ws.config_with(json!(["alpha"]), json!({"shutdown_grace": "1h"})));
     // One idle HTTP/1.1 keep-alive connection per request thread, and then
-    // some (the threads share the listener, so which takes which varies).
+    // some (the kernel picks each connection's thread by a hash).
     let mut idle = Vec::new();
     for _ in 0..8 {
         let mut stream = TcpStream::connect(server.addr).await.unwrap();
@@ -861,6 +861,60 @@ async fn shutdown_closes_idle_keep_alive_connections_without_waiting_for_the_gra
         wait_closed(stream).await;
     }
     assert!(server.wait_exit().success());
+}
+
+#[tokio::test]
+async fn a_second_server_on_a_taken_port_fails_with_address_in_use_and_the_first_keeps_serving() {
+    let ws = Workspace::new();
+    ws.project("alpha", &["alpha.test"], &echo_manifest());
+    // Several request threads, so the first server listens with one
+    // `SO_REUSEPORT` socket per thread: a second one must still not join.
+    let first = Server::start_with_env(
+        &ws.config(json!(["alpha"])),
+        &[("ELSINORE_HTTP_THREADS", "4")],
+    );
+    let other = Workspace::new();
+    other.project("beta", &["beta.test"], &echo_manifest());
+    let config = other.write_config(&json!({
+        "listen": first.addr.to_string(),
+        "database": "data/elsinore.db",
+        "projects": ["beta"],
+    }));
+    let mut second = std::process::Command::new(binary())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("ELSINORE_HTTP_THREADS", "4")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            second.kill().unwrap();
+            panic!("a second server on {} kept running", first.addr);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    let expected = format!("cannot listen on {} (config.json `listen`)", first.addr);
+    assert!(
+        stderr.contains(&expected) && stderr.contains("in use"),
+        "{stderr}"
+    );
+    // Every request still reaches the first server's project.
+    for _ in 0..16 {
+        let reply = first.get("alpha.test", "/").send().await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.json()["project"], "alpha");
+    }
 }
 
 #[tokio::test]

@@ -22,6 +22,7 @@ use tokio::sync::{oneshot, watch, Semaphore};
 use crate::conn::ConnInfo;
 use crate::connection::{Activity, ConnectionTimer, Connections, Fired, Tracked, Watcher};
 use crate::error::ProxyError;
+use crate::listen::PlainListeners;
 use crate::service::ConnectionSlot;
 use crate::Proxy;
 
@@ -89,9 +90,9 @@ pub async fn serve_with(
     serve_plain(listener, proxy, shutdown, settings, &shared, None).await;
 }
 
-/// Serves plain HTTP on `listener` like [`serve_with`], from `threads`
+/// Serves plain HTTP on `listeners` like [`serve_with`], from `threads`
 /// request threads: each runs its own single-threaded runtime and accepts
-/// on its own copy of the listening socket, so a client connection, its
+/// on its own socket (see [`PlainListeners`]), so a client connection, its
 /// requests and the handler connections they use (pooled per thread, see
 /// [`crate::set_request_thread`]) stay on one thread: no task moves
 /// between threads and no request wakes another thread. `shutdown` is
@@ -100,7 +101,7 @@ pub async fn serve_with(
 /// `settings.grace`, as [`serve_with`] does). If no thread can be started,
 /// serves from the calling runtime instead.
 pub async fn serve_threads<F, Fut>(
-    listener: TcpListener,
+    listeners: PlainListeners,
     proxy: Arc<Proxy>,
     shutdown: F,
     settings: ServeSettings,
@@ -109,24 +110,33 @@ pub async fn serve_threads<F, Fut>(
     F: Fn() -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let addr = listeners.local_addr();
     let shared = Shared::new(&settings);
     let mut done = Vec::new();
-    for index in 0..threads {
-        match spawn_request_thread(&listener, &proxy, shutdown(), settings, &shared, index) {
-            Ok(finished) => done.push(finished),
-            Err(err) => {
-                tracing::error!(error = %err, thread = index, "cannot start a request thread");
-                break;
+    match listeners.into_per_thread(threads) {
+        Ok(sockets) => {
+            for (index, socket) in sockets.into_iter().enumerate() {
+                // A socket whose thread did not start is closed with it:
+                // its share of the connections goes to the others.
+                match spawn_request_thread(socket, &proxy, shutdown(), settings, &shared, index) {
+                    Ok(finished) => done.push(finished),
+                    Err(err) => {
+                        tracing::error!(error = %err, thread = index, "cannot start a request thread");
+                    }
+                }
             }
         }
+        Err(err) => tracing::error!(error = %err, "cannot set up the request threads' sockets"),
     }
     if done.is_empty() {
         tracing::warn!("serving plain HTTP from the main runtime");
-        serve_plain(listener, proxy, shutdown(), settings, &shared, None).await;
+        // Every socket of the group is closed by now: the address is free.
+        match TcpListener::bind(addr).await {
+            Ok(listener) => serve_plain(listener, proxy, shutdown(), settings, &shared, None).await,
+            Err(err) => tracing::error!(error = %err, %addr, "cannot listen again"),
+        }
         return;
     }
-    // The threads hold their own copies of the socket.
-    drop(listener);
     for (index, finished) in done.into_iter().enumerate() {
         if finished.await.is_err() {
             tracing::error!(thread = index, "a request thread ended abnormally");
@@ -134,10 +144,10 @@ pub async fn serve_threads<F, Fut>(
     }
 }
 
-/// Starts request thread `index` on a copy of `listener`; the receiver
+/// Starts request thread `index` accepting on `socket`; the receiver
 /// resolves when it is done.
 fn spawn_request_thread<Fut>(
-    listener: &TcpListener,
+    socket: std::net::TcpListener,
     proxy: &Arc<Proxy>,
     shutdown: Fut,
     settings: ServeSettings,
@@ -147,10 +157,6 @@ fn spawn_request_thread<Fut>(
 where
     Fut: Future<Output = ()> + Send + 'static,
 {
-    use std::os::fd::AsFd as _;
-    // A second descriptor of the same (non-blocking) socket, registered
-    // with the new thread's own reactor.
-    let copy = std::net::TcpListener::from(listener.as_fd().try_clone_to_owned()?);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -161,7 +167,8 @@ where
         .spawn(move || {
             crate::set_request_thread(index);
             runtime.block_on(async move {
-                match TcpListener::from_std(copy) {
+                // Registered with this thread's own reactor.
+                match TcpListener::from_std(socket) {
                     Ok(listener) => {
                         serve_plain(listener, proxy, shutdown, settings, &shared, Some(index))
                             .await;
