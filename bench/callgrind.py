@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Instructions per proxied request, counted by valgrind's callgrind.
 
-Usage: python3 bench/callgrind.py [--requests 20000] [--conns 8] [--body-bytes 100] [--binary PATH]
+Usage: python3 bench/callgrind.py [--requests 20000] [--conns 8] [--body-bytes 100] [--binary PATH] [--floor]
 
 Starts one `bench-backend` (100 B body unless --body-bytes, natively) and Elsinore under
 `valgrind --tool=callgrind` with one project whose `url` handler is that
@@ -56,6 +56,8 @@ def main():
     parser.add_argument("--binary", default=os.path.join(run.RELEASE, "elsinore"), help="the elsinore binary")
     parser.add_argument("--out", help="keep the callgrind dump here (for callgrind_annotate)")
     parser.add_argument("--no-build", action="store_true", help="do not run cargo build first")
+    parser.add_argument("--floor", action="store_true",
+                        help="count bench-hyper-proxy (hyper with Elsinore's threading, nothing else) instead")
     args = parser.parse_args()
 
     if not args.no_build:
@@ -73,9 +75,14 @@ def main():
         with open(config, "w") as f:
             run.json.dump({"listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin}",
                            "database": "data/elsinore.db", "projects": [project]}, f)
-        proc = run.start(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                          args.binary, "serve", "--config", config],
-                         ready_text="listening on http://", env={"RUST_LOG": "warn,elsinore::serve=info"})
+        valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+        if args.floor:
+            proc = run.start(valgrind + [os.path.join(run.RELEASE, "bench-hyper-proxy"), "--port", str(port),
+                                         "--upstream", f"127.0.0.1:{backend}", "--threads", "2"],
+                             ready_text="ready on")
+        else:
+            proc = run.start(valgrind + [args.binary, "serve", "--config", config],
+                             ready_text="listening on http://", env={"RUST_LOG": "warn,elsinore::serve=info"})
         run.log("warm-up:", client(port, "100b.bench", args.conns, args.warmup, args.new_conn))
         subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True, capture_output=True)
         measured = client(port, "100b.bench", args.conns, args.requests, args.new_conn)

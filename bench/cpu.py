@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """CPU time per request of each process, nginx and Elsinore alternated.
 
-Usage: python3 bench/cpu.py [--rounds 3] [--duration 5] [--conns 64] [--binary PATH]
+Usage: python3 bench/cpu.py [--rounds 3] [--duration 5] [--conns 64] [--binary PATH] [--floor]
 
 Starts the 100 B backend, nginx and Elsinore as bench/run.py does, then
 runs wrk (keep-alive, 100 B) against nginx and Elsinore in turn and prints,
 for each run, requests per second and the user and system CPU time per
 request of the proxy (all its threads or worker processes), the backend and
-wrk itself (from /proc and wait4).
+wrk itself (from /proc and wait4). With --floor, `bench-hyper-proxy` (the
+least a hyper proxy with Elsinore's threading does) takes a turn too.
 
 Everything shares the machine's cores, so throughput is the cores divided
 by the sum of these: this says which process a difference in req/s comes
@@ -55,6 +56,7 @@ def main():
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--conns", type=int, default=64, help="wrk connections")
     parser.add_argument("--binary", default=os.path.join(run.RELEASE, "elsinore"), help="the elsinore binary")
+    parser.add_argument("--floor", action="store_true", help="also measure bench-hyper-proxy")
     args = parser.parse_args()
 
     run.ensure_tools()
@@ -71,6 +73,9 @@ def main():
             run.RELEASE = release
         targets = [("nginx", f"http://127.0.0.1:{nginx}/100B", nginx_pids),
                    ("elsinore", f"http://127.0.0.1:{e_port}/", [elsinore.pid])]
+        if args.floor:
+            floor, f_port = run.start_hyper_proxy(backends["100B"])
+            targets.append(("hyper", f"http://127.0.0.1:{f_port}/", [floor.pid]))
         print("CPU time per request, user/system in us")
         print(f"{'':9} {'req/s':>8} {'p99 us':>7} {'proxy':>11} {'backend':>11} {'wrk':>11}")
         for _ in range(args.rounds):

@@ -133,6 +133,16 @@ http {{
     return port
 
 
+def start_hyper_proxy(backend_port, threads=None):
+    """`bench-hyper-proxy` in front of `backend_port`: the floor (hyper with
+    Elsinore's threading and nothing else). Returns (process, port)."""
+    port = free_port()
+    proc = start([os.path.join(RELEASE, "bench-hyper-proxy"), "--port", str(port),
+                  "--upstream", f"127.0.0.1:{backend_port}", "--threads", str(threads or os.cpu_count())],
+                 ready_text="ready on")
+    return proc, port
+
+
 def write_project(root, name, backend_port, hosts):
     project = os.path.join(root, name)
     os.makedirs(os.path.join(project, "hosts"), exist_ok=True)
