@@ -198,17 +198,19 @@ impl ConnectionTimer {
     pub(crate) fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<Fired> {
         loop {
             let response_deadline = self.activity.response_deadline();
-            if self.armed && !self.sleep.is_elapsed() {
-                match response_deadline {
-                    // Set since the timer was: only when it is shorter than
-                    // the idle limit does the timer move.
-                    Some(at) if at < self.sleep.deadline() => {
-                        self.sleep.as_mut().reset(at);
-                        self.armed = false;
-                        continue;
-                    }
-                    _ => return Poll::Pending,
+            // A request's deadline set since the timer was: the timer
+            // moves only when that comes before it. Looked at whether or
+            // not the timer has been polled yet: a request whose bytes
+            // were there at the connection's first poll sets its deadline
+            // before the timer was ever armed.
+            if let Some(at) = response_deadline {
+                if at < self.sleep.deadline() {
+                    self.sleep.as_mut().reset(at);
+                    self.armed = false;
                 }
+            }
+            if self.armed && !self.sleep.is_elapsed() {
+                return Poll::Pending;
             }
             if self.sleep.as_mut().poll(cx).is_pending() {
                 self.armed = true;
@@ -392,5 +394,69 @@ impl Drop for Watcher {
         if self.registry.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.registry.closed.notify_waiters();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Polls `future` once; true if it is still pending.
+    async fn still_pending<F: Future + Unpin>(future: &mut F) -> bool {
+        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *future).poll(cx).is_pending())).await
+    }
+
+    #[tokio::test]
+    async fn a_response_deadline_set_before_the_timer_was_ever_polled_still_fires() {
+        let activity = Activity::new();
+        activity.keep_response_deadlines();
+        let mut timer = activity.timer(Duration::from_secs(30));
+        let _active = activity.begin();
+        // The request sets its deadline before the connection's timer is
+        // first polled, as when its bytes were there at the first poll.
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let mut waiting = Box::pin(Activity::within(
+            Some(&activity),
+            deadline,
+            std::future::pending::<()>(),
+        ));
+        assert!(still_pending(&mut waiting).await);
+        // Its first poll sets the timer for the deadline, not the limit
+        // (only a later wake-up would have corrected it).
+        assert!(std::future::poll_fn(|cx| Poll::Ready(timer.poll_fired(cx).is_pending())).await);
+        assert_eq!(timer.sleep.deadline(), deadline);
+        let fired = tokio::time::timeout(
+            Duration::from_secs(10),
+            std::future::poll_fn(|cx| timer.poll_fired(cx)),
+        )
+        .await
+        .expect("the timer did not fire at the response deadline");
+        assert_eq!(fired, Fired::ResponseDeadline);
+        assert!(matches!(waiting.await, Err(TimedOut)));
+    }
+
+    #[tokio::test]
+    async fn a_response_deadline_set_while_the_timer_waits_moves_it() {
+        let activity = Activity::new();
+        activity.keep_response_deadlines();
+        let mut timer = activity.timer(Duration::from_secs(30));
+        // Armed for the 30 s limit first.
+        assert!(std::future::poll_fn(|cx| Poll::Ready(timer.poll_fired(cx).is_pending())).await);
+        let _active = activity.begin();
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let mut waiting = Box::pin(Activity::within(
+            Some(&activity),
+            deadline,
+            std::future::pending::<()>(),
+        ));
+        assert!(still_pending(&mut waiting).await);
+        let fired = tokio::time::timeout(
+            Duration::from_secs(10),
+            std::future::poll_fn(|cx| timer.poll_fired(cx)),
+        )
+        .await
+        .expect("the timer did not move to the response deadline");
+        assert_eq!(fired, Fired::ResponseDeadline);
+        assert!(matches!(waiting.await, Err(TimedOut)));
     }
 }
