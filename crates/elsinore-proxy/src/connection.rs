@@ -401,29 +401,35 @@ impl Drop for Watcher {
 mod tests {
     use super::*;
 
-    /// Polls `future` once; true if it is still pending.
-    async fn still_pending<F: Future + Unpin>(future: &mut F) -> bool {
-        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *future).poll(cx).is_pending())).await
-    }
-
-    #[tokio::test]
-    async fn a_response_deadline_set_before_the_timer_was_ever_polled_still_fires() {
+    /// An HTTP/1.1 connection's activity and its timer (30 s limit).
+    fn http1_connection() -> (Activity, ConnectionTimer) {
         let activity = Activity::new();
         activity.keep_response_deadlines();
-        let mut timer = activity.timer(Duration::from_secs(30));
-        let _active = activity.begin();
-        // The request sets its deadline before the connection's timer is
-        // first polled, as when its bytes were there at the first poll.
+        let timer = activity.timer(Duration::from_secs(30));
+        (activity, timer)
+    }
+
+    /// Polls the timer once: true if it did not fire.
+    async fn timer_pending(timer: &mut ConnectionTimer) -> bool {
+        std::future::poll_fn(|cx| Poll::Ready(timer.poll_fired(cx).is_pending())).await
+    }
+
+    /// Starts waiting (one poll) for a response that never comes, with a
+    /// deadline 50 ms from now, then checks that the timer is set for it,
+    /// fires, and the wait ends timed out.
+    async fn wait_times_out(activity: &Activity, timer: &mut ConnectionTimer) {
         let deadline = Instant::now() + Duration::from_millis(50);
         let mut waiting = Box::pin(Activity::within(
-            Some(&activity),
+            Some(activity),
             deadline,
             std::future::pending::<()>(),
         ));
-        assert!(still_pending(&mut waiting).await);
-        // Its first poll sets the timer for the deadline, not the limit
+        let pending =
+            std::future::poll_fn(|cx| Poll::Ready(waiting.as_mut().poll(cx).is_pending())).await;
+        assert!(pending);
+        // The timer's next poll sets it for the deadline, not the limit
         // (only a later wake-up would have corrected it).
-        assert!(std::future::poll_fn(|cx| Poll::Ready(timer.poll_fired(cx).is_pending())).await);
+        assert!(timer_pending(timer).await);
         assert_eq!(timer.sleep.deadline(), deadline);
         let fired = tokio::time::timeout(
             Duration::from_secs(10),
@@ -436,27 +442,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_response_deadline_set_while_the_timer_waits_moves_it() {
-        let activity = Activity::new();
-        activity.keep_response_deadlines();
-        let mut timer = activity.timer(Duration::from_secs(30));
-        // Armed for the 30 s limit first.
-        assert!(std::future::poll_fn(|cx| Poll::Ready(timer.poll_fired(cx).is_pending())).await);
+    async fn a_response_deadline_set_before_the_timer_was_ever_polled_still_fires() {
+        let (activity, mut timer) = http1_connection();
         let _active = activity.begin();
-        let deadline = Instant::now() + Duration::from_millis(50);
-        let mut waiting = Box::pin(Activity::within(
-            Some(&activity),
-            deadline,
-            std::future::pending::<()>(),
-        ));
-        assert!(still_pending(&mut waiting).await);
-        let fired = tokio::time::timeout(
-            Duration::from_secs(10),
-            std::future::poll_fn(|cx| timer.poll_fired(cx)),
-        )
-        .await
-        .expect("the timer did not move to the response deadline");
-        assert_eq!(fired, Fired::ResponseDeadline);
-        assert!(matches!(waiting.await, Err(TimedOut)));
+        // The request sets its deadline before the connection's timer is
+        // first polled, as when its bytes were there at the first poll.
+        wait_times_out(&activity, &mut timer).await;
+    }
+
+    #[tokio::test]
+    async fn a_response_deadline_set_while_the_timer_waits_moves_it() {
+        let (activity, mut timer) = http1_connection();
+        // Armed for the 30 s limit first.
+        assert!(timer_pending(&mut timer).await);
+        let _active = activity.begin();
+        wait_times_out(&activity, &mut timer).await;
+        // And the next request on the connection gets its own.
+        wait_times_out(&activity, &mut timer).await;
     }
 }
