@@ -77,7 +77,7 @@ impl PlainListeners {
     /// The socket for each of `threads` request threads, in order: its own
     /// where [`PlainListeners::bind`] made one per thread, else a
     /// descriptor of the shared one.
-    pub(crate) fn into_per_thread(self, threads: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    pub fn into_per_thread(self, threads: usize) -> io::Result<Vec<std::net::TcpListener>> {
         let mut sockets = self.sockets;
         while sockets.len() < threads {
             let copy = sockets[0].try_clone()?;

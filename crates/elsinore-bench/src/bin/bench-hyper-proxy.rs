@@ -9,6 +9,7 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 
+use elsinore_proxy::PlainListeners;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::server::conn::http1;
@@ -36,15 +37,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let upstream = upstream.ok_or("--upstream is required")?;
-    let first = reuse_port_listener(SocketAddr::from(([127, 0, 0, 1], port)))?;
-    // Port 0: the others join the port the first was given.
-    let addr = first.local_addr()?;
-    let mut sockets = vec![first];
-    for _ in 1..threads.max(1) {
-        sockets.push(reuse_port_listener(addr)?);
-    }
-    println!("ready on {addr}");
-    let workers: Vec<_> = sockets
+    // Elsinore's own listening sockets: one per thread.
+    let threads = threads.max(1);
+    let listeners = PlainListeners::bind(SocketAddr::from(([127, 0, 0, 1], port)), threads)?;
+    println!("ready on {}", listeners.local_addr());
+    let workers: Vec<_> = listeners
+        .into_per_thread(threads)?
         .into_iter()
         .map(|socket| {
             std::thread::spawn(move || -> std::io::Result<()> {
@@ -59,16 +57,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         worker.join().map_err(|_| "a thread panicked")??;
     }
     Ok(())
-}
-
-fn reuse_port_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
 }
 
 async fn serve(listener: TcpListener, upstream: SocketAddr) -> std::io::Result<()> {
