@@ -7,7 +7,6 @@
 //! and the values of query parameters named `…key` or `…token`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use http_body_util::Either;
 use hyper::body::Body;
 
 use crate::error::ProxyError;
+use crate::limits::BodyProgress;
 use crate::{ProjectRoute, ProxyBody};
 
 /// Log target of access-log lines; filter with `--log elsinore::access=off`.
@@ -57,7 +57,7 @@ enum BytesIn {
     /// From `Content-Length` (requests Elsinore answers itself).
     Declared(u64),
     /// Counted as the body streams to the handler.
-    Counted(Arc<AtomicU64>),
+    Counted(Arc<BodyProgress>),
 }
 
 impl Access {
@@ -100,12 +100,12 @@ impl Access {
         }
     }
 
-    /// The counter the request body adds the bytes sent to the handler
-    /// to (see [`crate::RequestBody`]); the access line reads it.
-    pub(crate) fn body_counter(&mut self) -> Arc<AtomicU64> {
-        let count = Arc::new(AtomicU64::new(0));
-        self.bytes_in = BytesIn::Counted(count.clone());
-        count
+    /// Where the request body records the bytes it passes to the handler
+    /// (see [`crate::RequestBody`]); the access line reads it.
+    pub(crate) fn body_progress(&mut self) -> Arc<BodyProgress> {
+        let progress = Arc::new(BodyProgress::default());
+        self.bytes_in = BytesIn::Counted(progress.clone());
+        progress
     }
 
     /// Counts a failed handler request under its kind.
@@ -160,7 +160,7 @@ impl Access {
         let total = self.start.elapsed();
         let bytes_in = match &self.bytes_in {
             BytesIn::Declared(n) => *n,
-            BytesIn::Counted(count) => count.load(Ordering::Relaxed),
+            BytesIn::Counted(progress) => progress.sent(),
         };
         let status = status.as_u16();
         if self.logged {

@@ -44,26 +44,40 @@ pub struct RequestBody {
     inner: Incoming,
     limit: u64,
     seen: u64,
-    over: Arc<AtomicBool>,
-    /// Bytes passed to the handler, read by the access log.
-    sent: Arc<AtomicU64>,
+    /// Shared with the request path; none for a request without a body
+    /// (most of them), which has nothing to count and saves allocating it.
+    progress: Option<Arc<BodyProgress>>,
+}
+
+/// What a request body's passage tells the request path: how much of it
+/// reached the handler (for the access log) and whether it was cut.
+#[derive(Debug, Default)]
+pub(crate) struct BodyProgress {
+    sent: AtomicU64,
+    over: AtomicBool,
+}
+
+impl BodyProgress {
+    /// Bytes passed to the handler so far.
+    pub(crate) fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Whether the body went over its limit (and was cut there).
+    pub(crate) fn over(&self) -> bool {
+        self.over.load(Ordering::Acquire)
+    }
 }
 
 impl RequestBody {
-    /// `inner`, cut after `limit` bytes (`over` turns true when it is);
-    /// every byte passed on is added to `sent`.
-    pub(crate) fn new(
-        inner: Incoming,
-        limit: u64,
-        over: Arc<AtomicBool>,
-        sent: Arc<AtomicU64>,
-    ) -> Self {
+    /// `inner`, cut after `limit` bytes; `progress` counts what is passed
+    /// on and says when the body was cut.
+    pub(crate) fn new(inner: Incoming, limit: u64, progress: Option<Arc<BodyProgress>>) -> Self {
         Self {
             inner,
             limit,
             seen: 0,
-            over,
-            sent,
+            progress,
         }
     }
 }
@@ -76,7 +90,7 @@ impl Body for RequestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
-        if self.over.load(Ordering::Acquire) {
+        if self.seen > self.limit {
             return Poll::Ready(Some(Err(RequestBodyError::TooLarge { limit: self.limit })));
         }
         let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
@@ -89,10 +103,16 @@ impl Body for RequestBody {
             self.seen = self.seen.saturating_add(data.len() as u64);
             if self.seen > self.limit {
                 // Nothing past the limit reaches the handler.
-                self.over.store(true, Ordering::Release);
+                if let Some(progress) = &self.progress {
+                    progress.over.store(true, Ordering::Release);
+                }
                 return Poll::Ready(Some(Err(RequestBodyError::TooLarge { limit: self.limit })));
             }
-            self.sent.fetch_add(data.len() as u64, Ordering::Relaxed);
+            if let Some(progress) = &self.progress {
+                progress
+                    .sent
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
         }
         Poll::Ready(Some(Ok(frame)))
     }

@@ -1,7 +1,6 @@
 //! The request path.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -13,7 +12,7 @@ use http::header::{HOST, ORIGIN, UPGRADE};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
 use crate::access::Access;
@@ -25,7 +24,7 @@ use crate::conn::ConnInfo;
 use crate::connection::Activity;
 use crate::error::ProxyError;
 use crate::headers::{self, Context, X_REQUEST_ID};
-use crate::limits::{declared_length, RequestBody};
+use crate::limits::{declared_length, BodyProgress, RequestBody};
 use crate::preview::{self, PreviewRoute};
 use crate::redirect;
 use crate::request_id::RequestIds;
@@ -243,10 +242,15 @@ impl Proxy {
         };
         access.set_host(&host);
         access.project = Some(project.clone());
-        // A validated DNS name is always a valid header value.
-        let host_header = HeaderValue::from_str(&host).map_err(|_| ProxyError::InvalidHost {
-            host: host.clone().into_owned(),
-        })?;
+        // Usually the client's value already is the normalised name (lower
+        // case, no port): then it is shared, not copied into a new one. A
+        // validated DNS name is always a valid header value.
+        let host_header = match &authority {
+            Some(value) if value.as_bytes() == host.as_bytes() => value.clone(),
+            _ => HeaderValue::from_str(&host).map_err(|_| ProxyError::InvalidHost {
+                host: host.clone().into_owned(),
+            })?,
+        };
         // Reserved paths, answered by Elsinore for the host's project.
         if admin_api::is_admin_path(request.uri().path()) {
             if let Some(reason) = via.admin_refusal(&host) {
@@ -349,10 +353,10 @@ impl Proxy {
 
         // Only the wait for response headers is bounded: a streaming body
         // (server-sent events) may legitimately last for hours.
-        // Counted as it streams; `over` tells a cut body from a failure.
-        let over = Arc::new(AtomicBool::new(false));
-        let request = request
-            .map(|body| RequestBody::new(body, max_body, over.clone(), access.body_counter()));
+        // Counted as it streams; `progress` also tells a cut body from a
+        // failure. A request without a body has neither to tell.
+        let progress = (!request.body().is_end_stream()).then(|| access.body_progress());
+        let request = request.map(|body| RequestBody::new(body, max_body, progress.clone()));
         let limit = handler.response_timeout();
         let asked = Instant::now();
         let response = Activity::within(
@@ -371,7 +375,7 @@ impl Proxy {
                 // A streamed body went over the limit before the handler
                 // answered: that, not the broken handler exchange, is the
                 // client's answer.
-                if over.load(Ordering::Acquire) {
+                if progress.as_deref().is_some_and(BodyProgress::over) {
                     body_too_large(max_body)
                 } else {
                     upstream_error(&handler, &err)

@@ -2,21 +2,30 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
+
 use elsinore_config::HostPattern;
+
+/// Names to values, hashed with foldhash (seeded per map): every request
+/// hashes its host once, and SipHash, std's default, costs several times
+/// more. Its flood resistance is not needed here: the keys are the hosts
+/// operators declare, so a client can only look names up, never add
+/// colliding ones.
+type Names<V> = HashMap<Box<str>, V, RandomState>;
 
 /// Immutable lookup from a normalised hostname to a value (a project).
 #[derive(Debug, Clone)]
 pub struct HostTable<T> {
-    exact: HashMap<Box<str>, T>,
+    exact: Names<T>,
     /// Keyed by the suffix after `*.`.
-    wildcard: HashMap<Box<str>, T>,
+    wildcard: Names<T>,
 }
 
 impl<T> Default for HostTable<T> {
     fn default() -> Self {
         Self {
-            exact: HashMap::new(),
-            wildcard: HashMap::new(),
+            exact: Names::default(),
+            wildcard: Names::default(),
         }
     }
 }
@@ -183,8 +192,8 @@ pub struct HostTableBuilder<T> {
     /// Each value with the index of its project in `projects`: no string
     /// per host for the owner (a 10,000-host reload inserts every host
     /// twice).
-    exact: HashMap<Box<str>, (T, usize)>,
-    wildcard: HashMap<Box<str>, (T, usize)>,
+    exact: Names<(T, usize)>,
+    wildcard: Names<(T, usize)>,
     projects: Vec<String>,
     conflicts: Vec<Conflict>,
 }
@@ -192,8 +201,8 @@ pub struct HostTableBuilder<T> {
 impl<T> Default for HostTableBuilder<T> {
     fn default() -> Self {
         Self {
-            exact: HashMap::new(),
-            wildcard: HashMap::new(),
+            exact: Names::default(),
+            wildcard: Names::default(),
             projects: Vec::new(),
             conflicts: Vec::new(),
         }
@@ -239,7 +248,7 @@ impl<T> HostTableBuilder<T> {
 
     /// The finished table and the conflicts found while building it.
     pub fn finish(self) -> (HostTable<T>, Vec<Conflict>) {
-        let values = |map: HashMap<Box<str>, (T, usize)>| {
+        let values = |map: Names<(T, usize)>| {
             map.into_iter()
                 .map(|(name, (value, _))| (name, value))
                 .collect()
