@@ -68,7 +68,47 @@ impl Inner {
 pub(crate) struct TimedOut;
 
 /// Clears the response deadline when its wait ends, however it ends.
+#[derive(Debug)]
 struct DeadlineGuard<'a>(&'a Inner);
+
+pin_project_lite::pin_project! {
+    /// See [`Activity::within`].
+    #[derive(Debug)]
+    pub(crate) struct Within<'a, F> {
+        #[pin]
+        response: F,
+        // The request's own timer, where the connection's does not keep
+        // the deadline.
+        #[pin]
+        sleep: Option<Sleep>,
+        // Where the connection's timer keeps it; dropped after `response`.
+        clear: Option<DeadlineGuard<'a>>,
+    }
+}
+
+impl<F: Future> Future for Within<'_, F> {
+    type Output = Result<F::Output, TimedOut>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        // An answer that is there wins over a deadline just passed.
+        if let Poll::Ready(output) = this.response.poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        let expired = match (this.sleep.as_pin_mut(), this.clear.as_ref()) {
+            (Some(sleep), _) => sleep.poll(cx).is_ready(),
+            (None, Some(DeadlineGuard(inner))) => {
+                inner.response_expired.swap(false, Ordering::AcqRel)
+            }
+            (None, None) => false,
+        };
+        if expired {
+            Poll::Ready(Err(TimedOut))
+        } else {
+            Poll::Pending
+        }
+    }
+}
 
 impl Drop for DeadlineGuard<'_> {
     fn drop(&mut self) {
@@ -116,36 +156,33 @@ impl Activity {
     /// timer of its own (a tokio timer was registered in the wheel and
     /// cancelled for every request; docs/performance.md). Elsewhere
     /// (HTTP/2 streams, each a task of its own) a tokio timer does.
-    pub(crate) async fn within<F: Future>(
+    ///
+    /// A future written out rather than an `async fn`: one of those keeps
+    /// its argument twice (as passed and as moved into its body), and this
+    /// one's argument is the whole handler exchange.
+    pub(crate) fn within<F: Future>(
         activity: Option<&Activity>,
         deadline: Instant,
         response: F,
-    ) -> Result<F::Output, TimedOut> {
-        let Some(inner) = activity
+    ) -> Within<'_, F> {
+        let inner = activity
             .map(|activity| &*activity.0)
-            .filter(|inner| inner.keeps_deadlines.load(Ordering::Acquire))
-        else {
-            return tokio::time::timeout_at(deadline, response)
-                .await
-                .map_err(|_| TimedOut);
+            .filter(|inner| inner.keeps_deadlines.load(Ordering::Acquire));
+        let (sleep, clear) = match inner {
+            Some(inner) => {
+                inner.response_expired.store(false, Ordering::Release);
+                inner
+                    .response_deadline
+                    .store(inner.nanos(deadline), Ordering::Release);
+                (None, Some(DeadlineGuard(inner)))
+            }
+            None => (Some(tokio::time::sleep_until(deadline)), None),
         };
-        inner.response_expired.store(false, Ordering::Release);
-        inner
-            .response_deadline
-            .store(inner.nanos(deadline), Ordering::Release);
-        let _clear = DeadlineGuard(inner);
-        let mut response = std::pin::pin!(response);
-        std::future::poll_fn(|cx| {
-            // An answer that is there wins over a deadline just passed.
-            if let Poll::Ready(output) = response.as_mut().poll(cx) {
-                return Poll::Ready(Ok(output));
-            }
-            if inner.response_expired.swap(false, Ordering::AcqRel) {
-                return Poll::Ready(Err(TimedOut));
-            }
-            Poll::Pending
-        })
-        .await
+        Within {
+            response,
+            sleep,
+            clear,
+        }
     }
 
     /// A request starts; it ends when the guard drops.

@@ -1,5 +1,6 @@
 //! The request path.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -139,268 +140,287 @@ impl Proxy {
 
     /// Answers one request that came on `conn`; never fails (errors become
     /// JSON responses).
-    pub async fn handle_on(
-        &self,
+    ///
+    /// This and [`Proxy::route`] return `async` blocks instead of being
+    /// `async fn`s: one of those keeps its arguments twice (as passed and
+    /// as moved into its body), and the request is ~260 bytes copied on
+    /// every move.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn stores its arguments twice"
+    )]
+    pub fn handle_on<'a>(
+        &'a self,
         request: Request<Incoming>,
-        conn: &ConnInfo,
-    ) -> Response<ProxyBody> {
-        let request_id = self
-            .request_ids
-            .for_request(request.headers().get(X_REQUEST_ID));
-        let mut access = Access::begin(&request, conn.peer, &request_id, self.metrics.clone());
-        let mut response = match self.route(request, conn, &request_id, &mut access).await {
-            Ok(response) => response,
-            Err(error) => {
-                if error.status().is_server_error() {
-                    tracing::warn!(request_id = ?request_id, %error, details = ?error, "request failed");
+        conn: &'a ConnInfo,
+    ) -> impl Future<Output = Response<ProxyBody>> + 'a {
+        async move {
+            let request_id = self
+                .request_ids
+                .for_request(request.headers().get(X_REQUEST_ID));
+            let mut access = Access::begin(&request, conn.peer, &request_id, self.metrics.clone());
+            let mut response = match self.route(request, conn, &request_id, &mut access).await {
+                Ok(response) => response,
+                Err(error) => {
+                    if error.status().is_server_error() {
+                        tracing::warn!(request_id = ?request_id, %error, details = ?error, "request failed");
+                    }
+                    access.failed(&error);
+                    let mut response = error.into_response(&request_id);
+                    access.attach(&mut response);
+                    return response;
                 }
-                access.failed(&error);
-                let mut response = error.into_response(&request_id);
-                access.attach(&mut response);
-                return response;
+            };
+            // A 101 keeps the headers that say what the connection became.
+            let upgraded = (response.status() == StatusCode::SWITCHING_PROTOCOLS)
+                .then(|| response.headers().get(UPGRADE).cloned())
+                .flatten();
+            headers::remove_hop_by_hop(response.headers_mut());
+            if let Some(protocol) = upgraded {
+                upgrade::restore_headers(response.headers_mut(), protocol);
             }
-        };
-        // A 101 keeps the headers that say what the connection became.
-        let upgraded = (response.status() == StatusCode::SWITCHING_PROTOCOLS)
-            .then(|| response.headers().get(UPGRADE).cloned())
-            .flatten();
-        headers::remove_hop_by_hop(response.headers_mut());
-        if let Some(protocol) = upgraded {
-            upgrade::restore_headers(response.headers_mut(), protocol);
+            response.headers_mut().insert(X_REQUEST_ID, request_id);
+            access.attach(&mut response);
+            response
         }
-        response.headers_mut().insert(X_REQUEST_ID, request_id);
-        access.attach(&mut response);
-        response
     }
 
-    async fn route(
-        &self,
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn stores its arguments twice"
+    )]
+    fn route<'a>(
+        &'a self,
         mut request: Request<Incoming>,
-        conn: &ConnInfo,
-        request_id: &HeaderValue,
-        access: &mut Access,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        if request.method() == Method::CONNECT {
-            return Err(ProxyError::MethodNotAllowed {
-                method: request.method().to_string(),
-            });
-        }
-        // The authority the request names: the URI's for HTTP/2 and
-        // absolute-form targets (it takes precedence over Host, RFC 9112
-        // §3.2.2), else the Host header. Elsinore routes by it and forwards
-        // it as Host, so the two can never disagree.
-        let authority = match request.uri().authority() {
-            Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-            None => request.headers().get(HOST).cloned(),
-        };
-        let raw_host = authority
-            .as_ref()
-            .map_or("", |value| value.to_str().unwrap_or("\u{0}"));
-        let host = normalize_request_host(raw_host).map_err(|err| match err {
-            HostError::Missing => ProxyError::MissingHost,
-            _ => ProxyError::InvalidHost {
-                host: raw_host.to_owned(),
-            },
-        })?;
-
-        // No domain fronting: on TLS the host must be one the
-        // connection's certificate (chosen by SNI) covers.
-        if let Some(tls) = &conn.tls {
-            if !tls.cert.covers(&host) {
-                return Err(ProxyError::Misdirected {
-                    host: host.into_owned(),
-                    sni: tls.sni.clone(),
+        conn: &'a ConnInfo,
+        request_id: &'a HeaderValue,
+        access: &'a mut Access,
+    ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 'a {
+        async move {
+            if request.method() == Method::CONNECT {
+                return Err(ProxyError::MethodNotAllowed {
+                    method: request.method().to_string(),
                 });
             }
-        }
-
-        // One load of the snapshot; the Arc keeps this project alive for
-        // the whole request even if the table is swapped meanwhile.
-        let routed = {
-            let table = self.table.load();
-            if let Some(location) = self.https_redirect(&table, conn, &host, request.uri()) {
-                return Ok(redirect::response(location));
-            }
-            Routed::resolve(&table, &host, request.uri())?
-        };
-        let (project, via, site) = match routed {
-            Routed::Owner(HostRoute { project, site }) => (project, Via::Owner, site),
-            Routed::Fallback(project) => (project, Via::Fallback, None),
-            Routed::Preview(PreviewRoute::AddSlash(location)) => {
-                return Ok(redirect::response(location));
-            }
-            Routed::Preview(PreviewRoute::Project {
-                project,
-                prefix,
-                path,
-            }) => {
-                // The handler sees its own paths; the access log keeps the
-                // client's (taken at `Access::begin`).
-                *request.uri_mut() = Uri::from(path);
-                (project, Via::Preview(prefix), None)
-            }
-        };
-        access.set_host(&host);
-        access.project = Some(project.clone());
-        // Usually the client's value already is the normalised name (lower
-        // case, no port): then it is shared, not copied into a new one. A
-        // validated DNS name is always a valid header value.
-        let host_header = match &authority {
-            Some(value) if value.as_bytes() == host.as_bytes() => value.clone(),
-            _ => HeaderValue::from_str(&host).map_err(|_| ProxyError::InvalidHost {
-                host: host.clone().into_owned(),
-            })?,
-        };
-        // Reserved paths, answered by Elsinore for the host's project.
-        if admin_api::is_admin_path(request.uri().path()) {
-            if let Some(reason) = via.admin_refusal(&host) {
-                return Err(ProxyError::NotFound { reason });
-            }
-            let Some(admin) = &self.admin else {
-                return Err(ProxyError::AdminUnavailable);
+            // The authority the request names: the URI's for HTTP/2 and
+            // absolute-form targets (it takes precedence over Host, RFC 9112
+            // §3.2.2), else the Host header. Elsinore routes by it and forwards
+            // it as Host, so the two can never disagree.
+            let authority = match request.uri().authority() {
+                Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+                None => request.headers().get(HOST).cloned(),
             };
-            access.admin = true;
-            let cx = AdminRequest {
-                host: &host,
-                project: &project,
-                table: &self.table,
-                peer: conn.peer,
+            let raw_host = authority
+                .as_ref()
+                .map_or("", |value| value.to_str().unwrap_or("\u{0}"));
+            let host = normalize_request_host(raw_host).map_err(|err| match err {
+                HostError::Missing => ProxyError::MissingHost,
+                _ => ProxyError::InvalidHost {
+                    host: raw_host.to_owned(),
+                },
+            })?;
+
+            // No domain fronting: on TLS the host must be one the
+            // connection's certificate (chosen by SNI) covers.
+            if let Some(tls) = &conn.tls {
+                if !tls.cert.covers(&host) {
+                    return Err(ProxyError::Misdirected {
+                        host: host.into_owned(),
+                        sni: tls.sni.clone(),
+                    });
+                }
+            }
+
+            // One load of the snapshot; the Arc keeps this project alive for
+            // the whole request even if the table is swapped meanwhile.
+            let routed = {
+                let table = self.table.load();
+                if let Some(location) = self.https_redirect(&table, conn, &host, request.uri()) {
+                    return Ok(redirect::response(location));
+                }
+                Routed::resolve(&table, &host, request.uri())?
+            };
+            let (project, via, site) = match routed {
+                Routed::Owner(HostRoute { project, site }) => (project, Via::Owner, site),
+                Routed::Fallback(project) => (project, Via::Fallback, None),
+                Routed::Preview(PreviewRoute::AddSlash(location)) => {
+                    return Ok(redirect::response(location));
+                }
+                Routed::Preview(PreviewRoute::Project {
+                    project,
+                    prefix,
+                    path,
+                }) => {
+                    // The handler sees its own paths; the access log keeps the
+                    // client's (taken at `Access::begin`).
+                    *request.uri_mut() = Uri::from(path);
+                    (project, Via::Preview(prefix), None)
+                }
+            };
+            access.set_host(&host);
+            access.project = Some(project.clone());
+            // Usually the client's value already is the normalised name (lower
+            // case, no port): then it is shared, not copied into a new one. A
+            // validated DNS name is always a valid header value.
+            let host_header = match &authority {
+                Some(value) if value.as_bytes() == host.as_bytes() => value.clone(),
+                _ => HeaderValue::from_str(&host).map_err(|_| ProxyError::InvalidHost {
+                    host: host.clone().into_owned(),
+                })?,
+            };
+            // Reserved paths, answered by Elsinore for the host's project.
+            if admin_api::is_admin_path(request.uri().path()) {
+                if let Some(reason) = via.admin_refusal(&host) {
+                    return Err(ProxyError::NotFound { reason });
+                }
+                let Some(admin) = &self.admin else {
+                    return Err(ProxyError::AdminUnavailable);
+                };
+                access.admin = true;
+                let cx = AdminRequest {
+                    host: &host,
+                    project: &project,
+                    table: &self.table,
+                    peer: conn.peer,
+                    request_id,
+                };
+                // Boxed: held in place, its ~2 KB would be part of every
+                // request's future, and copied with it, proxied or not.
+                return Ok(Box::pin(admin.handle(request, cx)).await);
+            }
+            // The project's own CORS (`cors_origins` on the project): Elsinore
+            // answers preflights and decorates the handler's response.
+            let cors_origin = match &project.cors {
+                Some(cors) => {
+                    if let Some(answer) = cors.preflight(request.method(), request.headers()) {
+                        return answer;
+                    }
+                    request.headers().get(ORIGIN).cloned()
+                }
+                None => None,
+            };
+            // The host folder's public/ answers before the handler.
+            if let Some(site) = &site {
+                if let Some(mut response) = serve_static(site, &request, access).await? {
+                    if let Some(cors) = &project.cors {
+                        cors.decorate(cors_origin.as_ref(), response.headers_mut());
+                    }
+                    return Ok(response);
+                }
+            }
+            let handler = project
+                .handler_for(request.uri().path())
+                .cloned()
+                .ok_or_else(|| ProxyError::NoRoute {
+                    project: project.name.clone(),
+                    path: request.uri().path().to_owned(),
+                })?;
+            access.handler = Some(handler.clone());
+            // Refused before the handler is contacted: the client (with
+            // `Expect: 100-continue`) need not even send the body.
+            let max_body = project.max_body.unwrap_or(self.max_body);
+            if declared_length(request.headers()).is_some_and(|length| length > max_body) {
+                return Err(body_too_large(max_body));
+            }
+            handler
+                .ready()
+                .await
+                .map_err(|why| unavailable(&handler, why))?;
+            let in_flight = handler.admit().await.map_err(|why| busy(&handler, why))?;
+            // Taken before the headers go: hop-by-hop removal drops Upgrade.
+            let upgrade_to = upgrade::requested(&request);
+            let client_upgrade = upgrade_to
+                .is_some()
+                .then(|| hyper::upgrade::on(&mut request));
+            let slot = conn.slot.clone();
+
+            // Host keys open only hosts the project declares: not the preview
+            // host, not a host answered by default_project.
+            let ring = match via {
+                Via::Owner => self.admin.as_ref().map(AdminApi::ring),
+                Via::Fallback | Via::Preview(_) => None,
+            };
+            let auth = auth::resolve(
+                request.headers(),
+                request.uri().query(),
+                &host,
+                &project,
+                ring,
+            );
+            let context = Context {
+                host: host_header,
+                project: &project.name_header,
+                project_key: project.key_header.as_ref(),
+                auth: auth.header_value(),
                 request_id,
+                client_ip: &conn.peer_ip,
+                proto: if conn.tls.is_some() { "https" } else { "http" },
+                forwarded_prefix: via.prefix(),
             };
-            return Ok(admin.handle(request, cx).await);
-        }
-        // The project's own CORS (`cors_origins` on the project): Elsinore
-        // answers preflights and decorates the handler's response.
-        let cors_origin = match &project.cors {
-            Some(cors) => {
-                if let Some(answer) = cors.preflight(request.method(), request.headers()) {
-                    return answer;
-                }
-                request.headers().get(ORIGIN).cloned()
+            let headers = request.headers_mut();
+            headers::remove_hop_by_hop(headers);
+            headers::set_context(headers, context, authority.clone());
+            if let Some(authority) = authority {
+                headers.insert(HOST, authority);
             }
-            None => None,
-        };
-        // The host folder's public/ answers before the handler.
-        if let Some(site) = &site {
-            if let Some(mut response) = serve_static(site, &request, access).await? {
-                if let Some(cors) = &project.cors {
-                    cors.decorate(cors_origin.as_ref(), response.headers_mut());
-                }
-                return Ok(response);
+            if let Some(protocol) = upgrade_to {
+                upgrade::restore_headers(headers, protocol);
             }
-        }
-        let handler = project
-            .handler_for(request.uri().path())
-            .cloned()
-            .ok_or_else(|| ProxyError::NoRoute {
-                project: project.name.clone(),
-                path: request.uri().path().to_owned(),
-            })?;
-        access.handler = Some(handler.clone());
-        // Refused before the handler is contacted: the client (with
-        // `Expect: 100-continue`) need not even send the body.
-        let max_body = project.max_body.unwrap_or(self.max_body);
-        if declared_length(request.headers()).is_some_and(|length| length > max_body) {
-            return Err(body_too_large(max_body));
-        }
-        handler
-            .ready()
-            .await
-            .map_err(|why| unavailable(&handler, why))?;
-        let in_flight = handler.admit().await.map_err(|why| busy(&handler, why))?;
-        // Taken before the headers go: hop-by-hop removal drops Upgrade.
-        let upgrade_to = upgrade::requested(&request);
-        let client_upgrade = upgrade_to
-            .is_some()
-            .then(|| hyper::upgrade::on(&mut request));
-        let slot = conn.slot.clone();
+            *request.uri_mut() = origin_form(request.uri());
+            // Handlers speak HTTP/1.1 whatever the client spoke.
+            *request.version_mut() = Version::HTTP_11;
 
-        // Host keys open only hosts the project declares: not the preview
-        // host, not a host answered by default_project.
-        let ring = match via {
-            Via::Owner => self.admin.as_ref().map(AdminApi::ring),
-            Via::Fallback | Via::Preview(_) => None,
-        };
-        let auth = auth::resolve(
-            request.headers(),
-            request.uri().query(),
-            &host,
-            &project,
-            ring,
-        );
-        let context = Context {
-            host: host_header,
-            project: &project.name_header,
-            project_key: project.key_header.as_ref(),
-            auth: auth.header_value(),
-            request_id,
-            client_ip: &conn.peer_ip,
-            proto: if conn.tls.is_some() { "https" } else { "http" },
-            forwarded_prefix: via.prefix(),
-        };
-        let headers = request.headers_mut();
-        headers::remove_hop_by_hop(headers);
-        headers::set_context(headers, context, authority.clone());
-        if let Some(authority) = authority {
-            headers.insert(HOST, authority);
-        }
-        if let Some(protocol) = upgrade_to {
-            upgrade::restore_headers(headers, protocol);
-        }
-        *request.uri_mut() = origin_form(request.uri());
-        // Handlers speak HTTP/1.1 whatever the client spoke.
-        *request.version_mut() = Version::HTTP_11;
-
-        // Only the wait for response headers is bounded: a streaming body
-        // (server-sent events) may legitimately last for hours.
-        // Counted as it streams; `progress` also tells a cut body from a
-        // failure. A request without a body has neither to tell.
-        let progress = (!request.body().is_end_stream()).then(|| access.body_progress());
-        let request = request.map(|body| RequestBody::new(body, max_body, progress.clone()));
-        let limit = handler.response_timeout();
-        let asked = Instant::now();
-        let response = Activity::within(
-            conn.activity.as_ref(),
-            asked + limit,
-            self.client.request(&handler, request),
-        )
-        .await;
-        access.handler_time = Some(asked.elapsed());
-        let response = response
-            .map_err(|_| ProxyError::HandlerTimeout {
-                handler: label(&handler),
-                waited: limit,
-            })?
-            .map_err(|err| {
-                // A streamed body went over the limit before the handler
-                // answered: that, not the broken handler exchange, is the
-                // client's answer.
-                if progress.as_deref().is_some_and(BodyProgress::over) {
-                    body_too_large(max_body)
-                } else {
-                    upstream_error(&handler, &err)
-                }
-            })?;
-        let mut response = response;
-        if let Some(prefix) = via.prefix() {
-            preview::restore_prefix(response.headers_mut(), prefix);
-        }
-        if let Some(cors) = &project.cors {
-            cors.decorate(cors_origin.as_ref(), response.headers_mut());
-        }
-        // The handler agreed to switch: relay its 101 and pipe the two
-        // connections once hyper hands them over. Any other answer is an
-        // ordinary response.
-        if let Some(client_upgrade) = client_upgrade {
-            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                let handler_upgrade = hyper::upgrade::on(&mut response);
-                self.tunnels
-                    .spawn(client_upgrade, handler_upgrade, in_flight, slot);
-                let (parts, _) = response.into_parts();
-                return Ok(Response::from_parts(parts, Either::Right(Full::default())));
+            // Only the wait for response headers is bounded: a streaming body
+            // (server-sent events) may legitimately last for hours.
+            // Counted as it streams; `progress` also tells a cut body from a
+            // failure. A request without a body has neither to tell.
+            let progress = (!request.body().is_end_stream()).then(|| access.body_progress());
+            let request = request.map(|body| RequestBody::new(body, max_body, progress.clone()));
+            let limit = handler.response_timeout();
+            let asked = Instant::now();
+            let response = Activity::within(
+                conn.activity.as_ref(),
+                asked + limit,
+                self.client.request(&handler, request),
+            )
+            .await;
+            access.handler_time = Some(asked.elapsed());
+            let response = response
+                .map_err(|_| ProxyError::HandlerTimeout {
+                    handler: label(&handler),
+                    waited: limit,
+                })?
+                .map_err(|err| {
+                    // A streamed body went over the limit before the handler
+                    // answered: that, not the broken handler exchange, is the
+                    // client's answer.
+                    if progress.as_deref().is_some_and(BodyProgress::over) {
+                        body_too_large(max_body)
+                    } else {
+                        upstream_error(&handler, &err)
+                    }
+                })?;
+            let mut response = response;
+            if let Some(prefix) = via.prefix() {
+                preview::restore_prefix(response.headers_mut(), prefix);
             }
+            if let Some(cors) = &project.cors {
+                cors.decorate(cors_origin.as_ref(), response.headers_mut());
+            }
+            // The handler agreed to switch: relay its 101 and pipe the two
+            // connections once hyper hands them over. Any other answer is an
+            // ordinary response.
+            if let Some(client_upgrade) = client_upgrade {
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    let handler_upgrade = hyper::upgrade::on(&mut response);
+                    self.tunnels
+                        .spawn(client_upgrade, handler_upgrade, in_flight, slot);
+                    let (parts, _) = response.into_parts();
+                    return Ok(Response::from_parts(parts, Either::Right(Full::default())));
+                }
+            }
+            Ok(response.map(|body| Either::Left(HandlerBody::new(body, in_flight))))
         }
-        Ok(response.map(|body| Either::Left(HandlerBody::new(body, in_flight))))
     }
 }
 
