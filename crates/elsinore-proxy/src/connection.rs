@@ -497,4 +497,59 @@ mod tests {
         // And the next request on the connection gets its own.
         wait_times_out(&activity, &mut timer).await;
     }
+
+    #[tokio::test]
+    async fn a_wait_the_connection_timer_does_not_keep_times_out_on_its_own() {
+        // HTTP/2 streams: no activity keeping deadlines, the wait's own timer.
+        let not_kept = Activity::new();
+        for activity in [None, Some(&not_kept)] {
+            let deadline = Instant::now() + Duration::from_millis(20);
+            let waited = tokio::time::timeout(
+                Duration::from_secs(10),
+                Activity::within(activity, deadline, std::future::pending::<()>()),
+            )
+            .await
+            .expect("the wait did not end at its deadline");
+            assert!(matches!(waited, Err(TimedOut)));
+            assert!(Instant::now() >= deadline);
+        }
+        assert_eq!(
+            not_kept.0.response_deadline.load(Ordering::Acquire),
+            NO_DEADLINE
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_is_there_wins_over_a_deadline_already_passed() {
+        let (activity, _timer) = http1_connection();
+        let past = Instant::now() - Duration::from_millis(1);
+        for activity in [None, Some(&activity)] {
+            let answer = Activity::within(activity, past, std::future::ready(7)).await;
+            assert!(matches!(answer, Ok(7)));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_response_deadline_is_cleared_when_its_wait_ends_or_is_dropped() {
+        let (activity, _timer) = http1_connection();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let waiting = Activity::within(Some(&activity), deadline, std::future::pending::<()>());
+        assert_ne!(
+            activity.0.response_deadline.load(Ordering::Acquire),
+            NO_DEADLINE,
+            "the connection's timer is told the deadline"
+        );
+        // A client that goes away drops the request's future mid-wait.
+        drop(waiting);
+        assert_eq!(
+            activity.0.response_deadline.load(Ordering::Acquire),
+            NO_DEADLINE
+        );
+        let answered = Activity::within(Some(&activity), deadline, std::future::ready(())).await;
+        assert!(answered.is_ok());
+        assert_eq!(
+            activity.0.response_deadline.load(Ordering::Acquire),
+            NO_DEADLINE
+        );
+    }
 }
