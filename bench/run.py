@@ -263,6 +263,9 @@ def main():
                     e2 = wrk(f"http://127.0.0.1:{e_port}/", host, conns, keepalive, args.duration, args.warmup)
                     row["nginx"] = average(n1, n2)
                     row["elsinore"] = average(e1, e2)
+                    # How far apart the two runs of the same proxy were:
+                    # a ratio difference smaller than this is noise.
+                    row["spread"] = max(spread(n1, n2), spread(e1, e2))
                     results.append(row)
                     log(f"{label}: nginx {row['nginx']['rps']:.0f} req/s, elsinore {row['elsinore']['rps']:.0f} req/s")
 
@@ -290,9 +293,15 @@ def average(a, b):
     return {k: (a[k] + b[k]) / 2 if k != "errors" else a[k] + b[k] for k in a}
 
 
+def spread(a, b):
+    """The difference in req/s between two runs of one proxy, relative to their mean."""
+    mean = (a["rps"] + b["rps"]) / 2
+    return abs(a["rps"] - b["rps"]) / mean if mean else 0.0
+
+
 def print_table(results):
     print(f"{'scenario':<28} {'direct':>16} {'nginx':>24} {'elsinore':>24} {'E/nginx':>8} {'E/direct':>8} "
-          f"{'p50 E-direct':>12} {'10k/1 host':>10}")
+          f"{'p50 E-direct':>12} {'10k/1 host':>10} {'run/run':>8}")
     print(f"{'':<28} {'req/s':>8} {'p50/p99µs':>7} {'req/s':>8} {'p50/p99 µs':>15} {'req/s':>8} {'p50/p99 µs':>15}")
     for row in results:
         d, n, e = row["direct"], row["nginx"], row["elsinore"]
@@ -302,6 +311,7 @@ def print_table(results):
         print(f"{row['scenario']:<28} {d['rps']:>8.0f} {d['p50']:>3.0f}/{d['p99']:<4.0f}"
               f" {n['rps']:>8.0f} {n['p50']:>6.0f}/{n['p99']:<8.0f} {e['rps']:>8.0f} {e['p50']:>6.0f}/{e['p99']:<8.0f}"
               f" {e['rps'] / n['rps']:>8.2f} {e['rps'] / d['rps']:>8.2f} {e['p50'] - d['p50']:>10.0f}µs {ten_ratio:>10}"
+              f" {row['spread'] * 100:>7.0f}%"
               + (f"  ({errors} errors)" if errors else ""))
 
 
