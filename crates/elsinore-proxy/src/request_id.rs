@@ -72,15 +72,18 @@ impl RequestIds {
     }
 
     fn generate(&self) -> HeaderValue {
-        let id = BATCH_OF_THREAD.with(|batch| {
-            let mut batch = batch.borrow_mut();
-            if batch.instance != self.instance || batch.next == BATCH {
-                *batch = self.batch();
-            }
-            let start = batch.next * ID_LEN;
-            batch.next += 1;
-            batch.ids.slice(start..start + ID_LEN)
-        });
+        let id = BATCH_OF_THREAD
+            .try_with(|batch| {
+                let mut batch = batch.borrow_mut();
+                if batch.instance != self.instance || batch.next == BATCH {
+                    *batch = self.batch();
+                }
+                let start = batch.next * ID_LEN;
+                batch.next += 1;
+                batch.ids.slice(start..start + ID_LEN)
+            })
+            // A thread already tearing down its locals: a batch of one.
+            .unwrap_or_else(|_| self.batch().ids.slice(..ID_LEN));
         HeaderValue::from_maybe_shared(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
     }
 
