@@ -30,7 +30,9 @@ pub struct HandlerBody {
 #[derive(Debug)]
 enum Source {
     Handler(PooledBody),
-    File(FileBody),
+    /// Boxed: twice a handler body's size, and every response, proxied
+    /// or not, is moved several times on its way to hyper.
+    File(Box<FileBody>),
 }
 
 impl HandlerBody {
@@ -45,7 +47,7 @@ impl HandlerBody {
     /// A static file read from disk as the client takes it.
     pub(crate) fn file(file: FileBody) -> Self {
         Self {
-            inner: Source::File(file),
+            inner: Source::File(Box::new(file)),
             _in_flight: None,
             access: None,
         }
