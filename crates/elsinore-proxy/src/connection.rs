@@ -77,12 +77,22 @@ pin_project_lite::pin_project! {
     pub(crate) struct Within<'a, F> {
         #[pin]
         response: F,
+        // Dropped after `response`.
+        #[pin]
+        deadline: Deadline<'a>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Who watches a [`Within`]'s deadline.
+    #[project = DeadlineProj]
+    #[derive(Debug)]
+    enum Deadline<'a> {
         // The request's own timer, where the connection's does not keep
         // the deadline.
-        #[pin]
-        sleep: Option<Sleep>,
-        // Where the connection's timer keeps it; dropped after `response`.
-        clear: Option<DeadlineGuard<'a>>,
+        Own { #[pin] sleep: Sleep },
+        // The connection's timer, told through its `Inner`.
+        Connection { guard: DeadlineGuard<'a> },
     }
 }
 
@@ -95,12 +105,11 @@ impl<F: Future> Future for Within<'_, F> {
         if let Poll::Ready(output) = this.response.poll(cx) {
             return Poll::Ready(Ok(output));
         }
-        let expired = match (this.sleep.as_pin_mut(), this.clear.as_ref()) {
-            (Some(sleep), _) => sleep.poll(cx).is_ready(),
-            (None, Some(DeadlineGuard(inner))) => {
-                inner.response_expired.swap(false, Ordering::AcqRel)
+        let expired = match this.deadline.project() {
+            DeadlineProj::Own { sleep } => sleep.poll(cx).is_ready(),
+            DeadlineProj::Connection { guard } => {
+                guard.0.response_expired.swap(false, Ordering::AcqRel)
             }
-            (None, None) => false,
         };
         if expired {
             Poll::Ready(Err(TimedOut))
@@ -168,21 +177,21 @@ impl Activity {
         let inner = activity
             .map(|activity| &*activity.0)
             .filter(|inner| inner.keeps_deadlines.load(Ordering::Acquire));
-        let (sleep, clear) = match inner {
+        let deadline = match inner {
             Some(inner) => {
                 inner.response_expired.store(false, Ordering::Release);
                 inner
                     .response_deadline
                     .store(inner.nanos(deadline), Ordering::Release);
-                (None, Some(DeadlineGuard(inner)))
+                Deadline::Connection {
+                    guard: DeadlineGuard(inner),
+                }
             }
-            None => (Some(tokio::time::sleep_until(deadline)), None),
+            None => Deadline::Own {
+                sleep: tokio::time::sleep_until(deadline),
+            },
         };
-        Within {
-            response,
-            sleep,
-            clear,
-        }
+        Within { response, deadline }
     }
 
     /// A request starts; it ends when the guard drops.
