@@ -100,7 +100,8 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
     spawn_sighup_reloads(live.clone());
     let admin = keys.into_api(&config, Arc::new(LiveRescan::new(live.clone())));
     let metrics = Arc::new(elsinore_metrics::Metrics::new(config.metrics.per_host));
-    // Before any request: handler pools are split per request thread.
+    // Before any request: handler pools and request metrics are split per
+    // request thread.
     elsinore_proxy::set_request_threads(http_threads);
     let proxy = Arc::new(
         Proxy::new(live.table())

@@ -14,7 +14,8 @@
 //! on. Requests for unknown hosts are counted with empty project and
 //! handler labels, never with the client-supplied host.
 
-use std::collections::HashMap;
+mod series;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,8 +28,10 @@ use prometheus_client::encoding::{
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+pub use series::{set_recording_thread, set_recording_threads};
+use series::{Observation, RequestCollector, Series, SeriesMap, CLASSES};
 
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -65,20 +68,6 @@ impl EncodeLabelSet for RequestLabels {
             ("host", host.as_str()).encode(encoder.encode_label())?;
         }
         Ok(())
-    }
-}
-
-/// [`RequestLabels`] plus the status class (`2xx` … `5xx`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct ClassLabels {
-    request: RequestLabels,
-    class: &'static str,
-}
-
-impl EncodeLabelSet for ClassLabels {
-    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        self.request.encode(encoder)?;
-        ("class", self.class).encode(encoder.encode_label())
     }
 }
 
@@ -189,104 +178,15 @@ pub trait ScrapeSource: std::fmt::Debug + Send + Sync + 'static {
 pub struct Metrics {
     per_host: bool,
     registry: Mutex<Registry>,
-    requests: Family<ClassLabels, Counter>,
-    request_duration: Family<RequestLabels, Histogram>,
-    handler_duration: Family<RequestLabels, Histogram>,
-    bytes_in: Family<RequestLabels, Counter>,
-    bytes_out: Family<RequestLabels, Counter>,
     handler_errors: Family<ErrorLabels, Counter>,
     auth_failures: Family<AuthLabels, Counter>,
     open_connections: Gauge,
-    /// Every request series, resolved once per (project, handler, host):
-    /// recording a request is then two FNV-hashed `&str` lookups (and a
-    /// host one with per_host) in an `ArcSwap` snapshot (no lock, no
-    /// allocation) plus the atomic adds.
-    series: ArcSwap<SeriesMap>,
-}
-
-/// project → handler → host (empty without per_host) → series.
-///
-/// Project and handler names come from configuration, so those two levels
-/// use [`Fnv`] (SipHash, the default, was the largest part of recording a
-/// request); hosts may be client-chosen under a wildcard with `per_host`,
-/// so they keep the randomly keyed default.
-type SeriesMap = HashMap<String, HashMap<String, Hosts, Fnv>, Fnv>;
-
-/// The series of one (project, handler), by host.
-#[derive(Debug, Default, Clone)]
-struct Hosts {
-    /// The empty host: every request without per_host, unknown hosts with.
-    none: Option<Arc<Series>>,
-    by_host: HashMap<String, Arc<Series>>,
-}
-
-impl Hosts {
-    fn get(&self, host: &str) -> Option<&Arc<Series>> {
-        if host.is_empty() {
-            self.none.as_ref()
-        } else {
-            self.by_host.get(host)
-        }
-    }
-
-    fn get_or_insert(&mut self, host: &str, series: &Arc<Series>) {
-        if host.is_empty() {
-            self.none.get_or_insert_with(|| series.clone());
-        } else {
-            self.by_host
-                .entry(host.to_owned())
-                .or_insert_with(|| series.clone());
-        }
-    }
-
-    fn values(&self) -> impl Iterator<Item = &Arc<Series>> {
-        self.none.iter().chain(self.by_host.values())
-    }
-}
-
-/// FNV-1a: a few instructions per byte for the short, trusted names of
-/// [`SeriesMap`]; not for keys a client can choose.
-type Fnv = std::hash::BuildHasherDefault<FnvHasher>;
-
-#[derive(Debug)]
-struct FnvHasher(u64);
-
-impl Default for FnvHasher {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl std::hash::Hasher for FnvHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 ^= u64::from(*byte);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// Handles into the families for one label set (they share the atomics).
-#[derive(Debug)]
-struct Series {
-    /// Indexed by status class: 1xx … 5xx.
-    requests: [Counter; 5],
-    request_duration: Histogram,
-    handler_duration: Histogram,
-    bytes_in: Counter,
-    bytes_out: Counter,
-}
-
-const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-
-fn latency_histogram() -> Histogram {
-    // 1 ms … ~16 s in 15 doubling steps: loopback handlers answer in
-    // milliseconds; anything past the top bucket is an incident anyway.
-    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+    /// Every request series (requests by class, body bytes, latencies),
+    /// created once per (project, handler, host): recording a request is
+    /// then two FNV-hashed `&str` lookups (and a host one with per_host)
+    /// in an `ArcSwap` snapshot (no lock, no allocation) plus atomic adds
+    /// on its thread's own shard (see `series`). Encoded at scrape time.
+    series: Arc<ArcSwap<SeriesMap>>,
 }
 
 impl Metrics {
@@ -294,43 +194,13 @@ impl Metrics {
     /// metrics carry a `host` label.
     pub fn new(per_host: bool) -> Self {
         let mut registry = Registry::with_prefix("elsinore");
-        let requests = Family::<ClassLabels, Counter>::default();
-        let request_duration = Family::<RequestLabels, Histogram>::new_with_constructor(
-            latency_histogram as fn() -> _,
-        );
-        let handler_duration = Family::<RequestLabels, Histogram>::new_with_constructor(
-            latency_histogram as fn() -> _,
-        );
-        let bytes_in = Family::<RequestLabels, Counter>::default();
-        let bytes_out = Family::<RequestLabels, Counter>::default();
+        let series = Arc::new(ArcSwap::default());
+        // elsinore_requests, _request_duration_seconds,
+        // _handler_duration_seconds, _request_bytes, _response_bytes.
+        registry.register_collector(Box::new(RequestCollector(Arc::clone(&series))));
         let handler_errors = Family::<ErrorLabels, Counter>::default();
         let auth_failures = Family::<AuthLabels, Counter>::default();
         let open_connections = Gauge::default();
-        registry.register(
-            "requests",
-            "Requests answered, by project, handler and status class",
-            requests.clone(),
-        );
-        registry.register(
-            "request_duration_seconds",
-            "Time from a request's arrival to the last byte of its response",
-            request_duration.clone(),
-        );
-        registry.register(
-            "handler_duration_seconds",
-            "Time from forwarding a request to the handler's response headers",
-            handler_duration.clone(),
-        );
-        registry.register(
-            "request_bytes",
-            "Request body bytes received from clients",
-            bytes_in.clone(),
-        );
-        registry.register(
-            "response_bytes",
-            "Response body bytes sent to clients",
-            bytes_out.clone(),
-        );
         registry.register(
             "handler_errors",
             "Requests a handler could not answer, by kind (refused, reset, timeout, unavailable)",
@@ -349,15 +219,10 @@ impl Metrics {
         Self {
             per_host,
             registry: Mutex::new(registry),
-            requests,
-            request_duration,
-            handler_duration,
-            bytes_in,
-            bytes_out,
             handler_errors,
             auth_failures,
             open_connections,
-            series: ArcSwap::default(),
+            series,
         }
     }
 
@@ -369,21 +234,7 @@ impl Metrics {
             handler: handler.to_owned(),
             host: self.per_host.then(|| host.to_owned()),
         };
-        let requests = CLASSES.map(|class| {
-            self.requests
-                .get_or_create(&ClassLabels {
-                    request: labels.clone(),
-                    class,
-                })
-                .clone()
-        });
-        let series = Arc::new(Series {
-            requests,
-            request_duration: self.request_duration.get_or_create(&labels).clone(),
-            handler_duration: self.handler_duration.get_or_create(&labels).clone(),
-            bytes_in: self.bytes_in.get_or_create(&labels).clone(),
-            bytes_out: self.bytes_out.get_or_create(&labels).clone(),
-        });
+        let series = Arc::new(Series::new(labels));
         self.series.rcu(|map| {
             let mut map = SeriesMap::clone(map);
             map.entry(project.to_owned())
@@ -393,7 +244,15 @@ impl Metrics {
                 .get_or_insert(host, &series);
             map
         });
-        series
+        // Another thread may have created the same series first: record
+        // into the one the map keeps, or this request would be lost.
+        self.series
+            .load()
+            .get(project)
+            .and_then(|handlers| handlers.get(handler))
+            .and_then(|hosts| hosts.get(host))
+            .cloned()
+            .unwrap_or(series)
     }
 
     /// Whether request metrics carry a `host` label.
@@ -438,17 +297,13 @@ impl Metrics {
             400..=499 => 3,
             _ => 4,
         };
-        series.requests[class].inc();
-        series.request_duration.observe(sample.total.as_secs_f64());
-        if let Some(handler) = sample.handler_time {
-            series.handler_duration.observe(handler.as_secs_f64());
-        }
-        if sample.bytes_in > 0 {
-            series.bytes_in.inc_by(sample.bytes_in);
-        }
-        if sample.bytes_out > 0 {
-            series.bytes_out.inc_by(sample.bytes_out);
-        }
+        series.record(&Observation {
+            class,
+            bytes_in: sample.bytes_in,
+            bytes_out: sample.bytes_out,
+            total: sample.total,
+            handler_time: sample.handler_time,
+        });
     }
 
     /// Counts a failed request to a handler.
@@ -497,8 +352,8 @@ impl Metrics {
             for (index, class) in CLASSES.into_iter().enumerate() {
                 let count: u64 = handlers
                     .values()
-                    .flat_map(Hosts::values)
-                    .map(|series| series.requests[index].get())
+                    .flat_map(series::Hosts::values)
+                    .map(|series| series.requests(index))
                     .sum();
                 totals.push((project.clone(), class, count));
             }

@@ -164,14 +164,22 @@ fn leased(
 /// handler connection never wake each other across threads.
 #[derive(Debug)]
 struct Pool {
-    shards: Box<[Mutex<Idle>]>,
+    shards: Box<[Shard]>,
 }
+
+/// One thread's list, on cache lines of its own: every request locks its
+/// thread's list twice (checkout and return), and two lists sharing a
+/// line would have the request threads take it from each other each
+/// time. 128 bytes: x86 fetches lines in pairs.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard(Mutex<Idle>);
 
 impl Default for Pool {
     fn default() -> Self {
         let shards = SHARDS.load(std::sync::atomic::Ordering::Relaxed).max(1);
         Self {
-            shards: (0..shards).map(|_| Mutex::default()).collect(),
+            shards: (0..shards).map(|_| Shard::default()).collect(),
         }
     }
 }
@@ -185,15 +193,19 @@ thread_local! {
 }
 
 /// Splits every handler pool created from now on into `threads` + 1
-/// lists: one per request thread, and list 0 for every other thread.
+/// lists: one per request thread, and list 0 for every other thread; the
+/// request metrics likewise (see [`elsinore_metrics::set_recording_threads`]).
 pub fn set_request_threads(threads: usize) {
     SHARDS.store(threads + 1, std::sync::atomic::Ordering::Relaxed);
+    elsinore_metrics::set_recording_threads(threads);
 }
 
 /// Marks the current thread as request thread `index` (0-based), which
-/// keeps its own idle connections.
+/// keeps its own idle connections and records into its own shard of the
+/// request metrics.
 pub fn set_request_thread(index: usize) {
     SHARD.with(|shard| shard.set(index + 1));
+    elsinore_metrics::set_recording_thread(index);
 }
 
 #[derive(Debug, Default)]
@@ -213,16 +225,20 @@ impl Pool {
     fn lock_shard(&self, index: usize) -> MutexGuard<'_, Idle> {
         let shard = &self.shards[index.min(self.shards.len() - 1)];
         // A panic elsewhere leaves a list of senders, still consistent.
-        shard.lock().unwrap_or_else(PoisonError::into_inner)
+        shard.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The most recently used connection that can take a request.
+    ///
+    /// Its idle time is not checked (a clock read per request): [`reap`]
+    /// closes a connection when it has been idle for [`IDLE_TIMEOUT`], and
+    /// the newest is taken first.
     fn checkout(&self) -> Option<SendRequest<RequestBody>> {
         let mut idle = self.lock();
-        while let Some((sender, since)) = idle.senders.pop() {
+        while let Some((sender, _)) = idle.senders.pop() {
             // Only ready connections are put back, so one that is not
             // ready now has been closed. Dropping it is all there is to do.
-            if sender.is_ready() && since.elapsed() < IDLE_TIMEOUT {
+            if sender.is_ready() {
                 return Some(sender);
             }
         }

@@ -523,14 +523,18 @@ pub(crate) async fn serve_connection<I>(
     // Requests reach their connection's timer through it (response
     // deadlines, see `Activity::within`).
     conn.activity = Some(activity.clone());
-    let conn = Arc::new(conn);
+    // One reference count per connection for each request to take: the
+    // proxy's own is shared by every request thread, and taking it per
+    // request would have them pass its cache line back and forth.
+    let per_connection = Arc::new((proxy, conn));
     let service = {
         let activity = activity.clone();
         service_fn(move |request| {
-            let (proxy, conn) = (proxy.clone(), conn.clone());
+            let per_connection = per_connection.clone();
             let active = activity.begin();
             async move {
-                let response = proxy.handle_on(request, &conn).await;
+                let (proxy, conn) = &*per_connection;
+                let response = proxy.handle_on(request, conn).await;
                 Ok::<_, Infallible>(response.map(|body| Tracked::new(body, active)))
             }
         })

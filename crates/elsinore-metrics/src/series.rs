@@ -1,0 +1,410 @@
+//! The per-request series (requests by status class, body bytes, and the
+//! two latency histograms), kept so that recording a request writes only
+//! memory its own thread owns.
+//!
+//! prometheus-client's `Histogram` takes a write lock per observation, and
+//! its counters are one shared atomic each: every request thread wrote
+//! the same few cache lines (two locks and their data, three counters)
+//! for every request, so each request paid for moving them from the other
+//! core, more so the more cores share them. Here each series has one
+//! [`Shard`] per request thread (see [`set_recording_thread`]), padded to
+//! its own cache lines; a scrape adds the shards up.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric as _, LabelSetEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::MetricType;
+
+use crate::RequestLabels;
+
+/// project → handler → host (empty without per_host) → series.
+///
+/// Project and handler names come from configuration, so those two levels
+/// use [`Fnv`] (SipHash, the default, was the largest part of recording a
+/// request); hosts may be client-chosen under a wildcard with `per_host`,
+/// so they keep the randomly keyed default.
+pub(crate) type SeriesMap = HashMap<String, HashMap<String, Hosts, Fnv>, Fnv>;
+
+/// The series of one (project, handler), by host.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Hosts {
+    /// The empty host: every request without per_host, unknown hosts with.
+    none: Option<Arc<Series>>,
+    by_host: HashMap<String, Arc<Series>>,
+}
+
+impl Hosts {
+    pub(crate) fn get(&self, host: &str) -> Option<&Arc<Series>> {
+        if host.is_empty() {
+            self.none.as_ref()
+        } else {
+            self.by_host.get(host)
+        }
+    }
+
+    pub(crate) fn get_or_insert(&mut self, host: &str, series: &Arc<Series>) {
+        if host.is_empty() {
+            self.none.get_or_insert_with(|| series.clone());
+        } else {
+            self.by_host
+                .entry(host.to_owned())
+                .or_insert_with(|| series.clone());
+        }
+    }
+
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Arc<Series>> {
+        self.none.iter().chain(self.by_host.values())
+    }
+}
+
+/// FNV-1a: a few instructions per byte for the short, trusted names of
+/// [`SeriesMap`]; not for keys a client can choose.
+pub(crate) type Fnv = std::hash::BuildHasherDefault<FnvHasher>;
+
+#[derive(Debug)]
+pub(crate) struct FnvHasher(u64);
+
+impl Default for FnvHasher {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for FnvHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// How many shards a series created from now on has.
+static SHARDS: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    /// This thread's shard: 0 unless [`set_recording_thread`] said.
+    static SHARD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Gives every series created from now on `threads` + 1 shards: one per
+/// request thread, and shard 0 for every other thread. Call once at
+/// startup, before requests are served.
+pub fn set_recording_threads(threads: usize) {
+    SHARDS.store(threads + 1, Ordering::Relaxed);
+}
+
+/// Marks the current thread as request thread `index` (0-based), which
+/// records into its own shard of every series.
+pub fn set_recording_thread(index: usize) {
+    SHARD.with(|shard| shard.set(index + 1));
+}
+
+/// Status classes, indexed as [`Shard::requests`].
+pub(crate) const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Upper bounds of the latency buckets: 1 ms … ~16 s in 15 doubling steps
+/// (loopback handlers answer in milliseconds; anything past the top bucket
+/// is an incident anyway), then +Inf.
+const BUCKETS: usize = 15;
+
+/// Bucket `i`'s upper bound in nanoseconds: 2^i ms.
+const fn bound_nanos(i: usize) -> u64 {
+    1_000_000 << i
+}
+
+/// Bucket `i`'s upper bound in seconds, as the text format prints it
+/// (computed as prometheus-client's `exponential_buckets` did, so the `le`
+/// labels read exactly as before).
+fn bound_seconds(i: usize) -> f64 {
+    0.001 * 2f64.powf(i as f64)
+}
+
+/// One latency histogram's values on one shard.
+#[derive(Debug, Default)]
+struct Latencies {
+    sum_nanos: AtomicU64,
+    /// Not cumulative; the last one is +Inf. The count is their sum.
+    buckets: [AtomicU64; BUCKETS + 1],
+}
+
+impl Latencies {
+    fn observe(&self, duration: Duration) {
+        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        // Most requests land in the first bucket: one comparison.
+        let bucket = (0..BUCKETS)
+            .find(|&i| nanos <= bound_nanos(i))
+            .unwrap_or(BUCKETS);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+/// One thread's part of a series. Aligned to 128 bytes: x86 fetches cache
+/// lines in pairs, so two shards must not share one.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard {
+    requests: [AtomicU64; 5],
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    request_duration: Latencies,
+    handler_duration: Latencies,
+}
+
+/// Every value of one label set: its shards, added up when scraped.
+#[derive(Debug)]
+pub(crate) struct Series {
+    labels: RequestLabels,
+    shards: Box<[Shard]>,
+}
+
+/// What one request adds to its series.
+#[derive(Debug)]
+pub(crate) struct Observation {
+    pub class: usize,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub total: Duration,
+    pub handler_time: Option<Duration>,
+}
+
+impl Series {
+    pub(crate) fn new(labels: RequestLabels) -> Self {
+        let shards = SHARDS.load(Ordering::Relaxed).max(1);
+        Self {
+            labels,
+            shards: (0..shards).map(|_| Shard::default()).collect(),
+        }
+    }
+
+    /// Adds `observation` to this thread's shard.
+    pub(crate) fn record(&self, observation: &Observation) {
+        // A thread tearing down its locals records into shard 0.
+        let index = SHARD.try_with(Cell::get).unwrap_or(0);
+        let shard = &self.shards[index.min(self.shards.len() - 1)];
+        shard.requests[observation.class].fetch_add(1, Ordering::Relaxed);
+        shard.request_duration.observe(observation.total);
+        if let Some(handler) = observation.handler_time {
+            shard.handler_duration.observe(handler);
+        }
+        if observation.bytes_in > 0 {
+            shard
+                .bytes_in
+                .fetch_add(observation.bytes_in, Ordering::Relaxed);
+        }
+        if observation.bytes_out > 0 {
+            shard
+                .bytes_out
+                .fetch_add(observation.bytes_out, Ordering::Relaxed);
+        }
+    }
+
+    /// Requests of status class `class` (index into [`CLASSES`]).
+    pub(crate) fn requests(&self, class: usize) -> u64 {
+        self.sum(|shard| &shard.requests[class])
+    }
+
+    fn sum(&self, value: impl Fn(&Shard) -> &AtomicU64) -> u64 {
+        self.shards
+            .iter()
+            .map(|shard| value(shard).load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
+    }
+
+    /// `(sum in seconds, count, per-bucket counts)` of one histogram, as
+    /// the encoder takes them.
+    fn latencies(&self, which: fn(&Shard) -> &Latencies) -> (f64, u64, Vec<(f64, u64)>) {
+        let sum_nanos = self.sum(|shard| &which(shard).sum_nanos);
+        let buckets: Vec<(f64, u64)> = (0..=BUCKETS)
+            .map(|i| {
+                let bound = if i == BUCKETS {
+                    // What the encoder prints as +Inf.
+                    f64::MAX
+                } else {
+                    bound_seconds(i)
+                };
+                (bound, self.sum(|shard| &which(shard).buckets[i]))
+            })
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        (sum_nanos as f64 / 1e9, count, buckets)
+    }
+}
+
+/// Encodes every [`Series`] of the map at scrape time.
+#[derive(Debug)]
+pub(crate) struct RequestCollector(pub(crate) Arc<ArcSwap<SeriesMap>>);
+
+/// A series' labels, borrowed for encoding.
+struct Labels<'a>(&'a RequestLabels);
+
+impl EncodeLabelSet for Labels<'_> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+}
+
+impl Collector for RequestCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let map = self.0.load();
+        let mut all: Vec<&Series> = map
+            .values()
+            .flat_map(|handlers| handlers.values())
+            .flat_map(Hosts::values)
+            .map(|series| &**series)
+            .collect();
+        // Same order on every scrape.
+        all.sort_by(|a, b| {
+            (&a.labels.project, &a.labels.handler, &a.labels.host).cmp(&(
+                &b.labels.project,
+                &b.labels.handler,
+                &b.labels.host,
+            ))
+        });
+
+        let mut requests = encoder.encode_descriptor(
+            "requests",
+            "Requests answered, by project, handler and status class.",
+            None,
+            MetricType::Counter,
+        )?;
+        for series in &all {
+            for (class, name) in CLASSES.into_iter().enumerate() {
+                let labels = (Labels(&series.labels), [("class", name)]);
+                ConstCounter::new(series.requests(class))
+                    .encode(requests.encode_family(&labels)?)?;
+            }
+        }
+
+        for (name, help, which) in [
+            (
+                "request_duration_seconds",
+                "Time from a request's arrival to the last byte of its response.",
+                (|shard| &shard.request_duration) as fn(&Shard) -> &Latencies,
+            ),
+            (
+                "handler_duration_seconds",
+                "Time from forwarding a request to the handler's response headers.",
+                |shard| &shard.handler_duration,
+            ),
+        ] {
+            let mut histogram =
+                encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+            for series in &all {
+                let (sum, count, buckets) = series.latencies(which);
+                histogram
+                    .encode_family(&Labels(&series.labels))?
+                    .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+            }
+        }
+
+        for (name, help, which) in [
+            (
+                "request_bytes",
+                "Request body bytes received from clients.",
+                (|shard| &shard.bytes_in) as fn(&Shard) -> &AtomicU64,
+            ),
+            (
+                "response_bytes",
+                "Response body bytes sent to clients.",
+                |shard| &shard.bytes_out,
+            ),
+        ] {
+            let mut counter = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for series in &all {
+                ConstCounter::new(series.sum(which))
+                    .encode(counter.encode_family(&Labels(&series.labels))?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels() -> RequestLabels {
+        RequestLabels {
+            project: "p".into(),
+            handler: "h".into(),
+            host: None,
+        }
+    }
+
+    fn observe(series: &Series, total: Duration) {
+        series.record(&Observation {
+            class: 1,
+            bytes_in: 1,
+            bytes_out: 2,
+            total,
+            handler_time: None,
+        });
+    }
+
+    #[test]
+    fn buckets_hold_what_is_at_most_their_bound() {
+        let series = Series::new(labels());
+        observe(&series, Duration::from_millis(1));
+        observe(&series, Duration::from_micros(1001));
+        observe(&series, Duration::from_secs(60));
+        let (sum, count, buckets) = series.latencies(|shard| &shard.request_duration);
+        assert_eq!(count, 3);
+        assert!((sum - 60.002_001).abs() < 1e-9, "{sum}");
+        assert_eq!(buckets[0], (0.001, 1), "1 ms is in le=0.001");
+        assert_eq!(buckets[1], (0.002, 1), "1.001 ms is in le=0.002");
+        assert_eq!(buckets[BUCKETS], (f64::MAX, 1), "a minute is only in +Inf");
+        assert!((buckets[BUCKETS - 1].0 - 16.384).abs() < 1e-12);
+    }
+
+    #[test]
+    fn threads_add_up_across_their_shards() {
+        set_recording_threads(2);
+        let series = Arc::new(Series::new(labels()));
+        assert_eq!(series.shards.len(), 3);
+        let threads: Vec<_> = (0..4)
+            .map(|index| {
+                let series = series.clone();
+                std::thread::spawn(move || {
+                    // Two request threads, two others (shard 0), and an
+                    // index past the shards (clamped to the last).
+                    if index < 2 {
+                        set_recording_thread(index * 2);
+                    }
+                    for _ in 0..1000 {
+                        observe(&series, Duration::from_millis(3));
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("recording thread");
+        }
+        assert_eq!(series.requests(1), 4000);
+        assert_eq!(series.sum(|shard| &shard.bytes_out), 8000);
+        assert_eq!(series.latencies(|shard| &shard.request_duration).1, 4000);
+        let used = series
+            .shards
+            .iter()
+            .filter(|shard| shard.requests[1].load(Ordering::Relaxed) > 0)
+            .count();
+        assert_eq!(
+            used, 3,
+            "shard 0 (the other two), 1, and the last (clamped)"
+        );
+    }
+}
