@@ -7,8 +7,11 @@
 //! the same few cache lines (two locks and their data, three counters)
 //! for every request, so each request paid for moving them from the other
 //! core, more so the more cores share them. Here each series has one
-//! [`Shard`] per request thread (see [`set_recording_thread`]), padded to
-//! its own cache lines; a scrape adds the shards up.
+//! [`Shard`] per request thread (see [`set_recording_thread`]; at most
+//! [`MAX_SHARDS`]), padded to its own cache lines; a scrape adds the
+//! shards up. A per-host series (`metrics.per_host`) has a single shard:
+//! there may be thousands, each shard is 384 bytes, and the traffic is
+//! spread over them anyway.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -94,6 +97,9 @@ impl std::hash::Hasher for FnvHasher {
 
 /// How many shards a series created from now on has.
 static SHARDS: AtomicUsize = AtomicUsize::new(1);
+
+/// Request threads past this many share shards (the index is clamped).
+const MAX_SHARDS: usize = 17;
 
 thread_local! {
     /// This thread's shard: 0 unless [`set_recording_thread`] said.
@@ -184,7 +190,11 @@ pub(crate) struct Observation {
 
 impl Series {
     pub(crate) fn new(labels: RequestLabels) -> Self {
-        let shards = SHARDS.load(Ordering::Relaxed).max(1);
+        let shards = if labels.host.is_some() {
+            1
+        } else {
+            SHARDS.load(Ordering::Relaxed).clamp(1, MAX_SHARDS)
+        };
         Self {
             labels,
             shards: (0..shards).map(|_| Shard::default()).collect(),
@@ -369,6 +379,19 @@ mod tests {
         assert_eq!(buckets[1], (0.002, 1), "1.001 ms is in le=0.002");
         assert_eq!(buckets[BUCKETS], (f64::MAX, 1), "a minute is only in +Inf");
         assert!((buckets[BUCKETS - 1].0 - 16.384).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_per_host_series_has_one_shard() {
+        set_recording_threads(2);
+        let series = Series::new(RequestLabels {
+            host: Some("a.test".into()),
+            ..labels()
+        });
+        assert_eq!(series.shards.len(), 1);
+        set_recording_thread(1);
+        observe(&series, Duration::from_millis(3));
+        assert_eq!(series.requests(1), 1);
     }
 
     #[test]
