@@ -2,6 +2,7 @@
 """CPU time per request of each process, nginx and Elsinore alternated.
 
 Usage: python3 bench/cpu.py [--rounds 3] [--duration 5] [--conns 64] [--binary PATH] [--floor]
+                           [--nginx-context]
 
 Starts the 100 B backend, nginx and Elsinore as bench/run.py does, then
 runs wrk (keep-alive, 100 B) against nginx and Elsinore in turn and prints,
@@ -9,6 +10,10 @@ for each run, requests per second and the user and system CPU time per
 request of the proxy (all its threads or worker processes), the backend and
 wrk itself (from /proc and wait4). With --floor, `bench-hyper-proxy` (the
 least a hyper proxy with Elsinore's threading does) takes a turn too.
+With --nginx-context, so does nginx setting the headers Elsinore adds for
+the handler (X-Forwarded-For/-Proto/-Host, X-Elsinore-Host/-Project/-Auth,
+X-Request-Id, with nginx's own values): what the handler contract costs
+nginx, and the backend behind it.
 
 Everything shares the machine's cores, so throughput is the cores divided
 by the sum of these: this says which process a difference in req/s comes
@@ -57,6 +62,8 @@ def main():
     parser.add_argument("--conns", type=int, default=64, help="wrk connections")
     parser.add_argument("--binary", default=os.path.join(run.RELEASE, "elsinore"), help="the elsinore binary")
     parser.add_argument("--floor", action="store_true", help="also measure bench-hyper-proxy")
+    parser.add_argument("--nginx-context", action="store_true",
+                        help="also measure nginx adding the headers Elsinore adds")
     args = parser.parse_args()
 
     run.ensure_tools()
@@ -73,6 +80,8 @@ def main():
             run.RELEASE = release
         targets = [("nginx", f"http://127.0.0.1:{nginx}/100B", nginx_pids),
                    ("elsinore", f"http://127.0.0.1:{e_port}/", [elsinore.pid])]
+        if args.nginx_context:
+            targets.append(("nginx+ctx", f"http://127.0.0.1:{nginx}/context-100B", nginx_pids))
         if args.floor:
             floor, f_port = run.start_hyper_proxy(backends["100B"])
             targets.append(("hyper", f"http://127.0.0.1:{f_port}/", [floor.pid]))

@@ -9,8 +9,10 @@ them (upstream keepalive, HTTP/1.1, access log off, one worker per core),
 Elsinore with one project per backend (`url` handlers, warn-level logs),
 and a second Elsinore whose table holds 10,000 hosts. Then runs wrk for
 every scenario, alternating nginx and Elsinore so that drift hits both, and
-prints one table with the ratios. See bench/README.md for method and
-caveats.
+prints one table with the ratios. For the 100 B keep-alive scenarios nginx
+also runs on a location that adds the headers Elsinore adds for the
+handler (forwarding and handler context), printed below the table: the
+main nginx adds none. See bench/README.md for method and caveats.
 """
 
 import argparse
@@ -113,6 +115,17 @@ def start_nginx(work, backends):
     locations = "".join(
         f"    location /{name} {{ proxy_pass http://b{name}/; proxy_http_version 1.1;"
         f" proxy_set_header Connection \"\"; proxy_set_header Host $host; }}\n" for name in backends)
+    # The same, plus the headers Elsinore adds for the handler (forwarding
+    # and handler context, with nginx's own values): what the handler
+    # contract costs nginx and the backend. Only bench/cpu.py
+    # --nginx-context uses it.
+    locations += "".join(
+        f"    location /context-{name} {{ proxy_pass http://b{name}/; proxy_http_version 1.1;"
+        f" proxy_set_header Connection \"\"; proxy_set_header Host $host;"
+        f" proxy_set_header X-Forwarded-For $remote_addr; proxy_set_header X-Forwarded-Proto $scheme;"
+        f" proxy_set_header X-Forwarded-Host $http_host; proxy_set_header X-Elsinore-Host $host;"
+        f" proxy_set_header X-Elsinore-Project bench; proxy_set_header X-Elsinore-Auth none;"
+        f" proxy_set_header X-Request-Id $request_id; }}\n" for name in backends)
     with open(conf, "w") as f:
         f.write(f"""worker_processes {os.cpu_count()};
 pid {work}/nginx.pid;
@@ -259,8 +272,16 @@ def main():
                     if keepalive and body == "100B":
                         row["elsinore_10k"] = wrk(f"http://127.0.0.1:{m_port}/", "tenant9999.bench", conns,
                                                   keepalive, args.duration, args.warmup)
+                    context = keepalive and body == "100B"
+                    if context:
+                        c1 = wrk(f"http://127.0.0.1:{nginx}/context-{body}", host, conns, keepalive,
+                                 args.duration, args.warmup)
                     n2 = wrk(f"http://127.0.0.1:{nginx}/{body}", host, conns, keepalive, args.duration, args.warmup)
                     e2 = wrk(f"http://127.0.0.1:{e_port}/", host, conns, keepalive, args.duration, args.warmup)
+                    if context:
+                        c2 = wrk(f"http://127.0.0.1:{nginx}/context-{body}", host, conns, keepalive,
+                                 args.duration, args.warmup)
+                        row["nginx_context"] = average(c1, c2)
                     row["nginx"] = average(n1, n2)
                     row["elsinore"] = average(e1, e2)
                     # How far apart the two runs of the same proxy were:
@@ -278,15 +299,16 @@ def main():
         stop_all()
         shutil.rmtree(work, ignore_errors=True)
 
+    # Written first: ten minutes of measurements survive a printing bug.
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"runs": results, "rss_idle_kib": rss_idle, "rss_1000_conns_kib": rss_conns,
+                       "reload_10k_ms": reload_ms, "duration_s": args.duration}, f, indent=2)
     print_table(results)
     print()
     print(f"Elsinore RSS, 10,000 hosts, idle:                 {rss_idle / 1024:.1f} MiB")
     print(f"Elsinore RSS, 10,000 hosts, 1,000 idle keep-alive: {rss_conns / 1024:.1f} MiB")
     print(f"Rebuild + swap of the 10,000-host table (POST /reload took_ms): {reload_ms:.1f} ms")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"runs": results, "rss_idle_kib": rss_idle, "rss_1000_conns_kib": rss_conns,
-                       "reload_10k_ms": reload_ms, "duration_s": args.duration}, f, indent=2)
 
 
 def average(a, b):
@@ -313,6 +335,17 @@ def print_table(results):
               f" {e['rps'] / n['rps']:>8.2f} {e['rps'] / d['rps']:>8.2f} {e['p50'] - d['p50']:>10.0f}µs {ten_ratio:>10}"
               f" {row['spread'] * 100:>7.0f}%"
               + (f"  ({errors} errors)" if errors else ""))
+    with_context = [row for row in results if "nginx_context" in row]
+    if with_context:
+        print()
+        print("nginx adding the headers Elsinore adds for the handler (X-Forwarded-For/-Proto/-Host,")
+        print("X-Elsinore-Host/-Project/-Auth, X-Request-Id), same runs:")
+        print(f"{'scenario':<28} {'nginx+context':>24} {'E/nginx+context':>16} {'nginx+context/nginx':>20}")
+        for row in with_context:
+            c, n, e = row["nginx_context"], row["nginx"], row["elsinore"]
+            print(f"{row['scenario']:<28} {c['rps']:>8.0f} {c['p50']:>6.0f}/{c['p99']:<8.0f}"
+                  f" {e['rps'] / c['rps']:>16.2f} {c['rps'] / n['rps']:>20.2f}"
+                  + (f"  ({c['errors']} errors)" if c["errors"] else ""))
 
 
 if __name__ == "__main__":
