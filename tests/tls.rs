@@ -470,6 +470,64 @@ async fn a_host_not_covered_by_the_sni_certificate_gets_421() {
 }
 
 #[tokio::test]
+async fn https_is_answered_from_every_request_thread_and_from_the_main_runtime() {
+    let ca = Ca::new();
+    let ws = Workspace::new();
+    let alpha = ws.project("alpha", &["a.test"], &echo_manifest());
+    write_pair(&tls_dir(&alpha, "a.test"), &ca.issue(&["a.test"]), &ca);
+    let config = tls_config(&ws, json!(["alpha"]), json!({}));
+    // Four request threads, each accepting on its own socket of the
+    // HTTPS address (the kernel picks one per connection by a hash of its
+    // ports, so 32 connections reach every one of them with near
+    // certainty); then none, the main runtime accepting on one socket.
+    for threads in ["4", "0"] {
+        let server = Server::start_with_env(&config, &[("ELSINORE_HTTP_THREADS", threads)]);
+        let addr = server.https();
+        for n in 0..32 {
+            let reply = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                https_get(addr, &[ca.der()], "a.test", "a.test", &format!("/{n}")),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                panic!("HTTPS connection {n} with {threads} request threads got no answer")
+            });
+            assert_eq!(
+                reply.status,
+                StatusCode::OK,
+                "connection {n}, {threads} threads"
+            );
+            assert_eq!(reply.seen("x-forwarded-proto"), ["https"]);
+        }
+        // Each HTTPS accept loop says when it stops: one per request
+        // thread (`thread=N`), or the main runtime's (no thread).
+        let mut server = server;
+        server.signal(nix::sys::signal::Signal::SIGTERM);
+        assert!(server.wait_exit().success());
+        let stopped: Vec<String> = server
+            .logs
+            .all()
+            .into_iter()
+            .filter(|line| line.contains("stopped accepting") && line.contains("https"))
+            .collect();
+        let expected: Vec<String> = match threads {
+            "4" => (0..4).map(|n| format!("thread={n}")).collect(),
+            _ => Vec::new(),
+        };
+        assert_eq!(stopped.len(), expected.len().max(1), "{stopped:#?}");
+        for thread in &expected {
+            assert!(
+                stopped.iter().any(|line| line.contains(thread.as_str())),
+                "no HTTPS accept loop on {thread}: {stopped:#?}"
+            );
+        }
+        if expected.is_empty() {
+            assert!(!stopped[0].contains("thread="), "{stopped:#?}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_replaced_certificate_is_served_live_and_open_connections_keep_working() {
     let ca = Ca::new();
     let ws = Workspace::new();

@@ -1,4 +1,6 @@
-//! The plain-HTTP listening sockets: one per request thread.
+//! The listening sockets of the request threads, one per thread: the
+//! plain-HTTP listener's, and the HTTPS listener's (see
+//! [`crate::serve_threads`]).
 //!
 //! Request threads used to share one socket (a descriptor copy each in its
 //! own reactor). Every new connection then woke every thread, one won the
@@ -28,12 +30,12 @@ const BACKLOG: i32 = 1024;
 /// system spreads connections over several (Linux), else one shared by
 /// all of them.
 #[derive(Debug)]
-pub struct PlainListeners {
+pub struct ThreadListeners {
     addr: SocketAddr,
     sockets: Vec<std::net::TcpListener>,
 }
 
-impl PlainListeners {
+impl ThreadListeners {
     /// Listens on `addr` (port 0 picks one) for `threads` request
     /// threads. Fails as a plain bind would if the address is taken.
     pub fn bind(addr: SocketAddr, threads: usize) -> io::Result<Self> {
@@ -75,7 +77,7 @@ impl PlainListeners {
     }
 
     /// The socket for each of `threads` request threads, in order: its own
-    /// where [`PlainListeners::bind`] made one per thread, else a
+    /// where [`ThreadListeners::bind`] made one per thread, else a
     /// descriptor of the shared one.
     pub fn into_per_thread(self, threads: usize) -> io::Result<Vec<std::net::TcpListener>> {
         let mut sockets = self.sockets;
@@ -121,18 +123,18 @@ mod tests {
 
     #[test]
     fn an_address_in_use_is_refused_even_by_a_reuse_port_group() {
-        let first = PlainListeners::bind(loopback(), 2).expect("first bind");
-        let err = PlainListeners::bind(first.local_addr(), 2).expect_err("second bind");
+        let first = ThreadListeners::bind(loopback(), 2).expect("first bind");
+        let err = ThreadListeners::bind(first.local_addr(), 2).expect_err("second bind");
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
         let plain = std::net::TcpListener::bind(loopback()).expect("plain bind");
         let addr = plain.local_addr().expect("address");
-        let err = PlainListeners::bind(addr, 2).expect_err("bind over a plain listener");
+        let err = ThreadListeners::bind(addr, 2).expect_err("bind over a plain listener");
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
     }
 
     #[test]
     fn every_thread_gets_a_socket_that_accepts_on_the_one_address() {
-        let listeners = PlainListeners::bind(loopback(), 3).expect("bind");
+        let listeners = ThreadListeners::bind(loopback(), 3).expect("bind");
         let addr = listeners.local_addr();
         assert_ne!(addr.port(), 0);
         let sockets = listeners.into_per_thread(3).expect("per thread");

@@ -22,8 +22,9 @@ use tokio::sync::{oneshot, watch, Semaphore};
 use crate::conn::ConnInfo;
 use crate::connection::{Activity, ConnectionTimer, Connections, Fired, Tracked, Watcher};
 use crate::error::ProxyError;
-use crate::listen::PlainListeners;
+use crate::listen::ThreadListeners;
 use crate::service::ConnectionSlot;
+use crate::tls::{self, TlsListener};
 use crate::Proxy;
 
 /// Connections over `limits.max_connections` being answered 503 at the
@@ -90,18 +91,40 @@ pub async fn serve_with(
     serve_plain(listener, proxy, shutdown, settings, &shared, None).await;
 }
 
-/// Serves plain HTTP on `listeners` like [`serve_with`], from `threads`
-/// request threads: each runs its own single-threaded runtime and accepts
-/// on its own socket (see [`PlainListeners`]), so a client connection, its
+/// The HTTPS listener's part in [`serve_threads`]: its sockets, one per
+/// request thread, and its TLS configuration.
+#[derive(Debug)]
+pub struct TlsThreads {
+    /// Bound to `tls_listen`.
+    pub listeners: ThreadListeners,
+    /// Certificates chosen by SNI from the live table.
+    pub tls: TlsListener,
+}
+
+/// One request thread's HTTPS socket, with what every thread shares.
+struct TlsShare {
+    socket: std::net::TcpListener,
+    tls: TlsListener,
+    /// The HTTPS listener's `limits.max_connections` (its own, as on the
+    /// main runtime).
+    slots: Arc<Semaphore>,
+}
+
+/// Serves plain HTTP on `listeners` like [`serve_with`], and HTTPS on
+/// `tls` if given like [`crate::serve_tls`], from `threads` request
+/// threads: each runs its own single-threaded runtime and accepts on its
+/// own sockets (see [`ThreadListeners`]), so a client connection, its
 /// requests and the handler connections they use (pooled per thread, see
 /// [`crate::set_request_thread`]) stay on one thread: no task moves
 /// between threads and no request wakes another thread. `shutdown` is
-/// called once per thread; `limits.max_connections` holds for all of them
-/// together. Returns when every thread is done (each gives its connections
-/// `settings.grace`, as [`serve_with`] does). If no thread can be started,
-/// serves from the calling runtime instead.
+/// called once per thread and listener; `limits.max_connections` holds
+/// for all threads of a listener together. Returns when every thread is
+/// done (each gives its connections `settings.grace`, as [`serve_with`]
+/// does). If no thread can be started, serves from the calling runtime
+/// instead.
 pub async fn serve_threads<F, Fut>(
-    listeners: PlainListeners,
+    listeners: ThreadListeners,
+    tls: Option<TlsThreads>,
     proxy: Arc<Proxy>,
     shutdown: F,
     settings: ServeSettings,
@@ -112,13 +135,43 @@ pub async fn serve_threads<F, Fut>(
 {
     let addr = listeners.local_addr();
     let shared = Shared::new(&settings);
+    let tls_slots = Arc::new(Semaphore::new(settings.limits.max_connections));
+    let tls_addr = tls.as_ref().map(|tls| tls.listeners.local_addr());
+    let tls_config = tls.as_ref().map(|tls| tls.tls.clone());
+    let sockets = listeners.into_per_thread(threads).and_then(|plain| {
+        let https = match tls {
+            Some(TlsThreads { listeners, tls }) => listeners
+                .into_per_thread(threads)?
+                .into_iter()
+                .map(|socket| {
+                    Some(TlsShare {
+                        socket,
+                        tls: tls.clone(),
+                        slots: tls_slots.clone(),
+                    })
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok((plain, https))
+    });
     let mut done = Vec::new();
-    match listeners.into_per_thread(threads) {
-        Ok(sockets) => {
-            for (index, socket) in sockets.into_iter().enumerate() {
-                // A socket whose thread did not start is closed with it:
-                // its share of the connections goes to the others.
-                match spawn_request_thread(socket, &proxy, shutdown(), settings, &shared, index) {
+    match sockets {
+        Ok((plain, mut https)) => {
+            https.resize_with(plain.len(), || None);
+            for (index, (socket, https)) in plain.into_iter().zip(https).enumerate() {
+                let tls_shutdown = https.as_ref().map(|_| shutdown());
+                // Sockets whose thread did not start are closed with it:
+                // their share of the connections goes to the others.
+                match spawn_request_thread(
+                    socket,
+                    https.zip(tls_shutdown),
+                    &proxy,
+                    shutdown(),
+                    settings,
+                    &shared,
+                    index,
+                ) {
                     Ok(finished) => done.push(finished),
                     Err(err) => {
                         tracing::error!(error = %err, thread = index, "cannot start a request thread");
@@ -129,12 +182,39 @@ pub async fn serve_threads<F, Fut>(
         Err(err) => tracing::error!(error = %err, "cannot set up the request threads' sockets"),
     }
     if done.is_empty() {
-        tracing::warn!("serving plain HTTP from the main runtime");
-        // Every socket of the group is closed by now: the address is free.
-        match TcpListener::bind(addr).await {
-            Ok(listener) => serve_plain(listener, proxy, shutdown(), settings, &shared, None).await,
-            Err(err) => tracing::error!(error = %err, %addr, "cannot listen again"),
-        }
+        tracing::warn!("serving from the main runtime");
+        // Every socket of the groups is closed by now: the addresses are
+        // free.
+        let https = async {
+            let (Some(tls_addr), Some(tls)) = (tls_addr, tls_config) else {
+                return;
+            };
+            match TcpListener::bind(tls_addr).await {
+                Ok(listener) => {
+                    let listener_proxy = proxy.clone();
+                    tls::serve_tls_on(
+                        listener,
+                        tls,
+                        listener_proxy,
+                        shutdown(),
+                        settings,
+                        tls_slots,
+                        None,
+                    )
+                    .await;
+                }
+                Err(err) => tracing::error!(error = %err, addr = %tls_addr, "cannot listen again"),
+            }
+        };
+        let plain = async {
+            match TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    serve_plain(listener, proxy.clone(), shutdown(), settings, &shared, None).await;
+                }
+                Err(err) => tracing::error!(error = %err, %addr, "cannot listen again"),
+            }
+        };
+        tokio::join!(plain, https);
         return;
     }
     for (index, finished) in done.into_iter().enumerate() {
@@ -144,10 +224,12 @@ pub async fn serve_threads<F, Fut>(
     }
 }
 
-/// Starts request thread `index` accepting on `socket`; the receiver
-/// resolves when it is done.
+/// Starts request thread `index` accepting on `socket`, and on the HTTPS
+/// socket of `tls` if given (stopping at its own shutdown future); the
+/// receiver resolves when it is done.
 fn spawn_request_thread<Fut>(
     socket: std::net::TcpListener,
+    tls: Option<(TlsShare, Fut)>,
     proxy: &Arc<Proxy>,
     shutdown: Fut,
     settings: ServeSettings,
@@ -167,16 +249,34 @@ where
         .spawn(move || {
             crate::set_request_thread(index);
             runtime.block_on(async move {
-                // Registered with this thread's own reactor.
-                match TcpListener::from_std(socket) {
-                    Ok(listener) => {
-                        serve_plain(listener, proxy, shutdown, settings, &shared, Some(index))
-                            .await;
+                let https = async {
+                    let Some((share, tls_shutdown)) = tls else {
+                        return;
+                    };
+                    // Registered with this thread's own reactor.
+                    match TcpListener::from_std(share.socket) {
+                        Ok(listener) => {
+                            let thread = Some(index);
+                            tls::serve_tls_on(listener, share.tls, proxy.clone(), tls_shutdown, settings, share.slots, thread)
+                                .await;
+                        }
+                        Err(err) => {
+                            tracing::error!(error = %err, thread = index, "request thread cannot accept HTTPS");
+                        }
                     }
-                    Err(err) => {
-                        tracing::error!(error = %err, thread = index, "request thread cannot accept");
+                };
+                let plain = async {
+                    match TcpListener::from_std(socket) {
+                        Ok(listener) => {
+                            serve_plain(listener, proxy.clone(), shutdown, settings, &shared, Some(index))
+                                .await;
+                        }
+                        Err(err) => {
+                            tracing::error!(error = %err, thread = index, "request thread cannot accept");
+                        }
                     }
-                }
+                };
+                tokio::join!(plain, https);
             });
             // Dropping the runtime ends whatever the grace period left.
             drop(runtime);

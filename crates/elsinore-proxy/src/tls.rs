@@ -70,6 +70,23 @@ pub async fn serve_tls(
     shutdown: impl Future<Output = ()>,
     settings: ServeSettings,
 ) {
+    let slots = Arc::new(Semaphore::new(settings.limits.max_connections));
+    serve_tls_on(listener, tls, proxy, shutdown, settings, slots, None).await;
+}
+
+/// One accept loop of the HTTPS listener: the main runtime's
+/// ([`serve_tls`]) or request thread `thread`'s ([`crate::serve_threads`]),
+/// counting its connections in `slots` (`limits.max_connections`, shared
+/// by every loop of the listener).
+pub(crate) async fn serve_tls_on(
+    listener: TcpListener,
+    tls: TlsListener,
+    proxy: Arc<Proxy>,
+    shutdown: impl Future<Output = ()>,
+    settings: ServeSettings,
+    slots: Arc<Semaphore>,
+    thread: Option<usize>,
+) {
     let builder = Arc::new(http_builder(&settings));
     let tls = Arc::new(tls);
     let idle = settings.timeouts.idle;
@@ -79,8 +96,8 @@ pub async fn serve_tls(
     let handler_proxy = proxy.clone();
     let each = Listener {
         scheme: "https",
-        slots: Arc::new(Semaphore::new(settings.limits.max_connections)),
-        thread: None,
+        slots,
+        thread,
     };
     accept_loop(each, listener, shutdown, settings, proxy, on_refused, move |stream, peer, watcher, stopping, slot| {
         let (builder, tls, proxy) = (builder.clone(), tls.clone(), handler_proxy.clone());

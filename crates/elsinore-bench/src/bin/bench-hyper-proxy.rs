@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 
-use elsinore_proxy::PlainListeners;
+use elsinore_proxy::ThreadListeners;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::server::conn::http1;
@@ -39,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let upstream = upstream.ok_or("--upstream is required")?;
     // Elsinore's own listening sockets: one per thread.
     let threads = threads.max(1);
-    let listeners = PlainListeners::bind(SocketAddr::from(([127, 0, 0, 1], port)), threads)?;
+    let listeners = ThreadListeners::bind(SocketAddr::from(([127, 0, 0, 1], port)), threads)?;
     println!("ready on {}", listeners.local_addr());
     let workers: Vec<_> = listeners
         .into_per_thread(threads)?
