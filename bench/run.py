@@ -107,7 +107,23 @@ def start_backends():
     return ports
 
 
-def start_nginx(work, backends):
+def make_cert(work):
+    """A self-signed certificate for 100b.bench (openssl), or None when the
+    openssl command is missing. Returns (cert, key) paths."""
+    if not shutil.which("openssl"):
+        log("openssl not found: the HTTPS scenario is skipped")
+        return None
+    cert, key = os.path.join(work, "bench-cert.pem"), os.path.join(work, "bench-key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=100b.bench",
+                    "-addext", "subjectAltName=DNS:100b.bench"], check=True, capture_output=True)
+    os.chmod(key, 0o600)
+    return cert, key
+
+
+def start_nginx(work, backends, tls=None):
+    """nginx on a free port; with tls = (cert, key, port) also HTTPS on
+    that port, same locations."""
     port = free_port()
     conf = os.path.join(work, "nginx.conf")
     upstreams = "".join(
@@ -138,7 +154,7 @@ http {{
 {upstreams}  server {{
     listen 127.0.0.1:{port} reuseport;
 {locations}  }}
-}}
+{https_server(tls, locations)}}}
 """)
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     start([nginx, "-c", conf, "-p", work], stdout=subprocess.DEVNULL)
@@ -166,7 +182,17 @@ def write_project(root, name, backend_port, hosts):
     return project
 
 
-def start_elsinore(work, name, backends, extra_hosts=0):
+def https_server(tls, locations):
+    if not tls:
+        return ""
+    cert, key, port = tls
+    return (f"  server {{\n    listen 127.0.0.1:{port} ssl reuseport;\n"
+            f"    ssl_certificate {cert};\n    ssl_certificate_key {key};\n{locations}  }}\n")
+
+
+def start_elsinore(work, name, backends, extra_hosts=0, tls=None):
+    """Elsinore with one project per backend; with tls = (cert, key, port)
+    also HTTPS on that port, the certificate as tls.default_cert."""
     root = os.path.join(work, name)
     os.makedirs(root)
     projects = []
@@ -177,9 +203,14 @@ def start_elsinore(work, name, backends, extra_hosts=0):
         projects.append(write_project(root, f"p{body}", port, hosts))
     port, admin = free_port(), free_port()
     config = os.path.join(root, "config.json")
+    settings = {"listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin}",
+                "database": "data/elsinore.db", "projects": projects}
+    if tls:
+        cert, key, https_port = tls
+        settings["tls_listen"] = f"127.0.0.1:{https_port}"
+        settings["tls"] = {"default_cert": cert, "default_key": key}
     with open(config, "w") as f:
-        json.dump({"listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin}",
-                   "database": "data/elsinore.db", "projects": projects}, f)
+        json.dump(settings, f)
     proc = start([os.path.join(RELEASE, "elsinore"), "serve", "--config", config],
                  ready_text="listening on http://", env={"RUST_LOG": "warn,elsinore::serve=info"})
     return proc, port, admin
@@ -247,8 +278,11 @@ def main():
     results = []
     try:
         backends = start_backends()
-        nginx = start_nginx(work, backends)
-        elsinore, e_port, _ = start_elsinore(work, "one", backends)
+        cert = make_cert(work)
+        n_tls = (*cert, free_port()) if cert else None
+        e_tls = (*cert, free_port()) if cert else None
+        nginx = start_nginx(work, backends, tls=n_tls)
+        elsinore, e_port, _ = start_elsinore(work, "one", backends, tls=e_tls)
         many, m_port, m_admin = start_elsinore(work, "many", backends, extra_hosts=10_000)
 
         # Idle RSS and the cost of rebuilding the 10,000-host table.
@@ -290,6 +324,20 @@ def main():
                     results.append(row)
                     log(f"{label}: nginx {row['nginx']['rps']:.0f} req/s, elsinore {row['elsinore']['rps']:.0f} req/s")
 
+        # The same over HTTPS (TLS 1.3, one handshake per connection).
+        https = []
+        if cert:
+            for conns in (1, 64):
+                label = f"c={conns:<2}  100B keep-alive"
+                n_url, e_url = f"https://127.0.0.1:{n_tls[2]}/100B", f"https://127.0.0.1:{e_tls[2]}/"
+                runs = [wrk(url, "100b.bench", conns, True, args.duration, args.warmup)
+                        for url in (n_url, e_url, n_url, e_url)]
+                row = {"scenario": label, "nginx": average(runs[0], runs[2]),
+                       "elsinore": average(runs[1], runs[3]),
+                       "spread": max(spread(runs[0], runs[2]), spread(runs[1], runs[3]))}
+                https.append(row)
+                log(f"{label} HTTPS: nginx {row['nginx']['rps']:.0f} req/s, elsinore {row['elsinore']['rps']:.0f} req/s")
+
         socks = idle_connections(m_port, "tenant1.bench", 1000)
         time.sleep(1)
         rss_conns = rss_kib(many.pid)
@@ -302,9 +350,10 @@ def main():
     # Written first: ten minutes of measurements survive a printing bug.
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"runs": results, "rss_idle_kib": rss_idle, "rss_1000_conns_kib": rss_conns,
+            json.dump({"runs": results, "https": https, "rss_idle_kib": rss_idle, "rss_1000_conns_kib": rss_conns,
                        "reload_10k_ms": reload_ms, "duration_s": args.duration}, f, indent=2)
     print_table(results)
+    print_https(https)
     print()
     print(f"Elsinore RSS, 10,000 hosts, idle:                 {rss_idle / 1024:.1f} MiB")
     print(f"Elsinore RSS, 10,000 hosts, 1,000 idle keep-alive: {rss_conns / 1024:.1f} MiB")
@@ -346,6 +395,20 @@ def print_table(results):
             print(f"{row['scenario']:<28} {c['rps']:>8.0f} {c['p50']:>6.0f}/{c['p99']:<8.0f}"
                   f" {e['rps'] / c['rps']:>16.2f} {c['rps'] / n['rps']:>20.2f}"
                   + (f"  ({c['errors']} errors)" if c["errors"] else ""))
+
+
+def print_https(rows):
+    if not rows:
+        return
+    print()
+    print("over HTTPS (the same backends; one self-signed certificate, TLS as wrk and the server agree):")
+    print(f"{'scenario':<28} {'nginx':>24} {'elsinore':>24} {'E/nginx':>8} {'run/run':>8}")
+    for row in rows:
+        n, e = row["nginx"], row["elsinore"]
+        errors = n["errors"] + e["errors"]
+        print(f"{row['scenario']:<28} {n['rps']:>8.0f} {n['p50']:>6.0f}/{n['p99']:<8.0f}"
+              f" {e['rps']:>8.0f} {e['p50']:>6.0f}/{e['p99']:<8.0f} {e['rps'] / n['rps']:>8.2f}"
+              f" {row['spread'] * 100:>7.0f}%" + (f"  ({errors} errors)" if errors else ""))
 
 
 if __name__ == "__main__":
