@@ -30,8 +30,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
+use series::{class_index, RequestCollector, Series, SeriesMap, CLASSES};
 pub use series::{set_recording_thread, set_recording_threads};
-use series::{Observation, RequestCollector, Series, SeriesMap, CLASSES};
 
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -48,7 +48,7 @@ pub const HANDLER_STATES: [&str; 6] = [
 ];
 
 /// Labels of the per-request families.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestLabels {
     /// Project name; empty when the host is unknown.
     pub project: String,
@@ -290,20 +290,7 @@ impl Metrics {
                 &created
             }
         };
-        let class = match sample.status {
-            100..=199 => 0,
-            200..=299 => 1,
-            300..=399 => 2,
-            400..=499 => 3,
-            _ => 4,
-        };
-        series.record(&Observation {
-            class,
-            bytes_in: sample.bytes_in,
-            bytes_out: sample.bytes_out,
-            total: sample.total,
-            handler_time: sample.handler_time,
-        });
+        series.record(sample);
     }
 
     /// Counts a failed request to a handler.
@@ -364,13 +351,7 @@ impl Metrics {
 
 /// `2xx` for 200 and so on.
 pub fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
+    CLASSES[class_index(status)]
 }
 
 /// Decrements `elsinore_open_connections` when dropped.

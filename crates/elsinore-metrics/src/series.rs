@@ -27,7 +27,7 @@ use prometheus_client::encoding::{
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::MetricType;
 
-use crate::RequestLabels;
+use crate::{RequestLabels, RequestSample};
 
 /// project → handler → host (empty without per_host) → series.
 ///
@@ -178,14 +178,15 @@ pub(crate) struct Series {
     shards: Box<[Shard]>,
 }
 
-/// What one request adds to its series.
-#[derive(Debug)]
-pub(crate) struct Observation {
-    pub class: usize,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub total: Duration,
-    pub handler_time: Option<Duration>,
+/// The index into [`CLASSES`] of a status code's class.
+pub(crate) fn class_index(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
 }
 
 impl Series {
@@ -201,25 +202,23 @@ impl Series {
         }
     }
 
-    /// Adds `observation` to this thread's shard.
-    pub(crate) fn record(&self, observation: &Observation) {
+    /// Adds `sample` to this thread's shard.
+    pub(crate) fn record(&self, sample: &RequestSample<'_>) {
         // A thread tearing down its locals records into shard 0.
         let index = SHARD.try_with(Cell::get).unwrap_or(0);
         let shard = &self.shards[index.min(self.shards.len() - 1)];
-        shard.requests[observation.class].fetch_add(1, Ordering::Relaxed);
-        shard.request_duration.observe(observation.total);
-        if let Some(handler) = observation.handler_time {
+        shard.requests[class_index(sample.status)].fetch_add(1, Ordering::Relaxed);
+        shard.request_duration.observe(sample.total);
+        if let Some(handler) = sample.handler_time {
             shard.handler_duration.observe(handler);
         }
-        if observation.bytes_in > 0 {
-            shard
-                .bytes_in
-                .fetch_add(observation.bytes_in, Ordering::Relaxed);
+        if sample.bytes_in > 0 {
+            shard.bytes_in.fetch_add(sample.bytes_in, Ordering::Relaxed);
         }
-        if observation.bytes_out > 0 {
+        if sample.bytes_out > 0 {
             shard
                 .bytes_out
-                .fetch_add(observation.bytes_out, Ordering::Relaxed);
+                .fetch_add(sample.bytes_out, Ordering::Relaxed);
         }
     }
 
@@ -278,13 +277,7 @@ impl Collector for RequestCollector {
             .map(|series| &**series)
             .collect();
         // Same order on every scrape.
-        all.sort_by(|a, b| {
-            (&a.labels.project, &a.labels.handler, &a.labels.host).cmp(&(
-                &b.labels.project,
-                &b.labels.handler,
-                &b.labels.host,
-            ))
-        });
+        all.sort_by(|a, b| a.labels.cmp(&b.labels));
 
         let mut requests = encoder.encode_descriptor(
             "requests",
@@ -357,8 +350,11 @@ mod tests {
     }
 
     fn observe(series: &Series, total: Duration) {
-        series.record(&Observation {
-            class: 1,
+        series.record(&RequestSample {
+            project: "p",
+            handler: "h",
+            host: None,
+            status: 200,
             bytes_in: 1,
             bytes_out: 2,
             total,

@@ -136,36 +136,41 @@ pub async fn serve_threads<F, Fut>(
     let addr = listeners.local_addr();
     let shared = Shared::new(&settings);
     let tls_slots = Arc::new(Semaphore::new(settings.limits.max_connections));
-    let tls_addr = tls.as_ref().map(|tls| tls.listeners.local_addr());
-    let tls_config = tls.as_ref().map(|tls| tls.tls.clone());
+    // For the fallback below, once the sockets are gone.
+    let tls_again = tls
+        .as_ref()
+        .map(|tls| (tls.listeners.local_addr(), tls.tls.clone()));
     let sockets = listeners.into_per_thread(threads).and_then(|plain| {
-        let https = match tls {
-            Some(TlsThreads { listeners, tls }) => listeners
-                .into_per_thread(threads)?
-                .into_iter()
-                .map(|socket| {
-                    Some(TlsShare {
-                        socket,
-                        tls: tls.clone(),
-                        slots: tls_slots.clone(),
-                    })
-                })
-                .collect(),
-            None => Vec::new(),
-        };
+        let https = tls
+            .map(|TlsThreads { listeners, tls }| {
+                listeners
+                    .into_per_thread(threads)
+                    .map(|sockets| (sockets, tls))
+            })
+            .transpose()?;
         Ok((plain, https))
     });
     let mut done = Vec::new();
     match sockets {
-        Ok((plain, mut https)) => {
-            https.resize_with(plain.len(), || None);
-            for (index, (socket, https)) in plain.into_iter().zip(https).enumerate() {
-                let tls_shutdown = https.as_ref().map(|_| shutdown());
+        Ok((plain, https)) => {
+            let mut https = https.map(|(sockets, tls)| {
+                let slots = tls_slots.clone();
+                sockets.into_iter().map(move |socket| TlsShare {
+                    socket,
+                    tls: tls.clone(),
+                    slots: slots.clone(),
+                })
+            });
+            for (index, socket) in plain.into_iter().enumerate() {
+                let https = https
+                    .as_mut()
+                    .and_then(Iterator::next)
+                    .map(|share| (share, shutdown()));
                 // Sockets whose thread did not start are closed with it:
                 // their share of the connections goes to the others.
                 match spawn_request_thread(
                     socket,
-                    https.zip(tls_shutdown),
+                    https,
                     &proxy,
                     shutdown(),
                     settings,
@@ -186,22 +191,14 @@ pub async fn serve_threads<F, Fut>(
         // Every socket of the groups is closed by now: the addresses are
         // free.
         let https = async {
-            let (Some(tls_addr), Some(tls)) = (tls_addr, tls_config) else {
+            let Some((tls_addr, tls)) = tls_again else {
                 return;
             };
             match TcpListener::bind(tls_addr).await {
                 Ok(listener) => {
-                    let listener_proxy = proxy.clone();
-                    tls::serve_tls_on(
-                        listener,
-                        tls,
-                        listener_proxy,
-                        shutdown(),
-                        settings,
-                        tls_slots,
-                        None,
-                    )
-                    .await;
+                    let proxy = proxy.clone();
+                    tls::serve_tls_on(listener, tls, proxy, shutdown(), settings, tls_slots, None)
+                        .await;
                 }
                 Err(err) => tracing::error!(error = %err, addr = %tls_addr, "cannot listen again"),
             }
