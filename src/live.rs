@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use elsinore_config::{Config, HandlerSpec, Manifest, MANIFEST_FILE};
-use elsinore_proxy::{HostRoute, Preview, ProjectCors, ProjectRoute, RouteTable};
+use elsinore_proxy::{ClientPolicy, HostRoute, Preview, ProjectCors, ProjectRoute, RouteTable};
 use elsinore_routes::{scan_hosts, HOSTS_DIR};
 use elsinore_static::{CacheSettings, Site, StaticFiles, PUBLIC_DIR};
 use elsinore_supervisor::{HandlerHandle, HandlerState, Supervisor};
@@ -770,6 +770,7 @@ impl Live {
             redirect_http: candidate.config.redirect_http,
             default_project,
             preview,
+            client_policy: ClientPolicy::from_config(&candidate.config),
         };
         // The table's diff first, then the replacements still starting.
         let starting = std::mem::take(&mut report.changes);

@@ -18,6 +18,7 @@ use crate::limits::{
 use crate::observability::{LogFormat, MetricsConfig};
 use crate::parse_duration;
 use crate::static_files::{validate_static_files, RawStaticFiles, StaticFilesConfig};
+use crate::trust::{parse_trusted_proxies, parse_upgrade_protocols, TrustedProxies};
 
 /// Where the public listener binds when `listen` is absent.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -73,6 +74,15 @@ pub struct Config {
     /// `preview_host`: the host on which `/projects/<name>/…` reaches
     /// project `<name>` with the prefix stripped (previews before DNS).
     pub preview_host: Option<Hostname>,
+    /// `trusted_proxies`: peers whose `X-Forwarded-For` chain is kept;
+    /// from any other peer it is replaced by the peer's address.
+    pub trusted_proxies: TrustedProxies,
+    /// `upgrade_protocols`: the `Upgrade` tokens tunnelled to handlers,
+    /// lower case (`["websocket"]` by default).
+    pub upgrade_protocols: Vec<String>,
+    /// `underscores_in_headers`: client headers whose name contains `_`
+    /// reach handlers (dropped by default, like nginx).
+    pub underscores_in_headers: bool,
 }
 
 /// `tls.default_cert` and `tls.default_key`, absolute.
@@ -176,6 +186,9 @@ struct RawConfig {
     static_files: Option<RawStaticFiles>,
     default_project: Option<String>,
     preview_host: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
+    upgrade_protocols: Option<Vec<String>>,
+    underscores_in_headers: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -352,6 +365,9 @@ impl Config {
                 }
             });
 
+        let trusted_proxies = parse_trusted_proxies(raw.trusted_proxies, &mut problems);
+        let upgrade_protocols = parse_upgrade_protocols(raw.upgrade_protocols, &mut problems);
+
         match (problems.is_empty(), listen, database) {
             (true, Some(listen), Some(database)) => Ok(Self {
                 file: file.to_owned(),
@@ -373,6 +389,9 @@ impl Config {
                 static_files,
                 default_project,
                 preview_host,
+                trusted_proxies,
+                upgrade_protocols,
+                underscores_in_headers: raw.underscores_in_headers.unwrap_or(false),
             }),
             _ => Err(ConfigError::invalid(file, problems)),
         }

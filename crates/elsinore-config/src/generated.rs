@@ -254,6 +254,7 @@ fn generated_spec(name: &str, program: &str, fingerprint: FileFingerprint) -> Ha
         max_concurrent: None,
         queue: DEFAULT_QUEUE,
         queue_timeout: DEFAULT_QUEUE_TIMEOUT,
+        reuse_after_body: false,
         generated: Some(GeneratedFrom {
             file: PathBuf::from(program),
             fingerprint,

@@ -20,6 +20,7 @@ mod observability;
 mod origin;
 mod redact;
 mod static_files;
+mod trust;
 
 pub use config::{
     Config, DefaultCert, ProjectConfig, ProjectKey, WatchMode, WatchSettings, DEFAULT_LISTEN,
@@ -38,11 +39,11 @@ pub use hostname::{normalize_request_host, HostError, HostPattern, Hostname};
 pub use limits::{
     format_size, parse_size, Limits, SizeError, Timeouts, DEFAULT_HANDLER_CONNECT_TIMEOUT,
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_HEADER_BYTES,
 };
 pub use manifest::{
-    HandlerKind, HandlerSpec, Manifest, DEFAULT_QUEUE, DEFAULT_QUEUE_TIMEOUT, MANIFEST_FILE,
-    PUBLIC_URL_ENV, RESERVED_ENV,
+    HandlerKind, HandlerSpec, Manifest, DEFAULT_MAX_CONCURRENT, DEFAULT_QUEUE,
+    DEFAULT_QUEUE_TIMEOUT, MANIFEST_FILE, PUBLIC_URL_ENV, RESERVED_ENV,
 };
 pub use observability::{LogFormat, MetricsConfig};
 pub use origin::parse_origin;
@@ -51,6 +52,7 @@ pub use static_files::{
     StaticFilesConfig, DEFAULT_STATIC_CACHE_FILE_MAX, DEFAULT_STATIC_CACHE_SIZE,
     DEFAULT_STATIC_RECHECK_AFTER,
 };
+pub use trust::{TrustedProxies, DEFAULT_UPGRADE_PROTOCOLS};
 
 /// Result type of this crate.
 pub type Result<T, E = ConfigError> = std::result::Result<T, E>;

@@ -19,6 +19,9 @@ pub const MIN_MAX_HEADER_BYTES: u64 = 8 * 1024;
 pub const DEFAULT_MAX_BODY: u64 = 10 * 1024 * 1024;
 /// `limits.max_connections` when absent.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// `limits.max_connections_per_ip` when absent: a browser opens 6 to 10
+/// connections per host, a NAT of a few hundred users some hundreds.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
 /// `timeouts.header_read` when absent.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// `timeouts.idle` when absent.
@@ -37,6 +40,9 @@ pub struct Limits {
     pub max_body: u64,
     /// Open client connections at most; more are answered 503 and closed.
     pub max_connections: usize,
+    /// Open client connections from one client address at most; more
+    /// from that address are answered 503 and closed, others are served.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -45,6 +51,7 @@ impl Default for Limits {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_body: DEFAULT_MAX_BODY,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
         }
     }
 }
@@ -76,6 +83,7 @@ pub(crate) struct RawLimits {
     max_header_bytes: Option<RawSize>,
     max_body: Option<RawSize>,
     max_connections: Option<u64>,
+    max_connections_per_ip: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,6 +208,14 @@ pub(crate) fn validate_limits(raw: Option<RawLimits>, problems: &mut Vec<Problem
             "must be at least 1",
         )),
         Some(n) => limits.max_connections = usize::try_from(n).unwrap_or(usize::MAX),
+    }
+    match raw.max_connections_per_ip {
+        None => {}
+        Some(0) => problems.push(Problem::field(
+            "limits.max_connections_per_ip",
+            "must be at least 1",
+        )),
+        Some(n) => limits.max_connections_per_ip = usize::try_from(n).unwrap_or(usize::MAX),
     }
     limits
 }

@@ -23,6 +23,11 @@ pub const PUBLIC_URL_ENV: &str = "ELSINORE_PUBLIC_URL";
 
 pub(crate) const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Requests forwarded to one handler at once when `max_concurrent` is
+/// absent. Each holds one connection from Elsinore to the handler (as does
+/// an open WebSocket), so this also bounds the connections a flood of
+/// clients can make Elsinore open to a handler.
+pub const DEFAULT_MAX_CONCURRENT: usize = 256;
 /// Requests that may wait for a busy handler when `queue` is absent.
 pub const DEFAULT_QUEUE: usize = 100;
 /// How long a queued request waits for a busy handler before 503.
@@ -60,13 +65,19 @@ pub struct HandlerSpec {
     pub start_timeout: Duration,
     /// How long the handler has to send response headers before 504.
     pub response_timeout: Duration,
-    /// Requests the handler is given at once; `None` means no limit.
+    /// Requests the handler is given at once; `None` means
+    /// [`DEFAULT_MAX_CONCURRENT`].
     pub max_concurrent: Option<usize>,
     /// Requests that may wait when `max_concurrent` are running; one more
     /// gets 503 at once.
     pub queue: usize,
     /// How long a queued request waits before 503.
     pub queue_timeout: Duration,
+    /// `reuse_after_body`: the handler promises to read every request
+    /// body to its end, so its connection may carry the next request after
+    /// one with a body (POST, PUT, PATCH). Bodies on GET, HEAD, OPTIONS,
+    /// DELETE and TRACE never reuse it.
+    pub reuse_after_body: bool,
     /// For a handler found in `handlers_dir`: its file as read. Part of the
     /// spec, so a replaced file is a changed handler (restarted blue/green)
     /// and an unchanged one keeps running.
@@ -110,6 +121,7 @@ struct RawHandler {
     max_concurrent: Option<u64>,
     queue: Option<u64>,
     queue_timeout: Option<String>,
+    reuse_after_body: Option<bool>,
 }
 
 impl Manifest {
@@ -449,7 +461,7 @@ fn validate_handler(
         Some(0) => {
             problems.push(Problem::field(
                 format!("{here}.max_concurrent"),
-                "must be at least 1 (leave it out for no limit)",
+                "must be at least 1 (leave it out for the default of 256)",
             ));
             None
         }
@@ -473,6 +485,7 @@ fn validate_handler(
         max_concurrent,
         queue,
         queue_timeout,
+        reuse_after_body: raw.reuse_after_body.unwrap_or(false),
         generated: None,
     })
 }

@@ -6,7 +6,7 @@
 //! Never logged: header values (so no `X-Hamlet-*-Key` or `Authorization`)
 //! and the values of query parameters named `…key` or `…token`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,11 @@ pub const ACCESS_TARGET: &str = "elsinore::access";
 #[derive(Debug)]
 pub(crate) struct Access {
     start: Instant,
+    /// The connection's peer.
     client: SocketAddr,
+    /// The client behind a trusted proxy, when it is not the peer itself
+    /// (`trusted_proxies`); logged as the client, the peer beside it.
+    forwarded_client: Option<IpAddr>,
     method: Method,
     /// Whether the access log is on (`elsinore::access` at `info`): the
     /// URI and the request id are only kept, and the redacted path only
@@ -77,6 +81,7 @@ impl Access {
         Self {
             start: Instant::now(),
             client,
+            forwarded_client: None,
             method: request.method().clone(),
             logged,
             uri: logged.then(|| request.uri().clone()),
@@ -89,6 +94,13 @@ impl Access {
             bytes_in: BytesIn::Declared(declared),
             handler_time: None,
             metrics,
+        }
+    }
+
+    /// Records the client's address as a trusted proxy gave it.
+    pub(crate) fn set_client(&mut self, ip: IpAddr) {
+        if ip != self.client.ip().to_canonical() {
+            self.forwarded_client = Some(ip);
         }
     }
 
@@ -190,9 +202,14 @@ impl Access {
             None => path.to_owned(),
         };
         let or_dash = |name: &str| if name.is_empty() { "-" } else { name }.to_owned();
+        let client: &dyn std::fmt::Display = match &self.forwarded_client {
+            Some(ip) => ip,
+            None => &self.client,
+        };
         tracing::info!(
             target: ACCESS_TARGET,
-            client = %self.client,
+            client = %client,
+            peer = self.forwarded_client.map(|_| tracing::field::display(self.client)),
             host = %self.host.as_deref().unwrap_or("-"),
             project = %or_dash(self.project_name()),
             handler = %or_dash(self.handler_name()),

@@ -33,8 +33,10 @@ use crate::limits::RequestBody;
 
 /// Idle handler connections are kept this long for reuse.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Idle connections kept per handler at most; past that a connection is
-/// closed when its response ends.
+/// Idle connections kept per handler and request thread at most; past that
+/// a connection is closed when its response ends. Also never more than the
+/// handler's `max_concurrent` over all threads, so Elsinore keeps at most
+/// twice that many connections open to a handler (in use and idle).
 const MAX_IDLE: usize = 1024;
 
 /// Sends requests to handlers. One per [`crate::Proxy`]; the pools live
@@ -84,7 +86,7 @@ impl HandlerClient {
     ) -> impl Future<Output = Result<Response<PooledBody>, ClientError>> + 'a {
         async move {
             let pool = handler
-                .request_state(|| Arc::new(Pool::default()))
+                .request_state(|| Arc::new(Pool::new(handler.max_concurrent())))
                 .ok_or_else(|| {
                     ClientError::Connect(io::Error::other("handler state of another type"))
                 })?;
@@ -165,6 +167,8 @@ fn leased(
 #[derive(Debug)]
 struct Pool {
     shards: Box<[Shard]>,
+    /// Idle connections kept per shard at most.
+    max_idle: usize,
 }
 
 /// One thread's list, on cache lines of its own: every request locks its
@@ -175,11 +179,13 @@ struct Pool {
 #[repr(align(128))]
 struct Shard(Mutex<Idle>);
 
-impl Default for Pool {
-    fn default() -> Self {
+impl Pool {
+    /// A pool for a handler taking `max_concurrent` requests at once.
+    fn new(max_concurrent: usize) -> Self {
         let shards = SHARDS.load(std::sync::atomic::Ordering::Relaxed).max(1);
         Self {
             shards: (0..shards).map(|_| Shard::default()).collect(),
+            max_idle: (max_concurrent / shards).clamp(1, MAX_IDLE),
         }
     }
 }
@@ -248,7 +254,7 @@ impl Pool {
     fn put(self: &Arc<Self>, sender: SendRequest<RequestBody>) {
         let shard = SHARD.with(std::cell::Cell::get);
         let mut idle = self.lock_shard(shard);
-        if idle.senders.len() >= MAX_IDLE {
+        if idle.senders.len() >= self.max_idle {
             return;
         }
         idle.senders.push((sender, Instant::now()));

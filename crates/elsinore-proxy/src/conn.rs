@@ -19,6 +19,9 @@ pub struct ConnInfo {
     /// The client's IP as the `X-Forwarded-For` value it adds, formatted
     /// once per connection rather than once per request.
     pub(crate) peer_ip: HeaderValue,
+    /// The port of the listener the connection came in on
+    /// (`X-Forwarded-Port`), formatted once per listener.
+    pub(crate) port: Option<HeaderValue>,
     /// The connection's place under `limits.max_connections`, set by the
     /// accept loop; an upgraded request takes a share of it.
     pub(crate) slot: Option<ConnectionSlot>,
@@ -34,9 +37,18 @@ impl ConnInfo {
             peer,
             tls,
             peer_ip,
+            port: None,
             slot: None,
             activity: None,
         }
+    }
+
+    /// The connection came in on a listener on `port` (a formatted
+    /// port number), if known.
+    #[must_use]
+    pub(crate) fn on_port(mut self, port: Option<&HeaderValue>) -> Self {
+        self.port = port.cloned();
+        self
     }
 
     /// A plain-HTTP connection from `peer`.

@@ -18,6 +18,10 @@ pub enum ProxyError {
     /// No `Host` header and no authority.
     #[error("missing host")]
     MissingHost,
+    /// More than one `Host` header (RFC 9112 §3.2: a server must answer
+    /// 400): which one counts would be up to each hop.
+    #[error("duplicate host")]
+    DuplicateHost,
     /// `Host` is not a DNS name.
     #[error("invalid host")]
     InvalidHost {
@@ -192,15 +196,23 @@ pub enum ProxyError {
         /// The limit.
         limit: usize,
     },
+    /// `limits.max_connections_per_ip` connections from this client
+    /// address are open.
+    #[error("too many connections")]
+    TooManyConnectionsFromAddress {
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl ProxyError {
     /// The status code for this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingHost | Self::InvalidHost { .. } | Self::BadRequest { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::MissingHost
+            | Self::DuplicateHost
+            | Self::InvalidHost { .. }
+            | Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::UnknownHost { .. }
             | Self::UnknownProject { .. }
             | Self::NoRoute { .. }
@@ -214,9 +226,10 @@ impl ProxyError {
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::AdminUnavailable | Self::HandlerBusy { .. } | Self::TooManyConnections { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::AdminUnavailable
+            | Self::HandlerBusy { .. }
+            | Self::TooManyConnections { .. }
+            | Self::TooManyConnectionsFromAddress { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             Self::HandlerTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::HandlerStarting { .. } | Self::HandlerStopped { .. } => {
@@ -234,7 +247,8 @@ impl ProxyError {
             Self::HandlerStarting { .. }
             | Self::HandlerStopped { .. }
             | Self::HandlerBusy { .. }
-            | Self::TooManyConnections { .. } => Some(1),
+            | Self::TooManyConnections { .. }
+            | Self::TooManyConnectionsFromAddress { .. } => Some(1),
             Self::HandlerCrashed { retry_in, .. } => {
                 Some(retry_in.as_secs_f64().ceil().max(1.0) as u64)
             }
@@ -250,6 +264,10 @@ impl ProxyError {
         };
         match self {
             Self::MissingHost | Self::AdminUnavailable => {}
+            Self::DuplicateHost => put(
+                "reason",
+                json!("the request has more than one Host header; send exactly one"),
+            ),
             Self::Unauthorized { reason }
             | Self::Forbidden { reason }
             | Self::BadRequest { reason }
@@ -309,6 +327,12 @@ impl ProxyError {
                 "reason",
                 json!(format!(
                     "{limit} connections are open (limits.max_connections); retry shortly"
+                )),
+            ),
+            Self::TooManyConnectionsFromAddress { limit } => put(
+                "reason",
+                json!(format!(
+                    "{limit} connections from this address are open (limits.max_connections_per_ip); close some or retry shortly"
                 )),
             ),
             Self::HandlerTimeout { handler, waited } => {

@@ -4,15 +4,20 @@
 use http::header::{HeaderName, CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderValue};
 
+use crate::trust::{drop_underscored, X_FORWARDED_FOR};
+
 pub(crate) const X_ELSINORE_HOST: HeaderName = HeaderName::from_static("x-elsinore-host");
 pub(crate) const X_ELSINORE_PROJECT: HeaderName = HeaderName::from_static("x-elsinore-project");
 pub(crate) const X_ELSINORE_PROJECT_KEY: HeaderName =
     HeaderName::from_static("x-elsinore-project-key");
 pub(crate) const X_ELSINORE_AUTH: HeaderName = HeaderName::from_static("x-elsinore-auth");
 pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+/// The client's address as Elsinore determined it (`trusted_proxies`).
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 /// The path prefix Elsinore stripped (preview paths); only Elsinore sets it.
 const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -29,9 +34,19 @@ pub(crate) struct Context<'a> {
     /// `X-Elsinore-Auth`: `none`, `hostAdmin` or `projectAdmin`.
     pub auth: HeaderValue,
     pub request_id: &'a HeaderValue,
-    /// The peer's IP, formatted (see [`crate::ConnInfo`]).
+    /// Who sent the request: `X-Real-IP` (see [`crate::trust`]).
     pub client_ip: &'a HeaderValue,
+    /// The connection's peer, appended to `X-Forwarded-For` (see
+    /// [`crate::ConnInfo`]).
+    pub peer_ip: &'a HeaderValue,
+    /// The peer is one of `trusted_proxies`: its `X-Forwarded-*` headers
+    /// are kept.
+    pub trusted_peer: bool,
+    /// `underscores_in_headers`.
+    pub underscores_in_headers: bool,
     pub proto: &'static str,
+    /// The port of the listener the connection came in on, when known.
+    pub port: Option<&'a HeaderValue>,
     /// `X-Forwarded-Prefix`: what was stripped from the path, if anything.
     pub forwarded_prefix: Option<&'a HeaderValue>,
 }
@@ -119,8 +134,8 @@ fn hop_by_hop_bit(name: &HeaderName) -> u8 {
     }
 }
 
-/// Strips any client-sent context, then sets forwarding headers and the
-/// handler context.
+/// Strips any client-sent context (and any header spelled to be read as
+/// one), then sets forwarding headers and the handler context.
 pub(crate) fn set_context(
     headers: &mut HeaderMap,
     context: Context<'_>,
@@ -133,11 +148,25 @@ pub(crate) fn set_context(
     if sent.context {
         remove_prefixed(headers, CONTEXT_PREFIX);
     }
+    if sent.underscored {
+        remove_where(headers, |name| {
+            name.contains('_') && drop_underscored(name, context.underscores_in_headers)
+        });
+    }
+    if sent.forwarded {
+        // RFC 7239's header says the same as X-Forwarded-*, unchecked.
+        headers.remove(FORWARDED);
+    }
+    if sent.real_ip {
+        headers.remove(X_REAL_IP);
+    }
     // Room for everything inserted below in one step, not a growth (and
     // rehash) every few inserts; at worst the map grows as it would anyway.
     let _ = headers.try_reserve(ADDED);
 
-    let forwarded_for = if sent.forwarded_for {
+    // A trusted proxy's chain is kept and extended; anyone else's is
+    // replaced: the client's own entries would be believed downstream.
+    let forwarded_for = if sent.forwarded_for && context.trusted_peer {
         joined(headers, &X_FORWARDED_FOR)
     } else {
         None
@@ -146,25 +175,44 @@ pub(crate) fn set_context(
         Some(mut forwarded_for) => {
             forwarded_for.push_str(", ");
             // Made from an IP address: always text.
-            forwarded_for.push_str(context.client_ip.to_str().unwrap_or_default());
+            forwarded_for.push_str(context.peer_ip.to_str().unwrap_or_default());
             if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
                 headers.insert(X_FORWARDED_FOR, value);
             }
         }
         // The common case: no proxy in front, the connection's value as is.
         None => {
-            headers.insert(X_FORWARDED_FOR, context.client_ip.clone());
+            headers.insert(X_FORWARDED_FOR, context.peer_ip.clone());
         }
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(context.proto));
-    match original_host {
-        Some(host) => {
-            headers.insert(X_FORWARDED_HOST, host);
+    headers.insert(X_REAL_IP, context.client_ip.clone());
+    // What a trusted proxy says about the client's side (it terminated
+    // TLS, on its own port) is kept; anyone else's is Elsinore's own.
+    let keep = |sent: bool| sent && context.trusted_peer;
+    if !keep(sent.forwarded_proto) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(context.proto));
+    }
+    if !keep(sent.forwarded_port) {
+        match context.port {
+            Some(port) => {
+                headers.insert(X_FORWARDED_PORT, port.clone());
+            }
+            None if sent.forwarded_port => {
+                headers.remove(X_FORWARDED_PORT);
+            }
+            None => {}
         }
-        None if sent.forwarded_host => {
-            headers.remove(X_FORWARDED_HOST);
+    }
+    if !keep(sent.forwarded_host) {
+        match original_host {
+            Some(host) => {
+                headers.insert(X_FORWARDED_HOST, host);
+            }
+            None if sent.forwarded_host => {
+                headers.remove(X_FORWARDED_HOST);
+            }
+            None => {}
         }
-        None => {}
     }
 
     match context.forwarded_prefix {
@@ -187,14 +235,20 @@ pub(crate) fn set_context(
 }
 
 /// At most this many headers are added by [`set_context`].
-const ADDED: usize = 9;
+const ADDED: usize = 11;
 
 /// Which of the headers [`set_context`] replaces or extends the client sent.
 #[derive(Debug, Default)]
 struct Sent {
     context: bool,
+    /// A name with `_` (see [`drop_underscored`]).
+    underscored: bool,
+    forwarded: bool,
+    real_ip: bool,
     forwarded_for: bool,
     forwarded_host: bool,
+    forwarded_proto: bool,
+    forwarded_port: bool,
     forwarded_prefix: bool,
 }
 
@@ -205,12 +259,22 @@ impl Sent {
             let name = name.as_str();
             if name.starts_with(CONTEXT_PREFIX) {
                 sent.context = true;
-            } else if name == "x-forwarded-for" {
-                sent.forwarded_for = true;
-            } else if name == "x-forwarded-host" {
-                sent.forwarded_host = true;
-            } else if name == "x-forwarded-prefix" {
-                sent.forwarded_prefix = true;
+            } else if name.starts_with("x-forwarded-") {
+                match name {
+                    "x-forwarded-for" => sent.forwarded_for = true,
+                    "x-forwarded-host" => sent.forwarded_host = true,
+                    "x-forwarded-proto" => sent.forwarded_proto = true,
+                    "x-forwarded-port" => sent.forwarded_port = true,
+                    "x-forwarded-prefix" => sent.forwarded_prefix = true,
+                    _ => {}
+                }
+            } else if name == "forwarded" {
+                sent.forwarded = true;
+            } else if name == "x-real-ip" {
+                sent.real_ip = true;
+            }
+            if name.contains('_') {
+                sent.underscored = true;
             }
         }
         sent
@@ -229,18 +293,23 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     }))
 }
 
-/// Removes every header whose (lower-case) name starts with `prefix`. Only
-/// allocates when there is something to remove.
+/// Removes every header whose (lower-case) name starts with `prefix`.
 fn remove_prefixed(headers: &mut HeaderMap, prefix: &str) {
-    if !headers.keys().any(|name| name.as_str().starts_with(prefix)) {
+    remove_where(headers, |name| name.starts_with(prefix));
+}
+
+/// Removes every header whose (lower-case) name passes `doomed`. Only
+/// allocates when there is something to remove.
+fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
+    if !headers.keys().any(|name| doomed(name.as_str())) {
         return;
     }
-    let doomed: Vec<HeaderName> = headers
+    let names: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| name.as_str().starts_with(prefix))
+        .filter(|name| doomed(name.as_str()))
         .cloned()
         .collect();
-    for name in doomed {
+    for name in names {
         headers.remove(name);
     }
 }
@@ -301,6 +370,40 @@ mod tests {
         assert_eq!(none.len(), 3);
     }
 
+    /// A context for `headers`, from `peer` (trusted or not).
+    fn apply(
+        headers: &mut HeaderMap,
+        peer: &'static str,
+        trusted_peer: bool,
+        underscores_in_headers: bool,
+        original_host: Option<&'static str>,
+    ) {
+        let project = HeaderValue::from_static("horatio");
+        let id = HeaderValue::from_static("req-1");
+        let ip = HeaderValue::from_static(peer);
+        let client = HeaderValue::from_static("203.0.113.9");
+        let port = HeaderValue::from_static("8080");
+        let context = Context {
+            host: HeaderValue::from_static("blog.localhost"),
+            project: &project,
+            project_key: None,
+            auth: HeaderValue::from_static("none"),
+            request_id: &id,
+            client_ip: if trusted_peer { &client } else { &ip },
+            peer_ip: &ip,
+            trusted_peer,
+            underscores_in_headers,
+            proto: "http",
+            port: Some(&port),
+            forwarded_prefix: None,
+        };
+        set_context(
+            headers,
+            context,
+            original_host.map(HeaderValue::from_static),
+        );
+    }
+
     #[test]
     fn context_replaces_spoofed_headers() {
         let mut headers = map(&[
@@ -310,27 +413,21 @@ mod tests {
             ("x-forwarded-for", "10.0.0.1"),
             ("x-forwarded-for", "10.0.0.2"),
             ("x-forwarded-host", "spoofed"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-port", "1"),
             ("x-forwarded-prefix", "/spoofed"),
+            ("x-real-ip", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x_elsinore_auth", "projectAdmin"),
+            ("x_custom", "1"),
             ("x-hamlet-project-key", "client-key"),
         ]);
-        let project = HeaderValue::from_static("horatio");
-        let id = HeaderValue::from_static("req-1");
-        let host = HeaderValue::from_static("blog.localhost");
-        let ip = HeaderValue::from_static("127.0.0.1");
-        let context = Context {
-            host,
-            project: &project,
-            project_key: None,
-            auth: HeaderValue::from_static("none"),
-            request_id: &id,
-            client_ip: &ip,
-            proto: "http",
-            forwarded_prefix: None,
-        };
-        set_context(
+        apply(
             &mut headers,
-            context,
-            Some(HeaderValue::from_static("blog.localhost:8080")),
+            "127.0.0.1",
+            false,
+            false,
+            Some("blog.localhost:8080"),
         );
         let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         assert_eq!(get("x-elsinore-host"), Some("blog.localhost"));
@@ -340,10 +437,16 @@ mod tests {
         assert_eq!(get("x-elsinore-project-key"), None);
         assert_eq!(
             get("x-forwarded-for"),
-            Some("10.0.0.1, 10.0.0.2, 127.0.0.1")
+            Some("127.0.0.1"),
+            "an untrusted chain is replaced"
         );
+        assert_eq!(get("x-real-ip"), Some("127.0.0.1"));
+        assert_eq!(get("forwarded"), None);
+        assert_eq!(get("x_elsinore_auth"), None);
+        assert_eq!(get("x_custom"), None, "underscores are off by default");
         assert_eq!(get("x-forwarded-host"), Some("blog.localhost:8080"));
         assert_eq!(get("x-forwarded-proto"), Some("http"));
+        assert_eq!(get("x-forwarded-port"), Some("8080"));
         assert_eq!(get("x-forwarded-prefix"), None, "only Elsinore sets it");
         assert_eq!(get("x-request-id"), Some("req-1"));
         assert_eq!(
@@ -354,29 +457,44 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxy_chain_is_kept_and_extended() {
+        let mut headers = map(&[
+            ("x-forwarded-for", "6.6.6.6, 203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-port", "443"),
+            ("x_custom", "1"),
+            ("x_forwarded_for", "1.1.1.1"),
+        ]);
+        apply(&mut headers, "10.0.0.2", true, true, Some("blog.localhost"));
+        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        assert_eq!(
+            get("x-forwarded-for"),
+            Some("6.6.6.6, 203.0.113.9, 10.0.0.2")
+        );
+        assert_eq!(get("x-real-ip"), Some("203.0.113.9"));
+        assert_eq!(get("x-forwarded-proto"), Some("https"));
+        assert_eq!(get("x-forwarded-port"), Some("443"));
+        assert_eq!(
+            get("x_custom"),
+            Some("1"),
+            "underscores_in_headers passes others"
+        );
+        assert_eq!(
+            get("x_forwarded_for"),
+            None,
+            "never a reserved name's spelling"
+        );
+    }
+
+    #[test]
     fn spoofed_forwarded_host_goes_when_there_is_no_host() {
         let mut headers = map(&[("x-forwarded-host", "spoofed"), ("accept", "*/*")]);
-        let (project, id, ip) = (
-            HeaderValue::from_static("horatio"),
-            HeaderValue::from_static("req-1"),
-            HeaderValue::from_static("::1"),
-        );
-        let context = Context {
-            host: HeaderValue::from_static("blog.localhost"),
-            project: &project,
-            project_key: None,
-            auth: HeaderValue::from_static("none"),
-            request_id: &id,
-            client_ip: &ip,
-            proto: "https",
-            forwarded_prefix: None,
-        };
-        set_context(&mut headers, context, None);
+        apply(&mut headers, "::1", false, false, None);
         assert!(headers.get("x-forwarded-host").is_none());
         assert_eq!(
             headers.get("x-forwarded-for").map(HeaderValue::as_bytes),
             Some(&b"::1"[..])
         );
-        assert_eq!(headers.len(), 7, "{headers:?}");
+        assert_eq!(headers.len(), 9, "{headers:?}");
     }
 }

@@ -25,6 +25,7 @@
 //! processes; only the admin API does, on `spawn_blocking`.
 
 mod access;
+mod address_limit;
 mod admin_api;
 mod auth;
 mod body;
@@ -47,6 +48,7 @@ mod service;
 mod table;
 mod throttle;
 mod tls;
+mod trust;
 mod upgrade;
 
 pub use access::ACCESS_TARGET;
@@ -67,6 +69,7 @@ pub use service::Proxy;
 pub use table::{HostRoute, ProjectRoute, RouteTable};
 pub use throttle::{MAX_FAILURES, WINDOW as THROTTLE_WINDOW};
 pub use tls::{serve_tls, TlsListener};
+pub use trust::ClientPolicy;
 
 /// The body of every response Elsinore sends: a handler's streamed body, or
 /// a small one Elsinore wrote itself.
@@ -107,6 +110,7 @@ pub mod bench_api {
         original_host: Option<HeaderValue>,
     ) {
         headers::remove_hop_by_hop(headers);
+        let port = HeaderValue::from_static("8080");
         let context = Context {
             host: context.host.clone(),
             project: &context.project,
@@ -114,7 +118,11 @@ pub mod bench_api {
             auth: HeaderValue::from_static("none"),
             request_id: &context.request_id,
             client_ip: &context.client_ip,
+            peer_ip: &context.client_ip,
+            trusted_peer: false,
+            underscores_in_headers: false,
             proto: "http",
+            port: Some(&port),
             forwarded_prefix: None,
         };
         headers::set_context(headers, context, original_host.clone());

@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use elsinore_config::{Config, Limits, Timeouts};
+use http::HeaderValue;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -19,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch, Semaphore};
 
+use crate::address_limit::AddressLimit;
 use crate::conn::ConnInfo;
 use crate::connection::{Activity, ConnectionTimer, Connections, Fired, Tracked, Watcher};
 use crate::error::ProxyError;
@@ -31,6 +33,10 @@ use crate::Proxy;
 /// same time at most; past that they are closed without an answer, so a
 /// flood costs nothing but the accept.
 const MAX_REFUSING: usize = 64;
+/// `SETTINGS_MAX_CONCURRENT_STREAMS` on HTTP/2 connections: one client
+/// connection cannot have more requests in flight than this (hyper's
+/// default is 200; nginx's `http2_max_concurrent_streams` is 128).
+const MAX_CONCURRENT_STREAMS: u32 = 128;
 /// An over-the-limit client gets this long to send its request before the
 /// connection is closed without an answer.
 const REFUSE_READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -105,9 +111,9 @@ pub struct TlsThreads {
 struct TlsShare {
     socket: std::net::TcpListener,
     tls: TlsListener,
-    /// The HTTPS listener's `limits.max_connections` (its own, as on the
-    /// main runtime).
-    slots: Arc<Semaphore>,
+    /// The HTTPS listener's `limits.max_connections` and
+    /// `max_connections_per_ip` (its own, as on the main runtime).
+    counts: ListenerCounts,
 }
 
 /// Serves plain HTTP on `listeners` like [`serve_with`], and HTTPS on
@@ -135,7 +141,7 @@ pub async fn serve_threads<F, Fut>(
 {
     let addr = listeners.local_addr();
     let shared = Shared::new(&settings);
-    let tls_slots = Arc::new(Semaphore::new(settings.limits.max_connections));
+    let tls_counts = ListenerCounts::new(&settings);
     // For the fallback below, once the sockets are gone.
     let tls_again = tls
         .as_ref()
@@ -154,11 +160,11 @@ pub async fn serve_threads<F, Fut>(
     match sockets {
         Ok((plain, https)) => {
             let mut https = https.map(|(sockets, tls)| {
-                let slots = tls_slots.clone();
+                let counts = tls_counts.clone();
                 sockets.into_iter().map(move |socket| TlsShare {
                     socket,
                     tls: tls.clone(),
-                    slots: slots.clone(),
+                    counts: counts.clone(),
                 })
             });
             for (index, socket) in plain.into_iter().enumerate() {
@@ -197,7 +203,7 @@ pub async fn serve_threads<F, Fut>(
             match TcpListener::bind(tls_addr).await {
                 Ok(listener) => {
                     let proxy = proxy.clone();
-                    tls::serve_tls_on(listener, tls, proxy, shutdown(), settings, tls_slots, None)
+                    tls::serve_tls_on(listener, tls, proxy, shutdown(), settings, tls_counts, None)
                         .await;
                 }
                 Err(err) => tracing::error!(error = %err, addr = %tls_addr, "cannot listen again"),
@@ -254,7 +260,7 @@ where
                     match TcpListener::from_std(share.socket) {
                         Ok(listener) => {
                             let thread = Some(index);
-                            tls::serve_tls_on(listener, share.tls, proxy.clone(), tls_shutdown, settings, share.slots, thread)
+                            tls::serve_tls_on(listener, share.tls, proxy.clone(), tls_shutdown, settings, share.counts, thread)
                                 .await;
                         }
                         Err(err) => {
@@ -285,8 +291,8 @@ where
 /// What every accept loop of one listener shares.
 #[derive(Debug, Clone)]
 struct Shared {
-    /// `limits.max_connections`.
-    slots: Arc<Semaphore>,
+    /// `limits.max_connections` and `max_connections_per_ip`.
+    counts: ListenerCounts,
     /// Connections being answered 503, at most [`MAX_REFUSING`].
     refusals: Arc<Semaphore>,
 }
@@ -294,8 +300,27 @@ struct Shared {
 impl Shared {
     fn new(settings: &ServeSettings) -> Self {
         Self {
-            slots: Arc::new(Semaphore::new(settings.limits.max_connections)),
+            counts: ListenerCounts::new(settings),
             refusals: Arc::new(Semaphore::new(MAX_REFUSING)),
+        }
+    }
+}
+
+/// The open connections of one listener, counted against its limits; every
+/// accept loop of the listener shares them.
+#[derive(Debug, Clone)]
+pub(crate) struct ListenerCounts {
+    /// `limits.max_connections`.
+    pub(crate) slots: Arc<Semaphore>,
+    /// `limits.max_connections_per_ip`.
+    pub(crate) per_address: Arc<AddressLimit>,
+}
+
+impl ListenerCounts {
+    pub(crate) fn new(settings: &ServeSettings) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(settings.limits.max_connections)),
+            per_address: AddressLimit::new(settings.limits.max_connections_per_ip),
         }
     }
 }
@@ -316,14 +341,23 @@ async fn serve_plain(
     let idle = settings.timeouts.idle;
     let on_refused = {
         let proxy = proxy.clone();
-        move |stream: TcpStream| match refusals.clone().try_acquire_owned() {
-            Ok(refusal) => refuse(&refusing, stream, proxy.clone(), limit, refusal),
+        move |stream: TcpStream, why: Refused| match refusals.clone().try_acquire_owned() {
+            Ok(refusal) => {
+                let error = match why {
+                    Refused::Full => ProxyError::TooManyConnections { limit },
+                    Refused::Address { limit } => {
+                        ProxyError::TooManyConnectionsFromAddress { limit }
+                    }
+                };
+                refuse(&refusing, stream, proxy.clone(), error, refusal);
+            }
             Err(_) => drop(stream),
         }
     };
+    let port = listen_port(&listener);
     let each = Listener {
         scheme: "http",
-        slots: shared.slots.clone(),
+        counts: shared.counts.clone(),
         thread,
     };
     accept_loop(
@@ -338,7 +372,7 @@ async fn serve_plain(
                 builder.clone(),
                 stream,
                 proxy.clone(),
-                ConnInfo::plain(peer),
+                ConnInfo::plain(peer).on_port(port.as_ref()),
                 watcher,
                 slot,
                 idle,
@@ -383,7 +417,8 @@ pub(crate) fn http_builder(settings: &ServeSettings) -> Builders {
     let mut http2 = http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())
-        .max_header_list_size(max_list);
+        .max_header_list_size(max_list)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
     let mut auto = auto::Builder::new(TokioExecutor::new());
     auto.http1()
         .timer(TokioTimer::new())
@@ -393,7 +428,8 @@ pub(crate) fn http_builder(settings: &ServeSettings) -> Builders {
         .max_buf_size(max_buf);
     auto.http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(max_list);
+        .max_header_list_size(max_list)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
     Builders {
         auto,
         http1,
@@ -409,19 +445,39 @@ fn refusing_builder() -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .keep_alive(false)
         .header_read_timeout(REFUSE_READ_TIMEOUT);
-    refusing.http2().timer(TokioTimer::new());
+    refusing
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
     refusing
 }
 
-/// Which accept loop: for logs, and the connection count it shares.
+/// Which accept loop: for logs, and the connection counts it shares.
 #[derive(Debug)]
 pub(crate) struct Listener {
     /// `http` or `https`.
     pub(crate) scheme: &'static str,
-    /// `limits.max_connections`, shared by every loop of one listener.
-    pub(crate) slots: Arc<Semaphore>,
+    /// Shared by every loop of one listener.
+    pub(crate) counts: ListenerCounts,
     /// The request thread running this loop, if it is one.
     pub(crate) thread: Option<usize>,
+}
+
+/// Why the accept loop turned a connection away.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Refused {
+    /// `limits.max_connections` are open.
+    Full,
+    /// `limits.max_connections_per_ip` are open from the peer's address.
+    Address { limit: usize },
+}
+
+/// The port `listener` is bound to, as `X-Forwarded-Port` says it.
+pub(crate) fn listen_port(listener: &TcpListener) -> Option<HeaderValue> {
+    listener
+        .local_addr()
+        .ok()
+        .map(|addr| HeaderValue::from(addr.port()))
 }
 
 /// Accepts until `shutdown`. A connection over `limits.max_connections`
@@ -434,14 +490,14 @@ pub(crate) struct Listener {
 pub(crate) async fn accept_loop<F, Fut>(
     Listener {
         scheme,
-        slots,
+        counts: ListenerCounts { slots, per_address },
         thread,
     }: Listener,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     settings: ServeSettings,
     proxy: Arc<Proxy>,
-    on_refused: impl Fn(TcpStream),
+    on_refused: impl Fn(TcpStream, Refused),
     on_connection: F,
 ) where
     F: Fn(TcpStream, SocketAddr, Watcher, Stopping, ConnectionSlot) -> Fut,
@@ -467,6 +523,28 @@ pub(crate) async fn accept_loop<F, Fut>(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // Per address first: a refused address must not take a slot of
+        // everyone's limit, even for a moment. Clients behind a trusted
+        // proxy all share its address, so it is not counted.
+        let address = if proxy.trusts_peer(peer.ip()) {
+            None
+        } else {
+            match per_address.enter(peer.ip()) {
+                Some(address) => Some(address),
+                None => {
+                    let limit = per_address.limit();
+                    refused += 1;
+                    if last_warning.is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(1))
+                    {
+                        tracing::warn!(%peer, scheme, thread, limit, refused, "too many connections from one address (limits.max_connections_per_ip); refusing");
+                        last_warning = Some(Instant::now());
+                        refused = 0;
+                    }
+                    on_refused(stream, Refused::Address { limit });
+                    continue;
+                }
+            }
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             refused += 1;
             // One line a second at most: a flood must not flood the log.
@@ -475,7 +553,7 @@ pub(crate) async fn accept_loop<F, Fut>(
                 last_warning = Some(Instant::now());
                 refused = 0;
             }
-            on_refused(stream);
+            on_refused(stream, Refused::Full);
             continue;
         };
         tokio::spawn(on_connection(
@@ -483,7 +561,7 @@ pub(crate) async fn accept_loop<F, Fut>(
             peer,
             connections.watcher(),
             Stopping(stopping.clone()),
-            ConnectionSlot::new(slot),
+            ConnectionSlot::new(slot, address),
         ));
     }
 
@@ -732,11 +810,11 @@ fn refuse(
     builder: &auto::Builder<TokioExecutor>,
     stream: TcpStream,
     proxy: Arc<Proxy>,
-    limit: usize,
+    error: ProxyError,
     refusal: tokio::sync::OwnedSemaphorePermit,
 ) {
     let service = service_fn(move |request| {
-        let response = proxy.refuse(&request, ProxyError::TooManyConnections { limit });
+        let response = proxy.refuse(&request, error.clone());
         async move { Ok::<_, Infallible>(response) }
     });
     let connection = builder

@@ -9,7 +9,7 @@ use elsinore_config::{normalize_request_host, HostError, Limits, Timeouts};
 use elsinore_metrics::Metrics;
 use elsinore_static::{Outcome, Site, StaticBody};
 use elsinore_supervisor::{Busy, HandlerHandle, Unavailable};
-use http::header::{HOST, ORIGIN, UPGRADE};
+use http::header::{CONNECTION, HOST, ORIGIN, UPGRADE};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
@@ -17,6 +17,7 @@ use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
 use crate::access::Access;
+use crate::address_limit::AddressSlot;
 use crate::admin_api::{self, AdminApi, AdminRequest};
 use crate::auth;
 use crate::body::HandlerBody;
@@ -29,6 +30,7 @@ use crate::limits::{declared_length, BodyProgress, RequestBody};
 use crate::preview::{self, PreviewRoute};
 use crate::redirect;
 use crate::request_id::RequestIds;
+use crate::trust::{self, Client};
 use crate::upgrade::{self, Tunnels};
 use crate::{HostRoute, ProjectRoute, ProxyBody, RouteTable};
 
@@ -37,14 +39,18 @@ use crate::{HostRoute, ProjectRoute, ProxyBody, RouteTable};
 /// connection keeps after its HTTP exchange is over.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnectionSlot {
-    // Held, never read: dropping the last clone frees the slot.
-    _permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+    // Held, never read: dropping the last clone frees the slot (and the
+    // place under `limits.max_connections_per_ip`, if counted).
+    _held: Arc<(tokio::sync::OwnedSemaphorePermit, Option<AddressSlot>)>,
 }
 
 impl ConnectionSlot {
-    pub(crate) fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+    pub(crate) fn new(
+        permit: tokio::sync::OwnedSemaphorePermit,
+        address: Option<AddressSlot>,
+    ) -> Self {
         Self {
-            _permit: Arc::new(permit),
+            _held: Arc::new((permit, address)),
         }
     }
 }
@@ -129,6 +135,13 @@ impl Proxy {
         self
     }
 
+    /// Whether `ip` is one of `trusted_proxies` (now).
+    pub(crate) fn trusts_peer(&self, ip: std::net::IpAddr) -> bool {
+        let table = self.table.load();
+        let trusted = &table.client_policy.trusted_proxies;
+        !trusted.is_empty() && trusted.contains(ip)
+    }
+
     /// Answers one request from a plain-HTTP connection.
     pub async fn handle(
         &self,
@@ -202,6 +215,11 @@ impl Proxy {
                     method: request.method().to_string(),
                 });
             }
+            // Two Host headers: which one counts would be up to each hop
+            // (RFC 9112 §3.2 asks for a 400).
+            if request.headers().get_all(HOST).iter().nth(1).is_some() {
+                return Err(ProxyError::DuplicateHost);
+            }
             // The authority the request names: the URI's for HTTP/2 and
             // absolute-form targets (it takes precedence over Host, RFC 9112
             // §3.2.2), else the Host header. Elsinore routes by it and forwards
@@ -233,13 +251,15 @@ impl Proxy {
 
             // One load of the snapshot; the Arc keeps this project alive for
             // the whole request even if the table is swapped meanwhile.
-            let routed = {
+            let (routed, client) = {
                 let table = self.table.load();
                 if let Some(location) = self.https_redirect(&table, conn, &host, request.uri()) {
                     return Ok(redirect::response(location));
                 }
-                Routed::resolve(&table, &host, request.uri())?
+                let client = Client::of(&table.client_policy, conn, &request);
+                (Routed::resolve(&table, &host, request.uri())?, client)
             };
+            access.set_client(client.ip);
             let (project, via, site) = match routed {
                 Routed::Owner(HostRoute { project, site }) => (project, Via::Owner, site),
                 Routed::Fallback(project) => (project, Via::Fallback, None),
@@ -281,7 +301,9 @@ impl Proxy {
                     host: &host,
                     project: &project,
                     table: &self.table,
-                    peer: conn.peer,
+                    // The client, not a trusted proxy in front of it: the
+                    // throttle counts failures per client.
+                    peer: SocketAddr::new(client.ip, conn.peer.port()),
                     request_id,
                 };
                 // Boxed: held in place, its ~2 KB would be part of every
@@ -328,10 +350,12 @@ impl Proxy {
                 .map_err(|why| unavailable(&handler, why))?;
             let in_flight = handler.admit().await.map_err(|why| busy(&handler, why))?;
             // Taken before the headers go: hop-by-hop removal drops Upgrade.
-            let upgrade_to = upgrade::requested(&request);
+            let upgrade_to = client.upgrade;
             let client_upgrade = upgrade_to
                 .is_some()
                 .then(|| hyper::upgrade::on(&mut request));
+            let has_body = !request.body().is_end_stream();
+            let reuse = trust::reuse_after(request.method(), has_body, handler.reuses_after_body());
             let slot = conn.slot.clone();
 
             // Host keys open only hosts the project declares: not the preview
@@ -353,8 +377,12 @@ impl Proxy {
                 project_key: project.key_header.as_ref(),
                 auth: auth.header_value(),
                 request_id,
-                client_ip: &conn.peer_ip,
+                client_ip: client.ip_header.as_ref().unwrap_or(&conn.peer_ip),
+                peer_ip: &conn.peer_ip,
+                trusted_peer: client.trusted_peer,
+                underscores_in_headers: client.underscores_in_headers,
                 proto: if conn.tls.is_some() { "https" } else { "http" },
+                port: conn.port.as_ref(),
                 forwarded_prefix: via.prefix(),
             };
             let headers = request.headers_mut();
@@ -365,6 +393,10 @@ impl Proxy {
             }
             if let Some(protocol) = upgrade_to {
                 upgrade::restore_headers(headers, protocol);
+            } else if !reuse {
+                // The handler closes after answering, so whatever it leaves
+                // unread of the body is never parsed as a next request.
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             *request.uri_mut() = origin_form(request.uri());
             // Handlers speak HTTP/1.1 whatever the client spoke.
@@ -410,14 +442,21 @@ impl Proxy {
             // The handler agreed to switch: relay its 101 and pipe the two
             // connections once hyper hands them over. Any other answer is an
             // ordinary response.
-            if let Some(client_upgrade) = client_upgrade {
-                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    let handler_upgrade = hyper::upgrade::on(&mut response);
-                    self.tunnels
-                        .spawn(client_upgrade, handler_upgrade, in_flight, slot);
-                    let (parts, _) = response.into_parts();
-                    return Ok(Response::from_parts(parts, Either::Right(Full::default())));
-                }
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                let Some(client_upgrade) = client_upgrade else {
+                    // Nothing it may switch to was asked for (the client's
+                    // Upgrade was not forwarded): relaying the 101 would
+                    // hand the client a raw connection to the handler.
+                    return Err(ProxyError::HandlerFailed {
+                        handler: label(&handler),
+                        reason: "the handler switched protocols (101) though no upgrade it may take was asked for (upgrade_protocols)".to_owned(),
+                    });
+                };
+                let handler_upgrade = hyper::upgrade::on(&mut response);
+                self.tunnels
+                    .spawn(client_upgrade, handler_upgrade, in_flight, slot);
+                let (parts, _) = response.into_parts();
+                return Ok(Response::from_parts(parts, Either::Right(Full::default())));
             }
             Ok(response.map(|body| Either::Left(HandlerBody::new(body, in_flight))))
         }

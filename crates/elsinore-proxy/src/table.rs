@@ -13,6 +13,7 @@ use http::HeaderValue;
 
 use crate::preview::Preview;
 use crate::project_cors::ProjectCors;
+use crate::trust::ClientPolicy;
 
 /// One project as the request path needs it; header values are prepared
 /// once here so requests do not allocate them.
@@ -118,4 +119,7 @@ pub struct RouteTable {
     pub default_project: Option<Arc<ProjectRoute>>,
     /// `preview_host` and the projects reachable under it.
     pub preview: Option<Preview>,
+    /// What clients may say about themselves (`trusted_proxies`,
+    /// `upgrade_protocols`, `underscores_in_headers`).
+    pub client_policy: ClientPolicy,
 }

@@ -12,12 +12,14 @@ use rustls::server::{Accepted, Acceptor};
 use rustls::ServerConfig;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::StartHandshake;
 
 use crate::conn::{ConnInfo, TlsInfo};
-use crate::server::{accept_loop, http_builder, serve_connection, Listener, ServeSettings};
+use crate::server::{
+    accept_loop, http_builder, listen_port, serve_connection, Listener, ListenerCounts,
+    ServeSettings,
+};
 use crate::{Proxy, RouteTable};
 
 /// A client must complete its handshake within this time; a connection
@@ -70,8 +72,8 @@ pub async fn serve_tls(
     shutdown: impl Future<Output = ()>,
     settings: ServeSettings,
 ) {
-    let slots = Arc::new(Semaphore::new(settings.limits.max_connections));
-    serve_tls_on(listener, tls, proxy, shutdown, settings, slots, None).await;
+    let counts = ListenerCounts::new(&settings);
+    serve_tls_on(listener, tls, proxy, shutdown, settings, counts, None).await;
 }
 
 /// One accept loop of the HTTPS listener: the main runtime's
@@ -84,7 +86,7 @@ pub(crate) async fn serve_tls_on(
     proxy: Arc<Proxy>,
     shutdown: impl Future<Output = ()>,
     settings: ServeSettings,
-    slots: Arc<Semaphore>,
+    counts: ListenerCounts,
     thread: Option<usize>,
 ) {
     let builder = Arc::new(http_builder(&settings));
@@ -92,15 +94,16 @@ pub(crate) async fn serve_tls_on(
     let idle = settings.timeouts.idle;
     // Over `limits.max_connections` a TLS client is closed before the
     // handshake: answering 503 would cost a handshake per refusal.
-    let on_refused = drop;
+    let on_refused = |stream, _| drop(stream);
     let handler_proxy = proxy.clone();
+    let port = listen_port(&listener);
     let each = Listener {
         scheme: "https",
-        slots,
+        counts,
         thread,
     };
     accept_loop(each, listener, shutdown, settings, proxy, on_refused, move |stream, peer, watcher, stopping, slot| {
-        let (builder, tls, proxy) = (builder.clone(), tls.clone(), handler_proxy.clone());
+        let (builder, tls, proxy, port) = (builder.clone(), tls.clone(), handler_proxy.clone(), port.clone());
         async move {
             // The handshake runs here, in the connection's own task; a
             // shutdown does not wait for it (no request is in flight yet).
@@ -119,7 +122,7 @@ pub(crate) async fn serve_tls_on(
                 },
                 () = stopping.wait() => return,
             };
-            let conn = ConnInfo::new(peer, Some(info));
+            let conn = ConnInfo::new(peer, Some(info)).on_port(port.as_ref());
             serve_connection(builder, stream, proxy, conn, watcher, slot, idle).await;
         }
     })

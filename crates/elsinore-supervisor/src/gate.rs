@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use elsinore_config::HandlerSpec;
+use elsinore_config::{HandlerSpec, DEFAULT_MAX_CONCURRENT};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Why a request was not let through to a busy handler.
@@ -26,7 +26,9 @@ pub enum Busy {
     },
 }
 
-/// The limit of one handler (absent when `max_concurrent` is not set).
+/// The limit of one handler: its `max_concurrent`, or
+/// [`DEFAULT_MAX_CONCURRENT`] when not set, so that no flood of clients
+/// makes Elsinore open connections to one handler without bound.
 #[derive(Debug)]
 pub(crate) struct Gate {
     running: Arc<Semaphore>,
@@ -47,15 +49,22 @@ impl Drop for Waiting<'_> {
 }
 
 impl Gate {
-    pub(crate) fn for_spec(spec: &HandlerSpec) -> Option<Self> {
-        let max_concurrent = spec.max_concurrent?.min(Semaphore::MAX_PERMITS);
-        Some(Self {
+    pub(crate) fn for_spec(spec: &HandlerSpec) -> Self {
+        let max_concurrent = spec
+            .max_concurrent
+            .unwrap_or(DEFAULT_MAX_CONCURRENT)
+            .min(Semaphore::MAX_PERMITS);
+        Self {
             running: Arc::new(Semaphore::new(max_concurrent)),
             max_concurrent,
             queue: spec.queue,
             queue_timeout: spec.queue_timeout,
             waiting: AtomicUsize::new(0),
-        })
+        }
+    }
+
+    pub(crate) fn max_concurrent(&self) -> usize {
+        self.max_concurrent
     }
 
     /// A turn: at once when a slot is free, else after queueing.
@@ -105,9 +114,10 @@ mod tests {
             max_concurrent: Some(max_concurrent),
             queue,
             queue_timeout,
+            reuse_after_body: false,
             generated: None,
         };
-        Gate::for_spec(&spec).expect("a limit")
+        Gate::for_spec(&spec)
     }
 
     #[tokio::test]

@@ -103,12 +103,15 @@ pub struct HandlerHandle {
     authority: Authority,
     start_timeout: Duration,
     response_timeout: Duration,
+    /// `reuse_after_body` (see [`HandlerHandle::reuses_after_body`]).
+    reuse_after_body: bool,
     state: AtomicU8,
     status: watch::Sender<HandlerStatus>,
     in_flight: AtomicUsize,
     idle: Notify,
-    /// `max_concurrent`/`queue`, when the manifest sets a limit.
-    gate: Option<Gate>,
+    /// `max_concurrent`/`queue` (a default limit when the manifest sets
+    /// none).
+    gate: Gate,
     /// See [`HandlerHandle::request_state`].
     request_state: RequestState,
 }
@@ -161,6 +164,7 @@ impl HandlerHandle {
             authority,
             start_timeout: spec.start_timeout,
             response_timeout: spec.response_timeout,
+            reuse_after_body: spec.reuse_after_body,
             state: AtomicU8::new(state as u8),
             status,
             in_flight: AtomicUsize::new(0),
@@ -200,6 +204,13 @@ impl HandlerHandle {
     /// `host:port` to connect to.
     pub fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    /// Whether the handler promised to read every request body
+    /// (`reuse_after_body`), so its connection may carry the next request
+    /// after a POST, PUT or PATCH with a body.
+    pub fn reuses_after_body(&self) -> bool {
+        self.reuse_after_body
     }
 
     /// How long the handler has to send response headers.
@@ -269,16 +280,19 @@ impl HandlerHandle {
     }
 
     /// Like [`begin_request`](Self::begin_request), but first waits for a
-    /// turn when the handler has a `max_concurrent` limit; the turn is held
-    /// by the returned guard.
+    /// turn under its `max_concurrent` limit; the turn is held by the
+    /// returned guard.
     pub async fn admit(self: &Arc<Self>) -> Result<InFlight, Busy> {
-        let permit = match &self.gate {
-            Some(gate) => Some(gate.enter().await?),
-            None => None,
-        };
+        let permit = self.gate.enter().await?;
         let mut in_flight = self.begin_request();
-        in_flight.1 = permit;
+        in_flight.1 = Some(permit);
         Ok(in_flight)
+    }
+
+    /// Requests forwarded at once at most (`max_concurrent`, or its
+    /// default).
+    pub fn max_concurrent(&self) -> usize {
+        self.gate.max_concurrent()
     }
 
     /// Requests being served right now.
