@@ -1,5 +1,6 @@
 //! The request path.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use elsinore_config::{normalize_request_host, HostError, Limits, Timeouts};
 use elsinore_metrics::Metrics;
+use elsinore_routes::normalize_path;
 use elsinore_static::{Outcome, Site, StaticBody};
 use elsinore_supervisor::{Busy, HandlerHandle, Unavailable};
 use http::header::{HOST, ORIGIN, UPGRADE};
@@ -229,6 +231,15 @@ impl Proxy {
                         sni: tls.sni.clone(),
                     });
                 }
+            }
+
+            // One spelling of the path for every match below (preview,
+            // admin API, static files, route prefix) and for the handler:
+            // `//admin/api/_keys` and `/admin/api/%5Fkeys` are the admin
+            // API, never a handler that normalises them itself. The access
+            // log keeps the client's spelling (taken at `Access::begin`).
+            if let Some(normal) = normalized(request.uri())? {
+                *request.uri_mut() = normal;
             }
 
             // One load of the snapshot; the Arc keeps this project alive for
@@ -554,7 +565,29 @@ fn busy(handler: &HandlerHandle, why: Busy) -> ProxyError {
     }
 }
 
-/// `/<path>?<query>`: the client's path and query, intact, in the origin
+/// `uri` with its path in the normal form (`elsinore_routes::normalize_path`,
+/// query untouched), or `None` when it already is: the common case, in
+/// which nothing is allocated.
+fn normalized(uri: &Uri) -> Result<Option<Uri>, ProxyError> {
+    let Cow::Owned(path) = normalize_path(uri.path()) else {
+        return Ok(None);
+    };
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    };
+    // Normalising only decodes unreserved characters and drops segments,
+    // so the result is always a valid path; a failure would be a bug,
+    // answered 400 rather than routed with the old spelling.
+    let invalid = || ProxyError::BadRequest {
+        reason: "the request path cannot be normalised".into(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(path_and_query).map_err(|_| invalid())?);
+    Uri::from_parts(parts).map(Some).map_err(|_| invalid())
+}
+
+/// `/<path>?<query>`: the (normalised) path and query, in the origin
 /// form a request to the handler's own address is written in (the client
 /// connects to the handler; the Host header stays the client's).
 fn origin_form(uri: &Uri) -> Uri {
