@@ -640,3 +640,30 @@ fn upstream_error(handler: &HandlerHandle, err: &ClientError) -> ProxyError {
         reason,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalized_rewrites_only_the_path() {
+        let cases = [
+            ("//admin/api/_keys", "/admin/api/_keys"),
+            (
+                "/admin/api/%5Fkeys?x=%2f&y=/../",
+                "/admin/api/_keys?x=%2f&y=/../",
+            ),
+            ("http://site.test//docs?x=1", "http://site.test/docs?x=1"),
+            ("http://site.test/a/../b", "http://site.test/b"),
+        ];
+        for (uri, want) in cases {
+            let uri: Uri = uri.parse().expect("test uri");
+            let normal = normalized(&uri).expect("valid").expect("rewritten");
+            assert_eq!(normal.to_string(), want, "{uri}");
+        }
+        for uri in ["/", "/api/feed?q=//x", "http://site.test/a%20b", "*"] {
+            let uri: Uri = uri.parse().expect("test uri");
+            assert!(normalized(&uri).expect("valid").is_none(), "{uri}");
+        }
+    }
+}

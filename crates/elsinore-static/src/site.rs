@@ -436,7 +436,10 @@ mod tests {
             let response = folder_redirect(&uri);
             assert_eq!(response.status(), StatusCode::MOVED_PERMANENTLY);
             assert_eq!(
-                response.headers().get(LOCATION).and_then(|v| v.to_str().ok()),
+                response
+                    .headers()
+                    .get(LOCATION)
+                    .and_then(|v| v.to_str().ok()),
                 Some(want),
                 "{uri}"
             );
