@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use elsinore_routes::same_host_location;
 use http::header::{LOCATION, SET_COOKIE};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Uri};
@@ -57,7 +58,8 @@ impl Preview {
         &self.host
     }
 
-    /// Which project `uri` names, or the JSON 404 when it names none.
+    /// Which project `uri` (its path already normalised by the caller)
+    /// names, or the JSON 404 when it names none.
     pub(crate) fn route(&self, uri: &Uri) -> Result<PreviewRoute, ProxyError> {
         let Some(rest) = uri.path().strip_prefix(PREFIX) else {
             return Err(ProxyError::NotFound {
@@ -77,17 +79,18 @@ impl Preview {
             .ok_or_else(|| ProxyError::UnknownProject {
                 project: name.to_owned(),
             })?;
-        let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
         // Project names are header-safe ASCII (config.json validation), so
         // these always parse; a failure would be a bug, answered as 404.
         let not_found = || ProxyError::UnknownProject {
             project: name.to_owned(),
         };
         if tail.is_empty() {
-            let location = HeaderValue::try_from(format!("{PREFIX}{name}/{query}"))
+            let folder = format!("{PREFIX}{name}/");
+            let location = HeaderValue::try_from(same_host_location(&folder, uri.query()))
                 .map_err(|_| not_found())?;
             return Ok(PreviewRoute::AddSlash(location));
         }
+        let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
         let prefix = HeaderValue::try_from(format!("{PREFIX}{name}")).map_err(|_| not_found())?;
         let path = PathAndQuery::try_from(format!("{tail}{query}")).map_err(|_| not_found())?;
         Ok(PreviewRoute::Project {

@@ -17,7 +17,8 @@ pub(crate) fn redirectable(path: &str) -> bool {
 }
 
 /// `https://<host>[:port]<path and query>`; the port is left out when it
-/// is 443. `None` if that is not a valid header (it always is for a
+/// is 443. The path is the normal one (`Proxy::route` normalises it
+/// before anything is matched), so it starts with exactly one `/`. `None` if that is not a valid header (it always is for a
 /// validated host).
 pub(crate) fn location(host: &str, https_port: u16, uri: &Uri) -> Option<HeaderValue> {
     let target = uri.path_and_query().map_or("/", |pq| pq.as_str());

@@ -1,5 +1,6 @@
 //! The request path.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use elsinore_config::{normalize_request_host, HostError, Limits, Timeouts};
 use elsinore_metrics::Metrics;
+use elsinore_routes::normalize_path;
 use elsinore_static::{Outcome, Site, StaticBody};
 use elsinore_supervisor::{Busy, HandlerHandle, Unavailable};
 use http::header::{CONNECTION, HOST, ORIGIN, UPGRADE};
@@ -247,6 +249,15 @@ impl Proxy {
                         sni: tls.sni.clone(),
                     });
                 }
+            }
+
+            // One spelling of the path for every match below (preview,
+            // admin API, static files, route prefix) and for the handler:
+            // `//admin/api/_keys` and `/admin/api/%5Fkeys` are the admin
+            // API, never a handler that normalises them itself. The access
+            // log keeps the client's spelling (taken at `Access::begin`).
+            if let Some(normal) = normalized(request.uri())? {
+                *request.uri_mut() = normal;
             }
 
             // One load of the snapshot; the Arc keeps this project alive for
@@ -593,7 +604,29 @@ fn busy(handler: &HandlerHandle, why: Busy) -> ProxyError {
     }
 }
 
-/// `/<path>?<query>`: the client's path and query, intact, in the origin
+/// `uri` with its path in the normal form (`elsinore_routes::normalize_path`,
+/// query untouched), or `None` when it already is: the common case, in
+/// which nothing is allocated.
+fn normalized(uri: &Uri) -> Result<Option<Uri>, ProxyError> {
+    let Cow::Owned(path) = normalize_path(uri.path()) else {
+        return Ok(None);
+    };
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    };
+    // Normalising only decodes unreserved characters and drops segments,
+    // so the result is always a valid path; a failure would be a bug,
+    // answered 400 rather than routed with the old spelling.
+    let invalid = || ProxyError::BadRequest {
+        reason: "the request path cannot be normalised".into(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(path_and_query).map_err(|_| invalid())?);
+    Uri::from_parts(parts).map(Some).map_err(|_| invalid())
+}
+
+/// `/<path>?<query>`: the (normalised) path and query, in the origin
 /// form a request to the handler's own address is written in (the client
 /// connects to the handler; the Host header stays the client's).
 fn origin_form(uri: &Uri) -> Uri {
@@ -644,5 +677,32 @@ fn upstream_error(handler: &HandlerHandle, err: &ClientError) -> ProxyError {
     ProxyError::HandlerFailed {
         handler: name,
         reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalized_rewrites_only_the_path() {
+        let cases = [
+            ("//admin/api/_keys", "/admin/api/_keys"),
+            (
+                "/admin/api/%5Fkeys?x=%2f&y=/../",
+                "/admin/api/_keys?x=%2f&y=/../",
+            ),
+            ("http://site.test//docs?x=1", "http://site.test/docs?x=1"),
+            ("http://site.test/a/../b", "http://site.test/b"),
+        ];
+        for (uri, want) in cases {
+            let uri: Uri = uri.parse().expect("test uri");
+            let normal = normalized(&uri).expect("valid").expect("rewritten");
+            assert_eq!(normal.to_string(), want, "{uri}");
+        }
+        for uri in ["/", "/api/feed?q=//x", "http://site.test/a%20b", "*"] {
+            let uri: Uri = uri.parse().expect("test uri");
+            assert!(normalized(&uri).expect("valid").is_none(), "{uri}");
+        }
     }
 }

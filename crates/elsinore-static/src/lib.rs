@@ -7,10 +7,14 @@
 //! `/docs/`). Every other request, and every path that names no file, is
 //! the handler's.
 //!
-//! Paths never leave `public/`: they are decoded once and normalised,
-//! `..` in any spelling is refused ([`path`]), and the real path of every
-//! file (symbolic links resolved) must be inside the real folder
-//! ([`lookup`]). Dotfiles other than `.well-known/` are not served.
+//! Paths never leave `public/`: they are put in the normal form every
+//! path match of Elsinore uses (`elsinore_routes::normalize_path`: dot
+//! segments resolved, never above the root), decoded once, and what a
+//! second decoding would turn into `..` or a separator is refused
+//! ([`path`]); the real path of every file (symbolic links resolved) must
+//! be inside the real folder ([`lookup`]). Dotfiles other than
+//! `.well-known/` are not served. The folder redirect's `Location` is built
+//! from the normal path and always starts with exactly one `/`.
 //!
 //! Files are read on demand, on tokio's blocking pool, and kept in one
 //! bounded cache shared by all sites (small files with their content,

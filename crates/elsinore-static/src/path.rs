@@ -1,14 +1,16 @@
 //! From a request path to a path inside `public/`, or a refusal.
 //!
-//! The path is decoded once, segment by segment, and normalised: empty
-//! and `.` segments are dropped. Anything that could step outside the
-//! folder is refused rather than resolved: a `..` segment (raw or
-//! percent-encoded), an encoded separator (`%2f`, `%5c`) or NUL, and a
-//! segment that would become one of those if decoded a second time
-//! (`%252e%252e`), in case something behind us decodes again. Symbolic
-//! links are checked later, against the real file system
-//! ([`crate::lookup`]).
+//! The path is first put in the normal form every path match of Elsinore
+//! uses ([`elsinore_routes::normalize_path`]): `//` collapsed, dot
+//! segments (`..`, `%2e%2e`) resolved, never above the root, so they
+//! cannot leave the folder. Each segment is then decoded once. What would
+//! still step outside is refused rather than resolved: an encoded separator
+//! (`%2f`, `%5c`) or NUL, and a segment that would become `..` or one of
+//! those if decoded a second time (`%252e%252e`), in case something behind
+//! us decodes again. Symbolic links are checked later, against the real
+//! file system ([`crate::lookup`]).
 
+use elsinore_routes::normalize_path;
 use percent_encoding::percent_decode_str;
 
 /// What to do with a request path.
@@ -40,7 +42,9 @@ const ENCODED_SEPARATOR: &str =
 
 /// Checks a request's path (without the query).
 pub fn check(raw: &str) -> PathCheck {
-    let Some(rest) = raw.strip_prefix('/') else {
+    // Already normal when the proxy calls: then this borrows, no copy.
+    let normal = normalize_path(raw);
+    let Some(rest) = normal.strip_prefix('/') else {
         return PathCheck::Pass;
     };
     let mut path = String::with_capacity(rest.len());
@@ -51,6 +55,9 @@ pub fn check(raw: &str) -> PathCheck {
         let Ok(decoded) = percent_decode_str(segment).decode_utf8() else {
             return PathCheck::Pass;
         };
+        // Normalisation resolved every dot segment; one decoded from an
+        // escape it kept (`%2e` is not kept) cannot occur, so this is
+        // defence in depth.
         match decoded.as_ref() {
             "." => continue,
             ".." => return PathCheck::Refuse(TRAVERSAL),
@@ -76,7 +83,7 @@ pub fn check(raw: &str) -> PathCheck {
         }
         path.push_str(&decoded);
     }
-    let folder = path.is_empty() || raw.ends_with('/');
+    let folder = path.is_empty() || normal.ends_with('/');
     PathCheck::Look(RelPath { path, folder })
 }
 
@@ -107,16 +114,24 @@ mod tests {
     }
 
     #[test]
-    fn traversal_is_refused_in_every_spelling() {
+    fn dot_segments_are_resolved_inside_the_folder() {
         for path in [
             "/../secret",
             "/a/../../secret",
             "/%2e%2e/secret",
             "/%2E%2E/secret",
             "/.%2e/secret",
-            "/%252e%252e/secret",
-            "/a/%252E%252E/%252E%252E/secret",
+            "//secret",
+            "/a/b/../../%2e%2e/secret",
         ] {
+            assert_eq!(check(path), look("secret", false), "{path}");
+        }
+        assert_eq!(check("/docs/sub/.."), look("docs", true));
+    }
+
+    #[test]
+    fn traversal_is_refused_in_every_spelling() {
+        for path in ["/%252e%252e/secret", "/a/%252E%252E/%252E%252E/secret"] {
             assert_eq!(check(path), PathCheck::Refuse(TRAVERSAL), "{path}");
         }
         for path in [

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
+use elsinore_routes::{normalize_path, same_host_location};
 use http::header::LOCATION;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
 use quick_cache::sync::Cache;
@@ -402,12 +403,12 @@ fn to_index(position: u64) -> usize {
     usize::try_from(position).unwrap_or(usize::MAX)
 }
 
-/// `301` to the folder's URL with a trailing slash, query kept.
+/// `301` to the folder's URL with a trailing slash, query kept. Built from
+/// the normalised path, through the one function that writes a path-only
+/// `Location`: `GET //docs` must not send the browser to the host `docs`.
 fn folder_redirect(uri: &Uri) -> Response<StaticBody> {
-    let location = match uri.query() {
-        Some(query) => format!("{}/?{query}", uri.path()),
-        None => format!("{}/", uri.path()),
-    };
+    let folder = format!("{}/", normalize_path(uri.path()));
+    let location = same_host_location(&folder, uri.query());
     let mut response = Response::new(StaticBody::Bytes(Bytes::new()));
     *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
     // The path came from a valid URI, so it is valid header text.
@@ -415,4 +416,33 @@ fn folder_redirect(uri: &Uri) -> Response<StaticBody> {
         response.headers_mut().insert(LOCATION, location);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folder_redirects_stay_on_the_host() {
+        let cases = [
+            ("/docs", "/docs/"),
+            ("/docs?x=1", "/docs/?x=1"),
+            ("//docs?x=1", "/docs/?x=1"),
+            ("///docs//sub", "/docs/sub/"),
+            ("/a/../docs", "/docs/"),
+        ];
+        for (uri, want) in cases {
+            let uri: Uri = uri.parse().expect("test uri");
+            let response = folder_redirect(&uri);
+            assert_eq!(response.status(), StatusCode::MOVED_PERMANENTLY);
+            assert_eq!(
+                response
+                    .headers()
+                    .get(LOCATION)
+                    .and_then(|v| v.to_str().ok()),
+                Some(want),
+                "{uri}"
+            );
+        }
+    }
 }
