@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use elsinore_config::{Config, HandlerSpec, Manifest, MANIFEST_FILE};
+use elsinore_config::{Config, HandlerSpec, Manifest, OperatorAccess, MANIFEST_FILE};
 use elsinore_proxy::{ClientPolicy, HostRoute, Preview, ProjectCors, ProjectRoute, RouteTable};
 use elsinore_routes::{scan_hosts, HOSTS_DIR};
 use elsinore_static::{CacheSettings, Site, StaticFiles, PUBLIC_DIR};
@@ -217,6 +217,9 @@ pub struct Live {
     drain_limit: Duration,
     last_reload: ArcSwap<ReloadReport>,
     pending_restart: ArcSwap<Vec<String>>,
+    /// `admin_hosts` and `admin_token_env` as of the last config.json that
+    /// loaded: applied by every reload, not only at startup.
+    operator_access: ArcSwap<OperatorAccess>,
     watch_targets: ArcSwap<Vec<Target>>,
     watcher: OnceLock<Arc<FolderWatcher>>,
     /// Every host's `public/` and the cache in front of them.
@@ -243,6 +246,7 @@ impl Live {
             drain_limit: plan.config.shutdown_grace,
             last_reload: ArcSwap::from_pointee(ReloadReport::new("startup")),
             pending_restart: ArcSwap::from_pointee(Vec::new()),
+            operator_access: ArcSwap::from_pointee(plan.config.operator_access.clone()),
             watch_targets: ArcSwap::from_pointee(Vec::new()),
             watcher: OnceLock::new(),
             static_files: StaticFiles::new(CacheSettings {
@@ -294,6 +298,12 @@ impl Live {
     /// The last reload's result.
     pub fn last_reload(&self) -> Arc<ReloadReport> {
         self.last_reload.load_full()
+    }
+
+    /// Who the operator listener answers (`admin_hosts`,
+    /// `admin_token_env`).
+    pub fn operator_access(&self) -> Arc<OperatorAccess> {
+        self.operator_access.load_full()
     }
 
     /// Restart-only settings whose edit is waiting for a restart.
@@ -431,6 +441,8 @@ impl Live {
         let pending = self.running.differences(&RestartOnly::of(&config));
         report.warnings.extend(pending.iter().cloned());
         self.pending_restart.store(Arc::new(pending));
+        self.operator_access
+            .store(Arc::new(config.operator_access.clone()));
 
         let mut projects = Vec::with_capacity(config.projects.len());
         for project in &config.projects {
@@ -515,7 +527,7 @@ impl Live {
         self.supervisor.set_env_remove(
             candidate
                 .config
-                .key_env_names()
+                .secret_env_names()
                 .map(str::to_owned)
                 .collect(),
         );

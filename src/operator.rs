@@ -2,11 +2,14 @@
 //! table and forced reloads, as JSON for scripts and people with curl;
 //! Prometheus metrics at `/metrics` and an HTML status page at `/`.
 //!
-//! It has no authentication of its own, which is why a bare port binds on
-//! loopback; expose it only on a trusted interface.
+//! Every request first passes `operator_guard` (`Host`, then the optional
+//! bearer token of `admin_token_env`, then `Origin` on state changes). A
+//! bare port still binds on loopback: without a token, the listener must
+//! only be reachable from a trusted interface.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
@@ -26,6 +29,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use crate::live::{Live, ReloadReport};
+use crate::operator_guard::{self, Refusal};
 use crate::status_page::{self, Rates, StatusInput};
 
 /// `GET /events` lists this many runs unless `?limit=` says otherwise.
@@ -72,10 +76,20 @@ pub async fn serve(listener: TcpListener, operator: Operator, shutdown: impl Fut
             },
             () = &mut shutdown => return,
         };
+        // The address this connection arrived on is the listener's own
+        // address as far as `Host` goes (the interface's, when bound on
+        // 0.0.0.0).
+        let local = match stream.local_addr() {
+            Ok(local) => local,
+            Err(err) => {
+                tracing::debug!(%peer, error = %err, "operator connection has no local address");
+                continue;
+            }
+        };
         let operator = operator.clone();
         let service = service_fn(move |request| {
             let operator = operator.clone();
-            async move { Ok::<_, Infallible>(operator.handle(request).await) }
+            async move { Ok::<_, Infallible>(operator.guarded(request, local).await) }
         });
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
@@ -89,6 +103,20 @@ pub async fn serve(listener: TcpListener, operator: Operator, shutdown: impl Fut
 }
 
 impl Operator {
+    /// Answers `request` if `operator_guard` lets it through, else the
+    /// refusal.
+    async fn guarded(
+        &self,
+        request: Request<Incoming>,
+        local: SocketAddr,
+    ) -> Response<Full<Bytes>> {
+        let access = self.live.operator_access();
+        match operator_guard::check(&access, &request, local) {
+            Ok(()) => self.handle(request).await,
+            Err(refusal) => refuse(&refusal, &request),
+        }
+    }
+
     async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = request.uri().path();
         match (request.method(), path) {
@@ -345,6 +373,76 @@ pub fn report_json(report: &ReloadReport) -> Value {
         "errors": report.errors,
         "warnings": report.warnings,
     })
+}
+
+/// The response to a request `operator_guard` refused: JSON, except
+/// for a browser opening a page without the token, which gets the page
+/// that asks for it (`status_page::TOKEN_PAGE`).
+fn refuse<B>(refusal: &Refusal, request: &Request<B>) -> Response<Full<Bytes>> {
+    let (status, error) = match refusal {
+        Refusal::TwoHosts => (
+            StatusCode::BAD_REQUEST,
+            "the request has more than one Host header".to_owned(),
+        ),
+        Refusal::NoHost => (
+            StatusCode::MISDIRECTED_REQUEST,
+            "the request has no Host; the operator listener answers its own address, localhost and the names in config.json \"admin_hosts\"".to_owned(),
+        ),
+        Refusal::ForeignHost(host) => (
+            StatusCode::MISDIRECTED_REQUEST,
+            format!("Host {host:?} is not this operator listener: it answers its own address, localhost and the names in config.json \"admin_hosts\" (add the name there to allow it)"),
+        ),
+        Refusal::NoToken => (
+            StatusCode::UNAUTHORIZED,
+            "this operator listener needs Authorization: Bearer <token>, the value of the variable config.json \"admin_token_env\" names".to_owned(),
+        ),
+        Refusal::WrongToken => (
+            StatusCode::UNAUTHORIZED,
+            "the bearer token is not this operator listener's (config.json \"admin_token_env\")".to_owned(),
+        ),
+        Refusal::ForeignOrigin(origin) => (
+            StatusCode::FORBIDDEN,
+            format!("{} from Origin {origin:?} refused: only pages of this operator listener may change anything; scripts send no Origin", request.method()),
+        ),
+        Refusal::CrossSite => (
+            StatusCode::FORBIDDEN,
+            format!("cross-site {} refused (Sec-Fetch-Site: cross-site)", request.method()),
+        ),
+    };
+    let mut response = if status == StatusCode::UNAUTHORIZED && wants_html(request) {
+        let mut page = Response::new(Full::new(Bytes::from_static(
+            status_page::TOKEN_PAGE.as_bytes(),
+        )));
+        *page.status_mut() = status;
+        page.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        page.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+        page
+    } else {
+        reply(status, &json!({"error": error}))
+    };
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"elsinore operator\""),
+        );
+    }
+    response
+}
+
+/// A browser navigating (a GET that accepts HTML), not a script.
+fn wants_html<B>(request: &Request<B>) -> bool {
+    request.method() == Method::GET
+        && request
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|accept| accept.contains("text/html"))
 }
 
 fn reply_serialized(status: StatusCode, body: &impl serde::Serialize) -> Response<Full<Bytes>> {

@@ -87,7 +87,7 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
 
     let supervisor = Arc::new(Supervisor::new(SupervisorSettings {
         database: store.path().to_owned(),
-        env_remove: config.key_env_names().map(str::to_owned).collect(),
+        env_remove: config.secret_env_names().map(str::to_owned).collect(),
         stop_grace: HANDLER_STOP_GRACE,
     }));
     let live = Live::start(plan, supervisor.clone()).await?;
@@ -140,8 +140,8 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
             rates: Arc::default(),
         };
         tokio::spawn(operator::serve(operator_listener, operator, stopping()));
-        if !addr.ip().is_loopback() {
-            tracing::warn!("the operator listener on {addr} has no authentication; keep it on loopback or a trusted network");
+        if !addr.ip().is_loopback() && config.operator_access.token.is_none() {
+            tracing::warn!("the operator listener on {addr} has no token; set admin_token_env, or keep it on loopback or a trusted network");
         }
         // Tests and scripts wait for this exact line too.
         tracing::info!("operator API on http://{addr}");

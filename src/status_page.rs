@@ -143,6 +143,60 @@ th{background:#f3f3f3}.ready,.external,.ok{color:#166d2a;font-weight:600}\
 .backoff,.stopped,.failed{color:#b00020;font-weight:600}\
 code{font-size:.95em}ul{margin:.2rem 0}";
 
+/// What a browser gets instead of a page when `admin_token_env` is set and
+/// it sent no token (with the 401). It holds no data of the server's: its
+/// script takes the token from `#token=…` (a fragment never reaches any
+/// server or log), keeps it in this tab's `sessionStorage`, removes it from
+/// the address bar, and fetches the page it was opened on with
+/// `Authorization: Bearer`, so the status page, its links and Refresh work.
+/// The status page itself still carries no script.
+pub const TOKEN_PAGE: &str = r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>Elsinore status: token needed</title></head><body style="font-family:system-ui,sans-serif;margin:1.5rem">
+<h1>This operator listener needs a token</h1>
+<p id="why">Open this page once as <code>/#token=TOKEN</code>, where TOKEN is the value of the
+environment variable that config.json <code>"admin_token_env"</code> names. This tab keeps it and
+sends it as <code>Authorization: Bearer</code>; it is never put in a URL sent to the server.
+Scripts: <code>curl -H "Authorization: Bearer $TOKEN" http://HOST:PORT/routes</code>.</p>
+<script>
+(async () => {
+  const KEY = "elsinore-operator-token";
+  const why = document.getElementById("why");
+  const given = /(?:^#|&)token=([^&]*)/.exec(location.hash);
+  if (given) {
+    sessionStorage.setItem(KEY, decodeURIComponent(given[1]));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  const token = sessionStorage.getItem(KEY);
+  if (!token) return;
+  let response;
+  try {
+    response = await fetch(location.pathname + location.search,
+      {headers: {Authorization: "Bearer " + token}, cache: "no-store"});
+  } catch (err) {
+    why.textContent = "Cannot reach the operator listener: " + err;
+    return;
+  }
+  if (response.status === 401) {
+    sessionStorage.removeItem(KEY);
+    why.textContent = "The token was refused (401). Open /#token=TOKEN with the right one.";
+    return;
+  }
+  const text = await response.text();
+  if ((response.headers.get("content-type") || "").startsWith("text/html")) {
+    document.open();
+    document.write(text);
+    document.close();
+  } else {
+    const pre = document.createElement("pre");
+    pre.textContent = text;
+    document.body.replaceChildren(pre);
+  }
+})();
+</script>
+</body></html>
+"#;
+
 /// The whole page.
 pub fn render(input: &StatusInput<'_>) -> String {
     let mut html = String::with_capacity(8 * 1024);

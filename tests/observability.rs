@@ -680,6 +680,59 @@ async fn status_page_in_headless_chromium() {
     eprintln!("status page screenshot: {}", screenshot.display());
 }
 
+/// With `admin_token_env`, the page opened as `/#token=…` still works in
+/// a browser (the token page fetches it with the header); a wrong token or
+/// none shows no data.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_page_with_a_token_in_headless_chromium() {
+    const TOKEN: &str = "5ca1ab1e0123456789abcdef5ca1ab1e";
+    let Some(chromium) = chromium() else {
+        eprintln!("SKIPPED status_page_with_a_token_in_headless_chromium: no Chromium (see above)");
+        return;
+    };
+    let ws = Workspace::new();
+    ws.project("othello", &["othello.test"], &echo_manifest());
+    let config = ws.config_with(
+        json!(["othello"]),
+        json!({"admin_token_env": "ELSINORE_TEST_STATUS_TOKEN"}),
+    );
+    let server = Server::start_with_env(&config, &[("ELSINORE_TEST_STATUS_TOKEN", TOKEN)]);
+    let base = format!("http://{}", server.operator());
+    let dump = |url: String| {
+        let chromium = chromium.clone();
+        async move {
+            let profile = tempfile::tempdir().expect("profile dir");
+            tokio::task::spawn_blocking(move || {
+                // Virtual time lets the page's fetch finish before the dump.
+                let args = [
+                    "--virtual-time-budget=10000".to_owned(),
+                    "--dump-dom".to_owned(),
+                    url,
+                ];
+                run_chromium(&chromium, profile.path(), &args)
+            })
+            .await
+            .expect("chromium thread")
+        }
+    };
+    for url in [
+        format!("{base}/#token={TOKEN}"),
+        format!("{base}/routes#token={TOKEN}"),
+    ] {
+        let dom = dump(url.clone()).await;
+        assert!(dom.contains("othello.test"), "{url} shows no data:\n{dom}");
+        assert!(!dom.contains("needs a token"), "{url}:\n{dom}");
+    }
+    let dom = dump(format!("{base}/#token=wrong-token-0123456789")).await;
+    assert!(dom.contains("The token was refused"), "{dom}");
+    assert!(!dom.contains("othello.test"), "{dom}");
+    let dom = dump(format!("{base}/")).await;
+    assert!(
+        dom.contains("needs a token") && !dom.contains("othello.test"),
+        "{dom}"
+    );
+}
+
 #[tokio::test]
 async fn handler_timeouts_are_logged_and_counted_by_kind() {
     let ws = Workspace::new();

@@ -16,6 +16,7 @@ use crate::limits::{
     max_body, validate_limits, validate_timeouts, Limits, RawLimits, RawSize, RawTimeouts, Timeouts,
 };
 use crate::observability::{LogFormat, MetricsConfig};
+use crate::operator_access::{validate_operator_access, OperatorAccess};
 use crate::parse_duration;
 use crate::static_files::{validate_static_files, RawStaticFiles, StaticFilesConfig};
 use crate::trust::{parse_trusted_proxies, parse_upgrade_protocols, TrustedProxies};
@@ -36,6 +37,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Operator listener (used by the operator API).
     pub admin_listen: Option<SocketAddr>,
+    /// `admin_hosts` and `admin_token_env`: who the operator listener
+    /// answers.
+    pub operator_access: OperatorAccess,
     /// The shared SQLite database.
     pub database: PathBuf,
     /// How long shutdown waits for in-flight requests.
@@ -170,6 +174,8 @@ impl fmt::Debug for ProjectKey {
 struct RawConfig {
     listen: Option<String>,
     admin_listen: Option<String>,
+    admin_hosts: Option<Vec<String>>,
+    admin_token_env: Option<String>,
     database: Option<String>,
     shutdown_grace: Option<String>,
     watch: Option<RawWatch>,
@@ -279,6 +285,13 @@ impl Config {
             .admin_listen
             .as_deref()
             .and_then(|addr| parse_admin_addr(addr, &mut problems));
+        let operator_access = validate_operator_access(
+            raw.admin_hosts,
+            raw.admin_token_env,
+            raw.admin_listen.is_some(),
+            &env,
+            &mut problems,
+        );
         let database = match raw.database.as_deref().unwrap_or(DEFAULT_DATABASE) {
             "" => {
                 problems.push(Problem::field("database", "must not be empty"));
@@ -373,6 +386,7 @@ impl Config {
                 file: file.to_owned(),
                 listen,
                 admin_listen,
+                operator_access,
                 database,
                 shutdown_grace,
                 watch,
@@ -400,6 +414,13 @@ impl Config {
     /// Names of every `key_env` variable, which handlers must not inherit.
     pub fn key_env_names(&self) -> impl Iterator<Item = &str> {
         self.projects.iter().filter_map(|p| p.key_env.as_deref())
+    }
+
+    /// Every variable holding a secret of Elsinore's (`key_env`s and
+    /// `admin_token_env`): handlers must not inherit them.
+    pub fn secret_env_names(&self) -> impl Iterator<Item = &str> {
+        self.key_env_names()
+            .chain(self.operator_access.token_env.as_deref())
     }
 }
 

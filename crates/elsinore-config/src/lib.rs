@@ -17,6 +17,7 @@ mod hostname;
 mod limits;
 mod manifest;
 mod observability;
+mod operator_access;
 mod origin;
 mod redact;
 mod static_files;
@@ -46,6 +47,7 @@ pub use manifest::{
     DEFAULT_QUEUE_TIMEOUT, MANIFEST_FILE, PUBLIC_URL_ENV, RESERVED_ENV,
 };
 pub use observability::{LogFormat, MetricsConfig};
+pub use operator_access::{AdminToken, OperatorAccess, MIN_ADMIN_TOKEN_LEN};
 pub use origin::parse_origin;
 pub use redact::{redact_secrets, REDACTED};
 pub use static_files::{
