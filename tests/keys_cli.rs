@@ -10,7 +10,7 @@ fn workspace() -> (Workspace, std::path::PathBuf) {
     let ws = Workspace::new();
     ws.project("alpha", &["alpha.test", "*.wild.test"], &echo_manifest());
     ws.project("beta", &["beta.test"], &echo_manifest());
-    let config = ws.config(json!([{"path": "alpha", "key": "alpha-key"}, "beta"]));
+    let config = ws.config(json!([{"path": "alpha", "key": "alpha-project-key"}, "beta"]));
     (ws, config)
 }
 

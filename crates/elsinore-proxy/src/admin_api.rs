@@ -51,13 +51,13 @@ pub fn is_admin_path(path: &str) -> bool {
 }
 
 /// The admin API's state: the key database, the key ring it keeps fresh,
-/// the CORS origins, the failure throttle and the table-refresh hook.
+/// the CORS origins and the table-refresh hook (the failure throttle is
+/// the proxy's, see [`AdminRequest::throttle`]).
 #[derive(Debug)]
 pub struct AdminApi {
     store: Arc<KeyStore>,
     ring: Arc<KeyRing>,
     cors: Cors,
-    throttle: Throttle,
     refresh: Option<Arc<dyn TableRefresh>>,
 }
 
@@ -68,6 +68,9 @@ pub(crate) struct AdminRequest<'a> {
     pub table: &'a ArcSwap<RouteTable>,
     pub peer: SocketAddr,
     pub request_id: &'a HeaderValue,
+    /// The proxy's failure throttle, shared with proxied requests that
+    /// present a key: guesses count in one window whichever path they take.
+    pub throttle: &'a Throttle,
 }
 
 impl AdminApi {
@@ -78,7 +81,6 @@ impl AdminApi {
             store,
             ring,
             cors: Cors::new(cors_origins),
-            throttle: Throttle::default(),
             refresh: None,
         }
     }
@@ -130,7 +132,7 @@ impl AdminApi {
         cx: &AdminRequest<'_>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let ip = cx.peer.ip();
-        if let Err(retry_after) = self.throttle.check(ip, Instant::now()) {
+        if let Err(retry_after) = cx.throttle.check(ip, Instant::now()) {
             return Err(ProxyError::Throttled { retry_after });
         }
         self.authorize(request.headers(), request.uri().query(), cx)?;
@@ -201,7 +203,7 @@ impl AdminApi {
                 reason: "a host key cannot use the admin API; it needs the project key".into(),
             });
         }
-        self.throttle.record_failure(cx.peer.ip(), Instant::now());
+        cx.throttle.record_failure(cx.peer.ip(), Instant::now());
         tracing::warn!(client = %cx.peer.ip(), host = cx.host, project = %project.name, "admin API: missing or wrong project key");
         let reason = if project.key_hash.is_none() {
             format!(

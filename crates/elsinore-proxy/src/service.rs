@@ -1,11 +1,12 @@
 //! The request path.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use elsinore_config::{normalize_request_host, HostError, Limits, Timeouts};
+use elsinore_keys::KeyRing;
 use elsinore_metrics::Metrics;
 use elsinore_static::{Outcome, Site, StaticBody};
 use elsinore_supervisor::{Busy, HandlerHandle, Unavailable};
@@ -18,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::access::Access;
 use crate::admin_api::{self, AdminApi, AdminRequest};
-use crate::auth;
+use crate::auth::{self, AuthLevel};
 use crate::body::HandlerBody;
 use crate::client::{ClientError, HandlerClient};
 use crate::conn::ConnInfo;
@@ -29,6 +30,7 @@ use crate::limits::{declared_length, BodyProgress, RequestBody};
 use crate::preview::{self, PreviewRoute};
 use crate::redirect;
 use crate::request_id::RequestIds;
+use crate::throttle::Throttle;
 use crate::upgrade::{self, Tunnels};
 use crate::{HostRoute, ProjectRoute, ProxyBody, RouteTable};
 
@@ -66,6 +68,9 @@ pub struct Proxy {
     admin: Option<AdminApi>,
     /// The HTTPS listener's port, where `redirect_http` sends clients.
     https_port: Option<u16>,
+    /// Failed key checks per client address: the admin API's and those of
+    /// proxied requests presenting a key, counted in one window.
+    throttle: Throttle,
 }
 
 impl Proxy {
@@ -81,6 +86,7 @@ impl Proxy {
             admin: None,
             https_port: None,
             metrics: Arc::new(Metrics::new(false)),
+            throttle: Throttle::default(),
         }
     }
 
@@ -197,6 +203,8 @@ impl Proxy {
         access: &'a mut Access,
     ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 'a {
         async move {
+            // The one place the client's address is taken for the throttle.
+            let client_ip = conn.peer.ip();
             if request.method() == Method::CONNECT {
                 return Err(ProxyError::MethodNotAllowed {
                     method: request.method().to_string(),
@@ -283,6 +291,7 @@ impl Proxy {
                     table: &self.table,
                     peer: conn.peer,
                     request_id,
+                    throttle: &self.throttle,
                 };
                 // Boxed: held in place, its ~2 KB would be part of every
                 // request's future, and copied with it, proxied or not.
@@ -299,6 +308,13 @@ impl Proxy {
                 }
                 None => None,
             };
+            // Host keys open only hosts the project declares: not the preview
+            // host, not a host answered by default_project.
+            let ring = match via {
+                Via::Owner => self.admin.as_ref().map(AdminApi::ring),
+                Via::Fallback | Via::Preview(_) => None,
+            };
+            let auth = self.authenticate(&request, &host, &project, ring, client_ip)?;
             // The host folder's public/ answers before the handler.
             if let Some(site) = &site {
                 if let Some(mut response) = serve_static(site, &request, access).await? {
@@ -334,19 +350,6 @@ impl Proxy {
                 .then(|| hyper::upgrade::on(&mut request));
             let slot = conn.slot.clone();
 
-            // Host keys open only hosts the project declares: not the preview
-            // host, not a host answered by default_project.
-            let ring = match via {
-                Via::Owner => self.admin.as_ref().map(AdminApi::ring),
-                Via::Fallback | Via::Preview(_) => None,
-            };
-            let auth = auth::resolve(
-                request.headers(),
-                request.uri().query(),
-                &host,
-                &project,
-                ring,
-            );
             let context = Context {
                 host: host_header,
                 project: &project.name_header,
@@ -483,6 +486,33 @@ impl Via {
 }
 
 impl Proxy {
+    /// The caller's level from the keys the request presents. A request
+    /// presenting a key is refused (429) while its address is throttled,
+    /// and a wrong key counts as a failure in the window the admin API
+    /// uses; a request presenting none never touches the throttle.
+    fn authenticate<B>(
+        &self,
+        request: &Request<B>,
+        host: &str,
+        project: &ProjectRoute,
+        ring: Option<&KeyRing>,
+        client_ip: IpAddr,
+    ) -> Result<AuthLevel, ProxyError> {
+        let Some(presented) = auth::Presented::of(request.headers(), request.uri().query()) else {
+            return Ok(AuthLevel::None);
+        };
+        let now = std::time::Instant::now();
+        if let Err(retry_after) = self.throttle.check(client_ip, now) {
+            return Err(ProxyError::Throttled { retry_after });
+        }
+        let level = presented.level(host, project, ring);
+        if level == AuthLevel::None {
+            self.throttle.record_failure(client_ip, now);
+            tracing::warn!(client = %client_ip, host, project = %project.name, "wrong project or host key presented");
+        }
+        Ok(level)
+    }
+
     /// Where to send a plain-HTTP request with `redirect_http`: only a host
     /// an HTTPS client would get a valid certificate for, and never an
     /// ACME challenge.
