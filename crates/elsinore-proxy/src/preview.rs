@@ -20,7 +20,8 @@ const PREFIX: &str = "/projects/";
 /// The preview host and the projects reachable under it.
 #[derive(Debug)]
 pub struct Preview {
-    host: Box<str>,
+    /// Also its `host` label with `metrics.per_host`.
+    host: Arc<str>,
     projects: HashMap<String, Arc<ProjectRoute>>,
 }
 
@@ -54,6 +55,11 @@ impl Preview {
 
     /// The preview host name.
     pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The preview host name, shared.
+    pub(crate) fn label(&self) -> &Arc<str> {
         &self.host
     }
 

@@ -17,7 +17,7 @@ use http_body_util::{Either, Full};
 use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
-use crate::access::Access;
+use crate::access::{Access, HostLabel};
 use crate::admin_api::{self, AdminApi, AdminRequest};
 use crate::auth::{self, AuthLevel};
 use crate::body::HandlerBody;
@@ -246,10 +246,13 @@ impl Proxy {
                 if let Some(location) = self.https_redirect(&table, conn, &host, request.uri()) {
                     return Ok(redirect::response(location));
                 }
-                Routed::resolve(&table, &host, request.uri())?
+                let per_host = access.wants_host_label();
+                let (routed, label) = Routed::resolve(&table, &host, request.uri(), per_host)?;
+                access.host_label = label;
+                routed
             };
             let (project, via, site) = match routed {
-                Routed::Owner(HostRoute { project, site }) => (project, Via::Owner, site),
+                Routed::Owner(project, site) => (project, Via::Owner, site),
                 Routed::Fallback(project) => (project, Via::Fallback, None),
                 Routed::Preview(PreviewRoute::AddSlash(location)) => {
                     return Ok(redirect::response(location));
@@ -429,8 +432,8 @@ impl Proxy {
 
 /// Who answers a request, decided from one table snapshot.
 enum Routed {
-    /// A project declares the host.
-    Owner(HostRoute),
+    /// A project declares the host; its folder's `public/`, if any.
+    Owner(Arc<ProjectRoute>, Option<Arc<Site>>),
     /// No project declares it; `default_project` answers.
     Fallback(Arc<ProjectRoute>),
     /// The preview host.
@@ -438,15 +441,33 @@ enum Routed {
 }
 
 impl Routed {
-    fn resolve(table: &RouteTable, host: &str, uri: &Uri) -> Result<Self, ProxyError> {
+    /// Who answers `host`, and with `per_host` its metrics label: the
+    /// host as declared (the wildcard, not the name under it), the preview
+    /// host, or `_default` (shared, not built per request).
+    fn resolve(
+        table: &RouteTable,
+        host: &str,
+        uri: &Uri,
+        per_host: bool,
+    ) -> Result<(Self, Option<HostLabel>), ProxyError> {
         if let Some(preview) = table.preview.as_ref().filter(|p| p.host() == host) {
-            return preview.route(uri).map(Self::Preview);
+            let label = per_host.then(|| HostLabel::Declared(preview.label().clone()));
+            return Ok((Self::Preview(preview.route(uri)?), label));
         }
-        if let Some(route) = table.hosts.lookup(host) {
-            return Ok(Self::Owner(route.clone()));
+        if let Some(HostRoute {
+            project,
+            site,
+            label,
+        }) = table.hosts.lookup(host)
+        {
+            let label = per_host.then(|| HostLabel::Declared(label.clone()));
+            return Ok((Self::Owner(project.clone(), site.clone()), label));
         }
         match &table.default_project {
-            Some(project) => Ok(Self::Fallback(project.clone())),
+            Some(project) => Ok((
+                Self::Fallback(project.clone()),
+                per_host.then_some(HostLabel::Default),
+            )),
             None => Err(ProxyError::UnknownHost {
                 host: host.to_owned(),
             }),
