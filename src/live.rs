@@ -751,6 +751,7 @@ impl Live {
         let hosts = owners.map_named(|name, &index| HostRoute {
             project: routes[index].clone(),
             site: sites[index].get(name).cloned(),
+            label: Arc::from(name),
         });
         let preview = candidate.config.preview_host.as_ref().map(|host| {
             if let Some(shadowed) = hosts.lookup(host.as_str()) {

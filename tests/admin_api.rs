@@ -734,11 +734,20 @@ async fn repeated_failures_are_throttled() {
         assert!((1..=60).contains(&retry), "{retry}");
         assert_eq!(error_of(&reply)["error"], "too many failed attempts");
     }
-    // Proxied requests are not affected.
+    // The same window holds proxied requests presenting a key (guesses
+    // must not move there); those without a key are not affected.
+    let reply = server
+        .get("alpha.test", "/")
+        .header(PROJECT_HEADER, ALPHA_KEY)
+        .send()
+        .await;
     assert_eq!(
-        auth_seen(&server, "alpha.test", "/", &[(PROJECT_HEADER, ALPHA_KEY)]).await,
-        "projectAdmin"
+        reply.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        text(&reply)
     );
+    assert_eq!(auth_seen(&server, "alpha.test", "/", &[]).await, "none");
 }
 
 #[tokio::test]

@@ -38,7 +38,7 @@ fn good_workspace() -> (Workspace, std::path::PathBuf) {
         &echo_manifest(),
     );
     ws.project("beta", &["b.test", "a.test"], &echo_manifest());
-    let config = ws.config(json!(["alpha", {"path": "beta", "key": "k"}]));
+    let config = ws.config(json!(["alpha", {"path": "beta", "key": "beta-project-key"}]));
     (ws, config)
 }
 

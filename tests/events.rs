@@ -218,7 +218,10 @@ fn events_run_fails_only_when_the_database_cannot_be_opened() {
 fn serve_runs_the_events_on_its_interval_and_stops_cleanly() {
     let (ws, config) = workspace(json!({"interval": "1s", "batch": 1}));
     let conn = prepare_database(&ws.database());
-    let mut server = Server::start_with_env(&config, &[("ALPHA_KEY_ONLY_SERVE_HAS", "k")]);
+    let mut server = Server::start_with_env(
+        &config,
+        &[("ALPHA_KEY_ONLY_SERVE_HAS", "alpha-key-only-serve-has")],
+    );
     server.logs.wait_for("events scheduled");
     let line = server.logs.wait_for("events run finished");
     assert!(line.contains("trigger=\"schedule\""), "{line}");

@@ -17,7 +17,7 @@ fn two_projects() -> (Workspace, Server) {
         &["b.test", "x.wild.test", "*.deep.wild.test"],
         &echo_manifest(),
     );
-    let config = ws.config(json!(["alpha", {"path": "beta", "key": "beta-secret"}]));
+    let config = ws.config(json!(["alpha", {"path": "beta", "key": "beta-secret-project-key"}]));
     let server = Server::start(&config);
     (ws, server)
 }
@@ -96,7 +96,10 @@ async fn spoofed_context_headers_are_replaced() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.seen("x-elsinore-host"), ["b.test"]);
     assert_eq!(reply.seen("x-elsinore-project"), ["beta"]);
-    assert_eq!(reply.seen("x-elsinore-project-key"), ["beta-secret"]);
+    assert_eq!(
+        reply.seen("x-elsinore-project-key"),
+        ["beta-secret-project-key"]
+    );
     assert_eq!(reply.seen("x-elsinore-auth"), ["none"]);
     assert!(reply.seen("x-elsinore-whatever").is_empty());
     // The client's own key headers reach the handler untouched.

@@ -71,7 +71,10 @@ async fn handlers_get_their_environment_but_never_a_project_key_variable() {
     let config = ws.config(json!([{"path": "alpha", "key_env": "ALPHA_KEY"}, "beta"]));
     let server = Server::start_with_env(
         &config,
-        &[("ALPHA_KEY", "alpha-secret"), ("OTHER_VAR", "kept")],
+        &[
+            ("ALPHA_KEY", "alpha-secret-project-key"),
+            ("OTHER_VAR", "kept"),
+        ],
     );
 
     let env = |host: &'static str, name: &'static str| {
@@ -89,7 +92,10 @@ async fn handlers_get_their_environment_but_never_a_project_key_variable() {
     assert_eq!(env("alpha.test", "ALPHA_KEY").await, json!(null));
     assert_eq!(env("beta.test", "ALPHA_KEY").await, json!(null));
     let reply = server.get("alpha.test", "/").send().await;
-    assert_eq!(reply.seen("x-elsinore-project-key"), ["alpha-secret"]);
+    assert_eq!(
+        reply.seen("x-elsinore-project-key"),
+        ["alpha-secret-project-key"]
+    );
 }
 
 /// The shipped example projects, served from the repository as the README

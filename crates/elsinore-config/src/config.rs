@@ -156,6 +156,9 @@ pub struct ProjectConfig {
 #[derive(Clone, PartialEq, Eq)]
 pub struct ProjectKey(String);
 
+/// The shortest project key accepted: 16 characters.
+const MIN_KEY_LEN: usize = 16;
+
 impl ProjectKey {
     /// The secret itself; callers must not log it.
     pub fn expose(&self) -> &str {
@@ -344,6 +347,8 @@ impl Config {
 
         let mut projects = Vec::with_capacity(raw.projects.len());
         let mut first_index_of: HashMap<String, usize> = HashMap::new();
+        // Project key → the first entry using it, as a field name.
+        let mut key_used_by: HashMap<String, String> = HashMap::new();
         for (index, raw_project) in raw.projects.into_iter().enumerate() {
             let Some(project) = validate_project(raw_project, index, base, &env, &mut problems)
             else {
@@ -360,6 +365,26 @@ impl Config {
                 continue;
             }
             first_index_of.insert(project.name.clone(), index);
+            if let Some(key) = &project.key {
+                let source = if project.key_env.is_some() {
+                    "key_env"
+                } else {
+                    "key"
+                };
+                let field = format!("projects[{index}].{source}");
+                if let Some(first) = key_used_by.get(key.expose()) {
+                    // A shared key would open both projects; the key itself
+                    // is never printed.
+                    problems.push(Problem::field(
+                        field,
+                        format!(
+                            "the same project key as {first}; each project needs its own (make one with: openssl rand -hex 24)"
+                        ),
+                    ));
+                } else {
+                    key_used_by.insert(key.expose().to_owned(), field);
+                }
+            }
             projects.push(project);
         }
         let default_project = raw
@@ -715,10 +740,21 @@ fn check_project_name(name: &str) -> Result<(), &'static str> {
     }
 }
 
-/// Keys travel in `X-Elsinore-Project-Key`, so they must be valid header text.
+/// Keys travel in `X-Elsinore-Project-Key`, so they must be valid header
+/// text; and they open the project's admin API and `projectAdmin`, so they
+/// must be long enough not to be guessed (the throttle only slows guesses).
 fn check_key(key: String, field: &str, problems: &mut Vec<Problem>) -> Option<ProjectKey> {
     if key.is_empty() {
         problems.push(Problem::field(field, "the project key is empty"));
+        None
+    } else if key.len() < MIN_KEY_LEN {
+        problems.push(Problem::field(
+            field,
+            format!(
+                "the project key is too short ({} characters, at least {MIN_KEY_LEN} needed); make one with: openssl rand -hex 24",
+                key.len()
+            ),
+        ));
         None
     } else if !key.bytes().all(|b| b.is_ascii_graphic()) {
         problems.push(Problem::field(
@@ -880,6 +916,39 @@ mod tests {
     }
 
     #[test]
+    fn short_and_shared_project_keys_are_refused() {
+        let fx = Fixture::new(&["a", "b", "c"]);
+        let err = fx.error(r#"{"projects": [{"path": "a", "key": "k"}]}"#);
+        assert_eq!(
+            err,
+            "DIR/config.json: projects[0].key: the project key is too short (1 characters, at least 16 needed); make one with: openssl rand -hex 24"
+        );
+        let shared = "shared-secret-key-0123";
+        let err = fx
+            .parse_env(
+                r#"{"projects": [{"path": "a", "key": "shared-secret-key-0123"},
+                                 {"path": "b", "key": "another-secret-key-456"},
+                                 {"path": "c", "key_env": "C_KEY"}]}"#,
+                |_| Some(shared.to_owned()),
+            )
+            .expect_err("a shared key")
+            .to_string();
+        assert!(
+            err.ends_with("config.json: projects[2].key_env: the same project key as projects[0].key; each project needs its own (make one with: openssl rand -hex 24)"),
+            "{err}"
+        );
+        assert!(!err.contains(shared), "the key is never printed: {err}");
+        let err = fx.parse_env(
+            r#"{"projects": [{"path": "a", "key_env": "A_KEY"}]}"#,
+            |_| Some("0123456789abcde".to_owned()),
+        );
+        assert!(err
+            .expect_err("15 characters")
+            .to_string()
+            .contains("projects[0].key_env: the project key is too short (15 characters"),);
+    }
+
+    #[test]
     fn cors_origins_are_validated() {
         let fx = Fixture::new(&["a"]);
         let config = fx.parse(r#"{"projects": ["a"]}"#).expect("valid");
@@ -967,7 +1036,7 @@ mod tests {
                              {"path": "a", "name": "x", "key": "k", "key_env": "K"},
                              {"path": "a", "name": "y", "key_env": "UNSET_VAR"},
                              {"path": "a", "name": "bad name"},
-                             {"path": "a", "name": "z", "key": "has space"}]}"#,
+                             {"path": "a", "name": "z", "key": "has a space in the key"}]}"#,
         );
         let expected = [
             "DIR/config.json: listen: \"localhost:80\" is not an address: expected IP:port, e.g. \"127.0.0.1:8080\"",

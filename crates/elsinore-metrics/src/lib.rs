@@ -11,8 +11,12 @@
 //! Label cardinality is bounded by configuration: project and handler names
 //! come from config.json and project.toml, status classes are five fixed
 //! strings, and the `host` label is only added when `metrics.per_host` is
-//! on. Requests for unknown hosts are counted with empty project and
-//! handler labels, never with the client-supplied host.
+//! on. Its value is the host pattern as declared (`*.example.com` for any
+//! name under that wildcard), [`DEFAULT_HOST_LABEL`] for hosts answered by
+//! `default_project`, or the preview host: never a name the client chose.
+//! Per-host series are capped at [`MAX_HOST_SERIES`]; past it, new hosts
+//! are counted under [`OTHER_HOST_LABEL`]. Requests for unknown hosts are
+//! counted with empty project and handler labels and no host.
 
 mod series;
 
@@ -42,6 +46,16 @@ pub const ADMIN_HANDLER: &str = "_admin";
 /// folder's `public/`.
 pub const STATIC_HANDLER: &str = "_static";
 
+/// The `host` label of requests `default_project` answers for a host no
+/// project declares (one series for all of them).
+pub const DEFAULT_HOST_LABEL: &str = "_default";
+/// The `host` label of requests to hosts past [`MAX_HOST_SERIES`].
+pub const OTHER_HOST_LABEL: &str = "_other";
+/// Per-host series (one per project, handler and host) kept at most with
+/// `metrics.per_host`: each costs a few hundred bytes of memory and ~1 KB
+/// of every scrape.
+pub const MAX_HOST_SERIES: usize = 10_000;
+
 /// Every handler state, in the order `elsinore_handler_state` lists them.
 pub const HANDLER_STATES: [&str; 6] = [
     "starting", "ready", "backoff", "stopping", "stopped", "external",
@@ -54,7 +68,7 @@ pub struct RequestLabels {
     pub project: String,
     /// Handler name, [`ADMIN_HANDLER`], or empty when none was chosen.
     pub handler: String,
-    /// The routed host, only with `metrics.per_host`.
+    /// The host label, only with `metrics.per_host`.
     pub host: Option<String>,
 }
 
@@ -133,7 +147,9 @@ pub struct RequestSample<'a> {
     pub project: &'a str,
     /// Handler name, [`ADMIN_HANDLER`], or empty when none was chosen.
     pub handler: &'a str,
-    /// The routed host; used only with `metrics.per_host`.
+    /// The routed host's label (the host pattern as declared,
+    /// [`DEFAULT_HOST_LABEL`], or the preview host); used only with
+    /// `metrics.per_host`.
     pub host: Option<&'a str>,
     /// The response status code.
     pub status: u16,
@@ -187,6 +203,11 @@ pub struct Metrics {
     /// in an `ArcSwap` snapshot (no lock, no allocation) plus atomic adds
     /// on its thread's own shard (see `series`). Encoded at scrape time.
     series: Arc<ArcSwap<SeriesMap>>,
+    /// Per-host series created so far; held while a series is created, so
+    /// creations (once per label set) are counted one at a time.
+    host_series: Mutex<usize>,
+    /// [`MAX_HOST_SERIES`], lowered by tests.
+    max_host_series: usize,
 }
 
 impl Metrics {
@@ -223,36 +244,50 @@ impl Metrics {
             auth_failures,
             open_connections,
             series,
+            host_series: Mutex::new(0),
+            max_host_series: MAX_HOST_SERIES,
         }
     }
 
     /// The series of one label set, created (once per label set) when
-    /// missing.
+    /// missing; past the per-host cap, the (project, handler) series of
+    /// [`OTHER_HOST_LABEL`] instead.
     fn create_series(&self, project: &str, handler: &str, host: &str) -> Arc<Series> {
-        let labels = RequestLabels {
+        let mut host_series = self
+            .host_series
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Only this function stores a new map, under the lock: the snapshot
+        // is the latest, and another thread may have created the series.
+        let map = self.series.load_full();
+        let hosts = map.get(project).and_then(|handlers| handlers.get(handler));
+        if let Some(series) = hosts.and_then(|hosts| hosts.get(host)) {
+            return series.clone();
+        }
+        let host = if !host.is_empty() && *host_series >= self.max_host_series {
+            if let Some(series) = hosts.and_then(|hosts| hosts.get(OTHER_HOST_LABEL)) {
+                return series.clone();
+            }
+            OTHER_HOST_LABEL
+        } else {
+            host
+        };
+        if !host.is_empty() {
+            *host_series += 1;
+        }
+        let series = Arc::new(Series::new(RequestLabels {
             project: project.to_owned(),
             handler: handler.to_owned(),
             host: self.per_host.then(|| host.to_owned()),
-        };
-        let series = Arc::new(Series::new(labels));
-        self.series.rcu(|map| {
-            let mut map = SeriesMap::clone(map);
-            map.entry(project.to_owned())
-                .or_default()
-                .entry(handler.to_owned())
-                .or_default()
-                .get_or_insert(host, &series);
-            map
-        });
-        // Another thread may have created the same series first: record
-        // into the one the map keeps, or this request would be lost.
-        self.series
-            .load()
-            .get(project)
-            .and_then(|handlers| handlers.get(handler))
-            .and_then(|hosts| hosts.get(host))
-            .cloned()
-            .unwrap_or(series)
+        }));
+        let mut map = SeriesMap::clone(&map);
+        map.entry(project.to_owned())
+            .or_default()
+            .entry(handler.to_owned())
+            .or_default()
+            .get_or_insert(host, &series);
+        self.series.store(Arc::new(map));
+        series
     }
 
     /// Whether request metrics carry a `host` label.
@@ -520,6 +555,78 @@ mod tests {
             totals.contains(&("othello".to_owned(), "5xx", 0)),
             "{totals:?}"
         );
+    }
+
+    fn sample<'a>(handler: &'a str, host: &'a str) -> RequestSample<'a> {
+        RequestSample {
+            project: "p",
+            handler,
+            host: Some(host),
+            status: 200,
+            bytes_in: 0,
+            bytes_out: 0,
+            total: Duration::ZERO,
+            handler_time: None,
+        }
+    }
+
+    #[test]
+    fn per_host_series_past_the_cap_count_as_other() {
+        let metrics = Metrics {
+            max_host_series: 3,
+            ..Metrics::new(true)
+        };
+        for host in ["a.test", "*.b.test", "c.test", "d.test", "e.test", "a.test"] {
+            metrics.record(&sample("web", host));
+        }
+        // A new handler of a host already counted is a new series too.
+        metrics.record(&sample("api", "a.test"));
+        let text = metrics.encode().expect("encodes");
+        let count = |handler: &str, host: &str| {
+            let needle = format!(
+                "elsinore_requests_total{{project=\"p\",handler=\"{handler}\",host=\"{host}\",class=\"2xx\"}} "
+            );
+            text.lines()
+                .find_map(|line| line.strip_prefix(needle.as_str()))
+                .map(|n| n.parse::<u64>().expect("a count"))
+        };
+        assert_eq!(count("web", "a.test"), Some(2), "{text}");
+        assert_eq!(count("web", "*.b.test"), Some(1), "{text}");
+        assert_eq!(count("web", "c.test"), Some(1), "{text}");
+        assert_eq!(count("web", OTHER_HOST_LABEL), Some(2), "{text}");
+        assert_eq!(count("api", OTHER_HOST_LABEL), Some(1), "{text}");
+        for absent in ["d.test", "e.test", "handler=\"api\",host=\"a.test\""] {
+            assert!(!text.contains(absent), "{absent} has a series:\n{text}");
+        }
+    }
+
+    #[test]
+    fn concurrent_first_requests_share_one_series() {
+        let metrics = Arc::new(Metrics::new(true));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let metrics = Arc::clone(&metrics);
+                std::thread::spawn(move || {
+                    for _ in 0..100 {
+                        metrics.record(&sample("web", "*.x.test"));
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("thread");
+        }
+        assert_eq!(
+            metrics.request_totals(),
+            [
+                ("p".to_owned(), "1xx", 0),
+                ("p".to_owned(), "2xx", 400),
+                ("p".to_owned(), "3xx", 0),
+                ("p".to_owned(), "4xx", 0),
+                ("p".to_owned(), "5xx", 0)
+            ]
+        );
+        assert_eq!(*metrics.host_series.lock().expect("lock"), 1);
     }
 
     #[test]

@@ -33,8 +33,9 @@ use crate::{RequestLabels, RequestSample};
 ///
 /// Project and handler names come from configuration, so those two levels
 /// use [`Fnv`] (SipHash, the default, was the largest part of recording a
-/// request); hosts may be client-chosen under a wildcard with `per_host`,
-/// so they keep the randomly keyed default.
+/// request). Host labels are declared patterns too, but up to
+/// [`crate::MAX_HOST_SERIES`] of them, so they keep the randomly keyed
+/// default.
 pub(crate) type SeriesMap = HashMap<String, HashMap<String, Hosts, Fnv>, Fnv>;
 
 /// The series of one (project, handler), by host.

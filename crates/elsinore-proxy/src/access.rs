@@ -10,7 +10,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use elsinore_metrics::{HandlerErrorKind, Metrics, RequestSample, ADMIN_HANDLER, STATIC_HANDLER};
+use elsinore_metrics::{
+    HandlerErrorKind, Metrics, RequestSample, ADMIN_HANDLER, DEFAULT_HOST_LABEL, STATIC_HANDLER,
+};
 use elsinore_supervisor::HandlerHandle;
 use http::{HeaderValue, Method, Response, StatusCode, Uri};
 use http_body_util::Either;
@@ -40,9 +42,12 @@ pub(crate) struct Access {
     /// Kept as is (a reference-counted clone) when logged.
     uri: Option<Uri>,
     request_id: Option<HeaderValue>,
-    /// The normalised host, once known to be served, when the log or the
-    /// per-host metrics want it (see [`Access::set_host`]).
+    /// The normalised host, once known to be served, when the log wants
+    /// it (see [`Access::set_host`]).
     host: Option<String>,
+    /// The `host` label with `metrics.per_host`: set by the router, never
+    /// the name the client sent.
+    pub(crate) host_label: Option<HostLabel>,
     /// The project and handler, shared rather than copied.
     pub(crate) project: Option<Arc<ProjectRoute>>,
     pub(crate) handler: Option<Arc<HandlerHandle>>,
@@ -87,6 +92,7 @@ impl Access {
             uri: logged.then(|| request.uri().clone()),
             request_id: logged.then(|| request_id.clone()),
             host: None,
+            host_label: None,
             project: None,
             handler: None,
             admin: false,
@@ -104,12 +110,17 @@ impl Access {
         }
     }
 
-    /// Records the routed host, if anything will read it: one allocation
-    /// per request saved when neither the log nor `metrics.per_host` is on.
+    /// Records the routed host, if the log will print it: one allocation
+    /// per request saved when it is off.
     pub(crate) fn set_host(&mut self, host: &str) {
-        if self.logged || self.metrics.per_host() {
+        if self.logged {
             self.host = Some(host.to_owned());
         }
+    }
+
+    /// Whether the metrics read [`Access::host_label`].
+    pub(crate) fn wants_host_label(&self) -> bool {
+        self.metrics.per_host()
     }
 
     /// Where the request body records the bytes it passes to the handler
@@ -182,7 +193,7 @@ impl Access {
         self.metrics.record(&RequestSample {
             project,
             handler: self.handler_name(),
-            host: self.host.as_deref(),
+            host: self.host_label.as_ref().map(HostLabel::as_str),
             status,
             bytes_in,
             bytes_out,
@@ -227,6 +238,24 @@ impl Access {
                 .unwrap_or("-"),
             "request"
         );
+    }
+}
+
+/// The `host` label of a routed request, shared with the route table.
+#[derive(Debug, Clone)]
+pub(crate) enum HostLabel {
+    /// A declared host pattern, or the preview host.
+    Declared(Arc<str>),
+    /// Any host `default_project` answers.
+    Default,
+}
+
+impl HostLabel {
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Declared(name) => name,
+            Self::Default => DEFAULT_HOST_LABEL,
+        }
     }
 }
 

@@ -8,7 +8,7 @@
 //! so a revoked key stops working by the time the client hears 204.
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,13 +51,13 @@ pub fn is_admin_path(path: &str) -> bool {
 }
 
 /// The admin API's state: the key database, the key ring it keeps fresh,
-/// the CORS origins, the failure throttle and the table-refresh hook.
+/// the CORS origins and the table-refresh hook (the failure throttle is
+/// the proxy's, see [`AdminRequest::throttle`]).
 #[derive(Debug)]
 pub struct AdminApi {
     store: Arc<KeyStore>,
     ring: Arc<KeyRing>,
     cors: Cors,
-    throttle: Throttle,
     refresh: Option<Arc<dyn TableRefresh>>,
 }
 
@@ -66,8 +66,13 @@ pub(crate) struct AdminRequest<'a> {
     pub host: &'a str,
     pub project: &'a Arc<ProjectRoute>,
     pub table: &'a ArcSwap<RouteTable>,
-    pub peer: SocketAddr,
+    /// The client's address (see [`crate::trust`]): what the throttle
+    /// counts and the log names.
+    pub client: IpAddr,
     pub request_id: &'a HeaderValue,
+    /// The proxy's failure throttle, shared with proxied requests that
+    /// present a key: guesses count in one window whichever path they take.
+    pub throttle: &'a Throttle,
 }
 
 impl AdminApi {
@@ -78,7 +83,6 @@ impl AdminApi {
             store,
             ring,
             cors: Cors::new(cors_origins),
-            throttle: Throttle::default(),
             refresh: None,
         }
     }
@@ -129,8 +133,8 @@ impl AdminApi {
         request: Request<Incoming>,
         cx: &AdminRequest<'_>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let ip = cx.peer.ip();
-        if let Err(retry_after) = self.throttle.check(ip, Instant::now()) {
+        let ip = cx.client;
+        if let Err(retry_after) = cx.throttle.check(ip, Instant::now()) {
             return Err(ProxyError::Throttled { retry_after });
         }
         self.authorize(request.headers(), request.uri().query(), cx)?;
@@ -185,7 +189,7 @@ impl AdminApi {
                 p.name != project.name && p.key_hash.as_ref().is_some_and(|h| h.ct_eq(&hash))
             });
             if other_project {
-                tracing::warn!(client = %cx.peer.ip(), host = cx.host, project = %project.name, "admin API: another project's key used");
+                tracing::warn!(client = %cx.client, host = cx.host, project = %project.name, "admin API: another project's key used");
                 return Err(ProxyError::Forbidden {
                     reason: "this key belongs to another project; a project key only opens its own project's hosts".into(),
                 });
@@ -201,8 +205,8 @@ impl AdminApi {
                 reason: "a host key cannot use the admin API; it needs the project key".into(),
             });
         }
-        self.throttle.record_failure(cx.peer.ip(), Instant::now());
-        tracing::warn!(client = %cx.peer.ip(), host = cx.host, project = %project.name, "admin API: missing or wrong project key");
+        cx.throttle.record_failure(cx.client, Instant::now());
+        tracing::warn!(client = %cx.client, host = cx.host, project = %project.name, "admin API: missing or wrong project key");
         let reason = if project.key_hash.is_none() {
             format!(
                 "project {} has no key (config.json \"key\" or \"key_env\"), so its admin API is closed",
@@ -246,7 +250,7 @@ impl AdminApi {
                 Ok(created)
             })
             .await?;
-        tracing::info!(host = cx.host, project = %cx.project.name, client = %cx.peer.ip(), key_id = created.info.id, prefix = %created.info.prefix, "admin API: host key created");
+        tracing::info!(host = cx.host, project = %cx.project.name, client = %cx.client, key_id = created.info.id, prefix = %created.info.prefix, "admin API: host key created");
         Ok(json_response(StatusCode::CREATED, &created_json(&created)))
     }
 
@@ -269,7 +273,7 @@ impl AdminApi {
                 Ok(rotated)
             })
             .await?;
-        tracing::info!(host = cx.host, project = %cx.project.name, client = %cx.peer.ip(), old_key_id = id, key_id = rotated.new.info.id, grace_seconds = body.grace_seconds, "admin API: host key rotated");
+        tracing::info!(host = cx.host, project = %cx.project.name, client = %cx.client, old_key_id = id, key_id = rotated.new.info.id, grace_seconds = body.grace_seconds, "admin API: host key rotated");
         let mut body = created_json(&rotated.new);
         body["replaces"] = json!(id);
         body["old_key"] = key_json(&rotated.old, now_ms());
@@ -293,7 +297,7 @@ impl AdminApi {
             Ok(revocation)
         })
         .await?;
-        tracing::info!(host = cx.host, project = %cx.project.name, client = %cx.peer.ip(), key_id = id, "admin API: host key revoked");
+        tracing::info!(host = cx.host, project = %cx.project.name, client = %cx.client, key_id = id, "admin API: host key revoked");
         Ok(empty_response(StatusCode::NO_CONTENT))
     }
 
@@ -340,7 +344,7 @@ impl AdminApi {
                 }
             })?;
         self.audit_host(&name, project, "host_create", caller).await;
-        tracing::info!(project, host = %name, client = %cx.peer.ip(), ?created, "admin API: host folder created");
+        tracing::info!(project, host = %name, client = %cx.client, ?created, "admin API: host folder created");
         let live = self
             .wait_live(cx.table, |table| declares(table, project, name.as_str()))
             .await;
@@ -386,7 +390,7 @@ impl AdminApi {
                 }
             })?;
         self.audit_host(&name, project, "host_delete", caller).await;
-        tracing::info!(project, host = %name, client = %cx.peer.ip(), "admin API: host folder removed");
+        tracing::info!(project, host = %name, client = %cx.client, "admin API: host folder removed");
         let gone = self
             .wait_live(cx.table, |table| !declares(table, project, name.as_str()))
             .await;

@@ -42,32 +42,61 @@ impl AuthLevel {
     }
 }
 
-/// The level of a request for `host`, owned by `project`: the project key
-/// (header, else `?project_key=`) of *this* project gives `projectAdmin`;
-/// else a host key accepted by `ring` for exactly this host and project
-/// gives `hostAdmin`; anything else `none`.
-pub(crate) fn resolve(
+/// The keys a request presents: `X-Hamlet-Project-Key` (else the
+/// `project_key` query parameter) and `X-Hamlet-Host-Key`. Only a request
+/// presenting one is a guess the failure throttle must see.
+#[derive(Debug)]
+pub(crate) struct Presented<'a> {
+    project_key: Option<Cow<'a, str>>,
+    host_key: Option<&'a str>,
+}
+
+impl<'a> Presented<'a> {
+    /// The keys in `headers` and `query`; `None` when there are none (the
+    /// common case, which then never touches the throttle).
+    pub(crate) fn of(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<Self> {
+        let presented = Self {
+            project_key: project_key(headers, query),
+            host_key: header_str(headers, &X_HAMLET_HOST_KEY),
+        };
+        (presented.project_key.is_some() || presented.host_key.is_some()).then_some(presented)
+    }
+
+    /// The level these keys give a request for `host`, owned by `project`:
+    /// the project key of *this* project gives `projectAdmin`; else a host
+    /// key accepted by `ring` for exactly this host and project gives
+    /// `hostAdmin`; anything else `none` (a wrong key).
+    pub(crate) fn level(
+        &self,
+        host: &str,
+        project: &ProjectRoute,
+        ring: Option<&KeyRing>,
+    ) -> AuthLevel {
+        if let (Some(expected), Some(presented)) = (&project.key_hash, &self.project_key) {
+            if KeyHash::of(presented).ct_eq(expected) {
+                return AuthLevel::ProjectAdmin;
+            }
+        }
+        if let (Some(ring), Some(key)) = (ring, self.host_key) {
+            if ring.opens(host, &project.name, key, now_ms()) {
+                return AuthLevel::HostAdmin;
+            }
+        }
+        AuthLevel::None
+    }
+}
+
+/// The level of a request for `host`, owned by `project` (see
+/// [`Presented::level`]); `none` without a key.
+#[cfg(test)]
+fn resolve(
     headers: &HeaderMap,
     query: Option<&str>,
     host: &str,
     project: &ProjectRoute,
     ring: Option<&KeyRing>,
 ) -> AuthLevel {
-    // Only a project with a key looks for one (a header lookup and a
-    // query scan saved on every request to the others).
-    if let Some(expected) = &project.key_hash {
-        if let Some(presented) = project_key(headers, query) {
-            if KeyHash::of(&presented).ct_eq(expected) {
-                return AuthLevel::ProjectAdmin;
-            }
-        }
-    }
-    if let (Some(ring), Some(key)) = (ring, header_str(headers, &X_HAMLET_HOST_KEY)) {
-        if ring.opens(host, &project.name, key, now_ms()) {
-            return AuthLevel::HostAdmin;
-        }
-    }
-    AuthLevel::None
+    Presented::of(headers, query).map_or(AuthLevel::None, |keys| keys.level(host, project, ring))
 }
 
 /// The project key the client sent: `X-Hamlet-Project-Key`, else the
@@ -196,6 +225,22 @@ mod tests {
                 "{project:?} {headers:?} {query:?}"
             );
         }
+    }
+
+    #[test]
+    fn what_counts_as_presenting_a_key() {
+        let presents =
+            |headers: HeaderMap, query: Option<&str>| Presented::of(&headers, query).is_some();
+        assert!(presents(headers(&[(&X_HAMLET_PROJECT_KEY, "k")]), None));
+        assert!(presents(headers(&[(&X_HAMLET_HOST_KEY, "k")]), None));
+        assert!(presents(HeaderMap::new(), Some("a=1&project_key=k")));
+        assert!(!presents(HeaderMap::new(), None));
+        assert!(!presents(HeaderMap::new(), Some("project_key=&a=1")));
+        assert!(!presents(headers(&[(&X_HAMLET_PROJECT_KEY, " ")]), None));
+        assert!(
+            !presents(headers(&[(&AUTHORIZATION, "Bearer k")]), None),
+            "a bearer token is the handler's business"
+        );
     }
 
     #[test]

@@ -21,7 +21,8 @@ const PREFIX: &str = "/projects/";
 /// The preview host and the projects reachable under it.
 #[derive(Debug)]
 pub struct Preview {
-    host: Box<str>,
+    /// Also its `host` label with `metrics.per_host`.
+    host: Arc<str>,
     projects: HashMap<String, Arc<ProjectRoute>>,
 }
 
@@ -55,6 +56,11 @@ impl Preview {
 
     /// The preview host name.
     pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The preview host name, shared.
+    pub(crate) fn label(&self) -> &Arc<str> {
         &self.host
     }
 

@@ -2,11 +2,12 @@
 
 use std::borrow::Cow;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use elsinore_config::{normalize_request_host, HostError, Limits, Timeouts};
+use elsinore_keys::KeyRing;
 use elsinore_metrics::Metrics;
 use elsinore_routes::normalize_path;
 use elsinore_static::{Outcome, Site, StaticBody};
@@ -18,10 +19,10 @@ use http_body_util::{Either, Full};
 use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
-use crate::access::Access;
+use crate::access::{Access, HostLabel};
 use crate::address_limit::AddressSlot;
 use crate::admin_api::{self, AdminApi, AdminRequest};
-use crate::auth;
+use crate::auth::{self, AuthLevel};
 use crate::body::HandlerBody;
 use crate::client::{ClientError, HandlerClient};
 use crate::conn::ConnInfo;
@@ -32,6 +33,7 @@ use crate::limits::{declared_length, BodyProgress, RequestBody};
 use crate::preview::{self, PreviewRoute};
 use crate::redirect;
 use crate::request_id::RequestIds;
+use crate::throttle::Throttle;
 use crate::trust::{self, Client};
 use crate::upgrade::{self, Tunnels};
 use crate::{HostRoute, ProjectRoute, ProxyBody, RouteTable};
@@ -74,6 +76,9 @@ pub struct Proxy {
     admin: Option<AdminApi>,
     /// The HTTPS listener's port, where `redirect_http` sends clients.
     https_port: Option<u16>,
+    /// Failed key checks per client address: the admin API's and those of
+    /// proxied requests presenting a key, counted in one window.
+    throttle: Throttle,
 }
 
 impl Proxy {
@@ -89,6 +94,7 @@ impl Proxy {
             admin: None,
             https_port: None,
             metrics: Arc::new(Metrics::new(false)),
+            throttle: Throttle::default(),
         }
     }
 
@@ -268,11 +274,14 @@ impl Proxy {
                     return Ok(redirect::response(location));
                 }
                 let client = Client::of(&table.client_policy, conn, &request);
-                (Routed::resolve(&table, &host, request.uri())?, client)
+                let per_host = access.wants_host_label();
+                let (routed, label) = Routed::resolve(&table, &host, request.uri(), per_host)?;
+                access.host_label = label;
+                (routed, client)
             };
             access.set_client(client.ip);
             let (project, via, site) = match routed {
-                Routed::Owner(HostRoute { project, site }) => (project, Via::Owner, site),
+                Routed::Owner(project, site) => (project, Via::Owner, site),
                 Routed::Fallback(project) => (project, Via::Fallback, None),
                 Routed::Preview(PreviewRoute::AddSlash(location)) => {
                     return Ok(redirect::response(location));
@@ -314,8 +323,9 @@ impl Proxy {
                     table: &self.table,
                     // The client, not a trusted proxy in front of it: the
                     // throttle counts failures per client.
-                    peer: SocketAddr::new(client.ip, conn.peer.port()),
+                    client: client.ip,
                     request_id,
+                    throttle: &self.throttle,
                 };
                 // Boxed: held in place, its ~2 KB would be part of every
                 // request's future, and copied with it, proxied or not.
@@ -332,6 +342,13 @@ impl Proxy {
                 }
                 None => None,
             };
+            // Host keys open only hosts the project declares: not the preview
+            // host, not a host answered by default_project.
+            let ring = match via {
+                Via::Owner => self.admin.as_ref().map(AdminApi::ring),
+                Via::Fallback | Via::Preview(_) => None,
+            };
+            let auth = self.authenticate(&request, &host, &project, ring, client.ip)?;
             // The host folder's public/ answers before the handler.
             if let Some(site) = &site {
                 if let Some(mut response) = serve_static(site, &request, access).await? {
@@ -369,19 +386,6 @@ impl Proxy {
             let reuse = trust::reuse_after(request.method(), has_body, handler.reuses_after_body());
             let slot = conn.slot.clone();
 
-            // Host keys open only hosts the project declares: not the preview
-            // host, not a host answered by default_project.
-            let ring = match via {
-                Via::Owner => self.admin.as_ref().map(AdminApi::ring),
-                Via::Fallback | Via::Preview(_) => None,
-            };
-            let auth = auth::resolve(
-                request.headers(),
-                request.uri().query(),
-                &host,
-                &project,
-                ring,
-            );
             let context = Context {
                 host: host_header,
                 project: &project.name_header,
@@ -476,8 +480,8 @@ impl Proxy {
 
 /// Who answers a request, decided from one table snapshot.
 enum Routed {
-    /// A project declares the host.
-    Owner(HostRoute),
+    /// A project declares the host; its folder's `public/`, if any.
+    Owner(Arc<ProjectRoute>, Option<Arc<Site>>),
     /// No project declares it; `default_project` answers.
     Fallback(Arc<ProjectRoute>),
     /// The preview host.
@@ -485,15 +489,33 @@ enum Routed {
 }
 
 impl Routed {
-    fn resolve(table: &RouteTable, host: &str, uri: &Uri) -> Result<Self, ProxyError> {
+    /// Who answers `host`, and with `per_host` its metrics label: the
+    /// host as declared (the wildcard, not the name under it), the preview
+    /// host, or `_default` (shared, not built per request).
+    fn resolve(
+        table: &RouteTable,
+        host: &str,
+        uri: &Uri,
+        per_host: bool,
+    ) -> Result<(Self, Option<HostLabel>), ProxyError> {
         if let Some(preview) = table.preview.as_ref().filter(|p| p.host() == host) {
-            return preview.route(uri).map(Self::Preview);
+            let label = per_host.then(|| HostLabel::Declared(preview.label().clone()));
+            return Ok((Self::Preview(preview.route(uri)?), label));
         }
-        if let Some(route) = table.hosts.lookup(host) {
-            return Ok(Self::Owner(route.clone()));
+        if let Some(HostRoute {
+            project,
+            site,
+            label,
+        }) = table.hosts.lookup(host)
+        {
+            let label = per_host.then(|| HostLabel::Declared(label.clone()));
+            return Ok((Self::Owner(project.clone(), site.clone()), label));
         }
         match &table.default_project {
-            Some(project) => Ok(Self::Fallback(project.clone())),
+            Some(project) => Ok((
+                Self::Fallback(project.clone()),
+                per_host.then_some(HostLabel::Default),
+            )),
             None => Err(ProxyError::UnknownHost {
                 host: host.to_owned(),
             }),
@@ -533,6 +555,33 @@ impl Via {
 }
 
 impl Proxy {
+    /// The caller's level from the keys the request presents. A request
+    /// presenting a key is refused (429) while its address is throttled,
+    /// and a wrong key counts as a failure in the window the admin API
+    /// uses; a request presenting none never touches the throttle.
+    fn authenticate<B>(
+        &self,
+        request: &Request<B>,
+        host: &str,
+        project: &ProjectRoute,
+        ring: Option<&KeyRing>,
+        client_ip: IpAddr,
+    ) -> Result<AuthLevel, ProxyError> {
+        let Some(presented) = auth::Presented::of(request.headers(), request.uri().query()) else {
+            return Ok(AuthLevel::None);
+        };
+        let now = std::time::Instant::now();
+        if let Err(retry_after) = self.throttle.check(client_ip, now) {
+            return Err(ProxyError::Throttled { retry_after });
+        }
+        let level = presented.level(host, project, ring);
+        if level == AuthLevel::None {
+            self.throttle.record_failure(client_ip, now);
+            tracing::warn!(client = %client_ip, host, project = %project.name, "wrong project or host key presented");
+        }
+        Ok(level)
+    }
+
     /// Where to send a plain-HTTP request with `redirect_http`: only a host
     /// an HTTPS client would get a valid certificate for, and never an
     /// ACME challenge.

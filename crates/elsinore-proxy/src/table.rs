@@ -98,6 +98,10 @@ pub struct HostRoute {
     pub project: Arc<ProjectRoute>,
     /// Static files answered before the handler (GET and HEAD).
     pub site: Option<Arc<Site>>,
+    /// The host as declared (`*.example.com` for every name under that
+    /// wildcard): the `host` label of `metrics.per_host`, shared by every
+    /// request rather than built for each.
+    pub label: Arc<str>,
 }
 
 /// An immutable snapshot of everything routing needs.

@@ -1,5 +1,7 @@
-//! Throttling of failed admin API key checks per client address, in a
-//! small, bounded, in-memory table.
+//! Throttling of failed key checks per client address, in a small,
+//! bounded, in-memory table. One per proxy, shared by the admin API (401s)
+//! and proxied requests presenting a project or host key that opens
+//! nothing, so guesses count in one window whichever path they take.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
