@@ -172,11 +172,13 @@ def start_hyper_proxy(backend_port, threads=None):
     return proc, port
 
 
-def write_project(root, name, backend_port, hosts):
+def write_project(root, name, backend_port, hosts, reuse_after_body=False):
     project = os.path.join(root, name)
     os.makedirs(os.path.join(project, "hosts"), exist_ok=True)
     with open(os.path.join(project, "project.toml"), "w") as f:
         f.write(f'[[handler]]\nname = "backend"\nurl = "http://127.0.0.1:{backend_port}"\n')
+        if reuse_after_body:
+            f.write("reuse_after_body = true\n")
     for host in hosts:
         os.makedirs(os.path.join(project, "hosts", host), exist_ok=True)
     return project
@@ -201,6 +203,11 @@ def start_elsinore(work, name, backends, extra_hosts=0, tls=None):
         if body == "100B":
             hosts += [f"tenant{i}.bench" for i in range(extra_hosts)]
         projects.append(write_project(root, f"p{body}", port, hosts))
+    # The POST scenario: the same backend (which reads every body) with and
+    # without the handler's promise to read bodies.
+    projects.append(write_project(root, "post", backends["100B"], ["post.bench"]))
+    projects.append(write_project(root, "postreuse", backends["100B"], ["postreuse.bench"],
+                                  reuse_after_body=True))
     port, admin = free_port(), free_port()
     config = os.path.join(root, "config.json")
     settings = {"listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin}",
@@ -234,11 +241,13 @@ def parse_wrk(output):
     return {"rps": rps, "p50": pct(50), "p99": pct(99), "errors": errors}
 
 
-def wrk(url, host, conns, keepalive, duration, warmup):
+def wrk(url, host, conns, keepalive, duration, warmup, script=None):
     threads = 1 if conns == 1 else min(2, conns)
     args = ["wrk", f"-t{threads}", f"-c{conns}", "--latency", "-H", f"Host: {host}"]
     if not keepalive:
         args += ["-H", "Connection: close"]
+    if script:
+        args += ["-s", script]
     subprocess.run(args + [f"-d{warmup}s", url], capture_output=True, text=True)
     out = subprocess.run(args + [f"-d{duration}s", url], capture_output=True, text=True).stdout
     return parse_wrk(out)
@@ -338,6 +347,26 @@ def main():
                 https.append(row)
                 log(f"{label} HTTPS: nginx {row['nginx']['rps']:.0f} req/s, elsinore {row['elsinore']['rps']:.0f} req/s")
 
+        # POST 16 KiB, keep-alive, c=64: each request with a body is sent to
+        # the handler with Connection: close by default (a new handler
+        # connection per request), and on a kept connection with
+        # reuse_after_body; nginx keeps its upstream connections.
+        script = os.path.join(work, "post16k.lua")
+        with open(script, "w") as f:
+            f.write('wrk.method = "POST"\nwrk.body = string.rep("x", 16384)\n'
+                    'wrk.headers["Content-Type"] = "application/octet-stream"\n')
+        post_urls = [("nginx", f"http://127.0.0.1:{nginx}/100B", "post.bench"),
+                     ("elsinore", f"http://127.0.0.1:{e_port}/", "post.bench"),
+                     ("elsinore_reuse", f"http://127.0.0.1:{e_port}/", "postreuse.bench")]
+        post_runs = {name: [] for name, _, _ in post_urls}
+        for _ in range(2):
+            for name, url, host in post_urls:
+                post_runs[name].append(wrk(url, host, 64, True, args.duration, args.warmup, script=script))
+        post = {name: average(*runs) for name, runs in post_runs.items()}
+        post["spread"] = max(spread(*runs) for runs in post_runs.values())
+        log(f"POST 16 KiB: nginx {post['nginx']['rps']:.0f}, elsinore {post['elsinore']['rps']:.0f}, "
+            f"elsinore reuse_after_body {post['elsinore_reuse']['rps']:.0f} req/s")
+
         socks = idle_connections(m_port, "tenant1.bench", 1000)
         time.sleep(1)
         rss_conns = rss_kib(many.pid)
@@ -350,10 +379,11 @@ def main():
     # Written first: ten minutes of measurements survive a printing bug.
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"runs": results, "https": https, "rss_idle_kib": rss_idle, "rss_1000_conns_kib": rss_conns,
+            json.dump({"runs": results, "https": https, "post_16k": post, "rss_idle_kib": rss_idle, "rss_1000_conns_kib": rss_conns,
                        "reload_10k_ms": reload_ms, "duration_s": args.duration}, f, indent=2)
     print_table(results)
     print_https(https)
+    print_post(post)
     print()
     print(f"Elsinore RSS, 10,000 hosts, idle:                 {rss_idle / 1024:.1f} MiB")
     print(f"Elsinore RSS, 10,000 hosts, 1,000 idle keep-alive: {rss_conns / 1024:.1f} MiB")
@@ -409,6 +439,20 @@ def print_https(rows):
         print(f"{row['scenario']:<28} {n['rps']:>8.0f} {n['p50']:>6.0f}/{n['p99']:<8.0f}"
               f" {e['rps']:>8.0f} {e['p50']:>6.0f}/{e['p99']:<8.0f} {e['rps'] / n['rps']:>8.2f}"
               f" {row['spread'] * 100:>7.0f}%" + (f"  ({errors} errors)" if errors else ""))
+
+
+def print_post(post):
+    print()
+    print("POST 16 KiB, c=64 keep-alive (the handler reads every body):")
+    print(f"{'proxy':<34} {'req/s':>8} {'p50/p99 µs':>15} {'/nginx':>8}")
+    n = post["nginx"]
+    for name, label in (("nginx", "nginx (upstream keepalive)"),
+                        ("elsinore", "elsinore (Connection: close)"),
+                        ("elsinore_reuse", "elsinore (reuse_after_body)")):
+        r = post[name]
+        print(f"{label:<34} {r['rps']:>8.0f} {r['p50']:>6.0f}/{r['p99']:<8.0f} {r['rps'] / n['rps']:>8.2f}"
+              + (f"  ({r['errors']} errors)" if r["errors"] else ""))
+    print(f"run/run spread: {post['spread'] * 100:.0f}%")
 
 
 if __name__ == "__main__":

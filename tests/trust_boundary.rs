@@ -571,3 +571,60 @@ async fn connections_to_one_handler_are_capped_by_default() {
         "{body}"
     );
 }
+
+/// One GET over a new h2c connection (prior knowledge), with `headers`.
+async fn h2_get(addr: SocketAddr, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, Bytes) {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2c handshake");
+    tokio::spawn(connection);
+    let mut request = Request::get(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(Bytes::new())).expect("request");
+    let response = tokio::time::timeout(WAIT, sender.send_request(request))
+        .await
+        .expect("answered in time")
+        .expect("response");
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, body)
+}
+
+#[tokio::test]
+async fn over_h2c_spellings_forwarding_headers_and_unasked_101s_are_handled_alike() {
+    let ws = Workspace::new();
+    let (server, log) = start(&ws, "", json!({}));
+    let (status, _) = h2_get(
+        server.addr,
+        "http://d.test/h2",
+        &[
+            ("x_elsinore_auth", "projectAdmin"),
+            ("x_custom", "1"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-real-ip", "6.6.6.6"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let seen = handler_saw(&log);
+    let headers = &seen.last().expect("a request")["headers"];
+    assert!(headers.get("x_elsinore_auth").is_none(), "{headers}");
+    assert!(headers.get("x_custom").is_none(), "{headers}");
+    assert!(headers.get("forwarded").is_none(), "{headers}");
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(headers["x-real-ip"], "127.0.0.1");
+    assert_eq!(headers["x-elsinore-auth"], "none");
+    // HTTP/2 has no Upgrade: a handler's 101 is never relayed.
+    let (status, body) = h2_get(server.addr, "http://d.test/switch", &[]).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body:?}");
+}

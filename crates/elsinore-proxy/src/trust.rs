@@ -139,7 +139,9 @@ impl Client {
         } else {
             peer.to_canonical()
         };
-        let ip_header = (ip != peer)
+        // The connection formatted the peer once; only a different client
+        // (behind a trusted proxy) is formatted per request.
+        let ip_header = (ip != peer.to_canonical())
             .then(|| HeaderValue::from_str(&ip.to_string()).ok())
             .flatten();
         let upgrade = upgrade::requested(request)
