@@ -72,7 +72,156 @@ pub struct ReservedContext<'a> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use elsinore_config::HostPattern;
+    use elsinore_routes::HostTableBuilder;
+    use http_body_util::{Either, Full};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
     use super::*;
+    use crate::{HostRoute, Proxy, ServeSettings};
+
+    /// What the hook was handed: host, project, client, path.
+    type Seen = (String, String, IpAddr, String);
+
+    #[derive(Debug, Default)]
+    struct Recorder {
+        seen: Mutex<Vec<Seen>>,
+    }
+
+    impl ReservedPaths for Recorder {
+        fn answer<'a>(
+            &'a self,
+            request: Request<Incoming>,
+            cx: ReservedContext<'a>,
+        ) -> ReservedFuture<'a> {
+            self.seen.lock().expect("lock").push((
+                cx.host.to_owned(),
+                cx.project.name.clone(),
+                cx.client,
+                request.uri().path().to_owned(),
+            ));
+            Box::pin(async { Response::new(Either::Right(Full::new(Bytes::from("hook")))) })
+        }
+    }
+
+    fn project(name: &str) -> Arc<ProjectRoute> {
+        Arc::new(ProjectRoute::new(name, PathBuf::from("/p"), None, Vec::new()).expect("route"))
+    }
+
+    /// horatio declares blog.localhost; every other host is answered by
+    /// `default_project`.
+    fn table() -> Arc<ArcSwap<RouteTable>> {
+        let horatio = project("horatio");
+        let mut hosts = HostTableBuilder::new();
+        let pattern = HostPattern::parse("blog.localhost").expect("pattern");
+        hosts.insert(
+            "horatio",
+            &pattern,
+            HostRoute {
+                project: horatio.clone(),
+                site: None,
+                label: "blog.localhost".into(),
+            },
+        );
+        let (hosts, _) = hosts.finish();
+        Arc::new(ArcSwap::from_pointee(RouteTable {
+            hosts,
+            projects: vec![horatio],
+            default_project: Some(project("fallback")),
+            ..RouteTable::default()
+        }))
+    }
+
+    /// Serves `proxy` on 127.0.0.1:0 and sends each raw request on its own
+    /// connection; returns the status line and body of each answer.
+    async fn ask(proxy: Proxy, requests: &[&str]) -> Vec<(String, String)> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(crate::serve_with(
+            listener,
+            Arc::new(proxy),
+            async {
+                let _ = stopped.await;
+            },
+            ServeSettings::with_grace(Duration::from_secs(1)),
+        ));
+        let mut answers = Vec::new();
+        for request in requests {
+            let exchange = async {
+                let mut stream = TcpStream::connect(addr).await.expect("connect");
+                stream.write_all(request.as_bytes()).await.expect("write");
+                let mut answer = String::new();
+                stream.read_to_string(&mut answer).await.expect("read");
+                answer
+            };
+            let answer = tokio::time::timeout(Duration::from_secs(10), exchange)
+                .await
+                .expect("the proxy answers within 10 s");
+            let status = answer.lines().next().unwrap_or_default().to_owned();
+            let body = answer
+                .split_once("\r\n\r\n")
+                .map(|(_, body)| body.to_owned())
+                .unwrap_or_default();
+            answers.push((status, body));
+        }
+        let _ = stop.send(());
+        server.await.expect("server task");
+        answers
+    }
+
+    fn get(path: &str, host: &str) -> String {
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+    }
+
+    #[tokio::test]
+    async fn reserved_paths_reach_the_hook_only_on_a_projects_own_hosts() {
+        let hook = Arc::new(Recorder::default());
+        let proxy = Proxy::new(table()).with_reserved(hook.clone());
+        let answers = ask(
+            proxy,
+            &[
+                // Normalised first: this is /admin/api/_keys/.
+                &get("//admin/api/%5Fkeys/", "Blog.Localhost:8080"),
+                &get("/admin/api/_hosts", "other.localhost"),
+            ],
+        )
+        .await;
+        assert!(answers[0].0.contains(" 200 "), "{answers:?}");
+        assert_eq!(answers[0].1, "hook");
+        assert!(answers[1].0.contains(" 404 "), "{answers:?}");
+        assert!(
+            answers[1].1.contains("default_project"),
+            "the refusal says why: {answers:?}"
+        );
+        let seen = hook.seen.lock().expect("lock").clone();
+        assert_eq!(
+            seen,
+            [(
+                "blog.localhost".to_owned(),
+                "horatio".to_owned(),
+                IpAddr::from([127, 0, 0, 1]),
+                "/admin/api/_keys/".to_owned(),
+            )],
+            "only the declared host's request, with its project and client"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_hook_reserved_paths_answer_503() {
+        let answers = ask(
+            Proxy::new(table()),
+            &[&get("/admin/api/_keys", "blog.localhost")],
+        )
+        .await;
+        assert!(answers[0].0.contains(" 503 "), "{answers:?}");
+    }
 
     #[test]
     fn reserved_paths() {
