@@ -1,13 +1,14 @@
-//! Wiring of host keys and the admin API into `serve`: the key store and
-//! ring (with its watcher), and the admin API's [`TableRefresh`] hook,
-//! which is a live reload.
+//! Wiring of host keys and the tenant admin API into `serve`: the key
+//! store and ring (with its watcher), and the control-plane task that
+//! serves the admin API's rescan requests with a live reload.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use elsinore_config::Config;
-use elsinore_keys::{KeyRing, KeyStore, WATCH_INTERVAL};
-use elsinore_proxy::{AdminApi, TableRefresh};
+use elsinore_keys::KeyRing;
+use elsinore_store::keys::{watch_ring, KeyStore, WATCH_INTERVAL};
+use elsinore_tenant_admin::{RescanQueue, RescanRequests, TenantAdminApi};
 
 use crate::live::Live;
 
@@ -24,8 +25,9 @@ impl Keys {
     /// `elsinore keys` CLI) changes them.
     pub fn open(config: &Config) -> anyhow::Result<Self> {
         let store = KeyStore::open(&config.database)?;
-        let ring = Arc::new(KeyRing::load(&store).context("cannot load host keys")?);
-        ring.watch(&config.database, WATCH_INTERVAL)?;
+        let ring = Arc::new(KeyRing::empty());
+        store.refresh(&ring).context("cannot load host keys")?;
+        watch_ring(&ring, &config.database, WATCH_INTERVAL)?;
         tracing::info!(keys = ring.len(), "host keys loaded");
         Ok(Self {
             store: Arc::new(store),
@@ -33,35 +35,29 @@ impl Keys {
         })
     }
 
-    /// The admin API over these keys; `refresh` reloads the live state
-    /// after the API changed a host folder.
-    pub fn into_api(self, config: &Config, refresh: Arc<dyn TableRefresh>) -> AdminApi {
-        AdminApi::new(self.store, self.ring, &config.cors_origins).with_refresh(refresh)
+    /// The ring the request path checks host keys against.
+    pub fn ring(&self) -> Arc<KeyRing> {
+        self.ring.clone()
+    }
+
+    /// The admin API over these keys; it asks for rescans through
+    /// `rescans` after changing a host folder.
+    pub fn into_api(self, config: &Config, rescans: RescanRequests) -> TenantAdminApi {
+        TenantAdminApi::new(self.store, self.ring, &config.cors_origins).with_rescans(rescans)
     }
 }
 
-/// The admin API's rescan hook: a reload of the live state. With a watcher
-/// running, the watcher loop does it (so new folders also get watched);
-/// without one, the reload runs directly.
-#[derive(Debug)]
-pub struct LiveRescan {
-    live: Arc<Live>,
-}
-
-impl LiveRescan {
-    pub fn new(live: Arc<Live>) -> Self {
-        Self { live }
-    }
-}
-
-impl TableRefresh for LiveRescan {
-    fn request_rescan(&self) {
-        match self.live.watcher() {
+/// Serves the admin API's rescan requests on the main runtime, one reload
+/// per batch. With a watcher running, the watcher loop does it (so new
+/// folders also get watched); without one, the reload runs here.
+pub async fn serve_rescans(mut queue: RescanQueue, live: Arc<Live>) {
+    while let Some(batch) = queue.next().await {
+        match live.watcher() {
             Some(watcher) => watcher.poke(),
             None => {
-                let live = self.live.clone();
-                tokio::spawn(async move { live.reload("admin API").await });
+                live.reload("admin API").await;
             }
         }
+        batch.done();
     }
 }

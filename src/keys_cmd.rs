@@ -9,7 +9,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context as _};
 use clap::Subcommand;
 use elsinore_config::Hostname;
-use elsinore_keys::{now_ms, Caller, KeyInfo, KeyStatus, KeyStore, Revocation, Scope};
+use elsinore_keys::now_ms;
+use elsinore_store::keys::{Caller, KeyError, KeyInfo, KeyStatus, KeyStore, Revocation, Scope};
 
 use crate::plan::Plan;
 
@@ -82,7 +83,7 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
                     "key {id} ({}) of {} was already revoked; nothing changed",
                     key.prefix, key.host
                 ),
-                Err(elsinore_keys::Error::NotFound { .. }) => bail!("there is no key with id {id}"),
+                Err(KeyError::NotFound { .. }) => bail!("there is no key with id {id}"),
                 Err(err) => return Err(err.into()),
             }
         }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use elsinore_config::{Config, HandlerSpec, Manifest, OperatorAccess, MANIFEST_FILE};
-use elsinore_proxy::{ClientPolicy, HostRoute, Preview, ProjectCors, ProjectRoute, RouteTable};
+use elsinore_proxy::{ClientPolicy, CorsPolicy, HostRoute, Preview, ProjectRoute, RouteTable};
 use elsinore_routes::{scan_hosts, HOSTS_DIR};
 use elsinore_static::{CacheSettings, Site, StaticFiles, PUBLIC_DIR};
 use elsinore_supervisor::{HandlerHandle, HandlerState, Supervisor};
@@ -708,7 +708,7 @@ impl Live {
                 continue;
             };
             route.max_body = config.max_body;
-            route.cors = ProjectCors::new(&config.cors_origins, config.cors_credentials);
+            route.cors = CorsPolicy::for_project(&config.cors_origins, config.cors_credentials);
             route.hosts = project
                 .plan
                 .scan

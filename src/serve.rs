@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::admin::{Keys, LiveRescan};
+use crate::admin::{self, Keys};
 use crate::live::Live;
 use crate::operator::{self, Operator};
 use crate::plan::Plan;
@@ -93,14 +93,18 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
     let live = Live::start(plan, supervisor.clone()).await?;
     let watcher = start_watching(&live, &config);
     spawn_sighup_reloads(live.clone());
-    let admin = keys.into_api(&config, Arc::new(LiveRescan::new(live.clone())));
+    let (rescans, rescan_queue) = elsinore_tenant_admin::rescan_channel();
+    tokio::spawn(admin::serve_rescans(rescan_queue, live.clone()));
+    let key_ring = keys.ring();
+    let admin = Arc::new(keys.into_api(&config, rescans));
     let metrics = Arc::new(elsinore_metrics::Metrics::new(config.metrics.per_host));
     // Before any request: handler pools and request metrics are split per
     // request thread.
     elsinore_proxy::set_request_threads(http_threads);
     let proxy = Arc::new(
         Proxy::new(live.table())
-            .with_admin(admin)
+            .with_reserved(admin)
+            .with_key_ring(key_ring)
             .with_https_port(tls_addr.map(|a| a.port()))
             .with_limits(&config.limits, &config.timeouts)
             .with_metrics(metrics.clone()),

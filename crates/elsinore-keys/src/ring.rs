@@ -2,25 +2,32 @@
 //! request path resolves `X-Hamlet-Host-Key` without touching SQLite.
 //!
 //! It is one immutable snapshot behind an `ArcSwap`, replaced whenever keys
-//! change: right after a change made through Elsinore ([`KeyRing::reload`]),
-//! and by a watcher thread ([`KeyRing::watch`]) that notices changes made by
-//! other processes (the `elsinore keys` CLI) through SQLite's
-//! `PRAGMA data_version`.
+//! change ([`KeyRing::replace`]). Who reads the keys from where is not its
+//! business: the SQLite key store (`elsinore_store::keys`) fills it right
+//! after a change made through Elsinore, and its watcher thread after
+//! changes made by other processes (the `elsinore keys` CLI).
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use rusqlite::Connection;
 
 use crate::secret::KeyHash;
-use crate::store::{self, KeyStore, LiveKey};
-use crate::{now_ms, Error, Result};
 
-/// How often the watcher asks SQLite whether another process wrote.
-pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// A key that currently opens its host, as the ring needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveKey {
+    /// Row id.
+    pub id: i64,
+    /// The hostname.
+    pub host: String,
+    /// The project the key belongs to.
+    pub project: String,
+    /// SHA-256 of the key.
+    pub hash: KeyHash,
+    /// `None` for a live key; the end of the grace period otherwise.
+    pub valid_until: Option<i64>,
+}
 
 #[derive(Debug, Default)]
 struct Snapshot {
@@ -56,21 +63,9 @@ impl KeyRing {
         Self::default()
     }
 
-    /// A ring holding the database's accepted keys.
-    pub fn load(store: &KeyStore) -> Result<Self> {
-        let ring = Self::empty();
-        ring.reload(store)?;
-        Ok(ring)
-    }
-
-    /// Re-reads the accepted keys; returns whether anything changed.
-    pub fn reload(&self, store: &KeyStore) -> Result<bool> {
-        Ok(self.replace(store.live_keys(now_ms())?))
-    }
-
     /// Installs `keys` (sorted by id) unless they equal the current set;
     /// returns whether the snapshot changed.
-    fn replace(&self, keys: Vec<LiveKey>) -> bool {
+    pub fn replace(&self, keys: Vec<LiveKey>) -> bool {
         if self.snapshot.load().keys == keys {
             return false;
         }
@@ -110,163 +105,61 @@ impl KeyRing {
         }
         found
     }
-
-    /// Starts a thread that reloads the ring whenever another connection
-    /// writes to the database at `path` (checked every `interval`). The
-    /// thread ends once the ring is dropped.
-    pub fn watch(self: &Arc<Self>, path: &Path, interval: Duration) -> Result<()> {
-        let conn = Connection::open(path).map_err(|source| Error::Sqlite {
-            context: "cannot open the database for the key watcher",
-            source,
-        })?;
-        conn.busy_timeout(elsinore_store::BUSY_TIMEOUT)
-            .map_err(|source| Error::Sqlite {
-                context: "cannot set the busy timeout",
-                source,
-            })?;
-        let ring = Arc::downgrade(self);
-        std::thread::Builder::new()
-            .name("elsinore-key-watch".into())
-            .spawn(move || watch_loop(&conn, &ring, interval))
-            .map_err(|err| Error::Thread(err.to_string()))?;
-        Ok(())
-    }
-}
-
-fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row("PRAGMA data_version", [], |row| row.get(0))
-}
-
-fn watch_loop(conn: &Connection, ring: &Weak<KeyRing>, interval: Duration) {
-    // Any write by another connection bumps data_version (a handler's
-    // writes too); the reload then finds the keys unchanged and keeps the
-    // snapshot, which costs one indexed query.
-    let mut seen = None;
-    loop {
-        let Some(ring) = ring.upgrade() else { return };
-        match data_version(conn) {
-            Ok(version) if seen == Some(version) => {}
-            Ok(version) => match store::live_keys(conn, now_ms()) {
-                Ok(keys) => {
-                    seen = Some(version);
-                    let count = keys.len();
-                    if ring.replace(keys) {
-                        tracing::info!(
-                            keys = count,
-                            "host keys changed in the database; key ring reloaded"
-                        );
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(%err, "cannot reload host keys; keeping the previous ones")
-                }
-            },
-            Err(err) => tracing::warn!(%err, "cannot check the database for key changes"),
-        }
-        drop(ring);
-        std::thread::sleep(interval);
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Actor, Caller, Scope};
 
-    fn api() -> Caller {
-        Caller {
-            actor: Actor::Project,
-            client: "127.0.0.1".into(),
+    fn key(id: i64, host: &str, project: &str, secret: &str, valid_until: Option<i64>) -> LiveKey {
+        LiveKey {
+            id,
+            host: host.into(),
+            project: project.into(),
+            hash: KeyHash::of(secret),
+            valid_until,
         }
     }
 
     #[test]
     fn a_key_opens_exactly_its_host_for_its_project() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = KeyStore::open(&dir.path().join("e.db")).expect("open");
-        let blog = store
-            .create("blog.localhost", "horatio", "", &api())
-            .expect("create");
-        let news = store
-            .create("news.localhost", "horatio", "", &api())
-            .expect("create");
-        let ring = KeyRing::load(&store).expect("ring");
-        let now = now_ms();
-        let key = blog.key.expose();
-        assert!(ring.opens("blog.localhost", "horatio", key, now));
+        let ring = KeyRing::empty();
+        assert!(ring.replace(vec![
+            key(1, "blog.localhost", "horatio", "ehk_blog", None),
+            key(2, "news.localhost", "horatio", "ehk_news", None),
+        ]));
+        let now = 1_000;
+        assert!(ring.opens("blog.localhost", "horatio", "ehk_blog", now));
         assert!(
-            !ring.opens("news.localhost", "horatio", key, now),
+            !ring.opens("news.localhost", "horatio", "ehk_blog", now),
             "other host"
         );
         assert!(
-            !ring.opens("blog.localhost", "othello", key, now),
+            !ring.opens("blog.localhost", "othello", "ehk_blog", now),
             "other owner"
         );
         assert!(!ring.opens("blog.localhost", "horatio", "ehk_guess", now));
-        assert!(ring.opens("news.localhost", "horatio", news.key.expose(), now));
+        assert!(ring.opens("news.localhost", "horatio", "ehk_news", now));
 
-        store
-            .revoke(Scope::Any, blog.info.id, &api())
-            .expect("revoke");
+        assert!(ring.replace(vec![key(2, "news.localhost", "horatio", "ehk_news", None)]));
+        assert!(!ring.opens("blog.localhost", "horatio", "ehk_blog", now));
         assert!(
-            ring.opens("blog.localhost", "horatio", key, now),
-            "until reloaded"
+            !ring.replace(vec![key(2, "news.localhost", "horatio", "ehk_news", None)]),
+            "nothing changed"
         );
-        assert!(ring.reload(&store).expect("reload"));
-        assert!(!ring.opens("blog.localhost", "horatio", key, now));
-        assert!(!ring.reload(&store).expect("reload"), "nothing changed");
         assert_eq!(ring.len(), 1);
     }
 
     #[test]
     fn grace_ends_on_time_without_a_reload() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = KeyStore::open(&dir.path().join("e.db")).expect("open");
-        let old = store
-            .create("blog.localhost", "horatio", "", &api())
-            .expect("create");
-        let rotated = store
-            .rotate(Scope::Any, old.info.id, 30, &api())
-            .expect("rotate");
-        let ring = KeyRing::load(&store).expect("ring");
-        let until = rotated.old.grace_until.expect("grace");
-        let key = old.key.expose();
-        assert!(ring.opens("blog.localhost", "horatio", key, until - 1));
-        assert!(!ring.opens("blog.localhost", "horatio", key, until));
-        let new = rotated.new.key.expose();
-        assert!(ring.opens("blog.localhost", "horatio", new, until + 1));
-    }
-
-    #[test]
-    fn watcher_sees_changes_by_another_connection() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("e.db");
-        let store = KeyStore::open(&path).expect("open");
-        let ring = Arc::new(KeyRing::load(&store).expect("ring"));
-        ring.watch(&path, Duration::from_millis(10)).expect("watch");
-
-        // Another process, as far as SQLite can tell: its own connection.
-        let other = KeyStore::open(&path).expect("open again");
-        let created = other
-            .create("blog.localhost", "horatio", "", &Caller::operator())
-            .expect("create");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !ring.opens("blog.localhost", "horatio", created.key.expose(), now_ms()) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the watcher did not load the new key"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        other
-            .revoke(Scope::Any, created.info.id, &Caller::operator())
-            .expect("revoke");
-        while ring.opens("blog.localhost", "horatio", created.key.expose(), now_ms()) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the watcher did not drop the revoked key"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let ring = KeyRing::empty();
+        let until = 5_000;
+        ring.replace(vec![
+            key(1, "blog.localhost", "horatio", "ehk_old", Some(until)),
+            key(2, "blog.localhost", "horatio", "ehk_new", None),
+        ]);
+        assert!(ring.opens("blog.localhost", "horatio", "ehk_old", until - 1));
+        assert!(!ring.opens("blog.localhost", "horatio", "ehk_old", until));
+        assert!(ring.opens("blog.localhost", "horatio", "ehk_new", until + 1));
     }
 }

@@ -10,9 +10,9 @@ use http::{HeaderMap, HeaderValue};
 use crate::ProjectRoute;
 
 /// The project key, as Hamlet clients send it.
-pub(crate) const X_HAMLET_PROJECT_KEY: HeaderName = HeaderName::from_static("x-hamlet-project-key");
+pub const X_HAMLET_PROJECT_KEY: HeaderName = HeaderName::from_static("x-hamlet-project-key");
 /// A per-host admin key, as Hamlet clients send it.
-pub(crate) const X_HAMLET_HOST_KEY: HeaderName = HeaderName::from_static("x-hamlet-host-key");
+pub const X_HAMLET_HOST_KEY: HeaderName = HeaderName::from_static("x-hamlet-host-key");
 /// Hamlet's admin UI may send the project key in the query string.
 const PROJECT_KEY_PARAM: &str = "project_key";
 
@@ -112,7 +112,7 @@ pub(crate) fn project_key<'a>(
 }
 
 /// The `project_key` query parameter, percent-decoded.
-pub(crate) fn query_key(query: Option<&str>) -> Option<Cow<'_, str>> {
+pub fn query_key(query: Option<&str>) -> Option<Cow<'_, str>> {
     // Cheap test first: most requests carry no such parameter.
     let query = query.filter(|q| q.contains(PROJECT_KEY_PARAM))?;
     form_urlencoded::parse(query.as_bytes())
@@ -122,7 +122,7 @@ pub(crate) fn query_key(query: Option<&str>) -> Option<Cow<'_, str>> {
 }
 
 /// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
-pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = header_str(headers, &AUTHORIZATION)?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
@@ -130,7 +130,7 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The first value of `name`, if it is visible ASCII and not empty.
-pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+pub fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     headers
         .get(name)
         .and_then(|value| value.to_str().ok())

@@ -14,19 +14,20 @@
 //!
 //! `X-Elsinore-Auth` is resolved from the client's Hamlet key headers
 //! against the project's key and the in-memory [`elsinore_keys::KeyRing`]
-//! ([`auth`]). The admin API (`/admin/api/_keys…`, `/admin/api/_hosts…`)
-//! is answered by Elsinore itself ([`AdminApi`]).
+//! ([`auth`]). Reserved paths (`/admin/api/_keys…`, `/admin/api/_hosts…`)
+//! on a project's own hosts are handed to a [`ReservedPaths`] hook (the
+//! tenant admin API, crate `elsinore-tenant-admin`); no admin code lives
+//! here. CORS, a project's or the admin API's, is one [`CorsPolicy`].
 //!
 //! On the HTTPS listener the certificate is chosen by SNI from the
 //! table's [`elsinore_tls::CertStore`] before the handshake, and each
 //! request's host must be covered by that certificate (else 421).
 //!
-//! The request path never touches SQLite, reads files or spawns
-//! processes; only the admin API does, on `spawn_blocking`.
+//! This crate links no SQLite (`.ci/run` checks `cargo tree`) and spawns
+//! no processes; files are read only from a host's `public/` folder.
 
 mod access;
 mod address_limit;
-mod admin_api;
 mod auth;
 mod body;
 mod client;
@@ -35,14 +36,12 @@ mod connection;
 mod cors;
 mod error;
 mod headers;
-mod host_folders;
 mod limits;
 mod listen;
 mod preview;
-mod project_cors;
 mod redirect;
-mod refresh;
 mod request_id;
+mod reserved;
 mod server;
 mod service;
 mod table;
@@ -52,24 +51,29 @@ mod trust;
 mod upgrade;
 
 pub use access::ACCESS_TARGET;
-pub use admin_api::{is_admin_path, AdminApi, LIVE_WAIT, MAX_BODY};
 pub use auth::AuthLevel;
 pub use body::HandlerBody;
 pub use client::{set_request_thread, set_request_threads};
 pub use conn::{ConnInfo, TlsInfo};
+pub use cors::{AllowHeaders, CorsPolicy};
 pub use elsinore_metrics::Metrics;
 pub use error::ProxyError;
 pub use limits::{RequestBody, RequestBodyError};
 pub use listen::ThreadListeners;
 pub use preview::Preview;
-pub use project_cors::ProjectCors;
-pub use refresh::TableRefresh;
+pub use reserved::{is_reserved, ReservedContext, ReservedFuture, ReservedPaths};
 pub use server::{serve, serve_threads, serve_with, ServeSettings, TlsThreads};
 pub use service::Proxy;
 pub use table::{HostRoute, ProjectRoute, RouteTable};
-pub use throttle::{MAX_FAILURES, WINDOW as THROTTLE_WINDOW};
+pub use throttle::{Throttle, MAX_FAILURES, WINDOW as THROTTLE_WINDOW};
 pub use tls::{serve_tls, TlsListener};
 pub use trust::ClientPolicy;
+
+/// The credentials a request presents, as Hamlet clients send them: for
+/// hooks that check keys themselves (the tenant admin API).
+pub mod credentials {
+    pub use crate::auth::{bearer, header_str, query_key, X_HAMLET_HOST_KEY, X_HAMLET_PROJECT_KEY};
+}
 
 /// The body of every response Elsinore sends: a handler's streamed body, or
 /// a small one Elsinore wrote itself.

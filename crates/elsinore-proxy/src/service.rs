@@ -21,7 +21,6 @@ use tokio::time::Instant;
 
 use crate::access::{Access, HostLabel};
 use crate::address_limit::AddressSlot;
-use crate::admin_api::{self, AdminApi, AdminRequest};
 use crate::auth::{self, AuthLevel};
 use crate::body::HandlerBody;
 use crate::client::{ClientError, HandlerClient};
@@ -33,6 +32,7 @@ use crate::limits::{declared_length, BodyProgress, RequestBody};
 use crate::preview::{self, PreviewRoute};
 use crate::redirect;
 use crate::request_id::RequestIds;
+use crate::reserved::{self, ReservedContext, ReservedPaths};
 use crate::throttle::Throttle;
 use crate::trust::{self, Client};
 use crate::upgrade::{self, Tunnels};
@@ -71,9 +71,11 @@ pub struct Proxy {
     tunnels: Arc<Tunnels>,
     /// Updated once per request, when its response is complete.
     metrics: Arc<Metrics>,
-    /// The admin API and the key ring; without it host keys open nothing
-    /// and admin paths answer 503.
-    admin: Option<AdminApi>,
+    /// Answers reserved paths (the tenant admin API); without it they
+    /// answer 503.
+    reserved: Option<Arc<dyn ReservedPaths>>,
+    /// The accepted host keys; without it host keys open nothing.
+    keys: Option<Arc<KeyRing>>,
     /// The HTTPS listener's port, where `redirect_http` sends clients.
     https_port: Option<u16>,
     /// Failed key checks per client address: the admin API's and those of
@@ -91,7 +93,8 @@ impl Proxy {
             request_ids: RequestIds::new(),
             max_body: Limits::default().max_body,
             tunnels: Tunnels::new(),
-            admin: None,
+            reserved: None,
+            keys: None,
             https_port: None,
             metrics: Arc::new(Metrics::new(false)),
             throttle: Throttle::default(),
@@ -130,9 +133,16 @@ impl Proxy {
         error.into_response(&request_id)
     }
 
-    /// Serves the admin API and resolves host keys with `admin`.
-    pub fn with_admin(mut self, admin: AdminApi) -> Self {
-        self.admin = Some(admin);
+    /// Hands requests to reserved paths on a project's own hosts to
+    /// `hook` (the tenant admin API).
+    pub fn with_reserved(mut self, hook: Arc<dyn ReservedPaths>) -> Self {
+        self.reserved = Some(hook);
+        self
+    }
+
+    /// Resolves host keys (`X-Hamlet-Host-Key`) with `ring`.
+    pub fn with_key_ring(mut self, ring: Arc<KeyRing>) -> Self {
+        self.keys = Some(ring);
         self
     }
 
@@ -309,15 +319,15 @@ impl Proxy {
                 })?,
             };
             // Reserved paths, answered by Elsinore for the host's project.
-            if admin_api::is_admin_path(request.uri().path()) {
+            if reserved::is_reserved(request.uri().path()) {
                 if let Some(reason) = via.admin_refusal(&host) {
                     return Err(ProxyError::NotFound { reason });
                 }
-                let Some(admin) = &self.admin else {
+                let Some(hook) = &self.reserved else {
                     return Err(ProxyError::AdminUnavailable);
                 };
                 access.admin = true;
-                let cx = AdminRequest {
+                let cx = ReservedContext {
                     host: &host,
                     project: &project,
                     table: &self.table,
@@ -327,9 +337,10 @@ impl Proxy {
                     request_id,
                     throttle: &self.throttle,
                 };
-                // Boxed: held in place, its ~2 KB would be part of every
-                // request's future, and copied with it, proxied or not.
-                return Ok(Box::pin(admin.handle(request, cx)).await);
+                // Boxed by the hook (`ReservedFuture`): held in place, its
+                // ~2 KB would be part of every request's future, and copied
+                // with it, proxied or not.
+                return Ok(hook.answer(request, cx).await);
             }
             // The project's own CORS (`cors_origins` on the project): Elsinore
             // answers preflights and decorates the handler's response.
@@ -345,7 +356,7 @@ impl Proxy {
             // Host keys open only hosts the project declares: not the preview
             // host, not a host answered by default_project.
             let ring = match via {
-                Via::Owner => self.admin.as_ref().map(AdminApi::ring),
+                Via::Owner => self.keys.as_deref(),
                 Via::Fallback | Via::Preview(_) => None,
             };
             let auth = self.authenticate(&request, &host, &project, ring, client.ip)?;

@@ -11,8 +11,8 @@ use elsinore_supervisor::HandlerHandle;
 use elsinore_tls::CertStore;
 use http::HeaderValue;
 
+use crate::cors::CorsPolicy;
 use crate::preview::Preview;
-use crate::project_cors::ProjectCors;
 use crate::trust::ClientPolicy;
 
 /// One project as the request path needs it; header values are prepared
@@ -34,7 +34,7 @@ pub struct ProjectRoute {
     /// `limits.max_body`.
     pub max_body: Option<u64>,
     /// The project's `cors_origins`; `None` leaves CORS to its handlers.
-    pub cors: Option<ProjectCors>,
+    pub cors: Option<CorsPolicy>,
     pub(crate) router: PrefixRouter,
     pub(crate) name_header: HeaderValue,
     pub(crate) key_header: Option<HeaderValue>,
@@ -81,6 +81,19 @@ impl ProjectRoute {
             key_header,
             key_hash: key.map(KeyHash::of),
         })
+    }
+
+    /// Whether the project has a key (`key` or `key_env` in config.json).
+    pub fn has_key(&self) -> bool {
+        self.key_hash.is_some()
+    }
+
+    /// Whether `presented` (a key's hash) is this project's key; a
+    /// constant-time comparison.
+    pub fn key_is(&self, presented: &KeyHash) -> bool {
+        self.key_hash
+            .as_ref()
+            .is_some_and(|hash| hash.ct_eq(presented))
     }
 
     /// The handler serving `path`, by longest prefix.

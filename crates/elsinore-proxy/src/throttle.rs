@@ -24,14 +24,14 @@ struct Failures {
 /// Counts failures per address; once an address has [`MAX_FAILURES`] in
 /// its window, every request from it is refused until the window ends.
 #[derive(Debug, Default)]
-pub(crate) struct Throttle {
+pub struct Throttle {
     // A plain mutex: held for a map lookup, never across an await.
     failures: Mutex<HashMap<IpAddr, Failures>>,
 }
 
 impl Throttle {
     /// `Err(seconds)` while `ip` must wait.
-    pub(crate) fn check(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
+    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
         let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         match failures.get(&ip) {
             Some(f) if f.count >= MAX_FAILURES => {
@@ -47,7 +47,7 @@ impl Throttle {
     }
 
     /// Records one failed key check from `ip`.
-    pub(crate) fn record_failure(&self, ip: IpAddr, now: Instant) {
+    pub fn record_failure(&self, ip: IpAddr, now: Instant) {
         let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         if !failures.contains_key(&ip) && failures.len() >= MAX_TRACKED {
             failures.retain(|_, f| now.saturating_duration_since(f.since) < WINDOW);

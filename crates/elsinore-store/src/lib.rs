@@ -6,6 +6,14 @@
 //! Elsinore's migrations, each recorded in `elsinore_migrations`. This crate
 //! is never called on the request path: SQLite work is blocking and belongs
 //! on its own thread.
+//!
+//! [`keys`]: the host keys' table and audit log ([`keys::KeyStore`]), and
+//! the thread that refills the in-memory `elsinore_keys::KeyRing` when
+//! another process changes them. They live here, beside the migrations
+//! that create their tables, so that the request path (which links only
+//! `elsinore-keys`) links no SQLite.
+
+pub mod keys;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -4,111 +4,86 @@
 //! status codes follow Hamlet's admin API; see `docs/admin-api.md`.
 //!
 //! Every call needs the owning project's key. Key changes run on
-//! `spawn_blocking` (SQLite) and reload the [`KeyRing`] before answering,
+//! `spawn_blocking` (SQLite) and refill the [`KeyRing`] before answering,
 //! so a revoked key stops working by the time the client hears 204.
 
 use std::borrow::Cow;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use elsinore_config::Hostname;
-use elsinore_keys::{
-    now_ms, Actor, Caller, CreatedKey, KeyHash, KeyInfo, KeyRing, KeyStore, Scope,
+use elsinore_keys::{now_ms, KeyHash, KeyRing};
+use elsinore_proxy::credentials::{self, X_HAMLET_HOST_KEY, X_HAMLET_PROJECT_KEY};
+use elsinore_proxy::{
+    CorsPolicy, ProxyBody, ProxyError, ReservedContext, ReservedFuture, ReservedPaths, RouteTable,
 };
-use http::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ORIGIN};
+use elsinore_store::keys::{Actor, Caller, CreatedKey, KeyError, KeyInfo, KeyStore, Scope};
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, ORIGIN};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::auth::{self, X_HAMLET_HOST_KEY, X_HAMLET_PROJECT_KEY};
-use crate::cors::Cors;
+use crate::cors;
+use crate::endpoint::{
+    parse_hostname, read_json, CreateHostBody, CreateKeyBody, Endpoint, RotateBody,
+};
 use crate::host_folders::{self, RemoveError};
-use crate::refresh::TableRefresh;
-use crate::throttle::Throttle;
-use crate::{ProjectRoute, ProxyBody, ProxyError, RouteTable};
+use crate::rescan::RescanRequests;
 
-/// Largest request body accepted (bytes).
-pub const MAX_BODY: usize = 16 * 1024;
 /// How long a host change may take to become live before the API answers
 /// 202 instead of 201/204.
 pub const LIVE_WAIT: Duration = Duration::from_secs(5);
 const LIVE_POLL: Duration = Duration::from_millis(20);
-const KEYS: &str = "/admin/api/_keys";
-const HOSTS: &str = "/admin/api/_hosts";
 
-/// Whether Elsinore answers `path` itself instead of a handler.
-pub fn is_admin_path(path: &str) -> bool {
-    [KEYS, HOSTS].iter().any(|prefix| {
-        path.strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    })
-}
-
-/// The admin API's state: the key database, the key ring it keeps fresh,
-/// the CORS origins and the table-refresh hook (the failure throttle is
-/// the proxy's, see [`AdminRequest::throttle`]).
+/// The tenant admin API: the key database, the key ring it keeps fresh,
+/// the CORS policy (top-level `cors_origins`) and the way to ask the
+/// control plane for a rescan. The failure throttle is the proxy's (see
+/// [`ReservedContext::throttle`]).
 #[derive(Debug)]
-pub struct AdminApi {
+pub struct TenantAdminApi {
     store: Arc<KeyStore>,
     ring: Arc<KeyRing>,
-    cors: Cors,
-    refresh: Option<Arc<dyn TableRefresh>>,
+    cors: CorsPolicy,
+    rescans: Option<RescanRequests>,
 }
 
-/// What the admin API knows about the request besides the request itself.
-pub(crate) struct AdminRequest<'a> {
-    pub host: &'a str,
-    pub project: &'a Arc<ProjectRoute>,
-    pub table: &'a ArcSwap<RouteTable>,
-    /// The client's address (see [`crate::trust`]): what the throttle
-    /// counts and the log names.
-    pub client: IpAddr,
-    pub request_id: &'a HeaderValue,
-    /// The proxy's failure throttle, shared with proxied requests that
-    /// present a key: guesses count in one window whichever path they take.
-    pub throttle: &'a Throttle,
+type Cx<'a> = ReservedContext<'a>;
+
+impl ReservedPaths for TenantAdminApi {
+    fn answer<'a>(&'a self, request: Request<Incoming>, cx: Cx<'a>) -> ReservedFuture<'a> {
+        Box::pin(self.handle(request, cx))
+    }
 }
 
-impl AdminApi {
-    /// An admin API over `store` that reloads `ring` after every change and
+impl TenantAdminApi {
+    /// An admin API over `store` that refills `ring` after every change and
     /// allows the (validated) `cors_origins`.
     pub fn new(store: Arc<KeyStore>, ring: Arc<KeyRing>, cors_origins: &[String]) -> Self {
         Self {
             store,
             ring,
-            cors: Cors::new(cors_origins),
-            refresh: None,
+            cors: cors::policy(cors_origins),
+            rescans: None,
         }
     }
 
-    /// Asks `refresh` for a rescan after creating or removing a host folder.
-    pub fn with_refresh(mut self, refresh: Arc<dyn TableRefresh>) -> Self {
-        self.refresh = Some(refresh);
+    /// Asks the control plane for a rescan through `rescans` after
+    /// creating or removing a host folder.
+    pub fn with_rescans(mut self, rescans: RescanRequests) -> Self {
+        self.rescans = Some(rescans);
         self
-    }
-
-    /// The key ring the request path checks host keys against.
-    pub fn ring(&self) -> &KeyRing {
-        &self.ring
     }
 
     /// Answers one admin API request; errors become JSON responses here so
     /// that they carry CORS headers too.
-    pub(crate) async fn handle(
-        &self,
-        request: Request<Incoming>,
-        cx: AdminRequest<'_>,
-    ) -> Response<ProxyBody> {
-        let origin = self.cors.allow(request.headers().get(ORIGIN));
+    async fn handle(&self, request: Request<Incoming>, cx: Cx<'_>) -> Response<ProxyBody> {
+        let origin = request.headers().get(ORIGIN).cloned();
         let preflight = request.method() == Method::OPTIONS;
         let result = if preflight {
-            preflight_response(request.headers(), origin.clone())
+            self.preflight_response(request.headers())
         } else {
             self.serve(request, &cx).await
         };
@@ -119,19 +94,42 @@ impl AdminApi {
             error.into_response(cx.request_id)
         });
         let headers = response.headers_mut();
-        Cors::add_vary(headers);
+        if preflight {
+            cors::add_vary(headers);
+        } else {
+            self.cors.decorate(origin.as_ref(), headers);
+        }
         // Bodies may hold a new key: never cache them.
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let (Some(origin), false) = (origin, preflight) {
-            Cors::add_headers(headers, origin);
-        }
         response
+    }
+
+    /// OPTIONS: a CORS preflight from an allowed origin gets 204 and the
+    /// CORS headers; from any other origin 403 without them; without
+    /// `Origin` (not a preflight) 204 with `Allow`.
+    fn preflight_response(&self, headers: &HeaderMap) -> Result<Response<ProxyBody>, ProxyError> {
+        let mut response = empty_response(StatusCode::NO_CONTENT);
+        let Some(sent) = headers.get(ORIGIN) else {
+            response.headers_mut().insert(
+                ALLOW,
+                HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+            );
+            return Ok(response);
+        };
+        if !self.cors.allows(sent) {
+            return Err(ProxyError::OriginNotAllowed {
+                origin: String::from_utf8_lossy(sent.as_bytes()).into_owned(),
+            });
+        }
+        self.cors
+            .add_preflight_headers(response.headers_mut(), sent.clone(), None);
+        Ok(response)
     }
 
     async fn serve(
         &self,
         request: Request<Incoming>,
-        cx: &AdminRequest<'_>,
+        cx: &Cx<'_>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let ip = cx.client;
         if let Err(retry_after) = cx.throttle.check(ip, Instant::now()) {
@@ -170,24 +168,25 @@ impl AdminApi {
         &self,
         headers: &HeaderMap,
         query: Option<&str>,
-        cx: &AdminRequest<'_>,
+        cx: &Cx<'_>,
     ) -> Result<(), ProxyError> {
         let project = cx.project;
-        let presented = auth::header_str(headers, &X_HAMLET_PROJECT_KEY)
-            .or_else(|| auth::bearer(headers))
+        let presented = credentials::header_str(headers, &X_HAMLET_PROJECT_KEY)
+            .or_else(|| credentials::bearer(headers))
             .map(Cow::Borrowed)
-            .or_else(|| auth::query_key(query));
-        let host_key = auth::header_str(headers, &X_HAMLET_HOST_KEY);
+            .or_else(|| credentials::query_key(query));
+        let host_key = credentials::header_str(headers, &X_HAMLET_HOST_KEY);
         let now = now_ms();
         if let Some(key) = &presented {
             let hash = KeyHash::of(key);
-            if project.key_hash.as_ref().is_some_and(|h| h.ct_eq(&hash)) {
+            if project.key_is(&hash) {
                 return Ok(());
             }
             let table = cx.table.load();
-            let other_project = table.projects.iter().any(|p| {
-                p.name != project.name && p.key_hash.as_ref().is_some_and(|h| h.ct_eq(&hash))
-            });
+            let other_project = table
+                .projects
+                .iter()
+                .any(|p| p.name != project.name && p.key_is(&hash));
             if other_project {
                 tracing::warn!(client = %cx.client, host = cx.host, project = %project.name, "admin API: another project's key used");
                 return Err(ProxyError::Forbidden {
@@ -207,7 +206,7 @@ impl AdminApi {
         }
         cx.throttle.record_failure(cx.client, Instant::now());
         tracing::warn!(client = %cx.client, host = cx.host, project = %project.name, "admin API: missing or wrong project key");
-        let reason = if project.key_hash.is_none() {
+        let reason = if !project.has_key() {
             format!(
                 "project {} has no key (config.json \"key\" or \"key_env\"), so its admin API is closed",
                 project.name
@@ -220,7 +219,7 @@ impl AdminApi {
         Err(ProxyError::Unauthorized { reason })
     }
 
-    async fn list_keys(&self, cx: &AdminRequest<'_>) -> Result<Response<ProxyBody>, ProxyError> {
+    async fn list_keys(&self, cx: &Cx<'_>) -> Result<Response<ProxyBody>, ProxyError> {
         let (host, project) = (cx.host.to_owned(), cx.project.name.clone());
         let keys = self
             .blocking(move |store, _| store.list(&host, &project))
@@ -238,7 +237,7 @@ impl AdminApi {
 
     async fn create_key(
         &self,
-        cx: &AdminRequest<'_>,
+        cx: &Cx<'_>,
         body: CreateKeyBody,
         caller: Caller,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -246,7 +245,7 @@ impl AdminApi {
         let created = self
             .blocking(move |store, ring| {
                 let created = store.create(&host, &project, &body.label, &caller)?;
-                reload(store, ring);
+                refill(store, ring);
                 Ok(created)
             })
             .await?;
@@ -256,7 +255,7 @@ impl AdminApi {
 
     async fn rotate_key(
         &self,
-        cx: &AdminRequest<'_>,
+        cx: &Cx<'_>,
         id: i64,
         body: RotateBody,
         caller: Caller,
@@ -269,7 +268,7 @@ impl AdminApi {
                     project: &project,
                 };
                 let rotated = store.rotate(scope, id, body.grace_seconds, &caller)?;
-                reload(store, ring);
+                refill(store, ring);
                 Ok(rotated)
             })
             .await?;
@@ -282,7 +281,7 @@ impl AdminApi {
 
     async fn revoke_key(
         &self,
-        cx: &AdminRequest<'_>,
+        cx: &Cx<'_>,
         id: i64,
         caller: Caller,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -293,7 +292,7 @@ impl AdminApi {
                 project: &project,
             };
             let revocation = store.revoke(scope, id, &caller)?;
-            reload(store, ring);
+            refill(store, ring);
             Ok(revocation)
         })
         .await?;
@@ -303,7 +302,7 @@ impl AdminApi {
 
     async fn create_host(
         &self,
-        cx: &AdminRequest<'_>,
+        cx: &Cx<'_>,
         body: CreateHostBody,
         caller: Caller,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -358,7 +357,7 @@ impl AdminApi {
 
     async fn delete_host(
         &self,
-        cx: &AdminRequest<'_>,
+        cx: &Cx<'_>,
         text: &str,
         caller: Caller,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -406,17 +405,19 @@ impl AdminApi {
         }
     }
 
-    /// Asks for a rescan, then waits (at most [`LIVE_WAIT`]) until `done`
-    /// holds for the live table.
+    /// Asks the control plane for a rescan, then waits (at most
+    /// [`LIVE_WAIT`] in all) until `done` holds for the live table.
     async fn wait_live(
         &self,
         table: &ArcSwap<RouteTable>,
         done: impl Fn(&RouteTable) -> bool,
     ) -> bool {
-        if let Some(refresh) = &self.refresh {
-            refresh.request_rescan();
-        }
         let deadline = Instant::now() + LIVE_WAIT;
+        if let Some(rescans) = &self.rescans {
+            // The reply says the rescan ran (or was handed to the folder
+            // watcher); the table, polled below, says whether it is live.
+            let _ = tokio::time::timeout_at(deadline.into(), rescans.rescan()).await;
+        }
         loop {
             if done(&table.load()) {
                 return true;
@@ -450,7 +451,7 @@ impl AdminApi {
 
     async fn blocking<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&KeyStore, &KeyRing) -> elsinore_keys::Result<T> + Send + 'static,
+        work: impl FnOnce(&KeyStore, &KeyRing) -> elsinore_store::keys::Result<T> + Send + 'static,
     ) -> Result<T, ProxyError> {
         let (store, ring) = (self.store.clone(), self.ring.clone());
         tokio::task::spawn_blocking(move || work(&store, &ring))
@@ -460,150 +461,12 @@ impl AdminApi {
     }
 }
 
-/// After a change: reload the ring now. If that fails the change is still
+/// After a change: refill the ring now. If that fails the change is still
 /// committed, and the ring's watcher picks it up within a second.
-fn reload(store: &KeyStore, ring: &KeyRing) {
-    if let Err(err) = ring.reload(store) {
+fn refill(store: &KeyStore, ring: &KeyRing) {
+    if let Err(err) = store.refresh(ring) {
         tracing::warn!(%err, "cannot reload the key ring; the watcher will retry");
     }
-}
-
-/// The admin API's endpoints.
-#[derive(Debug, PartialEq, Eq)]
-enum Endpoint<'a> {
-    ListKeys,
-    CreateKey,
-    RotateKey(i64),
-    RevokeKey(i64),
-    ListHosts,
-    CreateHost,
-    DeleteHost(&'a str),
-}
-
-impl<'a> Endpoint<'a> {
-    fn parse(method: &Method, path: &'a str) -> Result<Self, ProxyError> {
-        let wrong = |allow| ProxyError::WrongMethod {
-            method: method.to_string(),
-            allow,
-        };
-        let not_found = || ProxyError::NotFound {
-            reason: format!("no admin API endpoint {method} {path}"),
-        };
-        let (base, rest) = if let Some(rest) = path.strip_prefix(KEYS) {
-            (KEYS, rest)
-        } else if let Some(rest) = path.strip_prefix(HOSTS) {
-            (HOSTS, rest)
-        } else {
-            return Err(not_found());
-        };
-        let rest = rest.strip_prefix('/').unwrap_or(rest);
-        match (base, rest) {
-            (KEYS, "") => match *method {
-                Method::GET => Ok(Self::ListKeys),
-                Method::POST => Ok(Self::CreateKey),
-                _ => Err(wrong("GET, POST, OPTIONS")),
-            },
-            (KEYS, rest) => match rest.split_once('/') {
-                None => match *method {
-                    Method::DELETE => Ok(Self::RevokeKey(parse_id(rest)?)),
-                    _ => Err(wrong("DELETE, OPTIONS")),
-                },
-                Some((id, "rotate")) => match *method {
-                    Method::POST => Ok(Self::RotateKey(parse_id(id)?)),
-                    _ => Err(wrong("POST, OPTIONS")),
-                },
-                Some(_) => Err(not_found()),
-            },
-            (_, "") => match *method {
-                Method::GET => Ok(Self::ListHosts),
-                Method::POST => Ok(Self::CreateHost),
-                _ => Err(wrong("GET, POST, OPTIONS")),
-            },
-            (_, name) => match *method {
-                Method::DELETE => Ok(Self::DeleteHost(name)),
-                _ => Err(wrong("DELETE, OPTIONS")),
-            },
-        }
-    }
-}
-
-fn parse_id(text: &str) -> Result<i64, ProxyError> {
-    text.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ProxyError::BadRequest {
-            reason: format!("a key id is a positive whole number, not {text:?}"),
-        })
-}
-
-/// A hostname from the API: an exact name (no wildcard, no port), never a
-/// path. The text is used as given: `%2e%2e` is not decoded, so it is
-/// refused like `..` and `/`.
-fn parse_hostname(text: &str) -> Result<Hostname, ProxyError> {
-    if text.starts_with("*.") {
-        return Err(ProxyError::BadRequest {
-            reason: format!("{text:?}: wildcard hosts are declared by the operator (a folder hosts/{text}/), not through the API"),
-        });
-    }
-    Hostname::parse(text).map_err(|err| ProxyError::BadRequest {
-        reason: format!(
-            "{err}; a hostname is dot-separated labels of letters, digits, '-' and '_'"
-        ),
-    })
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateKeyBody {
-    #[serde(default)]
-    label: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RotateBody {
-    #[serde(default)]
-    grace_seconds: u64,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateHostBody {
-    hostname: Option<String>,
-}
-
-/// Reads a JSON body of at most [`MAX_BODY`] bytes; an empty body is `{}`.
-async fn read_json<T: DeserializeOwned + Default>(
-    headers: &HeaderMap,
-    body: Incoming,
-) -> Result<T, ProxyError> {
-    let too_large = ProxyError::BodyTooLarge { limit: MAX_BODY };
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY as u64) {
-        return Err(too_large);
-    }
-    let bytes = Limited::new(body, MAX_BODY)
-        .collect()
-        .await
-        .map_err(|err| {
-            if err.downcast_ref::<LengthLimitError>().is_some() {
-                too_large.clone()
-            } else {
-                ProxyError::BadRequest {
-                    reason: "the request body could not be read".into(),
-                }
-            }
-        })?
-        .to_bytes();
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(&bytes).map_err(|err| ProxyError::BadRequest {
-        reason: format!("invalid JSON body: {err}"),
-    })
 }
 
 /// Names the project declares in the live table (exact or wildcard).
@@ -615,7 +478,7 @@ fn declares(table: &RouteTable, project: &str, name: &str) -> bool {
         .any(|(host, owner)| host == name && owner.project.name == project)
 }
 
-fn list_hosts(cx: &AdminRequest<'_>) -> Response<ProxyBody> {
+fn list_hosts(cx: &Cx<'_>) -> Response<ProxyBody> {
     let table = cx.table.load();
     let hosts: Vec<String> = table
         .hosts
@@ -694,33 +557,8 @@ fn empty_response(status: StatusCode) -> Response<ProxyBody> {
     response
 }
 
-/// OPTIONS: a CORS preflight from an allowed origin gets 204 and the CORS
-/// headers; from any other origin 403 without them; without `Origin` (not
-/// a preflight) 204 with `Allow`.
-fn preflight_response(
-    headers: &HeaderMap,
-    origin: Option<HeaderValue>,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let mut response = empty_response(StatusCode::NO_CONTENT);
-    match (headers.get(ORIGIN), origin) {
-        (None, _) => {
-            response.headers_mut().insert(
-                ALLOW,
-                HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
-            );
-        }
-        (Some(_), Some(origin)) => Cors::add_preflight_headers(response.headers_mut(), origin),
-        (Some(sent), None) => {
-            return Err(ProxyError::OriginNotAllowed {
-                origin: String::from_utf8_lossy(sent.as_bytes()).into_owned(),
-            })
-        }
-    }
-    Ok(response)
-}
-
-fn key_error(err: elsinore_keys::Error) -> ProxyError {
-    use elsinore_keys::Error as E;
+fn key_error(err: KeyError) -> ProxyError {
+    use KeyError as E;
     match err {
         E::NotFound { .. } => ProxyError::NotFound {
             reason: err.to_string(),
@@ -745,102 +583,5 @@ fn join_error(err: tokio::task::JoinError) -> ProxyError {
     tracing::error!(error = %err, "admin API: a blocking task failed");
     ProxyError::Internal {
         reason: "an internal task failed; the details are in Elsinore's log".into(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn admin_paths() {
-        for path in [
-            "/admin/api/_keys",
-            "/admin/api/_keys/",
-            "/admin/api/_keys/3/rotate",
-            "/admin/api/_hosts",
-            "/admin/api/_hosts/a.localhost",
-        ] {
-            assert!(is_admin_path(path), "{path}");
-        }
-        for path in ["/admin/api/_keysX", "/admin/api/other", "/admin/", "/"] {
-            assert!(!is_admin_path(path), "{path}");
-        }
-    }
-
-    #[test]
-    fn endpoints() {
-        let parse = |method: Method, path| Endpoint::parse(&method, path);
-        assert_eq!(
-            parse(Method::GET, "/admin/api/_keys"),
-            Ok(Endpoint::ListKeys)
-        );
-        assert_eq!(
-            parse(Method::POST, "/admin/api/_keys/"),
-            Ok(Endpoint::CreateKey)
-        );
-        assert_eq!(
-            parse(Method::DELETE, "/admin/api/_keys/7"),
-            Ok(Endpoint::RevokeKey(7))
-        );
-        assert_eq!(
-            parse(Method::POST, "/admin/api/_keys/7/rotate"),
-            Ok(Endpoint::RotateKey(7))
-        );
-        assert_eq!(
-            parse(Method::GET, "/admin/api/_hosts"),
-            Ok(Endpoint::ListHosts)
-        );
-        assert_eq!(
-            parse(Method::POST, "/admin/api/_hosts"),
-            Ok(Endpoint::CreateHost)
-        );
-        assert_eq!(
-            parse(Method::DELETE, "/admin/api/_hosts/../etc"),
-            Ok(Endpoint::DeleteHost("../etc"))
-        );
-        assert!(matches!(
-            parse(Method::PUT, "/admin/api/_keys"),
-            Err(ProxyError::WrongMethod { .. })
-        ));
-        assert!(matches!(
-            parse(Method::DELETE, "/admin/api/_keys/abc"),
-            Err(ProxyError::BadRequest { .. })
-        ));
-        assert!(matches!(
-            parse(Method::DELETE, "/admin/api/_keys/0"),
-            Err(ProxyError::BadRequest { .. })
-        ));
-        assert!(matches!(
-            parse(Method::POST, "/admin/api/_keys/7/other"),
-            Err(ProxyError::NotFound { .. })
-        ));
-    }
-
-    #[test]
-    fn hostnames_cannot_be_paths() {
-        assert_eq!(
-            parse_hostname("New.Localhost").map(|h| h.to_string()),
-            Ok("new.localhost".to_owned())
-        );
-        for bad in [
-            "..",
-            "../x",
-            "a/b",
-            "/etc",
-            "%2e%2e",
-            "..%2fx",
-            "a\\b",
-            "*.example.com",
-            "blog.localhost:80",
-            "",
-            ".",
-            "a..b",
-        ] {
-            assert!(
-                matches!(parse_hostname(bad), Err(ProxyError::BadRequest { .. })),
-                "{bad:?} should be refused"
-            );
-        }
     }
 }

@@ -2,15 +2,67 @@
 //! (`elsinore_audit`). Every change and its audit row commit together.
 //!
 //! All of it is blocking SQLite work: call it from a dedicated thread or
-//! `spawn_blocking`, never from async code directly.
+//! `spawn_blocking`, never from async code directly. The keys themselves
+//! (generation, hashing) and the in-memory [`KeyRing`] the request path
+//! checks are `elsinore_keys`, which links no SQLite; this module fills
+//! the ring ([`KeyStore::refresh`], [`watch_ring`]).
+
+mod watch;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use elsinore_keys::{now_ms, KeyHash, KeyRing, LiveKey, SecretKey};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
-use crate::secret::{KeyHash, SecretKey};
-use crate::{now_ms, Error, Result};
+pub use watch::{watch_ring, WATCH_INTERVAL};
+
+/// What went wrong with a key operation.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Store(#[from] crate::StoreError),
+    /// SQLite refused a query.
+    #[error("{context}: {source}")]
+    Sqlite {
+        /// What Elsinore was doing.
+        context: &'static str,
+        /// SQLite's reason.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// No such key (or not one of this host's).
+    #[error("no key with id {id} for this host")]
+    NotFound {
+        /// The id asked for.
+        id: i64,
+    },
+    /// A revoked key cannot be rotated.
+    #[error("key {id} is already revoked; create a new key instead")]
+    AlreadyRevoked {
+        /// The key.
+        id: i64,
+    },
+    /// The label is too long or holds control characters.
+    #[error("invalid label: {0}")]
+    InvalidLabel(String),
+    /// The grace period is too long.
+    #[error("grace_seconds {seconds} is too long: at most {max} (7 days)", max = MAX_GRACE_SECONDS)]
+    InvalidGrace {
+        /// What was asked for.
+        seconds: u64,
+    },
+    /// No key could be generated.
+    #[error(transparent)]
+    Key(#[from] elsinore_keys::Error),
+    /// The watcher thread could not be started.
+    #[error("cannot start the key watcher thread: {0}")]
+    Thread(String),
+}
+
+/// Result type of key operations.
+pub type Result<T, E = KeyError> = std::result::Result<T, E>;
 
 /// Longest label accepted, in characters.
 pub const MAX_LABEL_CHARS: usize = 100;
@@ -167,21 +219,6 @@ pub enum Scope<'a> {
     Any,
 }
 
-/// A key that currently opens its host, as the in-memory ring needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LiveKey {
-    /// Row id.
-    pub id: i64,
-    /// The hostname.
-    pub host: String,
-    /// The project the key belongs to.
-    pub project: String,
-    /// SHA-256 of the key.
-    pub hash: KeyHash,
-    /// `None` for a live key; the end of the grace period otherwise.
-    pub valid_until: Option<i64>,
-}
-
 /// One row of `elsinore_audit`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
@@ -214,7 +251,7 @@ pub struct KeyStore {
 impl KeyStore {
     /// Opens (creating and migrating if needed) the shared database.
     pub fn open(path: &Path) -> Result<Self> {
-        let store = elsinore_store::Store::open(path)?;
+        let store = crate::Store::open(path)?;
         Ok(Self::from_connection(store.into_connection()))
     }
 
@@ -287,7 +324,7 @@ impl KeyStore {
         caller: &Caller,
     ) -> Result<Rotated> {
         if grace_seconds > MAX_GRACE_SECONDS {
-            return Err(Error::InvalidGrace {
+            return Err(KeyError::InvalidGrace {
                 seconds: grace_seconds,
             });
         }
@@ -296,7 +333,7 @@ impl KeyStore {
         let tx = conn.transaction().map_err(sqlite("cannot rotate a key"))?;
         let old = get_in_scope(&tx, scope, id)?;
         if old.revoked_at.is_some() {
-            return Err(Error::AlreadyRevoked { id });
+            return Err(KeyError::AlreadyRevoked { id });
         }
         let new = insert_key(&tx, &old.host, &old.project, &old.label, now)?;
         // `grace_seconds` is at most 7 days, so this cannot overflow.
@@ -349,6 +386,13 @@ impl KeyStore {
     pub fn live_keys(&self, now: i64) -> Result<Vec<LiveKey>> {
         let conn = self.conn();
         live_keys(&conn, now)
+    }
+
+    /// Re-reads the accepted keys into `ring`; returns whether anything
+    /// changed. Called right after every change made through Elsinore, so
+    /// a revoked key stops working before the caller hears about it.
+    pub fn refresh(&self, ring: &KeyRing) -> Result<bool> {
+        Ok(ring.replace(self.live_keys(now_ms())?))
     }
 
     /// Records a change to a host folder (`host_create`, `host_delete`).
@@ -407,7 +451,7 @@ impl KeyStore {
 
 /// Every key accepted at `now`, read on `conn` (the ring's own connection
 /// uses this too).
-pub(crate) fn live_keys(conn: &Connection, now: i64) -> Result<Vec<LiveKey>> {
+fn live_keys(conn: &Connection, now: i64) -> Result<Vec<LiveKey>> {
     let mut statement = conn
         .prepare_cached(
             "SELECT id, host, project, key_hash, grace_until FROM host_secrets
@@ -459,10 +503,10 @@ fn get(conn: &Connection, id: i64) -> Result<Option<KeyInfo>> {
 /// The key, or `NotFound` when it does not exist or is outside `scope`
 /// (the API does not reveal that another host's key exists).
 fn get_in_scope(conn: &Connection, scope: Scope<'_>, id: i64) -> Result<KeyInfo> {
-    let key = get(conn, id)?.ok_or(Error::NotFound { id })?;
+    let key = get(conn, id)?.ok_or(KeyError::NotFound { id })?;
     match scope {
         Scope::Host { host, project } if key.host != host || key.project != project => {
-            Err(Error::NotFound { id })
+            Err(KeyError::NotFound { id })
         }
         _ => Ok(key),
     }
@@ -533,20 +577,20 @@ fn audit(
 /// Labels are shown in UIs and terminals: short, no control characters.
 pub fn check_label(label: &str) -> Result<()> {
     if label.chars().count() > MAX_LABEL_CHARS {
-        return Err(Error::InvalidLabel(format!(
+        return Err(KeyError::InvalidLabel(format!(
             "a label holds at most {MAX_LABEL_CHARS} characters"
         )));
     }
     if label.chars().any(char::is_control) {
-        return Err(Error::InvalidLabel(
+        return Err(KeyError::InvalidLabel(
             "a label cannot hold control characters (newlines, tabs…)".to_owned(),
         ));
     }
     Ok(())
 }
 
-fn sqlite(context: &'static str) -> impl Fn(rusqlite::Error) -> Error {
-    move |source| Error::Sqlite { context, source }
+fn sqlite(context: &'static str) -> impl Fn(rusqlite::Error) -> KeyError {
+    move |source| KeyError::Sqlite { context, source }
 }
 
 #[cfg(test)]
@@ -609,7 +653,7 @@ mod tests {
         for bad in ["two\nlines", &"x".repeat(MAX_LABEL_CHARS + 1)] {
             assert!(matches!(
                 store.create("a.localhost", "p", bad, &api()),
-                Err(Error::InvalidLabel(_))
+                Err(KeyError::InvalidLabel(_))
             ));
         }
         store
@@ -644,7 +688,7 @@ mod tests {
         // A revoked key cannot be rotated again.
         assert!(matches!(
             store.rotate(BLOG, first.info.id, 0, &api()),
-            Err(Error::AlreadyRevoked { .. })
+            Err(KeyError::AlreadyRevoked { .. })
         ));
 
         // Without grace the old key is gone at once.
@@ -654,7 +698,7 @@ mod tests {
         assert_eq!(again.old.status(now_ms()), KeyStatus::Revoked);
         assert!(matches!(
             store.rotate(BLOG, again.new.info.id, MAX_GRACE_SECONDS + 1, &api()),
-            Err(Error::InvalidGrace { .. })
+            Err(KeyError::InvalidGrace { .. })
         ));
 
         let actions: Vec<String> = store
@@ -678,11 +722,11 @@ mod tests {
         };
         assert!(matches!(
             store.revoke(other_scope, key.info.id, &api()),
-            Err(Error::NotFound { .. })
+            Err(KeyError::NotFound { .. })
         ));
         assert!(matches!(
             store.revoke(BLOG, 999, &api()),
-            Err(Error::NotFound { id: 999 })
+            Err(KeyError::NotFound { id: 999 })
         ));
 
         let Revocation::Revoked(info) = store.revoke(BLOG, key.info.id, &api()).expect("revoke")
@@ -745,7 +789,7 @@ mod tests {
             bytes.extend(std::fs::read(entry.expect("entry").path()).expect("read"));
         }
         for key in [created.key.expose(), rotated.new.key.expose()] {
-            let needle = &key.as_bytes()[crate::secret::KEY_PREFIX.len()..];
+            let needle = &key.as_bytes()[elsinore_keys::secret::KEY_PREFIX.len()..];
             assert!(
                 !bytes.windows(needle.len()).any(|w| w == needle),
                 "a key's secret part is in the database files"
