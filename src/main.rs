@@ -13,6 +13,7 @@ mod live;
 mod logging;
 mod metrics_source;
 mod operator;
+mod operator_error;
 mod operator_guard;
 mod plan;
 mod serve;

@@ -63,6 +63,10 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
 async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
     let config = plan.config.clone();
     let http_threads = http_threads();
+    // What every listener is served with; its thread count also splits the
+    // handler pools and the request metrics, one part per request thread.
+    let settings =
+        elsinore_proxy::ServeSettings::from_config(&config).with_request_threads(http_threads);
     let listeners = elsinore_proxy::ThreadListeners::bind(config.listen, http_threads)
         .with_context(|| format!("cannot listen on {} (config.json `listen`)", config.listen))?;
     let local_addr = listeners.local_addr();
@@ -94,12 +98,13 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
     let watcher = start_watching(&live, &config);
     spawn_sighup_reloads(live.clone());
     let admin = keys.into_api(&config, Arc::new(LiveRescan::new(live.clone())));
-    let metrics = Arc::new(elsinore_metrics::Metrics::new(config.metrics.per_host));
-    // Before any request: handler pools and request metrics are split per
-    // request thread.
-    elsinore_proxy::set_request_threads(http_threads);
+    let metrics = Arc::new(
+        elsinore_metrics::Metrics::new(config.metrics.per_host)
+            .with_request_threads(settings.threads),
+    );
     let proxy = Arc::new(
         Proxy::new(live.table())
+            .with_request_threads(settings.threads)
             .with_admin(admin)
             .with_https_port(tls_addr.map(|a| a.port()))
             .with_limits(&config.limits, &config.timeouts)
@@ -128,6 +133,7 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
         live: live.clone(),
         events: events.clone(),
     });
+    let mut operator_task = None;
     if let Some(operator_listener) = operator_listener {
         let addr = operator_listener
             .local_addr()
@@ -139,7 +145,12 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
             metrics: metrics.clone(),
             rates: Arc::default(),
         };
-        tokio::spawn(operator::serve(operator_listener, operator, stopping()));
+        operator_task = Some(tokio::spawn(operator::serve(
+            operator_listener,
+            operator,
+            stopping(),
+            settings,
+        )));
         if !addr.ip().is_loopback() && config.operator_access.token.is_none() {
             tracing::warn!("the operator listener on {addr} has no token; set admin_token_env, or keep it on loopback or a trusted network");
         }
@@ -177,7 +188,6 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
         shutdown_signal(supervisor).await;
         let _ = stop_tx.send(true);
     });
-    let settings = elsinore_proxy::ServeSettings::from_config(&config);
     if http_threads == 0 {
         let listener = listeners
             .into_listener()
@@ -202,8 +212,12 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
             let _ = tls_task.await;
         }
     } else {
-        elsinore_proxy::serve_threads(listeners, tls, proxy, stopping, settings, http_threads)
-            .await;
+        elsinore_proxy::serve_threads(listeners, tls, proxy, stopping, settings).await;
+    }
+    // Drained at the same time as the public listeners, within the same
+    // grace period.
+    if let Some(operator_task) = operator_task {
+        let _ = operator_task.await;
     }
     events.shutdown().await;
     tracing::info!("stopping handlers");

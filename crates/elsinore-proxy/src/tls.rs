@@ -15,12 +15,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::StartHandshake;
 
-use crate::conn::{ConnInfo, TlsInfo};
+use crate::conn_info::{ConnInfo, TlsInfo};
+use crate::listener_service::ListenerService;
 use crate::server::{
     accept_loop, http_builder, listen_port, serve_connection, Listener, ListenerCounts,
     ServeSettings,
 };
-use crate::{Proxy, RouteTable};
+use crate::RouteTable;
+use elsinore_metrics::ThreadShard;
 
 /// A client must complete its handshake within this time; a connection
 /// that sends nothing is closed after it.
@@ -65,10 +67,10 @@ impl CurrentCerts for TableCerts {
 /// accepting and gives open connections up to `grace`, like
 /// [`crate::serve`]. ALPN offers `h2` and `http/1.1`; HTTP/2 clients reach
 /// HTTP/1.1 handlers as on the plain listener.
-pub async fn serve_tls(
+pub async fn serve_tls<S: ListenerService>(
     listener: TcpListener,
     tls: TlsListener,
-    proxy: Arc<Proxy>,
+    proxy: Arc<S>,
     shutdown: impl Future<Output = ()>,
     settings: ServeSettings,
 ) {
@@ -80,10 +82,10 @@ pub async fn serve_tls(
 /// ([`serve_tls`]) or request thread `thread`'s ([`crate::serve_threads`]),
 /// counting its connections in `slots` (`limits.max_connections`, shared
 /// by every loop of the listener).
-pub(crate) async fn serve_tls_on(
+pub(crate) async fn serve_tls_on<S: ListenerService>(
     listener: TcpListener,
     tls: TlsListener,
-    proxy: Arc<Proxy>,
+    proxy: Arc<S>,
     shutdown: impl Future<Output = ()>,
     settings: ServeSettings,
     counts: ListenerCounts,
@@ -97,8 +99,9 @@ pub(crate) async fn serve_tls_on(
     let on_refused = |stream, _| drop(stream);
     let handler_proxy = proxy.clone();
     let port = listen_port(&listener);
+    let shard = ThreadShard::of(thread);
     let each = Listener {
-        scheme: "https",
+        name: "https",
         counts,
         thread,
     };
@@ -122,7 +125,11 @@ pub(crate) async fn serve_tls_on(
                 },
                 () = stopping.wait() => return,
             };
-            let conn = ConnInfo::new(peer, Some(info)).on_port(port.as_ref());
+            let local = if S::LOCAL_ADDR { stream.get_ref().0.local_addr().ok() } else { None };
+            let conn = ConnInfo::new(peer, Some(info))
+                .on_port(port.as_ref())
+                .on_thread(shard)
+                .arrived_on(local);
             serve_connection(builder, stream, proxy, conn, watcher, slot, idle).await;
         }
     })
