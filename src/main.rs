@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod admin;
 mod dev_cert;
 mod events_cmd;
 mod keys_cmd;
@@ -18,6 +17,7 @@ mod operator_guard;
 mod plan;
 mod serve;
 mod status_page;
+mod tenant_api;
 mod tls;
 
 /// Hostname-routed front door for multi-project servers.

@@ -16,10 +16,10 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::admin::{Keys, LiveRescan};
 use crate::live::Live;
 use crate::operator::{self, Operator};
 use crate::plan::Plan;
+use crate::tenant_api::{Keys, LiveRescan};
 
 /// How long a handler gets between SIGTERM and SIGKILL.
 const HANDLER_STOP_GRACE: Duration = Duration::from_secs(5);

@@ -361,7 +361,7 @@ impl ListenerCounts {
 /// One accept loop of a plain-HTTP listener.
 async fn serve_plain<S: ListenerService>(
     listener: TcpListener,
-    proxy: Arc<S>,
+    service: Arc<S>,
     shutdown: impl Future<Output = ()>,
     settings: ServeSettings,
     shared: &Shared,
@@ -373,7 +373,7 @@ async fn serve_plain<S: ListenerService>(
     let limit = settings.limits.max_connections;
     let idle = settings.timeouts.idle;
     let on_refused = {
-        let proxy = proxy.clone();
+        let service = service.clone();
         move |stream: TcpStream, why: Refused| match refusals.clone().try_acquire_owned() {
             Ok(refusal) => {
                 let error = match why {
@@ -382,7 +382,7 @@ async fn serve_plain<S: ListenerService>(
                         ProxyError::TooManyConnectionsFromAddress { limit }
                     }
                 };
-                refuse(&refusing, stream, proxy.clone(), error, refusal);
+                refuse(&refusing, stream, service.clone(), error, refusal);
             }
             Err(_) => drop(stream),
         }
@@ -399,7 +399,7 @@ async fn serve_plain<S: ListenerService>(
         listener,
         shutdown,
         settings,
-        proxy.clone(),
+        service.clone(),
         on_refused,
         move |stream, peer, watcher, _, slot| {
             let local = if S::LOCAL_ADDR {
@@ -414,7 +414,7 @@ async fn serve_plain<S: ListenerService>(
             serve_connection(
                 builder.clone(),
                 stream,
-                proxy.clone(),
+                service.clone(),
                 conn,
                 watcher,
                 slot,
@@ -539,7 +539,7 @@ pub(crate) async fn accept_loop<S, F, Fut>(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     settings: ServeSettings,
-    proxy: Arc<S>,
+    service: Arc<S>,
     on_refused: impl Fn(TcpStream, Refused),
     on_connection: F,
 ) where
@@ -570,7 +570,7 @@ pub(crate) async fn accept_loop<S, F, Fut>(
         // Per address first: a refused address must not take a slot of
         // everyone's limit, even for a moment. Clients behind a trusted
         // proxy all share its address, so it is not counted.
-        let address = if proxy.trusts_peer(peer.ip()) {
+        let address = if service.trusts_peer(peer.ip()) {
             None
         } else {
             match per_address.enter(peer.ip()) {
@@ -620,7 +620,7 @@ pub(crate) async fn accept_loop<S, F, Fut>(
     // Each connection finishes the request in progress (HTTP/1.1) or its
     // open streams (HTTP/2, after a GOAWAY) and closes.
     connections.shutdown();
-    let tunnels = proxy.tunnels().cloned();
+    let tunnels = service.tunnels().cloned();
     let finished = async {
         connections.closed().await;
         if let Some(tunnels) = &tunnels {
@@ -727,7 +727,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) async fn serve_connection<I, S>(
     builders: Arc<Builders>,
     io: I,
-    proxy: Arc<S>,
+    service: Arc<S>,
     conn: ConnInfo,
     watcher: Watcher,
     slot: ConnectionSlot,
@@ -738,7 +738,7 @@ pub(crate) async fn serve_connection<I, S>(
 {
     let peer = conn.peer;
     // Counted as open until this connection's task ends.
-    let _open = proxy.connection_opened();
+    let _open = service.connection_opened();
     // Requests see the slot so an upgraded connection keeps it after
     // hyper lets go of the socket. (In the connection info rather than in
     // each request's extensions: inserting there allocates per request.)
@@ -751,15 +751,15 @@ pub(crate) async fn serve_connection<I, S>(
     // One reference count per connection for each request to take: the
     // proxy's own is shared by every request thread, and taking it per
     // request would have them pass its cache line back and forth.
-    let per_connection = Arc::new((proxy, conn));
+    let per_connection = Arc::new((service, conn));
     let service = {
         let activity = activity.clone();
         service_fn(move |request| {
             let per_connection = per_connection.clone();
             let active = activity.begin();
             async move {
-                let (proxy, conn) = &*per_connection;
-                let response = proxy.call(request, conn).await;
+                let (service, conn) = &*per_connection;
+                let response = service.call(request, conn).await;
                 Ok::<_, Infallible>(response.map(|body| Tracked::new(body, active)))
             }
         })
@@ -859,12 +859,12 @@ fn poll_timer<T>(timer: &mut ConnectionTimer, cx: &mut Context<'_>) -> Poll<Opti
 fn refuse<S: ListenerService>(
     builder: &auto::Builder<TokioExecutor>,
     stream: TcpStream,
-    proxy: Arc<S>,
+    service: Arc<S>,
     error: ProxyError,
     refusal: tokio::sync::OwnedSemaphorePermit,
 ) {
     let service = service_fn(move |request| {
-        let response = proxy.refuse(&request, error.clone());
+        let response = service.refuse(&request, error.clone());
         async move { Ok::<_, Infallible>(response) }
     });
     let connection = builder

@@ -70,12 +70,12 @@ impl CurrentCerts for TableCerts {
 pub async fn serve_tls<S: ListenerService>(
     listener: TcpListener,
     tls: TlsListener,
-    proxy: Arc<S>,
+    service: Arc<S>,
     shutdown: impl Future<Output = ()>,
     settings: ServeSettings,
 ) {
     let counts = ListenerCounts::new(&settings);
-    serve_tls_on(listener, tls, proxy, shutdown, settings, counts, None).await;
+    serve_tls_on(listener, tls, service, shutdown, settings, counts, None).await;
 }
 
 /// One accept loop of the HTTPS listener: the main runtime's
@@ -85,7 +85,7 @@ pub async fn serve_tls<S: ListenerService>(
 pub(crate) async fn serve_tls_on<S: ListenerService>(
     listener: TcpListener,
     tls: TlsListener,
-    proxy: Arc<S>,
+    service: Arc<S>,
     shutdown: impl Future<Output = ()>,
     settings: ServeSettings,
     counts: ListenerCounts,
@@ -97,7 +97,7 @@ pub(crate) async fn serve_tls_on<S: ListenerService>(
     // Over `limits.max_connections` a TLS client is closed before the
     // handshake: answering 503 would cost a handshake per refusal.
     let on_refused = |stream, _| drop(stream);
-    let handler_proxy = proxy.clone();
+    let handler_service = service.clone();
     let port = listen_port(&listener);
     let shard = ThreadShard::of(thread);
     let each = Listener {
@@ -105,8 +105,8 @@ pub(crate) async fn serve_tls_on<S: ListenerService>(
         counts,
         thread,
     };
-    accept_loop(each, listener, shutdown, settings, proxy, on_refused, move |stream, peer, watcher, stopping, slot| {
-        let (builder, tls, proxy, port) = (builder.clone(), tls.clone(), handler_proxy.clone(), port.clone());
+    accept_loop(each, listener, shutdown, settings, service, on_refused, move |stream, peer, watcher, stopping, slot| {
+        let (builder, tls, service, port) = (builder.clone(), tls.clone(), handler_service.clone(), port.clone());
         async move {
             // The handshake runs here, in the connection's own task; a
             // shutdown does not wait for it (no request is in flight yet).
@@ -130,7 +130,7 @@ pub(crate) async fn serve_tls_on<S: ListenerService>(
                 .on_port(port.as_ref())
                 .on_thread(shard)
                 .arrived_on(local);
-            serve_connection(builder, stream, proxy, conn, watcher, slot, idle).await;
+            serve_connection(builder, stream, service, conn, watcher, slot, idle).await;
         }
     })
     .await;

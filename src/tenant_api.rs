@@ -1,6 +1,7 @@
-//! Wiring of host keys and the admin API into `serve`: the key store and
-//! ring (with its watcher), and the admin API's [`TableRefresh`] hook,
-//! which is a live reload.
+//! Wiring of the tenant admin API (`/admin/api/…` on the public
+//! listeners, not the operator listener) into `serve`: the host key store
+//! and ring (with its watcher), and the API's [`TableRefresh`] hook, which
+//! is a live reload.
 
 use std::sync::Arc;
 
