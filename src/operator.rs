@@ -17,6 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
+use anyhow::Context as _;
 use bytes::Bytes;
 use elsinore_events::EventScheduler;
 use elsinore_metrics::Metrics;
@@ -54,6 +55,28 @@ pub struct Operator {
     pub metrics: Arc<Metrics>,
     /// Counter samples for the status page's request rates.
     pub rates: Arc<Rates>,
+}
+
+/// Starts serving `listener` (see [`serve`]) and logs where; warns when
+/// it is reachable off loopback without `has_token`. The task ends once
+/// the listener has drained after `shutdown`.
+pub fn start(
+    listener: TcpListener,
+    operator: Operator,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    settings: ServeSettings,
+    has_token: bool,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let addr = listener
+        .local_addr()
+        .context("operator listener has no address")?;
+    let task = tokio::spawn(serve(listener, operator, shutdown, settings));
+    if !addr.ip().is_loopback() && !has_token {
+        tracing::warn!("the operator listener on {addr} has no token; set admin_token_env, or keep it on loopback or a trusted network");
+    }
+    // Tests and scripts wait for this exact line too.
+    tracing::info!("operator API on http://{addr}");
+    Ok(task)
 }
 
 /// Serves `listener` with `settings` (limits, timeouts, grace) until

@@ -133,30 +133,26 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
         live: live.clone(),
         events: events.clone(),
     });
-    let mut operator_task = None;
-    if let Some(operator_listener) = operator_listener {
-        let addr = operator_listener
-            .local_addr()
-            .context("operator listener has no address")?;
-        let operator = Operator {
-            live: live.clone(),
-            watcher: watcher.clone(),
-            events: events.clone(),
-            metrics: metrics.clone(),
-            rates: Arc::default(),
-        };
-        operator_task = Some(tokio::spawn(operator::serve(
-            operator_listener,
-            operator,
-            stopping(),
-            settings,
-        )));
-        if !addr.ip().is_loopback() && config.operator_access.token.is_none() {
-            tracing::warn!("the operator listener on {addr} has no token; set admin_token_env, or keep it on loopback or a trusted network");
+    let operator_task = match operator_listener {
+        Some(listener) => {
+            let operator = Operator {
+                live: live.clone(),
+                watcher: watcher.clone(),
+                events: events.clone(),
+                metrics: metrics.clone(),
+                rates: Arc::default(),
+            };
+            let has_token = config.operator_access.token.is_some();
+            Some(operator::start(
+                listener,
+                operator,
+                stopping(),
+                settings,
+                has_token,
+            )?)
         }
-        // Tests and scripts wait for this exact line too.
-        tracing::info!("operator API on http://{addr}");
-    }
+        None => None,
+    };
 
     let table = live.table().load_full();
     tracing::info!(
