@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod admin;
 mod dev_cert;
 mod events_cmd;
 mod keys_cmd;
@@ -13,10 +12,12 @@ mod live;
 mod logging;
 mod metrics_source;
 mod operator;
+mod operator_error;
 mod operator_guard;
 mod plan;
 mod serve;
 mod status_page;
+mod tenant_api;
 mod tls;
 
 /// Hostname-routed front door for multi-project servers.

@@ -2,35 +2,44 @@
 //! table and forced reloads, as JSON for scripts and people with curl;
 //! Prometheus metrics at `/metrics` and an HTML status page at `/`.
 //!
+//! Served by the proxy's server machinery ([`elsinore_proxy::serve_with`]),
+//! like the public listeners: `limits.max_connections` and
+//! `max_connections_per_ip`, the header read and idle timeouts, HTTP/1.1
+//! and h2c, and a drain within `shutdown_grace` on shutdown. Errors are
+//! [`OperatorError`]s, written by the proxy's JSON error writer.
+//!
 //! Every request first passes `operator_guard` (`Host`, then the optional
 //! bearer token of `admin_token_env`, then `Origin` on state changes). A
 //! bare port still binds on loopback: without a token, the listener must
 //! only be reachable from a trusted interface.
 
-use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
+use anyhow::Context as _;
 use bytes::Bytes;
 use elsinore_events::EventScheduler;
 use elsinore_metrics::Metrics;
-use elsinore_proxy::RouteTable;
+use elsinore_proxy::{
+    ConnInfo, ListenerService, ProxyBody, ProxyError, RequestIds, RouteTable, ServeSettings,
+    X_REQUEST_ID,
+};
 use elsinore_supervisor::{HandlerHandle, HandlerState};
 use elsinore_watch::FolderWatcher;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use crate::live::{Live, ReloadReport};
-use crate::operator_guard::{self, Refusal};
+use crate::operator_error::OperatorError;
+use crate::operator_guard;
 use crate::status_page::{self, Rates, StatusInput};
+
+/// An endpoint's answer, or the error to answer instead.
+type Answer = Result<Response<Full<Bytes>>, OperatorError>;
 
 /// `GET /events` lists this many runs unless `?limit=` says otherwise.
 const DEFAULT_EVENTS_LIMIT: usize = 20;
@@ -48,10 +57,36 @@ pub struct Operator {
     pub rates: Arc<Rates>,
 }
 
-/// Serves `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, operator: Operator, shutdown: impl Future<Output = ()>) {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    tokio::pin!(shutdown);
+/// Starts serving `listener` (see [`serve`]) and logs where; warns when
+/// it is reachable off loopback without `has_token`. The task ends once
+/// the listener has drained after `shutdown`.
+pub fn start(
+    listener: TcpListener,
+    operator: Operator,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    settings: ServeSettings,
+    has_token: bool,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let addr = listener
+        .local_addr()
+        .context("operator listener has no address")?;
+    let task = tokio::spawn(serve(listener, operator, shutdown, settings));
+    if !addr.ip().is_loopback() && !has_token {
+        tracing::warn!("the operator listener on {addr} has no token; set admin_token_env, or keep it on loopback or a trusted network");
+    }
+    // Tests and scripts wait for this exact line too.
+    tracing::info!("operator API on http://{addr}");
+    Ok(task)
+}
+
+/// Serves `listener` with `settings` (limits, timeouts, grace) until
+/// `shutdown` resolves, then drains it like a public listener.
+pub async fn serve(
+    listener: TcpListener,
+    operator: Operator,
+    shutdown: impl Future<Output = ()>,
+    settings: ServeSettings,
+) {
     // Rates need samples even when nobody is looking at the page.
     let sampler = {
         let (metrics, rates) = (operator.metrics.clone(), operator.rates.clone());
@@ -64,67 +99,77 @@ pub async fn serve(listener: TcpListener, operator: Operator, shutdown: impl Fut
         })
     };
     let _stop_sampler = AbortOnDrop(sampler);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::error!(%err, "operator listener: accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
+    let service = Arc::new(OperatorService {
+        operator,
+        request_ids: RequestIds::new(),
+    });
+    elsinore_proxy::serve_with(listener, service, shutdown, settings).await;
+}
+
+/// The operator listener as the server machinery sees it: the guard, then
+/// the endpoints; every response carries an `X-Request-Id`.
+#[derive(Debug)]
+struct OperatorService {
+    operator: Operator,
+    request_ids: RequestIds,
+}
+
+impl ListenerService for OperatorService {
+    const NAME: &'static str = "operator";
+    // The `Host` check accepts the address the connection arrived on (the
+    // interface's, when bound on 0.0.0.0).
+    const LOCAL_ADDR: bool = true;
+
+    async fn call(&self, request: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
+        let request_id = self
+            .request_ids
+            .for_request(request.headers().get(X_REQUEST_ID));
+        let browser = wants_html(&request);
+        let answer = match conn.local() {
+            Some(local) => self.operator.guarded(request, local).await,
+            None => Err(OperatorError::Internal(
+                "cannot tell which address this connection arrived on".to_owned(),
+            )),
         };
-        // The address this connection arrived on is the listener's own
-        // address as far as `Host` goes (the interface's, when bound on
-        // 0.0.0.0).
-        let local = match stream.local_addr() {
-            Ok(local) => local,
-            Err(err) => {
-                tracing::debug!(%peer, error = %err, "operator connection has no local address");
-                continue;
-            }
+        let mut response = match answer {
+            Ok(response) => response,
+            Err(error) => error.into_response(&request_id, browser),
         };
-        let operator = operator.clone();
-        let service = service_fn(move |request| {
-            let operator = operator.clone();
-            async move { Ok::<_, Infallible>(operator.guarded(request, local).await) }
-        });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(%peer, error = %err, "operator connection ended with an error");
-            }
-        });
+        response.headers_mut().insert(X_REQUEST_ID, request_id);
+        response.map(Either::Right)
+    }
+
+    /// Over `limits.max_connections`: the proxy's 503, same shape.
+    fn refuse(&self, request: &Request<Incoming>, error: ProxyError) -> Response<ProxyBody> {
+        let request_id = self
+            .request_ids
+            .for_request(request.headers().get(X_REQUEST_ID));
+        error.into_response(&request_id)
     }
 }
 
 impl Operator {
     /// Answers `request` if `operator_guard` lets it through, else the
-    /// refusal.
-    async fn guarded(
-        &self,
-        request: Request<Incoming>,
-        local: SocketAddr,
-    ) -> Response<Full<Bytes>> {
+    /// refusal. `local` is the address the connection arrived on.
+    async fn guarded(&self, request: Request<Incoming>, local: std::net::SocketAddr) -> Answer {
         let access = self.live.operator_access();
         match operator_guard::check(&access, &request, local) {
             Ok(()) => self.handle(request).await,
-            Err(refusal) => refuse(&refusal, &request),
+            Err(refusal) => Err(OperatorError::Refused {
+                refusal,
+                method: request.method().clone(),
+            }),
         }
     }
 
-    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(&self, request: Request<Incoming>) -> Answer {
         let path = request.uri().path();
         match (request.method(), path) {
-            (&Method::GET, "/") => self.status_page().await,
+            (&Method::GET, "/") => Ok(self.status_page().await),
             (&Method::GET, "/metrics") => self.metrics(),
-            (&Method::GET, "/healthz") => reply(StatusCode::OK, &json!({"status": "ok"})),
-            (&Method::GET, "/readyz") => self.readyz(),
-            (&Method::GET, "/routes") => reply(StatusCode::OK, &self.routes()),
+            (&Method::GET, "/healthz") => Ok(reply(StatusCode::OK, &json!({"status": "ok"}))),
+            (&Method::GET, "/readyz") => Ok(self.readyz()),
+            (&Method::GET, "/routes") => Ok(reply(StatusCode::OK, &self.routes())),
             (&Method::POST, "/reload") => {
                 let report = self.live.reload("POST /reload").await;
                 let status = if report.ok() {
@@ -132,7 +177,7 @@ impl Operator {
                 } else {
                     StatusCode::UNPROCESSABLE_ENTITY
                 };
-                reply(status, &report_json(&report))
+                Ok(reply(status, &report_json(&report)))
             }
             (&Method::POST, "/events/run") => self.run_events().await,
             (&Method::GET, "/events") => self.events_status(request.uri().query()).await,
@@ -140,25 +185,18 @@ impl Operator {
                 _,
                 "/" | "/metrics" | "/healthz" | "/readyz" | "/routes" | "/reload" | "/events/run"
                 | "/events",
-            ) => reply(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &json!({"error": format!("{} is not allowed on {path}", request.method())}),
-            ),
-            _ => reply(
-                StatusCode::NOT_FOUND,
-                &json!({
-                    "error": format!("no operator endpoint {path}"),
-                    "endpoints": [
-                        "GET /", "GET /metrics", "GET /healthz", "GET /readyz", "GET /routes", "POST /reload",
-                        "GET /events", "POST /events/run",
-                    ],
-                }),
-            ),
+            ) => Err(OperatorError::WrongMethod {
+                method: request.method().clone(),
+                path: path.to_owned(),
+            }),
+            _ => Err(OperatorError::NoEndpoint {
+                path: path.to_owned(),
+            }),
         }
     }
 
     /// Prometheus text format (OpenMetrics 1.0, which Prometheus reads).
-    fn metrics(&self) -> Response<Full<Bytes>> {
+    fn metrics(&self) -> Answer {
         match self.metrics.encode() {
             Ok(text) => {
                 let mut response = Response::new(Full::new(Bytes::from(text)));
@@ -170,12 +208,11 @@ impl Operator {
                     header::CACHE_CONTROL,
                     header::HeaderValue::from_static("no-store"),
                 );
-                response
+                Ok(response)
             }
-            Err(err) => reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &json!({"error": format!("cannot encode the metrics: {err}")}),
-            ),
+            Err(err) => Err(OperatorError::Internal(format!(
+                "cannot encode the metrics: {err}"
+            ))),
         }
     }
 
@@ -214,23 +251,19 @@ impl Operator {
 
     /// Runs SoftDeleteCleanup and SessionExpiry now (after any run in
     /// progress) and answers the per-table counts.
-    async fn run_events(&self) -> Response<Full<Bytes>> {
+    async fn run_events(&self) -> Answer {
         match self.events.run_now().await {
             Ok(report) => reply_serialized(StatusCode::OK, &report),
-            Err(err @ elsinore_events::Error::Stopped) => reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &json!({"error": err.to_string()}),
-            ),
-            Err(err) => reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &json!({"error": err.to_string()}),
-            ),
+            Err(err @ elsinore_events::Error::Stopped) => {
+                Err(OperatorError::Unavailable(err.to_string()))
+            }
+            Err(err) => Err(OperatorError::Internal(err.to_string())),
         }
     }
 
     /// The schedule and the most recent runs (`?limit=N`, default 20, at
     /// most 500).
-    async fn events_status(&self, query: Option<&str>) -> Response<Full<Bytes>> {
+    async fn events_status(&self, query: Option<&str>) -> Answer {
         let limit = query
             .into_iter()
             .flat_map(|q| q.split('&'))
@@ -240,18 +273,14 @@ impl Operator {
             None => DEFAULT_EVENTS_LIMIT,
             Some(Ok(limit)) if (1..=MAX_EVENTS_LIMIT).contains(&limit) => limit,
             Some(_) => {
-                return reply(
-                    StatusCode::BAD_REQUEST,
-                    &json!({"error": format!("limit must be a number from 1 to {MAX_EVENTS_LIMIT}")}),
-                )
+                return Err(OperatorError::BadRequest(format!(
+                    "limit must be a number from 1 to {MAX_EVENTS_LIMIT}"
+                )))
             }
         };
         match self.events.status(limit).await {
             Ok(status) => reply_serialized(StatusCode::OK, &status),
-            Err(err) => reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &json!({"error": err.to_string()}),
-            ),
+            Err(err) => Err(OperatorError::Internal(err.to_string())),
         }
     }
 
@@ -375,66 +404,6 @@ pub fn report_json(report: &ReloadReport) -> Value {
     })
 }
 
-/// The response to a request `operator_guard` refused: JSON, except
-/// for a browser opening a page without the token, which gets the page
-/// that asks for it (`status_page::TOKEN_PAGE`).
-fn refuse<B>(refusal: &Refusal, request: &Request<B>) -> Response<Full<Bytes>> {
-    let (status, error) = match refusal {
-        Refusal::TwoHosts => (
-            StatusCode::BAD_REQUEST,
-            "the request has more than one Host header".to_owned(),
-        ),
-        Refusal::NoHost => (
-            StatusCode::MISDIRECTED_REQUEST,
-            "the request has no Host; the operator listener answers its own address, localhost and the names in config.json \"admin_hosts\"".to_owned(),
-        ),
-        Refusal::ForeignHost(host) => (
-            StatusCode::MISDIRECTED_REQUEST,
-            format!("Host {host:?} is not this operator listener: it answers its own address, localhost and the names in config.json \"admin_hosts\" (add the name there to allow it)"),
-        ),
-        Refusal::NoToken => (
-            StatusCode::UNAUTHORIZED,
-            "this operator listener needs Authorization: Bearer <token>, the value of the variable config.json \"admin_token_env\" names".to_owned(),
-        ),
-        Refusal::WrongToken => (
-            StatusCode::UNAUTHORIZED,
-            "the bearer token is not this operator listener's (config.json \"admin_token_env\")".to_owned(),
-        ),
-        Refusal::ForeignOrigin(origin) => (
-            StatusCode::FORBIDDEN,
-            format!("{} from Origin {origin:?} refused: only pages of this operator listener may change anything; scripts send no Origin", request.method()),
-        ),
-        Refusal::CrossSite => (
-            StatusCode::FORBIDDEN,
-            format!("cross-site {} refused (Sec-Fetch-Site: cross-site)", request.method()),
-        ),
-    };
-    let mut response = if status == StatusCode::UNAUTHORIZED && wants_html(request) {
-        let mut page = Response::new(Full::new(Bytes::from_static(
-            status_page::TOKEN_PAGE.as_bytes(),
-        )));
-        *page.status_mut() = status;
-        page.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("text/html; charset=utf-8"),
-        );
-        page.headers_mut().insert(
-            header::CACHE_CONTROL,
-            header::HeaderValue::from_static("no-store"),
-        );
-        page
-    } else {
-        reply(status, &json!({"error": error}))
-    };
-    if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer realm=\"elsinore operator\""),
-        );
-    }
-    response
-}
-
 /// A browser navigating (a GET that accepts HTML), not a script.
 fn wants_html<B>(request: &Request<B>) -> bool {
     request.method() == Method::GET
@@ -445,13 +414,12 @@ fn wants_html<B>(request: &Request<B>) -> bool {
             .is_some_and(|accept| accept.contains("text/html"))
 }
 
-fn reply_serialized(status: StatusCode, body: &impl serde::Serialize) -> Response<Full<Bytes>> {
+fn reply_serialized(status: StatusCode, body: &impl serde::Serialize) -> Answer {
     match serde_json::to_value(body) {
-        Ok(value) => reply(status, &value),
-        Err(err) => reply(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &json!({"error": format!("cannot encode the answer: {err}")}),
-        ),
+        Ok(value) => Ok(reply(status, &value)),
+        Err(err) => Err(OperatorError::Internal(format!(
+            "cannot encode the answer: {err}"
+        ))),
     }
 }
 

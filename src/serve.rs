@@ -16,10 +16,10 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::admin::{self, Keys};
 use crate::live::Live;
 use crate::operator::{self, Operator};
 use crate::plan::Plan;
+use crate::tenant_api::{self, Keys};
 
 /// How long a handler gets between SIGTERM and SIGKILL.
 const HANDLER_STOP_GRACE: Duration = Duration::from_secs(5);
@@ -63,6 +63,10 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
 async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
     let config = plan.config.clone();
     let http_threads = http_threads();
+    // What every listener is served with; its thread count also splits the
+    // handler pools and the request metrics, one part per request thread.
+    let settings =
+        elsinore_proxy::ServeSettings::from_config(&config).with_request_threads(http_threads);
     let listeners = elsinore_proxy::ThreadListeners::bind(config.listen, http_threads)
         .with_context(|| format!("cannot listen on {} (config.json `listen`)", config.listen))?;
     let local_addr = listeners.local_addr();
@@ -94,15 +98,16 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
     let watcher = start_watching(&live, &config);
     spawn_sighup_reloads(live.clone());
     let (rescans, rescan_queue) = elsinore_tenant_admin::rescan_channel();
-    tokio::spawn(admin::serve_rescans(rescan_queue, live.clone()));
+    tokio::spawn(tenant_api::serve_rescans(rescan_queue, live.clone()));
     let key_ring = keys.ring();
     let admin = Arc::new(keys.into_api(&config, rescans));
-    let metrics = Arc::new(elsinore_metrics::Metrics::new(config.metrics.per_host));
-    // Before any request: handler pools and request metrics are split per
-    // request thread.
-    elsinore_proxy::set_request_threads(http_threads);
+    let metrics = Arc::new(
+        elsinore_metrics::Metrics::new(config.metrics.per_host)
+            .with_request_threads(settings.threads),
+    );
     let proxy = Arc::new(
         Proxy::new(live.table())
+            .with_request_threads(settings.threads)
             .with_reserved(admin)
             .with_key_ring(key_ring)
             .with_https_port(tls_addr.map(|a| a.port()))
@@ -132,24 +137,26 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
         live: live.clone(),
         events: events.clone(),
     });
-    if let Some(operator_listener) = operator_listener {
-        let addr = operator_listener
-            .local_addr()
-            .context("operator listener has no address")?;
-        let operator = Operator {
-            live: live.clone(),
-            watcher: watcher.clone(),
-            events: events.clone(),
-            metrics: metrics.clone(),
-            rates: Arc::default(),
-        };
-        tokio::spawn(operator::serve(operator_listener, operator, stopping()));
-        if !addr.ip().is_loopback() && config.operator_access.token.is_none() {
-            tracing::warn!("the operator listener on {addr} has no token; set admin_token_env, or keep it on loopback or a trusted network");
+    let operator_task = match operator_listener {
+        Some(listener) => {
+            let operator = Operator {
+                live: live.clone(),
+                watcher: watcher.clone(),
+                events: events.clone(),
+                metrics: metrics.clone(),
+                rates: Arc::default(),
+            };
+            let has_token = config.operator_access.token.is_some();
+            Some(operator::start(
+                listener,
+                operator,
+                stopping(),
+                settings,
+                has_token,
+            )?)
         }
-        // Tests and scripts wait for this exact line too.
-        tracing::info!("operator API on http://{addr}");
-    }
+        None => None,
+    };
 
     let table = live.table().load_full();
     tracing::info!(
@@ -181,7 +188,6 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
         shutdown_signal(supervisor).await;
         let _ = stop_tx.send(true);
     });
-    let settings = elsinore_proxy::ServeSettings::from_config(&config);
     if http_threads == 0 {
         let listener = listeners
             .into_listener()
@@ -206,8 +212,12 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
             let _ = tls_task.await;
         }
     } else {
-        elsinore_proxy::serve_threads(listeners, tls, proxy, stopping, settings, http_threads)
-            .await;
+        elsinore_proxy::serve_threads(listeners, tls, proxy, stopping, settings).await;
+    }
+    // Drained at the same time as the public listeners, within the same
+    // grace period.
+    if let Some(operator_task) = operator_task {
+        let _ = operator_task.await;
     }
     events.shutdown().await;
     tracing::info!("stopping handlers");

@@ -19,6 +19,7 @@
 //! counted with empty project and handler labels and no host.
 
 mod series;
+mod threads;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,7 +36,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
 use series::{class_index, RequestCollector, Series, SeriesMap, CLASSES};
-pub use series::{set_recording_thread, set_recording_threads};
+pub use threads::{RequestThreads, ThreadShard};
 
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -143,6 +144,9 @@ impl HandlerErrorKind {
 /// One finished request, as the request path reports it.
 #[derive(Debug)]
 pub struct RequestSample<'a> {
+    /// The thread that answered it: the request metrics are split per
+    /// request thread (see [`RequestThreads`]).
+    pub shard: ThreadShard,
     /// Project name; empty when the host is unknown.
     pub project: &'a str,
     /// Handler name, [`ADMIN_HANDLER`], or empty when none was chosen.
@@ -193,6 +197,8 @@ pub trait ScrapeSource: std::fmt::Debug + Send + Sync + 'static {
 #[derive(Debug)]
 pub struct Metrics {
     per_host: bool,
+    /// How many ways request series are split.
+    threads: RequestThreads,
     registry: Mutex<Registry>,
     handler_errors: Family<ErrorLabels, Counter>,
     auth_failures: Family<AuthLabels, Counter>,
@@ -246,7 +252,17 @@ impl Metrics {
             series,
             host_series: Mutex::new(0),
             max_host_series: MAX_HOST_SERIES,
+            threads: RequestThreads::default(),
         }
+    }
+
+    /// Splits each request series (without a host label) into one shard
+    /// per request thread of `threads`, so that recording a request writes
+    /// only its own thread's cache lines. Without it, one shard.
+    #[must_use]
+    pub fn with_request_threads(mut self, threads: RequestThreads) -> Self {
+        self.threads = threads;
+        self
     }
 
     /// The series of one label set, created (once per label set) when
@@ -275,11 +291,14 @@ impl Metrics {
         if !host.is_empty() {
             *host_series += 1;
         }
-        let series = Arc::new(Series::new(RequestLabels {
-            project: project.to_owned(),
-            handler: handler.to_owned(),
-            host: self.per_host.then(|| host.to_owned()),
-        }));
+        let series = Arc::new(Series::new(
+            RequestLabels {
+                project: project.to_owned(),
+                handler: handler.to_owned(),
+                host: self.per_host.then(|| host.to_owned()),
+            },
+            self.threads,
+        ));
         let mut map = SeriesMap::clone(&map);
         map.entry(project.to_owned())
             .or_default()
@@ -511,6 +530,7 @@ mod tests {
         let metrics = Metrics::new(false);
         metrics.register_source(Fixed);
         metrics.record(&RequestSample {
+            shard: ThreadShard::OTHER,
             project: "othello",
             handler: "web",
             host: Some("ignored.test"),
@@ -559,6 +579,7 @@ mod tests {
 
     fn sample<'a>(handler: &'a str, host: &'a str) -> RequestSample<'a> {
         RequestSample {
+            shard: ThreadShard::OTHER,
             project: "p",
             handler,
             host: Some(host),
@@ -633,6 +654,7 @@ mod tests {
     fn host_label_only_when_given() {
         let metrics = Metrics::new(true);
         metrics.record(&RequestSample {
+            shard: ThreadShard::OTHER,
             project: "p",
             handler: "h",
             host: Some("a.test"),

@@ -7,15 +7,15 @@
 //! the same few cache lines (two locks and their data, three counters)
 //! for every request, so each request paid for moving them from the other
 //! core, more so the more cores share them. Here each series has one
-//! [`Shard`] per request thread (see [`set_recording_thread`]; at most
-//! [`MAX_SHARDS`]), padded to its own cache lines; a scrape adds the
-//! shards up. A per-host series (`metrics.per_host`) has a single shard:
+//! [`Shard`] per request thread (as many as [`crate::RequestThreads`] the
+//! registry was made for, at most [`MAX_SHARDS`]; the recording thread's
+//! [`crate::ThreadShard`] comes with each sample), padded to its own cache lines;
+//! a scrape adds the shards up. A per-host series (`metrics.per_host`) has a single shard:
 //! there may be thousands, each shard is 384 bytes, and the traffic is
 //! spread over them anyway.
 
-use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ use prometheus_client::encoding::{
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::MetricType;
 
-use crate::{RequestLabels, RequestSample};
+use crate::{RequestLabels, RequestSample, RequestThreads};
 
 /// project → handler → host (empty without per_host) → series.
 ///
@@ -96,29 +96,8 @@ impl std::hash::Hasher for FnvHasher {
     }
 }
 
-/// How many shards a series created from now on has.
-static SHARDS: AtomicUsize = AtomicUsize::new(1);
-
 /// Request threads past this many share shards (the index is clamped).
 const MAX_SHARDS: usize = 17;
-
-thread_local! {
-    /// This thread's shard: 0 unless [`set_recording_thread`] said.
-    static SHARD: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Gives every series created from now on `threads` + 1 shards: one per
-/// request thread, and shard 0 for every other thread. Call once at
-/// startup, before requests are served.
-pub fn set_recording_threads(threads: usize) {
-    SHARDS.store(threads + 1, Ordering::Relaxed);
-}
-
-/// Marks the current thread as request thread `index` (0-based), which
-/// records into its own shard of every series.
-pub fn set_recording_thread(index: usize) {
-    SHARD.with(|shard| shard.set(index + 1));
-}
 
 /// Status classes, indexed as [`Shard::requests`].
 pub(crate) const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -191,11 +170,13 @@ pub(crate) fn class_index(status: u16) -> usize {
 }
 
 impl Series {
-    pub(crate) fn new(labels: RequestLabels) -> Self {
+    /// A series with one shard per request thread of `threads` (one in
+    /// all with a host label).
+    pub(crate) fn new(labels: RequestLabels, threads: RequestThreads) -> Self {
         let shards = if labels.host.is_some() {
             1
         } else {
-            SHARDS.load(Ordering::Relaxed).clamp(1, MAX_SHARDS)
+            threads.shards().clamp(1, MAX_SHARDS)
         };
         Self {
             labels,
@@ -203,11 +184,9 @@ impl Series {
         }
     }
 
-    /// Adds `sample` to this thread's shard.
+    /// Adds `sample` to the shard of the thread that recorded it.
     pub(crate) fn record(&self, sample: &RequestSample<'_>) {
-        // A thread tearing down its locals records into shard 0.
-        let index = SHARD.try_with(Cell::get).unwrap_or(0);
-        let shard = &self.shards[index.min(self.shards.len() - 1)];
+        let shard = &self.shards[sample.shard.index_in(self.shards.len())];
         shard.requests[class_index(sample.status)].fetch_add(1, Ordering::Relaxed);
         shard.request_duration.observe(sample.total);
         if let Some(handler) = sample.handler_time {
@@ -341,6 +320,7 @@ impl Collector for RequestCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ThreadShard;
 
     fn labels() -> RequestLabels {
         RequestLabels {
@@ -351,7 +331,12 @@ mod tests {
     }
 
     fn observe(series: &Series, total: Duration) {
+        observe_on(series, ThreadShard::OTHER, total);
+    }
+
+    fn observe_on(series: &Series, shard: ThreadShard, total: Duration) {
         series.record(&RequestSample {
+            shard,
             project: "p",
             handler: "h",
             host: None,
@@ -365,7 +350,7 @@ mod tests {
 
     #[test]
     fn buckets_hold_what_is_at_most_their_bound() {
-        let series = Series::new(labels());
+        let series = Series::new(labels(), RequestThreads::default());
         observe(&series, Duration::from_millis(1));
         observe(&series, Duration::from_micros(1001));
         observe(&series, Duration::from_secs(60));
@@ -380,21 +365,23 @@ mod tests {
 
     #[test]
     fn a_per_host_series_has_one_shard() {
-        set_recording_threads(2);
-        let series = Series::new(RequestLabels {
-            host: Some("a.test".into()),
-            ..labels()
-        });
+        let threads = RequestThreads::new(2);
+        let series = Series::new(
+            RequestLabels {
+                host: Some("a.test".into()),
+                ..labels()
+            },
+            threads,
+        );
         assert_eq!(series.shards.len(), 1);
-        set_recording_thread(1);
-        observe(&series, Duration::from_millis(3));
+        observe_on(&series, threads.shard(1), Duration::from_millis(3));
         assert_eq!(series.requests(1), 1);
     }
 
     #[test]
     fn threads_add_up_across_their_shards() {
-        set_recording_threads(2);
-        let series = Arc::new(Series::new(labels()));
+        let request_threads = RequestThreads::new(2);
+        let series = Arc::new(Series::new(labels(), request_threads));
         assert_eq!(series.shards.len(), 3);
         let threads: Vec<_> = (0..4)
             .map(|index| {
@@ -402,11 +389,13 @@ mod tests {
                 std::thread::spawn(move || {
                     // Two request threads, two others (shard 0), and an
                     // index past the shards (clamped to the last).
-                    if index < 2 {
-                        set_recording_thread(index * 2);
-                    }
+                    let shard = if index < 2 {
+                        request_threads.shard(index * 2)
+                    } else {
+                        ThreadShard::OTHER
+                    };
                     for _ in 0..1000 {
-                        observe(&series, Duration::from_millis(3));
+                        observe_on(&series, shard, Duration::from_millis(3));
                     }
                 })
             })

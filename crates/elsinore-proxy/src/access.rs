@@ -11,13 +11,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use elsinore_metrics::{
-    HandlerErrorKind, Metrics, RequestSample, ADMIN_HANDLER, DEFAULT_HOST_LABEL, STATIC_HANDLER,
+    HandlerErrorKind, Metrics, RequestSample, ThreadShard, ADMIN_HANDLER, DEFAULT_HOST_LABEL,
+    STATIC_HANDLER,
 };
 use elsinore_supervisor::HandlerHandle;
 use http::{HeaderValue, Method, Response, StatusCode, Uri};
 use http_body_util::Either;
 use hyper::body::Body;
 
+use crate::conn_info::ConnInfo;
 use crate::error::ProxyError;
 use crate::limits::BodyProgress;
 use crate::{ProjectRoute, ProxyBody};
@@ -59,6 +61,8 @@ pub(crate) struct Access {
     /// Until the handler's response headers.
     pub(crate) handler_time: Option<Duration>,
     metrics: Arc<Metrics>,
+    /// The request thread answering: its own shard of the metrics.
+    shard: ThreadShard,
 }
 
 #[derive(Debug)]
@@ -72,10 +76,11 @@ enum BytesIn {
 impl Access {
     pub(crate) fn begin<B>(
         request: &http::Request<B>,
-        client: SocketAddr,
+        conn: &ConnInfo,
         request_id: &HeaderValue,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let client = conn.peer;
         let logged = tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO);
         let declared = request
             .headers()
@@ -100,6 +105,7 @@ impl Access {
             bytes_in: BytesIn::Declared(declared),
             handler_time: None,
             metrics,
+            shard: conn.shard,
         }
     }
 
@@ -191,6 +197,7 @@ impl Access {
         }
         let project = self.project_name();
         self.metrics.record(&RequestSample {
+            shard: self.shard,
             project,
             handler: self.handler_name(),
             host: self.host_label.as_ref().map(HostLabel::as_str),

@@ -21,6 +21,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use elsinore_metrics::{RequestThreads, ThreadShard};
 use elsinore_supervisor::HandlerHandle;
 use http::uri::Authority;
 use http::{Request, Response, StatusCode};
@@ -45,6 +46,8 @@ const MAX_IDLE: usize = 1024;
 pub(crate) struct HandlerClient {
     connect_timeout: Duration,
     builder: http1::Builder,
+    /// How many ways each handler's pool is split.
+    threads: RequestThreads,
 }
 
 /// Why a handler request failed.
@@ -62,15 +65,29 @@ impl HandlerClient {
     /// Connects with `connect_timeout`: a loopback connect takes
     /// microseconds, but a handler whose accept queue is full must not
     /// hold the request forever.
-    pub(crate) fn new(connect_timeout: Duration) -> Self {
+    /// Each handler's pool has one list of idle connections per request
+    /// thread of `threads`.
+    pub(crate) fn new(connect_timeout: Duration, threads: RequestThreads) -> Self {
         Self {
             connect_timeout,
             builder: http1::Builder::new(),
+            threads,
         }
     }
 
+    /// How long a connect may take.
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// How many ways pools are split.
+    pub(crate) fn threads(&self) -> RequestThreads {
+        self.threads
+    }
+
     /// Sends `request` (origin-form URI, the client's Host) to `handler`
-    /// over a pooled connection, or a new one.
+    /// over a pooled connection from the list of `shard` (the request
+    /// thread running this), or a new one that goes back to that list.
     ///
     /// Not an `async fn`: one of those keeps its arguments twice (as
     /// passed and as moved into its body), and a request is ~300 bytes
@@ -83,16 +100,18 @@ impl HandlerClient {
         &'a self,
         handler: &'a HandlerHandle,
         mut request: Request<RequestBody>,
+        shard: ThreadShard,
     ) -> impl Future<Output = Result<Response<PooledBody>, ClientError>> + 'a {
         async move {
             let pool = handler
-                .request_state(|| Arc::new(Pool::new(handler.max_concurrent())))
+                .request_state(|| Arc::new(Pool::new(handler.max_concurrent(), self.threads)))
                 .ok_or_else(|| {
                     ClientError::Connect(io::Error::other("handler state of another type"))
                 })?;
-            while let Some(mut sender) = pool.checkout() {
+            let shard = pool.shard_index(shard);
+            while let Some(mut sender) = pool.checkout(shard) {
                 match sender.try_send_request(request).await {
-                    Ok(response) => return Ok(leased(response, sender, pool)),
+                    Ok(response) => return Ok(leased(response, sender, pool, shard)),
                     Err(mut err) => match err.take_message() {
                         // Closed before the request went out (the handler
                         // dropped an idle connection): safe to send elsewhere.
@@ -103,7 +122,7 @@ impl HandlerClient {
             }
             let mut sender = self.connect(handler.authority()).await?;
             match sender.send_request(request).await {
-                Ok(response) => Ok(leased(response, sender, pool)),
+                Ok(response) => Ok(leased(response, sender, pool, shard)),
                 Err(err) => Err(ClientError::Http(err)),
             }
         }
@@ -146,22 +165,26 @@ impl HandlerClient {
     }
 }
 
-/// `response`'s body, holding `sender` until it ends. A 101 never goes
-/// back: the connection becomes the tunnel.
+/// `response`'s body, holding `sender` until it ends, then returning it
+/// to list `shard` of `pool`. A 101 never goes back: the connection
+/// becomes the tunnel.
 fn leased(
     response: Response<Incoming>,
     sender: SendRequest<RequestBody>,
     pool: &Arc<Pool>,
+    shard: usize,
 ) -> Response<PooledBody> {
     let lease = (response.status() != StatusCode::SWITCHING_PROTOCOLS).then(|| Lease {
         sender,
         pool: pool.clone(),
+        shard,
     });
     response.map(|inner| PooledBody { inner, lease })
 }
 
 /// The idle connections to one handler, most recently used last, one
-/// list per request thread (see [`set_request_thread`]): a connection is
+/// list per request thread (the request's [`ThreadShard`], which the
+/// accept loop of its thread put in its connection info): a connection is
 /// only reused by the thread whose runtime drives it, so a request and its
 /// handler connection never wake each other across threads.
 #[derive(Debug)]
@@ -180,38 +203,16 @@ struct Pool {
 struct Shard(Mutex<Idle>);
 
 impl Pool {
-    /// A pool for a handler taking `max_concurrent` requests at once.
-    fn new(max_concurrent: usize) -> Self {
-        let shards = SHARDS.load(std::sync::atomic::Ordering::Relaxed).max(1);
+    /// A pool for a handler taking `max_concurrent` requests at once, with
+    /// one list per request thread of `threads` and list 0 for every other
+    /// thread.
+    fn new(max_concurrent: usize, threads: RequestThreads) -> Self {
+        let shards = threads.shards();
         Self {
             shards: (0..shards).map(|_| Shard::default()).collect(),
             max_idle: (max_concurrent / shards).clamp(1, MAX_IDLE),
         }
     }
-}
-
-/// How many request threads pools are split for (set once at startup).
-static SHARDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
-
-thread_local! {
-    /// This thread's pool shard: 0 unless [`set_request_thread`] said.
-    static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// Splits every handler pool created from now on into `threads` + 1
-/// lists: one per request thread, and list 0 for every other thread; the
-/// request metrics likewise (see [`elsinore_metrics::set_recording_threads`]).
-pub fn set_request_threads(threads: usize) {
-    SHARDS.store(threads + 1, std::sync::atomic::Ordering::Relaxed);
-    elsinore_metrics::set_recording_threads(threads);
-}
-
-/// Marks the current thread as request thread `index` (0-based), which
-/// keeps its own idle connections and records into its own shard of the
-/// request metrics.
-pub fn set_request_thread(index: usize) {
-    SHARD.with(|shard| shard.set(index + 1));
-    elsinore_metrics::set_recording_thread(index);
 }
 
 #[derive(Debug, Default)]
@@ -222,10 +223,9 @@ struct Idle {
 }
 
 impl Pool {
-    /// This thread's list.
-    fn lock(&self) -> MutexGuard<'_, Idle> {
-        let index = SHARD.with(std::cell::Cell::get);
-        self.lock_shard(index)
+    /// The list of `shard`'s thread.
+    fn shard_index(&self, shard: ThreadShard) -> usize {
+        shard.index_in(self.shards.len())
     }
 
     fn lock_shard(&self, index: usize) -> MutexGuard<'_, Idle> {
@@ -239,8 +239,8 @@ impl Pool {
     /// Its idle time is not checked (a clock read per request): [`reap`]
     /// closes a connection when it has been idle for [`IDLE_TIMEOUT`], and
     /// the newest is taken first.
-    fn checkout(&self) -> Option<SendRequest<RequestBody>> {
-        let mut idle = self.lock();
+    fn checkout(&self, shard: usize) -> Option<SendRequest<RequestBody>> {
+        let mut idle = self.lock_shard(shard);
         while let Some((sender, _)) = idle.senders.pop() {
             // Only ready connections are put back, so one that is not
             // ready now has been closed. Dropping it is all there is to do.
@@ -251,8 +251,7 @@ impl Pool {
         None
     }
 
-    fn put(self: &Arc<Self>, sender: SendRequest<RequestBody>) {
-        let shard = SHARD.with(std::cell::Cell::get);
+    fn put(self: &Arc<Self>, sender: SendRequest<RequestBody>, shard: usize) {
         let mut idle = self.lock_shard(shard);
         if idle.senders.len() >= self.max_idle {
             return;
@@ -296,21 +295,27 @@ async fn reap(pool: Weak<Pool>, shard: usize) {
 struct Lease {
     sender: SendRequest<RequestBody>,
     pool: Arc<Pool>,
+    /// The list it was taken from (or is new for): its thread's.
+    shard: usize,
 }
 
 impl Lease {
     /// Back to the pool once the connection can take the next request.
     fn release(self) {
-        let Lease { mut sender, pool } = self;
+        let Lease {
+            mut sender,
+            pool,
+            shard,
+        } = self;
         if sender.is_ready() {
-            pool.put(sender);
+            pool.put(sender, shard);
         } else if !sender.is_closed() {
             // The connection task has not caught up with the end of the
             // response yet (or the request body is still going out).
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
                     if sender.ready().await.is_ok() {
-                        pool.put(sender);
+                        pool.put(sender, shard);
                     }
                 });
             }

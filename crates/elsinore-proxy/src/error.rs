@@ -1,15 +1,15 @@
-//! Every error Elsinore answers itself, and its status code: one place, one
-//! JSON shape (`{"error": …, "request_id": …, …details}`).
+//! Every error Elsinore answers itself on a public listener, and its
+//! status code: one place. The JSON shape (`{"error": …, "request_id": …,
+//! …details}`) is `json_error`'s, shared with the operator listener.
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
-use http_body_util::{Either, Full};
+use http_body_util::Either;
 use serde_json::{json, Map, Value};
 
-use crate::headers::X_REQUEST_ID;
+use crate::json_error::json_error;
 use crate::ProxyBody;
 
 /// A request Elsinore answers without (or instead of) a handler.
@@ -356,23 +356,11 @@ impl ProxyError {
         details
     }
 
-    /// The JSON response for this error.
+    /// The JSON response for this error (written by [`json_error`]).
     pub fn into_response(self, request_id: &HeaderValue) -> Response<ProxyBody> {
-        let mut body = Map::new();
-        body.insert("error".into(), json!(self.to_string()));
-        body.extend(self.details());
-        body.insert(
-            "request_id".into(),
-            json!(request_id.to_str().unwrap_or_default()),
-        );
-        let mut text = Value::Object(body).to_string();
-        text.push('\n');
-
-        let mut response = Response::new(Either::Right(Full::new(Bytes::from(text))));
-        *response.status_mut() = self.status();
+        let mut response = json_error(self.status(), &self.to_string(), self.details(), request_id)
+            .map(Either::Right);
         let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(X_REQUEST_ID, request_id.clone());
         if let Some(seconds) = self.retry_after() {
             headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
         }
@@ -395,6 +383,8 @@ impl ProxyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::headers::X_REQUEST_ID;
+    use http::header::CONTENT_TYPE;
     use http_body_util::BodyExt;
 
     async fn body_json(response: Response<ProxyBody>) -> Value {

@@ -11,7 +11,7 @@ pub(crate) const X_ELSINORE_PROJECT: HeaderName = HeaderName::from_static("x-els
 pub(crate) const X_ELSINORE_PROJECT_KEY: HeaderName =
     HeaderName::from_static("x-elsinore-project-key");
 pub(crate) const X_ELSINORE_AUTH: HeaderName = HeaderName::from_static("x-elsinore-auth");
-pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");

@@ -17,7 +17,7 @@ const MAX_LEN: usize = 128;
 /// ids into one buffer: a request's id is then a slice of that shared
 /// allocation (a reference count), not an allocation of its own.
 #[derive(Debug)]
-pub(crate) struct RequestIds {
+pub struct RequestIds {
     prefix: u32,
     counter: AtomicU64,
     /// Tells this generator's batches from another's on the same thread
@@ -46,8 +46,15 @@ thread_local! {
     };
 }
 
+impl Default for RequestIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl RequestIds {
-    pub(crate) fn new() -> Self {
+    /// A new generator: a random prefix, the counter at 0.
+    pub fn new() -> Self {
         // RandomState is seeded from the OS; no extra dependency needed.
         let seed = std::collections::hash_map::RandomState::new()
             .build_hasher()
@@ -64,7 +71,7 @@ impl RequestIds {
     }
 
     /// The client's id if it is sane, else a new one.
-    pub(crate) fn for_request(&self, incoming: Option<&HeaderValue>) -> HeaderValue {
+    pub fn for_request(&self, incoming: Option<&HeaderValue>) -> HeaderValue {
         match incoming {
             Some(value) if is_sane(value.as_bytes()) => value.clone(),
             _ => self.generate(),

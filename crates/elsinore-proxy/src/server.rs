@@ -1,5 +1,7 @@
 //! The accept loop, connection serving, connection limits and graceful
-//! shutdown, shared by the plain-HTTP and the HTTPS listener.
+//! shutdown, shared by every listener: the public plain-HTTP and HTTPS
+//! listeners (serving the [`Proxy`]) and the operator listener; what each
+//! serves is a [`ListenerService`].
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -11,6 +13,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use elsinore_config::{Config, Limits, Timeouts};
+use elsinore_metrics::{RequestThreads, ThreadShard};
 use http::HeaderValue;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -21,12 +24,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch, Semaphore};
 
 use crate::address_limit::AddressLimit;
-use crate::conn::ConnInfo;
+use crate::conn_info::ConnInfo;
 use crate::connection::{Activity, ConnectionTimer, Connections, Fired, Tracked, Watcher};
 use crate::error::ProxyError;
 use crate::listen::ThreadListeners;
+use crate::listener_service::ListenerService;
 use crate::service::ConnectionSlot;
 use crate::tls::{self, TlsListener};
+#[cfg(doc)]
 use crate::Proxy;
 
 /// Connections over `limits.max_connections` being answered 503 at the
@@ -41,7 +46,8 @@ const MAX_CONCURRENT_STREAMS: u32 = 128;
 /// connection is closed without an answer.
 const REFUSE_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How a listener treats clients.
+/// How a listener treats clients, and how many request threads serve
+/// the public listeners.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeSettings {
     /// How long shutdown waits for open requests and upgraded connections.
@@ -50,15 +56,22 @@ pub struct ServeSettings {
     pub limits: Limits,
     /// `timeouts` in config.json.
     pub timeouts: Timeouts,
+    /// How many request threads [`serve_threads`] starts; what the
+    /// per-thread state is split by (see [`crate::Proxy::with_request_threads`]
+    /// and `Metrics::with_request_threads`), so both are made from this one
+    /// value.
+    pub threads: RequestThreads,
 }
 
 impl ServeSettings {
-    /// `shutdown_grace`, `limits` and `timeouts` from `config`.
+    /// `shutdown_grace`, `limits` and `timeouts` from `config`; no request
+    /// threads.
     pub fn from_config(config: &Config) -> Self {
         Self {
             grace: config.shutdown_grace,
             limits: config.limits,
             timeouts: config.timeouts,
+            threads: RequestThreads::default(),
         }
     }
 
@@ -68,33 +81,48 @@ impl ServeSettings {
             grace,
             limits: Limits::default(),
             timeouts: Timeouts::default(),
+            threads: RequestThreads::default(),
         }
+    }
+
+    /// The same settings, served by `count` request threads.
+    #[must_use]
+    pub fn with_request_threads(mut self, count: usize) -> Self {
+        self.threads = RequestThreads::new(count);
+        self
     }
 }
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and
 /// gives open connections up to `grace` to finish their requests. Default
 /// limits and timeouts; see [`serve_with`].
-pub async fn serve(
+pub async fn serve<S: ListenerService>(
     listener: TcpListener,
-    proxy: Arc<Proxy>,
+    service: Arc<S>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
-    serve_with(listener, proxy, shutdown, ServeSettings::with_grace(grace)).await;
+    serve_with(
+        listener,
+        service,
+        shutdown,
+        ServeSettings::with_grace(grace),
+    )
+    .await;
 }
 
 /// Serves plain HTTP on `listener` with `settings` until `shutdown`
 /// resolves, then stops accepting and gives open connections (and
-/// WebSockets) up to `settings.grace` to finish before closing them.
-pub async fn serve_with(
+/// WebSockets) up to `settings.grace` to finish before closing them. The
+/// operator listener is served this way too, with its own service.
+pub async fn serve_with<S: ListenerService>(
     listener: TcpListener,
-    proxy: Arc<Proxy>,
+    service: Arc<S>,
     shutdown: impl Future<Output = ()>,
     settings: ServeSettings,
 ) {
     let shared = Shared::new(&settings);
-    serve_plain(listener, proxy, shutdown, settings, &shared, None).await;
+    serve_plain(listener, service, shutdown, settings, &shared, None).await;
 }
 
 /// The HTTPS listener's part in [`serve_threads`]: its sockets, one per
@@ -117,28 +145,30 @@ struct TlsShare {
 }
 
 /// Serves plain HTTP on `listeners` like [`serve_with`], and HTTPS on
-/// `tls` if given like [`crate::serve_tls`], from `threads` request
-/// threads: each runs its own single-threaded runtime and accepts on its
-/// own sockets (see [`ThreadListeners`]), so a client connection, its
-/// requests and the handler connections they use (pooled per thread, see
-/// [`crate::set_request_thread`]) stay on one thread: no task moves
-/// between threads and no request wakes another thread. `shutdown` is
+/// `tls` if given like [`crate::serve_tls`], from `settings.threads`
+/// request threads: each runs its own single-threaded runtime and accepts
+/// on its own sockets (see [`ThreadListeners`]), so a client connection,
+/// its requests and the handler connections they use (pooled per thread:
+/// each connection's [`ConnInfo`] says which thread serves it) stay on
+/// one thread: no task moves between threads and no request wakes another
+/// thread. `shutdown` is
 /// called once per thread and listener; `limits.max_connections` holds
 /// for all threads of a listener together. Returns when every thread is
 /// done (each gives its connections `settings.grace`, as [`serve_with`]
 /// does). If no thread can be started, serves from the calling runtime
 /// instead.
-pub async fn serve_threads<F, Fut>(
+pub async fn serve_threads<S, F, Fut>(
     listeners: ThreadListeners,
     tls: Option<TlsThreads>,
-    proxy: Arc<Proxy>,
+    proxy: Arc<S>,
     shutdown: F,
     settings: ServeSettings,
-    threads: usize,
 ) where
+    S: ListenerService,
     F: Fn() -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let threads = settings.threads.count();
     let addr = listeners.local_addr();
     let shared = Shared::new(&settings);
     let tls_counts = ListenerCounts::new(&settings);
@@ -230,16 +260,17 @@ pub async fn serve_threads<F, Fut>(
 /// Starts request thread `index` accepting on `socket`, and on the HTTPS
 /// socket of `tls` if given (stopping at its own shutdown future); the
 /// receiver resolves when it is done.
-fn spawn_request_thread<Fut>(
+fn spawn_request_thread<S, Fut>(
     socket: std::net::TcpListener,
     tls: Option<(TlsShare, Fut)>,
-    proxy: &Arc<Proxy>,
+    proxy: &Arc<S>,
     shutdown: Fut,
     settings: ServeSettings,
     shared: &Shared,
     index: usize,
 ) -> io::Result<oneshot::Receiver<()>>
 where
+    S: ListenerService,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -250,7 +281,9 @@ where
     std::thread::Builder::new()
         .name(format!("elsinore-http-{index}"))
         .spawn(move || {
-            crate::set_request_thread(index);
+            // This thread's index reaches its requests through the accept
+            // loops below (`thread`), which put it in each connection's
+            // info: nothing is set on the thread itself.
             runtime.block_on(async move {
                 let https = async {
                     let Some((share, tls_shutdown)) = tls else {
@@ -325,10 +358,10 @@ impl ListenerCounts {
     }
 }
 
-/// One accept loop of the plain-HTTP listener.
-async fn serve_plain(
+/// One accept loop of a plain-HTTP listener.
+async fn serve_plain<S: ListenerService>(
     listener: TcpListener,
-    proxy: Arc<Proxy>,
+    service: Arc<S>,
     shutdown: impl Future<Output = ()>,
     settings: ServeSettings,
     shared: &Shared,
@@ -340,7 +373,7 @@ async fn serve_plain(
     let limit = settings.limits.max_connections;
     let idle = settings.timeouts.idle;
     let on_refused = {
-        let proxy = proxy.clone();
+        let service = service.clone();
         move |stream: TcpStream, why: Refused| match refusals.clone().try_acquire_owned() {
             Ok(refusal) => {
                 let error = match why {
@@ -349,14 +382,15 @@ async fn serve_plain(
                         ProxyError::TooManyConnectionsFromAddress { limit }
                     }
                 };
-                refuse(&refusing, stream, proxy.clone(), error, refusal);
+                refuse(&refusing, stream, service.clone(), error, refusal);
             }
             Err(_) => drop(stream),
         }
     };
     let port = listen_port(&listener);
+    let shard = ThreadShard::of(thread);
     let each = Listener {
-        scheme: "http",
+        name: S::NAME,
         counts: shared.counts.clone(),
         thread,
     };
@@ -365,14 +399,23 @@ async fn serve_plain(
         listener,
         shutdown,
         settings,
-        proxy.clone(),
+        service.clone(),
         on_refused,
         move |stream, peer, watcher, _, slot| {
+            let local = if S::LOCAL_ADDR {
+                stream.local_addr().ok()
+            } else {
+                None
+            };
+            let conn = ConnInfo::plain(peer)
+                .on_port(port.as_ref())
+                .on_thread(shard)
+                .arrived_on(local);
             serve_connection(
                 builder.clone(),
                 stream,
-                proxy.clone(),
-                ConnInfo::plain(peer).on_port(port.as_ref()),
+                service.clone(),
+                conn,
                 watcher,
                 slot,
                 idle,
@@ -455,8 +498,8 @@ fn refusing_builder() -> auto::Builder<TokioExecutor> {
 /// Which accept loop: for logs, and the connection counts it shares.
 #[derive(Debug)]
 pub(crate) struct Listener {
-    /// `http` or `https`.
-    pub(crate) scheme: &'static str,
+    /// `http`, `https` or `operator` ([`ListenerService::NAME`]).
+    pub(crate) name: &'static str,
     /// Shared by every loop of one listener.
     pub(crate) counts: ListenerCounts,
     /// The request thread running this loop, if it is one.
@@ -487,19 +530,20 @@ pub(crate) fn listen_port(listener: &TcpListener) -> Option<HeaderValue> {
 /// connection holding a [`Watcher`], and every upgraded connection, to
 /// finish. Connections not yet serving HTTP (mid-handshake) are told
 /// through [`Stopping`] to give up.
-pub(crate) async fn accept_loop<F, Fut>(
+pub(crate) async fn accept_loop<S, F, Fut>(
     Listener {
-        scheme,
+        name: listener_name,
         counts: ListenerCounts { slots, per_address },
         thread,
     }: Listener,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     settings: ServeSettings,
-    proxy: Arc<Proxy>,
+    service: Arc<S>,
     on_refused: impl Fn(TcpStream, Refused),
     on_connection: F,
 ) where
+    S: ListenerService,
     F: Fn(TcpStream, SocketAddr, Watcher, Stopping, ConnectionSlot) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
@@ -515,7 +559,7 @@ pub(crate) async fn accept_loop<F, Fut>(
                 Ok(accepted) => accepted,
                 Err(err) => {
                     // EMFILE and friends: back off instead of spinning.
-                    tracing::error!(%err, scheme, thread, "accept failed");
+                    tracing::error!(%err, listener = listener_name, thread, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -526,7 +570,7 @@ pub(crate) async fn accept_loop<F, Fut>(
         // Per address first: a refused address must not take a slot of
         // everyone's limit, even for a moment. Clients behind a trusted
         // proxy all share its address, so it is not counted.
-        let address = if proxy.trusts_peer(peer.ip()) {
+        let address = if service.trusts_peer(peer.ip()) {
             None
         } else {
             match per_address.enter(peer.ip()) {
@@ -536,7 +580,7 @@ pub(crate) async fn accept_loop<F, Fut>(
                     refused += 1;
                     if last_warning.is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(1))
                     {
-                        tracing::warn!(%peer, scheme, thread, limit, refused, "too many connections from one address (limits.max_connections_per_ip); refusing");
+                        tracing::warn!(%peer, listener = listener_name, thread, limit, refused, "too many connections from one address (limits.max_connections_per_ip); refusing");
                         last_warning = Some(Instant::now());
                         refused = 0;
                     }
@@ -549,7 +593,7 @@ pub(crate) async fn accept_loop<F, Fut>(
             refused += 1;
             // One line a second at most: a flood must not flood the log.
             if last_warning.is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(1)) {
-                tracing::warn!(%peer, scheme, thread, limit = limits.max_connections, refused, "too many connections; refusing");
+                tracing::warn!(%peer, listener = listener_name, thread, limit = limits.max_connections, refused, "too many connections; refusing");
                 last_warning = Some(Instant::now());
                 refused = 0;
             }
@@ -569,23 +613,28 @@ pub(crate) async fn accept_loop<F, Fut>(
     let _ = stop_tx.send(true);
     tracing::info!(
         ?grace,
-        scheme,
+        listener = listener_name,
         thread,
         "stopped accepting; waiting for in-flight requests"
     );
     // Each connection finishes the request in progress (HTTP/1.1) or its
     // open streams (HTTP/2, after a GOAWAY) and closes.
     connections.shutdown();
-    let tunnels = proxy.tunnels().clone();
+    let tunnels = service.tunnels().cloned();
     let finished = async {
         connections.closed().await;
-        tunnels.closed().await;
+        if let Some(tunnels) = &tunnels {
+            tunnels.closed().await;
+        }
     };
     tokio::select! {
-        () = finished => tracing::info!(scheme, thread, "all connections closed"),
+        () = finished => tracing::info!(listener = listener_name, thread, "all connections closed"),
         () = tokio::time::sleep(grace) => {
-            tracing::warn!(?grace, scheme, thread, upgraded = tunnels.open(), "grace period over; closing remaining connections");
-            tunnels.close_all();
+            let upgraded = tunnels.as_ref().map_or(0, |tunnels| tunnels.open());
+            tracing::warn!(?grace, listener = listener_name, thread, upgraded, "grace period over; closing remaining connections");
+            if let Some(tunnels) = &tunnels {
+                tunnels.close_all();
+            }
         }
     }
 }
@@ -675,20 +724,21 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// no request has been in progress for `idle` (on HTTP/1.1 served by
 /// `builders.http1`, or while the protocol is not known yet: for the
 /// smaller of `idle` and `timeouts.header_read`).
-pub(crate) async fn serve_connection<I>(
+pub(crate) async fn serve_connection<I, S>(
     builders: Arc<Builders>,
     io: I,
-    proxy: Arc<Proxy>,
+    service: Arc<S>,
     conn: ConnInfo,
     watcher: Watcher,
     slot: ConnectionSlot,
     idle: Duration,
 ) where
     I: Transport,
+    S: ListenerService,
 {
     let peer = conn.peer;
     // Counted as open until this connection's task ends.
-    let _open = proxy.metrics().connection_opened();
+    let _open = service.connection_opened();
     // Requests see the slot so an upgraded connection keeps it after
     // hyper lets go of the socket. (In the connection info rather than in
     // each request's extensions: inserting there allocates per request.)
@@ -701,15 +751,15 @@ pub(crate) async fn serve_connection<I>(
     // One reference count per connection for each request to take: the
     // proxy's own is shared by every request thread, and taking it per
     // request would have them pass its cache line back and forth.
-    let per_connection = Arc::new((proxy, conn));
+    let per_connection = Arc::new((service, conn));
     let service = {
         let activity = activity.clone();
         service_fn(move |request| {
             let per_connection = per_connection.clone();
             let active = activity.begin();
             async move {
-                let (proxy, conn) = &*per_connection;
-                let response = proxy.handle_on(request, conn).await;
+                let (service, conn) = &*per_connection;
+                let response = service.call(request, conn).await;
                 Ok::<_, Infallible>(response.map(|body| Tracked::new(body, active)))
             }
         })
@@ -806,15 +856,15 @@ fn poll_timer<T>(timer: &mut ConnectionTimer, cx: &mut Context<'_>) -> Poll<Opti
 }
 
 /// Answers every request on `stream` with 503 and closes it.
-fn refuse(
+fn refuse<S: ListenerService>(
     builder: &auto::Builder<TokioExecutor>,
     stream: TcpStream,
-    proxy: Arc<Proxy>,
+    service: Arc<S>,
     error: ProxyError,
     refusal: tokio::sync::OwnedSemaphorePermit,
 ) {
     let service = service_fn(move |request| {
-        let response = proxy.refuse(&request, error.clone());
+        let response = service.refuse(&request, error.clone());
         async move { Ok::<_, Infallible>(response) }
     });
     let connection = builder

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use elsinore_config::{normalize_request_host, HostError, Limits, Timeouts};
 use elsinore_keys::KeyRing;
-use elsinore_metrics::Metrics;
+use elsinore_metrics::{Metrics, RequestThreads};
 use elsinore_routes::normalize_path;
 use elsinore_static::{Outcome, Site, StaticBody};
 use elsinore_supervisor::{Busy, HandlerHandle, Unavailable};
@@ -24,7 +24,7 @@ use crate::address_limit::AddressSlot;
 use crate::auth::{self, AuthLevel};
 use crate::body::HandlerBody;
 use crate::client::{ClientError, HandlerClient};
-use crate::conn::ConnInfo;
+use crate::conn_info::ConnInfo;
 use crate::connection::Activity;
 use crate::error::ProxyError;
 use crate::headers::{self, Context, X_REQUEST_ID};
@@ -89,7 +89,7 @@ impl Proxy {
         let defaults = Timeouts::default();
         Self {
             table,
-            client: HandlerClient::new(defaults.handler_connect),
+            client: HandlerClient::new(defaults.handler_connect, RequestThreads::default()),
             request_ids: RequestIds::new(),
             max_body: Limits::default().max_body,
             tunnels: Tunnels::new(),
@@ -116,7 +116,15 @@ impl Proxy {
     /// Applies `limits.max_body` and `timeouts.handler_connect`.
     pub fn with_limits(mut self, limits: &Limits, timeouts: &Timeouts) -> Self {
         self.max_body = limits.max_body;
-        self.client = HandlerClient::new(timeouts.handler_connect);
+        self.client = HandlerClient::new(timeouts.handler_connect, self.client.threads());
+        self
+    }
+
+    /// Splits every handler's pool of idle connections into one list per
+    /// request thread of `threads` (see `client`). The proxy's metrics
+    /// are split by [`Metrics::with_request_threads`].
+    pub fn with_request_threads(mut self, threads: RequestThreads) -> Self {
+        self.client = HandlerClient::new(self.client.connect_timeout(), threads);
         self
     }
 
@@ -189,7 +197,7 @@ impl Proxy {
             let request_id = self
                 .request_ids
                 .for_request(request.headers().get(X_REQUEST_ID));
-            let mut access = Access::begin(&request, conn.peer, &request_id, self.metrics.clone());
+            let mut access = Access::begin(&request, conn, &request_id, self.metrics.clone());
             let mut response = match self.route(request, conn, &request_id, &mut access).await {
                 Ok(response) => response,
                 Err(error) => {
@@ -439,7 +447,7 @@ impl Proxy {
             let response = Activity::within(
                 conn.activity.as_ref(),
                 asked + limit,
-                self.client.request(&handler, request),
+                self.client.request(&handler, request, conn.shard),
             )
             .await;
             access.handler_time = Some(asked.elapsed());

@@ -15,12 +15,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::StartHandshake;
 
-use crate::conn::{ConnInfo, TlsInfo};
+use crate::conn_info::{ConnInfo, TlsInfo};
+use crate::listener_service::ListenerService;
 use crate::server::{
     accept_loop, http_builder, listen_port, serve_connection, Listener, ListenerCounts,
     ServeSettings,
 };
-use crate::{Proxy, RouteTable};
+use crate::RouteTable;
+use elsinore_metrics::ThreadShard;
 
 /// A client must complete its handshake within this time; a connection
 /// that sends nothing is closed after it.
@@ -65,25 +67,25 @@ impl CurrentCerts for TableCerts {
 /// accepting and gives open connections up to `grace`, like
 /// [`crate::serve`]. ALPN offers `h2` and `http/1.1`; HTTP/2 clients reach
 /// HTTP/1.1 handlers as on the plain listener.
-pub async fn serve_tls(
+pub async fn serve_tls<S: ListenerService>(
     listener: TcpListener,
     tls: TlsListener,
-    proxy: Arc<Proxy>,
+    service: Arc<S>,
     shutdown: impl Future<Output = ()>,
     settings: ServeSettings,
 ) {
     let counts = ListenerCounts::new(&settings);
-    serve_tls_on(listener, tls, proxy, shutdown, settings, counts, None).await;
+    serve_tls_on(listener, tls, service, shutdown, settings, counts, None).await;
 }
 
 /// One accept loop of the HTTPS listener: the main runtime's
 /// ([`serve_tls`]) or request thread `thread`'s ([`crate::serve_threads`]),
 /// counting its connections in `slots` (`limits.max_connections`, shared
 /// by every loop of the listener).
-pub(crate) async fn serve_tls_on(
+pub(crate) async fn serve_tls_on<S: ListenerService>(
     listener: TcpListener,
     tls: TlsListener,
-    proxy: Arc<Proxy>,
+    service: Arc<S>,
     shutdown: impl Future<Output = ()>,
     settings: ServeSettings,
     counts: ListenerCounts,
@@ -95,15 +97,16 @@ pub(crate) async fn serve_tls_on(
     // Over `limits.max_connections` a TLS client is closed before the
     // handshake: answering 503 would cost a handshake per refusal.
     let on_refused = |stream, _| drop(stream);
-    let handler_proxy = proxy.clone();
+    let handler_service = service.clone();
     let port = listen_port(&listener);
+    let shard = ThreadShard::of(thread);
     let each = Listener {
-        scheme: "https",
+        name: "https",
         counts,
         thread,
     };
-    accept_loop(each, listener, shutdown, settings, proxy, on_refused, move |stream, peer, watcher, stopping, slot| {
-        let (builder, tls, proxy, port) = (builder.clone(), tls.clone(), handler_proxy.clone(), port.clone());
+    accept_loop(each, listener, shutdown, settings, service, on_refused, move |stream, peer, watcher, stopping, slot| {
+        let (builder, tls, service, port) = (builder.clone(), tls.clone(), handler_service.clone(), port.clone());
         async move {
             // The handshake runs here, in the connection's own task; a
             // shutdown does not wait for it (no request is in flight yet).
@@ -122,8 +125,12 @@ pub(crate) async fn serve_tls_on(
                 },
                 () = stopping.wait() => return,
             };
-            let conn = ConnInfo::new(peer, Some(info)).on_port(port.as_ref());
-            serve_connection(builder, stream, proxy, conn, watcher, slot, idle).await;
+            let local = if S::LOCAL_ADDR { stream.get_ref().0.local_addr().ok() } else { None };
+            let conn = ConnInfo::new(peer, Some(info))
+                .on_port(port.as_ref())
+                .on_thread(shard)
+                .arrived_on(local);
+            serve_connection(builder, stream, service, conn, watcher, slot, idle).await;
         }
     })
     .await;

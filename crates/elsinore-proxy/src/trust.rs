@@ -11,7 +11,7 @@ use elsinore_config::{Config, TrustedProxies, DEFAULT_UPGRADE_PROTOCOLS};
 use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue, Method, Request};
 
-use crate::conn::ConnInfo;
+use crate::conn_info::ConnInfo;
 use crate::upgrade;
 
 /// The client-facing trust settings, swapped with the route table (live on

@@ -44,9 +44,10 @@ pub(crate) fn restore_headers(headers: &mut HeaderMap, upgrade: HeaderValue) {
     headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
 }
 
-/// Every open tunnel, so shutdown can wait for them and then close them.
+/// Every open tunnel (upgraded connection: WebSockets) of a service, so
+/// shutdown can wait for them and then close them.
 #[derive(Debug)]
-pub(crate) struct Tunnels {
+pub struct Tunnels {
     open: AtomicUsize,
     idle: Notify,
     closing: watch::Sender<bool>,

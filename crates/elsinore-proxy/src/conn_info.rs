@@ -1,8 +1,11 @@
-//! What the request path knows about the connection a request came on.
+//! What the request path knows about the connection a request came on
+//! (`ConnInfo`, made by the accept loop), beside `connection.rs`, which
+//! keeps a connection's timers and drain bookkeeping.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use elsinore_metrics::ThreadShard;
 use elsinore_tls::LoadedCert;
 use http::HeaderValue;
 
@@ -27,6 +30,16 @@ pub struct ConnInfo {
     pub(crate) slot: Option<ConnectionSlot>,
     /// Its requests in progress and its timer, set when it is served.
     pub(crate) activity: Option<Activity>,
+    /// The request thread serving it, as the accept loop running on that
+    /// thread says: its requests use that thread's part of per-thread
+    /// state (handler pool lists, metric shards). Passed along rather than
+    /// read from a thread-local, so only the code that owns the thread
+    /// decides it.
+    pub(crate) shard: ThreadShard,
+    /// The address the connection arrived on, when the listener's service
+    /// asks for it ([`crate::ListenerService::LOCAL_ADDR`]): it costs a
+    /// system call per connection.
+    pub(crate) local: Option<SocketAddr>,
 }
 
 impl ConnInfo {
@@ -40,7 +53,15 @@ impl ConnInfo {
             port: None,
             slot: None,
             activity: None,
+            shard: ThreadShard::OTHER,
+            local: None,
         }
+    }
+
+    /// The address the connection arrived on, if the listener's service
+    /// asked for it.
+    pub fn local(&self) -> Option<SocketAddr> {
+        self.local
     }
 
     /// The connection came in on a listener on `port` (a formatted
@@ -48,6 +69,20 @@ impl ConnInfo {
     #[must_use]
     pub(crate) fn on_port(mut self, port: Option<&HeaderValue>) -> Self {
         self.port = port.cloned();
+        self
+    }
+
+    /// The connection is served by the request thread of `shard`.
+    #[must_use]
+    pub(crate) fn on_thread(mut self, shard: ThreadShard) -> Self {
+        self.shard = shard;
+        self
+    }
+
+    /// The connection arrived on `local`.
+    #[must_use]
+    pub(crate) fn arrived_on(mut self, local: Option<SocketAddr>) -> Self {
+        self.local = local;
         self
     }
 

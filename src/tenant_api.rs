@@ -1,6 +1,7 @@
-//! Wiring of host keys and the tenant admin API into `serve`: the key
-//! store and ring (with its watcher), and the control-plane task that
-//! serves the admin API's rescan requests with a live reload.
+//! Wiring of the tenant admin API (`/admin/api/…` on the public
+//! listeners, not the operator listener) into `serve`: the host key store
+//! and ring (with its watcher), and the control-plane task that serves the
+//! API's rescan requests with a live reload.
 
 use std::sync::Arc;
 
