@@ -167,6 +167,9 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
         "serving"
     );
     drop(table);
+    // Caught before anyone is told we listen: a SIGTERM sent right after
+    // that line must drain, not kill.
+    let signals = ShutdownSignals::install();
     // Tests and scripts wait for this exact line.
     tracing::info!("listening on http://{local_addr}");
     let tls = match (tls_listener, tls_addr) {
@@ -185,7 +188,7 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
     };
 
     tokio::spawn(async move {
-        shutdown_signal(supervisor).await;
+        shutdown_signal(signals, supervisor).await;
         let _ = stop_tx.send(true);
     });
     if http_threads == 0 {
@@ -279,13 +282,33 @@ fn spawn_sighup_reloads(live: Arc<Live>) {
     });
 }
 
+/// SIGTERM and SIGINT, caught from the moment this is made (before that,
+/// either would kill the process outright).
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> Option<Self> {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Some(Self { term, int }),
+            _ => {
+                tracing::error!(
+                    "cannot install signal handlers; Elsinore will only stop when killed"
+                );
+                None
+            }
+        }
+    }
+}
+
 /// Resolves on the first SIGTERM or SIGINT; a second one exits at once.
-async fn shutdown_signal(supervisor: Arc<Supervisor>) {
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; Elsinore will only stop when killed");
+async fn shutdown_signal(signals: Option<ShutdownSignals>, supervisor: Arc<Supervisor>) {
+    let Some(ShutdownSignals { mut term, mut int }) = signals else {
         return std::future::pending().await;
     };
     tokio::select! {
