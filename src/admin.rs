@@ -23,9 +23,9 @@ impl Keys {
     /// starts the watcher that reloads them when another process (the
     /// `elsinore keys` CLI) changes them.
     pub fn open(config: &Config) -> anyhow::Result<Self> {
-        let store = KeyStore::open(&config.database)?;
+        let store = KeyStore::open(&config.startup.database)?;
         let ring = Arc::new(KeyRing::load(&store).context("cannot load host keys")?);
-        ring.watch(&config.database, WATCH_INTERVAL)?;
+        ring.watch(&config.startup.database, WATCH_INTERVAL)?;
         tracing::info!(keys = ring.len(), "host keys loaded");
         Ok(Self {
             store: Arc::new(store),
@@ -36,7 +36,7 @@ impl Keys {
     /// The admin API over these keys; `refresh` reloads the live state
     /// after the API changed a host folder.
     pub fn into_api(self, config: &Config, refresh: Arc<dyn TableRefresh>) -> AdminApi {
-        AdminApi::new(self.store, self.ring, &config.cors_origins).with_refresh(refresh)
+        AdminApi::new(self.store, self.ring, &config.startup.cors_origins).with_refresh(refresh)
     }
 }
 

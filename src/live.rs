@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use elsinore_config::{Config, HandlerSpec, Manifest, OperatorAccess, MANIFEST_FILE};
+use elsinore_config::{Config, HandlerSpec, Manifest, OperatorAccess, Startup, MANIFEST_FILE};
 use elsinore_proxy::{ClientPolicy, HostRoute, Preview, ProjectCors, ProjectRoute, RouteTable};
 use elsinore_routes::{scan_hosts, HOSTS_DIR};
 use elsinore_static::{CacheSettings, Site, StaticFiles, PUBLIC_DIR};
@@ -102,108 +102,6 @@ enum Readiness {
     Failed(String),
 }
 
-/// Settings read once at startup; changing them needs a restart.
-#[derive(Debug, Clone, PartialEq)]
-struct RestartOnly {
-    listen: String,
-    admin_listen: String,
-    database: PathBuf,
-    shutdown_grace: Duration,
-    watch: String,
-    cors_origins: String,
-    events: String,
-    tls_listen: Option<std::net::SocketAddr>,
-    log_format: String,
-    metrics: String,
-    limits: String,
-    timeouts: String,
-    static_files: String,
-}
-
-impl RestartOnly {
-    fn of(config: &Config) -> Self {
-        Self {
-            listen: config.listen.to_string(),
-            admin_listen: config
-                .admin_listen
-                .map_or_else(|| "(none)".to_owned(), |addr| addr.to_string()),
-            database: config.database.clone(),
-            shutdown_grace: config.shutdown_grace,
-            watch: format!("{:?}", config.watch),
-            cors_origins: format!("{:?}", config.cors_origins),
-            events: format!("{:?}", config.events),
-            tls_listen: config.tls_listen,
-            log_format: config.log_format.as_str().to_owned(),
-            metrics: format!("per_host: {}", config.metrics.per_host),
-            limits: format!("{:?}", config.limits),
-            timeouts: format!("{:?}", config.timeouts),
-            static_files: format!("{:?}", config.static_files),
-        }
-    }
-
-    /// `field: new (running: old)` for each setting that differs.
-    fn differences(&self, new: &Self) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut check = |field: &str, old: String, new: String| {
-            if old != new {
-                out.push(format!(
-                    "config.json `{field}` changed to {new}; it takes effect after a restart (still using {old})"
-                ));
-            }
-        };
-        check("listen", self.listen.clone(), new.listen.clone());
-        check(
-            "admin_listen",
-            self.admin_listen.clone(),
-            new.admin_listen.clone(),
-        );
-        check(
-            "database",
-            self.database.display().to_string(),
-            new.database.display().to_string(),
-        );
-        check(
-            "shutdown_grace",
-            format!("{:?}", self.shutdown_grace),
-            format!("{:?}", new.shutdown_grace),
-        );
-        check("watch", self.watch.clone(), new.watch.clone());
-        check(
-            "cors_origins",
-            self.cors_origins.clone(),
-            new.cors_origins.clone(),
-        );
-        let tls = |addr: Option<std::net::SocketAddr>| {
-            addr.map_or_else(|| "(none)".to_owned(), |addr| addr.to_string())
-        };
-        check("tls_listen", tls(self.tls_listen), tls(new.tls_listen));
-        check(
-            "log_format",
-            self.log_format.clone(),
-            new.log_format.clone(),
-        );
-        check("metrics", self.metrics.clone(), new.metrics.clone());
-        for (field, old, new) in [
-            ("limits", &self.limits, &new.limits),
-            ("timeouts", &self.timeouts, &new.timeouts),
-            ("static_files", &self.static_files, &new.static_files),
-        ] {
-            if old != new {
-                out.push(format!(
-                    "config.json `{field}` changed; it takes effect after a restart"
-                ));
-            }
-        }
-        if self.events != new.events {
-            out.push(
-                "config.json `events` changed; the new schedule and retention take effect after a restart"
-                    .to_owned(),
-            );
-        }
-        out
-    }
-}
-
 /// The live state; see the module documentation.
 #[derive(Debug)]
 pub struct Live {
@@ -211,7 +109,8 @@ pub struct Live {
     supervisor: Arc<Supervisor>,
     table: Arc<ArcSwap<RouteTable>>,
     applied: Mutex<Applied>,
-    running: RestartOnly,
+    /// The startup settings this process runs with.
+    running: Startup,
     /// This `Live`, for the tasks it spawns (waiters of new handlers).
     me: std::sync::Weak<Live>,
     drain_limit: Duration,
@@ -241,18 +140,18 @@ impl Live {
             supervisor,
             table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
             applied: Mutex::new(Applied::default()),
-            running: RestartOnly::of(&plan.config),
+            running: plan.config.startup.clone(),
             me: me.clone(),
-            drain_limit: plan.config.shutdown_grace,
+            drain_limit: plan.config.startup.shutdown_grace,
             last_reload: ArcSwap::from_pointee(ReloadReport::new("startup")),
             pending_restart: ArcSwap::from_pointee(Vec::new()),
             operator_access: ArcSwap::from_pointee(plan.config.operator_access.clone()),
             watch_targets: ArcSwap::from_pointee(Vec::new()),
             watcher: OnceLock::new(),
             static_files: StaticFiles::new(CacheSettings {
-                max_bytes: plan.config.static_files.cache_size,
-                max_file: plan.config.static_files.cache_file_max,
-                recheck_after: plan.config.static_files.recheck_after,
+                max_bytes: plan.config.startup.static_files.cache_size,
+                max_file: plan.config.startup.static_files.cache_file_max,
+                recheck_after: plan.config.startup.static_files.recheck_after,
             }),
             static_roots: ArcSwap::from_pointee(Vec::new()),
             tree_watcher: OnceLock::new(),
@@ -438,7 +337,12 @@ impl Live {
                 return None;
             }
         };
-        let pending = self.running.differences(&RestartOnly::of(&config));
+        let pending: Vec<String> = self
+            .running
+            .differences(&config.startup)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         report.warnings.extend(pending.iter().cloned());
         self.pending_restart.store(Arc::new(pending));
         self.operator_access

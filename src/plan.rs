@@ -123,16 +123,16 @@ impl Plan {
         let config = &self.config;
         let mut out = String::new();
         let _ = writeln!(out, "config:   {}", config.file.display());
-        let _ = writeln!(out, "listen:   http://{}", config.listen);
-        if let Some(admin) = config.admin_listen {
+        let _ = writeln!(out, "listen:   http://{}", config.startup.listen);
+        if let Some(admin) = config.startup.admin_listen {
             let _ = writeln!(out, "admin:    http://{admin}");
         }
-        if let Some(tls) = config.tls_listen {
+        if let Some(tls) = config.startup.tls_listen {
             let _ = writeln!(out, "https:    https://{tls}");
         }
-        let _ = writeln!(out, "database: {}", config.database.display());
-        let _ = writeln!(out, "events:   {}", describe_events(&config.events));
-        let (limits, timeouts) = (&config.limits, &config.timeouts);
+        let _ = writeln!(out, "database: {}", config.startup.database.display());
+        let _ = writeln!(out, "events:   {}", describe_events(&config.startup.events));
+        let (limits, timeouts) = (&config.startup.limits, &config.startup.timeouts);
         let _ = writeln!(
             out,
             "limits:   max_header_bytes {}, max_body {}, max_connections {}",
@@ -147,7 +147,7 @@ impl Plan {
             format_duration(timeouts.idle),
             format_duration(timeouts.handler_connect)
         );
-        let files = &config.static_files;
+        let files = &config.startup.static_files;
         let recheck = files
             .recheck_after
             .map_or_else(|| "off".to_owned(), format_duration);
@@ -229,7 +229,7 @@ impl Plan {
         hosts.sort_by_cached_key(|(host, _)| host.to_string());
         let (certificates, tls_warnings) =
             crate::tls::check_report(config, &hosts, std::time::SystemTime::now());
-        if config.tls_listen.is_some() {
+        if config.startup.tls_listen.is_some() {
             let _ = writeln!(out, "\ncertificates ({}):", certificates.len());
             for line in &certificates {
                 let _ = writeln!(out, "  {line}");

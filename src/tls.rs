@@ -137,7 +137,7 @@ pub fn check_report(
     hosts: &[(HostPattern, PathBuf)],
     now: SystemTime,
 ) -> (Vec<String>, Vec<String>) {
-    if config.tls_listen.is_none() {
+    if config.startup.tls_listen.is_none() {
         return (Vec::new(), Vec::new());
     }
     let mut sources: Vec<CertSource> = hosts

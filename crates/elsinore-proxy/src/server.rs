@@ -56,9 +56,9 @@ impl ServeSettings {
     /// `shutdown_grace`, `limits` and `timeouts` from `config`.
     pub fn from_config(config: &Config) -> Self {
         Self {
-            grace: config.shutdown_grace,
-            limits: config.limits,
-            timeouts: config.timeouts,
+            grace: config.startup.shutdown_grace,
+            limits: config.startup.limits,
+            timeouts: config.startup.timeouts,
         }
     }
 
