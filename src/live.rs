@@ -23,7 +23,9 @@ use elsinore_supervisor::{HandlerHandle, HandlerState, Supervisor};
 use elsinore_watch::{FolderWatcher, Target, TreeWatcher};
 use tokio::sync::Mutex;
 
-use crate::plan::{decide_owners, skipped_handler_warning, Plan, ProjectPlan};
+use elsinore_routes::decide_owners;
+
+use crate::plan::{skipped_handler_warning, Plan, ProjectPlan};
 
 /// What one reload did, for the log, `/routes` and `POST /reload`.
 #[derive(Debug, Clone)]
@@ -569,8 +571,11 @@ impl Live {
 
         // 3. Build and swap.
         let old_table = self.table.load_full();
-        let plans: Vec<&ProjectPlan> = next.iter().map(|a| &a.plan).collect();
-        let (owners, conflicts) = decide_owners(&plans, |host| {
+        let declared: Vec<(&str, &elsinore_routes::HostScan)> = next
+            .iter()
+            .map(|a| (a.plan.config.name.as_str(), &a.plan.scan))
+            .collect();
+        let (owners, conflicts) = decide_owners(&declared, |host| {
             old_table
                 .hosts
                 .get_pattern(host)
@@ -642,12 +647,12 @@ impl Live {
         }
         // Certificates belong to the same snapshot as the hosts they serve.
         let cert_sources = match self.running.tls_listen {
-            Some(_) => crate::tls::cert_sources(
-                &candidate.config,
+            Some(_) => elsinore_tls::cert_sources(
                 routes
                     .iter()
-                    .map(|route| route.as_ref())
-                    .zip(scans.iter().copied()),
+                    .zip(scans.iter().copied())
+                    .map(|(route, scan)| (route.path.as_path(), &route.hosts[..], scan)),
+                candidate.config.tls_default.as_ref(),
             ),
             None => Vec::new(),
         };

@@ -10,7 +10,7 @@ use elsinore_config::{
     format_duration, format_size, Config, EventsConfig, HandlerKind, HandlerSpec, HostPattern,
     Manifest, ProjectConfig, SkippedFile,
 };
-use elsinore_routes::{scan_hosts, Conflict, HostScan, HostTable, HostTableBuilder};
+use elsinore_routes::{decide_owners, scan_hosts, Conflict, HostScan, HostTable};
 
 /// One project with everything read from its folder.
 #[derive(Debug, Clone)]
@@ -59,7 +59,12 @@ impl Plan {
 
     /// Host → index into `projects`, first declaration winning.
     pub fn host_owners(&self) -> (HostTable<usize>, Vec<Conflict>) {
-        decide_owners(&self.projects, |_| None)
+        let declared: Vec<(&str, &HostScan)> = self
+            .projects
+            .iter()
+            .map(|p| (p.config.name.as_str(), &p.scan))
+            .collect();
+        decide_owners(&declared, |_| None)
     }
 
     /// `host → project → handler [routes], …`, one line per host.
@@ -308,33 +313,6 @@ pub fn skipped_handler_warning(
         dir.join(&skipped.name).display(),
         skipped.reason
     )
-}
-
-/// Host → index into `projects`. A host keeps the project that held it
-/// before (`previous`: the project name the live table gives a declared
-/// name), so a conflict never moves a tenant; among newcomers, the first
-/// project in config.json order wins.
-pub fn decide_owners<'a, P: std::borrow::Borrow<ProjectPlan>>(
-    projects: &[P],
-    previous: impl Fn(&HostPattern) -> Option<&'a str>,
-) -> (HostTable<usize>, Vec<Conflict>) {
-    let mut builder = HostTableBuilder::new();
-    for (index, project) in projects.iter().enumerate() {
-        let project = project.borrow();
-        for host in &project.scan.hosts {
-            if previous(host) == Some(project.config.name.as_str()) {
-                builder.insert(&project.config.name, host, index);
-            }
-        }
-    }
-    for (index, project) in projects.iter().enumerate() {
-        let project = project.borrow();
-        for host in &project.scan.hosts {
-            // Re-inserting a host for its own project is not a conflict.
-            builder.insert(&project.config.name, host, index);
-        }
-    }
-    builder.finish()
 }
 
 /// Whether `program` would be found when spawned from `project_dir`: a

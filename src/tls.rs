@@ -7,41 +7,12 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use elsinore_config::{Config, DefaultCert, HostPattern};
-use elsinore_proxy::{ProjectRoute, RouteTable};
-use elsinore_routes::{HostScan, HOSTS_DIR};
+use elsinore_proxy::RouteTable;
 use elsinore_tls::{CertSource, CertStore, TLS_DIR};
 use elsinore_watch::Target;
 use serde_json::{json, Value};
 
 const ONE_DAY: Duration = Duration::from_secs(86_400);
-
-/// Where a table's certificates come from: the `tls/` folder of every
-/// host each project keeps (a host lost in a conflict uses its owner's
-/// folder), then the configured default. Each project comes with its host
-/// scan, which knows the folder as it is spelled on disk
-/// (`hosts/Blog.Localhost/tls/` for the host `blog.localhost`).
-pub fn cert_sources<'a>(
-    config: &Config,
-    projects: impl IntoIterator<Item = (&'a ProjectRoute, &'a HostScan)>,
-) -> Vec<CertSource> {
-    let mut sources: Vec<CertSource> = projects
-        .into_iter()
-        .flat_map(|(project, scan)| {
-            let hosts_dir = project.path.join(HOSTS_DIR);
-            project.hosts.iter().map(move |host| {
-                let dir = match scan.folder(host) {
-                    Some(folder) => hosts_dir.join(folder),
-                    None => hosts_dir.join(host.to_string()),
-                };
-                CertSource::host(host.clone(), &dir)
-            })
-        })
-        .collect();
-    if let Some(DefaultCert { cert, key }) = &config.tls_default {
-        sources.push(CertSource::default_cert(cert.clone(), key.clone()));
-    }
-    sources
-}
 
 /// Folders to watch so that an added, replaced or removed certificate is
 /// noticed: each host folder (only its `tls` entry matters), each
