@@ -9,7 +9,7 @@ use elsinore_config::Config;
 use elsinore_keys::{KeyRing, KeyStore, WATCH_INTERVAL};
 use elsinore_proxy::{AdminApi, TableRefresh};
 
-use crate::live::Live;
+use elsinore_live::Live;
 
 /// The key database and the in-memory ring, opened before anything runs.
 #[derive(Debug)]

@@ -9,7 +9,6 @@ mod admin;
 mod dev_cert;
 mod events_cmd;
 mod keys_cmd;
-mod live;
 mod logging;
 mod metrics_source;
 mod operator;

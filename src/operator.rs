@@ -28,9 +28,9 @@ use hyper_util::server::conn::auto;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::live::{Live, ReloadReport};
 use crate::operator_guard::{self, Refusal};
 use crate::status_page::{self, Rates, StatusInput};
+use elsinore_live::{Live, ReloadReport};
 
 /// `GET /events` lists this many runs unless `?limit=` says otherwise.
 const DEFAULT_EVENTS_LIMIT: usize = 20;

@@ -8,23 +8,16 @@ use std::path::Path;
 use anyhow::bail;
 use elsinore_config::{
     format_duration, format_size, Config, EventsConfig, HandlerKind, HandlerSpec, HostPattern,
-    Manifest, ProjectConfig, SkippedFile,
+    Manifest,
 };
+use elsinore_live::{skipped_handler, Declared, DeclaredProject, Warning};
 use elsinore_routes::{decide_owners, scan_hosts, Conflict, HostScan, HostTable};
-
-/// One project with everything read from its folder.
-#[derive(Debug, Clone)]
-pub struct ProjectPlan {
-    pub config: ProjectConfig,
-    pub manifest: Manifest,
-    pub scan: HostScan,
-}
 
 /// The whole declared setup.
 #[derive(Debug)]
 pub struct Plan {
     pub config: Config,
-    pub projects: Vec<ProjectPlan>,
+    pub projects: Vec<DeclaredProject>,
 }
 
 impl Plan {
@@ -40,7 +33,7 @@ impl Plan {
                 .map_err(|e| e.to_string());
             let scan = scan_hosts(&project.path).map_err(|e| e.to_string());
             match (manifest, scan) {
-                (Ok(manifest), Ok(scan)) => projects.push(ProjectPlan {
+                (Ok(manifest), Ok(scan)) => projects.push(DeclaredProject {
                     config: project.clone(),
                     manifest,
                     scan,
@@ -107,7 +100,7 @@ impl Plan {
     }
 
     /// Whether the folder declaring `host` in `project` has `public/`.
-    fn has_public(&self, project: &ProjectPlan, host: &str) -> bool {
+    fn has_public(&self, project: &DeclaredProject, host: &str) -> bool {
         HostPattern::parse(host)
             .ok()
             .and_then(|pattern| project.scan.folder(&pattern).map(str::to_owned))
@@ -211,7 +204,13 @@ impl Plan {
         for line in self.render_owners(&owners).lines() {
             let _ = writeln!(out, "  {line}");
         }
-        let mut warnings = self.warnings(&conflicts);
+        let mut warnings: Vec<String> = self.warnings().iter().map(ToString::to_string).collect();
+        warnings.extend(conflicts.iter().map(|c| {
+            format!(
+                "host {} is declared by both {} and {}; {} keeps it (first in config.json)",
+                c.host, c.kept_by, c.refused_for, c.kept_by
+            )
+        }));
         // Each kept host with its folder as spelled on disk.
         let mut hosts: Vec<(HostPattern, std::path::PathBuf)> = self
             .projects
@@ -251,68 +250,55 @@ impl Plan {
         out
     }
 
-    /// Skipped folders and host conflicts, in words.
-    pub fn warnings(&self, conflicts: &[Conflict]) -> Vec<String> {
-        let mut warnings: Vec<String> = self
+    /// Skipped folders and handler files, and programs not found (host
+    /// conflicts are the caller's: `check` and a reload word them
+    /// differently).
+    pub fn warnings(&self) -> Vec<Warning> {
+        let mut warnings: Vec<Warning> = self
             .projects
             .iter()
             .flat_map(|project| {
-                project.scan.skipped.iter().map(|skipped| {
-                    format!(
-                        "skipped {}/hosts/{}: {}",
-                        project.config.path.display(),
-                        skipped.name,
-                        skipped.reason
-                    )
-                })
+                project
+                    .scan
+                    .skipped
+                    .iter()
+                    .map(|skipped| Warning::SkippedHostFolder {
+                        project_dir: project.config.path.clone(),
+                        folder: skipped.clone(),
+                    })
             })
             .collect();
         for project in &self.projects {
-            warnings.extend(project.manifest.skipped.iter().map(|skipped| {
-                skipped_handler_warning(&project.config.path, &project.manifest, skipped)
-            }));
+            warnings.extend(
+                project.manifest.skipped.iter().map(|skipped| {
+                    skipped_handler(&project.config.path, &project.manifest, skipped)
+                }),
+            );
         }
         for project in &self.projects {
             for handler in &project.manifest.handlers {
                 if let HandlerKind::Command { argv } = &handler.kind {
                     if !program_exists(&argv[0], &project.config.path) {
-                        warnings.push(format!(
-                            "handler {}/{}: program {:?} not found (relative to {} or on PATH); it will fail to start",
-                            project.config.name,
-                            handler.name,
-                            argv[0],
-                            project.config.path.display()
-                        ));
+                        warnings.push(Warning::ProgramNotFound {
+                            project: project.config.name.clone(),
+                            handler: handler.name.clone(),
+                            program: argv[0].clone(),
+                            project_dir: project.config.path.clone(),
+                        });
                     }
                 }
             }
         }
-        warnings.extend(conflicts.iter().map(|c| {
-            format!(
-                "host {} is declared by both {} and {}; {} keeps it (first in config.json)",
-                c.host, c.kept_by, c.refused_for, c.kept_by
-            )
-        }));
         warnings
     }
-}
 
-/// `skipped <handlers_dir>/<file>: <reason>`, for `check` and the reload
-/// log alike.
-pub fn skipped_handler_warning(
-    project_dir: &Path,
-    manifest: &Manifest,
-    skipped: &SkippedFile,
-) -> String {
-    let dir = manifest
-        .handlers_dir
-        .as_deref()
-        .map_or_else(|| project_dir.to_path_buf(), |dir| project_dir.join(dir));
-    format!(
-        "skipped {}: {}",
-        dir.join(&skipped.name).display(),
-        skipped.reason
-    )
+    /// What the live state is started with.
+    pub fn into_declared(self) -> Declared {
+        Declared {
+            config: self.config,
+            projects: self.projects,
+        }
+    }
 }
 
 /// Whether `program` would be found when spawned from `project_dir`: a

@@ -17,9 +17,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::admin::{Keys, LiveRescan};
-use crate::live::Live;
 use crate::operator::{self, Operator};
 use crate::plan::Plan;
+use elsinore_live::Live;
 
 /// How long a handler gets between SIGTERM and SIGKILL.
 const HANDLER_STOP_GRACE: Duration = Duration::from_secs(5);
@@ -95,7 +95,9 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
         env_remove: config.secret_env_names().map(str::to_owned).collect(),
         stop_grace: HANDLER_STOP_GRACE,
     }));
-    let live = Live::start(plan, supervisor.clone()).await?;
+    // Host conflicts are reported by the first reload's plan.
+    let warnings = plan.warnings();
+    let live = Live::start(plan.into_declared(), warnings, supervisor.clone()).await?;
     let watcher = start_watching(&live, &config);
     spawn_sighup_reloads(live.clone());
     let admin = keys.into_api(&config, Arc::new(LiveRescan::new(live.clone())));

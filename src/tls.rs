@@ -1,5 +1,5 @@
-//! TLS wiring of the binary: which certificate files a reload reads and
-//! watches, the daily expiry warning, and certificates in `/routes`.
+//! TLS wiring of the binary: the daily expiry warning, certificates in
+//! `/routes`, and the `certificates` part of `check`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,39 +8,10 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use elsinore_config::{Config, DefaultCert, HostPattern};
 use elsinore_proxy::RouteTable;
-use elsinore_tls::{CertSource, CertStore, TLS_DIR};
-use elsinore_watch::Target;
+use elsinore_tls::{CertSource, CertStore};
 use serde_json::{json, Value};
 
 const ONE_DAY: Duration = Duration::from_secs(86_400);
-
-/// Folders to watch so that an added, replaced or removed certificate is
-/// noticed: each host folder (only its `tls` entry matters), each
-/// `tls/` folder (every entry), and the default certificate's files.
-/// Two inotify watches per host.
-pub fn watch_targets(sources: &[CertSource]) -> Vec<Target> {
-    let mut targets = Vec::with_capacity(2 * sources.len());
-    for source in sources {
-        match source.owner {
-            elsinore_tls::CertOwner::Host(_) => {
-                if let Some(tls_dir) = source.cert_path.parent() {
-                    if let Some(host_dir) = tls_dir.parent() {
-                        targets.push(Target::only(host_dir, [TLS_DIR]));
-                    }
-                    targets.push(Target::all(tls_dir));
-                }
-            }
-            elsinore_tls::CertOwner::Default => {
-                for file in [&source.cert_path, &source.key_path] {
-                    if let (Some(dir), Some(name)) = (file.parent(), file.file_name()) {
-                        targets.push(Target::only(dir, [name.to_owned()]));
-                    }
-                }
-            }
-        }
-    }
-    targets
-}
 
 /// Logs every certificate that expires within
 /// [`elsinore_tls::EXPIRY_WARNING_DAYS`] once a day. (Loading a
