@@ -27,6 +27,8 @@ mod executor;
 mod live;
 mod plan;
 mod report;
+#[cfg(test)]
+mod tests;
 mod watch;
 
 pub use change::Change;
