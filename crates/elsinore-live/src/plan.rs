@@ -211,111 +211,14 @@ pub fn plan<H: Handler>(
 
     for project in declared {
         let name = project.config.name.clone();
-        let previous = previous_of(current, &project);
-        let pending = current.pending.get(&name);
-        let mut handlers = Vec::with_capacity(project.manifest.handlers.len());
-        let mut waiting: Vec<(HandlerSpec, H)> = Vec::new();
-        let mut fresh = Vec::new();
-        let mut failed = None;
-        for spec in &project.manifest.handlers {
-            let reusable = previous.and_then(|p| {
-                let i = p
-                    .declared
-                    .manifest
-                    .handlers
-                    .iter()
-                    .position(|s| s == spec)?;
-                p.handlers.get(i).cloned()
-            });
-            if let Some(handle) = reusable {
-                handlers.push(handle);
-                continue;
-            }
-            let adopted = pending
-                .and_then(|p| p.handlers.iter().find(|(s, _)| s == spec))
-                .map(|(_, h)| h.clone());
-            let handle = match adopted {
-                Some(handle) => handle,
-                None => match take_started(&mut started, &name, spec) {
-                    Some(Ok(handle)) => {
-                        fresh.push(handle.clone());
-                        handle
-                    }
-                    Some(Err(error)) => {
-                        failed = Some(ReloadError::Start {
-                            project: name.clone(),
-                            error,
-                        });
-                        break;
-                    }
-                    // Not started: an earlier handler of the project
-                    // failed to start, and that error is the one to show.
-                    None => break,
-                },
-            };
-            waiting.push((spec.clone(), handle.clone()));
-            handlers.push(handle);
+        let step = decide_project(current, project, &mut started, now);
+        errors.extend(step.error);
+        starting_changes.extend(step.starting);
+        wake_when_ready.extend(step.wake);
+        if let Some(pending) = step.pending {
+            pending_next.insert(name, pending);
         }
-        if handlers.len() < project.manifest.handlers.len() {
-            errors.extend(failed);
-            if let Some(previous) = previous {
-                next.push(keep_handlers(previous, project));
-            }
-            continue;
-        }
-        let Some(previous) = previous.filter(|_| !waiting.is_empty()) else {
-            // New project, or nothing to replace: use them at once
-            // (requests wait for a handler still starting).
-            next.push(Applied {
-                declared: project,
-                handlers,
-            });
-            continue;
-        };
-        // Start timeouts count from the oldest start still waited for; a
-        // handler started by this reload restarts the count.
-        let since = match pending.map(|p| p.since) {
-            Some(since) if fresh.is_empty() => since,
-            _ => now,
-        };
-        match readiness(&waiting, since, now) {
-            Readiness::Ready => next.push(Applied {
-                declared: project,
-                handlers,
-            }),
-            Readiness::Failed { handler, why } => {
-                errors.push(ReloadError::NotReady {
-                    project: name,
-                    handler,
-                    why,
-                });
-                next.push(keep_handlers(previous, project));
-            }
-            Readiness::Starting => {
-                for (spec, _) in &waiting {
-                    let replacing = previous
-                        .declared
-                        .manifest
-                        .handlers
-                        .iter()
-                        .any(|h| h.name == spec.name);
-                    starting_changes.push(Change::HandlerStarting {
-                        project: name.clone(),
-                        handler: spec.name.clone(),
-                        replacing,
-                    });
-                }
-                wake_when_ready.extend(fresh);
-                pending_next.insert(
-                    name,
-                    Pending {
-                        handlers: waiting,
-                        since,
-                    },
-                );
-                next.push(keep_handlers(previous, project));
-            }
-        }
+        next.extend(step.next);
     }
 
     // Hosts: the current owner first, so a conflict never moves a tenant.
@@ -372,34 +275,7 @@ pub fn plan<H: Handler>(
     changes.extend(describe_hosts(&current.owners, &owners, &next));
     changes.extend(starting_changes);
 
-    // Everything running or started, minus what the next state uses.
-    let kept: Vec<&H> = next
-        .iter()
-        .flat_map(|a| &a.handlers)
-        .chain(
-            pending_next
-                .values()
-                .flat_map(|p| p.handlers.iter().map(|(_, h)| h)),
-        )
-        .collect();
-    let mut retire: Vec<H> = Vec::new();
-    let everything = current
-        .projects
-        .iter()
-        .flat_map(|a| a.handlers.iter())
-        .chain(
-            current
-                .pending
-                .values()
-                .flat_map(|p| p.handlers.iter().map(|(_, h)| h)),
-        )
-        .chain(started_ok.iter());
-    for handle in everything {
-        let used = kept.iter().any(|k| k.same(handle));
-        if !used && !retire.iter().any(|r| r.same(handle)) {
-            retire.push(handle.clone());
-        }
-    }
+    let retire = retired(current, &next, &pending_next, &started_ok);
 
     ReloadPlan {
         config,
@@ -415,6 +291,185 @@ pub fn plan<H: Handler>(
         errors,
         warnings,
     }
+}
+
+/// What one project does in a reload.
+struct ProjectStep<H> {
+    /// What serves it next (`None`: a new project that failed to start).
+    next: Option<Applied<H>>,
+    /// Its replacements that keep starting.
+    pending: Option<Pending<H>>,
+    /// Why its new handlers were refused.
+    error: Option<ReloadError>,
+    /// Its replacements starting, as changes.
+    starting: Vec<Change>,
+    /// Handlers started for it that it waits for.
+    wake: Vec<H>,
+}
+
+impl<H> ProjectStep<H> {
+    fn serve(applied: Option<Applied<H>>) -> Self {
+        Self {
+            next: applied,
+            pending: None,
+            error: None,
+            starting: Vec::new(),
+            wake: Vec::new(),
+        }
+    }
+}
+
+/// Each handler of `project` kept, adopted or taken from `started`; then
+/// whether the project switches now, waits, or keeps its previous ones.
+fn decide_project<H: Handler>(
+    current: &Running<H>,
+    project: DeclaredProject,
+    started: &mut Vec<Started<H>>,
+    now: Instant,
+) -> ProjectStep<H> {
+    let name = project.config.name.clone();
+    let previous = previous_of(current, &project);
+    let pending = current.pending.get(&name);
+    let mut handlers = Vec::with_capacity(project.manifest.handlers.len());
+    let mut waiting: Vec<(HandlerSpec, H)> = Vec::new();
+    let mut fresh = Vec::new();
+    let mut failed = None;
+    for spec in &project.manifest.handlers {
+        let reusable = previous.and_then(|p| {
+            let i = p
+                .declared
+                .manifest
+                .handlers
+                .iter()
+                .position(|s| s == spec)?;
+            p.handlers.get(i).cloned()
+        });
+        if let Some(handle) = reusable {
+            handlers.push(handle);
+            continue;
+        }
+        let adopted = pending
+            .and_then(|p| p.handlers.iter().find(|(s, _)| s == spec))
+            .map(|(_, h)| h.clone());
+        let handle = match adopted {
+            Some(handle) => handle,
+            None => match take_started(started, &name, spec) {
+                Some(Ok(handle)) => {
+                    fresh.push(handle.clone());
+                    handle
+                }
+                Some(Err(error)) => {
+                    failed = Some(ReloadError::Start {
+                        project: name.clone(),
+                        error,
+                    });
+                    break;
+                }
+                // Not started: an earlier handler of the project failed
+                // to start, and that error is the one to show.
+                None => break,
+            },
+        };
+        waiting.push((spec.clone(), handle.clone()));
+        handlers.push(handle);
+    }
+    if handlers.len() < project.manifest.handlers.len() {
+        let mut step = ProjectStep::serve(previous.map(|p| keep_handlers(p, project)));
+        step.error = failed;
+        return step;
+    }
+    let Some(previous) = previous.filter(|_| !waiting.is_empty()) else {
+        // New project, or nothing to replace: use them at once (requests
+        // wait for a handler still starting).
+        return ProjectStep::serve(Some(Applied {
+            declared: project,
+            handlers,
+        }));
+    };
+    // Start timeouts count from the oldest start still waited for; a
+    // handler started by this reload restarts the count.
+    let since = match pending.map(|p| p.since) {
+        Some(since) if fresh.is_empty() => since,
+        _ => now,
+    };
+    match readiness(&waiting, since, now) {
+        Readiness::Ready => ProjectStep::serve(Some(Applied {
+            declared: project,
+            handlers,
+        })),
+        Readiness::Failed { handler, why } => {
+            let mut step = ProjectStep::serve(Some(keep_handlers(previous, project)));
+            step.error = Some(ReloadError::NotReady {
+                project: name,
+                handler,
+                why,
+            });
+            step
+        }
+        Readiness::Starting => {
+            let starting = waiting
+                .iter()
+                .map(|(spec, _)| Change::HandlerStarting {
+                    project: name.clone(),
+                    handler: spec.name.clone(),
+                    replacing: previous
+                        .declared
+                        .manifest
+                        .handlers
+                        .iter()
+                        .any(|h| h.name == spec.name),
+                })
+                .collect();
+            ProjectStep {
+                next: Some(keep_handlers(previous, project)),
+                pending: Some(Pending {
+                    handlers: waiting,
+                    since,
+                }),
+                error: None,
+                starting,
+                wake: fresh,
+            }
+        }
+    }
+}
+
+/// Everything running or started, minus what the next state uses, each
+/// once.
+fn retired<H: Handler>(
+    current: &Running<H>,
+    next: &[Applied<H>],
+    pending_next: &HashMap<String, Pending<H>>,
+    started: &[H],
+) -> Vec<H> {
+    let kept: Vec<&H> = next
+        .iter()
+        .flat_map(|a| &a.handlers)
+        .chain(
+            pending_next
+                .values()
+                .flat_map(|p| p.handlers.iter().map(|(_, h)| h)),
+        )
+        .collect();
+    let everything = current
+        .projects
+        .iter()
+        .flat_map(|a| a.handlers.iter())
+        .chain(
+            current
+                .pending
+                .values()
+                .flat_map(|p| p.handlers.iter().map(|(_, h)| h)),
+        )
+        .chain(started);
+    let mut retire: Vec<H> = Vec::new();
+    for handle in everything {
+        let used = kept.iter().any(|k| k.same(handle));
+        if !used && !retire.iter().any(|r| r.same(handle)) {
+            retire.push(handle.clone());
+        }
+    }
+    retire
 }
 
 /// The applied project `project` continues: same name and folder.
