@@ -98,7 +98,7 @@ fn usage(config: &Config, host: &HostPattern, cert_path: &Path) -> String {
         HostPattern::Exact(name) => name.to_string(),
         HostPattern::Wildcard(suffix) => format!("dev.{suffix}"),
     };
-    let Some(tls) = config.tls_listen else {
+    let Some(tls) = config.startup.tls_listen else {
         return format!(
             "config.json has no tls_listen yet; add e.g. \"tls_listen\": \"127.0.0.1:8443\" and restart, then:\n  curl --cacert {} --resolve {example}:8443:127.0.0.1 https://{example}:8443/",
             cert_path.display()

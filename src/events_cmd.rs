@@ -42,14 +42,14 @@ pub fn run(verb: EventsVerb) -> anyhow::Result<()> {
         EventsVerb::Run { config, json } => {
             let config = load(&config)?;
             let report = elsinore_events::run_once(
-                &config.database,
-                &Settings::new(config.events.clone()),
+                &config.startup.database,
+                &Settings::new(config.startup.events.clone()),
                 Trigger::Cli,
             )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", render_report(&config.database, &report));
+                print!("{}", render_report(&config.startup.database, &report));
             }
         }
         EventsVerb::List {
@@ -58,7 +58,7 @@ pub fn run(verb: EventsVerb) -> anyhow::Result<()> {
             json,
         } => {
             let config = load(&config)?;
-            let runs = elsinore_events::recent_runs(&config.database, limit)?;
+            let runs = elsinore_events::recent_runs(&config.startup.database, limit)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&runs)?);
             } else {

@@ -73,7 +73,7 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Revoke { id, config } => {
             let plan = Plan::load(&config)?;
-            let store = KeyStore::open(&plan.config.database)?;
+            let store = KeyStore::open(&plan.config.startup.database)?;
             match store.revoke(Scope::Any, id, &Caller::operator()) {
                 Ok(Revocation::Revoked(key)) => println!(
                     "revoked key {id} ({}) of {} (project {})",
@@ -106,7 +106,7 @@ fn open_for_host(config: &Path, host: &str) -> anyhow::Result<(KeyStore, Hostnam
                 plan.config.file.display()
             )
         })?;
-    let store = KeyStore::open(&plan.config.database)?;
+    let store = KeyStore::open(&plan.config.startup.database)?;
     Ok((store, name, project))
 }
 

@@ -8,7 +8,6 @@ use clap::{Parser, Subcommand};
 mod dev_cert;
 mod events_cmd;
 mod keys_cmd;
-mod live;
 mod logging;
 mod metrics_source;
 mod operator;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use elsinore_events::EventScheduler;
 use elsinore_metrics::{HandlerSample, ScrapeSource};
 
-use crate::live::Live;
+use elsinore_live::Live;
 
 /// What `elsinore_handler_*`, `elsinore_table_swaps_total`,
 /// `elsinore_reload_failures_total` and `elsinore_events_rows_deleted_total`

@@ -33,10 +33,10 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::live::{Live, ReloadReport};
 use crate::operator_error::OperatorError;
 use crate::operator_guard;
 use crate::status_page::{self, Rates, StatusInput};
+use elsinore_live::{Live, ReloadReport};
 
 /// An endpoint's answer, or the error to answer instead.
 type Answer = Result<Response<Full<Bytes>>, OperatorError>;

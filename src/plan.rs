@@ -8,23 +8,16 @@ use std::path::Path;
 use anyhow::bail;
 use elsinore_config::{
     format_duration, format_size, Config, EventsConfig, HandlerKind, HandlerSpec, HostPattern,
-    Manifest, ProjectConfig, SkippedFile,
+    Manifest,
 };
-use elsinore_routes::{scan_hosts, Conflict, HostScan, HostTable, HostTableBuilder};
-
-/// One project with everything read from its folder.
-#[derive(Debug, Clone)]
-pub struct ProjectPlan {
-    pub config: ProjectConfig,
-    pub manifest: Manifest,
-    pub scan: HostScan,
-}
+use elsinore_live::{skipped_handler, Declared, DeclaredProject, Warning};
+use elsinore_routes::{decide_owners, scan_hosts, Conflict, HostScan, HostTable};
 
 /// The whole declared setup.
 #[derive(Debug)]
 pub struct Plan {
     pub config: Config,
-    pub projects: Vec<ProjectPlan>,
+    pub projects: Vec<DeclaredProject>,
 }
 
 impl Plan {
@@ -40,7 +33,7 @@ impl Plan {
                 .map_err(|e| e.to_string());
             let scan = scan_hosts(&project.path).map_err(|e| e.to_string());
             match (manifest, scan) {
-                (Ok(manifest), Ok(scan)) => projects.push(ProjectPlan {
+                (Ok(manifest), Ok(scan)) => projects.push(DeclaredProject {
                     config: project.clone(),
                     manifest,
                     scan,
@@ -59,7 +52,12 @@ impl Plan {
 
     /// Host → index into `projects`, first declaration winning.
     pub fn host_owners(&self) -> (HostTable<usize>, Vec<Conflict>) {
-        decide_owners(&self.projects, |_| None)
+        let declared: Vec<(&str, &HostScan)> = self
+            .projects
+            .iter()
+            .map(|p| (p.config.name.as_str(), &p.scan))
+            .collect();
+        decide_owners(&declared, |_| None)
     }
 
     /// `host → project → handler [routes], …`, one line per host.
@@ -102,7 +100,7 @@ impl Plan {
     }
 
     /// Whether the folder declaring `host` in `project` has `public/`.
-    fn has_public(&self, project: &ProjectPlan, host: &str) -> bool {
+    fn has_public(&self, project: &DeclaredProject, host: &str) -> bool {
         HostPattern::parse(host)
             .ok()
             .and_then(|pattern| project.scan.folder(&pattern).map(str::to_owned))
@@ -123,16 +121,16 @@ impl Plan {
         let config = &self.config;
         let mut out = String::new();
         let _ = writeln!(out, "config:   {}", config.file.display());
-        let _ = writeln!(out, "listen:   http://{}", config.listen);
-        if let Some(admin) = config.admin_listen {
+        let _ = writeln!(out, "listen:   http://{}", config.startup.listen);
+        if let Some(admin) = config.startup.admin_listen {
             let _ = writeln!(out, "admin:    http://{admin}");
         }
-        if let Some(tls) = config.tls_listen {
+        if let Some(tls) = config.startup.tls_listen {
             let _ = writeln!(out, "https:    https://{tls}");
         }
-        let _ = writeln!(out, "database: {}", config.database.display());
-        let _ = writeln!(out, "events:   {}", describe_events(&config.events));
-        let (limits, timeouts) = (&config.limits, &config.timeouts);
+        let _ = writeln!(out, "database: {}", config.startup.database.display());
+        let _ = writeln!(out, "events:   {}", describe_events(&config.startup.events));
+        let (limits, timeouts) = (&config.startup.limits, &config.startup.timeouts);
         let _ = writeln!(
             out,
             "limits:   max_header_bytes {}, max_body {}, max_connections {}",
@@ -147,7 +145,7 @@ impl Plan {
             format_duration(timeouts.idle),
             format_duration(timeouts.handler_connect)
         );
-        let files = &config.static_files;
+        let files = &config.startup.static_files;
         let recheck = files
             .recheck_after
             .map_or_else(|| "off".to_owned(), format_duration);
@@ -206,7 +204,13 @@ impl Plan {
         for line in self.render_owners(&owners).lines() {
             let _ = writeln!(out, "  {line}");
         }
-        let mut warnings = self.warnings(&conflicts);
+        let mut warnings: Vec<String> = self.warnings().iter().map(ToString::to_string).collect();
+        warnings.extend(conflicts.iter().map(|c| {
+            format!(
+                "host {} is declared by both {} and {}; {} keeps it (first in config.json)",
+                c.host, c.kept_by, c.refused_for, c.kept_by
+            )
+        }));
         // Each kept host with its folder as spelled on disk.
         let mut hosts: Vec<(HostPattern, std::path::PathBuf)> = self
             .projects
@@ -229,7 +233,7 @@ impl Plan {
         hosts.sort_by_cached_key(|(host, _)| host.to_string());
         let (certificates, tls_warnings) =
             crate::tls::check_report(config, &hosts, std::time::SystemTime::now());
-        if config.tls_listen.is_some() {
+        if config.startup.tls_listen.is_some() {
             let _ = writeln!(out, "\ncertificates ({}):", certificates.len());
             for line in &certificates {
                 let _ = writeln!(out, "  {line}");
@@ -246,95 +250,55 @@ impl Plan {
         out
     }
 
-    /// Skipped folders and host conflicts, in words.
-    pub fn warnings(&self, conflicts: &[Conflict]) -> Vec<String> {
-        let mut warnings: Vec<String> = self
+    /// Skipped folders and handler files, and programs not found (host
+    /// conflicts are the caller's: `check` and a reload word them
+    /// differently).
+    pub fn warnings(&self) -> Vec<Warning> {
+        let mut warnings: Vec<Warning> = self
             .projects
             .iter()
             .flat_map(|project| {
-                project.scan.skipped.iter().map(|skipped| {
-                    format!(
-                        "skipped {}/hosts/{}: {}",
-                        project.config.path.display(),
-                        skipped.name,
-                        skipped.reason
-                    )
-                })
+                project
+                    .scan
+                    .skipped
+                    .iter()
+                    .map(|skipped| Warning::SkippedHostFolder {
+                        project_dir: project.config.path.clone(),
+                        folder: skipped.clone(),
+                    })
             })
             .collect();
         for project in &self.projects {
-            warnings.extend(project.manifest.skipped.iter().map(|skipped| {
-                skipped_handler_warning(&project.config.path, &project.manifest, skipped)
-            }));
+            warnings.extend(
+                project.manifest.skipped.iter().map(|skipped| {
+                    skipped_handler(&project.config.path, &project.manifest, skipped)
+                }),
+            );
         }
         for project in &self.projects {
             for handler in &project.manifest.handlers {
                 if let HandlerKind::Command { argv } = &handler.kind {
                     if !program_exists(&argv[0], &project.config.path) {
-                        warnings.push(format!(
-                            "handler {}/{}: program {:?} not found (relative to {} or on PATH); it will fail to start",
-                            project.config.name,
-                            handler.name,
-                            argv[0],
-                            project.config.path.display()
-                        ));
+                        warnings.push(Warning::ProgramNotFound {
+                            project: project.config.name.clone(),
+                            handler: handler.name.clone(),
+                            program: argv[0].clone(),
+                            project_dir: project.config.path.clone(),
+                        });
                     }
                 }
             }
         }
-        warnings.extend(conflicts.iter().map(|c| {
-            format!(
-                "host {} is declared by both {} and {}; {} keeps it (first in config.json)",
-                c.host, c.kept_by, c.refused_for, c.kept_by
-            )
-        }));
         warnings
     }
-}
 
-/// `skipped <handlers_dir>/<file>: <reason>`, for `check` and the reload
-/// log alike.
-pub fn skipped_handler_warning(
-    project_dir: &Path,
-    manifest: &Manifest,
-    skipped: &SkippedFile,
-) -> String {
-    let dir = manifest
-        .handlers_dir
-        .as_deref()
-        .map_or_else(|| project_dir.to_path_buf(), |dir| project_dir.join(dir));
-    format!(
-        "skipped {}: {}",
-        dir.join(&skipped.name).display(),
-        skipped.reason
-    )
-}
-
-/// Host → index into `projects`. A host keeps the project that held it
-/// before (`previous`: the project name the live table gives a declared
-/// name), so a conflict never moves a tenant; among newcomers, the first
-/// project in config.json order wins.
-pub fn decide_owners<'a, P: std::borrow::Borrow<ProjectPlan>>(
-    projects: &[P],
-    previous: impl Fn(&HostPattern) -> Option<&'a str>,
-) -> (HostTable<usize>, Vec<Conflict>) {
-    let mut builder = HostTableBuilder::new();
-    for (index, project) in projects.iter().enumerate() {
-        let project = project.borrow();
-        for host in &project.scan.hosts {
-            if previous(host) == Some(project.config.name.as_str()) {
-                builder.insert(&project.config.name, host, index);
-            }
+    /// What the live state is started with.
+    pub fn into_declared(self) -> Declared {
+        Declared {
+            config: self.config,
+            projects: self.projects,
         }
     }
-    for (index, project) in projects.iter().enumerate() {
-        let project = project.borrow();
-        for host in &project.scan.hosts {
-            // Re-inserting a host for its own project is not a conflict.
-            builder.insert(&project.config.name, host, index);
-        }
-    }
-    builder.finish()
 }
 
 /// Whether `program` would be found when spawned from `project_dir`: a

@@ -16,10 +16,10 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::live::Live;
 use crate::operator::{self, Operator};
 use crate::plan::Plan;
 use crate::tenant_api::{self, Keys};
+use elsinore_live::Live;
 
 /// How long a handler gets between SIGTERM and SIGKILL.
 const HANDLER_STOP_GRACE: Duration = Duration::from_secs(5);
@@ -51,7 +51,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
     let plan = Plan::load(config_path)?;
     // Created (and migrated) before any handler starts, so every handler
     // finds the file ready.
-    let store = Store::open(&plan.config.database)?;
+    let store = Store::open(&plan.config.startup.database)?;
     let keys = Keys::open(&plan.config)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -67,11 +67,16 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
     // handler pools and the request metrics, one part per request thread.
     let settings =
         elsinore_proxy::ServeSettings::from_config(&config).with_request_threads(http_threads);
-    let listeners = elsinore_proxy::ThreadListeners::bind(config.listen, http_threads)
-        .with_context(|| format!("cannot listen on {} (config.json `listen`)", config.listen))?;
+    let listeners = elsinore_proxy::ThreadListeners::bind(config.startup.listen, http_threads)
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (config.json `listen`)",
+                config.startup.listen
+            )
+        })?;
     let local_addr = listeners.local_addr();
     // The HTTPS listener is served by the same request threads.
-    let tls_listener = match config.tls_listen {
+    let tls_listener = match config.startup.tls_listen {
         Some(addr) => Some(
             elsinore_proxy::ThreadListeners::bind(addr, http_threads)
                 .with_context(|| format!("cannot listen on {addr} (config.json `tls_listen`)"))?,
@@ -82,7 +87,7 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
         .as_ref()
         .map(elsinore_proxy::ThreadListeners::local_addr);
     let operator_listener =
-        match config.admin_listen {
+        match config.startup.admin_listen {
             Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
                 format!("cannot listen on {addr} (config.json `admin_listen`)")
             })?),
@@ -94,7 +99,9 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
         env_remove: config.secret_env_names().map(str::to_owned).collect(),
         stop_grace: HANDLER_STOP_GRACE,
     }));
-    let live = Live::start(plan, supervisor.clone()).await?;
+    // Host conflicts are reported by the first reload's plan.
+    let warnings = plan.warnings();
+    let live = Live::start(plan.into_declared(), warnings, supervisor.clone()).await?;
     let watcher = start_watching(&live, &config);
     spawn_sighup_reloads(live.clone());
     let (rescans, rescan_queue) = elsinore_tenant_admin::rescan_channel();
@@ -102,7 +109,7 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
     let key_ring = keys.ring();
     let admin = Arc::new(keys.into_api(&config, rescans));
     let metrics = Arc::new(
-        elsinore_metrics::Metrics::new(config.metrics.per_host)
+        elsinore_metrics::Metrics::new(config.startup.metrics.per_host)
             .with_request_threads(settings.threads),
     );
     let proxy = Arc::new(
@@ -111,7 +118,7 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
             .with_reserved(admin)
             .with_key_ring(key_ring)
             .with_https_port(tls_addr.map(|a| a.port()))
-            .with_limits(&config.limits, &config.timeouts)
+            .with_limits(&config.startup.limits, &config.startup.timeouts)
             .with_metrics(metrics.clone()),
     );
 
@@ -125,7 +132,7 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
     // Framework events run on their own thread, off the request path.
     let events = match EventScheduler::start(
         store.path(),
-        elsinore_events::Settings::new(config.events.clone()),
+        elsinore_events::Settings::new(config.startup.events.clone()),
     ) {
         Ok(events) => events,
         Err(err) => {
@@ -233,11 +240,11 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
 /// becomes one reload. Without a watcher (not even polling could start),
 /// SIGHUP and `POST /reload` still work.
 fn start_watching(live: &Arc<Live>, config: &Config) -> Option<Arc<FolderWatcher>> {
-    let mode = match config.watch.mode {
+    let mode = match config.startup.watch.mode {
         elsinore_config::WatchMode::Auto => WatchMode::Auto,
         elsinore_config::WatchMode::Poll => WatchMode::Poll,
     };
-    let watcher = match FolderWatcher::new(mode, config.watch.poll_interval) {
+    let watcher = match FolderWatcher::new(mode, config.startup.watch.poll_interval) {
         Ok(watcher) => Arc::new(watcher),
         Err(err) => {
             tracing::error!(error = %err, "changes will not be noticed; use SIGHUP or POST /reload after editing");
@@ -252,7 +259,7 @@ fn start_watching(live: &Arc<Live>, config: &Config) -> Option<Arc<FolderWatcher
         TreeChange::Path(path) => files.invalidate(path),
         TreeChange::Lost => files.invalidate_all(),
     };
-    match TreeWatcher::new(mode, config.watch.poll_interval, invalidate) {
+    match TreeWatcher::new(mode, config.startup.watch.poll_interval, invalidate) {
         Ok(trees) => live.attach_tree_watcher(Arc::new(trees)),
         Err(err) => {
             tracing::error!(error = %err, "changes to static files are only noticed when static_files.recheck_after passes");

@@ -13,7 +13,7 @@ use elsinore_events::RunRecord;
 use elsinore_metrics::Metrics;
 use elsinore_proxy::RouteTable;
 
-use crate::live::ReloadReport;
+use elsinore_live::ReloadReport;
 
 /// Rates are averaged over about this long.
 pub const RATE_WINDOW: Duration = Duration::from_secs(60);
@@ -287,13 +287,13 @@ fn reload_section(html: &mut String, input: &StatusInput<'_>) {
     list(html, "Waiting for a restart", input.pending_restart);
 }
 
-fn list(html: &mut String, title: &str, items: &[String]) {
+fn list(html: &mut String, title: &str, items: &[impl std::fmt::Display]) {
     if items.is_empty() {
         return;
     }
     let _ = write!(html, "<p>{title}:</p><ul>");
     for item in items {
-        let _ = write!(html, "<li>{}</li>", escape(item));
+        let _ = write!(html, "<li>{}</li>", escape(&item.to_string()));
     }
     html.push_str("</ul>\n");
 }

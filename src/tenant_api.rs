@@ -11,7 +11,7 @@ use elsinore_keys::KeyRing;
 use elsinore_store::keys::{watch_ring, KeyStore, WATCH_INTERVAL};
 use elsinore_tenant_admin::{RescanQueue, RescanRequests, TenantAdminApi};
 
-use crate::live::Live;
+use elsinore_live::Live;
 
 /// The key database and the in-memory ring, opened before anything runs.
 #[derive(Debug)]
@@ -25,10 +25,10 @@ impl Keys {
     /// starts the watcher that reloads them when another process (the
     /// `elsinore keys` CLI) changes them.
     pub fn open(config: &Config) -> anyhow::Result<Self> {
-        let store = KeyStore::open(&config.database)?;
+        let store = KeyStore::open(&config.startup.database)?;
         let ring = Arc::new(KeyRing::empty());
         store.refresh(&ring).context("cannot load host keys")?;
-        watch_ring(&ring, &config.database, WATCH_INTERVAL)?;
+        watch_ring(&ring, &config.startup.database, WATCH_INTERVAL)?;
         tracing::info!(keys = ring.len(), "host keys loaded");
         Ok(Self {
             store: Arc::new(store),
@@ -44,7 +44,8 @@ impl Keys {
     /// The admin API over these keys; it asks for rescans through
     /// `rescans` after changing a host folder.
     pub fn into_api(self, config: &Config, rescans: RescanRequests) -> TenantAdminApi {
-        TenantAdminApi::new(self.store, self.ring, &config.cors_origins).with_rescans(rescans)
+        TenantAdminApi::new(self.store, self.ring, &config.startup.cors_origins)
+            .with_rescans(rescans)
     }
 }
 

@@ -1,5 +1,5 @@
-//! TLS wiring of the binary: which certificate files a reload reads and
-//! watches, the daily expiry warning, and certificates in `/routes`.
+//! TLS wiring of the binary: the daily expiry warning, certificates in
+//! `/routes`, and the `certificates` part of `check`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,69 +7,11 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use elsinore_config::{Config, DefaultCert, HostPattern};
-use elsinore_proxy::{ProjectRoute, RouteTable};
-use elsinore_routes::{HostScan, HOSTS_DIR};
-use elsinore_tls::{CertSource, CertStore, TLS_DIR};
-use elsinore_watch::Target;
+use elsinore_proxy::RouteTable;
+use elsinore_tls::{CertSource, CertStore};
 use serde_json::{json, Value};
 
 const ONE_DAY: Duration = Duration::from_secs(86_400);
-
-/// Where a table's certificates come from: the `tls/` folder of every
-/// host each project keeps (a host lost in a conflict uses its owner's
-/// folder), then the configured default. Each project comes with its host
-/// scan, which knows the folder as it is spelled on disk
-/// (`hosts/Blog.Localhost/tls/` for the host `blog.localhost`).
-pub fn cert_sources<'a>(
-    config: &Config,
-    projects: impl IntoIterator<Item = (&'a ProjectRoute, &'a HostScan)>,
-) -> Vec<CertSource> {
-    let mut sources: Vec<CertSource> = projects
-        .into_iter()
-        .flat_map(|(project, scan)| {
-            let hosts_dir = project.path.join(HOSTS_DIR);
-            project.hosts.iter().map(move |host| {
-                let dir = match scan.folder(host) {
-                    Some(folder) => hosts_dir.join(folder),
-                    None => hosts_dir.join(host.to_string()),
-                };
-                CertSource::host(host.clone(), &dir)
-            })
-        })
-        .collect();
-    if let Some(DefaultCert { cert, key }) = &config.tls_default {
-        sources.push(CertSource::default_cert(cert.clone(), key.clone()));
-    }
-    sources
-}
-
-/// Folders to watch so that an added, replaced or removed certificate is
-/// noticed: each host folder (only its `tls` entry matters), each
-/// `tls/` folder (every entry), and the default certificate's files.
-/// Two inotify watches per host.
-pub fn watch_targets(sources: &[CertSource]) -> Vec<Target> {
-    let mut targets = Vec::with_capacity(2 * sources.len());
-    for source in sources {
-        match source.owner {
-            elsinore_tls::CertOwner::Host(_) => {
-                if let Some(tls_dir) = source.cert_path.parent() {
-                    if let Some(host_dir) = tls_dir.parent() {
-                        targets.push(Target::only(host_dir, [TLS_DIR]));
-                    }
-                    targets.push(Target::all(tls_dir));
-                }
-            }
-            elsinore_tls::CertOwner::Default => {
-                for file in [&source.cert_path, &source.key_path] {
-                    if let (Some(dir), Some(name)) = (file.parent(), file.file_name()) {
-                        targets.push(Target::only(dir, [name.to_owned()]));
-                    }
-                }
-            }
-        }
-    }
-    targets
-}
 
 /// Logs every certificate that expires within
 /// [`elsinore_tls::EXPIRY_WARNING_DAYS`] once a day. (Loading a
@@ -137,7 +79,7 @@ pub fn check_report(
     hosts: &[(HostPattern, PathBuf)],
     now: SystemTime,
 ) -> (Vec<String>, Vec<String>) {
-    if config.tls_listen.is_none() {
+    if config.startup.tls_listen.is_none() {
         return (Vec::new(), Vec::new());
     }
     let mut sources: Vec<CertSource> = hosts

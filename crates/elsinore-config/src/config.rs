@@ -10,15 +10,16 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 use crate::error::{ConfigError, Problem};
-use crate::events::{validate_events, EventsConfig, RawEvents};
+use crate::events::{validate_events, RawEvents};
 use crate::hostname::Hostname;
 use crate::limits::{
-    max_body, validate_limits, validate_timeouts, Limits, RawLimits, RawSize, RawTimeouts, Timeouts,
+    max_body, validate_limits, validate_timeouts, RawLimits, RawSize, RawTimeouts,
 };
 use crate::observability::{LogFormat, MetricsConfig};
 use crate::operator_access::{validate_operator_access, OperatorAccess};
 use crate::parse_duration;
-use crate::static_files::{validate_static_files, RawStaticFiles, StaticFilesConfig};
+use crate::startup::Startup;
+use crate::static_files::{validate_static_files, RawStaticFiles};
 use crate::trust::{parse_trusted_proxies, parse_upgrade_protocols, TrustedProxies};
 
 /// Where the public listener binds when `listen` is absent.
@@ -29,49 +30,28 @@ const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
 const MAX_PROJECT_NAME_LEN: usize = 64;
 
 /// The validated configuration. Paths are absolute.
+///
+/// Split in two: [`Startup`], read once when the server starts (an edit
+/// waits for a restart), and every other field, which a reload applies.
+/// `startup::tests::every_config_field_is_classified` lists each field
+/// without `..`, so a new one cannot be left unclassified.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The `config.json` this came from.
     pub file: PathBuf,
-    /// Public HTTP listener.
-    pub listen: SocketAddr,
-    /// Operator listener (used by the operator API).
-    pub admin_listen: Option<SocketAddr>,
+    /// Settings read once at startup; see [`Startup`].
+    pub startup: Startup,
     /// `admin_hosts` and `admin_token_env`: who the operator listener
     /// answers.
     pub operator_access: OperatorAccess,
-    /// The shared SQLite database.
-    pub database: PathBuf,
-    /// How long shutdown waits for in-flight requests.
-    pub shutdown_grace: Duration,
-    /// How changes to config.json and project folders are noticed.
-    pub watch: WatchSettings,
     /// Projects in `config.json` order (which decides host conflicts).
     pub projects: Vec<ProjectConfig>,
-    /// Browser origins allowed to call the admin API (CORS); `"*"` only
-    /// when written explicitly. Empty by default.
-    pub cors_origins: Vec<String>,
-    /// The framework events (`events`); defaults when absent.
-    pub events: EventsConfig,
-    /// Public HTTPS listener, if any.
-    pub tls_listen: Option<SocketAddr>,
     /// The certificate for handshakes no host folder answers
     /// (`tls.default_cert` / `tls.default_key`).
     pub tls_default: Option<DefaultCert>,
     /// Plain-HTTP requests for a host with a certificate are redirected
     /// to HTTPS.
     pub redirect_http: bool,
-    /// `log_format`: text (default) or JSON log lines.
-    pub log_format: LogFormat,
-    /// `metrics`: label options of `GET /metrics`.
-    pub metrics: MetricsConfig,
-    /// Request and connection limits (`limits`); defaults when absent.
-    pub limits: Limits,
-    /// Client and handler timeouts (`timeouts`); defaults when absent.
-    pub timeouts: Timeouts,
-    /// The cache of static files from host folders' `public/`
-    /// (`static_files`); defaults when absent.
-    pub static_files: StaticFilesConfig,
     /// `default_project`: the project that answers hosts no project
     /// declares (instead of the JSON 404). Names one of `projects`.
     pub default_project: Option<String>,
@@ -409,23 +389,25 @@ impl Config {
         match (problems.is_empty(), listen, database) {
             (true, Some(listen), Some(database)) => Ok(Self {
                 file: file.to_owned(),
-                listen,
-                admin_listen,
+                startup: Startup {
+                    listen,
+                    admin_listen,
+                    database,
+                    shutdown_grace,
+                    watch,
+                    cors_origins,
+                    events,
+                    tls_listen,
+                    log_format: raw.log_format.unwrap_or_default(),
+                    metrics: raw.metrics.unwrap_or_default(),
+                    limits,
+                    timeouts,
+                    static_files,
+                },
                 operator_access,
-                database,
-                shutdown_grace,
-                watch,
                 projects,
-                cors_origins,
-                events,
-                tls_listen,
                 tls_default,
                 redirect_http,
-                log_format: raw.log_format.unwrap_or_default(),
-                metrics: raw.metrics.unwrap_or_default(),
-                limits,
-                timeouts,
-                static_files,
                 default_project,
                 preview_host,
                 trusted_proxies,
@@ -811,12 +793,15 @@ mod tests {
         let config = fx
             .parse(r#"{"projects": ["projects/horatio"]}"#)
             .expect("valid");
-        assert_eq!(config.listen, DEFAULT_LISTEN.parse().expect("addr"));
-        assert_eq!(config.database, fx.dir.path().join("data/elsinore.db"));
-        assert_eq!(config.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(config.startup.listen, DEFAULT_LISTEN.parse().expect("addr"));
+        assert_eq!(
+            config.startup.database,
+            fx.dir.path().join("data/elsinore.db")
+        );
+        assert_eq!(config.startup.shutdown_grace, Duration::from_secs(30));
         assert_eq!(config.projects[0].name, "horatio");
         assert!(config.projects[0].path.is_absolute());
-        assert!(config.admin_listen.is_none());
+        assert!(config.startup.admin_listen.is_none());
     }
 
     #[test]
@@ -830,7 +815,7 @@ mod tests {
             )
             .expect("valid");
         assert_eq!(
-            config.tls_listen,
+            config.startup.tls_listen,
             Some("0.0.0.0:8443".parse().expect("addr"))
         );
         assert!(config.redirect_http);
@@ -842,7 +827,10 @@ mod tests {
             })
         );
         let plain = fx.parse(r#"{"projects": ["a"]}"#).expect("valid");
-        assert_eq!((plain.tls_listen, plain.redirect_http), (None, false));
+        assert_eq!(
+            (plain.startup.tls_listen, plain.redirect_http),
+            (None, false)
+        );
         assert!(plain.tls_default.is_none());
 
         let err =
@@ -869,13 +857,19 @@ mod tests {
             )
             .expect("valid");
         assert_eq!(
-            config.admin_listen,
+            config.startup.admin_listen,
             Some("127.0.0.1:9000".parse().expect("addr"))
         );
-        assert_eq!(config.watch.mode, WatchMode::Poll);
-        assert_eq!(config.watch.poll_interval, Duration::from_millis(200));
+        assert_eq!(config.startup.watch.mode, WatchMode::Poll);
         assert_eq!(
-            fx.parse(r#"{"projects": ["a"]}"#).expect("valid").watch,
+            config.startup.watch.poll_interval,
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            fx.parse(r#"{"projects": ["a"]}"#)
+                .expect("valid")
+                .startup
+                .watch,
             WatchSettings::default()
         );
         let err = fx.error(r#"{"watch": {"mode": "inotify"}, "projects": ["a"]}"#);
@@ -952,12 +946,15 @@ mod tests {
     fn cors_origins_are_validated() {
         let fx = Fixture::new(&["a"]);
         let config = fx.parse(r#"{"projects": ["a"]}"#).expect("valid");
-        assert!(config.cors_origins.is_empty(), "no origin by default");
+        assert!(
+            config.startup.cors_origins.is_empty(),
+            "no origin by default"
+        );
         let config = fx
             .parse(r#"{"projects": ["a"], "cors_origins": ["https://Admin.example.com", "chrome-extension://abc"]}"#)
             .expect("valid");
         assert_eq!(
-            config.cors_origins,
+            config.startup.cors_origins,
             ["https://admin.example.com", "chrome-extension://abc"]
         );
         let err = fx.error(
@@ -1005,8 +1002,8 @@ mod tests {
         let config = fx
             .parse(r#"{"projects": ["a"], "events": {"interval": "off", "batch": 7}}"#)
             .expect("valid");
-        assert_eq!(config.events.interval, None);
-        assert_eq!(config.events.batch, 7);
+        assert_eq!(config.startup.events.interval, None);
+        assert_eq!(config.startup.events.batch, 7);
         let err = fx.error(
             r#"{"projects": ["a"],
   "events": {"tables": {"t": {"retension": "7d"}}}}"#,

@@ -20,6 +20,7 @@ mod observability;
 mod operator_access;
 mod origin;
 mod redact;
+mod startup;
 mod static_files;
 mod trust;
 
@@ -50,6 +51,7 @@ pub use observability::{LogFormat, MetricsConfig};
 pub use operator_access::{AdminToken, OperatorAccess, MIN_ADMIN_TOKEN_LEN};
 pub use origin::parse_origin;
 pub use redact::{redact_secrets, REDACTED};
+pub use startup::{RestartNeeded, Startup};
 pub use static_files::{
     StaticFilesConfig, DEFAULT_STATIC_CACHE_FILE_MAX, DEFAULT_STATIC_CACHE_SIZE,
     DEFAULT_STATIC_RECHECK_AFTER,

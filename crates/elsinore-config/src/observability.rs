@@ -48,8 +48,8 @@ mod tests {
     #[test]
     fn defaults_are_text_and_no_host_label() {
         let config = parse(r#"{"projects": ["a"]}"#).expect("valid");
-        assert_eq!(config.log_format, LogFormat::Text);
-        assert!(!config.metrics.per_host);
+        assert_eq!(config.startup.log_format, LogFormat::Text);
+        assert!(!config.startup.metrics.per_host);
     }
 
     #[test]
@@ -57,8 +57,8 @@ mod tests {
         let config =
             parse(r#"{"projects": ["a"], "log_format": "json", "metrics": {"per_host": true}}"#)
                 .expect("valid");
-        assert_eq!(config.log_format, LogFormat::Json);
-        assert!(config.metrics.per_host);
+        assert_eq!(config.startup.log_format, LogFormat::Json);
+        assert!(config.startup.metrics.per_host);
     }
 
     #[test]

@@ -68,9 +68,9 @@ impl ServeSettings {
     /// threads.
     pub fn from_config(config: &Config) -> Self {
         Self {
-            grace: config.shutdown_grace,
-            limits: config.limits,
-            timeouts: config.timeouts,
+            grace: config.startup.shutdown_grace,
+            limits: config.startup.limits,
+            timeouts: config.startup.timeouts,
             threads: RequestThreads::default(),
         }
     }

@@ -81,6 +81,23 @@ impl<T> HostTable<T> {
         }
     }
 
+    /// As [`map_named`](Self::map_named), leaving out the names for which
+    /// `f` gives `None`.
+    pub fn filter_map_named<U>(&self, mut f: impl FnMut(&str, &T) -> Option<U>) -> HostTable<U> {
+        HostTable {
+            exact: self
+                .exact
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), f(k, v)?)))
+                .collect(),
+            wildcard: self
+                .wildcard
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), f(&format!("*.{k}"), v)?)))
+                .collect(),
+        }
+    }
+
     /// Number of declared names (exact and wildcard).
     pub fn len(&self) -> usize {
         self.exact.len() + self.wildcard.len()

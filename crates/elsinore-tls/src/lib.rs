@@ -11,6 +11,9 @@
 //! - [`SniResolver`]: the rustls [`ResolvesServerCert`] over the current
 //!   snapshot, and [`server_config`] for a listener.
 //!
+//! - [`cert_sources`]: the policy of which files a table serves (each kept
+//!   host's `tls/` folder as spelled on disk, then the default).
+//!
 //! This crate knows nothing of HTTP, projects or listeners: callers say
 //! which host folders exist and hold the snapshot (one `ArcSwap`).
 //!
@@ -20,12 +23,14 @@ mod cert;
 mod error;
 mod rebuild;
 mod resolver;
+mod sources;
 mod store;
 
 pub use cert::{covers, key_mode_warning, LoadedCert};
 pub use error::Error;
 pub use rebuild::{expiry_warning, CertSource, Rebuilt};
 pub use resolver::{server_config, CurrentCerts, SniResolver, ALPN_H2, ALPN_HTTP11};
+pub use sources::cert_sources;
 pub use store::{CertOwner, CertSlot, CertStore};
 
 /// The folder inside a host folder that holds its certificate.

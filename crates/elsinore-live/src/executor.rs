@@ -1,0 +1,255 @@
+//! Carries out a [`ReloadPlan`]: the only part of a reload with effects.
+//!
+//! States, in order, and what a failure at each leaves serving:
+//!
+//! 1. **Start** what [`to_start`] lists. A handler the supervisor refuses
+//!    (no free port) makes its project keep its previous handlers (a new
+//!    project is not added); every other project goes on.
+//! 2. **Plan** with the started handlers ([`plan`], pure). Replacements not
+//!    ready yet stay pending and the project keeps serving with its
+//!    previous handlers; a task reloads once they are ready, crashed or
+//!    past `start_timeout`, and a failed replacement is dropped then.
+//! 3. **Build** the table: each kept host's `public/` (one `stat`) and its
+//!    certificates (`CertStore::rebuild`: a refused pair keeps the host's
+//!    last good certificate, or leaves it without HTTPS). A project whose
+//!    name or key is not header text is left out (config.json validation
+//!    already refuses those).
+//! 4. **Swap**: one atomic store. Nothing before it changed what requests
+//!    see; from here on every new request uses the new table.
+//! 5. **Retire** what the plan no longer uses, in the background: each
+//!    handler drains (its in-flight responses finish, at most
+//!    `shutdown_grace`), then it is stopped.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use elsinore_proxy::{ClientPolicy, CorsPolicy, HostRoute, Preview, ProjectRoute, RouteTable};
+use elsinore_routes::HOSTS_DIR;
+use elsinore_static::{Site, PUBLIC_DIR};
+use elsinore_supervisor::HandlerHandle;
+
+use crate::change::Change;
+use crate::declared::Declared;
+use crate::error::{ReloadError, Warning};
+use crate::live::Live;
+use crate::plan::{plan, to_start, Applied, Running, Started};
+use crate::report::ReloadReport;
+use crate::watch;
+
+impl Live {
+    /// Applies `candidate` to `running`; see the module documentation.
+    pub(crate) async fn apply(
+        &self,
+        running: &mut Running<Arc<HandlerHandle>>,
+        candidate: Declared,
+        report: &mut ReloadReport,
+    ) {
+        self.supervisor.set_env_remove(
+            candidate
+                .config
+                .secret_env_names()
+                .map(str::to_owned)
+                .collect(),
+        );
+
+        // 1. Start.
+        let mut started: Vec<Started<Arc<HandlerHandle>>> = Vec::new();
+        let mut refused: Vec<&str> = Vec::new();
+        let wanted = to_start(running, &candidate);
+        for handler in &wanted {
+            // After a refusal the project keeps its previous handlers:
+            // starting the rest of it would only be undone.
+            if refused.contains(&handler.project.as_str()) {
+                continue;
+            }
+            let result =
+                self.supervisor
+                    .start(&handler.project, &handler.project_dir, &handler.spec);
+            if result.is_err() {
+                refused.push(&handler.project);
+            }
+            started.push(Started {
+                project: handler.project.clone(),
+                spec: handler.spec.clone(),
+                result,
+            });
+        }
+
+        // 2. Plan.
+        let mut plan = plan(running, candidate, started, Instant::now());
+        if !plan.wake_when_ready.is_empty() {
+            self.reload_when_ready(std::mem::take(&mut plan.wake_when_ready));
+        }
+        report.errors.append(&mut plan.errors);
+        report.warnings.append(&mut plan.warnings);
+
+        // 3. Build.
+        let old_table = self.table.load_full();
+        let config = &plan.config;
+        let mut routes: Vec<Option<Arc<ProjectRoute>>> = Vec::with_capacity(plan.projects.len());
+        // By route: each kept host's `public/`, under the name it is
+        // declared by.
+        let mut sites: Vec<HashMap<String, Arc<Site>>> = Vec::with_capacity(plan.projects.len());
+        let mut static_roots = Vec::new();
+        for (project, kept) in plan.projects.iter().zip(&plan.kept_hosts) {
+            let route = self.project_route(project, kept);
+            if route.is_none() {
+                report.errors.push(ReloadError::HeaderText {
+                    project: project.declared.config.name.clone(),
+                });
+            }
+            let project_sites = route
+                .as_ref()
+                .map(|route| self.sites_of(route, &project.declared.scan))
+                .unwrap_or_default();
+            static_roots.extend(project_sites.values().map(|site| site.root().to_path_buf()));
+            sites.push(project_sites);
+            routes.push(route);
+        }
+        // Certificates belong to the same snapshot as the hosts they serve.
+        let cert_sources = match self.running.tls_listen {
+            Some(_) => elsinore_tls::cert_sources(
+                plan.projects
+                    .iter()
+                    .zip(&plan.kept_hosts)
+                    .zip(&routes)
+                    .filter(|(_, route)| route.is_some())
+                    .map(|((project, kept), _)| {
+                        (
+                            project.declared.config.path.as_path(),
+                            &kept[..],
+                            &project.declared.scan,
+                        )
+                    }),
+                config.tls_default.as_ref(),
+            ),
+            None => Vec::new(),
+        };
+        let certs = old_table.certs.rebuild(&cert_sources, SystemTime::now());
+        let hosts = plan.owners.filter_map_named(|name, &index| {
+            Some(HostRoute {
+                project: routes[index].clone()?,
+                site: sites[index].get(name).cloned(),
+                label: Arc::from(name),
+            })
+        });
+        let serving: Vec<Arc<ProjectRoute>> = routes.iter().flatten().cloned().collect();
+        let preview = config
+            .preview_host
+            .as_ref()
+            .map(|host| Preview::new(host.as_str(), &serving));
+        let default_project = plan.default_project.and_then(|i| routes[i].clone());
+        let new_table = RouteTable {
+            hosts,
+            projects: serving,
+            conflicts: plan.conflicts.clone(),
+            certs: Arc::new(certs.store),
+            redirect_http: config.redirect_http,
+            default_project,
+            preview,
+            client_policy: ClientPolicy::from_config(config),
+        };
+        report.changes.append(&mut plan.changes);
+        report
+            .changes
+            .extend(certs.changes.into_iter().map(Change::Certificate));
+        report
+            .errors
+            .extend(certs.errors.into_iter().map(ReloadError::Certificate));
+        report
+            .warnings
+            .extend(certs.warnings.into_iter().map(Warning::Certificate));
+
+        // 4. Swap.
+        self.table.store(Arc::new(new_table));
+        self.swaps.fetch_add(1, Ordering::AcqRel);
+        report.swapped = true;
+
+        // 5. Retire.
+        for handle in std::mem::take(&mut plan.retire) {
+            self.retire(handle);
+        }
+
+        let mut targets = watch::config_targets(&self.config_path, &plan.projects);
+        targets.extend(watch::cert_targets(&cert_sources));
+        targets.extend(watch::public_targets(&plan.projects));
+        self.watch_targets.store(Arc::new(targets));
+        self.static_roots.store(Arc::new(static_roots));
+        *running = plan.into_running();
+    }
+
+    /// The request path's view of `project`, serving `kept` hosts; `None`
+    /// when its name or key is not header text.
+    fn project_route(
+        &self,
+        project: &Applied<Arc<HandlerHandle>>,
+        kept: &[elsinore_config::HostPattern],
+    ) -> Option<Arc<ProjectRoute>> {
+        let config = &project.declared.config;
+        let handlers = project
+            .handlers
+            .iter()
+            .cloned()
+            .zip(
+                project
+                    .declared
+                    .manifest
+                    .handlers
+                    .iter()
+                    .map(|s| s.routes.clone()),
+            )
+            .collect();
+        let mut route = ProjectRoute::new(
+            &config.name,
+            config.path.clone(),
+            config.key.as_ref().map(|k| k.expose()),
+            handlers,
+        )?;
+        route.max_body = config.max_body;
+        route.cors = CorsPolicy::for_project(&config.cors_origins, config.cors_credentials);
+        route.hosts = kept.to_vec();
+        Some(Arc::new(route))
+    }
+
+    /// The `public/` folder of each host `route` keeps, by declared name
+    /// (one `stat` per host).
+    fn sites_of(
+        &self,
+        route: &ProjectRoute,
+        scan: &elsinore_routes::HostScan,
+    ) -> HashMap<String, Arc<Site>> {
+        let hosts_dir = route.path.join(HOSTS_DIR);
+        route
+            .hosts
+            .iter()
+            .filter_map(|host| {
+                let public = hosts_dir.join(scan.folder(host)?).join(PUBLIC_DIR);
+                public
+                    .is_dir()
+                    .then(|| (host.to_string(), self.static_files.site(&public)))
+            })
+            .collect()
+    }
+
+    /// Stops `handle` once its in-flight requests finish (bounded by
+    /// `shutdown_grace`), in the background.
+    fn retire(&self, handle: Arc<HandlerHandle>) {
+        let supervisor = self.supervisor.clone();
+        let limit = self.drain_limit;
+        tokio::spawn(async move {
+            if tokio::time::timeout(limit, handle.drained()).await.is_err() {
+                tracing::warn!(
+                target: crate::LOG_TARGET,
+                project = handle.project(),
+                    handler = handle.name(),
+                    in_flight = handle.in_flight(),
+                    ?limit,
+                    "retired handler still busy after shutdown_grace; stopping it anyway"
+                );
+            }
+            supervisor.stop(&handle).await;
+        });
+    }
+}
