@@ -93,17 +93,23 @@ impl ProjectRoute {
 
     /// The project's name as a header value (`X-Elsinore-Project`),
     /// prepared once.
+    // `#[inline]` on the accessors the request path calls: they were field
+    // reads inside the proxy crate before the table moved here, and stay
+    // as cheap in builds without cross-crate LTO.
+    #[inline]
     pub fn name_header(&self) -> &HeaderValue {
         &self.name_header
     }
 
     /// The project's key as a sensitive header value
     /// (`X-Elsinore-Project-Key`), prepared once.
+    #[inline]
     pub fn key_header(&self) -> Option<&HeaderValue> {
         self.key_header.as_ref()
     }
 
     /// The SHA-256 of the project's key.
+    #[inline]
     pub fn key_hash(&self) -> Option<&KeyHash> {
         self.key_hash.as_ref()
     }
