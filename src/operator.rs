@@ -22,9 +22,9 @@ use bytes::Bytes;
 use elsinore_events::EventScheduler;
 use elsinore_metrics::Metrics;
 use elsinore_proxy::{
-    ConnInfo, ListenerService, ProxyBody, ProxyError, RequestIds, RouteTable, ServeSettings,
-    X_REQUEST_ID,
+    ConnInfo, ListenerService, ProxyBody, ProxyError, RequestIds, ServeSettings, X_REQUEST_ID,
 };
+use elsinore_routes::RouteTable;
 use elsinore_supervisor::{HandlerHandle, HandlerState};
 use elsinore_watch::FolderWatcher;
 use http::{header, Method, Request, Response, StatusCode};

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use elsinore_events::RunRecord;
 use elsinore_metrics::Metrics;
-use elsinore_proxy::RouteTable;
+use elsinore_routes::RouteTable;
 
 use elsinore_live::ReloadReport;
 

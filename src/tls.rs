@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use elsinore_config::{Config, DefaultCert, HostPattern};
-use elsinore_proxy::RouteTable;
+use elsinore_routes::RouteTable;
 use elsinore_tls::{CertSource, CertStore};
 use serde_json::{json, Value};
 

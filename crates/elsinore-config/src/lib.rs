@@ -1,7 +1,11 @@
 //! Elsinore's inputs, parsed and validated: `config.json` (the operator's file)
 //! and `project.toml` (each project's handler manifest, plus the generated
 //! handlers of its `handlers_dir`), and the hostname and duration types
-//! every other crate shares.
+//! every other crate shares, with the normal forms of what a request
+//! names: its host ([`normalize_request_host`]) and its path
+//! ([`normalize_path`], the one form every path match uses). They live
+//! here, at the bottom of the graph, because the proxy, the route table
+//! and static files must all agree on them.
 //!
 //! Raw serde types (`deny_unknown_fields`) are turned into validated runtime
 //! types in one step; every error names the file and either the line and
@@ -20,6 +24,7 @@ mod observability;
 mod operator_access;
 mod origin;
 mod redact;
+mod request_path;
 mod startup;
 mod static_files;
 mod trust;
@@ -51,6 +56,7 @@ pub use observability::{LogFormat, MetricsConfig};
 pub use operator_access::{AdminToken, OperatorAccess, MIN_ADMIN_TOKEN_LEN};
 pub use origin::parse_origin;
 pub use redact::{redact_secrets, REDACTED};
+pub use request_path::{normalize_path, same_host_location};
 pub use startup::{RestartNeeded, Startup};
 pub use static_files::{
     StaticFilesConfig, DEFAULT_STATIC_CACHE_FILE_MAX, DEFAULT_STATIC_CACHE_SIZE,

@@ -25,8 +25,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use elsinore_proxy::{ClientPolicy, CorsPolicy, HostRoute, Preview, ProjectRoute, RouteTable};
-use elsinore_routes::HOSTS_DIR;
+use elsinore_routes::{
+    ClientPolicy, CorsPolicy, HostRoute, Preview, ProjectRoute, RouteTable, HOSTS_DIR,
+};
 use elsinore_static::{Site, PUBLIC_DIR};
 use elsinore_supervisor::HandlerHandle;
 
@@ -118,9 +119,9 @@ impl Live {
                     .filter(|(_, route)| route.is_some())
                     .map(|((project, kept), _)| {
                         (
-                            project.declared.config.path.as_path(),
+                            project.declared.config.path.join(HOSTS_DIR),
                             &kept[..],
-                            &project.declared.scan,
+                            &project.declared.scan.folders,
                         )
                     }),
                 config.tls_default.as_ref(),

@@ -17,6 +17,7 @@
 //!   `executor.rs`.
 //!
 //! This crate does not parse the CLI, bind listeners or serve requests:
+//! it builds an `elsinore_routes::RouteTable` and does not link the proxy;
 //! the binary wires it to the proxy (which reads [`Live::table`]), the
 //! watcher, signals and the operator listener.
 

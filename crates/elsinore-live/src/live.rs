@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use elsinore_config::{OperatorAccess, Startup};
-use elsinore_proxy::RouteTable;
+use elsinore_routes::RouteTable;
 use elsinore_static::{CacheSettings, StaticFiles};
 use elsinore_supervisor::{HandlerHandle, Supervisor};
 use elsinore_watch::{FolderWatcher, Target, TreeWatcher};

@@ -14,6 +14,7 @@ use elsinore_metrics::{
     HandlerErrorKind, Metrics, RequestSample, ThreadShard, ADMIN_HANDLER, DEFAULT_HOST_LABEL,
     STATIC_HANDLER,
 };
+use elsinore_routes::ProjectRoute;
 use elsinore_supervisor::HandlerHandle;
 use http::{HeaderValue, Method, Response, StatusCode, Uri};
 use http_body_util::Either;
@@ -22,7 +23,7 @@ use hyper::body::Body;
 use crate::conn_info::ConnInfo;
 use crate::error::ProxyError;
 use crate::limits::BodyProgress;
-use crate::{ProjectRoute, ProxyBody};
+use crate::ProxyBody;
 
 /// Log target of access-log lines; filter with `--log elsinore::access=off`.
 pub const ACCESS_TARGET: &str = "elsinore::access";

@@ -4,10 +4,9 @@
 use std::borrow::Cow;
 
 use elsinore_keys::{now_ms, KeyHash, KeyRing};
+use elsinore_routes::ProjectRoute;
 use http::header::{HeaderName, AUTHORIZATION};
 use http::{HeaderMap, HeaderValue};
-
-use crate::ProjectRoute;
 
 /// The project key, as Hamlet clients send it.
 pub const X_HAMLET_PROJECT_KEY: HeaderName = HeaderName::from_static("x-hamlet-project-key");
@@ -72,7 +71,7 @@ impl<'a> Presented<'a> {
         project: &ProjectRoute,
         ring: Option<&KeyRing>,
     ) -> AuthLevel {
-        if let (Some(expected), Some(presented)) = (&project.key_hash, &self.project_key) {
+        if let (Some(expected), Some(presented)) = (project.key_hash(), &self.project_key) {
             if KeyHash::of(presented).ct_eq(expected) {
                 return AuthLevel::ProjectAdmin;
             }

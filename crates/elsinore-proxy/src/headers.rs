@@ -4,7 +4,7 @@
 use http::header::{HeaderName, CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderValue};
 
-use crate::trust::{drop_underscored, X_FORWARDED_FOR};
+use crate::trust::drop_underscored;
 
 pub(crate) const X_ELSINORE_HOST: HeaderName = HeaderName::from_static("x-elsinore-host");
 pub(crate) const X_ELSINORE_PROJECT: HeaderName = HeaderName::from_static("x-elsinore-project");
@@ -15,6 +15,7 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// The client's address as Elsinore determined it (`trusted_proxies`).
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");

@@ -3,7 +3,7 @@
 //! Accept (within `limits.max_connections`, [`serve_with`]) → serve
 //! HTTP/1.1 or HTTP/2 (hyper-util, with header size and read timeouts, and
 //! an idle timeout) → normalise the host → look it up in the current
-//! [`RouteTable`] (one `ArcSwap` load, no lock) → pick the handler by
+//! [`RouteTable`](elsinore_routes::RouteTable) (crate `elsinore-routes`; one `ArcSwap` load, no lock) → pick the handler by
 //! longest path prefix → check the declared body size → wait for it if it
 //! is still starting, and for a turn under its `max_concurrent` → rewrite
 //! headers (hop-by-hop out, handler context in) → forward with a pooled
@@ -17,7 +17,10 @@
 //! ([`auth`]). Reserved paths (`/admin/api/_keys…`, `/admin/api/_hosts…`)
 //! on a project's own hosts are handed to a [`ReservedPaths`] hook (the
 //! tenant admin API, crate `elsinore-tenant-admin`); no admin code lives
-//! here. CORS, a project's or the admin API's, is one [`CorsPolicy`].
+//! here. CORS, a project's or the admin API's, is one
+//! [`CorsPolicy`](elsinore_routes::CorsPolicy); this crate answers a
+//! project's preflights with it. The table and its policies are data
+//! from `elsinore-routes`; what a request does with them is here.
 //!
 //! On the HTTPS listener the certificate is chosen by SNI from the
 //! table's [`elsinore_tls::CertStore`] before the handshake, and each
@@ -46,7 +49,6 @@ mod request_id;
 mod reserved;
 mod server;
 mod service;
-mod table;
 mod throttle;
 mod tls;
 mod trust;
@@ -56,7 +58,6 @@ pub use access::ACCESS_TARGET;
 pub use auth::AuthLevel;
 pub use body::HandlerBody;
 pub use conn_info::{ConnInfo, TlsInfo};
-pub use cors::{AllowHeaders, CorsPolicy};
 pub use elsinore_metrics::{Metrics, RequestThreads, ThreadShard};
 pub use error::ProxyError;
 pub use headers::X_REQUEST_ID;
@@ -64,15 +65,12 @@ pub use json_error::json_error;
 pub use limits::{RequestBody, RequestBodyError};
 pub use listen::ThreadListeners;
 pub use listener_service::ListenerService;
-pub use preview::Preview;
 pub use request_id::RequestIds;
 pub use reserved::{is_reserved, ReservedContext, ReservedFuture, ReservedPaths};
 pub use server::{serve, serve_threads, serve_with, ServeSettings, TlsThreads};
 pub use service::Proxy;
-pub use table::{HostRoute, ProjectRoute, RouteTable};
 pub use throttle::{Throttle, MAX_FAILURES, WINDOW as THROTTLE_WINDOW};
 pub use tls::{serve_tls, TlsListener};
-pub use trust::ClientPolicy;
 pub use upgrade::Tunnels;
 
 /// The credentials a request presents, as Hamlet clients send them: for

@@ -2,29 +2,21 @@
 //! project `<name>` as `/<rest>`, so a project can be tried before its DNS
 //! exists (Hatchr's previews). The handler learns the prefix from
 //! `X-Forwarded-Prefix`; redirects and cookie paths it sends are given the
-//! prefix back so the browser stays inside the project.
+//! prefix back so the browser stays inside the project. Which projects are
+//! reachable is the table's [`Preview`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use elsinore_routes::same_host_location;
+use elsinore_config::same_host_location;
+use elsinore_routes::{Preview, ProjectRoute};
 use http::header::{LOCATION, SET_COOKIE};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Uri};
 
 use crate::error::ProxyError;
-use crate::ProjectRoute;
 
 /// Where every preview path starts.
 const PREFIX: &str = "/projects/";
-
-/// The preview host and the projects reachable under it.
-#[derive(Debug)]
-pub struct Preview {
-    /// Also its `host` label with `metrics.per_host`.
-    host: Arc<str>,
-    projects: HashMap<String, Arc<ProjectRoute>>,
-}
 
 /// What a request on the preview host asks for.
 #[derive(Debug)]
@@ -42,69 +34,45 @@ pub(crate) enum PreviewRoute {
     AddSlash(HeaderValue),
 }
 
-impl Preview {
-    /// `host` (a validated host name) serving every project in `projects`.
-    pub fn new(host: &str, projects: &[Arc<ProjectRoute>]) -> Self {
-        Self {
-            host: host.into(),
-            projects: projects
-                .iter()
-                .map(|project| (project.name.clone(), project.clone()))
-                .collect(),
-        }
-    }
-
-    /// The preview host name.
-    pub fn host(&self) -> &str {
-        &self.host
-    }
-
-    /// The preview host name, shared.
-    pub(crate) fn label(&self) -> &Arc<str> {
-        &self.host
-    }
-
-    /// Which project `uri` (its path already normalised by the caller)
-    /// names, or the JSON 404 when it names none.
-    pub(crate) fn route(&self, uri: &Uri) -> Result<PreviewRoute, ProxyError> {
-        let Some(rest) = uri.path().strip_prefix(PREFIX) else {
-            return Err(ProxyError::NotFound {
-                reason: format!(
-                    "{} serves previews only, at /projects/<project>/",
-                    self.host
-                ),
-            });
-        };
-        let (name, tail) = match rest.find('/') {
-            Some(slash) => rest.split_at(slash),
-            None => (rest, ""),
-        };
-        let project = self
-            .projects
-            .get(name)
-            .ok_or_else(|| ProxyError::UnknownProject {
-                project: name.to_owned(),
-            })?;
-        // Project names are header-safe ASCII (config.json validation), so
-        // these always parse; a failure would be a bug, answered as 404.
-        let not_found = || ProxyError::UnknownProject {
+/// Which project of `preview` `uri` (its path already normalised by the
+/// caller) names, or the JSON 404 when it names none.
+pub(crate) fn route(preview: &Preview, uri: &Uri) -> Result<PreviewRoute, ProxyError> {
+    let Some(rest) = uri.path().strip_prefix(PREFIX) else {
+        return Err(ProxyError::NotFound {
+            reason: format!(
+                "{} serves previews only, at /projects/<project>/",
+                preview.host()
+            ),
+        });
+    };
+    let (name, tail) = match rest.find('/') {
+        Some(slash) => rest.split_at(slash),
+        None => (rest, ""),
+    };
+    let project = preview
+        .project(name)
+        .ok_or_else(|| ProxyError::UnknownProject {
             project: name.to_owned(),
-        };
-        if tail.is_empty() {
-            let folder = format!("{PREFIX}{name}/");
-            let location = HeaderValue::try_from(same_host_location(&folder, uri.query()))
-                .map_err(|_| not_found())?;
-            return Ok(PreviewRoute::AddSlash(location));
-        }
-        let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-        let prefix = HeaderValue::try_from(format!("{PREFIX}{name}")).map_err(|_| not_found())?;
-        let path = PathAndQuery::try_from(format!("{tail}{query}")).map_err(|_| not_found())?;
-        Ok(PreviewRoute::Project {
-            project: project.clone(),
-            prefix,
-            path,
-        })
+        })?;
+    // Project names are header-safe ASCII (config.json validation), so
+    // these always parse; a failure would be a bug, answered as 404.
+    let not_found = || ProxyError::UnknownProject {
+        project: name.to_owned(),
+    };
+    if tail.is_empty() {
+        let folder = format!("{PREFIX}{name}/");
+        let location = HeaderValue::try_from(same_host_location(&folder, uri.query()))
+            .map_err(|_| not_found())?;
+        return Ok(PreviewRoute::AddSlash(location));
     }
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let prefix = HeaderValue::try_from(format!("{PREFIX}{name}")).map_err(|_| not_found())?;
+    let path = PathAndQuery::try_from(format!("{tail}{query}")).map_err(|_| not_found())?;
+    Ok(PreviewRoute::Project {
+        project: project.clone(),
+        prefix,
+        path,
+    })
 }
 
 /// Puts the prefix back on what the handler said in terms of its own
@@ -217,18 +185,15 @@ mod tests {
 
     #[test]
     fn preview_paths_name_a_project() {
-        let preview = Preview {
-            host: "preview.localhost".into(),
-            projects: HashMap::new(),
-        };
+        let preview = Preview::new("preview.localhost", &[]);
         let uri: Uri = "/elsewhere".parse().expect("static uri");
         assert!(matches!(
-            preview.route(&uri),
+            route(&preview, &uri),
             Err(ProxyError::NotFound { .. })
         ));
         let uri: Uri = "/projects/nobody/x".parse().expect("static uri");
         assert!(matches!(
-            preview.route(&uri),
+            route(&preview, &uri),
             Err(ProxyError::UnknownProject { project }) if project == "nobody"
         ));
     }

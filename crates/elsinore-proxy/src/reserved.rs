@@ -15,11 +15,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use elsinore_routes::{ProjectRoute, RouteTable};
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
 use crate::throttle::Throttle;
-use crate::{ProjectRoute, ProxyBody, RouteTable};
+use crate::ProxyBody;
 
 /// The tenant admin API's path prefixes (Hamlet's admin API).
 const RESERVED: [&str; 2] = ["/admin/api/_keys", "/admin/api/_hosts"];
@@ -84,7 +85,9 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
-    use crate::{HostRoute, Proxy, ServeSettings};
+    use elsinore_routes::HostRoute;
+
+    use crate::{Proxy, ServeSettings};
 
     /// What the hook was handed: host, project, client, path.
     type Seen = (String, String, IpAddr, String);

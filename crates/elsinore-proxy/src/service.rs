@@ -6,10 +6,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use elsinore_config::{normalize_request_host, HostError, Limits, Timeouts};
+use elsinore_config::{normalize_path, normalize_request_host, HostError, Limits, Timeouts};
 use elsinore_keys::KeyRing;
 use elsinore_metrics::{Metrics, RequestThreads};
-use elsinore_routes::normalize_path;
+use elsinore_routes::{HostRoute, ProjectRoute, RouteTable};
 use elsinore_static::{Outcome, Site, StaticBody};
 use elsinore_supervisor::{Busy, HandlerHandle, Unavailable};
 use http::header::{CONNECTION, HOST, ORIGIN, UPGRADE};
@@ -26,6 +26,7 @@ use crate::body::HandlerBody;
 use crate::client::{ClientError, HandlerClient};
 use crate::conn_info::ConnInfo;
 use crate::connection::Activity;
+use crate::cors;
 use crate::error::ProxyError;
 use crate::headers::{self, Context, X_REQUEST_ID};
 use crate::limits::{declared_length, BodyProgress, RequestBody};
@@ -36,7 +37,7 @@ use crate::reserved::{self, ReservedContext, ReservedPaths};
 use crate::throttle::Throttle;
 use crate::trust::{self, Client};
 use crate::upgrade::{self, Tunnels};
-use crate::{HostRoute, ProjectRoute, ProxyBody, RouteTable};
+use crate::ProxyBody;
 
 /// What the accept loop puts in each connection's [`ConnInfo`]: the client
 /// connection's slot under `limits.max_connections`, which an upgraded
@@ -353,8 +354,10 @@ impl Proxy {
             // The project's own CORS (`cors_origins` on the project): Elsinore
             // answers preflights and decorates the handler's response.
             let cors_origin = match &project.cors {
-                Some(cors) => {
-                    if let Some(answer) = cors.preflight(request.method(), request.headers()) {
+                Some(policy) => {
+                    if let Some(answer) =
+                        cors::preflight(policy, request.method(), request.headers())
+                    {
                         return answer;
                     }
                     request.headers().get(ORIGIN).cloned()
@@ -407,8 +410,8 @@ impl Proxy {
 
             let context = Context {
                 host: host_header,
-                project: &project.name_header,
-                project_key: project.key_header.as_ref(),
+                project: project.name_header(),
+                project_key: project.key_header(),
                 auth: auth.header_value(),
                 request_id,
                 client_ip: client.ip_header.as_ref().unwrap_or(&conn.peer_ip),
@@ -519,7 +522,7 @@ impl Routed {
     ) -> Result<(Self, Option<HostLabel>), ProxyError> {
         if let Some(preview) = table.preview.as_ref().filter(|p| p.host() == host) {
             let label = per_host.then(|| HostLabel::Declared(preview.label().clone()));
-            return Ok((Self::Preview(preview.route(uri)?), label));
+            return Ok((Self::Preview(preview::route(preview, uri)?), label));
         }
         if let Some(HostRoute {
             project,
@@ -672,7 +675,7 @@ fn busy(handler: &HandlerHandle, why: Busy) -> ProxyError {
     }
 }
 
-/// `uri` with its path in the normal form (`elsinore_routes::normalize_path`,
+/// `uri` with its path in the normal form (`elsinore_config::normalize_path`,
 /// query untouched), or `None` when it already is: the common case, in
 /// which nothing is allocated.
 fn normalized(uri: &Uri) -> Result<Option<Uri>, ProxyError> {

@@ -21,8 +21,8 @@ use crate::server::{
     accept_loop, http_builder, listen_port, serve_connection, Listener, ListenerCounts,
     ServeSettings,
 };
-use crate::RouteTable;
 use elsinore_metrics::ThreadShard;
+use elsinore_routes::RouteTable;
 
 /// A client must complete its handshake within this time; a connection
 /// that sends nothing is closed after it.

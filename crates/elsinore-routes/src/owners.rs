@@ -3,8 +3,8 @@
 
 use elsinore_config::HostPattern;
 
+use crate::host_table::{Conflict, HostTable, HostTableBuilder};
 use crate::scan::HostScan;
-use crate::table::{Conflict, HostTable, HostTableBuilder};
 
 /// Host → index into `projects` (each a project name with its host scan,
 /// in config.json order). A host keeps the project that held it before

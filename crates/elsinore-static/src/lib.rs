@@ -8,7 +8,7 @@
 //! the handler's.
 //!
 //! Paths never leave `public/`: they are put in the normal form every
-//! path match of Elsinore uses (`elsinore_routes::normalize_path`: dot
+//! path match of Elsinore uses (`elsinore_config::normalize_path`: dot
 //! segments resolved, never above the root), decoded once, and what a
 //! second decoding would turn into `..` or a separator is refused
 //! ([`path`]); the real path of every file (symbolic links resolved) must

@@ -1,7 +1,7 @@
 //! From a request path to a path inside `public/`, or a refusal.
 //!
 //! The path is first put in the normal form every path match of Elsinore
-//! uses ([`elsinore_routes::normalize_path`]): `//` collapsed, dot
+//! uses ([`elsinore_config::normalize_path`]): `//` collapsed, dot
 //! segments (`..`, `%2e%2e`) resolved, never above the root, so they
 //! cannot leave the folder. Each segment is then decoded once. What would
 //! still step outside is refused rather than resolved: an encoded separator
@@ -10,7 +10,7 @@
 //! us decodes again. Symbolic links are checked later, against the real
 //! file system ([`crate::lookup`]).
 
-use elsinore_routes::normalize_path;
+use elsinore_config::normalize_path;
 use percent_encoding::percent_decode_str;
 
 /// What to do with a request path.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use elsinore_routes::{normalize_path, same_host_location};
+use elsinore_config::{normalize_path, same_host_location};
 use http::header::LOCATION;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
 use quick_cache::sync::Cache;

@@ -16,9 +16,8 @@ use bytes::Bytes;
 use elsinore_config::Hostname;
 use elsinore_keys::{now_ms, KeyHash, KeyRing};
 use elsinore_proxy::credentials::{self, X_HAMLET_HOST_KEY, X_HAMLET_PROJECT_KEY};
-use elsinore_proxy::{
-    CorsPolicy, ProxyBody, ProxyError, ReservedContext, ReservedFuture, ReservedPaths, RouteTable,
-};
+use elsinore_proxy::{ProxyBody, ProxyError, ReservedContext, ReservedFuture, ReservedPaths};
+use elsinore_routes::{CorsPolicy, RouteTable};
 use elsinore_store::keys::{Actor, Caller, CreatedKey, KeyError, KeyInfo, KeyStore, Scope};
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, ORIGIN};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};

@@ -1,7 +1,7 @@
 //! The admin API's CORS policy (config.json's top-level `cors_origins`):
-//! the proxy's one [`CorsPolicy`] type, with what the admin API allows.
+//! the one [`CorsPolicy`] type (crate `elsinore-routes`), with what the admin API allows.
 
-use elsinore_proxy::{AllowHeaders, CorsPolicy};
+use elsinore_routes::{AllowHeaders, CorsPolicy};
 use http::header::VARY;
 use http::{HeaderMap, HeaderValue};
 

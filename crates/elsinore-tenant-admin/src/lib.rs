@@ -8,7 +8,7 @@
 //! proxy's throttle), the key database work (on `spawn_blocking`, through
 //! `elsinore_store::keys`) and refilling the in-memory key ring, host
 //! folder creation and removal (`host_folders.rs`), its CORS policy
-//! (top-level `cors_origins`, as the proxy's one `CorsPolicy` type), and
+//! (top-level `cors_origins`, as the one `CorsPolicy` type of `elsinore-routes`), and
 //! asking the control plane for a rescan ([`rescan`]).
 //!
 //! It is reached only through the proxy's reserved-path hook

@@ -1,19 +1,22 @@
-//! The live route table: hostname → project → handlers.
+//! The live route table: hostname → project → handlers, with the static
+//! site, certificates and policies that go with them. One immutable
+//! snapshot, built by a reload and read by every request.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use elsinore_config::HostPattern;
 use elsinore_keys::KeyHash;
-use elsinore_routes::{Conflict, HostTable, PrefixRouter};
 use elsinore_static::Site;
 use elsinore_supervisor::HandlerHandle;
 use elsinore_tls::CertStore;
 use http::HeaderValue;
 
+use crate::client_policy::ClientPolicy;
 use crate::cors::CorsPolicy;
+use crate::host_table::{Conflict, HostTable};
+use crate::prefix::PrefixRouter;
 use crate::preview::Preview;
-use crate::trust::ClientPolicy;
 
 /// One project as the request path needs it; header values are prepared
 /// once here so requests do not allocate them.
@@ -35,12 +38,12 @@ pub struct ProjectRoute {
     pub max_body: Option<u64>,
     /// The project's `cors_origins`; `None` leaves CORS to its handlers.
     pub cors: Option<CorsPolicy>,
-    pub(crate) router: PrefixRouter,
-    pub(crate) name_header: HeaderValue,
-    pub(crate) key_header: Option<HeaderValue>,
+    router: PrefixRouter,
+    name_header: HeaderValue,
+    key_header: Option<HeaderValue>,
     /// SHA-256 of the project key: presented keys are hashed and compared
     /// in constant time, which also hides the key's length.
-    pub(crate) key_hash: Option<KeyHash>,
+    key_hash: Option<KeyHash>,
 }
 
 impl ProjectRoute {
@@ -86,6 +89,29 @@ impl ProjectRoute {
     /// Whether the project has a key (`key` or `key_env` in config.json).
     pub fn has_key(&self) -> bool {
         self.key_hash.is_some()
+    }
+
+    /// The project's name as a header value (`X-Elsinore-Project`),
+    /// prepared once.
+    // `#[inline]` on the accessors the request path calls: they were field
+    // reads inside the proxy crate before the table moved here, and stay
+    // as cheap in builds without cross-crate LTO.
+    #[inline]
+    pub fn name_header(&self) -> &HeaderValue {
+        &self.name_header
+    }
+
+    /// The project's key as a sensitive header value
+    /// (`X-Elsinore-Project-Key`), prepared once.
+    #[inline]
+    pub fn key_header(&self) -> Option<&HeaderValue> {
+        self.key_header.as_ref()
+    }
+
+    /// The SHA-256 of the project's key.
+    #[inline]
+    pub fn key_hash(&self) -> Option<&KeyHash> {
+        self.key_hash.as_ref()
     }
 
     /// Whether `presented` (a key's hash) is this project's key; a
