@@ -24,8 +24,10 @@ mod change;
 mod declared;
 mod error;
 mod executor;
+mod expiry;
 mod live;
 mod plan;
+mod render;
 mod report;
 #[cfg(test)]
 mod tests;
@@ -33,7 +35,7 @@ mod watch;
 
 pub use change::Change;
 pub use declared::{skipped_handler, Declared, DeclaredProject, Reread};
-pub use error::{NotReady, ReloadError, Warning};
+pub use error::{LoadError, NotReady, ProjectError, ReloadError, Warning};
 pub use live::{Live, StartRefused};
 pub use plan::{plan, to_start, Applied, Handler, Pending, ReloadPlan, Running, Started, ToStart};
 pub use report::ReloadReport;
