@@ -1,22 +1,13 @@
 //! `elsinore dev-cert HOSTNAME --project NAME`: a self-signed certificate
 //! for local development, written where the HTTPS listener looks for it.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use elsinore_config::{Config, HostPattern};
 use elsinore_routes::{scan_hosts, HOSTS_DIR};
-use elsinore_tls::{CERT_FILE, KEY_FILE, TLS_DIR};
-use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose,
-};
-use time::{Duration, OffsetDateTime};
-
-/// How long a development certificate is valid.
-const VALID_DAYS: i64 = 365;
+use elsinore_tls::{SelfSigned, CERT_FILE, KEY_FILE, TLS_DIR};
 
 /// What to write.
 #[derive(Debug)]
@@ -68,11 +59,8 @@ pub fn run(args: &DevCert) -> anyhow::Result<()> {
     let new_host = !host_dir.exists();
     fs::create_dir_all(&tls_dir).with_context(|| format!("cannot create {}", tls_dir.display()))?;
 
-    let (cert_pem, key_pem, not_after) = generate(&host)?;
-    // The key first: until the certificate follows, a running server
-    // refuses the pair and keeps whatever it served before.
-    write_atomically(&key_path, key_pem.as_bytes(), 0o600)?;
-    write_atomically(&cert_path, cert_pem.as_bytes(), 0o644)?;
+    let pair = SelfSigned::generate(&host)?;
+    pair.write(&cert_path, &key_path)?;
 
     if new_host {
         println!(
@@ -84,7 +72,7 @@ pub fn run(args: &DevCert) -> anyhow::Result<()> {
     println!(
         "wrote {} (self-signed for {host}, valid until {})",
         cert_path.display(),
-        not_after.date()
+        pair.not_after.date()
     );
     println!("wrote {} (mode 0600)", key_path.display());
     println!();
@@ -122,48 +110,4 @@ fn usage(config: &Config, host: &HostPattern, cert_path: &Path) -> String {
          (--resolve is only needed when {example} does not resolve to this machine.)",
         cert = cert_path.display()
     )
-}
-
-/// A fresh ECDSA P-256 key and a certificate for `host` signed by it.
-fn generate(host: &HostPattern) -> anyhow::Result<(String, String, OffsetDateTime)> {
-    let key = KeyPair::generate().context("cannot generate a key")?;
-    let mut params = CertificateParams::new(vec![host.to_string()])
-        .with_context(|| format!("{host} is not a valid certificate name"))?;
-    let mut name = DistinguishedName::new();
-    name.push(DnType::CommonName, host.to_string());
-    name.push(DnType::OrganizationName, "Elsinore development certificate");
-    params.distinguished_name = name;
-    let now = OffsetDateTime::now_utc();
-    // A day of slack for clocks that are a little behind.
-    params.not_before = now - Duration::days(1);
-    params.not_after = now + Duration::days(VALID_DAYS);
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = params
-        .self_signed(&key)
-        .context("cannot sign the certificate")?;
-    Ok((cert.pem(), key.serialize_pem(), params.not_after))
-}
-
-/// Writes `path` through a temporary file renamed over it, so a running
-/// server never reads half a file; the file gets `mode` from the start.
-fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
-    let mut temp = path.as_os_str().to_owned();
-    temp.push(".tmp");
-    let temp = PathBuf::from(temp);
-    let _ = fs::remove_file(&temp);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&temp)
-        .with_context(|| format!("cannot write {}", temp.display()))?;
-    file.write_all(contents)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", temp.display()))?;
-    // The umask may have removed bits, never added any; make it exact.
-    fs::set_permissions(&temp, fs::Permissions::from_mode(mode))
-        .with_context(|| format!("cannot set the mode of {}", temp.display()))?;
-    fs::rename(&temp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }

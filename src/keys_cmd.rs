@@ -10,9 +10,8 @@ use anyhow::{anyhow, bail, Context as _};
 use clap::Subcommand;
 use elsinore_config::Hostname;
 use elsinore_keys::now_ms;
+use elsinore_live::Declared;
 use elsinore_store::keys::{Caller, KeyError, KeyInfo, KeyStatus, KeyStore, Revocation, Scope};
-
-use crate::plan::Plan;
 
 /// The `keys` verbs.
 #[derive(Debug, Subcommand)]
@@ -72,8 +71,8 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
             );
         }
         KeysCommand::Revoke { id, config } => {
-            let plan = Plan::load(&config)?;
-            let store = KeyStore::open(&plan.config.startup.database)?;
+            let declared = Declared::load(&config)?;
+            let store = KeyStore::open(&declared.config.startup.database)?;
             match store.revoke(Scope::Any, id, &Caller::operator()) {
                 Ok(Revocation::Revoked(key)) => println!(
                     "revoked key {id} ({}) of {} (project {})",
@@ -95,18 +94,18 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
 /// database.
 fn open_for_host(config: &Path, host: &str) -> anyhow::Result<(KeyStore, Hostname, String)> {
     let name = Hostname::parse(host).map_err(|err| anyhow!("--host: {err}"))?;
-    let plan = Plan::load(config)?;
-    let (owners, _) = plan.host_owners();
+    let declared = Declared::load(config)?;
+    let (owners, _) = declared.host_owners();
     let project = owners
         .lookup(name.as_str())
-        .map(|&index| plan.projects[index].config.name.clone())
+        .map(|&index| declared.projects[index].config.name.clone())
         .with_context(|| {
             format!(
                 "no project in {} serves {name} (add a folder hosts/{name}/ to a project first)",
-                plan.config.file.display()
+                declared.config.file.display()
             )
         })?;
-    let store = KeyStore::open(&plan.config.startup.database)?;
+    let store = KeyStore::open(&declared.config.startup.database)?;
     Ok((store, name, project))
 }
 

@@ -4,20 +4,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use elsinore_live::Declared;
 
 mod dev_cert;
 mod events_cmd;
 mod keys_cmd;
 mod logging;
-mod metrics_source;
-mod operator;
-mod operator_error;
-mod operator_guard;
-mod plan;
 mod serve;
-mod status_page;
 mod tenant_api;
-mod tls;
 
 /// Hostname-routed front door for multi-project servers.
 #[derive(Debug, Parser)]
@@ -108,12 +102,12 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Serve { config, .. } => serve::run(&config),
-        Command::Check { config } => plan::Plan::load(&config).map(|plan| {
-            print!("{}", plan.render_check());
-        }),
-        Command::Routes { config } => plan::Plan::load(&config).map(|plan| {
-            print!("{}", plan.render_routes());
-        }),
+        Command::Check { config } => Declared::load(&config)
+            .map(|declared| print!("{}", declared.render_check()))
+            .map_err(Into::into),
+        Command::Routes { config } => Declared::load(&config)
+            .map(|declared| print!("{}", declared.render_routes()))
+            .map_err(Into::into),
         Command::Keys { command } => keys_cmd::run(command),
         Command::Events { verb } => events_cmd::run(verb),
         Command::DevCert {

@@ -16,10 +16,9 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::operator::{self, Operator};
-use crate::plan::Plan;
 use crate::tenant_api::{self, Keys};
-use elsinore_live::Live;
+use elsinore_live::{Declared, Live};
+use elsinore_operator::Operator;
 
 /// How long a handler gets between SIGTERM and SIGKILL.
 const HANDLER_STOP_GRACE: Duration = Duration::from_secs(5);
@@ -48,20 +47,20 @@ fn http_threads() -> usize {
 }
 
 pub fn run(config_path: &Path) -> anyhow::Result<()> {
-    let plan = Plan::load(config_path)?;
+    let declared = Declared::load(config_path)?;
     // Created (and migrated) before any handler starts, so every handler
     // finds the file ready.
-    let store = Store::open(&plan.config.startup.database)?;
-    let keys = Keys::open(&plan.config)?;
+    let store = Store::open(&declared.config.startup.database)?;
+    let keys = Keys::open(&declared.config)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
-        .block_on(serve(plan, store, keys))
+        .block_on(serve(declared, store, keys))
 }
 
-async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
-    let config = plan.config.clone();
+async fn serve(declared: Declared, store: Store, keys: Keys) -> anyhow::Result<()> {
+    let config = declared.config.clone();
     let http_threads = http_threads();
     // What every listener is served with; its thread count also splits the
     // handler pools and the request metrics, one part per request thread.
@@ -100,8 +99,8 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
         stop_grace: HANDLER_STOP_GRACE,
     }));
     // Host conflicts are reported by the first reload's plan.
-    let warnings = plan.warnings();
-    let live = Live::start(plan.into_declared(), warnings, supervisor.clone()).await?;
+    let warnings = declared.warnings();
+    let live = Live::start(declared, warnings, supervisor.clone()).await?;
     let watcher = start_watching(&live, &config);
     spawn_sighup_reloads(live.clone());
     let (rescans, rescan_queue) = elsinore_tenant_admin::rescan_channel();
@@ -140,7 +139,7 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
             return Err(err.into());
         }
     };
-    metrics.register_source(crate::metrics_source::LiveSource {
+    metrics.register_source(elsinore_operator::LiveSource {
         live: live.clone(),
         events: events.clone(),
     });
@@ -154,13 +153,10 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
                 rates: Arc::default(),
             };
             let has_token = config.operator_access.token.is_some();
-            Some(operator::start(
-                listener,
-                operator,
-                stopping(),
-                settings,
-                has_token,
-            )?)
+            Some(
+                elsinore_operator::start(listener, operator, stopping(), settings, has_token)
+                    .context("operator listener has no address")?,
+            )
         }
         None => None,
     };
@@ -186,7 +182,7 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
             if certs == 0 {
                 tracing::warn!("tls_listen is set but no certificate loaded yet: every handshake is refused until one is (see docs/tls.md)");
             }
-            crate::tls::spawn_expiry_warnings(live.table());
+            live.spawn_expiry_warnings();
             // Tests and scripts wait for this exact line too.
             tracing::info!(certificates = certs, "listening on https://{tls_addr}");
             Some(elsinore_proxy::TlsThreads { listeners, tls })

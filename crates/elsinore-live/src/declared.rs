@@ -1,13 +1,15 @@
 //! What the files declare: config.json and, for each project, its
-//! manifest and host folders. A reload reads them again with
-//! [`Declared::reread`], falling back per project to what is applied.
+//! manifest and host folders. Startup, `check` and `routes` read them
+//! with [`Declared::load`] (every error, or nothing); a reload reads them
+//! again with [`Declared::reread`], falling back per project to what is
+//! applied.
 
 use std::path::Path;
 
-use elsinore_config::{Config, Manifest, ProjectConfig, SkippedFile};
-use elsinore_routes::{scan_hosts, HostScan};
+use elsinore_config::{Config, HandlerKind, Manifest, ProjectConfig, SkippedFile};
+use elsinore_routes::{decide_owners, scan_hosts, Conflict, HostScan, HostTable};
 
-use crate::error::{ReloadError, Warning};
+use crate::error::{LoadError, ProjectError, ReloadError, Warning};
 use crate::plan::Applied;
 
 /// One project with everything read from its folder.
@@ -42,6 +44,87 @@ pub struct Reread {
 }
 
 impl Declared {
+    /// Reads config.json and every project; reports every error found, not
+    /// only the first, so one `check` run shows everything to fix.
+    pub fn load(config_path: &Path) -> Result<Self, LoadError> {
+        let config = Config::load(config_path)?;
+        let mut errors = Vec::new();
+        let mut projects = Vec::with_capacity(config.projects.len());
+        for project in &config.projects {
+            let manifest = Manifest::load(&project.path)
+                .map(|m| m.with_public_url(project.public_url.as_deref()))
+                .map_err(ProjectError::Manifest);
+            let scan = scan_hosts(&project.path).map_err(ProjectError::Hosts);
+            match (manifest, scan) {
+                (Ok(manifest), Ok(scan)) => projects.push(DeclaredProject {
+                    config: project.clone(),
+                    manifest,
+                    scan,
+                }),
+                (manifest, scan) => {
+                    errors.extend(manifest.err());
+                    errors.extend(scan.err());
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(LoadError::Projects(errors));
+        }
+        Ok(Self { config, projects })
+    }
+
+    /// Host → index into `projects`, first declaration winning.
+    pub fn host_owners(&self) -> (HostTable<usize>, Vec<Conflict>) {
+        let declared: Vec<(&str, &HostScan)> = self
+            .projects
+            .iter()
+            .map(|p| (p.config.name.as_str(), &p.scan))
+            .collect();
+        decide_owners(&declared, |_| None)
+    }
+
+    /// Skipped folders and handler files, and programs not found (host
+    /// conflicts are the caller's: `check` and a reload word them
+    /// differently).
+    pub fn warnings(&self) -> Vec<Warning> {
+        let mut warnings: Vec<Warning> = self
+            .projects
+            .iter()
+            .flat_map(|project| {
+                project
+                    .scan
+                    .skipped
+                    .iter()
+                    .map(|skipped| Warning::SkippedHostFolder {
+                        project_dir: project.config.path.clone(),
+                        folder: skipped.clone(),
+                    })
+            })
+            .collect();
+        for project in &self.projects {
+            warnings.extend(
+                project.manifest.skipped.iter().map(|skipped| {
+                    skipped_handler(&project.config.path, &project.manifest, skipped)
+                }),
+            );
+        }
+        for project in &self.projects {
+            for handler in &project.manifest.handlers {
+                if let HandlerKind::Command { argv } = &handler.kind {
+                    if !program_exists(&argv[0], &project.config.path) {
+                        warnings.push(Warning::ProgramNotFound {
+                            project: project.config.name.clone(),
+                            handler: handler.name.clone(),
+                            program: argv[0].clone(),
+                            project_dir: project.config.path.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        warnings
+    }
+
     /// Reads config.json and every project again. A project whose files
     /// are broken keeps what `applied` has for it (or is not added); only
     /// folders and files skipped for the first time are warned about.
@@ -131,4 +214,14 @@ pub fn skipped_handler(project_dir: &Path, manifest: &Manifest, skipped: &Skippe
         path: dir.join(&skipped.name),
         reason: skipped.reason.clone(),
     }
+}
+
+/// Whether `program` would be found when spawned from `project_dir`: a
+/// path is checked as is (relative to the project), a bare name on `PATH`.
+fn program_exists(program: &str, project_dir: &Path) -> bool {
+    if program.contains('/') {
+        return project_dir.join(program).is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }

@@ -85,6 +85,30 @@ fn kept_or_not(project: &str, kept: bool, what: &str) -> String {
     }
 }
 
+/// Why what is declared could not be read at all, for `check`, `routes`
+/// and startup: config.json, or every project that is broken (one run
+/// shows everything to fix).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// config.json itself.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Projects' `project.toml` or `hosts/`, one per line.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Projects(Vec<ProjectError>),
+}
+
+/// One project's files that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    /// Its `project.toml` (or `handlers_dir`).
+    #[error(transparent)]
+    Manifest(ConfigError),
+    /// Its `hosts/`.
+    #[error(transparent)]
+    Hosts(ScanError),
+}
+
 /// Why a replacement handler is given up on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotReady {

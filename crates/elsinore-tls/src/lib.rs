@@ -11,15 +11,20 @@
 //! - [`SniResolver`]: the rustls [`ResolvesServerCert`] over the current
 //!   snapshot, and [`server_config`] for a listener.
 //!
+//! - [`SelfSigned`]: a development certificate for one host (`elsinore
+//!   dev-cert`), written into its `tls/` key first, each file atomically.
+//!
 //! - [`cert_sources`]: the policy of which files a table serves (each kept
 //!   host's `tls/` folder as spelled on disk, then the default).
 //!
 //! This crate knows nothing of HTTP, projects or listeners: callers say
-//! which host folders exist and hold the snapshot (one `ArcSwap`).
+//! which host folders exist and hold the snapshot (one `ArcSwap`). It
+//! writes files only when asked to make a development certificate.
 //!
 //! [`ResolvesServerCert`]: rustls::server::ResolvesServerCert
 
 mod cert;
+mod dev_cert;
 mod error;
 mod rebuild;
 mod resolver;
@@ -27,6 +32,7 @@ mod sources;
 mod store;
 
 pub use cert::{covers, key_mode_warning, LoadedCert};
+pub use dev_cert::{DevCertError, SelfSigned, DEV_CERT_VALID_DAYS};
 pub use error::Error;
 pub use rebuild::{expiry_warning, CertSource, Rebuilt};
 pub use resolver::{server_config, CurrentCerts, SniResolver, ALPN_H2, ALPN_HTTP11};

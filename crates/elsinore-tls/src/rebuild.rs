@@ -192,6 +192,17 @@ fn load_warnings(owner: &CertOwner, cert: &LoadedCert, now: SystemTime) -> Vec<S
     warnings
 }
 
+impl CertStore {
+    /// One warning per certificate served that expires within
+    /// [`EXPIRY_WARNING_DAYS`] of `now` (or has expired), in owner order:
+    /// what the daily check logs for the live table.
+    pub fn expiry_warnings(&self, now: SystemTime) -> Vec<String> {
+        self.slots()
+            .filter_map(|(owner, slot)| expiry_warning(owner, slot.cert.as_ref()?, now))
+            .collect()
+    }
+}
+
 /// A warning when `cert` expires within [`EXPIRY_WARNING_DAYS`] of `now`
 /// (or has expired); `None` when it has longer.
 pub fn expiry_warning(owner: &CertOwner, cert: &LoadedCert, now: SystemTime) -> Option<String> {

@@ -331,3 +331,22 @@ fn a_missing_default_is_an_error_and_an_empty_tls_folder_is_nothing() {
     );
     assert!(rebuilt.store.slot(&owner("blog.test")).is_none());
 }
+
+#[test]
+fn the_daily_check_warns_only_of_certificates_that_expire_soon() {
+    let hosts = Hosts::new();
+    hosts.write("blog.test", &self_signed(&["blog.test"]));
+    let now = SystemTime::now();
+    let store = CertStore::default()
+        .rebuild(&[hosts.source("blog.test")], now)
+        .store;
+    // rcgen's default validity runs to 4096: nothing to say today.
+    assert_eq!(store.expiry_warnings(now), Vec::<String>::new());
+    let later = now + Duration::from_secs(5000 * 365 * 86_400);
+    let warnings = store.expiry_warnings(later);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("certificate for blog.test expired "),
+        "{warnings:?}"
+    );
+}

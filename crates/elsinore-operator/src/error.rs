@@ -10,7 +10,7 @@ use http::{Method, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Map, Value};
 
-use crate::operator_guard::Refusal;
+use crate::guard::Refusal;
 use crate::status_page;
 
 /// The endpoints a 404 lists.
@@ -28,7 +28,7 @@ const ENDPOINTS: [&str; 8] = [
 /// A request the operator listener does not answer as asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OperatorError {
-    /// `operator_guard` refused it (`Host`, token, `Origin`).
+    /// the guard refused it (`Host`, token, `Origin`).
     Refused {
         /// Why.
         refusal: Refusal,

@@ -1,65 +1,22 @@
-//! What the configuration declares, before anything runs: config.json, each
-//! project's manifest and host folders, and who owns which host. `check`
-//! and `routes` print it; `serve` starts it.
+//! What `elsinore check` and `elsinore routes` print about a
+//! [`Declared`]: the settings, every project and handler, host → project
+//! → handlers, the certificates the HTTPS listener would load, and the
+//! warnings. Text for people; nothing here starts or changes anything.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::PathBuf;
+use std::time::SystemTime;
 
-use anyhow::bail;
 use elsinore_config::{
-    format_duration, format_size, Config, EventsConfig, HandlerKind, HandlerSpec, HostPattern,
-    Manifest,
+    format_duration, format_size, Config, DefaultCert, EventsConfig, HandlerKind, HandlerSpec,
+    HostPattern,
 };
-use elsinore_live::{skipped_handler, Declared, DeclaredProject, Warning};
-use elsinore_routes::{decide_owners, scan_hosts, Conflict, HostScan, HostTable};
+use elsinore_routes::HostTable;
+use elsinore_tls::{CertSource, CertStore};
 
-/// The whole declared setup.
-#[derive(Debug)]
-pub struct Plan {
-    pub config: Config,
-    pub projects: Vec<DeclaredProject>,
-}
+use crate::declared::{Declared, DeclaredProject};
 
-impl Plan {
-    /// Reads config.json and every project; reports every error found, not
-    /// only the first, so one `check` run shows everything to fix.
-    pub fn load(config_path: &Path) -> anyhow::Result<Self> {
-        let config = Config::load(config_path)?;
-        let mut errors = Vec::new();
-        let mut projects = Vec::with_capacity(config.projects.len());
-        for project in &config.projects {
-            let manifest = Manifest::load(&project.path)
-                .map(|m| m.with_public_url(project.public_url.as_deref()))
-                .map_err(|e| e.to_string());
-            let scan = scan_hosts(&project.path).map_err(|e| e.to_string());
-            match (manifest, scan) {
-                (Ok(manifest), Ok(scan)) => projects.push(DeclaredProject {
-                    config: project.clone(),
-                    manifest,
-                    scan,
-                }),
-                (manifest, scan) => {
-                    errors.extend(manifest.err());
-                    errors.extend(scan.err());
-                }
-            }
-        }
-        if !errors.is_empty() {
-            bail!("{}", errors.join("\n"));
-        }
-        Ok(Self { config, projects })
-    }
-
-    /// Host → index into `projects`, first declaration winning.
-    pub fn host_owners(&self) -> (HostTable<usize>, Vec<Conflict>) {
-        let declared: Vec<(&str, &HostScan)> = self
-            .projects
-            .iter()
-            .map(|p| (p.config.name.as_str(), &p.scan))
-            .collect();
-        decide_owners(&declared, |_| None)
-    }
-
+impl Declared {
     /// `host → project → handler [routes], …`, one line per host.
     pub fn render_routes(&self) -> String {
         self.render_owners(&self.host_owners().0)
@@ -232,7 +189,7 @@ impl Plan {
             .collect();
         hosts.sort_by_cached_key(|(host, _)| host.to_string());
         let (certificates, tls_warnings) =
-            crate::tls::check_report(config, &hosts, std::time::SystemTime::now());
+            certificates_report(config, &hosts, std::time::SystemTime::now());
         if config.startup.tls_listen.is_some() {
             let _ = writeln!(out, "\ncertificates ({}):", certificates.len());
             for line in &certificates {
@@ -249,66 +206,6 @@ impl Plan {
         out.push_str("\nconfiguration OK\n");
         out
     }
-
-    /// Skipped folders and handler files, and programs not found (host
-    /// conflicts are the caller's: `check` and a reload word them
-    /// differently).
-    pub fn warnings(&self) -> Vec<Warning> {
-        let mut warnings: Vec<Warning> = self
-            .projects
-            .iter()
-            .flat_map(|project| {
-                project
-                    .scan
-                    .skipped
-                    .iter()
-                    .map(|skipped| Warning::SkippedHostFolder {
-                        project_dir: project.config.path.clone(),
-                        folder: skipped.clone(),
-                    })
-            })
-            .collect();
-        for project in &self.projects {
-            warnings.extend(
-                project.manifest.skipped.iter().map(|skipped| {
-                    skipped_handler(&project.config.path, &project.manifest, skipped)
-                }),
-            );
-        }
-        for project in &self.projects {
-            for handler in &project.manifest.handlers {
-                if let HandlerKind::Command { argv } = &handler.kind {
-                    if !program_exists(&argv[0], &project.config.path) {
-                        warnings.push(Warning::ProgramNotFound {
-                            project: project.config.name.clone(),
-                            handler: handler.name.clone(),
-                            program: argv[0].clone(),
-                            project_dir: project.config.path.clone(),
-                        });
-                    }
-                }
-            }
-        }
-        warnings
-    }
-
-    /// What the live state is started with.
-    pub fn into_declared(self) -> Declared {
-        Declared {
-            config: self.config,
-            projects: self.projects,
-        }
-    }
-}
-
-/// Whether `program` would be found when spawned from `project_dir`: a
-/// path is checked as is (relative to the project), a bare name on `PATH`.
-fn program_exists(program: &str, project_dir: &Path) -> bool {
-    if program.contains('/') {
-        return project_dir.join(program).is_file();
-    }
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 /// `every 10m, retention 30d, batch 500[, N table settings]`.
@@ -370,6 +267,47 @@ fn count_of(count: usize, noun: &str) -> String {
     } else {
         format!("{count} {noun}s")
     }
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// The `certificates` part of `elsinore check`: each certificate the
+/// HTTPS listener would load, and a warning for each that it would
+/// refuse or that needs attention. Empty without `tls_listen`.
+fn certificates_report(
+    config: &Config,
+    hosts: &[(HostPattern, PathBuf)],
+    now: SystemTime,
+) -> (Vec<String>, Vec<String>) {
+    if config.startup.tls_listen.is_none() {
+        return (Vec::new(), Vec::new());
+    }
+    let mut sources: Vec<CertSource> = hosts
+        .iter()
+        .map(|(host, host_dir)| CertSource::host(host.clone(), host_dir))
+        .collect();
+    if let Some(DefaultCert { cert, key }) = &config.tls_default {
+        sources.push(CertSource::default_cert(cert.clone(), key.clone()));
+    }
+    let rebuilt = CertStore::default().rebuild(&sources, now);
+    let lines = rebuilt
+        .store
+        .slots()
+        .filter_map(|(owner, slot)| {
+            let cert = slot.cert.as_ref()?;
+            Some(format!(
+                "{owner}: {} (expires {}, {} days left)",
+                cert.names.join(", "),
+                rfc3339(cert.not_after),
+                cert.days_left(now)
+            ))
+        })
+        .collect();
+    let mut warnings = rebuilt.errors;
+    warnings.extend(rebuilt.warnings);
+    (lines, warnings)
 }
 
 #[cfg(test)]
