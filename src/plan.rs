@@ -30,6 +30,7 @@ impl Plan {
         for project in &config.projects {
             let manifest = Manifest::load(&project.path)
                 .map(|m| m.with_public_url(project.public_url.as_deref()))
+                .map(|m| m.with_run_as(project.run_as.as_ref()))
                 .map_err(|e| e.to_string());
             let scan = scan_hosts(&project.path).map_err(|e| e.to_string());
             match (manifest, scan) {
@@ -268,6 +269,12 @@ impl Plan {
                     })
             })
             .collect();
+        warnings.extend(
+            self.config
+                .exposure_warnings()
+                .into_iter()
+                .map(Warning::Exposure),
+        );
         for project in &self.projects {
             warnings.extend(
                 project.manifest.skipped.iter().map(|skipped| {

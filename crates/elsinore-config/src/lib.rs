@@ -12,6 +12,7 @@ mod config;
 mod duration;
 mod error;
 mod events;
+mod exposure;
 mod generated;
 mod hostname;
 mod limits;
@@ -20,6 +21,7 @@ mod observability;
 mod operator_access;
 mod origin;
 mod redact;
+mod run_as;
 mod startup;
 mod static_files;
 mod trust;
@@ -51,6 +53,7 @@ pub use observability::{LogFormat, MetricsConfig};
 pub use operator_access::{AdminToken, OperatorAccess, MIN_ADMIN_TOKEN_LEN};
 pub use origin::parse_origin;
 pub use redact::{redact_secrets, REDACTED};
+pub use run_as::{running_as_root, DatabaseGroup, RunAs};
 pub use startup::{RestartNeeded, Startup};
 pub use static_files::{
     StaticFilesConfig, DEFAULT_STATIC_CACHE_FILE_MAX, DEFAULT_STATIC_CACHE_SIZE,

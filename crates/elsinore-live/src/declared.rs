@@ -60,7 +60,8 @@ impl Declared {
                 a.declared.config.name == project.name && a.declared.config.path == project.path
             });
             let manifest = Manifest::load(&project.path)
-                .map(|m| m.with_public_url(project.public_url.as_deref()));
+                .map(|m| m.with_public_url(project.public_url.as_deref()))
+                .map(|m| m.with_run_as(project.run_as.as_ref()));
             let scan = scan_hosts(&project.path);
             let kept = previous.is_some();
             let manifest = match manifest {
