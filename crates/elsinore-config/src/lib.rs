@@ -6,7 +6,8 @@
 //! Raw serde types (`deny_unknown_fields`) are turned into validated runtime
 //! types in one step; every error names the file and either the line and
 //! column (syntax) or the field (`projects[1].key_env`). This crate reads
-//! files but never writes, spawns or listens.
+//! files (and the user and group databases, for `user` and
+//! `database_group`) but never writes, spawns or listens.
 
 mod config;
 mod duration;
