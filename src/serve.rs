@@ -47,10 +47,15 @@ fn http_threads() -> usize {
 }
 
 pub fn run(config_path: &Path) -> anyhow::Result<()> {
+    // First: the environment holds every key_env value from the start.
+    elsinore_supervisor::refuse_inspection()
+        .context("cannot mark Elsinore non-dumpable (prctl PR_SET_DUMPABLE)")?;
     let declared = Declared::load(config_path)?;
     // Created (and migrated) before any handler starts, so every handler
     // finds the file ready.
     let store = Store::open(&declared.config.startup.database)?;
+    let database_group = declared.config.startup.database_group.as_ref();
+    elsinore_store::restrict_database_files(store.path(), database_group.map(|g| g.gid))?;
     let keys = Keys::open(&declared.config)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

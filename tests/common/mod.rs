@@ -187,17 +187,23 @@ impl Server {
     /// `elsinore serve --config <config> <args…>` with `env` added.
     pub fn start_with(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(binary());
-        command
-            .args(["serve", "--config"])
-            .arg(config)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        command.args(["serve", "--config"]).arg(config).args(args);
         for (key, value) in env {
             command.env(key, value);
         }
+        Self::start_command(command)
+    }
+
+    /// Runs `command` (which execs `elsinore serve …`, e.g. through
+    /// `setpriv`) and waits until it listens.
+    pub fn start_command(mut command: Command) -> Self {
+        if command.get_envs().all(|(key, _)| key != "RUST_LOG") {
+            command.env("RUST_LOG", "info");
+        }
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = command.spawn().expect("start elsinore");
         let logs = Logs::default();
         let stderr = child.stderr.take().unwrap();

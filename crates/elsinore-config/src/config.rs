@@ -18,6 +18,7 @@ use crate::limits::{
 use crate::observability::{LogFormat, MetricsConfig};
 use crate::operator_access::{validate_operator_access, OperatorAccess};
 use crate::parse_duration;
+use crate::run_as::{resolve_group, resolve_run_as, running_as_root, DatabaseGroup, RunAs};
 use crate::startup::Startup;
 use crate::static_files::{validate_static_files, RawStaticFiles};
 use crate::trust::{parse_trusted_proxies, parse_upgrade_protocols, TrustedProxies};
@@ -130,6 +131,9 @@ pub struct ProjectConfig {
     /// `public_url`: the address users reach the project at, passed to its
     /// handlers as `ELSINORE_PUBLIC_URL`. Without a trailing slash.
     pub public_url: Option<String>,
+    /// `user` (and `group`): the account its handlers run as, looked up
+    /// when the file was validated. `None`: Elsinore's own.
+    pub run_as: Option<RunAs>,
 }
 
 /// A project key. Never printed: `Debug` redacts it.
@@ -160,6 +164,7 @@ struct RawConfig {
     admin_hosts: Option<Vec<String>>,
     admin_token_env: Option<String>,
     database: Option<String>,
+    database_group: Option<String>,
     shutdown_grace: Option<String>,
     watch: Option<RawWatch>,
     projects: Vec<RawProject>,
@@ -211,6 +216,8 @@ struct RawProjectObject {
     cors_origins: Option<Vec<String>>,
     cors_credentials: Option<bool>,
     public_url: Option<String>,
+    user: Option<String>,
+    group: Option<String>,
 }
 
 // Hand-written instead of `#[serde(untagged)]`: untagged enums swallow the
@@ -255,6 +262,17 @@ impl Config {
         file: &Path,
         env: impl Fn(&str) -> Option<String>,
     ) -> crate::Result<Self> {
+        Self::parse_as(text, file, env, running_as_root())
+    }
+
+    /// Like [`Config::parse`], for a process that is root (`is_root`) or
+    /// not: projects' `user` needs root.
+    pub fn parse_as(
+        text: &str,
+        file: &Path,
+        env: impl Fn(&str) -> Option<String>,
+        is_root: bool,
+    ) -> crate::Result<Self> {
         let raw = parse_json(text).map_err(|problem| ConfigError::invalid(file, vec![problem]))?;
         let base = file.parent().unwrap_or(Path::new("."));
         let mut problems = Vec::new();
@@ -281,6 +299,20 @@ impl Config {
                 None
             }
             path => Some(base.join(path)),
+        };
+        let database_group =
+            raw.database_group
+                .as_deref()
+                .and_then(|name| match resolve_group(name) {
+                    Ok(group) => Some(group),
+                    Err(why) => {
+                        problems.push(Problem::field("database_group", why));
+                        None
+                    }
+                });
+        let accounts = Accounts {
+            is_root,
+            database_group: database_group.as_ref(),
         };
         let shutdown_grace = match raw.shutdown_grace.as_deref().map(parse_duration) {
             None => DEFAULT_SHUTDOWN_GRACE,
@@ -330,7 +362,8 @@ impl Config {
         // Project key → the first entry using it, as a field name.
         let mut key_used_by: HashMap<String, String> = HashMap::new();
         for (index, raw_project) in raw.projects.into_iter().enumerate() {
-            let Some(project) = validate_project(raw_project, index, base, &env, &mut problems)
+            let Some(project) =
+                validate_project(raw_project, index, base, &env, &accounts, &mut problems)
             else {
                 continue;
             };
@@ -393,6 +426,7 @@ impl Config {
                     listen,
                     admin_listen,
                     database,
+                    database_group,
                     shutdown_grace,
                     watch,
                     cors_origins,
@@ -540,11 +574,20 @@ fn validate_tls(raw: RawTls, base: &Path, problems: &mut Vec<Problem>) -> Option
     }
 }
 
+/// What `user` and `group` are checked against.
+struct Accounts<'a> {
+    /// Only root can run handlers as another user.
+    is_root: bool,
+    /// Added to every `user`'s groups.
+    database_group: Option<&'a DatabaseGroup>,
+}
+
 fn validate_project(
     raw: RawProject,
     index: usize,
     base: &Path,
     env: &impl Fn(&str) -> Option<String>,
+    accounts: &Accounts<'_>,
     problems: &mut Vec<Problem>,
 ) -> Option<ProjectConfig> {
     let here = format!("projects[{index}]");
@@ -558,6 +601,8 @@ fn validate_project(
             cors_origins: None,
             cors_credentials: None,
             public_url: None,
+            user: None,
+            group: None,
         },
         RawProject::Object(object) => object,
     };
@@ -641,6 +686,14 @@ fn validate_project(
             "cannot be true with \"*\" in cors_origins: list the origins that may send credentials",
         ));
     }
+    let run_as = validate_run_as(
+        object.user.as_deref(),
+        object.group.as_deref(),
+        &here,
+        path.as_deref(),
+        accounts,
+        problems,
+    );
     let public_url = object
         .public_url
         .and_then(|url| match check_public_url(&url) {
@@ -663,7 +716,53 @@ fn validate_project(
         cors_origins,
         cors_credentials,
         public_url,
+        run_as,
     })
+}
+
+/// `user` and `group`: known accounts, set only when Elsinore is root, and
+/// able to reach the project folder (else its handlers would crash-loop).
+fn validate_run_as(
+    user: Option<&str>,
+    group: Option<&str>,
+    here: &str,
+    project_dir: Option<&Path>,
+    accounts: &Accounts<'_>,
+    problems: &mut Vec<Problem>,
+) -> Option<RunAs> {
+    let Some(user) = user else {
+        if group.is_some() {
+            problems.push(Problem::field(
+                format!("{here}.group"),
+                "needs \"user\": the group is the primary group of the user the handlers run as",
+            ));
+        }
+        return None;
+    };
+    if !accounts.is_root {
+        problems.push(Problem::field(
+            format!("{here}.user"),
+            format!(
+                "handlers can run as {user:?} only when Elsinore runs as root (it runs as uid {}); remove \"user\" or start Elsinore as root",
+                nix::unistd::geteuid()
+            ),
+        ));
+        return None;
+    }
+    let run_as = match resolve_run_as(user, group, accounts.database_group) {
+        Ok(run_as) => run_as,
+        Err((field, why)) => {
+            problems.push(Problem::field(format!("{here}.{field}"), why));
+            return None;
+        }
+    };
+    if let Some(dir) = project_dir {
+        if let Err(why) = run_as.can_reach(dir) {
+            problems.push(Problem::field(format!("{here}.user"), why));
+            return None;
+        }
+    }
+    Some(run_as)
 }
 
 /// `default_project` must name a project of this same file.
@@ -964,6 +1063,66 @@ mod tests {
             err.starts_with(
                 "DIR/config.json: cors_origins[1]: \"https://x.example/\" is not an origin"
             ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn project_users_need_root_known_accounts_and_a_reachable_folder() {
+        use std::os::unix::fs::PermissionsExt;
+        let fx = Fixture::new(&["a"]);
+        let parse_as = |text: &str, is_root: bool| {
+            Config::parse_as(text, &fx.dir.path().join("config.json"), |_| None, is_root)
+        };
+        let with_user = r#"{"database_group": "users",
+            "projects": [{"path": "a", "user": "nobody"}]}"#;
+        let err = parse_as(with_user, false)
+            .expect_err("not root")
+            .to_string();
+        assert!(
+            err.ends_with("config.json: projects[0].user: handlers can run as \"nobody\" only when Elsinore runs as root (it runs as uid 0); remove \"user\" or start Elsinore as root")
+                || err.contains("projects[0].user: handlers can run as \"nobody\" only when Elsinore runs as root"),
+            "{err}"
+        );
+        std::fs::set_permissions(fx.dir.path(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+        let err = parse_as(with_user, true)
+            .expect_err("closed folder")
+            .to_string();
+        assert!(
+            err.contains("projects[0].user: user nobody cannot pass through"),
+            "{err}"
+        );
+        std::fs::set_permissions(fx.dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let config = parse_as(with_user, true).expect("valid as root");
+        let run_as = config.projects[0].run_as.as_ref().expect("run_as");
+        assert_eq!(
+            (run_as.uid, run_as.home.as_path()),
+            (65534, Path::new("/nonexistent"))
+        );
+        let users = config.startup.database_group.as_ref().expect("group");
+        assert!(run_as.groups.contains(&users.gid), "{run_as:?}");
+
+        let err = parse_as(
+            r#"{"database_group": "no-such-group-x",
+                "projects": [{"path": "a", "user": "no-such-user-x", "group": "users"},
+                             {"path": "a", "name": "b", "group": "users"}]}"#,
+            true,
+        )
+        .expect_err("unknown names")
+        .to_string();
+        let lines: Vec<&str> = err.lines().collect();
+        assert!(
+            lines[0].contains("database_group: no group named \"no-such-group-x\""),
+            "{err}"
+        );
+        assert!(
+            lines[1].contains("projects[0].user: no user named \"no-such-user-x\""),
+            "{err}"
+        );
+        assert!(
+            lines[2].contains("projects[1].group: needs \"user\""),
             "{err}"
         );
     }

@@ -259,6 +259,7 @@ fn generated_spec(name: &str, program: &str, fingerprint: FileFingerprint) -> Ha
             file: PathBuf::from(program),
             fingerprint,
         }),
+        run_as: None,
     }
 }
 

@@ -10,12 +10,14 @@
 //! Raw serde types (`deny_unknown_fields`) are turned into validated runtime
 //! types in one step; every error names the file and either the line and
 //! column (syntax) or the field (`projects[1].key_env`). This crate reads
-//! files but never writes, spawns or listens.
+//! files (and the user and group databases, for `user` and
+//! `database_group`) but never writes, spawns or listens.
 
 mod config;
 mod duration;
 mod error;
 mod events;
+mod exposure;
 mod generated;
 mod hostname;
 mod limits;
@@ -25,6 +27,7 @@ mod operator_access;
 mod origin;
 mod redact;
 mod request_path;
+mod run_as;
 mod startup;
 mod static_files;
 mod trust;
@@ -57,6 +60,7 @@ pub use operator_access::{AdminToken, OperatorAccess, MIN_ADMIN_TOKEN_LEN};
 pub use origin::parse_origin;
 pub use redact::{redact_secrets, REDACTED};
 pub use request_path::{normalize_path, same_host_location};
+pub use run_as::{running_as_root, DatabaseGroup, RunAs};
 pub use startup::{RestartNeeded, Startup};
 pub use static_files::{
     StaticFilesConfig, DEFAULT_STATIC_CACHE_FILE_MAX, DEFAULT_STATIC_CACHE_SIZE,

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::error::{ConfigError, Problem};
 use crate::generated::{scan_handlers_dir, GeneratedFrom, GeneratedScan, SkippedFile};
 use crate::parse_duration;
+use crate::run_as::RunAs;
 
 /// The manifest's file name inside a project folder.
 pub const MANIFEST_FILE: &str = "project.toml";
@@ -82,6 +83,10 @@ pub struct HandlerSpec {
     /// spec, so a replaced file is a changed handler (restarted blue/green)
     /// and an unchanged one keeps running.
     pub generated: Option<GeneratedFrom>,
+    /// The project's `user` in config.json (set by
+    /// [`Manifest::with_run_as`]). Part of the spec, so a changed user
+    /// restarts the handlers.
+    pub run_as: Option<RunAs>,
 }
 
 /// A process Elsinore starts, or a server somebody else runs.
@@ -136,6 +141,15 @@ impl Manifest {
                     .env
                     .insert(PUBLIC_URL_ENV.to_owned(), url.to_owned());
             }
+        }
+        self
+    }
+
+    /// Runs every handler as `run_as` (the project's `user` in
+    /// config.json).
+    pub fn with_run_as(mut self, run_as: Option<&RunAs>) -> Self {
+        for handler in &mut self.handlers {
+            handler.run_as = run_as.cloned();
         }
         self
     }
@@ -487,6 +501,7 @@ fn validate_handler(
         queue_timeout,
         reuse_after_body: raw.reuse_after_body.unwrap_or(false),
         generated: None,
+        run_as: None,
     })
 }
 

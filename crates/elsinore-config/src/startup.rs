@@ -16,6 +16,7 @@ use crate::config::WatchSettings;
 use crate::events::EventsConfig;
 use crate::limits::{Limits, Timeouts};
 use crate::observability::{LogFormat, MetricsConfig};
+use crate::run_as::DatabaseGroup;
 use crate::static_files::StaticFilesConfig;
 
 /// Settings read once at startup: listeners, the database, shutdown,
@@ -30,6 +31,9 @@ pub struct Startup {
     pub admin_listen: Option<SocketAddr>,
     /// The shared SQLite database.
     pub database: PathBuf,
+    /// `database_group`: the group owning the shared database files
+    /// (mode 0660); without it they are 0600, Elsinore's own.
+    pub database_group: Option<DatabaseGroup>,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
     /// How changes to config.json and project folders are noticed.
@@ -119,6 +123,7 @@ impl Startup {
             listen,
             admin_listen,
             database,
+            database_group,
             shutdown_grace,
             watch,
             cors_origins,
@@ -134,6 +139,7 @@ impl Startup {
             listen: new_listen,
             admin_listen: new_admin_listen,
             database: new_database,
+            database_group: new_database_group,
             shutdown_grace: new_shutdown_grace,
             watch: new_watch,
             cors_origins: new_cors_origins,
@@ -175,6 +181,17 @@ impl Startup {
             database != new_database,
             new_database.display().to_string(),
             database.display().to_string(),
+        );
+        let group = |group: &Option<DatabaseGroup>| {
+            group
+                .as_ref()
+                .map_or_else(|| "(none)".to_owned(), |g| g.name.clone())
+        };
+        value(
+            "database_group",
+            database_group != new_database_group,
+            group(new_database_group),
+            group(database_group),
         );
         value(
             "shutdown_grace",

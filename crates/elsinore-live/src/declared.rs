@@ -53,6 +53,7 @@ impl Declared {
         for project in &config.projects {
             let manifest = Manifest::load(&project.path)
                 .map(|m| m.with_public_url(project.public_url.as_deref()))
+                .map(|m| m.with_run_as(project.run_as.as_ref()))
                 .map_err(ProjectError::Manifest);
             let scan = scan_hosts(&project.path).map_err(ProjectError::Hosts);
             match (manifest, scan) {
@@ -101,6 +102,12 @@ impl Declared {
                     })
             })
             .collect();
+        warnings.extend(
+            self.config
+                .exposure_warnings()
+                .into_iter()
+                .map(Warning::Exposure),
+        );
         for project in &self.projects {
             warnings.extend(
                 project.manifest.skipped.iter().map(|skipped| {
@@ -143,7 +150,8 @@ impl Declared {
                 a.declared.config.name == project.name && a.declared.config.path == project.path
             });
             let manifest = Manifest::load(&project.path)
-                .map(|m| m.with_public_url(project.public_url.as_deref()));
+                .map(|m| m.with_public_url(project.public_url.as_deref()))
+                .map(|m| m.with_run_as(project.run_as.as_ref()));
             let scan = scan_hosts(&project.path);
             let kept = previous.is_some();
             let manifest = match manifest {

@@ -175,6 +175,9 @@ pub enum Warning {
     /// A certificate loaded but worth a look (the text `elsinore-tls`
     /// wrote).
     Certificate(String),
+    /// A secret or shared file config.json leaves exposed (the text
+    /// `Config::exposure_warnings` wrote).
+    Exposure(String),
 }
 
 impl fmt::Display for Warning {
@@ -217,7 +220,7 @@ impl fmt::Display for Warning {
                 f,
                 "default_project {project} is not serving (see the errors above): unknown hosts get 404"
             ),
-            Self::Certificate(line) => f.write_str(line),
+            Self::Certificate(line) | Self::Exposure(line) => f.write_str(line),
         }
     }
 }

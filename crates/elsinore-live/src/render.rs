@@ -134,9 +134,15 @@ impl Declared {
                 [] => String::new(),
                 origins => format!(", CORS from {}", origins.join(" ")),
             };
+            let user = project
+                .config
+                .run_as
+                .as_ref()
+                .map(|run_as| format!(", runs as {} (uid {})", run_as.user, run_as.uid))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  {} ({}, {}, {key}{max_body}{cors})",
+                "  {} ({}, {}, {key}{max_body}{cors}{user})",
                 project.config.name,
                 project.config.path.display(),
                 count_of(project.scan.hosts.len(), "host")

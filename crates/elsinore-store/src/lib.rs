@@ -14,6 +14,9 @@
 //! `elsinore-keys`) links no SQLite.
 
 pub mod keys;
+mod permissions;
+
+pub use permissions::{restrict_database_files, GROUP_MODE, PRIVATE_MODE};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -119,6 +122,17 @@ pub enum StoreError {
         /// Highest version this build knows.
         known: i64,
     },
+    /// The database files' owner group or mode could not be set.
+    #[error("{}: {context}: {source}", path.display())]
+    Permissions {
+        /// The file or folder.
+        path: PathBuf,
+        /// What Elsinore was doing.
+        context: &'static str,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Result type of this crate.
@@ -149,6 +163,8 @@ impl Store {
                 source,
             }
         };
+        // Not world-readable: projects' data and Elsinore's tables.
+        permissions::create_private(&path)?;
         let conn = Connection::open(&path).map_err(sqlite("cannot open"))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(sqlite("cannot set the busy timeout"))?;

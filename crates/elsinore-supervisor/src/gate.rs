@@ -116,6 +116,7 @@ mod tests {
             queue_timeout,
             reuse_after_body: false,
             generated: None,
+            run_as: None,
         };
         Gate::for_spec(&spec)
     }

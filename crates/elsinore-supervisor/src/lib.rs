@@ -9,16 +9,21 @@
 //! Handlers run in their own process group (so a handler's children are
 //! stopped with it, and a terminal's Ctrl-C reaches Elsinore, which then
 //! stops handlers in order) and get a parent-death signal (so they do not
-//! outlive an Elsinore that was killed outright).
+//! outlive an Elsinore that was killed outright). A project with a `user`
+//! gets that user's ids, groups and `HOME` before exec; Elsinore itself is
+//! marked non-dumpable ([`refuse_inspection`]) so handlers cannot read its
+//! memory or environment.
 
 mod gate;
 mod handle;
+mod own_process;
 mod ports;
 mod process;
 mod supervisor;
 
 pub use gate::Busy;
 pub use handle::{HandlerHandle, HandlerState, HandlerStatus, InFlight, Unavailable};
+pub use own_process::refuse_inspection;
 pub use supervisor::{Supervisor, SupervisorSettings};
 
 /// Why a handler could not be set up.

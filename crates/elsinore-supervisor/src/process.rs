@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use elsinore_config::RunAs;
 use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use nix::unistd::{Gid, Pid, Uid};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -25,10 +26,20 @@ pub(crate) struct ProcessSpec {
     pub env_remove: Vec<String>,
     pub addr: SocketAddr,
     pub ready: Option<String>,
+    /// The project's `user`: the process gets these ids before exec.
+    pub run_as: Option<RunAs>,
 }
 
-/// Starts the process in its own process group with piped output.
+/// Starts the process in its own process group with piped output, as the
+/// project's `user` when it has one.
 pub(crate) fn spawn(spec: &ProcessSpec) -> std::io::Result<Child> {
+    if let Some(run_as) = &spec.run_as {
+        // Checked here too (config validation did it first): the folder may
+        // have changed since, and "exited (status 1)" in a loop says nothing.
+        run_as
+            .can_reach(&spec.cwd)
+            .map_err(|why| std::io::Error::new(std::io::ErrorKind::PermissionDenied, why))?;
+    }
     let (program, args) = spec
         .argv
         .split_first()
@@ -48,22 +59,61 @@ pub(crate) fn spawn(spec: &ProcessSpec) -> std::io::Result<Child> {
         command.env_remove(name);
     }
     command.envs(spec.env.iter().map(|(k, v)| (k, v)));
-    set_parent_death_signal(&mut command);
-    command.spawn()
+    prepare_child(&mut command, spec.run_as.as_ref().map(Identity::of));
+    command.spawn().map_err(|err| match &spec.run_as {
+        Some(run_as) => std::io::Error::new(
+            err.kind(),
+            format!("as user {} (uid {}): {err}", run_as.user, run_as.uid),
+        ),
+        None => err,
+    })
 }
 
-/// Asks Linux to SIGKILL the handler if the thread that spawned it (a tokio
-/// worker, alive as long as Elsinore's runtime) dies, so even `kill -9` of
-/// Elsinore leaves no handler behind. SIGKILL rather than SIGTERM: this is
-/// the last resort, and a handler ignoring SIGTERM must not survive it.
+/// The ids a child switches to, as numbers: nothing is looked up or
+/// allocated after fork.
+struct Identity {
+    uid: Uid,
+    gid: Gid,
+    groups: Vec<Gid>,
+}
+
+impl Identity {
+    fn of(run_as: &RunAs) -> Self {
+        Self {
+            uid: Uid::from_raw(run_as.uid),
+            gid: Gid::from_raw(run_as.gid),
+            groups: run_as.groups.iter().copied().map(Gid::from_raw).collect(),
+        }
+    }
+}
+
+/// In the forked child, before exec: switch to the project's user (if
+/// any), then ask Linux to SIGKILL the handler if the thread that spawned
+/// it (a tokio worker, alive as long as Elsinore's runtime) dies, so even
+/// `kill -9` of Elsinore leaves no handler behind. SIGKILL rather than
+/// SIGTERM: this is the last resort, and a handler ignoring SIGTERM must
+/// not survive it.
+///
+/// Not `CommandExt::uid`/`gid`: std then drops every supplementary group
+/// (and setting them is unstable), but handlers need theirs and
+/// `database_group`. The order matters: groups and gid while still root,
+/// uid last; and the parent-death signal after the switch, because Linux
+/// clears it when the credentials change.
 #[allow(unsafe_code)]
-fn set_parent_death_signal(command: &mut Command) {
+fn prepare_child(command: &mut Command, identity: Option<Identity>) {
     let parent = std::process::id();
     // SAFETY: the closure runs in the forked child before exec. It only
-    // calls prctl(2) and getppid(2), both async-signal-safe, and allocates
-    // nothing.
+    // calls setgroups(2), setgid(2), setuid(2), prctl(2) and getppid(2),
+    // all async-signal-safe, and allocates nothing (`identity` was built
+    // before fork and is only read). Any failure aborts the spawn with
+    // that errno: a handler never runs as root by mistake.
     unsafe {
         command.pre_exec(move || {
+            if let Some(id) = &identity {
+                nix::unistd::setgroups(&id.groups).map_err(std::io::Error::from)?;
+                nix::unistd::setgid(id.gid).map_err(std::io::Error::from)?;
+                nix::unistd::setuid(id.uid).map_err(std::io::Error::from)?;
+            }
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
             // Elsinore may have died between fork and prctl.
             if nix::unistd::getppid().as_raw() as u32 != parent {

@@ -103,6 +103,15 @@ impl Supervisor {
             ),
             ("ELSINORE_PROJECT".to_owned(), project.to_owned()),
         ]);
+        if let Some(run_as) = &spec.run_as {
+            // Elsinore's own HOME (root's) would be unusable, or worse,
+            // shared by every project.
+            env.extend([
+                ("HOME".to_owned(), run_as.home.display().to_string()),
+                ("USER".to_owned(), run_as.user.clone()),
+                ("LOGNAME".to_owned(), run_as.user.clone()),
+            ]);
+        }
         let process = ProcessSpec {
             project: project.to_owned(),
             handler: spec.name.clone(),
@@ -112,6 +121,7 @@ impl Supervisor {
             env_remove: settings.env_remove,
             addr,
             ready: spec.ready.clone(),
+            run_as: spec.run_as.clone(),
         };
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(supervise(
