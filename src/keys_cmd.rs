@@ -11,6 +11,7 @@ use clap::Subcommand;
 use elsinore_config::Hostname;
 use elsinore_keys::now_ms;
 use elsinore_store::keys::{Caller, KeyError, KeyInfo, KeyStatus, KeyStore, Revocation, Scope};
+use elsinore_store::Databases;
 
 use crate::plan::Plan;
 
@@ -73,7 +74,10 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Revoke { id, config } => {
             let plan = Plan::load(&config)?;
-            let store = KeyStore::open(&plan.config.startup.database)?;
+            let store = KeyStore::open(&Databases::new(
+                &plan.config.startup.database,
+                &plan.config.startup.state_database,
+            ))?;
             match store.revoke(Scope::Any, id, &Caller::operator()) {
                 Ok(Revocation::Revoked(key)) => println!(
                     "revoked key {id} ({}) of {} (project {})",
@@ -92,7 +96,7 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
 }
 
 /// Loads the configuration, finds the project serving `host`, opens the
-/// database.
+/// state database.
 fn open_for_host(config: &Path, host: &str) -> anyhow::Result<(KeyStore, Hostname, String)> {
     let name = Hostname::parse(host).map_err(|err| anyhow!("--host: {err}"))?;
     let plan = Plan::load(config)?;
@@ -106,7 +110,10 @@ fn open_for_host(config: &Path, host: &str) -> anyhow::Result<(KeyStore, Hostnam
                 plan.config.file.display()
             )
         })?;
-    let store = KeyStore::open(&plan.config.startup.database)?;
+    let store = KeyStore::open(&Databases::new(
+        &plan.config.startup.database,
+        &plan.config.startup.state_database,
+    ))?;
     Ok((store, name, project))
 }
 

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use elsinore_config::Config;
 use elsinore_events::EventScheduler;
 use elsinore_proxy::{Proxy, TlsListener};
-use elsinore_store::Store;
+use elsinore_store::{Databases, Store};
 use elsinore_supervisor::{Supervisor, SupervisorSettings};
 use elsinore_watch::{FolderWatcher, TreeChange, TreeWatcher, WatchMode};
 use tokio::net::TcpListener;
@@ -49,8 +49,9 @@ fn http_threads() -> usize {
 
 pub fn run(config_path: &Path) -> anyhow::Result<()> {
     let plan = Plan::load(config_path)?;
-    // Created (and migrated) before any handler starts, so every handler
-    // finds the file ready.
+    // Created before any handler starts, so every handler finds the file
+    // ready; Keys::open then creates (or migrates) the state database and,
+    // on the first start after an upgrade, moves Elsinore's tables there.
     let store = Store::open(&plan.config.startup.database)?;
     let keys = Keys::open(&plan.config)?;
     tokio::runtime::Builder::new_multi_thread()
@@ -131,7 +132,7 @@ async fn serve(plan: Plan, store: Store, keys: Keys) -> anyhow::Result<()> {
     };
     // Framework events run on their own thread, off the request path.
     let events = match EventScheduler::start(
-        store.path(),
+        &Databases::new(&config.startup.database, &config.startup.state_database),
         elsinore_events::Settings::new(config.startup.events.clone()),
     ) {
         Ok(events) => events,

@@ -28,8 +28,12 @@ pub struct Startup {
     pub listen: SocketAddr,
     /// Operator listener (used by the operator API).
     pub admin_listen: Option<SocketAddr>,
-    /// The shared SQLite database.
+    /// The shared SQLite database (the projects' data; handlers get it as
+    /// `ELSINORE_DB`).
     pub database: PathBuf,
+    /// Elsinore's own SQLite file (`state_database`): host keys, the audit
+    /// log, the events' run log. Never given to handlers.
+    pub state_database: PathBuf,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
     /// How changes to config.json and project folders are noticed.
@@ -119,6 +123,7 @@ impl Startup {
             listen,
             admin_listen,
             database,
+            state_database,
             shutdown_grace,
             watch,
             cors_origins,
@@ -134,6 +139,7 @@ impl Startup {
             listen: new_listen,
             admin_listen: new_admin_listen,
             database: new_database,
+            state_database: new_state_database,
             shutdown_grace: new_shutdown_grace,
             watch: new_watch,
             cors_origins: new_cors_origins,
@@ -175,6 +181,12 @@ impl Startup {
             database != new_database,
             new_database.display().to_string(),
             database.display().to_string(),
+        );
+        value(
+            "state_database",
+            state_database != new_state_database,
+            new_state_database.display().to_string(),
+            state_database.display().to_string(),
         );
         value(
             "shutdown_grace",
