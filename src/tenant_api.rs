@@ -26,10 +26,9 @@ impl Keys {
     /// starts the watcher that reloads them when another process (the
     /// `elsinore keys` CLI) changes them.
     pub fn open(config: &Config) -> anyhow::Result<Self> {
-        let store = KeyStore::open(&Databases::new(
-            &config.startup.database,
-            &config.startup.state_database,
-        ))?;
+        let databases = Databases::new(&config.startup.database, &config.startup.state_database);
+        let store = KeyStore::open(&databases)?;
+        elsinore_store::legacy::warn_about_leftovers(&databases.shared, &databases.state);
         let ring = Arc::new(KeyRing::empty());
         store.refresh(&ring).context("cannot load host keys")?;
         watch_ring(&ring, &config.startup.state_database, WATCH_INTERVAL)?;

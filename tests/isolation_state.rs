@@ -217,6 +217,25 @@ async fn a_key_forged_through_the_shared_database_opens_nothing() {
         assert_eq!(mode(&file), 0o600, "{}", file.display());
     }
 
+    // A restart neither imports the handler's table nor refuses to start:
+    // it names it in a warning, and the forged key still opens nothing.
+    let mut server = server;
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(server.wait_exit().success());
+    let server = Server::start(&config);
+    let warning = server
+        .logs
+        .wait_for("the shared database holds tables named like Elsinore's");
+    assert!(warning.contains("host_secrets"), "{warning}");
+    assert_eq!(
+        auth_seen(&server, "b.test", "/", &[("x-hamlet-host-key", FORGED)]).await,
+        "none"
+    );
+    assert_eq!(
+        auth_seen(&server, "b.test", "/", &[("x-hamlet-host-key", &second)]).await,
+        "hostAdmin"
+    );
+
     // Another OS user (what a project with `user` runs as) cannot open it.
     let root = std::fs::metadata("/proc/self").is_ok_and(|me| me.uid() == 0);
     if root {

@@ -7,8 +7,9 @@
 //! every table named like Elsinore's (`elsinore_*`, `host_secret*`, any
 //! case), checks the row counts, and drops them from the shared file. It
 //! runs only when the state database is new; after that, such a table in
-//! the shared file is not Elsinore's (a handler made it) and is never read,
-//! only reported ([`warn_about_leftovers`]).
+//! the shared file is not Elsinore's (a handler made it, or an older
+//! Elsinore run again) and is never read, only reported
+//! ([`warn_about_leftovers`]).
 //!
 //! With WAL, a transaction over two files is atomic in each file, not
 //! across them. The state database is `main`, which SQLite commits first:
@@ -218,11 +219,12 @@ pub fn leftovers(shared: &Path) -> Vec<String> {
 }
 
 /// Logs tables named like Elsinore's that are in the shared file although
-/// the state database is in use. They are not merged (a handler may have
+/// the state database is in use (`serve` calls it once at start, after
+/// opening the state database). They are not merged (a handler may have
 /// made them: merging is the forgery) and do not stop Elsinore (a handler
 /// could then keep every tenant offline by creating one); they are left
 /// as they are, unread.
-pub(crate) fn warn_about_leftovers(shared: &Path, state: &Path) {
+pub fn warn_about_leftovers(shared: &Path, state: &Path) {
     let names = leftovers(shared);
     if !names.is_empty() {
         tracing::warn!(

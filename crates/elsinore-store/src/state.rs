@@ -184,9 +184,6 @@ impl StateStore {
                 "Elsinore's state moved from the shared database to the state database; the shared one keeps only the projects' data"
             );
         }
-        if !fresh {
-            legacy::warn_about_leftovers(shared, &self.path);
-        }
         Ok(())
     }
 
@@ -339,10 +336,10 @@ fn apply_migrations(tx: &Transaction<'_>, path: &Path) -> Result<()> {
             .map_err(fail("cannot read the applied migrations"))?
     };
     for &(version, name, sql) in MIGRATIONS.iter().filter(|m| !applied.contains(&m.0)) {
-        // The migrations name no schema: with the shared file attached,
-        // an unqualified CREATE still goes to main, but an unqualified
-        // ALTER would find the shared file's table of the same name first
-        // only if main lacked it, which migrations applied in order rule out.
+        // The migrations name no schema. With the shared file attached,
+        // CREATE still goes to main, and a name is looked up in main
+        // before attached files: in order, each table exists in main
+        // before a later migration alters it.
         tx.execute_batch(sql).map_err(fail("migration failed"))?;
         tx.execute(
             "INSERT INTO main.elsinore_migrations (version, name, applied_at)
