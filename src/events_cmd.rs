@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use elsinore_config::{format_duration, Config};
 use elsinore_events::{RunRecord, RunReport, Settings, Trigger};
+use elsinore_store::Databases;
 
 /// `elsinore events <verb>`.
 #[derive(Debug, Subcommand)]
@@ -42,7 +43,7 @@ pub fn run(verb: EventsVerb) -> anyhow::Result<()> {
         EventsVerb::Run { config, json } => {
             let config = load(&config)?;
             let report = elsinore_events::run_once(
-                &config.startup.database,
+                &Databases::new(&config.startup.database, &config.startup.state_database),
                 &Settings::new(config.startup.events.clone()),
                 Trigger::Cli,
             )?;
@@ -58,7 +59,7 @@ pub fn run(verb: EventsVerb) -> anyhow::Result<()> {
             json,
         } => {
             let config = load(&config)?;
-            let runs = elsinore_events::recent_runs(&config.startup.database, limit)?;
+            let runs = elsinore_events::recent_runs(&config.startup.state_database, limit)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&runs)?);
             } else {

@@ -12,6 +12,7 @@ use elsinore_config::Hostname;
 use elsinore_keys::now_ms;
 use elsinore_live::Declared;
 use elsinore_store::keys::{Caller, KeyError, KeyInfo, KeyStatus, KeyStore, Revocation, Scope};
+use elsinore_store::Databases;
 
 /// The `keys` verbs.
 #[derive(Debug, Subcommand)]
@@ -72,7 +73,10 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Revoke { id, config } => {
             let declared = Declared::load(&config)?;
-            let store = KeyStore::open(&declared.config.startup.database)?;
+            let store = KeyStore::open(&Databases::new(
+                &declared.config.startup.database,
+                &declared.config.startup.state_database,
+            ))?;
             match store.revoke(Scope::Any, id, &Caller::operator()) {
                 Ok(Revocation::Revoked(key)) => println!(
                     "revoked key {id} ({}) of {} (project {})",
@@ -91,7 +95,7 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
 }
 
 /// Loads the configuration, finds the project serving `host`, opens the
-/// database.
+/// state database.
 fn open_for_host(config: &Path, host: &str) -> anyhow::Result<(KeyStore, Hostname, String)> {
     let name = Hostname::parse(host).map_err(|err| anyhow!("--host: {err}"))?;
     let declared = Declared::load(config)?;
@@ -105,7 +109,10 @@ fn open_for_host(config: &Path, host: &str) -> anyhow::Result<(KeyStore, Hostnam
                 declared.config.file.display()
             )
         })?;
-    let store = KeyStore::open(&declared.config.startup.database)?;
+    let store = KeyStore::open(&Databases::new(
+        &declared.config.startup.database,
+        &declared.config.startup.state_database,
+    ))?;
     Ok((store, name, project))
 }
 

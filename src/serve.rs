@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use elsinore_config::Config;
 use elsinore_events::EventScheduler;
 use elsinore_proxy::{Proxy, TlsListener};
-use elsinore_store::Store;
+use elsinore_store::{Databases, Store};
 use elsinore_supervisor::{Supervisor, SupervisorSettings};
 use elsinore_watch::{FolderWatcher, TreeChange, TreeWatcher, WatchMode};
 use tokio::net::TcpListener;
@@ -51,8 +51,9 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
     elsinore_supervisor::refuse_inspection()
         .context("cannot mark Elsinore non-dumpable (prctl PR_SET_DUMPABLE)")?;
     let declared = Declared::load(config_path)?;
-    // Created (and migrated) before any handler starts, so every handler
-    // finds the file ready.
+    // Created before any handler starts, so every handler finds the file
+    // ready; Keys::open then creates (or migrates) the state database and,
+    // on the first start after an upgrade, moves Elsinore's tables there.
     let store = Store::open(&declared.config.startup.database)?;
     let database_group = declared.config.startup.database_group.as_ref();
     elsinore_store::restrict_database_files(store.path(), database_group.map(|g| g.gid))?;
@@ -135,7 +136,7 @@ async fn serve(declared: Declared, store: Store, keys: Keys) -> anyhow::Result<(
     };
     // Framework events run on their own thread, off the request path.
     let events = match EventScheduler::start(
-        store.path(),
+        &Databases::new(&config.startup.database, &config.startup.state_database),
         elsinore_events::Settings::new(config.startup.events.clone()),
     ) {
         Ok(events) => events,

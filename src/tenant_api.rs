@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use elsinore_config::Config;
 use elsinore_keys::KeyRing;
 use elsinore_store::keys::{watch_ring, KeyStore, WATCH_INTERVAL};
+use elsinore_store::Databases;
 use elsinore_tenant_admin::{RescanQueue, RescanRequests, TenantAdminApi};
 
 use elsinore_live::Live;
@@ -21,14 +22,16 @@ pub struct Keys {
 }
 
 impl Keys {
-    /// Opens the shared database's key tables, loads the accepted keys and
+    /// Opens the state database's key tables, loads the accepted keys and
     /// starts the watcher that reloads them when another process (the
     /// `elsinore keys` CLI) changes them.
     pub fn open(config: &Config) -> anyhow::Result<Self> {
-        let store = KeyStore::open(&config.startup.database)?;
+        let databases = Databases::new(&config.startup.database, &config.startup.state_database);
+        let store = KeyStore::open(&databases)?;
+        elsinore_store::legacy::warn_about_leftovers(&databases.shared, &databases.state);
         let ring = Arc::new(KeyRing::empty());
         store.refresh(&ring).context("cannot load host keys")?;
-        watch_ring(&ring, &config.startup.database, WATCH_INTERVAL)?;
+        watch_ring(&ring, &config.startup.state_database, WATCH_INTERVAL)?;
         tracing::info!(keys = ring.len(), "host keys loaded");
         Ok(Self {
             store: Arc::new(store),

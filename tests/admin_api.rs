@@ -203,7 +203,7 @@ async fn keys_are_created_listed_rotated_and_revoked() {
     );
 
     // Every change is in the audit table: who, what, when, from where.
-    let conn = rusqlite::Connection::open(ws.database()).expect("open db");
+    let conn = rusqlite::Connection::open(ws.state_database()).expect("open db");
     let mut statement = conn
         .prepare(
             "SELECT action, actor, client, key_id, key_prefix, at FROM elsinore_audit
@@ -547,7 +547,7 @@ async fn no_plaintext_key_in_the_database_and_keys_survive_a_restart() {
 
     // The secret part of a key (after `ehk_`) is in no column of any table,
     // nor anywhere in the database files (WAL included).
-    let values = every_value(&ws.database());
+    let values = every_value(&ws.state_database());
     let mut files = Vec::new();
     for entry in std::fs::read_dir(ws.path().join("data")).expect("data dir") {
         files.extend(std::fs::read(entry.expect("entry").path()).expect("read"));
@@ -988,7 +988,7 @@ async fn hosts_are_listed_created_and_removed() {
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
 
     // Host changes are audited too.
-    let conn = rusqlite::Connection::open(ws.database()).expect("open db");
+    let conn = rusqlite::Connection::open(ws.state_database()).expect("open db");
     let actions: Vec<String> = conn
         .prepare("SELECT action FROM elsinore_audit WHERE host = 'new.alpha.test' ORDER BY id")
         .expect("prepare")

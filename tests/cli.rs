@@ -55,6 +55,7 @@ fn check_prints_the_table_warnings_and_ok() {
     for expected in [
         "listen:   http://127.0.0.1:0",
         "database: DIR/data/elsinore.db",
+        "state:    DIR/data/elsinore-state.db",
         "events:   every 10m, retention 30d, batch 500",
         "limits:   max_header_bytes 64KB, max_body 10MB, max_connections 4096",
         "timeouts: header_read 30s, idle 1m, handler_connect 5s",

@@ -228,7 +228,9 @@ fn serve_runs_the_events_on_its_interval_and_stops_cleanly() {
     assert!(line.contains("deleted=5"), "{line}");
     assert_eq!(ids(&conn, "sessions"), [2]);
     assert_eq!(ids(&conn, "audit_log"), Vec::<i64>::new());
-    let logged: i64 = conn
+    // The run log is in Elsinore's own file, not the shared one.
+    let state = rusqlite::Connection::open(ws.state_database()).expect("state db");
+    let logged: i64 = state
         .query_row(
             "SELECT count(*) FROM elsinore_event_runs WHERE trigger = 'schedule'",
             [],

@@ -85,7 +85,7 @@ fn create_list_and_revoke_without_a_server() {
     assert!(listing.contains("revoked"), "{listing}");
 
     // The CLI's changes are audited as the operator's.
-    let conn = rusqlite::Connection::open(ws.database()).expect("open db");
+    let conn = rusqlite::Connection::open(ws.state_database()).expect("open db");
     let rows: Vec<(String, String, String)> = conn
         .prepare("SELECT action, actor, client FROM elsinore_audit ORDER BY id")
         .expect("prepare")

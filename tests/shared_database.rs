@@ -25,7 +25,9 @@ async fn handlers_of_two_projects_share_one_database() {
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .expect("pragma");
     assert_eq!(mode, "wal");
-    let version: i64 = conn
+    // Elsinore's migrations are recorded in its own state file.
+    let state = rusqlite::Connection::open(ws.state_database()).expect("open state db");
+    let version: i64 = state
         .query_row("SELECT MAX(version) FROM elsinore_migrations", [], |r| {
             r.get(0)
         })

@@ -83,6 +83,12 @@ impl Workspace {
     pub fn database(&self) -> PathBuf {
         self.path().join("data/elsinore.db")
     }
+
+    /// Elsinore's own file (`state_database`, its default): host keys,
+    /// audit log, event runs.
+    pub fn state_database(&self) -> PathBuf {
+        self.path().join("data/elsinore-state.db")
+    }
 }
 
 /// A `[[handler]]` running the echo fixture.

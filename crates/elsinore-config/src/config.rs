@@ -26,6 +26,7 @@ use crate::trust::{parse_trusted_proxies, parse_upgrade_protocols, TrustedProxie
 /// Where the public listener binds when `listen` is absent.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_DATABASE: &str = "data/elsinore.db";
+const DEFAULT_STATE_DATABASE: &str = "data/elsinore-state.db";
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
 const MAX_PROJECT_NAME_LEN: usize = 64;
@@ -165,6 +166,7 @@ struct RawConfig {
     admin_token_env: Option<String>,
     database: Option<String>,
     database_group: Option<String>,
+    state_database: Option<String>,
     shutdown_grace: Option<String>,
     watch: Option<RawWatch>,
     projects: Vec<RawProject>,
@@ -314,6 +316,12 @@ impl Config {
             is_root,
             database_group: database_group.as_ref(),
         };
+        let state_database = validate_state_database(
+            raw.state_database.as_deref(),
+            database.as_deref(),
+            base,
+            &mut problems,
+        );
         let shutdown_grace = match raw.shutdown_grace.as_deref().map(parse_duration) {
             None => DEFAULT_SHUTDOWN_GRACE,
             Some(Ok(grace)) => grace,
@@ -419,14 +427,15 @@ impl Config {
         let trusted_proxies = parse_trusted_proxies(raw.trusted_proxies, &mut problems);
         let upgrade_protocols = parse_upgrade_protocols(raw.upgrade_protocols, &mut problems);
 
-        match (problems.is_empty(), listen, database) {
-            (true, Some(listen), Some(database)) => Ok(Self {
+        match (problems.is_empty(), listen, database, state_database) {
+            (true, Some(listen), Some(database), Some(state_database)) => Ok(Self {
                 file: file.to_owned(),
                 startup: Startup {
                     listen,
                     admin_listen,
                     database,
                     database_group,
+                    state_database,
                     shutdown_grace,
                     watch,
                     cors_origins,
@@ -505,6 +514,34 @@ fn parse_addr(text: &str, field: &str, problems: &mut Vec<Problem>) -> Option<So
                 format!("{text:?} is not an address: expected IP:port, e.g. \"127.0.0.1:8080\""),
             ));
             None
+        }
+    }
+}
+
+/// `state_database`: Elsinore's own SQLite file (host keys, audit log,
+/// event runs). It must not be the shared `database`, which every handler
+/// can write: that is the whole point of a second file.
+fn validate_state_database(
+    raw: Option<&str>,
+    database: Option<&Path>,
+    base: &Path,
+    problems: &mut Vec<Problem>,
+) -> Option<PathBuf> {
+    match raw.unwrap_or(DEFAULT_STATE_DATABASE) {
+        "" => {
+            problems.push(Problem::field("state_database", "must not be empty"));
+            None
+        }
+        path => {
+            let path = base.join(path);
+            if database == Some(path.as_path()) {
+                problems.push(Problem::field(
+                    "state_database",
+                    "must not be the shared `database`: handlers get that file, and Elsinore's host keys must stay out of their reach",
+                ));
+                return None;
+            }
+            Some(path)
         }
     }
 }
@@ -897,10 +934,34 @@ mod tests {
             config.startup.database,
             fx.dir.path().join("data/elsinore.db")
         );
+        assert_eq!(
+            config.startup.state_database,
+            fx.dir.path().join("data/elsinore-state.db")
+        );
         assert_eq!(config.startup.shutdown_grace, Duration::from_secs(30));
         assert_eq!(config.projects[0].name, "horatio");
         assert!(config.projects[0].path.is_absolute());
         assert!(config.startup.admin_listen.is_none());
+    }
+
+    #[test]
+    fn state_database_is_its_own_file() {
+        let fx = Fixture::new(&["a"]);
+        let config = fx
+            .parse(r#"{"state_database": "/var/lib/elsinore/state.db", "projects": ["a"]}"#)
+            .expect("valid");
+        assert_eq!(
+            config.startup.state_database,
+            Path::new("/var/lib/elsinore/state.db")
+        );
+        let err =
+            fx.error(r#"{"database": "db/x.db", "state_database": "db/x.db", "projects": ["a"]}"#);
+        assert!(
+            err.contains("state_database: must not be the shared `database`"),
+            "{err}"
+        );
+        let err = fx.error(r#"{"state_database": "", "projects": ["a"]}"#);
+        assert!(err.contains("state_database: must not be empty"), "{err}");
     }
 
     #[test]

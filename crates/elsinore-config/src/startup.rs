@@ -29,11 +29,15 @@ pub struct Startup {
     pub listen: SocketAddr,
     /// Operator listener (used by the operator API).
     pub admin_listen: Option<SocketAddr>,
-    /// The shared SQLite database.
+    /// The shared SQLite database (the projects' data; handlers get it as
+    /// `ELSINORE_DB`).
     pub database: PathBuf,
     /// `database_group`: the group owning the shared database files
     /// (mode 0660); without it they are 0600, Elsinore's own.
     pub database_group: Option<DatabaseGroup>,
+    /// Elsinore's own SQLite file (`state_database`): host keys, the audit
+    /// log, the events' run log. Never given to handlers.
+    pub state_database: PathBuf,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
     /// How changes to config.json and project folders are noticed.
@@ -124,6 +128,7 @@ impl Startup {
             admin_listen,
             database,
             database_group,
+            state_database,
             shutdown_grace,
             watch,
             cors_origins,
@@ -140,6 +145,7 @@ impl Startup {
             admin_listen: new_admin_listen,
             database: new_database,
             database_group: new_database_group,
+            state_database: new_state_database,
             shutdown_grace: new_shutdown_grace,
             watch: new_watch,
             cors_origins: new_cors_origins,
@@ -192,6 +198,12 @@ impl Startup {
             database_group != new_database_group,
             group(new_database_group),
             group(database_group),
+        );
+        value(
+            "state_database",
+            state_database != new_state_database,
+            new_state_database.display().to_string(),
+            state_database.display().to_string(),
         );
         value(
             "shutdown_grace",

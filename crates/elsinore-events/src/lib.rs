@@ -6,7 +6,8 @@
 //! This crate owns finding those tables, reading their timestamps (epoch
 //! milliseconds, epoch seconds or date text, see [`timestamp`]), deleting in
 //! short batched transactions that give way to handlers, the run log table
-//! `elsinore_event_runs`, and the [`EventScheduler`] thread that runs the
+//! `elsinore_event_runs` (in the state database, out of handlers' reach),
+//! and the [`EventScheduler`] thread that runs the
 //! events every interval and on demand.
 //!
 //! It must not touch Elsinore's own tables (`elsinore_*`, `host_secret*`,

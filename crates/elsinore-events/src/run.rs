@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use elsinore_store::Databases;
 use rusqlite::Connection;
 
 use crate::discover::{self, TableInfo};
@@ -28,11 +29,12 @@ pub(crate) enum Progress<'a> {
 }
 
 /// Runs `SoftDeleteCleanup` then `SessionExpiry` on every table of the
-/// database at `database`, now. Failures of single tables are in the
-/// report; `Err` only when the database cannot be opened or listed.
-pub fn run_once(database: &Path, settings: &Settings, trigger: Trigger) -> Result<RunReport> {
+/// shared database, now, and records the run in the state database's run
+/// log. Failures of single tables are in the report; `Err` only when the
+/// shared database cannot be opened or listed.
+pub fn run_once(databases: &Databases, settings: &Settings, trigger: Trigger) -> Result<RunReport> {
     run_with(
-        database,
+        databases,
         settings,
         trigger,
         &AtomicBool::new(false),
@@ -52,12 +54,13 @@ pub(crate) fn log_progress(progress: Progress<'_>) {
 }
 
 pub(crate) fn run_with(
-    database: &Path,
+    databases: &Databases,
     settings: &Settings,
     trigger: Trigger,
     cancel: &AtomicBool,
     observe: &mut dyn FnMut(Progress<'_>),
 ) -> Result<RunReport> {
+    let database = databases.shared.as_path();
     let mut conn = open(database, settings)?;
     let started_at = now_ms();
     let tables = discover::tables(&conn).map_err(|source| Error::Sqlite {
@@ -91,7 +94,13 @@ pub(crate) fn run_with(
         log_error: None,
     };
     if !report.tables.is_empty() {
-        match runlog::write(&mut conn, &report, settings.busy_passes) {
+        let logged = open_run_log(databases, settings)
+            .map_err(|err| err.to_string())
+            .and_then(|mut log| {
+                runlog::write(&mut log, &report, settings.busy_passes)
+                    .map_err(|err| err.to_string())
+            });
+        match logged {
             Ok(run_id) => report.run_id = Some(run_id),
             Err(err) => report.log_error = Some(format!("cannot write elsinore_event_runs: {err}")),
         }
@@ -100,8 +109,7 @@ pub(crate) fn run_with(
     Ok(report)
 }
 
-/// Opens and migrates the database (so the run log exists even on a file
-/// no `serve` of this version has opened yet); never creates it.
+/// Opens the shared database; never creates it.
 fn open(database: &Path, settings: &Settings) -> Result<Connection> {
     if !database.is_file() {
         return Err(Error::Missing {
@@ -112,6 +120,19 @@ fn open(database: &Path, settings: &Settings) -> Result<Connection> {
     conn.busy_timeout(settings.busy_timeout)
         .map_err(|source| Error::Sqlite {
             path: database.to_owned(),
+            context: "cannot set the busy timeout",
+            source,
+        })?;
+    Ok(conn)
+}
+
+/// Opens (creating and migrating if needed) the state database, where the
+/// run log is: no handler can write or forge it there.
+fn open_run_log(databases: &Databases, settings: &Settings) -> Result<Connection> {
+    let conn = elsinore_store::StateStore::open(databases)?.into_connection();
+    conn.busy_timeout(settings.busy_timeout)
+        .map_err(|source| Error::Sqlite {
+            path: databases.state.clone(),
             context: "cannot set the busy timeout",
             source,
         })?;

@@ -1,6 +1,7 @@
-//! `elsinore_event_runs`: one row per (run, event, table), written at the
-//! end of each run in one short transaction, read back for `GET /events`
-//! and `elsinore events list`.
+//! `elsinore_event_runs`, in the state database (not the shared one the
+//! events clean, so no handler can write or forge it): one row per (run,
+//! event, table), written at the end of each run in one short transaction,
+//! read back for `GET /events`, the status page and `elsinore events list`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -116,8 +117,8 @@ pub struct TableRecord {
     pub error: Option<String>,
 }
 
-/// The `limit` most recent runs recorded in the database at `database`,
-/// newest first. Opens the file read-only; an empty list when no run was
+/// The `limit` most recent runs recorded in the state database at
+/// `database`, newest first. Opens the file read-only; an empty list when no run was
 /// ever recorded.
 pub fn recent_runs(database: &Path, limit: usize) -> Result<Vec<RunRecord>> {
     if !database.is_file() {

@@ -4,13 +4,13 @@
 //! Async callers (the operator listener) talk to it through a channel and
 //! await a oneshot reply; the thread owns all the blocking SQLite work.
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use elsinore_store::Databases;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
@@ -37,7 +37,7 @@ pub struct EventScheduler {
 
 #[derive(Debug)]
 struct Inner {
-    database: PathBuf,
+    databases: Databases,
     settings: Settings,
     commands: Mutex<Option<mpsc::Sender<Command>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -75,20 +75,20 @@ pub struct EventsStatus {
 }
 
 impl EventScheduler {
-    /// Starts the events thread for the database at `database` (which
-    /// `serve` has already created and migrated). The first scheduled run
+    /// Starts the events thread over the shared database (which `serve`
+    /// has already created), logging runs in the state database. The first scheduled run
     /// comes after [`FIRST_RUN_AFTER`] or one interval, whichever is
     /// shorter; with `"interval": "off"` runs only happen on request.
-    pub fn start(database: &Path, settings: Settings) -> Result<Self> {
+    pub fn start(databases: &Databases, settings: Settings) -> Result<Self> {
         let (commands, receiver) = mpsc::channel();
         let shared = Arc::new(Shared::default());
         let thread = {
-            let database = database.to_owned();
+            let databases = databases.clone();
             let settings = settings.clone();
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("elsinore-events".to_owned())
-                .spawn(move || event_loop(&database, &settings, &receiver, &shared))
+                .spawn(move || event_loop(&databases, &settings, &receiver, &shared))
                 .map_err(Error::Thread)?
         };
         match settings.events.interval {
@@ -104,7 +104,7 @@ impl EventScheduler {
         }
         Ok(Self {
             inner: Arc::new(Inner {
-                database: database.to_owned(),
+                databases: databases.clone(),
                 settings,
                 commands: Mutex::new(Some(commands)),
                 thread: Mutex::new(Some(thread)),
@@ -140,8 +140,8 @@ impl EventScheduler {
     /// The `limit` most recent runs, newest first (read on a blocking
     /// thread, without waiting for a run in progress).
     pub async fn recent(&self, limit: usize) -> Result<Vec<RunRecord>> {
-        let database = self.inner.database.clone();
-        tokio::task::spawn_blocking(move || recent_runs(&database, limit))
+        let run_log = self.inner.databases.state.clone();
+        tokio::task::spawn_blocking(move || recent_runs(&run_log, limit))
             .await
             .map_err(|_| Error::Stopped)?
     }
@@ -207,7 +207,7 @@ impl Drop for Inner {
 }
 
 fn event_loop(
-    database: &Path,
+    databases: &Databases,
     settings: &Settings,
     commands: &mpsc::Receiver<Command>,
     shared: &Shared,
@@ -217,7 +217,7 @@ fn event_loop(
     let run = |trigger| {
         shared.running.store(true, Ordering::Relaxed);
         let report = run_with(
-            database,
+            databases,
             settings,
             trigger,
             &shared.cancel,

@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use elsinore_config::{EventsConfig, TableEvents};
+use elsinore_store::Databases;
 use rusqlite::Connection;
 
 use crate::run::{now_ms, run_with, Progress};
@@ -21,11 +22,12 @@ use crate::{
 const WAIT: Duration = Duration::from_secs(20);
 const DAY_MS: i64 = 86_400_000;
 
-/// A database created and migrated the way `serve` does, plus a handler's
-/// connection to fill it.
+/// A shared database created the way `serve` does (with its state
+/// database beside it), plus a handler's connection to fill it.
 struct Db {
     _dir: tempfile::TempDir,
     path: PathBuf,
+    databases: Databases,
     conn: Connection,
 }
 
@@ -34,12 +36,15 @@ impl Db {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data/elsinore.db");
         drop(elsinore_store::Store::open(&path).unwrap());
+        let databases = Databases::new(&path, &dir.path().join("data/elsinore-state.db"));
+        drop(elsinore_store::StateStore::open(&databases).unwrap());
         let conn = Connection::open(&path).unwrap();
         conn.busy_timeout(WAIT).unwrap();
         conn.execute_batch(schema).unwrap();
         Self {
             _dir: dir,
             path,
+            databases,
             conn,
         }
     }
@@ -67,7 +72,7 @@ impl Db {
     }
 
     fn run(&self, settings: &Settings) -> RunReport {
-        run_once(&self.path, settings, Trigger::Cli).unwrap()
+        run_once(&self.databases, settings, Trigger::Cli).unwrap()
     }
 }
 
@@ -398,7 +403,7 @@ fn waits_for_a_handlers_write_transaction_and_loses_nothing() {
 
     let (busy_tx, busy_rx) = mpsc::channel();
     let (go_tx, go_rx) = mpsc::channel::<()>();
-    let path = db.path.clone();
+    let databases = db.databases.clone();
     let run = std::thread::spawn(move || {
         let mut first = true;
         let mut observe = |progress: Progress<'_>| {
@@ -410,7 +415,7 @@ fn waits_for_a_handlers_write_transaction_and_loses_nothing() {
             }
         };
         run_with(
-            &path,
+            &databases,
             &settings(EventsConfig {
                 batch: 5,
                 ..EventsConfig::default()
@@ -476,9 +481,10 @@ fn a_lock_held_through_the_whole_run_is_not_fatal() {
     }
     let third = table(&report, Event::SoftDeleteCleanup, "third");
     assert_eq!((third.error.as_deref(), third.busy), (None, 0));
-    // Even the run log could not be written; the report says so.
-    assert!(report.run_id.is_none());
-    assert!(report.log_error.is_some());
+    // The run log is in the state database, which the handler's lock on
+    // the shared one does not hold up.
+    assert!(report.run_id.is_some(), "{report:#?}");
+    assert!(report.log_error.is_none());
 
     writer.execute_batch("COMMIT").unwrap();
     assert_eq!(db.ids("item"), [1, 2, 3]);
@@ -543,6 +549,7 @@ fn elsinores_own_tables_are_never_touched() {
     let db = Db::new(
         "CREATE TABLE elsinore_scratch (id INTEGER PRIMARY KEY, deleted_at BIGINT, expires_at BIGINT);
          CREATE TABLE host_secrets_archive (id INTEGER PRIMARY KEY, deleted_at BIGINT);
+         CREATE TABLE host_secrets (host, project, key_hash, key_prefix, created_at, revoked_at);
          CREATE TABLE mine (id INTEGER PRIMARY KEY, deleted_at BIGINT);",
     );
     let old = ago(400);
@@ -571,11 +578,21 @@ fn elsinores_own_tables_are_never_touched() {
     assert_eq!(db.count("mine"), 0);
     let names: Vec<&str> = report.tables.iter().map(|t| t.table.as_str()).collect();
     assert_eq!(names, ["mine"]);
-    let migrations: i64 = db
-        .conn
-        .query_row("SELECT count(*) FROM elsinore_migrations", [], |r| r.get(0))
+    // The run was logged in the state database, not in the shared one.
+    let state = Connection::open(&db.databases.state).unwrap();
+    let logged: i64 = state
+        .query_row("SELECT count(*) FROM elsinore_event_runs", [], |r| r.get(0))
         .unwrap();
-    assert!(migrations >= 2);
+    assert_eq!(logged, 1);
+    let shared_log: i64 = db
+        .conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'elsinore_event_runs'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(shared_log, 0);
 }
 
 #[test]
@@ -593,14 +610,14 @@ fn the_run_log_records_every_table_of_every_run() {
     let before = now_ms();
     let first = db.run(&settings(EventsConfig::default()));
     let second = run_once(
-        &db.path,
+        &db.databases,
         &settings(EventsConfig::default()),
         Trigger::Schedule,
     )
     .unwrap();
     assert_eq!(second.run_id, first.run_id.map(|id| id + 1));
 
-    let runs = recent_runs(&db.path, 10).unwrap();
+    let runs = recent_runs(&db.databases.state, 10).unwrap();
     assert_eq!(runs.len(), 2);
     let (newest, oldest) = (&runs[0], &runs[1]);
     assert_eq!(Some(newest.run_id), second.run_id);
@@ -627,7 +644,7 @@ fn the_run_log_records_every_table_of_every_run() {
         assert!(t.started_at >= before && t.finished_at >= t.started_at);
         assert_eq!(t.error, None);
     }
-    assert_eq!(recent_runs(&db.path, 1).unwrap().len(), 1);
+    assert_eq!(recent_runs(&db.databases.state, 1).unwrap().len(), 1);
 
     // The JSON shape documented in docs/events.md.
     let json = serde_json::to_value(&runs[1]).unwrap();
@@ -656,10 +673,14 @@ fn the_run_log_records_every_table_of_every_run() {
 fn a_missing_database_is_an_error_and_is_not_created() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nope.db");
-    let err = run_once(&path, &Settings::default(), Trigger::Cli).unwrap_err();
+    let databases = Databases::new(&path, &dir.path().join("state.db"));
+    let err = run_once(&databases, &Settings::default(), Trigger::Cli).unwrap_err();
     assert!(matches!(err, Error::Missing { .. }), "{err}");
     assert!(!path.exists());
-    assert!(matches!(recent_runs(&path, 5), Err(Error::Missing { .. })));
+    assert!(matches!(
+        recent_runs(&databases.state, 5),
+        Err(Error::Missing { .. })
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -671,7 +692,7 @@ async fn the_scheduler_runs_on_request_and_on_its_interval_then_stops() {
 
     // Off: only on request.
     let off = EventScheduler::start(
-        &db.path,
+        &db.databases,
         settings(EventsConfig {
             interval: None,
             ..EventsConfig::default()
@@ -693,7 +714,7 @@ async fn the_scheduler_runs_on_request_and_on_its_interval_then_stops() {
         .execute("INSERT INTO sessions VALUES (2, ?1)", [ago(1)])
         .unwrap();
     let every = EventScheduler::start(
-        &db.path,
+        &db.databases,
         settings(EventsConfig {
             interval: Some(Duration::from_millis(100)),
             ..EventsConfig::default()
@@ -740,7 +761,7 @@ fn cancelling_stops_the_run_after_the_current_batch() {
     // Shutdown arrives while the first table waits for the lock.
     let cancel = AtomicBool::new(false);
     let report = run_with(
-        &db.path,
+        &db.databases,
         &settings(EventsConfig::default()),
         Trigger::Schedule,
         &cancel,

@@ -86,6 +86,7 @@ impl Declared {
             let _ = writeln!(out, "https:    https://{tls}");
         }
         let _ = writeln!(out, "database: {}", config.startup.database.display());
+        let _ = writeln!(out, "state:    {}", config.startup.state_database.display());
         let _ = writeln!(out, "events:   {}", describe_events(&config.startup.events));
         let (limits, timeouts) = (&config.startup.limits, &config.startup.timeouts);
         let _ = writeln!(

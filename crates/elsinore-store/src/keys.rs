@@ -1,5 +1,6 @@
-//! Host keys in the shared database (`host_secrets`) and the audit log
-//! (`elsinore_audit`). Every change and its audit row commit together.
+//! Host keys (`host_secrets`) and the audit log (`elsinore_audit`) in the
+//! state database, which no handler is given. Every change and its audit
+//! row commit together.
 //!
 //! All of it is blocking SQLite work: call it from a dedicated thread or
 //! `spawn_blocking`, never from async code directly. The keys themselves
@@ -9,7 +10,6 @@
 
 mod watch;
 
-use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use elsinore_keys::{now_ms, KeyHash, KeyRing, LiveKey, SecretKey};
@@ -242,16 +242,17 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
-/// The key tables of the shared database, behind one connection.
+/// The key tables of the state database, behind one connection.
 #[derive(Debug)]
 pub struct KeyStore {
     conn: Mutex<Connection>,
 }
 
 impl KeyStore {
-    /// Opens (creating and migrating if needed) the shared database.
-    pub fn open(path: &Path) -> Result<Self> {
-        let store = crate::Store::open(path)?;
+    /// Opens (creating and migrating if needed) the state database; the
+    /// first time, that moves the key tables out of the shared one.
+    pub fn open(databases: &crate::Databases) -> Result<Self> {
+        let store = crate::StateStore::open(databases)?;
         Ok(Self::from_connection(store.into_connection()))
     }
 
@@ -599,7 +600,11 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, KeyStore) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = KeyStore::open(&dir.path().join("elsinore.db")).expect("open");
+        let store = KeyStore::open(&crate::Databases::new(
+            &dir.path().join("elsinore.db"),
+            &dir.path().join("state.db"),
+        ))
+        .expect("open");
         (dir, store)
     }
 

@@ -1,95 +1,43 @@
-//! The shared SQLite database: one file for every project's tables and for
-//! Elsinore's own framework tables.
+//! Elsinore's two SQLite files.
 //!
-//! [`Store::open`] creates the file (and its folder), switches it to WAL so
-//! handlers can read while others write, sets a busy timeout, and applies
-//! Elsinore's migrations, each recorded in `elsinore_migrations`. This crate
-//! is never called on the request path: SQLite work is blocking and belongs
-//! on its own thread.
+//! - The **shared database** (`database`, [`Store`]): the projects' data,
+//!   given to every handler as `ELSINORE_DB`. [`Store::open`] creates the
+//!   file (and its folder), switches it to WAL so handlers can read while
+//!   others write, and sets a busy timeout. Elsinore keeps nothing of its
+//!   own there: any handler can write it.
+//! - The **state database** (`state_database`, [`state::StateStore`]):
+//!   Elsinore's own tables, created 0600 and never given to handlers, with
+//!   the migrations that make them ([`state`]). Opening it the first time
+//!   moves the tables an earlier Elsinore kept in the shared file
+//!   ([`legacy`]).
 //!
-//! [`keys`]: the host keys' table and audit log ([`keys::KeyStore`]), and
-//! the thread that refills the in-memory `elsinore_keys::KeyRing` when
-//! another process changes them. They live here, beside the migrations
-//! that create their tables, so that the request path (which links only
-//! `elsinore-keys`) links no SQLite.
+//! [`keys`]: the host keys' table and audit log ([`keys::KeyStore`], in the
+//! state database), and the thread that refills the in-memory
+//! `elsinore_keys::KeyRing` when another process changes them. They live
+//! here, beside the migrations that create their tables, so that the
+//! request path (which links only `elsinore-keys`) links no SQLite.
+//!
+//! This crate is never called on the request path: SQLite work is blocking
+//! and belongs on its own thread.
 
 pub mod keys;
 mod permissions;
 
 pub use permissions::{restrict_database_files, GROUP_MODE, PRIVATE_MODE};
+pub mod legacy;
+pub mod state;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::Connection;
 
+pub use state::{Databases, StateStore};
+
 /// How long a statement waits for another writer before `SQLITE_BUSY`.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Elsinore's schema changes, in order. Each runs once, in a transaction,
-/// and its number is recorded; never edit a released entry, append one.
-/// Numbers may be sparse: every entry not yet recorded in the file runs.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "host_secrets",
-        "CREATE TABLE host_secrets (
-         id          INTEGER PRIMARY KEY AUTOINCREMENT,
-         host        TEXT NOT NULL,
-         project     TEXT NOT NULL,
-         label       TEXT NOT NULL DEFAULT '',
-         key_hash    BLOB NOT NULL UNIQUE,
-         key_prefix  TEXT NOT NULL,
-         created_at  INTEGER NOT NULL,
-         revoked_at  INTEGER
-     );
-     CREATE INDEX host_secrets_by_host ON host_secrets (host, revoked_at);",
-    ),
-    (
-        2,
-        "key_rotation_grace_and_audit",
-        // `grace_until`: a key revoked by a rotation with a grace period
-        // keeps working until then (epoch ms). The audit log records every
-        // change to keys and host folders made through Elsinore.
-        "ALTER TABLE host_secrets ADD COLUMN grace_until INTEGER;
-     CREATE TABLE elsinore_audit (
-         id          INTEGER PRIMARY KEY AUTOINCREMENT,
-         at          INTEGER NOT NULL,
-         host        TEXT NOT NULL,
-         project     TEXT NOT NULL,
-         actor       TEXT NOT NULL,
-         action      TEXT NOT NULL,
-         key_id      INTEGER,
-         key_prefix  TEXT,
-         client      TEXT NOT NULL,
-         detail      TEXT NOT NULL DEFAULT ''
-     );
-     CREATE INDEX elsinore_audit_by_host ON elsinore_audit (host, at);",
-    ),
-    (
-        3,
-        "elsinore_event_runs",
-        // The framework events' run log (crate elsinore-events): one row per
-        // (run, event, table); times in epoch milliseconds.
-        "CREATE TABLE elsinore_event_runs (
-             id           INTEGER PRIMARY KEY AUTOINCREMENT,
-             run_id       INTEGER NOT NULL,
-             trigger      TEXT NOT NULL,
-             event        TEXT NOT NULL,
-             table_name   TEXT NOT NULL,
-             started_at   INTEGER NOT NULL,
-             finished_at  INTEGER NOT NULL,
-             rows_deleted INTEGER NOT NULL,
-             unreadable   INTEGER NOT NULL,
-             blocked      INTEGER NOT NULL,
-             error        TEXT
-         );
-         CREATE INDEX elsinore_event_runs_by_run ON elsinore_event_runs (run_id);
-         CREATE INDEX elsinore_event_runs_by_start ON elsinore_event_runs (started_at);",
-    ),
-];
-
-/// Why the database could not be prepared.
+/// Why a database could not be prepared.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The folder for the file could not be created.
@@ -97,6 +45,17 @@ pub enum StoreError {
     CreateDir {
         /// The folder.
         path: PathBuf,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state database file could not be created or made private.
+    #[error("{}: {context}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What Elsinore was doing.
+        context: &'static str,
         /// The operating system's reason.
         #[source]
         source: std::io::Error,
@@ -133,12 +92,28 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// Moving Elsinore's tables out of the shared database copied a
+    /// different number of rows than the table held; nothing was moved.
+    #[error(
+        "{}: moving table {table} to the state database copied {copied} rows of {expected}; nothing was moved",
+        shared.display()
+    )]
+    MoveMismatch {
+        /// The shared database.
+        shared: PathBuf,
+        /// The table.
+        table: String,
+        /// Rows in the state database after the copy.
+        copied: i64,
+        /// Rows in the shared database's table.
+        expected: i64,
+    },
 }
 
 /// Result type of this crate.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// An open, migrated database.
+/// The shared database, open: the projects' data only.
 #[derive(Debug)]
 pub struct Store {
     path: PathBuf,
@@ -146,41 +121,16 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) and migrates the database at `path`.
+    /// Opens (creating if needed) the shared database at `path` in WAL
+    /// mode. Elsinore creates no table in it.
     pub fn open(path: &Path) -> Result<Self> {
-        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                path: dir.to_owned(),
-                source,
-            })?;
-        }
-        let sqlite = |context| {
-            let path = path.clone();
-            move |source| StoreError::Sqlite {
-                path,
-                context,
-                source,
-            }
-        };
-        // Not world-readable: projects' data and Elsinore's tables.
+        let path = absolute(path);
+        create_parent(&path)?;
+        // Not world-readable: the projects' data (0600, or the
+        // `database_group`'s 0660 set at serve).
         permissions::create_private(&path)?;
-        let conn = Connection::open(&path).map_err(sqlite("cannot open"))?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(sqlite("cannot set the busy timeout"))?;
-        // WAL lets handlers read while another writes; it is a property of
-        // the file, so every handler's connection gets it too.
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-            .map_err(sqlite("cannot switch to WAL"))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            tracing::warn!(database = %path.display(), %mode, "SQLite refused WAL mode; handlers may block each other");
-        }
-        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
-            .map_err(sqlite("cannot set pragmas"))?;
-        let mut store = Self { path, conn };
-        store.migrate()?;
-        Ok(store)
+        let conn = open_connection(&path)?;
+        Ok(Self { path, conn })
     }
 
     /// The absolute path of the file (what handlers get as `ELSINORE_DB`).
@@ -193,79 +143,46 @@ impl Store {
     pub fn into_connection(self) -> Connection {
         self.conn
     }
+}
 
-    /// The highest migration applied.
-    pub fn schema_version(&self) -> Result<i64> {
-        self.conn
-            .query_row(
-                "SELECT COALESCE(MAX(version), 0) FROM elsinore_migrations",
-                [],
-                |row| row.get(0),
-            )
-            .map_err(|source| self.error("cannot read the schema version", source))
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+fn create_parent(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
     }
+    Ok(())
+}
 
-    fn migrate(&mut self) -> Result<()> {
-        self.conn
-            .execute_batch(
-                "CREATE TABLE IF NOT EXISTS elsinore_migrations (
-                     version    INTEGER PRIMARY KEY,
-                     name       TEXT NOT NULL,
-                     applied_at INTEGER NOT NULL
-                 )",
-            )
-            .map_err(|source| self.error("cannot create elsinore_migrations", source))?;
-        let current = self.schema_version()?;
-        let known = MIGRATIONS.last().map_or(0, |m| m.0);
-        if current > known {
-            return Err(StoreError::TooNew {
-                path: self.path.clone(),
-                found: current,
-                known,
-            });
-        }
-        // By "not recorded" rather than "above the highest": branches add
-        // numbers independently, so a file may have 3 and still lack 2.
-        let applied = self.applied_versions()?;
-        for &(version, name, sql) in MIGRATIONS.iter().filter(|m| !applied.contains(&m.0)) {
-            let path = self.path.clone();
-            let fail = move |source| StoreError::Sqlite {
-                path,
-                context: "migration failed",
-                source,
-            };
-            let tx = self.conn.transaction().map_err(fail.clone())?;
-            tx.execute_batch(sql).map_err(fail.clone())?;
-            tx.execute(
-                "INSERT INTO elsinore_migrations (version, name, applied_at)
-                 VALUES (?1, ?2, CAST(unixepoch('subsec') * 1000 AS INTEGER))",
-                rusqlite::params![version, name],
-            )
-            .map_err(fail.clone())?;
-            tx.commit().map_err(fail)?;
-            tracing::info!(database = %self.path.display(), version, name, "applied migration");
-        }
-        Ok(())
-    }
-
-    fn applied_versions(&self) -> Result<Vec<i64>> {
-        let read = || -> rusqlite::Result<Vec<i64>> {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT version FROM elsinore_migrations")?;
-            let versions = stmt.query_map([], |row| row.get(0))?;
-            versions.collect()
-        };
-        read().map_err(|source| self.error("cannot read the applied migrations", source))
-    }
-
-    fn error(&self, context: &'static str, source: rusqlite::Error) -> StoreError {
-        StoreError::Sqlite {
-            path: self.path.clone(),
+/// Opens `path` with the busy timeout, WAL and the pragmas every
+/// connection of Elsinore's uses.
+fn open_connection(path: &Path) -> Result<Connection> {
+    let sqlite = |context| {
+        move |source| StoreError::Sqlite {
+            path: path.to_owned(),
             context,
             source,
         }
+    };
+    let conn = Connection::open(path).map_err(sqlite("cannot open"))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(sqlite("cannot set the busy timeout"))?;
+    // WAL lets handlers read while another writes; it is a property of
+    // the file, so every handler's connection gets it too.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(sqlite("cannot switch to WAL"))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(database = %path.display(), %mode, "SQLite refused WAL mode; handlers may block each other");
     }
+    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+        .map_err(sqlite("cannot set pragmas"))?;
+    Ok(conn)
 }
 
 #[cfg(test)]
@@ -273,74 +190,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn creates_folder_sets_wal_and_migrates_once() {
+    fn shared_database_gets_wal_and_no_table_of_elsinore() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("nested/data/elsinore.db");
         let store = Store::open(&path).expect("open");
         assert!(path.exists());
-        let latest = MIGRATIONS.last().map_or(0, |m| m.0);
-        assert_eq!(store.schema_version().expect("version"), latest);
         let mode: String = store
             .conn
             .query_row("PRAGMA journal_mode", [], |row| row.get(0))
             .expect("pragma");
         assert_eq!(mode, "wal");
-        drop(store);
-
-        // Reopening applies nothing twice and keeps the data.
-        let store = Store::open(&path).expect("reopen");
-        let count: i64 = store
-            .conn
-            .query_row("SELECT COUNT(*) FROM elsinore_migrations", [], |row| {
-                row.get(0)
-            })
-            .expect("count");
-        assert_eq!(count, MIGRATIONS.len() as i64);
-    }
-
-    #[test]
-    fn applies_a_lower_numbered_migration_the_file_lacks() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("elsinore.db");
-        let store = Store::open(&path).expect("open");
-        // As if this file had been migrated by a build without migration 1.
-        store
-            .conn
-            .execute_batch(
-                "DROP TABLE host_secrets; DELETE FROM elsinore_migrations WHERE version = 1;",
-            )
-            .expect("forget migration 1");
-        drop(store);
-        let store = Store::open(&path).expect("reopen");
         let tables: i64 = store
             .conn
-            .query_row(
-                "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('host_secrets', 'elsinore_event_runs')",
-                [],
-                |row| row.get(0),
-            )
+            .query_row("SELECT COUNT(*) FROM sqlite_schema", [], |row| row.get(0))
             .expect("tables");
-        assert_eq!(tables, 2);
-    }
-
-    #[test]
-    fn refuses_a_newer_schema() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("elsinore.db");
-        let store = Store::open(&path).expect("open");
-        store
-            .conn
-            .execute(
-                "INSERT INTO elsinore_migrations VALUES (999, 'future', 0)",
-                [],
-            )
-            .expect("insert");
-        drop(store);
-        let err = Store::open(&path).expect_err("too new");
-        assert!(
-            err.to_string().contains("schema version 999 is newer"),
-            "{err}"
-        );
+        assert_eq!(tables, 0, "the shared database holds only projects' data");
     }
 
     #[test]

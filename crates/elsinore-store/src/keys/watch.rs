@@ -1,6 +1,6 @@
 //! The thread that refills a [`KeyRing`] when another process (the
-//! `elsinore keys` CLI) changed keys, noticed through SQLite's
-//! `PRAGMA data_version`.
+//! `elsinore keys` CLI) changed keys in the state database, noticed
+//! through SQLite's `PRAGMA data_version`.
 
 use std::path::Path;
 use std::sync::{Arc, Weak};
@@ -15,7 +15,7 @@ use super::{live_keys, KeyError, Result};
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Starts a thread that reloads `ring` whenever another connection writes
-/// to the database at `path` (checked every `interval`). The thread ends
+/// to the state database at `path` (checked every `interval`). The thread ends
 /// once the ring is dropped.
 pub fn watch_ring(ring: &Arc<KeyRing>, path: &Path, interval: Duration) -> Result<()> {
     let conn = Connection::open(path).map_err(|source| KeyError::Sqlite {
@@ -40,8 +40,8 @@ fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
 }
 
 fn watch_loop(conn: &Connection, ring: &Weak<KeyRing>, interval: Duration) {
-    // Any write by another connection bumps data_version (a handler's
-    // writes too); the reload then finds the keys unchanged and keeps the
+    // Any write by another connection bumps data_version (an events run's
+    // log too); the reload then finds the keys unchanged and keeps the
     // snapshot, which costs one indexed query.
     let mut seen = None;
     loop {
@@ -75,6 +75,10 @@ mod tests {
     use super::*;
     use crate::keys::{Actor, Caller, KeyStore, Scope};
 
+    fn databases(dir: &tempfile::TempDir) -> crate::Databases {
+        crate::Databases::new(&dir.path().join("e.db"), &dir.path().join("e-state.db"))
+    }
+
     fn api() -> Caller {
         Caller {
             actor: Actor::Project,
@@ -85,7 +89,7 @@ mod tests {
     #[test]
     fn refresh_follows_the_table() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = KeyStore::open(&dir.path().join("e.db")).expect("open");
+        let store = KeyStore::open(&databases(&dir)).expect("open");
         let blog = store
             .create("blog.localhost", "horatio", "", &api())
             .expect("create");
@@ -108,7 +112,7 @@ mod tests {
     #[test]
     fn rotation_grace_reaches_the_ring() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = KeyStore::open(&dir.path().join("e.db")).expect("open");
+        let store = KeyStore::open(&databases(&dir)).expect("open");
         let old = store
             .create("blog.localhost", "horatio", "", &api())
             .expect("create");
@@ -128,14 +132,14 @@ mod tests {
     #[test]
     fn watcher_sees_changes_by_another_connection() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("e.db");
-        let store = KeyStore::open(&path).expect("open");
+        let store = KeyStore::open(&databases(&dir)).expect("open");
+        let path = databases(&dir).state;
         let ring = Arc::new(KeyRing::empty());
         store.refresh(&ring).expect("refresh");
         watch_ring(&ring, &path, Duration::from_millis(10)).expect("watch");
 
         // Another process, as far as SQLite can tell: its own connection.
-        let other = KeyStore::open(&path).expect("open again");
+        let other = KeyStore::open(&databases(&dir)).expect("open again");
         let created = other
             .create("blog.localhost", "horatio", "", &Caller::operator())
             .expect("create");
