@@ -116,11 +116,15 @@ mod tests {
     fn new_files_are_private_and_old_ones_are_tightened() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("db/e.db");
-        let store = crate::Store::open(&path).expect("open");
+        // A write, so that SQLite creates the -wal and -shm files too (the
+        // shared database gets no table from Elsinore itself).
+        let conn = crate::Store::open(&path).expect("open").into_connection();
+        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .expect("write");
         for file in database_files(&path) {
             assert_eq!(mode(&file), PRIVATE_MODE, "{}", file.display());
         }
-        drop(store);
+        drop(conn);
         std::fs::set_permissions(&path, Permissions::from_mode(0o644)).expect("chmod");
         restrict_database_files(&path, None).expect("restrict");
         assert_eq!(mode(&path), PRIVATE_MODE);
@@ -130,7 +134,9 @@ mod tests {
     fn a_group_gets_the_files_and_the_folder() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("db/e.db");
-        let _store = crate::Store::open(&path).expect("open");
+        let conn = crate::Store::open(&path).expect("open").into_connection();
+        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .expect("write");
         // A group this process is in, so the test also runs as non-root.
         let gid = nix::unistd::getegid().as_raw();
         restrict_database_files(&path, Some(gid)).expect("restrict");
