@@ -55,7 +55,7 @@ pub(crate) struct Access {
     pub(crate) project: Option<Arc<ProjectRoute>>,
     pub(crate) handler: Option<Arc<HandlerHandle>>,
     /// Whether Elsinore's admin API answered.
-    pub(crate) admin: bool,
+    pub(crate) reserved: bool,
     /// Whether Elsinore answered from the host's `public/` folder.
     pub(crate) static_file: bool,
     bytes_in: BytesIn,
@@ -101,7 +101,7 @@ impl Access {
             host_label: None,
             project: None,
             handler: None,
-            admin: false,
+            reserved: false,
             static_file: false,
             bytes_in: BytesIn::Declared(declared),
             handler_time: None,
@@ -177,7 +177,7 @@ impl Access {
     }
 
     fn handler_name(&self) -> &str {
-        if self.admin {
+        if self.reserved {
             return ADMIN_HANDLER;
         }
         if self.static_file {
@@ -208,7 +208,7 @@ impl Access {
             total,
             handler_time: self.handler_time,
         });
-        if self.admin && matches!(status, 401 | 403 | 429) {
+        if self.reserved && matches!(status, 401 | 403 | 429) {
             self.metrics.key_auth_failure(project, status);
         }
     }

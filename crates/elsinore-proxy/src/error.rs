@@ -178,9 +178,10 @@ pub enum ProxyError {
         /// What failed, in words safe to show.
         reason: String,
     },
-    /// The admin API is not set up in this process.
+    /// A reserved path (the tenant admin API) with no hook set up in this
+    /// process to answer it.
     #[error("admin API unavailable")]
-    AdminUnavailable,
+    ReservedUnavailable,
     /// The handler runs `max_concurrent` requests and its queue is full, or
     /// the request waited in the queue for `queue_timeout`.
     #[error("handler busy")]
@@ -226,7 +227,7 @@ impl ProxyError {
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::AdminUnavailable
+            Self::ReservedUnavailable
             | Self::HandlerBusy { .. }
             | Self::TooManyConnections { .. }
             | Self::TooManyConnectionsFromAddress { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -263,7 +264,7 @@ impl ProxyError {
             details.insert(key.to_owned(), value);
         };
         match self {
-            Self::MissingHost | Self::AdminUnavailable => {}
+            Self::MissingHost | Self::ReservedUnavailable => {}
             Self::DuplicateHost => put(
                 "reason",
                 json!("the request has more than one Host header; send exactly one"),

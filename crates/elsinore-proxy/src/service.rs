@@ -329,13 +329,13 @@ impl Proxy {
             };
             // Reserved paths, answered by Elsinore for the host's project.
             if reserved::is_reserved(request.uri().path()) {
-                if let Some(reason) = via.admin_refusal(&host) {
+                if let Some(reason) = via.reserved_refusal(&host) {
                     return Err(ProxyError::NotFound { reason });
                 }
                 let Some(hook) = &self.reserved else {
-                    return Err(ProxyError::AdminUnavailable);
+                    return Err(ProxyError::ReservedUnavailable);
                 };
-                access.admin = true;
+                access.reserved = true;
                 let cx = ReservedContext {
                     host: &host,
                     project: &project,
@@ -563,7 +563,7 @@ impl Via {
 
     /// Why the admin API is not served here: it manages the keys of a host
     /// the project declares, and neither of these is one.
-    fn admin_refusal(&self, host: &str) -> Option<String> {
+    fn reserved_refusal(&self, host: &str) -> Option<String> {
         match self {
             Self::Owner => None,
             Self::Fallback => Some(format!(
