@@ -54,7 +54,7 @@ pub(crate) struct Access {
     /// The project and handler, shared rather than copied.
     pub(crate) project: Option<Arc<ProjectRoute>>,
     pub(crate) handler: Option<Arc<HandlerHandle>>,
-    /// Whether Elsinore's admin API answered.
+    /// Whether the reserved-path hook (the tenant admin API) answered.
     pub(crate) reserved: bool,
     /// Whether Elsinore answered from the host's `public/` folder.
     pub(crate) static_file: bool,
