@@ -32,6 +32,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         url = urllib.parse.urlparse(self.path)
         if url.path == "/crash":
             os._exit(3)
+        if url.path == "/hijack":
+            # Alpha's user owns its folder: it puts a link to beta's socket
+            # where Elsinore connects for alpha.
+            target = urllib.parse.parse_qs(url.query)["path"][0]
+            os.unlink(os.environ["ELSINORE_SOCKET"])
+            os.symlink(target, os.environ["ELSINORE_SOCKET"])
+            self.reply({"linked": target})
+            return
         if url.path == "/connect":
             target = urllib.parse.parse_qs(url.query)["path"][0]
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -237,4 +245,23 @@ async fn another_projects_handler_cannot_connect_to_a_private_socket() {
     );
     let beta_folder = std::fs::metadata(ws.path().join("data/run/beta")).unwrap();
     assert_eq!(beta_folder.uid(), 1, "beta's folder is daemon's");
+
+    // Alpha replaces its socket with a link to beta's, which Elsinore
+    // (root) can open: alpha's next request (HTTP/1.0 handler: a new
+    // connection each time) must not reach beta's handler.
+    let beta = get(&server, "beta.test", "/").await;
+    let beta_socket = beta["socket"].as_str().unwrap();
+    get(
+        &server,
+        "alpha.test",
+        &format!("/hijack?path={beta_socket}"),
+    )
+    .await;
+    let reply = server.get("alpha.test", "/").send().await;
+    assert_eq!(
+        reply.status,
+        StatusCode::BAD_GATEWAY,
+        "alpha's request went through the link: {reply:?}"
+    );
+    assert_eq!(reply.json()["error"], "handler unreachable", "{reply:?}");
 }

@@ -140,8 +140,20 @@ impl HandlerClient {
                 let _ = stream.set_nodelay(true);
                 self.handshake(stream).await
             }
-            HandlerAddress::Unix(path) => {
+            HandlerAddress::Unix { path, uid } => {
                 let stream = self.within_timeout(UnixStream::connect(path)).await?;
+                // One getsockopt per new connection: the path is in a folder
+                // the handler's user controls, and may lead elsewhere.
+                let peer = stream.peer_cred().map_err(ClientError::Connect)?.uid();
+                if peer != *uid {
+                    return Err(ClientError::Connect(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!(
+                            "{} is served by uid {peer}, not the handler's uid {uid}",
+                            path.display()
+                        ),
+                    )));
+                }
                 self.handshake(stream).await
             }
         }

@@ -93,7 +93,14 @@ impl Supervisor {
                 handler: format!("{project}/{}", spec.name),
                 source,
             })?;
-            (Listen::Socket(path.clone()), HandlerAddress::Unix(path))
+            let uid = spec
+                .run_as
+                .as_ref()
+                .map_or_else(|| nix::unistd::geteuid().as_raw(), |run_as| run_as.uid);
+            (
+                Listen::Socket(path.clone()),
+                HandlerAddress::Unix { path, uid },
+            )
         } else {
             let (addr, authority) =
                 ports::reserve_port().map_err(|source| SupervisorError::NoPort {
