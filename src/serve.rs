@@ -103,6 +103,8 @@ async fn serve(declared: Declared, store: Store, keys: Keys) -> anyhow::Result<(
         database: store.path().to_owned(),
         env_remove: config.secret_env_names().map(str::to_owned).collect(),
         stop_grace: HANDLER_STOP_GRACE,
+        // `socket = true` handlers' folders, in Elsinore's own data area.
+        run_dir: config.startup.state_database.with_file_name("run"),
     }));
     // Host conflicts are reported by the first reload's plan.
     let warnings = declared.warnings();

@@ -255,6 +255,7 @@ fn generated_spec(name: &str, program: &str, fingerprint: FileFingerprint) -> Ha
         queue: DEFAULT_QUEUE,
         queue_timeout: DEFAULT_QUEUE_TIMEOUT,
         reuse_after_body: false,
+        socket: false,
         generated: Some(GeneratedFrom {
             file: PathBuf::from(program),
             fingerprint,

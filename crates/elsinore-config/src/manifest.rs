@@ -17,7 +17,13 @@ use crate::run_as::RunAs;
 pub const MANIFEST_FILE: &str = "project.toml";
 
 /// Variables Elsinore sets for every handler; a manifest may not override them.
-pub const RESERVED_ENV: [&str; 4] = ["PORT", "ELSINORE_DB", "ELSINORE_PROJECT", PUBLIC_URL_ENV];
+pub const RESERVED_ENV: [&str; 5] = [
+    "PORT",
+    "ELSINORE_SOCKET",
+    "ELSINORE_DB",
+    "ELSINORE_PROJECT",
+    PUBLIC_URL_ENV,
+];
 
 /// Where a handler finds its project's `public_url`.
 pub const PUBLIC_URL_ENV: &str = "ELSINORE_PUBLIC_URL";
@@ -79,6 +85,11 @@ pub struct HandlerSpec {
     /// one with a body (POST, PUT, PATCH). Bodies on GET, HEAD, OPTIONS,
     /// DELETE and TRACE never reuse it.
     pub reuse_after_body: bool,
+    /// `socket = true`: the handler listens on a Unix socket Elsinore
+    /// names in `ELSINORE_SOCKET` (in a folder only the project's user can
+    /// enter) instead of a loopback port (`PORT`) every local process can
+    /// reach. Only for `command` handlers.
+    pub socket: bool,
     /// For a handler found in `handlers_dir`: its file as read. Part of the
     /// spec, so a replaced file is a changed handler (restarted blue/green)
     /// and an unchanged one keeps running.
@@ -127,6 +138,7 @@ struct RawHandler {
     queue: Option<u64>,
     queue_timeout: Option<String>,
     reuse_after_body: Option<bool>,
+    socket: Option<bool>,
 }
 
 impl Manifest {
@@ -419,6 +431,13 @@ fn validate_handler(
             "only applies to handlers started with \"command\" (url handlers are not probed)",
         ));
     }
+    let socket = raw.socket.unwrap_or(false);
+    if socket && is_url {
+        problems.push(Problem::field(
+            format!("{here}.socket"),
+            "only applies to handlers started with \"command\" (Elsinore does not choose where a url handler listens)",
+        ));
+    }
     let env = raw.env.unwrap_or_default();
     if !env.is_empty() && is_url {
         problems.push(Problem::field(
@@ -500,6 +519,7 @@ fn validate_handler(
         queue,
         queue_timeout,
         reuse_after_body: raw.reuse_after_body.unwrap_or(false),
+        socket,
         generated: None,
         run_as: None,
     })

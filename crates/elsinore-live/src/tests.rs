@@ -429,6 +429,7 @@ mod executor {
             database: config.with_file_name("db"),
             env_remove: Vec::new(),
             stop_grace: Duration::from_secs(1),
+            run_dir: config.with_file_name("run"),
         }));
         Live::start(declared, Vec::new(), supervisor)
             .await

@@ -66,7 +66,7 @@ fn handler_json(handle: &HandlerHandle, routes: &[String]) -> Value {
         "name": handle.name(),
         "routes": routes,
         "state": status.state.as_str(),
-        "address": handle.authority().as_str(),
+        "address": handle.address().to_string(),
         "pid": status.pid,
         "restarts": status.restarts,
         "last_error": status.last_error,

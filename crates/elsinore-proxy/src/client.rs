@@ -22,13 +22,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use elsinore_metrics::{RequestThreads, ThreadShard};
-use elsinore_supervisor::HandlerHandle;
+use elsinore_supervisor::{HandlerAddress, HandlerHandle};
 use http::uri::Authority;
 use http::{Request, Response, StatusCode};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
 
 use crate::limits::RequestBody;
 
@@ -120,7 +121,7 @@ impl HandlerClient {
                     },
                 }
             }
-            let mut sender = self.connect(handler.authority()).await?;
+            let mut sender = self.connect(handler.address()).await?;
             match sender.send_request(request).await {
                 Ok(response) => Ok(leased(response, sender, pool, shard)),
                 Err(err) => Err(ClientError::Http(err)),
@@ -130,16 +131,40 @@ impl HandlerClient {
 
     async fn connect(
         &self,
-        authority: &Authority,
+        address: &HandlerAddress,
     ) -> Result<SendRequest<RequestBody>, ClientError> {
-        let host = authority.host();
-        // `[::1]` in a URI, `::1` to connect.
-        let host = host
-            .strip_prefix('[')
-            .and_then(|host| host.strip_suffix(']'))
-            .unwrap_or(host);
-        let port = authority.port_u16().unwrap_or(80);
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect((host, port)))
+        match address {
+            HandlerAddress::Tcp(authority) => {
+                let stream = self.within_timeout(connect_tcp(authority)).await?;
+                // Small requests and answers must not wait for Nagle.
+                let _ = stream.set_nodelay(true);
+                self.handshake(stream).await
+            }
+            HandlerAddress::Unix { path, uid } => {
+                let stream = self.within_timeout(UnixStream::connect(path)).await?;
+                // One getsockopt per new connection: the path is in a folder
+                // the handler's user controls, and may lead elsewhere.
+                let peer = stream.peer_cred().map_err(ClientError::Connect)?.uid();
+                if peer != *uid {
+                    return Err(ClientError::Connect(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!(
+                            "{} is served by uid {peer}, not the handler's uid {uid}",
+                            path.display()
+                        ),
+                    )));
+                }
+                self.handshake(stream).await
+            }
+        }
+    }
+
+    /// `connect` bounded by `connect_timeout`.
+    async fn within_timeout<S>(
+        &self,
+        connect: impl Future<Output = io::Result<S>>,
+    ) -> Result<S, ClientError> {
+        tokio::time::timeout(self.connect_timeout, connect)
             .await
             .map_err(|_| {
                 ClientError::Connect(io::Error::new(
@@ -147,9 +172,15 @@ impl HandlerClient {
                     format!("no connection within {:?}", self.connect_timeout),
                 ))
             })?
-            .map_err(ClientError::Connect)?;
-        // Small requests and answers must not wait for Nagle.
-        let _ = stream.set_nodelay(true);
+            .map_err(ClientError::Connect)
+    }
+
+    /// HTTP/1.1 over a connected `stream`, its connection driven by a
+    /// task of its own.
+    async fn handshake<S>(&self, stream: S) -> Result<SendRequest<RequestBody>, ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
         let (sender, connection) = self
             .builder
             .handshake(TokioIo::new(stream))
@@ -163,6 +194,18 @@ impl HandlerClient {
         });
         Ok(sender)
     }
+}
+
+/// A TCP connection to `authority` (`host:port`).
+async fn connect_tcp(authority: &Authority) -> io::Result<TcpStream> {
+    let host = authority.host();
+    // `[::1]` in a URI, `::1` to connect.
+    let host = host
+        .strip_prefix('[')
+        .and_then(|host| host.strip_suffix(']'))
+        .unwrap_or(host);
+    let port = authority.port_u16().unwrap_or(80);
+    TcpStream::connect((host, port)).await
 }
 
 /// `response`'s body, holding `sender` until it ends, then returning it

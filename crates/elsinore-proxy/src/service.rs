@@ -730,7 +730,7 @@ fn upstream_error(handler: &HandlerHandle, err: &ClientError) -> ProxyError {
     let name = label(handler);
     let e = match err {
         ClientError::Connect(_) => {
-            tracing::warn!(handler = %name, addr = %handler.authority(), error = ?err, "cannot connect to handler");
+            tracing::warn!(handler = %name, addr = %handler.address(), error = ?err, "cannot connect to handler");
             return ProxyError::HandlerUnreachable {
                 handler: name,
                 reason: "the handler refused the connection or is not listening".into(),

@@ -115,6 +115,7 @@ mod tests {
             queue,
             queue_timeout,
             reuse_after_body: false,
+            socket: false,
             generated: None,
             run_as: None,
         };

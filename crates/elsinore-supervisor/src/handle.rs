@@ -7,10 +7,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use elsinore_config::HandlerSpec;
-use http::uri::Authority;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit};
 
 use crate::gate::{Busy, Gate};
+use crate::HandlerAddress;
 
 /// Where a handler is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +100,7 @@ pub enum Unavailable {
 pub struct HandlerHandle {
     project: Arc<str>,
     name: Arc<str>,
-    authority: Authority,
+    address: HandlerAddress,
     start_timeout: Duration,
     response_timeout: Duration,
     /// `reuse_after_body` (see [`HandlerHandle::reuses_after_body`]).
@@ -148,7 +148,7 @@ impl HandlerHandle {
     pub(crate) fn new(
         project: &str,
         spec: &HandlerSpec,
-        authority: Authority,
+        address: HandlerAddress,
         state: HandlerState,
     ) -> Self {
         let (status, _) = watch::channel(HandlerStatus {
@@ -161,7 +161,7 @@ impl HandlerHandle {
         Self {
             project: project.into(),
             name: spec.name.as_str().into(),
-            authority,
+            address,
             start_timeout: spec.start_timeout,
             response_timeout: spec.response_timeout,
             reuse_after_body: spec.reuse_after_body,
@@ -187,8 +187,8 @@ impl HandlerHandle {
     }
 
     /// A `url` handler: always `External`.
-    pub fn external(project: &str, spec: &HandlerSpec, authority: Authority) -> Self {
-        Self::new(project, spec, authority, HandlerState::External)
+    pub fn external(project: &str, spec: &HandlerSpec, address: HandlerAddress) -> Self {
+        Self::new(project, spec, address, HandlerState::External)
     }
 
     /// The project this handler belongs to.
@@ -201,9 +201,9 @@ impl HandlerHandle {
         &self.name
     }
 
-    /// `host:port` to connect to.
-    pub fn authority(&self) -> &Authority {
-        &self.authority
+    /// Where to connect: `host:port` or a Unix socket.
+    pub fn address(&self) -> &HandlerAddress {
+        &self.address
     }
 
     /// Whether the handler promised to read every request body

@@ -12,15 +12,20 @@
 //! outlive an Elsinore that was killed outright). A project with a `user`
 //! gets that user's ids, groups and `HOME` before exec; Elsinore itself is
 //! marked non-dumpable ([`refuse_inspection`]) so handlers cannot read its
-//! memory or environment.
+//! memory or environment. A `socket = true` handler listens on a Unix
+//! socket in a folder only its project's user can enter ([`socket_dir`])
+//! instead of a loopback port any local process can reach.
 
+mod address;
 mod gate;
 mod handle;
 mod own_process;
 mod ports;
 mod process;
+mod socket_dir;
 mod supervisor;
 
+pub use address::HandlerAddress;
 pub use gate::Busy;
 pub use handle::{HandlerHandle, HandlerState, HandlerStatus, InFlight, Unavailable};
 pub use own_process::refuse_inspection;
@@ -35,6 +40,16 @@ pub enum SupervisorError {
         /// `project/handler`.
         handler: String,
         /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The handler's private socket folder could not be prepared.
+    #[error("cannot prepare the socket of handler {handler}: {source}")]
+    NoSocket {
+        /// `project/handler`.
+        handler: String,
+        /// What failed, naming the path.
         #[source]
         source: std::io::Error,
     },

@@ -8,8 +8,8 @@ use std::time::Duration;
 use elsinore_config::RunAs;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::{Gid, Pid, Uid};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::process::{Child, Command};
 
 /// Everything needed to start one handler process.
@@ -24,10 +24,28 @@ pub(crate) struct ProcessSpec {
     /// Inherited variables to remove: every project's `key_env` variable
     /// (a key reaches its own project only as a header).
     pub env_remove: Vec<String>,
-    pub addr: SocketAddr,
+    pub listen: Listen,
     pub ready: Option<String>,
     /// The project's `user`: the process gets these ids before exec.
     pub run_as: Option<RunAs>,
+}
+
+/// Where the handler is told to listen.
+#[derive(Debug, Clone)]
+pub(crate) enum Listen {
+    /// `PORT`, on 127.0.0.1 (held, see `ports`).
+    Port(SocketAddr),
+    /// `ELSINORE_SOCKET`: a Unix socket in the project's private folder.
+    Socket(PathBuf),
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Port(addr) => write!(f, "{addr}"),
+            Self::Socket(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
 }
 
 /// Starts the process in its own process group with piped output, as the
@@ -200,10 +218,10 @@ pub(crate) async fn terminate(child: &mut Child, grace: Duration) -> Option<Exit
 }
 
 /// Probes until the handler answers; never returns otherwise.
-pub(crate) async fn wait_until_ready(addr: SocketAddr, ready: Option<&str>) {
+pub(crate) async fn wait_until_ready(listen: &Listen, ready: Option<&str>) {
     let mut pause = Duration::from_millis(5);
     loop {
-        if probe(addr, ready).await {
+        if probe(listen, ready).await {
             return;
         }
         tokio::time::sleep(pause).await;
@@ -213,32 +231,52 @@ pub(crate) async fn wait_until_ready(addr: SocketAddr, ready: Option<&str>) {
     }
 }
 
-/// TCP connect, and with a readiness path a `GET` answered with 2xx.
-async fn probe(addr: SocketAddr, ready: Option<&str>) -> bool {
+/// A connect (TCP or Unix, as the handler listens), and with a readiness
+/// path a `GET` answered with 2xx.
+async fn probe(listen: &Listen, ready: Option<&str>) -> bool {
     const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-    const MAX_PROBE_ANSWER: u64 = 64 * 1024;
-    const PROBE_DRAIN: Duration = Duration::from_millis(100);
     let attempt = async {
-        let mut stream = TcpStream::connect(addr).await.ok()?;
-        let Some(path) = ready else { return Some(true) };
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: elsinore-readiness\r\nConnection: close\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await.ok()?;
-        // "HTTP/1.1 200": the status line decides.
-        let mut head = [0u8; 12];
-        stream.read_exact(&mut head).await.ok()?;
-        let ready = head.starts_with(b"HTTP/1.") && head[9] == b'2';
-        // Then drain the rest briefly: closing with unread bytes makes the
-        // kernel send a reset, which handlers log as an error. Bounded, so a
-        // handler that ignores `Connection: close` cannot stall the probe.
-        let mut rest = Vec::new();
-        let mut limited = (&mut stream).take(MAX_PROBE_ANSWER);
-        let _ = tokio::time::timeout(PROBE_DRAIN, limited.read_to_end(&mut rest)).await;
-        Some(ready)
+        match listen {
+            Listen::Port(addr) => {
+                let stream = TcpStream::connect(addr).await.ok()?;
+                ask_ready(stream, &addr.to_string(), ready).await
+            }
+            // No host on a socket; handlers that check Host see a name.
+            Listen::Socket(path) => {
+                let stream = UnixStream::connect(path).await.ok()?;
+                ask_ready(stream, "localhost", ready).await
+            }
+        }
     };
     matches!(
         tokio::time::timeout(PROBE_TIMEOUT, attempt).await,
         Ok(Some(true))
     )
+}
+
+/// On a connected `stream`: with a readiness path, whether a `GET` of it
+/// is answered with 2xx; without one, yes. `None` when the exchange fails.
+async fn ask_ready(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    host: &str,
+    ready: Option<&str>,
+) -> Option<bool> {
+    const MAX_PROBE_ANSWER: u64 = 64 * 1024;
+    const PROBE_DRAIN: Duration = Duration::from_millis(100);
+    let Some(path) = ready else { return Some(true) };
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: elsinore-readiness\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.ok()?;
+    // "HTTP/1.1 200": the status line decides.
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).await.ok()?;
+    let ready = head.starts_with(b"HTTP/1.") && head[9] == b'2';
+    // Then drain the rest briefly: closing with unread bytes makes the
+    // kernel send a reset, which handlers log as an error. Bounded, so a
+    // handler that ignores `Connection: close` cannot stall the probe.
+    let mut rest = Vec::new();
+    let mut limited = (&mut stream).take(MAX_PROBE_ANSWER);
+    let _ = tokio::time::timeout(PROBE_DRAIN, limited.read_to_end(&mut rest)).await;
+    Some(ready)
 }

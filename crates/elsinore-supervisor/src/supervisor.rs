@@ -10,8 +10,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::handle::{HandlerHandle, HandlerState};
-use crate::process::{self, ProcessSpec};
-use crate::{ports, Result, SupervisorError};
+use crate::process::{self, Listen, ProcessSpec};
+use crate::{ports, socket_dir, HandlerAddress, Result, SupervisorError};
 
 /// First restart delay; doubles per consecutive crash.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -31,6 +31,9 @@ pub struct SupervisorSettings {
     pub env_remove: Vec<String>,
     /// How long a handler gets between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
+    /// Where `socket = true` handlers get their private folders, one per
+    /// project (see `socket_dir`).
+    pub run_dir: PathBuf,
 }
 
 #[derive(Debug)]
@@ -69,7 +72,7 @@ impl Supervisor {
                 return Ok(Arc::new(HandlerHandle::external(
                     project,
                     spec,
-                    authority.clone(),
+                    HandlerAddress::Tcp(authority.clone()),
                 )));
             }
             HandlerKind::Command { argv } => argv.clone(),
@@ -79,15 +82,37 @@ impl Supervisor {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let (addr, authority) =
-            ports::reserve_port().map_err(|source| SupervisorError::NoPort {
+        let (listen, address) = if spec.socket {
+            let path = socket_dir::socket_path(
+                &settings.run_dir,
+                project,
+                &spec.name,
+                spec.run_as.as_ref(),
+            )
+            .map_err(|source| SupervisorError::NoSocket {
                 handler: format!("{project}/{}", spec.name),
                 source,
             })?;
+            let uid = spec
+                .run_as
+                .as_ref()
+                .map_or_else(|| nix::unistd::geteuid().as_raw(), |run_as| run_as.uid);
+            (
+                Listen::Socket(path.clone()),
+                HandlerAddress::Unix { path, uid },
+            )
+        } else {
+            let (addr, authority) =
+                ports::reserve_port().map_err(|source| SupervisorError::NoPort {
+                    handler: format!("{project}/{}", spec.name),
+                    source,
+                })?;
+            (Listen::Port(addr), HandlerAddress::Tcp(authority))
+        };
         let handle = Arc::new(HandlerHandle::new(
             project,
             spec,
-            authority,
+            address,
             HandlerState::Starting,
         ));
         let mut env: Vec<(String, String)> = spec
@@ -95,8 +120,11 @@ impl Supervisor {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        env.push(match &listen {
+            Listen::Port(addr) => ("PORT".to_owned(), addr.port().to_string()),
+            Listen::Socket(path) => ("ELSINORE_SOCKET".to_owned(), path.display().to_string()),
+        });
         env.extend([
-            ("PORT".to_owned(), addr.port().to_string()),
             (
                 "ELSINORE_DB".to_owned(),
                 settings.database.display().to_string(),
@@ -119,7 +147,7 @@ impl Supervisor {
             cwd: project_dir.to_owned(),
             env,
             env_remove: settings.env_remove,
-            addr,
+            listen,
             ready: spec.ready.clone(),
             run_as: spec.run_as.clone(),
         };
@@ -218,12 +246,16 @@ async fn supervise(
     loop {
         handle.transition(HandlerState::Starting, |s| s.restart_at = None);
         let started = Instant::now();
+        if let Listen::Socket(path) = &spec.listen {
+            // Left by the crashed run before: a bind would fail on it.
+            socket_dir::remove_stale(path);
+        }
         let reason = match process::spawn(&spec) {
             Err(err) => format!("cannot start {:?}: {err}", spec.argv[0]),
             Ok(mut child) => {
                 let pid = child.id();
                 handle.transition(HandlerState::Starting, |s| s.pid = pid);
-                tracing::info!(project = %spec.project, handler = %spec.handler, pid, port = spec.addr.port(), "handler started");
+                tracing::info!(project = %spec.project, handler = %spec.handler, pid, listen = %spec.listen, "handler started");
                 process::forward_output(&mut child, &spec.project, &spec.handler);
                 match run_until_exit(&handle, &spec, &mut child, start_timeout, &mut stop).await {
                     Ended::StopRequested => {
@@ -237,9 +269,9 @@ async fn supervise(
                             // Whatever the handler left running in its group.
                             process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
                         }
-                        if !was_ready {
+                        if let (false, Listen::Port(addr)) = (was_ready, &spec.listen) {
                             // Perhaps it cannot bind next to the placeholder.
-                            ports::stop_holding(spec.addr.port());
+                            ports::stop_holding(addr.port());
                         }
                         match status {
                             Ok(status) => format!("exited unexpectedly ({status})"),
@@ -275,7 +307,10 @@ async fn supervise(
         s.pid = None;
         s.restart_at = None;
     });
-    ports::release_port(spec.addr.port());
+    match &spec.listen {
+        Listen::Port(addr) => ports::release_port(addr.port()),
+        Listen::Socket(path) => socket_dir::remove_stale(path),
+    }
 }
 
 /// Watches a running process: marks it ready when its probe succeeds and
@@ -287,7 +322,7 @@ async fn run_until_exit(
     start_timeout: Duration,
     stop: &mut watch::Receiver<bool>,
 ) -> Ended {
-    let probe = process::wait_until_ready(spec.addr, spec.ready.as_deref());
+    let probe = process::wait_until_ready(&spec.listen, spec.ready.as_deref());
     tokio::pin!(probe);
     let slow_start = tokio::time::sleep(start_timeout);
     tokio::pin!(slow_start);
@@ -304,7 +339,7 @@ async fn run_until_exit(
             () = &mut slow_start, if !ready && !warned => {
                 warned = true;
                 let what = spec.ready.as_deref().map_or_else(
-                    || format!("accepting connections on {}", spec.addr),
+                    || format!("accepting connections on {}", spec.listen),
                     |path| format!("answering 2xx on {path}"),
                 );
                 tracing::warn!(project = %spec.project, handler = %spec.handler, ?start_timeout, "handler not ready yet: still waiting for it to start {what}");
