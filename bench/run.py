@@ -281,6 +281,8 @@ def main():
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up before each run")
     parser.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-up (a smoke test, not numbers)")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--socket-only", action="store_true",
+                        help="only TCP vs Unix-socket handlers (socket = true), c=64 100 B keep-alive")
     parser.add_argument("--post-only", action="store_true",
                         help="only the POST 16 KiB scenario (reuse_after_body off and on, beside nginx)")
     args = parser.parse_args()
@@ -288,6 +290,8 @@ def main():
         args.duration, args.warmup = 3, 1
 
     ensure_tools()
+    if args.socket_only:
+        return socket_only(args)
     work = tempfile.mkdtemp(prefix="elsinore-bench-")
     results = []
     try:
@@ -393,6 +397,49 @@ def main():
     print(f"Elsinore RSS, 10,000 hosts, idle:                 {rss_idle / 1024:.1f} MiB")
     print(f"Elsinore RSS, 10,000 hosts, 1,000 idle keep-alive: {rss_conns / 1024:.1f} MiB")
     print(f"Rebuild + swap of the 10,000-host table (POST /reload took_ms): {reload_ms:.1f} ms")
+
+
+def socket_only(args):
+    """Two command handlers running bench-backend under Elsinore, one on a
+    loopback port and one on a Unix socket (`socket = true`), c=64 100 B
+    keep-alive, alternated: tcp, unix, tcp, unix."""
+    work = tempfile.mkdtemp(prefix="elsinore-bench-")
+    try:
+        root = os.path.join(work, "sockets")
+        projects = []
+        backend = os.path.join(RELEASE, "bench-backend")
+        for name, socket_line in (("tcp", ""), ("unix", "socket = true\n")):
+            project = os.path.join(root, name)
+            os.makedirs(os.path.join(project, "hosts", f"{name}.bench"))
+            with open(os.path.join(project, "project.toml"), "w") as f:
+                f.write(f'[[handler]]\nname = "backend"\ncommand = ["{backend}", "--from-env", "--threads", "1"]\n'
+                        f'reuse_after_body = true\n{socket_line}')
+            projects.append(project)
+        port = free_port()
+        config = os.path.join(root, "config.json")
+        with open(config, "w") as f:
+            json.dump({"listen": f"127.0.0.1:{port}", "database": "data/elsinore.db",
+                       "state_database": "data/elsinore-state.db", "projects": projects}, f)
+        start([os.path.join(RELEASE, "elsinore"), "serve", "--config", config],
+              ready_text="listening on http://", env={"RUST_LOG": "warn,elsinore::serve=info"})
+        url = f"http://127.0.0.1:{port}/"
+        for host in ("tcp.bench", "unix.bench"):
+            wrk(url, host, 1, True, 1, 1)  # the handler is ready and warm
+        runs = {"tcp": [], "unix": []}
+        for _ in range(2):
+            for name in ("tcp", "unix"):
+                runs[name].append(wrk(url, f"{name}.bench", 64, True, args.duration, args.warmup))
+    finally:
+        stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+    tcp, unix = average(*runs["tcp"]), average(*runs["unix"])
+    print("Handler over a loopback port vs a Unix socket (socket = true), c=64 100 B keep-alive:")
+    print(f"{'handler':<10} {'req/s':>8} {'p50/p99 µs':>15}")
+    for name, r in (("tcp", tcp), ("unix", unix)):
+        print(f"{name:<10} {r['rps']:>8.0f} {r['p50']:>6.0f}/{r['p99']:<8.0f}"
+              + (f"  ({r['errors']} errors)" if r["errors"] else ""))
+    print(f"unix/tcp: {unix['rps'] / tcp['rps']:.2f}   run/run spread: "
+          f"{max(spread(*runs['tcp']), spread(*runs['unix'])) * 100:.0f}%")
 
 
 def average(a, b):
