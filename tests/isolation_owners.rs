@@ -48,8 +48,8 @@ async fn host_capture_by_mkdir_never_moves_a_name_across_reloads_and_restarts() 
 
     // The attack: alpha makes folders for a name under beta's wildcard and
     // for one of beta's exact names.
-    std::fs::create_dir(alpha.join("hosts/shop.wild.test")).unwrap();
-    std::fs::create_dir(alpha.join("hosts/b.test")).unwrap();
+    std::fs::create_dir(alpha.join("hosts/shop.wild.test")).expect("mkdir shop.wild.test");
+    std::fs::create_dir(alpha.join("hosts/b.test")).expect("mkdir b.test");
     server
         .logs
         .wait_for("host shop.wild.test is declared by both beta and alpha; beta keeps it");
