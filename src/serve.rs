@@ -106,6 +106,7 @@ async fn serve(declared: Declared, store: Store, keys: Keys) -> anyhow::Result<(
     }));
     // Host conflicts are reported by the first reload's plan.
     let warnings = declared.warnings();
+    // After Keys::open made the state database: host owners recorded there.
     let owner_records = elsinore_store::OwnerRecords::open(&Databases::new(
         &config.startup.database,
         &config.startup.state_database,

@@ -8,9 +8,9 @@
 
 use std::sync::Mutex;
 
-use rusqlite::Connection;
-
-use crate::state::{Databases, StateStore};
+use crate::state::Databases;
+#[cfg(doc)]
+use crate::state::StateStore;
 use crate::{Result, StoreError};
 
 /// What one reload changed in the owners.
@@ -30,27 +30,38 @@ impl OwnerChanges {
     }
 }
 
-/// The `host_owners` table, on its own connection to the state database.
+/// The `host_owners` table of the state database. Each read or write
+/// opens its own short-lived connection: they are rare (start, and a
+/// reload that changed an owner).
 #[derive(Debug)]
 pub struct OwnerRecords {
     path: std::path::PathBuf,
-    conn: Mutex<Connection>,
+    /// One write at a time from this process.
+    lock: Mutex<()>,
 }
 
 impl OwnerRecords {
-    /// Opens (creating and migrating if needed) the state database.
+    /// The records of the state database in `databases`, which
+    /// [`StateStore::open`] has already created and migrated in this
+    /// process (Elsinore's key store does, first thing at start).
+    ///
+    /// Only SQLite opens the file here, never `std::fs`: closing any other
+    /// descriptor of it would drop this process's POSIX locks on it, and
+    /// the key watcher's connection would stop seeing other processes'
+    /// writes.
     pub fn open(databases: &Databases) -> Result<Self> {
-        let store = StateStore::open(databases)?;
-        let path = store.path().to_owned();
-        Ok(Self {
-            path,
-            conn: Mutex::new(store.into_connection()),
-        })
+        let records = Self {
+            path: crate::absolute(&databases.state),
+            lock: Mutex::new(()),
+        };
+        records.load()?;
+        Ok(records)
     }
 
     /// Every recorded (name, project).
     pub fn load(&self) -> Result<Vec<(String, String)>> {
-        let conn = self.lock();
+        let _one = self.lock();
+        let conn = crate::open_connection(&self.path)?;
         let mut stmt = conn
             .prepare("SELECT host, project FROM host_owners")
             .map_err(self.fail("cannot read the recorded host owners"))?;
@@ -68,7 +79,8 @@ impl OwnerRecords {
         if changes.is_empty() {
             return Ok(());
         }
-        let mut conn = self.lock();
+        let _one = self.lock();
+        let mut conn = crate::open_connection(&self.path)?;
         let fail = |context| {
             let path = self.path.clone();
             move |source| StoreError::Sqlite {
@@ -106,10 +118,9 @@ impl OwnerRecords {
         tx.commit().map_err(fail("cannot record host owners"))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // A panic while holding it left no transaction open (rusqlite
-        // rolls back on drop): the connection is still usable.
-        self.conn
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        // It guards no data: a panic while holding it changes nothing.
+        self.lock
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -126,11 +137,13 @@ impl OwnerRecords {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::StateStore;
 
     #[test]
     fn owners_survive_a_reopen_and_released_names_are_gone() {
         let dir = tempfile::tempdir().expect("temp dir");
         let databases = Databases::new(&dir.path().join("shared.db"), &dir.path().join("state.db"));
+        drop(StateStore::open(&databases).expect("state database"));
         let records = OwnerRecords::open(&databases).expect("open");
         records
             .record(&OwnerChanges {
