@@ -108,7 +108,18 @@ async fn serve(declared: Declared, store: Store, keys: Keys) -> anyhow::Result<(
     }));
     // Host conflicts are reported by the first reload's plan.
     let warnings = declared.warnings();
-    let live = Live::start(declared, warnings, supervisor.clone()).await?;
+    // After Keys::open made the state database: host owners recorded there.
+    let owner_records = elsinore_store::OwnerRecords::open(&Databases::new(
+        &config.startup.database,
+        &config.startup.state_database,
+    ))?;
+    let live = Live::start_recording(
+        declared,
+        warnings,
+        supervisor.clone(),
+        Some(Arc::new(owner_records)),
+    )
+    .await?;
     let watcher = start_watching(&live, &config);
     spawn_sighup_reloads(live.clone());
     let (rescans, rescan_queue) = elsinore_tenant_admin::rescan_channel();

@@ -1,6 +1,6 @@
 //! `config.json`: what the operator writes, and the validated [`Config`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::error::{ConfigError, Problem};
 use crate::events::{validate_events, RawEvents};
+use crate::host_owners::HostOwners;
 use crate::hostname::Hostname;
 use crate::limits::{
     max_body, validate_limits, validate_timeouts, RawLimits, RawSize, RawTimeouts,
@@ -57,6 +58,9 @@ pub struct Config {
     /// `default_project`: the project that answers hosts no project
     /// declares (instead of the JSON 404). Names one of `projects`.
     pub default_project: Option<String>,
+    /// `host_owners`: which project owns a host name, decided by the
+    /// operator over what the state database recorded.
+    pub host_owners: HostOwners,
     /// `preview_host`: the host on which `/projects/<name>/…` reaches
     /// project `<name>` with the prefix stripped (previews before DNS).
     pub preview_host: Option<Hostname>,
@@ -181,6 +185,7 @@ struct RawConfig {
     timeouts: Option<RawTimeouts>,
     static_files: Option<RawStaticFiles>,
     default_project: Option<String>,
+    host_owners: Option<BTreeMap<String, String>>,
     preview_host: Option<String>,
     trusted_proxies: Option<Vec<String>>,
     upgrade_protocols: Option<Vec<String>>,
@@ -411,6 +416,11 @@ impl Config {
         let default_project = raw
             .default_project
             .filter(|name| check_default_project(name, &projects, &first_index_of, &mut problems));
+        let host_owners = HostOwners::validate(
+            raw.host_owners,
+            |name| first_index_of.contains_key(name),
+            &mut problems,
+        );
         let preview_host = raw
             .preview_host
             .and_then(|host| match Hostname::parse(&host) {
@@ -452,6 +462,7 @@ impl Config {
                 tls_default,
                 redirect_http,
                 default_project,
+                host_owners,
                 preview_host,
                 trusted_proxies,
                 upgrade_protocols,

@@ -19,6 +19,7 @@ mod error;
 mod events;
 mod exposure;
 mod generated;
+mod host_owners;
 mod hostname;
 mod limits;
 mod manifest;
@@ -45,6 +46,7 @@ pub use generated::{
     scan_handlers_dir, FileFingerprint, GeneratedFrom, GeneratedScan, SkippedFile,
     GENERATED_ROUTE_PREFIX, HANDLER_SUFFIX,
 };
+pub use host_owners::HostOwners;
 pub use hostname::{normalize_request_host, HostError, HostPattern, Hostname};
 pub use limits::{
     format_size, parse_size, Limits, SizeError, Timeouts, DEFAULT_HANDLER_CONNECT_TIMEOUT,

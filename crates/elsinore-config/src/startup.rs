@@ -343,6 +343,7 @@ mod tests {
             tls_default: _,
             redirect_http: _,
             default_project: _,
+            host_owners: _,
             preview_host: _,
             trusted_proxies: _,
             upgrade_protocols: _,

@@ -74,14 +74,20 @@ impl Declared {
         Ok(Self { config, projects })
     }
 
-    /// Host → index into `projects`, first declaration winning.
+    /// Host → index into `projects`: `host_owners`, then the first
+    /// declaration (what `check` and `routes` show without the state
+    /// database's record).
     pub fn host_owners(&self) -> (HostTable<usize>, Vec<Conflict>) {
         let declared: Vec<(&str, &HostScan)> = self
             .projects
             .iter()
             .map(|p| (p.config.name.as_str(), &p.scan))
             .collect();
-        decide_owners(&declared, |_| None)
+        decide_owners(
+            &declared,
+            |_| None,
+            |host| self.config.host_owners.get(host),
+        )
     }
 
     /// Skipped folders and handler files, and programs not found (host

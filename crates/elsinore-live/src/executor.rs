@@ -167,6 +167,15 @@ impl Live {
         self.table.store(Arc::new(new_table));
         self.swaps.fetch_add(1, Ordering::AcqRel);
         report.swapped = true;
+        if let Some(records) = &self.owner_records {
+            let changes = crate::owners::owner_changes(
+                &running.owners,
+                &running.recorded,
+                &plan.owners,
+                |i| plan.projects[i].declared.config.name.clone(),
+            );
+            crate::owners::record(records, changes).await;
+        }
 
         // 5. Retire.
         for handle in std::mem::take(&mut plan.retire) {

@@ -33,6 +33,7 @@ mod error;
 mod executor;
 mod expiry;
 mod live;
+mod owners;
 mod plan;
 mod render;
 mod report;

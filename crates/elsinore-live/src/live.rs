@@ -18,6 +18,7 @@ use arc_swap::ArcSwap;
 use elsinore_config::{OperatorAccess, Startup};
 use elsinore_routes::RouteTable;
 use elsinore_static::{CacheSettings, StaticFiles};
+use elsinore_store::OwnerRecords;
 use elsinore_supervisor::{HandlerHandle, Supervisor};
 use elsinore_watch::{FolderWatcher, Target, TreeWatcher};
 use tokio::sync::Mutex;
@@ -63,6 +64,9 @@ pub struct Live {
     pub(crate) swaps: AtomicU64,
     /// Reloads that refused something (for `elsinore_reload_failures_total`).
     reload_failures: AtomicU64,
+    /// The state database's `host_owners` (`None`: owners are not
+    /// recorded, as in unit tests).
+    pub(crate) owner_records: Option<Arc<OwnerRecords>>,
 }
 
 impl Live {
@@ -75,6 +79,17 @@ impl Live {
         declared: Declared,
         warnings: Vec<Warning>,
         supervisor: Arc<Supervisor>,
+    ) -> Result<Arc<Self>, StartRefused> {
+        Self::start_recording(declared, warnings, supervisor, None).await
+    }
+
+    /// As [`start`](Self::start), with host owners read from `records`
+    /// before the first plan and written back after every swap.
+    pub async fn start_recording(
+        declared: Declared,
+        warnings: Vec<Warning>,
+        supervisor: Arc<Supervisor>,
+        records: Option<Arc<OwnerRecords>>,
     ) -> Result<Arc<Self>, StartRefused> {
         let config = &declared.config;
         let live = Arc::new_cyclic(|me| Self {
@@ -99,8 +114,12 @@ impl Live {
             tree_watcher: OnceLock::new(),
             swaps: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
+            owner_records: records,
         });
         let mut running = live.running_state.lock().await;
+        if let Some(records) = &live.owner_records {
+            running.recorded = crate::owners::load(records).await;
+        }
         let mut report = ReloadReport::new("startup");
         // Conflicts are reported by `apply`, like on every reload.
         report.warnings = warnings;

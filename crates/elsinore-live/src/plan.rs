@@ -71,6 +71,10 @@ pub struct Running<H> {
     pub owners: HostTable<Arc<str>>,
     /// Names declared by two projects.
     pub conflicts: Vec<Conflict>,
+    /// Declared name (`*.suffix` for wildcards) → project, as the state
+    /// database recorded them: read at start, consulted by the first plan
+    /// only (after it, `owners` is the record).
+    pub recorded: HashMap<String, String>,
 }
 
 impl<H> Default for Running<H> {
@@ -80,6 +84,7 @@ impl<H> Default for Running<H> {
             pending: HashMap::new(),
             owners: HostTable::default(),
             conflicts: Vec::new(),
+            recorded: HashMap::new(),
         }
     }
 }
@@ -151,6 +156,7 @@ impl<H: Handler> ReloadPlan<H> {
             projects: self.projects,
             pending: self.pending,
             conflicts: self.conflicts,
+            recorded: HashMap::new(),
         }
     }
 }
@@ -221,14 +227,28 @@ pub fn plan<H: Handler>(
         next.extend(step.next);
     }
 
-    // Hosts: the current owner first, so a conflict never moves a tenant.
+    // Hosts: `host_owners`, then the current (or recorded) owner, so
+    // neither a conflict nor a restart moves a tenant.
     let declared_hosts: Vec<(&str, &HostScan)> = next
         .iter()
         .map(|a| (a.declared.config.name.as_str(), &a.declared.scan))
         .collect();
-    let (owners, conflicts) = decide_owners(&declared_hosts, |host| {
-        current.owners.get_pattern(host).map(|name| &**name)
-    });
+    let (owners, conflicts) = decide_owners(
+        &declared_hosts,
+        |host| {
+            current
+                .owners
+                .get_pattern(host)
+                .map(|name| &**name)
+                .or_else(|| {
+                    (!current.recorded.is_empty())
+                        .then(|| current.recorded.get(&host.to_string()))
+                        .flatten()
+                        .map(String::as_str)
+                })
+        },
+        |host| config.host_owners.get(host),
+    );
     let kept_hosts = next
         .iter()
         .map(|a| {

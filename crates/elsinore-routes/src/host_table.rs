@@ -52,6 +52,28 @@ impl<T> HostTable<T> {
         None
     }
 
+    /// The nearest wildcard strictly above `name` (an exact hostname, or
+    /// a wildcard's suffix): its suffix and value. What would serve the
+    /// name if its own entry were gone.
+    pub(crate) fn covering_wildcard(&self, name: &str) -> Option<(&str, &T)> {
+        let mut rest = name;
+        while let Some((_, suffix)) = rest.split_once('.') {
+            if let Some((key, value)) = self.wildcard.get_key_value(suffix) {
+                return Some((key, value));
+            }
+            rest = suffix;
+        }
+        None
+    }
+
+    /// Takes `name` (as [`get`](Self::get) finds it) out of the table.
+    pub(crate) fn remove(&mut self, name: DeclaredName<'_>) -> Option<T> {
+        match name.wildcard {
+            false => self.exact.remove(name.name),
+            true => self.wildcard.remove(name.name),
+        }
+    }
+
     /// The same table with every value converted by `f`.
     pub fn map<U>(&self, mut f: impl FnMut(&T) -> U) -> HostTable<U> {
         HostTable {

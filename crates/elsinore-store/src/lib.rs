@@ -25,6 +25,7 @@ mod permissions;
 
 pub use permissions::{restrict_database_files, GROUP_MODE, PRIVATE_MODE};
 pub mod legacy;
+pub mod owners;
 pub mod state;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+pub use owners::{OwnerChanges, OwnerRecords};
 pub use state::{Databases, StateStore};
 
 /// How long a statement waits for another writer before `SQLITE_BUSY`.

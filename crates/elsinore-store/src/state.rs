@@ -84,9 +84,21 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
          CREATE INDEX elsinore_event_runs_by_run ON elsinore_event_runs (run_id);
          CREATE INDEX elsinore_event_runs_by_start ON elsinore_event_runs (started_at);",
     ),
-    // 4: recorded host owners (issue 22, point 5) go here, as the next
-    // entry: a table of (host, project, first served), created in this file
-    // only, never in the shared one.
+    (
+        4,
+        "host_owners",
+        // Recorded host owners (crate::owners): the project each declared
+        // name (exact or `*.suffix`) was first served for. Named outside
+        // `elsinore_*` on purpose: the one-time move out of the shared
+        // file ([`crate::legacy`]) takes tables by that name, and no
+        // earlier Elsinore kept owners there, so a `host_owners` table a
+        // handler made in the shared file is never imported.
+        "CREATE TABLE host_owners (
+             host         TEXT PRIMARY KEY,
+             project      TEXT NOT NULL,
+             first_served INTEGER NOT NULL
+         );",
+    ),
 ];
 
 /// Where Elsinore's two SQLite files are.

@@ -320,13 +320,19 @@ impl TenantAdminApi {
                     entries: Vec::new(),
                 });
             }
-            if table
+            // Owned exactly or covered by another project's wildcard: a
+            // folder here would only be a conflict (it never moves the
+            // name), so refuse it now and say whose it is.
+            if let Some(owner) = table
                 .hosts
                 .lookup(name.as_str())
-                .is_some_and(|owner| owner.project.name != project)
+                .filter(|owner| owner.project.name != project)
             {
                 return Err(ProxyError::Conflict {
-                    reason: format!("{name} is served by another project"),
+                    reason: format!(
+                        "{name} is owned by project {} (host {}); only config.json `host_owners` can give it to this project",
+                        owner.project.name, owner.label
+                    ),
                     entries: Vec::new(),
                 });
             }
