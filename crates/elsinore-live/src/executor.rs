@@ -128,7 +128,10 @@ impl Live {
             ),
             None => Vec::new(),
         };
-        let certs = old_table.certs.rebuild(&cert_sources, SystemTime::now());
+        let mut certs = old_table.certs.rebuild(&cert_sources, SystemTime::now());
+        // A host's certificate comes only from its owner's folders (or the
+        // default): never from another project's wildcard above it.
+        certs.store.limit_wildcards(own_wildcards(&plan.owners));
         let hosts = plan.owners.filter_map_named(|name, &index| {
             Some(HostRoute {
                 project: routes[index].clone()?,
@@ -262,4 +265,30 @@ impl Live {
             supervisor.stop(&handle).await;
         });
     }
+}
+
+/// Exact names served by one project under another project's wildcard,
+/// each with the suffixes of its own project's wildcards above it (see
+/// `CertStore::limit_wildcards`).
+fn own_wildcards(
+    owners: &elsinore_routes::HostTable<usize>,
+) -> std::collections::HashMap<String, Box<[String]>> {
+    owners
+        .iter()
+        .filter(|(name, _)| !name.wildcard)
+        .filter_map(|(name, &owner)| {
+            let mut own = Vec::new();
+            let mut foreign = false;
+            let mut above = name.name;
+            while let Some((suffix, &wildcard_owner)) = owners.covering_wildcard(above) {
+                if wildcard_owner == owner {
+                    own.push(suffix.to_owned());
+                } else {
+                    foreign = true;
+                }
+                above = suffix;
+            }
+            foreign.then(|| (name.name.to_owned(), own.into_boxed_slice()))
+        })
+        .collect()
 }

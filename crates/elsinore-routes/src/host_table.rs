@@ -55,7 +55,7 @@ impl<T> HostTable<T> {
     /// The nearest wildcard strictly above `name` (an exact hostname, or
     /// a wildcard's suffix): its suffix and value. What would serve the
     /// name if its own entry were gone.
-    pub(crate) fn covering_wildcard(&self, name: &str) -> Option<(&str, &T)> {
+    pub fn covering_wildcard(&self, name: &str) -> Option<(&str, &T)> {
         let mut rest = name;
         while let Some((_, suffix)) = rest.split_once('.') {
             if let Some((key, value)) = self.wildcard.get_key_value(suffix) {

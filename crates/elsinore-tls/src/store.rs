@@ -54,6 +54,11 @@ pub struct CertStore {
     wildcards: Vec<(String, Arc<LoadedCert>)>,
     default: Option<Arc<LoadedCert>>,
     slots: BTreeMap<CertOwner, CertSlot>,
+    /// Exact names under another project's wildcard, each with the
+    /// suffixes of the wildcards its own project declares above it: only
+    /// those wildcards' certificates may answer for it (else the default),
+    /// never the other project's.
+    own_wildcards: HashMap<String, Box<[String]>>,
 }
 
 impl CertStore {
@@ -95,12 +100,29 @@ impl CertStore {
         if let Some(cert) = self.exact.get(host.as_ref()) {
             return Some(cert);
         }
+        // Usually empty: no lookup at all then.
+        let allowed = match self.own_wildcards.is_empty() {
+            true => None,
+            false => self.own_wildcards.get(host.as_ref()),
+        };
         self.wildcards.iter().find_map(|(suffix, cert)| {
-            host.strip_suffix(suffix.as_str())
+            let covers = host
+                .strip_suffix(suffix.as_str())
                 .and_then(|front| front.strip_suffix('.'))
-                .is_some_and(|front| !front.is_empty())
-                .then_some(cert)
+                .is_some_and(|front| !front.is_empty());
+            let permitted = allowed.is_none_or(|own| own.iter().any(|s| s == suffix));
+            (covers && permitted).then_some(cert)
         })
+    }
+
+    /// Limits the wildcard certificates that may answer for some exact
+    /// names: `name → the suffixes of its own project's wildcards above
+    /// it`. For a name listed here, another project's wildcard
+    /// certificate is never used; without an own certificate it gets the
+    /// default (issue: a project declaring a name under another's
+    /// wildcard must not be handed that project's certificate).
+    pub fn limit_wildcards(&mut self, own_wildcards: HashMap<String, Box<[String]>>) {
+        self.own_wildcards = own_wildcards;
     }
 
     /// Whether a TLS client asking for `host` gets a certificate that is

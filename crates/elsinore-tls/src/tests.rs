@@ -1,6 +1,7 @@
 //! Unit tests with certificates made by rcgen in temp folders.
 #![allow(clippy::unwrap_used)]
 
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -348,5 +349,46 @@ fn the_daily_check_warns_only_of_certificates_that_expire_soon() {
     assert!(
         warnings[0].starts_with("certificate for blog.test expired "),
         "{warnings:?}"
+    );
+}
+
+#[test]
+fn a_name_under_another_projects_wildcard_never_gets_its_certificate() {
+    // beta declares *.wild.test (with a certificate); alpha declares
+    // shop.wild.test without tls/, and a.own.test under its own
+    // *.own.test.
+    let hosts = Hosts::new();
+    hosts.write("*.wild.test", &self_signed(&["*.wild.test"]));
+    hosts.write("*.own.test", &self_signed(&["*.own.test"]));
+    let defaults = Hosts::new();
+    defaults.write("fallback", &self_signed(&["fallback.example"]));
+    let tls = defaults.host_dir("fallback").join(TLS_DIR);
+    let sources = [
+        hosts.source("*.wild.test"),
+        hosts.source("*.own.test"),
+        hosts.source("shop.wild.test"),
+        CertSource::default_cert(tls.join(CERT_FILE), tls.join(KEY_FILE)),
+    ];
+    let mut store = CertStore::default()
+        .rebuild(&sources, SystemTime::now())
+        .store;
+    let one = |name: &str| Some(vec![name.to_owned()]);
+    assert_eq!(names_of(&store, Some("shop.wild.test")), one("*.wild.test"));
+    store.limit_wildcards(HashMap::from([
+        // alpha's shop.wild.test: its project declares no wildcard above.
+        ("shop.wild.test".to_owned(), Box::from([])),
+        // a.own.test under alpha's own *.own.test and beta's *.test.
+        ("a.own.test".to_owned(), Box::from(["own.test".to_owned()])),
+    ]));
+    assert_eq!(
+        names_of(&store, Some("shop.wild.test")),
+        one("fallback.example"),
+        "the other project's wildcard certificate is not used"
+    );
+    assert_eq!(names_of(&store, Some("a.own.test")), one("*.own.test"));
+    assert_eq!(
+        names_of(&store, Some("news.wild.test")),
+        one("*.wild.test"),
+        "names nobody declares exactly still get the wildcard"
     );
 }
