@@ -181,6 +181,28 @@ async fn admin_spellings_are_the_admin_api(protocol: Protocol) {
             answer.headers
         );
     }
+    // Encoded separators stay data in the normal form, but a handler that
+    // decodes them (WSGI's PATH_INFO) would read the admin API's path:
+    // refused, never forwarded.
+    for path in [
+        "/admin%2Fapi/_keys",
+        "/admin/api%5C_hosts",
+        "/admin%2fapi%2f_keys/1",
+    ] {
+        let answer = get(server.addr, protocol, "site.test", path, &[]).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{protocol:?} {path}"
+        );
+        let body = answer.json();
+        assert!(
+            body["reason"]
+                .as_str()
+                .is_some_and(|reason| reason.contains("encoded")),
+            "{path}: {body}"
+        );
+    }
     // With the project key, the same spelling is the admin API at work.
     let answer = get(
         server.addr,

@@ -34,6 +34,33 @@ pub fn is_reserved(path: &str) -> bool {
     })
 }
 
+/// Whether `path` (normalised, not reserved itself) becomes a reserved
+/// path once its encoded separators are read as separators:
+/// `/admin%2Fapi/_keys`, `/admin/api%5C_keys`. The normal form keeps `%2F`
+/// as data, but many servers (WSGI's `PATH_INFO`, some routers) decode it
+/// before routing, so a handler could be reached on the admin API's path
+/// without Elsinore answering. Only paths with a `%` are looked at again.
+pub fn is_disguised_reserved(path: &str) -> bool {
+    if !path.contains('%') {
+        return false;
+    }
+    let mut decoded = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(at) = rest.find('%') {
+        decoded.push_str(&rest[..at]);
+        let escape = rest.get(at..at + 3).unwrap_or(&rest[at..]);
+        if escape.eq_ignore_ascii_case("%2F") || escape.eq_ignore_ascii_case("%5C") {
+            decoded.push('/');
+            rest = &rest[at + 3..];
+        } else {
+            decoded.push('%');
+            rest = &rest[at + 1..];
+        }
+    }
+    decoded.push_str(rest);
+    is_reserved(&elsinore_config::normalize_path(&decoded))
+}
+
 /// The answer of a [`ReservedPaths`] hook. Boxed on purpose: held in
 /// place, the admin API's future (~2 KB) would be part of every request's
 /// future, and copied with it, proxied or not.
@@ -239,6 +266,27 @@ mod tests {
         }
         for path in ["/admin/api/_keysX", "/admin/api/other", "/admin/", "/"] {
             assert!(!is_reserved(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn encoded_separators_do_not_disguise_reserved_paths() {
+        for path in [
+            "/admin%2Fapi/_keys",
+            "/admin%2fapi%2F_hosts/a.test",
+            "/admin/api%5C_keys",
+            "/x%2F..%2Fadmin/api/_keys",
+        ] {
+            assert!(!is_reserved(path), "{path}");
+            assert!(is_disguised_reserved(path), "{path}");
+        }
+        for path in [
+            "/api/a%2Fb",
+            "/admin/api/other%2Fx",
+            "/admin/api/_keys",
+            "/%2",
+        ] {
+            assert!(!is_disguised_reserved(path), "{path}");
         }
     }
 }

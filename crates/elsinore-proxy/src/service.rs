@@ -328,6 +328,13 @@ impl Proxy {
                 })?,
             };
             // Reserved paths, answered by Elsinore for the host's project.
+            // One spelled with encoded separators is refused: a handler that
+            // decodes them would see the admin API's path.
+            if reserved::is_disguised_reserved(request.uri().path()) {
+                return Err(ProxyError::BadRequest {
+                    reason: "an encoded / or \\ in a path that names the admin API (/admin/api/_keys, /admin/api/_hosts)".to_owned(),
+                });
+            }
             if reserved::is_reserved(request.uri().path()) {
                 if let Some(reason) = via.reserved_refusal(&host) {
                     return Err(ProxyError::NotFound { reason });
