@@ -44,10 +44,11 @@ def free_port():
 
 
 def ensure_tools():
-    missing = [tool for tool in ("wrk", "nginx") if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}")]
+    package_of = {"wrk": "wrk", "nginx": "nginx-light", "h2load": "nghttp2-client"}
+    missing = [tool for tool in package_of if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}")]
     if missing:
         log(f"installing {' '.join(missing)} (apt-get)")
-        packages = ["wrk" if m == "wrk" else "nginx-light" for m in missing]
+        packages = [package_of[m] for m in missing]
         subprocess.run(["apt-get", "install", "-y", *packages], check=True,
                        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     log("building release binaries")
@@ -191,7 +192,9 @@ def https_server(tls, locations):
     if not tls:
         return ""
     cert, key, port = tls
-    return (f"  server {{\n    listen 127.0.0.1:{port} ssl reuseport;\n"
+    # http2 on the TLS port: the h2load scenario (nginx 1.22 spells it on
+    # `listen`; ALPN still offers http/1.1 to wrk).
+    return (f"  server {{\n    listen 127.0.0.1:{port} ssl http2 reuseport;\n"
             f"    ssl_certificate {cert};\n    ssl_certificate_key {key};\n{locations}  }}\n")
 
 
@@ -256,6 +259,26 @@ def wrk(url, host, conns, keepalive, duration, warmup, script=None):
     return parse_wrk(out)
 
 
+def h2load(url, host, conns, streams, duration, warmup):
+    """HTTP/2 over TLS: `conns` connections with `streams` concurrent
+    streams each. h2load reports no percentiles: p50/p99 are its mean and
+    mean + 2 sd of the time per request (marked as such when printed)."""
+    args = ["h2load", "-c", str(conns), "-m", str(streams), "-t", "1", "-H", f":authority: {host}",
+            f"--warm-up-time={warmup}s", f"-D{duration}s", url]
+    out = subprocess.run(args, capture_output=True, text=True).stdout
+    rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
+    m = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    errors = int(m.group(2)) + int(m.group(3)) if m else 0
+    m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    if m:
+        errors += int(m.group(3)) + int(m.group(4))
+    lat = re.search(r"time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 1, "ms": 1000, "s": 1_000_000}
+    mean = float(lat.group(5)) * scale[lat.group(6)] if lat else 0.0
+    sd = float(lat.group(7)) * scale[lat.group(8)] if lat else 0.0
+    return {"rps": rps, "p50": mean, "p99": mean + 2 * sd, "errors": errors}
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -285,6 +308,8 @@ def main():
                         help="only TCP vs Unix-socket handlers (socket = true), c=64 100 B keep-alive")
     parser.add_argument("--post-only", action="store_true",
                         help="only the POST 16 KiB scenario (reuse_after_body off and on, beside nginx)")
+    parser.add_argument("--https-only", action="store_true",
+                        help="only the HTTPS scenarios (keep-alive, a handshake per request, h2load)")
     args = parser.parse_args()
     if args.quick:
         args.duration, args.warmup = 3, 1
@@ -310,7 +335,7 @@ def main():
                 f"http://127.0.0.1:{m_admin}/reload", method="POST")) as r:
             reload_ms = json.load(r)["took_ms"]
 
-        for conns in (() if args.post_only else (1, 64)):
+        for conns in (() if args.post_only or args.https_only else (1, 64)):
             for body in ("100B", "16KiB"):
                 for keepalive in (True, False):
                     host = f"{body.lower()}.bench"
@@ -342,19 +367,31 @@ def main():
                     results.append(row)
                     log(f"{label}: nginx {row['nginx']['rps']:.0f} req/s, elsinore {row['elsinore']['rps']:.0f} req/s")
 
-        # The same over HTTPS (TLS 1.3, one handshake per connection).
+        # The same over HTTPS (TLS 1.3): kept connections, then a new
+        # connection (one full handshake) per request, then HTTP/2.
         https = []
         if cert and not args.post_only:
-            for conns in (1, 64):
-                label = f"c={conns:<2}  100B keep-alive"
+            for conns, keepalive in ((1, True), (64, True), (64, False)):
+                label = f"c={conns:<2}  100B {'keep-alive' if keepalive else 'new conn'}"
                 n_url, e_url = f"https://127.0.0.1:{n_tls[2]}/100B", f"https://127.0.0.1:{e_tls[2]}/"
-                runs = [wrk(url, "100b.bench", conns, True, args.duration, args.warmup)
+                runs = [wrk(url, "100b.bench", conns, keepalive, args.duration, args.warmup)
                         for url in (n_url, e_url, n_url, e_url)]
                 row = {"scenario": label, "nginx": average(runs[0], runs[2]),
                        "elsinore": average(runs[1], runs[3]),
                        "spread": max(spread(runs[0], runs[2]), spread(runs[1], runs[3]))}
                 https.append(row)
                 log(f"{label} HTTPS: nginx {row['nginx']['rps']:.0f} req/s, elsinore {row['elsinore']['rps']:.0f} req/s")
+            if shutil.which("h2load"):
+                n_url, e_url = f"https://127.0.0.1:{n_tls[2]}/100B", f"https://127.0.0.1:{e_tls[2]}/"
+                runs = [h2load(url, "100b.bench", 64, 10, args.duration, args.warmup)
+                        for url in (n_url, e_url, n_url, e_url)]
+                row = {"scenario": "h2 c=64 m=10 100B", "nginx": average(runs[0], runs[2]),
+                       "elsinore": average(runs[1], runs[3]),
+                       "spread": max(spread(runs[0], runs[2]), spread(runs[1], runs[3]))}
+                https.append(row)
+                log(f"h2load: nginx {row['nginx']['rps']:.0f} req/s, elsinore {row['elsinore']['rps']:.0f} req/s")
+            else:
+                log("h2load not found (apt-get install nghttp2-client): the HTTP/2 scenario is skipped")
 
         # POST 16 KiB, keep-alive, c=64: each request with a body is sent to
         # the handler with Connection: close by default (a new handler
@@ -368,13 +405,14 @@ def main():
                      ("elsinore", f"http://127.0.0.1:{e_port}/", "post.bench"),
                      ("elsinore_reuse", f"http://127.0.0.1:{e_port}/", "postreuse.bench")]
         post_runs = {name: [] for name, _, _ in post_urls}
-        for _ in range(2):
+        for _ in range(0 if args.https_only else 2):
             for name, url, host in post_urls:
                 post_runs[name].append(wrk(url, host, 64, True, args.duration, args.warmup, script=script))
-        post = {name: average(*runs) for name, runs in post_runs.items()}
-        post["spread"] = max(spread(*runs) for runs in post_runs.values())
-        log(f"POST 16 KiB: nginx {post['nginx']['rps']:.0f}, elsinore {post['elsinore']['rps']:.0f}, "
-            f"elsinore reuse_after_body {post['elsinore_reuse']['rps']:.0f} req/s")
+        post = {name: average(*runs) for name, runs in post_runs.items()} if not args.https_only else {}
+        post["spread"] = max(spread(*runs) for runs in post_runs.values()) if post else 0.0
+        if "nginx" in post:
+            log(f"POST 16 KiB: nginx {post['nginx']['rps']:.0f}, elsinore {post['elsinore']['rps']:.0f}, "
+                f"elsinore reuse_after_body {post['elsinore_reuse']['rps']:.0f} req/s")
 
         socks = idle_connections(m_port, "tenant1.bench", 1000)
         time.sleep(1)
@@ -392,7 +430,8 @@ def main():
                        "reload_10k_ms": reload_ms, "duration_s": args.duration}, f, indent=2)
     print_table(results)
     print_https(https)
-    print_post(post)
+    if "nginx" in post:
+        print_post(post)
     print()
     print(f"Elsinore RSS, 10,000 hosts, idle:                 {rss_idle / 1024:.1f} MiB")
     print(f"Elsinore RSS, 10,000 hosts, 1,000 idle keep-alive: {rss_conns / 1024:.1f} MiB")
@@ -483,7 +522,8 @@ def print_https(rows):
     if not rows:
         return
     print()
-    print("over HTTPS (the same backends; one self-signed certificate, TLS as wrk and the server agree):")
+    print("over HTTPS (the same backends; one self-signed P-256 certificate, TLS 1.3; 'new conn' is one")
+    print("full handshake per request; the h2 row is h2load, whose p50/p99 columns are mean/mean+2sd):")
     print(f"{'scenario':<28} {'nginx':>24} {'elsinore':>24} {'E/nginx':>8} {'run/run':>8}")
     for row in rows:
         n, e = row["nginx"], row["elsinore"]
