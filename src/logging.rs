@@ -15,6 +15,15 @@ use elsinore_config::LogFormat;
 /// ends; that is not news.
 const DEFAULT_FILTER: &str = "info,notify=error";
 
+/// rustls logs at WARN what a client got wrong in its hello (an IP address
+/// sent as SNI, which wrk and some HTTP libraries do): one line per
+/// handshake, at the client's choice, costing more CPU than the handshake's
+/// own key exchange and filling the disk on demand. The handshake goes on
+/// (the name is ignored, as RFC 6066 asks), so there is nothing for the
+/// operator to act on. Added to every filter that does not name rustls
+/// itself; `--log rustls=warn` brings the lines back for debugging.
+const QUIET_CLIENT_NOISE: &str = "rustls=error";
+
 /// Installs the global subscriber. `filter` is a `RUST_LOG`-style
 /// directive list; an invalid one is reported and the default used instead.
 pub fn init(filter: Option<&str>, format: LogFormat) {
@@ -33,6 +42,15 @@ pub fn init(filter: Option<&str>, format: LogFormat) {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_FILTER)),
             None,
         ),
+    };
+    let names_rustls = filter.to_string().contains("rustls");
+    let filter = if names_rustls {
+        filter
+    } else {
+        match QUIET_CLIENT_NOISE.parse() {
+            Ok(directive) => filter.add_directive(directive),
+            Err(_) => filter,
+        }
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

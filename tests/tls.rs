@@ -983,3 +983,47 @@ async fn a_host_folder_spelled_in_capitals_serves_its_certificate() {
     })
     .await;
 }
+
+/// A client sending an IP address as SNI (wrk, some HTTP libraries) made
+/// rustls log a WARN line per handshake: log volume at the client's choice.
+#[test]
+fn an_ip_address_sent_as_sni_logs_nothing() {
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no openssl command to send an IP address as SNI");
+        return;
+    }
+    let ca = Ca::new();
+    let ws = Workspace::new();
+    let alpha = ws.project("alpha", &["a.test"], &echo_manifest());
+    write_pair(&tls_dir(&alpha, "a.test"), &ca.issue(&["a.test"]), &ca);
+    let mut server = Server::start(&tls_config(&ws, json!(["alpha"]), json!({})));
+    let addr = server.https();
+    for _ in 0..5 {
+        // rustls' own client never sends an IP as SNI; openssl does when told.
+        let out = std::process::Command::new("openssl")
+            .args(["s_client", "-connect", &addr.to_string()])
+            .args(["-servername", "127.0.0.1"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl s_client runs");
+        let said = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.contains("CONNECTED"),
+            "openssl did not reach the server: {said}"
+        );
+    }
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(server.wait_exit().success());
+    let noisy: Vec<String> = server
+        .logs
+        .all()
+        .into_iter()
+        .filter(|line| line.contains("SNI"))
+        .collect();
+    assert!(noisy.is_empty(), "a log line per handshake: {noisy:?}");
+}
