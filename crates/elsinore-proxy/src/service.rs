@@ -329,13 +329,19 @@ impl Proxy {
             };
             // Reserved paths, answered by Elsinore for the host's project.
             // One spelled with encoded separators is refused: a handler that
-            // decodes them would see the admin API's path.
+            // decodes them would see the admin API's path. Also for a project
+            // with `admin_api: "handler"`: whether that path is its admin API
+            // would depend on the handler's decoding, so it stays ambiguous.
             if reserved::is_disguised_reserved(request.uri().path()) {
                 return Err(ProxyError::BadRequest {
                     reason: "an encoded / or \\ in a path that names the admin API (/admin/api/_keys, /admin/api/_hosts)".to_owned(),
                 });
             }
-            if reserved::is_reserved(request.uri().path()) {
+            // `admin_api: "handler"`: the project's handler keeps its own
+            // admin API, and these paths go on like any other request.
+            if project.admin_api.answered_by_elsinore()
+                && reserved::is_reserved(request.uri().path())
+            {
                 if let Some(reason) = via.reserved_refusal(&host) {
                     return Err(ProxyError::NotFound { reason });
                 }

@@ -25,6 +25,7 @@
 mod api;
 mod cors;
 mod endpoint;
+mod hamlet;
 mod host_folders;
 pub mod rescan;
 
