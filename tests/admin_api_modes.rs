@@ -245,10 +245,7 @@ async fn hamlet_mode_keys_work_with_the_admin_uis_exact_requests() {
 #[tokio::test]
 async fn hamlet_mode_keeps_elsinores_auth_rules() {
     let (_ws, server) = setup();
-    let none = server
-        .get("ham.test", "/admin/api/_keys")
-        .send()
-        .await;
+    let none = server.get("ham.test", "/admin/api/_keys").send().await;
     assert_error(&none, StatusCode::UNAUTHORIZED);
     let other = ui(&server, "GET", "ham.test", "/admin/api/_keys", PLAIN_KEY)
         .send()
@@ -421,4 +418,37 @@ fn an_unknown_mode_is_a_config_error_naming_line_and_field() {
             && stderr.contains("projects[0].admin_api: unknown variant `Hamlet`, expected one of `elsinore`, `hamlet`, `handler`"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn handler_mode_host_keys_elsinore_does_not_know_are_not_throttled() {
+    let (_ws, server) = setup();
+    // The handler keeps its own host keys: one Elsinore never made is not
+    // a guess. Past the throttle's 10 failures a minute, every request
+    // still reaches the handler, which decides.
+    for attempt in 0..15 {
+        let reply = server
+            .get("hand.test", "/admin/api/_keys")
+            .header(HOST_HEADER, "3f1e2d4c-hamlet-own-host-key")
+            .send()
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "attempt {attempt}: {}",
+            text(&reply)
+        );
+        assert_eq!(reply.seen("x-elsinore-auth"), ["none"]);
+        assert_eq!(reply.seen(HOST_HEADER), ["3f1e2d4c-hamlet-own-host-key"]);
+    }
+    // A wrong project key is still a guess (the project key is Elsinore's
+    // too), counted in the same window.
+    let mut throttled = false;
+    for _ in 0..11 {
+        let reply = ui(&server, "GET", "hand.test", "/", "wrong-project-key-x")
+            .send()
+            .await;
+        throttled |= reply.status == StatusCode::TOO_MANY_REQUESTS;
+    }
+    assert!(throttled, "wrong project keys are still throttled");
 }

@@ -593,7 +593,9 @@ impl Proxy {
     /// The caller's level from the keys the request presents. A request
     /// presenting a key is refused (429) while its address is throttled,
     /// and a wrong key counts as a failure in the window the admin API
-    /// uses; a request presenting none never touches the throttle.
+    /// uses (not a host key Elsinore does not know, for a project whose
+    /// handler keeps its own keys: `admin_api: "handler"`); a request
+    /// presenting none never touches the throttle.
     fn authenticate<B>(
         &self,
         request: &Request<B>,
@@ -610,7 +612,7 @@ impl Proxy {
             return Err(ProxyError::Throttled { retry_after });
         }
         let level = presented.level(host, project, ring);
-        if level == AuthLevel::None {
+        if level == AuthLevel::None && presented.failure_counts(project.admin_api) {
             self.throttle.record_failure(client_ip, now);
             tracing::warn!(client = %client_ip, host, project = %project.name, "wrong project or host key presented");
         }
