@@ -109,15 +109,15 @@ async fn serve(declared: Declared, store: Store, keys: Keys) -> anyhow::Result<(
     // Host conflicts are reported by the first reload's plan.
     let warnings = declared.warnings();
     // After Keys::open made the state database: host owners recorded there.
-    let owner_records = elsinore_store::OwnerRecords::open(&Databases::new(
+    let owner_records = Arc::new(elsinore_store::OwnerRecords::open(&Databases::new(
         &config.startup.database,
         &config.startup.state_database,
-    ))?;
+    ))?);
     let live = Live::start_recording(
         declared,
         warnings,
         supervisor.clone(),
-        Some(Arc::new(owner_records)),
+        Some(owner_records.clone()),
     )
     .await?;
     let watcher = start_watching(&live, &config);
@@ -125,7 +125,7 @@ async fn serve(declared: Declared, store: Store, keys: Keys) -> anyhow::Result<(
     let (rescans, rescan_queue) = elsinore_tenant_admin::rescan_channel();
     tokio::spawn(tenant_api::serve_rescans(rescan_queue, live.clone()));
     let key_ring = keys.ring();
-    let admin = Arc::new(keys.into_api(&config, rescans));
+    let admin = Arc::new(keys.into_api(&config, rescans, owner_records));
     let metrics = Arc::new(
         elsinore_metrics::Metrics::new(config.startup.metrics.per_host)
             .with_request_threads(settings.threads),

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use elsinore_config::Config;
 use elsinore_keys::KeyRing;
 use elsinore_store::keys::{watch_ring, KeyStore, WATCH_INTERVAL};
-use elsinore_store::Databases;
+use elsinore_store::{Databases, OwnerRecords};
 use elsinore_tenant_admin::{RescanQueue, RescanRequests, TenantAdminApi};
 
 use elsinore_live::Live;
@@ -45,10 +45,17 @@ impl Keys {
     }
 
     /// The admin API over these keys; it asks for rescans through
-    /// `rescans` after changing a host folder.
-    pub fn into_api(self, config: &Config, rescans: RescanRequests) -> TenantAdminApi {
+    /// `rescans` after changing a host folder, and reads when hosts were
+    /// first served from `owners`.
+    pub fn into_api(
+        self,
+        config: &Config,
+        rescans: RescanRequests,
+        owners: Arc<OwnerRecords>,
+    ) -> TenantAdminApi {
         TenantAdminApi::new(self.store, self.ring, &config.startup.cors_origins)
             .with_rescans(rescans)
+            .with_owner_records(owners)
     }
 }
 

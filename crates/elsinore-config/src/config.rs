@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
+use crate::admin_api::AdminApiMode;
 use crate::error::{ConfigError, Problem};
 use crate::events::{validate_events, RawEvents};
 use crate::host_owners::HostOwners;
@@ -139,6 +140,8 @@ pub struct ProjectConfig {
     /// `user` (and `group`): the account its handlers run as, looked up
     /// when the file was validated. `None`: Elsinore's own.
     pub run_as: Option<RunAs>,
+    /// `admin_api`: who answers the admin API on the project's hosts.
+    pub admin_api: AdminApiMode,
 }
 
 /// A project key. Never printed: `Debug` redacts it.
@@ -225,6 +228,7 @@ struct RawProjectObject {
     public_url: Option<String>,
     user: Option<String>,
     group: Option<String>,
+    admin_api: Option<AdminApiMode>,
 }
 
 // Hand-written instead of `#[serde(untagged)]`: untagged enums swallow the
@@ -651,6 +655,7 @@ fn validate_project(
             public_url: None,
             user: None,
             group: None,
+            admin_api: None,
         },
         RawProject::Object(object) => object,
     };
@@ -765,6 +770,7 @@ fn validate_project(
         cors_credentials,
         public_url,
         run_as,
+        admin_api: object.admin_api.unwrap_or_default(),
     })
 }
 
@@ -1195,6 +1201,24 @@ mod tests {
         );
         assert!(
             lines[2].contains("projects[1].group: needs \"user\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn admin_api_mode_is_read_and_an_unknown_one_names_line_and_field() {
+        let fx = Fixture::new(&["a", "b"]);
+        let config = fx
+            .parse(r#"{"projects": ["a", {"path": "b", "admin_api": "hamlet"}]}"#)
+            .expect("valid");
+        assert_eq!(config.projects[0].admin_api, AdminApiMode::Elsinore);
+        assert_eq!(config.projects[1].admin_api, AdminApiMode::Hamlet);
+        let err = fx.error(
+            r#"{"projects": [
+  {"path": "a", "admin_api": "hamlett"}]}"#,
+        );
+        assert!(
+            err.starts_with("DIR/config.json:2:38: projects[0].admin_api: unknown variant `hamlett`, expected one of `elsinore`, `hamlet`, `handler`"),
             "{err}"
         );
     }

@@ -13,6 +13,7 @@
 //! files (and the user and group databases, for `user` and
 //! `database_group`) but never writes, spawns or listens.
 
+mod admin_api;
 mod config;
 mod duration;
 mod error;
@@ -33,6 +34,7 @@ mod startup;
 mod static_files;
 mod trust;
 
+pub use admin_api::AdminApiMode;
 pub use config::{
     Config, DefaultCert, ProjectConfig, ProjectKey, WatchMode, WatchSettings, DEFAULT_LISTEN,
 };

@@ -222,6 +222,7 @@ impl Live {
         )?;
         route.max_body = config.max_body;
         route.cors = CorsPolicy::for_project(&config.cors_origins, config.cors_credentials);
+        route.admin_api = config.admin_api;
         route.hosts = kept.to_vec();
         Some(Arc::new(route))
     }

@@ -135,6 +135,10 @@ impl Declared {
                 [] => String::new(),
                 origins => format!(", CORS from {}", origins.join(" ")),
             };
+            let admin_api = match project.config.admin_api {
+                elsinore_config::AdminApiMode::Elsinore => String::new(),
+                mode => format!(", admin_api {}", mode.as_str()),
+            };
             let user = project
                 .config
                 .run_as
@@ -143,7 +147,7 @@ impl Declared {
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  {} ({}, {}, {key}{max_body}{cors}{user})",
+                "  {} ({}, {}, {key}{max_body}{cors}{admin_api}{user})",
                 project.config.name,
                 project.config.path.display(),
                 count_of(project.scan.hosts.len(), "host")

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use elsinore_config::AdminApiMode;
 use elsinore_keys::{now_ms, KeyHash, KeyRing};
 use elsinore_routes::ProjectRoute;
 use http::header::{HeaderName, AUTHORIZATION};
@@ -59,6 +60,14 @@ impl<'a> Presented<'a> {
             host_key: header_str(headers, &X_HAMLET_HOST_KEY),
         };
         (presented.project_key.is_some() || presented.host_key.is_some()).then_some(presented)
+    }
+
+    /// Whether a failure to open anything is a guess the throttle must
+    /// count. With `admin_api: "handler"` the handler keeps its own host
+    /// keys, so a host key Elsinore does not know is not one; a wrong
+    /// project key still is (the project key is Elsinore's in every mode).
+    pub(crate) fn failure_counts(&self, mode: AdminApiMode) -> bool {
+        self.project_key.is_some() || mode != AdminApiMode::Handler
     }
 
     /// The level these keys give a request for `host`, owned by `project`:

@@ -7,6 +7,8 @@
 //! reserved path does (today the tenant admin API, crate
 //! `elsinore-tenant-admin`) is the hook's business: no admin code lives in
 //! the proxy, and the proxy links none of its dependencies (SQLite).
+//! A project with `admin_api: "handler"` has no reserved paths: the proxy
+//! routes them to its handler (the disguised-path 400 still applies).
 
 use std::fmt;
 use std::future::Future;

@@ -329,13 +329,19 @@ impl Proxy {
             };
             // Reserved paths, answered by Elsinore for the host's project.
             // One spelled with encoded separators is refused: a handler that
-            // decodes them would see the admin API's path.
+            // decodes them would see the admin API's path. Also for a project
+            // with `admin_api: "handler"`: whether that path is its admin API
+            // would depend on the handler's decoding, so it stays ambiguous.
             if reserved::is_disguised_reserved(request.uri().path()) {
                 return Err(ProxyError::BadRequest {
                     reason: "an encoded / or \\ in a path that names the admin API (/admin/api/_keys, /admin/api/_hosts)".to_owned(),
                 });
             }
-            if reserved::is_reserved(request.uri().path()) {
+            // `admin_api: "handler"`: the project's handler keeps its own
+            // admin API, and these paths go on like any other request.
+            if project.admin_api.answered_by_elsinore()
+                && reserved::is_reserved(request.uri().path())
+            {
                 if let Some(reason) = via.reserved_refusal(&host) {
                     return Err(ProxyError::NotFound { reason });
                 }
@@ -587,7 +593,9 @@ impl Proxy {
     /// The caller's level from the keys the request presents. A request
     /// presenting a key is refused (429) while its address is throttled,
     /// and a wrong key counts as a failure in the window the admin API
-    /// uses; a request presenting none never touches the throttle.
+    /// uses (not a host key Elsinore does not know, for a project whose
+    /// handler keeps its own keys: `admin_api: "handler"`); a request
+    /// presenting none never touches the throttle.
     fn authenticate<B>(
         &self,
         request: &Request<B>,
@@ -604,7 +612,7 @@ impl Proxy {
             return Err(ProxyError::Throttled { retry_after });
         }
         let level = presented.level(host, project, ring);
-        if level == AuthLevel::None {
+        if level == AuthLevel::None && presented.failure_counts(project.admin_api) {
             self.throttle.record_failure(client_ip, now);
             tracing::warn!(client = %client_ip, host, project = %project.name, "wrong project or host key presented");
         }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use elsinore_config::HostPattern;
+use elsinore_config::{AdminApiMode, HostPattern};
 use elsinore_keys::KeyHash;
 use elsinore_static::Site;
 use elsinore_supervisor::HandlerHandle;
@@ -38,6 +38,9 @@ pub struct ProjectRoute {
     pub max_body: Option<u64>,
     /// The project's `cors_origins`; `None` leaves CORS to its handlers.
     pub cors: Option<CorsPolicy>,
+    /// `admin_api`: whether Elsinore answers the admin API on the
+    /// project's hosts, and in which shape.
+    pub admin_api: AdminApiMode,
     router: PrefixRouter,
     name_header: HeaderValue,
     key_header: Option<HeaderValue>,
@@ -79,6 +82,7 @@ impl ProjectRoute {
             routes,
             max_body: None,
             cors: None,
+            admin_api: AdminApiMode::default(),
             router,
             name_header,
             key_header,

@@ -72,6 +72,22 @@ impl OwnerRecords {
             .map_err(self.fail("cannot read the recorded host owners"))
     }
 
+    /// The names recorded for `project`, each with when it was first
+    /// served for it (epoch ms): what the tenant admin API's Hamlet-shaped
+    /// `_hosts` listing gives as `created_at`.
+    pub fn first_served(&self, project: &str) -> Result<Vec<(String, i64)>> {
+        let _one = self.lock();
+        let conn = crate::open_connection(&self.path)?;
+        let mut stmt = conn
+            .prepare("SELECT host, first_served FROM host_owners WHERE project = ?1")
+            .map_err(self.fail("cannot read the recorded host owners"))?;
+        let rows = stmt
+            .query_map([project], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(self.fail("cannot read the recorded host owners"))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(self.fail("cannot read the recorded host owners"))
+    }
+
     /// Applies `changes` in one transaction. A name that moves keeps no
     /// trace of its earlier owner; `first_served` is when this project
     /// got it.
@@ -166,5 +182,10 @@ mod tests {
             records.load().expect("load"),
             [("b.test".to_owned(), "alpha".to_owned())]
         );
+        let served = records.first_served("alpha").expect("first served");
+        assert_eq!(served.len(), 1);
+        assert_eq!(served[0].0, "b.test");
+        assert!(served[0].1 > 1_600_000_000_000, "epoch ms: {served:?}");
+        assert!(records.first_served("beta").expect("none").is_empty());
     }
 }

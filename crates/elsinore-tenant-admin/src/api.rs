@@ -8,17 +8,21 @@
 //! so a revoked key stops working by the time the client hears 204.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use elsinore_config::Hostname;
+use elsinore_config::{AdminApiMode, Hostname};
 use elsinore_keys::{now_ms, KeyHash, KeyRing};
 use elsinore_proxy::credentials::{self, X_HAMLET_HOST_KEY, X_HAMLET_PROJECT_KEY};
 use elsinore_proxy::{ProxyBody, ProxyError, ReservedContext, ReservedFuture, ReservedPaths};
 use elsinore_routes::{CorsPolicy, RouteTable};
-use elsinore_store::keys::{Actor, Caller, CreatedKey, KeyError, KeyInfo, KeyStore, Scope};
+use elsinore_store::keys::{
+    Actor, Caller, CreatedKey, KeyError, KeyInfo, KeyStore, Revocation, Scope,
+};
+use elsinore_store::OwnerRecords;
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, ORIGIN};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
@@ -29,6 +33,7 @@ use crate::cors;
 use crate::endpoint::{
     parse_hostname, read_json, CreateHostBody, CreateKeyBody, Endpoint, RotateBody,
 };
+use crate::hamlet;
 use crate::host_folders::{self, RemoveError};
 use crate::rescan::RescanRequests;
 
@@ -47,6 +52,8 @@ pub struct TenantAdminApi {
     ring: Arc<KeyRing>,
     cors: CorsPolicy,
     rescans: Option<RescanRequests>,
+    /// The recorded host owners: `created_at` of Hamlet-shaped host rows.
+    owners: Option<Arc<OwnerRecords>>,
 }
 
 type Cx<'a> = ReservedContext<'a>;
@@ -66,7 +73,15 @@ impl TenantAdminApi {
             ring,
             cors: cors::policy(cors_origins),
             rescans: None,
+            owners: None,
         }
+    }
+
+    /// Reads when each host was first served from `owners` (the
+    /// `created_at` of `admin_api: "hamlet"` host rows; null without).
+    pub fn with_owner_records(mut self, owners: Arc<OwnerRecords>) -> Self {
+        self.owners = Some(owners);
+        self
     }
 
     /// Asks the control plane for a rescan through `rescans` after
@@ -140,23 +155,182 @@ impl TenantAdminApi {
             actor: Actor::Project,
             client: ip.to_string(),
         };
-        match Endpoint::parse(&parts.method, parts.uri.path())? {
-            Endpoint::ListKeys => self.list_keys(cx).await,
+        let endpoint = Endpoint::parse(&parts.method, parts.uri.path())?;
+        match cx.project.admin_api {
+            AdminApiMode::Hamlet => {
+                self.serve_hamlet(endpoint, &parts.headers, body, cx, caller)
+                    .await
+            }
+            // `handler` never reaches the hook: the proxy forwards those
+            // paths to the project's handler.
+            AdminApiMode::Elsinore | AdminApiMode::Handler => {
+                self.serve_elsinore(endpoint, &parts.headers, body, cx, caller)
+                    .await
+            }
+        }
+    }
+
+    /// Elsinore's own shapes (`admin_api: "elsinore"`, the default).
+    async fn serve_elsinore(
+        &self,
+        endpoint: Endpoint<'_>,
+        headers: &HeaderMap,
+        body: Incoming,
+        cx: &Cx<'_>,
+        caller: Caller,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        match endpoint {
+            Endpoint::ListKeys => {
+                let keys = self.keys_of(cx).await?;
+                let now = now_ms();
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({
+                        "host": cx.host,
+                        "project": cx.project.name,
+                        "keys": keys.iter().map(|k| key_json(k, now)).collect::<Vec<_>>(),
+                    }),
+                ))
+            }
             Endpoint::CreateKey => {
-                let body: CreateKeyBody = read_json(&parts.headers, body).await?;
-                self.create_key(cx, body, caller).await
+                let body: CreateKeyBody = read_json(headers, body).await?;
+                let created = self.new_key(cx, body.label, caller).await?;
+                Ok(json_response(StatusCode::CREATED, &created_json(&created)))
             }
             Endpoint::RotateKey(id) => {
-                let body: RotateBody = read_json(&parts.headers, body).await?;
+                let body: RotateBody = read_json(headers, body).await?;
                 self.rotate_key(cx, id, body, caller).await
             }
-            Endpoint::RevokeKey(id) => self.revoke_key(cx, id, caller).await,
+            Endpoint::RevokeKey(id) => {
+                // Already revoked is fine here: the key is refused either way.
+                self.revoke(cx, id, caller).await?;
+                Ok(empty_response(StatusCode::NO_CONTENT))
+            }
             Endpoint::ListHosts => Ok(list_hosts(cx)),
             Endpoint::CreateHost => {
-                let body: CreateHostBody = read_json(&parts.headers, body).await?;
-                self.create_host(cx, body, caller).await
+                let body: CreateHostBody = read_json(headers, body).await?;
+                let Some(text) = body.hostname else {
+                    return Err(ProxyError::BadRequest {
+                        reason: "expected a JSON body {\"hostname\": \"…\"}".into(),
+                    });
+                };
+                let (name, live) = self.add_host(cx, &text, caller).await?;
+                Ok(host_change_response(
+                    &name,
+                    &cx.project.name,
+                    live,
+                    StatusCode::CREATED,
+                ))
             }
-            Endpoint::DeleteHost(name) => self.delete_host(cx, name, caller).await,
+            Endpoint::DeleteHost(text) => {
+                let (name, gone) = self.remove_host(cx, text, caller).await?;
+                if gone {
+                    Ok(empty_response(StatusCode::NO_CONTENT))
+                } else {
+                    Ok(host_change_response(
+                        &name,
+                        &cx.project.name,
+                        false,
+                        StatusCode::NO_CONTENT,
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Hamlet's shapes (`admin_api: "hamlet"`): the same calls, checks and
+    /// statuses, with Hamlet's bodies (see `hamlet.rs`) and Hamlet's
+    /// endpoints only (no rotation).
+    async fn serve_hamlet(
+        &self,
+        endpoint: Endpoint<'_>,
+        headers: &HeaderMap,
+        body: Incoming,
+        cx: &Cx<'_>,
+        caller: Caller,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let project = cx.project.name.as_str();
+        match endpoint {
+            Endpoint::ListKeys => {
+                let keys = self.keys_of(cx).await?;
+                // Newest first, as Hamlet lists them.
+                let rows: Vec<Value> = keys.iter().rev().map(hamlet::key_row).collect();
+                Ok(json_response(StatusCode::OK, &Value::Array(rows)))
+            }
+            Endpoint::CreateKey => {
+                let body: hamlet::CreateKeyBody = read_json(headers, body).await?;
+                let created = self.new_key(cx, body.into_label(), caller).await?;
+                Ok(json_response(
+                    StatusCode::CREATED,
+                    &hamlet::created_row(&created),
+                ))
+            }
+            Endpoint::RotateKey(id) => Err(ProxyError::NotFound {
+                reason: format!(
+                    "no admin API endpoint POST /admin/api/_keys/{id}/rotate with admin_api \"hamlet\" (Hamlet has none): create a new key, then DELETE the old one"
+                ),
+            }),
+            // Hamlet answers 404 for a key already revoked: nothing changed.
+            Endpoint::RevokeKey(id) => match self.revoke(cx, id, caller).await? {
+                Revocation::Revoked(_) => Ok(empty_response(StatusCode::NO_CONTENT)),
+                Revocation::AlreadyRevoked(_) => Err(ProxyError::NotFound {
+                    reason: format!("key {id} is already revoked"),
+                }),
+            },
+            Endpoint::ListHosts => {
+                let served = self.first_served(project).await?;
+                let rows: Vec<Value> = own_hosts(cx)
+                    .iter()
+                    .map(|name| hamlet::host_row(name, project, served_at(&served, name)))
+                    .collect();
+                Ok(json_response(StatusCode::OK, &Value::Array(rows)))
+            }
+            Endpoint::CreateHost => {
+                let body: hamlet::CreateHostBody = read_json(headers, body).await?;
+                let filled = |field: Option<String>| field.filter(|text| !text.is_empty());
+                let (Some(text), Some(named)) = (filled(body.hostname), filled(body.project))
+                else {
+                    return Err(ProxyError::BadRequest {
+                        reason: "hostname and project are required".into(),
+                    });
+                };
+                if named != project {
+                    return Err(ProxyError::Forbidden {
+                        reason: format!(
+                            "project {named:?} is not this host's project ({project}); a project key only adds hosts to its own project"
+                        ),
+                    });
+                }
+                let (name, live) = self.add_host(cx, &text, caller).await?;
+                let served = self.first_served(project).await?;
+                // The record of a new name is written just after the table
+                // swap; until then, now is when it started being served.
+                let created_at = served_at(&served, name.as_str()).unwrap_or_else(now_ms);
+                let status = if live {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::ACCEPTED
+                };
+                Ok(json_response(
+                    status,
+                    &hamlet::host_row(name.as_str(), project, Some(created_at)),
+                ))
+            }
+            // The id of a Hamlet host row is its hostname (`hamlet.rs`),
+            // so by id or by hostname is one lookup.
+            Endpoint::DeleteHost(text) => {
+                let (name, gone) = self.remove_host(cx, text, caller).await?;
+                if gone {
+                    Ok(empty_response(StatusCode::NO_CONTENT))
+                } else {
+                    Ok(host_change_response(
+                        &name,
+                        project,
+                        false,
+                        StatusCode::NO_CONTENT,
+                    ))
+                }
+            }
         }
     }
 
@@ -218,38 +392,30 @@ impl TenantAdminApi {
         Err(ProxyError::Unauthorized { reason })
     }
 
-    async fn list_keys(&self, cx: &Cx<'_>) -> Result<Response<ProxyBody>, ProxyError> {
+    /// This host's keys (of this project), oldest first.
+    async fn keys_of(&self, cx: &Cx<'_>) -> Result<Vec<KeyInfo>, ProxyError> {
         let (host, project) = (cx.host.to_owned(), cx.project.name.clone());
-        let keys = self
-            .blocking(move |store, _| store.list(&host, &project))
-            .await?;
-        let now = now_ms();
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({
-                "host": cx.host,
-                "project": cx.project.name,
-                "keys": keys.iter().map(|k| key_json(k, now)).collect::<Vec<_>>(),
-            }),
-        ))
+        self.blocking(move |store, _| store.list(&host, &project))
+            .await
     }
 
-    async fn create_key(
+    /// Creates a key for this host; it opens the host once this returns.
+    async fn new_key(
         &self,
         cx: &Cx<'_>,
-        body: CreateKeyBody,
+        label: String,
         caller: Caller,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+    ) -> Result<CreatedKey, ProxyError> {
         let (host, project) = (cx.host.to_owned(), cx.project.name.clone());
         let created = self
             .blocking(move |store, ring| {
-                let created = store.create(&host, &project, &body.label, &caller)?;
+                let created = store.create(&host, &project, &label, &caller)?;
                 refill(store, ring);
                 Ok(created)
             })
             .await?;
         tracing::info!(host = cx.host, project = %cx.project.name, client = %cx.client, key_id = created.info.id, prefix = %created.info.prefix, "admin API: host key created");
-        Ok(json_response(StatusCode::CREATED, &created_json(&created)))
+        Ok(created)
     }
 
     async fn rotate_key(
@@ -278,39 +444,47 @@ impl TenantAdminApi {
         Ok(json_response(StatusCode::CREATED, &body))
     }
 
-    async fn revoke_key(
-        &self,
-        cx: &Cx<'_>,
-        id: i64,
-        caller: Caller,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+    /// Revokes key `id` of this host; refused from the moment this returns.
+    async fn revoke(&self, cx: &Cx<'_>, id: i64, caller: Caller) -> Result<Revocation, ProxyError> {
         let (host, project) = (cx.host.to_owned(), cx.project.name.clone());
-        self.blocking(move |store, ring| {
-            let scope = Scope::Host {
-                host: &host,
-                project: &project,
-            };
-            let revocation = store.revoke(scope, id, &caller)?;
-            refill(store, ring);
-            Ok(revocation)
-        })
-        .await?;
+        let revocation = self
+            .blocking(move |store, ring| {
+                let scope = Scope::Host {
+                    host: &host,
+                    project: &project,
+                };
+                let revocation = store.revoke(scope, id, &caller)?;
+                refill(store, ring);
+                Ok(revocation)
+            })
+            .await?;
         tracing::info!(host = cx.host, project = %cx.project.name, client = %cx.client, key_id = id, "admin API: host key revoked");
-        Ok(empty_response(StatusCode::NO_CONTENT))
+        Ok(revocation)
     }
 
-    async fn create_host(
+    /// When each of `project`'s names was first served for it (epoch ms),
+    /// from the recorded host owners; empty without them.
+    async fn first_served(&self, project: &str) -> Result<HashMap<String, i64>, ProxyError> {
+        let Some(owners) = self.owners.clone() else {
+            return Ok(HashMap::new());
+        };
+        let project = project.to_owned();
+        let rows = tokio::task::spawn_blocking(move || owners.first_served(&project))
+            .await
+            .map_err(join_error)?
+            .map_err(|err| key_error(KeyError::Store(err)))?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Creates the project's folder for `text` and waits for it to be
+    /// served; returns the name and whether it is live.
+    async fn add_host(
         &self,
         cx: &Cx<'_>,
-        body: CreateHostBody,
+        text: &str,
         caller: Caller,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        let Some(text) = body.hostname else {
-            return Err(ProxyError::BadRequest {
-                reason: "expected a JSON body {\"hostname\": \"…\"}".into(),
-            });
-        };
-        let name = parse_hostname(&text)?;
+    ) -> Result<(Hostname, bool), ProxyError> {
+        let name = parse_hostname(text)?;
         let project = cx.project.name.as_str();
         {
             let table = cx.table.load();
@@ -352,20 +526,17 @@ impl TenantAdminApi {
         let live = self
             .wait_live(cx.table, |table| declares(table, project, name.as_str()))
             .await;
-        Ok(host_change_response(
-            &name,
-            project,
-            live,
-            StatusCode::CREATED,
-        ))
+        Ok((name, live))
     }
 
-    async fn delete_host(
+    /// Removes the project's (empty) folder for `text` and waits for the
+    /// name to stop being served; returns the name and whether it is gone.
+    async fn remove_host(
         &self,
         cx: &Cx<'_>,
         text: &str,
         caller: Caller,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+    ) -> Result<(Hostname, bool), ProxyError> {
         let name = parse_hostname(text)?;
         let project = cx.project.name.as_str();
         let (dir, folder) = (cx.project.path.clone(), name.clone());
@@ -398,16 +569,7 @@ impl TenantAdminApi {
         let gone = self
             .wait_live(cx.table, |table| !declares(table, project, name.as_str()))
             .await;
-        if gone {
-            Ok(empty_response(StatusCode::NO_CONTENT))
-        } else {
-            Ok(host_change_response(
-                &name,
-                project,
-                false,
-                StatusCode::NO_CONTENT,
-            ))
-        }
+        Ok((name, gone))
     }
 
     /// Asks the control plane for a rescan, then waits (at most
@@ -483,15 +645,25 @@ fn declares(table: &RouteTable, project: &str, name: &str) -> bool {
         .any(|(host, owner)| host == name && owner.project.name == project)
 }
 
-fn list_hosts(cx: &Cx<'_>) -> Response<ProxyBody> {
+/// The names the request's project serves in the live table, as declared
+/// (`*.example.com` for a wildcard).
+fn own_hosts(cx: &Cx<'_>) -> Vec<String> {
     let table = cx.table.load();
-    let hosts: Vec<String> = table
+    table
         .hosts
         .entries()
         .into_iter()
         .filter(|(_, owner)| owner.project.name == cx.project.name)
         .map(|(host, _)| host)
-        .collect();
+        .collect()
+}
+
+fn served_at(served: &HashMap<String, i64>, name: &str) -> Option<i64> {
+    served.get(name).copied()
+}
+
+fn list_hosts(cx: &Cx<'_>) -> Response<ProxyBody> {
+    let hosts = own_hosts(cx);
     json_response(
         StatusCode::OK,
         &json!({"project": cx.project.name, "hosts": hosts}),

@@ -3,6 +3,11 @@
 //! admin keys: create, list, rotate, revoke) and `/admin/api/_hosts…`
 //! (the project's `hosts/<name>/` folders: list, create, remove).
 //!
+//! Each project's `admin_api` picks the shapes: Elsinore's own
+//! (`"elsinore"`, the default) or the Hamlet framework's (`"hamlet"`,
+//! `hamlet.rs`); the calls, checks and statuses are the same. A
+//! `"handler"` project's requests never reach this crate.
+//!
 //! It owns: the endpoints and their checks ([`endpoint`]), who may call
 //! them (the owning project's key; 401/403, failures counted by the
 //! proxy's throttle), the key database work (on `spawn_blocking`, through
@@ -25,6 +30,7 @@
 mod api;
 mod cors;
 mod endpoint;
+mod hamlet;
 mod host_folders;
 pub mod rescan;
 
