@@ -74,7 +74,8 @@ def main():
         config = os.path.join(work, "config.json")
         with open(config, "w") as f:
             run.json.dump({"listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin}",
-                           "database": "data/elsinore.db", "projects": [project]}, f)
+                           "database": "data/elsinore.db", "projects": [project],
+                           "access_log": "off"}, f)
         valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
         if args.floor:
             proc = run.start(valgrind + [os.path.join(run.RELEASE, "bench-hyper-proxy"), "--port", str(port),

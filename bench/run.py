@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
 """Elsinore vs nginx vs direct, side by side on this machine, in one run.
 
-Usage: python3 bench/run.py [--duration 10] [--warmup 2] [--quick]
+Usage: python3 bench/run.py [--duration 10] [--warmup 2] [--quick] [--access-log]
 
 Starts, all on 127.0.0.1: two fixed-body backends (100 B and 16 KiB,
 `bench-backend` from crates/elsinore-bench), nginx as a reverse proxy to
 them (upstream keepalive, HTTP/1.1, access log off, one worker per core),
-Elsinore with one project per backend (`url` handlers, warn-level logs),
+Elsinore with one project per backend (`url` handlers, warn-level logs,
+`"access_log": "off"`),
 and a second Elsinore whose table holds 10,000 hosts. Then runs wrk for
 every scenario, alternating nginx and Elsinore so that drift hits both, and
 prints one table with the ratios. For the 100 B keep-alive scenarios nginx
 also runs on a location that adds the headers Elsinore adds for the
 handler (forwarding and handler context), printed below the table: the
-main nginx adds none. See bench/README.md for method and caveats.
+main nginx adds none. `--access-log` runs only the access-log row: both
+log every request to a file in a temp dir (nginx `buffer=64k flush=1s`,
+with the context headers), c=64 100 B keep-alive. See bench/README.md for
+method and caveats.
 """
 
 import argparse
@@ -122,10 +126,24 @@ def make_cert(work):
     return cert, key
 
 
-def start_nginx(work, backends, tls=None):
+# nginx's access-log line with the fields of Elsinore's (project and
+# handler fixed: nginx has one of each per location).
+NGINX_LOG_FORMAT = ("'$time_iso8601 INFO elsinore::access: request client=$remote_addr:$remote_port host=$host "
+                    "project=p100B handler=backend method=$request_method path=$request_uri status=$status "
+                    "bytes_in=$request_length bytes_out=$body_bytes_sent total_ms=$request_time "
+                    "handler_ms=$upstream_response_time request_id=$request_id'")
+
+
+def start_nginx(work, backends, tls=None, access_log=None):
     """nginx on a free port; with tls = (cert, key, port) also HTTPS on
-    that port, same locations."""
+    that port, same locations; with access_log a file path, every request
+    logged there (`buffer=64k flush=1s`), else no access log."""
     port = free_port()
+    if access_log:
+        logging = (f"log_format main {NGINX_LOG_FORMAT};\n"
+                   f"  access_log {access_log} main buffer=64k flush=1s;")
+    else:
+        logging = "access_log off;"
     conf = os.path.join(work, "nginx.conf")
     upstreams = "".join(
         f"  upstream b{name} {{ server 127.0.0.1:{p}; keepalive 128; }}\n" for name, p in backends.items())
@@ -150,7 +168,7 @@ error_log {work}/nginx-error.log warn;
 daemon off;
 events {{ worker_connections 4096; }}
 http {{
-  access_log off;
+  {logging}
   keepalive_requests 1000000;
   # Request bodies (the POST scenario) kept in memory, as Elsinore streams
   # them: the default 8k|16k spills a 16 KiB body to a temporary file.
@@ -198,9 +216,10 @@ def https_server(tls, locations):
             f"    ssl_certificate {cert};\n    ssl_certificate_key {key};\n{locations}  }}\n")
 
 
-def start_elsinore(work, name, backends, extra_hosts=0, tls=None):
+def start_elsinore(work, name, backends, extra_hosts=0, tls=None, access_log="off"):
     """Elsinore with one project per backend; with tls = (cert, key, port)
-    also HTTPS on that port, the certificate as tls.default_cert."""
+    also HTTPS on that port, the certificate as tls.default_cert;
+    `access_log` as config.json's (off unless given a file)."""
     root = os.path.join(work, name)
     os.makedirs(root)
     projects = []
@@ -217,7 +236,7 @@ def start_elsinore(work, name, backends, extra_hosts=0, tls=None):
     port, admin = free_port(), free_port()
     config = os.path.join(root, "config.json")
     settings = {"listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin}",
-                "database": "data/elsinore.db", "projects": projects}
+                "database": "data/elsinore.db", "projects": projects, "access_log": access_log}
     if tls:
         cert, key, https_port = tls
         settings["tls_listen"] = f"127.0.0.1:{https_port}"
@@ -306,6 +325,8 @@ def main():
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--socket-only", action="store_true",
                         help="only TCP vs Unix-socket handlers (socket = true), c=64 100 B keep-alive")
+    parser.add_argument("--access-log", action="store_true",
+                        help="only the access-log row: both log to a file, c=64 100 B keep-alive")
     parser.add_argument("--post-only", action="store_true",
                         help="only the POST 16 KiB scenario (reuse_after_body off and on, beside nginx)")
     parser.add_argument("--https-only", action="store_true",
@@ -317,6 +338,8 @@ def main():
     ensure_tools()
     if args.socket_only:
         return socket_only(args)
+    if args.access_log:
+        return access_log_only(args)
     work = tempfile.mkdtemp(prefix="elsinore-bench-")
     results = []
     try:
@@ -438,6 +461,50 @@ def main():
     print(f"Rebuild + swap of the 10,000-host table (POST /reload took_ms): {reload_ms:.1f} ms")
 
 
+def access_log_only(args):
+    """nginx (with the context headers) and Elsinore, each logging every
+    request to a file in the temp dir, c=64 100 B keep-alive, alternated
+    three times: nginx, Elsinore, nginx, ...; the lines each wrote are
+    counted, so a proxy that logs nothing cannot win."""
+    work = tempfile.mkdtemp(prefix="elsinore-bench-")
+    try:
+        backends = start_backends()
+        n_log, e_log = os.path.join(work, "nginx-access.log"), os.path.join(work, "elsinore-access.log")
+        nginx = start_nginx(work, backends, access_log=n_log)
+        _, e_port, _ = start_elsinore(work, "one", backends, access_log=e_log)
+        runs = {"nginx": [], "elsinore": []}
+        for _ in range(3):
+            runs["nginx"].append(wrk(f"http://127.0.0.1:{nginx}/context-100B", "100b.bench", 64, True,
+                                     args.duration, args.warmup))
+            runs["elsinore"].append(wrk(f"http://127.0.0.1:{e_port}/", "100b.bench", 64, True,
+                                        args.duration, args.warmup))
+        stop_all()
+        lines = {}
+        for name, path in (("nginx", n_log), ("elsinore", e_log)):
+            with open(path, "rb") as f:
+                lines[name] = sum(1 for _ in f)
+    finally:
+        stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+    n, e = runs["nginx"], runs["elsinore"]
+    print("Access log to a file on both (nginx: buffer=64k flush=1s, context headers), c=64 100 B keep-alive:")
+    print(f"{'run':<4} {'nginx req/s':>12} {'p99 µs':>8} {'elsinore req/s':>15} {'p99 µs':>8} {'ratio':>6}")
+    for i, (a, b) in enumerate(zip(n, e), 1):
+        print(f"{i:<4} {a['rps']:>12.0f} {a['p99']:>8.0f} {b['rps']:>15.0f} {b['p99']:>8.0f} {b['rps'] / a['rps']:>6.2f}"
+              + (f"  ({a['errors']}/{b['errors']} errors)" if a["errors"] or b["errors"] else ""))
+    def mean(rows, key):
+        return sum(r[key] for r in rows) / len(rows)
+
+    def spread_of(rows):
+        rps = [r["rps"] for r in rows]
+        return (max(rps) - min(rps)) / mean(rows, "rps")
+
+    print(f"mean {mean(n, 'rps'):>12.0f} {mean(n, 'p99'):>8.0f} {mean(e, 'rps'):>15.0f} {mean(e, 'p99'):>8.0f} "
+          f"{mean(e, 'rps') / mean(n, 'rps'):>6.2f}")
+    print(f"run/run spread (max-min over mean): nginx {spread_of(n) * 100:.0f}%, elsinore {spread_of(e) * 100:.0f}%")
+    print(f"lines logged (warm-ups included): nginx {lines['nginx']}, elsinore {lines['elsinore']}")
+
+
 def socket_only(args):
     """Two command handlers running bench-backend under Elsinore, one on a
     loopback port and one on a Unix socket (`socket = true`), c=64 100 B
@@ -458,7 +525,8 @@ def socket_only(args):
         config = os.path.join(root, "config.json")
         with open(config, "w") as f:
             json.dump({"listen": f"127.0.0.1:{port}", "database": "data/elsinore.db",
-                       "state_database": "data/elsinore-state.db", "projects": projects}, f)
+                       "state_database": "data/elsinore-state.db", "projects": projects,
+                       "access_log": "off"}, f)
         start([os.path.join(RELEASE, "elsinore"), "serve", "--config", config],
               ready_text="listening on http://", env={"RUST_LOG": "warn,elsinore::serve=info"})
         url = f"http://127.0.0.1:{port}/"

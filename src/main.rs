@@ -28,8 +28,9 @@ enum Command {
         /// Path of config.json.
         #[arg(long, default_value = "config.json")]
         config: PathBuf,
-        /// Log filter, `RUST_LOG` syntax (e.g. `info,elsinore::access=off`);
-        /// overrides `RUST_LOG`.
+        /// Log filter of the diagnostics on stderr, `RUST_LOG` syntax (e.g.
+        /// `warn,elsinore_live=debug`); overrides `RUST_LOG`. The access
+        /// log is config.json's `access_log`, not filtered by this.
         #[arg(long, value_name = "FILTER")]
         log: Option<String>,
         /// `text` or `json` log lines; overrides config.json `log_format`.
@@ -85,7 +86,7 @@ enum LogFormatArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match &cli.command {
+    let format = match &cli.command {
         Command::Serve {
             config,
             log,
@@ -97,11 +98,16 @@ fn main() -> ExitCode {
                 None => logging::configured_format(config),
             };
             logging::init(log.as_deref(), format);
+            format
         }
-        _ => logging::init(None, elsinore_config::LogFormat::Text),
-    }
+        _ => {
+            logging::init(None, elsinore_config::LogFormat::Text);
+            elsinore_config::LogFormat::Text
+        }
+    };
     let result = match cli.command {
-        Command::Serve { config, .. } => serve::run(&config),
+        // The access log is written in the diagnostics' format.
+        Command::Serve { config, .. } => serve::run(&config, format),
         Command::Check { config } => Declared::load(&config)
             .map(|declared| print!("{}", declared.render_check()))
             .map_err(Into::into),

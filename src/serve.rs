@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use elsinore_config::Config;
+use elsinore_config::{Config, LogFormat};
 use elsinore_events::EventScheduler;
-use elsinore_proxy::{Proxy, TlsListener};
+use elsinore_proxy::{AccessLog, Proxy, TlsListener};
 use elsinore_store::{Databases, Store};
 use elsinore_supervisor::{Supervisor, SupervisorSettings};
 use elsinore_watch::{FolderWatcher, TreeChange, TreeWatcher, WatchMode};
@@ -46,7 +46,7 @@ fn http_threads() -> usize {
     }
 }
 
-pub fn run(config_path: &Path) -> anyhow::Result<()> {
+pub fn run(config_path: &Path, log_format: LogFormat) -> anyhow::Result<()> {
     // First: the environment holds every key_env value from the start.
     elsinore_supervisor::refuse_inspection()
         .context("cannot mark Elsinore non-dumpable (prctl PR_SET_DUMPABLE)")?;
@@ -62,16 +62,29 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
-        .block_on(serve(declared, store, keys))
+        .block_on(serve(declared, store, keys, log_format))
 }
 
-async fn serve(declared: Declared, store: Store, keys: Keys) -> anyhow::Result<()> {
+async fn serve(
+    declared: Declared,
+    store: Store,
+    keys: Keys,
+    log_format: LogFormat,
+) -> anyhow::Result<()> {
     let config = declared.config.clone();
     let http_threads = http_threads();
     // What every listener is served with; its thread count also splits the
-    // handler pools and the request metrics, one part per request thread.
+    // handler pools, the request metrics and the access log's buffers, one
+    // part per request thread.
     let settings =
         elsinore_proxy::ServeSettings::from_config(&config).with_request_threads(http_threads);
+    // Before anything starts: a file that cannot be opened stops here.
+    let access_log = AccessLog::open(
+        &config.startup.access_log,
+        log_format,
+        settings.threads,
+        &config.file,
+    )?;
     let listeners = elsinore_proxy::ThreadListeners::bind(config.startup.listen, http_threads)
         .with_context(|| {
             format!(
@@ -137,8 +150,11 @@ async fn serve(declared: Declared, store: Store, keys: Keys) -> anyhow::Result<(
             .with_key_ring(key_ring)
             .with_https_port(tls_addr.map(|a| a.port()))
             .with_limits(&config.startup.limits, &config.startup.timeouts)
-            .with_metrics(metrics.clone()),
+            .with_metrics(metrics.clone())
+            .with_access_log(access_log.clone()),
     );
+    tokio::spawn(access_log.clone().flush_every(elsinore_proxy::FLUSH_EVERY));
+    spawn_sigusr1_reopens(access_log.clone());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopping = move || {
@@ -239,6 +255,9 @@ async fn serve(declared: Declared, store: Store, keys: Keys) -> anyhow::Result<(
     } else {
         elsinore_proxy::serve_threads(listeners, tls, proxy, stopping, settings).await;
     }
+    // Every request thread is done, its in-flight requests finished or
+    // cut at the grace period: all their lines are in the buffers.
+    access_log.flush();
     // Drained at the same time as the public listeners, within the same
     // grace period.
     if let Some(operator_task) = operator_task {
@@ -300,6 +319,29 @@ fn spawn_sighup_reloads(live: Arc<Live>) {
         while hangup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading");
             live.reload("SIGHUP").await;
+        }
+    });
+}
+
+/// `kill -USR1` (logrotate's `postrotate`) reopens the `access_log` file:
+/// after a rename, the old file keeps the lines written so far and the
+/// new one gets the rest.
+fn spawn_sigusr1_reopens(access_log: AccessLog) {
+    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+        tracing::error!("cannot install the SIGUSR1 handler; the access log is not reopened");
+        return;
+    };
+    tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            match access_log.reopen() {
+                Ok(Some(path)) => {
+                    tracing::info!(access_log = %path.display(), "SIGUSR1: access log reopened");
+                }
+                Ok(None) => {
+                    tracing::info!("SIGUSR1: the access log is not a file; nothing to reopen")
+                }
+                Err(err) => tracing::error!("SIGUSR1: {err}"),
+            }
         }
     });
 }

@@ -121,6 +121,8 @@ const LOG_TAIL: usize = 80;
 
 /// Pushed when the server's stderr closes (it exited): waits fail at once.
 const STDERR_CLOSED: &str = "<elsinore stderr closed>";
+/// Pushed to [`Server::stdout`] when the server's stdout closes.
+pub const STDOUT_CLOSED: &str = "<elsinore stdout closed>";
 
 /// Log lines collected from the server's stderr.
 #[derive(Clone, Default)]
@@ -156,7 +158,9 @@ impl Logs {
                 return line.clone();
             }
             assert!(
-                guard.last().is_none_or(|l| l != STDERR_CLOSED),
+                guard
+                    .last()
+                    .is_none_or(|l| l != STDERR_CLOSED && l != STDOUT_CLOSED),
                 "elsinore exited before logging {needle:?}; its log:\n{}",
                 guard.join("\n")
             );
@@ -178,7 +182,11 @@ impl Logs {
 pub struct Server {
     pub addr: SocketAddr,
     pub child: Child,
+    /// Every line, from stderr (diagnostics) and stdout (the access log
+    /// by default), in the order they were read.
     pub logs: Logs,
+    /// Only what was written to stdout.
+    pub stdout: Logs,
 }
 
 impl Server {
@@ -208,10 +216,24 @@ impl Server {
         }
         command
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = command.spawn().expect("start elsinore");
         let logs = Logs::default();
+        let stdout = Logs::default();
+        let out = child.stdout.take().unwrap();
+        let (sink, only_stdout) = (logs.clone(), stdout.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("ELSINORE_TEST_ECHO_LOGS").is_some() {
+                    eprintln!("[elsinore stdout] {line}");
+                }
+                sink.push(line.clone());
+                only_stdout.push(line);
+            }
+            only_stdout.push(STDOUT_CLOSED.to_owned());
+        });
         let stderr = child.stderr.take().unwrap();
         let sink = logs.clone();
         std::thread::spawn(move || {
@@ -231,7 +253,12 @@ impl Server {
             .and_then(|rest| rest.split(address_end).next())
             .and_then(|addr| addr.parse().ok())
             .unwrap_or_else(|| panic!("cannot parse the address from {line:?}"));
-        Self { addr, child, logs }
+        Self {
+            addr,
+            child,
+            logs,
+            stdout,
+        }
     }
 
     pub fn pid(&self) -> i32 {

@@ -17,7 +17,7 @@ use crate::hostname::Hostname;
 use crate::limits::{
     max_body, validate_limits, validate_timeouts, RawLimits, RawSize, RawTimeouts,
 };
-use crate::observability::{LogFormat, MetricsConfig};
+use crate::observability::{AccessLogTarget, LogFormat, MetricsConfig};
 use crate::operator_access::{validate_operator_access, OperatorAccess};
 use crate::parse_duration;
 use crate::run_as::{resolve_group, resolve_run_as, running_as_root, DatabaseGroup, RunAs};
@@ -183,6 +183,7 @@ struct RawConfig {
     tls: Option<RawTls>,
     redirect_http: Option<bool>,
     log_format: Option<LogFormat>,
+    access_log: Option<String>,
     metrics: Option<MetricsConfig>,
     limits: Option<RawLimits>,
     timeouts: Option<RawTimeouts>,
@@ -325,6 +326,9 @@ impl Config {
             is_root,
             database_group: database_group.as_ref(),
         };
+        let access_log = AccessLogTarget::parse(raw.access_log.as_deref(), base)
+            .map_err(|problem| problems.push(problem))
+            .ok();
         let state_database = validate_state_database(
             raw.state_database.as_deref(),
             database.as_deref(),
@@ -441,37 +445,46 @@ impl Config {
         let trusted_proxies = parse_trusted_proxies(raw.trusted_proxies, &mut problems);
         let upgrade_protocols = parse_upgrade_protocols(raw.upgrade_protocols, &mut problems);
 
-        match (problems.is_empty(), listen, database, state_database) {
-            (true, Some(listen), Some(database), Some(state_database)) => Ok(Self {
-                file: file.to_owned(),
-                startup: Startup {
-                    listen,
-                    admin_listen,
-                    database,
-                    database_group,
-                    state_database,
-                    shutdown_grace,
-                    watch,
-                    cors_origins,
-                    events,
-                    tls_listen,
-                    log_format: raw.log_format.unwrap_or_default(),
-                    metrics: raw.metrics.unwrap_or_default(),
-                    limits,
-                    timeouts,
-                    static_files,
-                },
-                operator_access,
-                projects,
-                tls_default,
-                redirect_http,
-                default_project,
-                host_owners,
-                preview_host,
-                trusted_proxies,
-                upgrade_protocols,
-                underscores_in_headers: raw.underscores_in_headers.unwrap_or(false),
-            }),
+        match (
+            problems.is_empty(),
+            listen,
+            database,
+            state_database,
+            access_log,
+        ) {
+            (true, Some(listen), Some(database), Some(state_database), Some(access_log)) => {
+                Ok(Self {
+                    file: file.to_owned(),
+                    startup: Startup {
+                        listen,
+                        admin_listen,
+                        database,
+                        database_group,
+                        state_database,
+                        shutdown_grace,
+                        watch,
+                        cors_origins,
+                        events,
+                        tls_listen,
+                        log_format: raw.log_format.unwrap_or_default(),
+                        access_log,
+                        metrics: raw.metrics.unwrap_or_default(),
+                        limits,
+                        timeouts,
+                        static_files,
+                    },
+                    operator_access,
+                    projects,
+                    tls_default,
+                    redirect_http,
+                    default_project,
+                    host_owners,
+                    preview_host,
+                    trusted_proxies,
+                    upgrade_protocols,
+                    underscores_in_headers: raw.underscores_in_headers.unwrap_or(false),
+                })
+            }
             _ => Err(ConfigError::invalid(file, problems)),
         }
     }

@@ -59,7 +59,7 @@ pub use manifest::{
     HandlerKind, HandlerSpec, Manifest, DEFAULT_MAX_CONCURRENT, DEFAULT_QUEUE,
     DEFAULT_QUEUE_TIMEOUT, MANIFEST_FILE, PUBLIC_URL_ENV, RESERVED_ENV,
 };
-pub use observability::{LogFormat, MetricsConfig};
+pub use observability::{AccessLogTarget, LogFormat, MetricsConfig};
 pub use operator_access::{AdminToken, OperatorAccess, MIN_ADMIN_TOKEN_LEN};
 pub use origin::parse_origin;
 pub use redact::{redact_secrets, REDACTED};

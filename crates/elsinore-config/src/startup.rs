@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::config::WatchSettings;
 use crate::events::EventsConfig;
 use crate::limits::{Limits, Timeouts};
-use crate::observability::{LogFormat, MetricsConfig};
+use crate::observability::{AccessLogTarget, LogFormat, MetricsConfig};
 use crate::run_as::DatabaseGroup;
 use crate::static_files::StaticFilesConfig;
 
@@ -51,6 +51,9 @@ pub struct Startup {
     pub tls_listen: Option<SocketAddr>,
     /// `log_format`: text (default) or JSON log lines.
     pub log_format: LogFormat,
+    /// `access_log`: where access-log lines go (stdout, off or a file;
+    /// the file is reopened on SIGUSR1, its path changes on restart).
+    pub access_log: AccessLogTarget,
     /// `metrics`: label options of `GET /metrics`.
     pub metrics: MetricsConfig,
     /// Request and connection limits (`limits`); defaults when absent.
@@ -135,6 +138,7 @@ impl Startup {
             events,
             tls_listen,
             log_format,
+            access_log,
             metrics,
             limits,
             timeouts,
@@ -152,6 +156,7 @@ impl Startup {
             events: new_events,
             tls_listen: new_tls_listen,
             log_format: new_log_format,
+            access_log: new_access_log,
             metrics: new_metrics,
             limits: new_limits,
             timeouts: new_timeouts,
@@ -234,6 +239,12 @@ impl Startup {
             log_format != new_log_format,
             new_log_format.as_str().to_owned(),
             log_format.as_str().to_owned(),
+        );
+        value(
+            "access_log",
+            access_log != new_access_log,
+            new_access_log.to_string(),
+            access_log.to_string(),
         );
         value(
             "metrics",

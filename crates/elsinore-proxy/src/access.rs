@@ -1,5 +1,6 @@
-//! One access-log line (target `elsinore::access`) and one metrics sample
-//! per request, written when the response is complete: at once for answers
+//! One access-log line (target `elsinore::access`, written by
+//! [`crate::access_log`], not through tracing) and one metrics sample per
+//! request, made when the response is complete: at once for answers
 //! Elsinore writes itself, when the last byte of a handler's streamed body
 //! has gone (or the client left) otherwise.
 //!
@@ -8,7 +9,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use elsinore_metrics::{
     HandlerErrorKind, Metrics, RequestSample, ThreadShard, ADMIN_HANDLER, DEFAULT_HOST_LABEL,
@@ -20,12 +21,15 @@ use http::{HeaderValue, Method, Response, StatusCode, Uri};
 use http_body_util::Either;
 use hyper::body::Body;
 
+use crate::access_line::Line;
+use crate::access_log::ThreadLog;
 use crate::conn_info::ConnInfo;
 use crate::error::ProxyError;
 use crate::limits::BodyProgress;
 use crate::ProxyBody;
 
-/// Log target of access-log lines; filter with `--log elsinore::access=off`.
+/// The `target` of access-log lines (as tracing named it when it wrote
+/// them): `jq 'select(.target == "elsinore::access")'`.
 pub const ACCESS_TARGET: &str = "elsinore::access";
 
 /// What is known about a request so far; finished into a log line.
@@ -38,10 +42,10 @@ pub(crate) struct Access {
     /// (`trusted_proxies`); logged as the client, the peer beside it.
     forwarded_client: Option<IpAddr>,
     method: Method,
-    /// Whether the access log is on (`elsinore::access` at `info`): the
+    /// This request thread's access-log buffer, when the log is on: the
     /// URI and the request id are only kept, and the redacted path only
     /// formatted, for the log line.
-    logged: bool,
+    log: Option<Arc<ThreadLog>>,
     /// Kept as is (a reference-counted clone) when logged.
     uri: Option<Uri>,
     request_id: Option<HeaderValue>,
@@ -80,9 +84,10 @@ impl Access {
         conn: &ConnInfo,
         request_id: &HeaderValue,
         metrics: Arc<Metrics>,
+        log: Option<Arc<ThreadLog>>,
     ) -> Self {
         let client = conn.peer;
-        let logged = tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO);
+        let logged = log.is_some();
         let declared = request
             .headers()
             .get(http::header::CONTENT_LENGTH)
@@ -94,7 +99,7 @@ impl Access {
             client,
             forwarded_client: None,
             method: request.method().clone(),
-            logged,
+            log,
             uri: logged.then(|| request.uri().clone()),
             request_id: logged.then(|| request_id.clone()),
             host: None,
@@ -120,7 +125,7 @@ impl Access {
     /// Records the routed host, if the log will print it: one allocation
     /// per request saved when it is off.
     pub(crate) fn set_host(&mut self, host: &str) {
-        if self.logged {
+        if self.log.is_some() {
             self.host = Some(host.to_owned());
         }
     }
@@ -193,8 +198,8 @@ impl Access {
             BytesIn::Counted(progress) => progress.sent(),
         };
         let status = status.as_u16();
-        if self.logged {
-            self.log(status, bytes_in, bytes_out, total);
+        if let Some(log) = &self.log {
+            self.log(log, status, bytes_in, bytes_out, total);
         }
         let project = self.project_name();
         self.metrics.record(&RequestSample {
@@ -213,39 +218,47 @@ impl Access {
         }
     }
 
-    /// The access-log line.
-    fn log(&self, status: u16, bytes_in: u64, bytes_out: u64, total: Duration) {
-        let path = self.uri.as_ref().map_or("-", Uri::path);
-        let target = match self.uri.as_ref().and_then(Uri::query) {
-            Some(query) => format!("{path}?{}", elsinore_config::redact_secrets(query)),
-            None => path.to_owned(),
-        };
-        let or_dash = |name: &str| if name.is_empty() { "-" } else { name }.to_owned();
+    /// The access-log line, into this thread's buffer.
+    fn log(&self, log: &ThreadLog, status: u16, bytes_in: u64, bytes_out: u64, total: Duration) {
+        let query = self
+            .uri
+            .as_ref()
+            .and_then(Uri::query)
+            .map(elsinore_config::redact_secrets);
         let client: &dyn std::fmt::Display = match &self.forwarded_client {
             Some(ip) => ip,
             None => &self.client,
         };
-        tracing::info!(
-            target: ACCESS_TARGET,
-            client = %client,
-            peer = self.forwarded_client.map(|_| tracing::field::display(self.client)),
-            host = %self.host.as_deref().unwrap_or("-"),
-            project = %or_dash(self.project_name()),
-            handler = %or_dash(self.handler_name()),
-            method = %self.method,
-            path = %target,
+        log.append(&Line {
+            at: SystemTime::now(),
+            client,
+            peer: self.forwarded_client.map(|_| self.client),
+            host: self.host.as_deref().unwrap_or("-"),
+            project: or_dash(self.project_name()),
+            handler: or_dash(self.handler_name()),
+            method: self.method.as_str(),
+            path: self.uri.as_ref().map_or("-", Uri::path),
+            query: query.as_deref(),
             status,
             bytes_in,
             bytes_out,
-            total_ms = millis(total),
-            handler_ms = self.handler_time.map(millis),
-            request_id = %self
+            total,
+            handler_time: self.handler_time,
+            request_id: self
                 .request_id
                 .as_ref()
                 .and_then(|id| id.to_str().ok())
                 .unwrap_or("-"),
-            "request"
-        );
+        });
+    }
+}
+
+/// `name`, or `-` for none.
+fn or_dash(name: &str) -> &str {
+    if name.is_empty() {
+        "-"
+    } else {
+        name
     }
 }
 
@@ -265,11 +278,6 @@ impl HostLabel {
             Self::Default => DEFAULT_HOST_LABEL,
         }
     }
-}
-
-/// Milliseconds with microsecond precision, as logged.
-fn millis(duration: Duration) -> f64 {
-    (duration.as_micros() as f64) / 1000.0
 }
 
 /// An [`Access`] waiting for the end of a streamed response body.

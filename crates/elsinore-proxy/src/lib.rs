@@ -30,6 +30,8 @@
 //! no processes; files are read only from a host's `public/` folder.
 
 mod access;
+mod access_line;
+mod access_log;
 mod address_limit;
 mod auth;
 mod body;
@@ -55,6 +57,7 @@ mod trust;
 mod upgrade;
 
 pub use access::ACCESS_TARGET;
+pub use access_log::{AccessLog, AccessLogError, FLUSH_EVERY, FLUSH_SIZE};
 pub use auth::AuthLevel;
 pub use body::HandlerBody;
 pub use conn_info::{ConnInfo, TlsInfo};

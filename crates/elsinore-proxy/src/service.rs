@@ -20,6 +20,7 @@ use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
 use crate::access::{Access, HostLabel};
+use crate::access_log::AccessLog;
 use crate::address_limit::AddressSlot;
 use crate::auth::{self, AuthLevel};
 use crate::body::HandlerBody;
@@ -72,6 +73,8 @@ pub struct Proxy {
     tunnels: Arc<Tunnels>,
     /// Updated once per request, when its response is complete.
     metrics: Arc<Metrics>,
+    /// Where each request's line goes (off by default).
+    access_log: AccessLog,
     /// Answers reserved paths (the tenant admin API); without it they
     /// answer 503.
     reserved: Option<Arc<dyn ReservedPaths>>,
@@ -98,6 +101,7 @@ impl Proxy {
             keys: None,
             https_port: None,
             metrics: Arc::new(Metrics::new(false)),
+            access_log: AccessLog::off(),
             throttle: Throttle::default(),
         }
     }
@@ -106,6 +110,12 @@ impl Proxy {
     /// nobody reads).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// Writes one line per request to `log`.
+    pub fn with_access_log(mut self, log: AccessLog) -> Self {
+        self.access_log = log;
         self
     }
 
@@ -198,7 +208,13 @@ impl Proxy {
             let request_id = self
                 .request_ids
                 .for_request(request.headers().get(X_REQUEST_ID));
-            let mut access = Access::begin(&request, conn, &request_id, self.metrics.clone());
+            let mut access = Access::begin(
+                &request,
+                conn,
+                &request_id,
+                self.metrics.clone(),
+                self.access_log.thread(conn.shard),
+            );
             let mut response = match self.route(request, conn, &request_id, &mut access).await {
                 Ok(response) => response,
                 Err(error) => {
