@@ -301,7 +301,13 @@ async fn declared_body_over_max_body_gets_413_before_the_handler() {
         "only the accepted bodies reached a handler:\n{handled}"
     );
     // The access log agrees: no refused request spent time in a handler.
-    for line in handled.lines().filter(|line| line.contains("status=413")) {
+    // Its lines are written in batches (at least once a second): wait for
+    // both refusals before reading them.
+    eventually("both 413s in the access log", || {
+        server.logs.all().join("\n").matches("status=413").count() == 2
+    });
+    let logged = server.logs.all().join("\n");
+    for line in logged.lines().filter(|line| line.contains("status=413")) {
         assert!(
             !line.contains("handler_ms="),
             "a refused body reached its handler: {line}"
