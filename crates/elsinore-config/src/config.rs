@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::error::{ConfigError, Problem};
 use crate::events::{validate_events, RawEvents};
+use crate::handover::{check_env_name, ForwardHost, HandlerKeyEnv};
 use crate::host_owners::HostOwners;
 use crate::hostname::Hostname;
 use crate::limits::{
@@ -139,6 +140,10 @@ pub struct ProjectConfig {
     /// `user` (and `group`): the account its handlers run as, looked up
     /// when the file was validated. `None`: Elsinore's own.
     pub run_as: Option<RunAs>,
+    /// `forward_host`: the `Host` its handlers receive.
+    pub forward_host: ForwardHost,
+    /// `handler_key_env`: the variable its handlers get its key in.
+    pub handler_key_env: Option<HandlerKeyEnv>,
 }
 
 /// A project key. Never printed: `Debug` redacts it.
@@ -209,7 +214,8 @@ struct RawWatch {
 /// A project entry: either `"path"` or `{"path": …, …}`.
 enum RawProject {
     Path(String),
-    Object(RawProjectObject),
+    // Boxed: the object is ten times the size of a path.
+    Object(Box<RawProjectObject>),
 }
 
 #[derive(Deserialize)]
@@ -225,6 +231,8 @@ struct RawProjectObject {
     public_url: Option<String>,
     user: Option<String>,
     group: Option<String>,
+    forward_host: Option<ForwardHost>,
+    handler_key_env: Option<String>,
 }
 
 // Hand-written instead of `#[serde(untagged)]`: untagged enums swallow the
@@ -243,7 +251,7 @@ impl<'de> Deserialize<'de> for RawProject {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawProject, A::Error> {
                 RawProjectObject::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(RawProject::Object)
+                    .map(|object| RawProject::Object(Box::new(object)))
             }
         }
         deserializer.deserialize_any(ProjectVisitor)
@@ -651,8 +659,10 @@ fn validate_project(
             public_url: None,
             user: None,
             group: None,
+            forward_host: None,
+            handler_key_env: None,
         },
-        RawProject::Object(object) => object,
+        RawProject::Object(object) => *object,
     };
     let before = problems.len();
 
@@ -693,6 +703,7 @@ fn validate_project(
         }
     });
 
+    let key_configured = object.key.is_some() || object.key_env.is_some();
     let key = match (object.key, &object.key_env) {
         (Some(_), Some(_)) => {
             problems.push(Problem::field(
@@ -752,6 +763,29 @@ fn validate_project(
             }
         });
 
+    let handler_key_env = object.handler_key_env.and_then(|name| {
+        let field = format!("{here}.handler_key_env");
+        if let Err(why) = check_env_name(&name) {
+            problems.push(Problem::field(field, why));
+            return None;
+        }
+        match &key {
+            Some(key) => Some(HandlerKeyEnv {
+                name,
+                key: key.clone(),
+            }),
+            // Refused before `key` is: a short key is reported on its own.
+            None if !key_configured => {
+                problems.push(Problem::field(
+                    field,
+                    "the project has no key to hand over: set \"key\" or \"key_env\" too",
+                ));
+                None
+            }
+            None => None,
+        }
+    });
+
     if problems.len() > before {
         return None;
     }
@@ -765,6 +799,8 @@ fn validate_project(
         cors_credentials,
         public_url,
         run_as,
+        forward_host: object.forward_host.unwrap_or_default(),
+        handler_key_env,
     })
 }
 
@@ -1077,6 +1113,45 @@ mod tests {
         assert!(
             !format!("{config:?}").contains("first-secret-key"),
             "Debug must not print keys"
+        );
+    }
+
+    #[test]
+    fn forward_host_and_handler_key_env() {
+        let fx = Fixture::new(&["a", "b"]);
+        let config = fx
+            .parse_env(
+                r#"{"projects": [{"path": "a", "forward_host": "tenant", "key_env": "A_KEY",
+                                  "handler_key_env": "HAMLET_PROJECT_KEY"},
+                                 "b"]}"#,
+                |name| (name == "A_KEY").then(|| "first-secret-key".to_owned()),
+            )
+            .expect("valid");
+        assert_eq!(config.projects[0].forward_host, ForwardHost::Tenant);
+        assert_eq!(config.projects[1].forward_host, ForwardHost::Original);
+        let handed = config.projects[0].handler_key_env.as_ref().expect("set");
+        assert_eq!(
+            (handed.name.as_str(), handed.key.expose()),
+            ("HAMLET_PROJECT_KEY", "first-secret-key")
+        );
+        assert!(config.projects[1].handler_key_env.is_none());
+
+        let err = fx.error(
+            r#"{"projects": [{"path": "a", "handler_key_env": "HAMLET_PROJECT_KEY"},
+                             {"path": "b", "key": "second-secret-key", "handler_key_env": "1X"}]}"#,
+        );
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "DIR/config.json: projects[0].handler_key_env: the project has no key to hand over: set \"key\" or \"key_env\" too",
+                "DIR/config.json: projects[1].handler_key_env: \"1X\" is not an environment variable name: letters, digits and '_', not starting with a digit (e.g. \"HAMLET_PROJECT_KEY\")",
+            ]
+        );
+        let err = fx.error(r#"{"projects": [{"path": "a", "forward_host": "Tenant"}]}"#);
+        assert!(
+            err.contains("projects[0].forward_host: unknown variant `Tenant`, expected `original` or `tenant`"),
+            "{err}"
         );
     }
 

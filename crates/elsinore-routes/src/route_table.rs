@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use elsinore_config::HostPattern;
+use elsinore_config::{ForwardHost, HostPattern};
 use elsinore_keys::KeyHash;
 use elsinore_static::Site;
 use elsinore_supervisor::HandlerHandle;
@@ -38,6 +38,8 @@ pub struct ProjectRoute {
     pub max_body: Option<u64>,
     /// The project's `cors_origins`; `None` leaves CORS to its handlers.
     pub cors: Option<CorsPolicy>,
+    /// The project's `forward_host`: the `Host` its handlers receive.
+    pub forward_host: ForwardHost,
     router: PrefixRouter,
     name_header: HeaderValue,
     key_header: Option<HeaderValue>,
@@ -79,6 +81,7 @@ impl ProjectRoute {
             routes,
             max_body: None,
             cors: None,
+            forward_host: ForwardHost::Original,
             router,
             name_header,
             key_header,
