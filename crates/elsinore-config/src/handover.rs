@@ -54,6 +54,13 @@ pub(crate) fn check_env_name(name: &str) -> Result<(), String> {
             "{name} is set by Elsinore for every handler; choose another name"
         ));
     }
+    // A key there would break the handler (PATH) or be overwritten by the
+    // project `user`'s own (HOME, USER, LOGNAME).
+    if ["PATH", "HOME", "USER", "LOGNAME"].contains(&name) {
+        return Err(format!(
+            "{name} is not for a key: the handler needs its own; choose another name"
+        ));
+    }
     Ok(())
 }
 
@@ -72,5 +79,6 @@ mod tests {
             let err = check_env_name(reserved).expect_err(reserved);
             assert!(err.contains("set by Elsinore"), "{err}");
         }
+        assert!(check_env_name("PATH").is_err());
     }
 }
