@@ -2,6 +2,7 @@
 //! and with the same rules as the admin API. Works whether or not the
 //! server runs: a running server notices the change within a second.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
@@ -11,8 +12,12 @@ use clap::Subcommand;
 use elsinore_config::Hostname;
 use elsinore_keys::now_ms;
 use elsinore_live::Declared;
-use elsinore_store::keys::{Caller, KeyError, KeyInfo, KeyStatus, KeyStore, Revocation, Scope};
+use elsinore_store::keys::{
+    Caller, Imported, ImportedKey, KeyError, KeyInfo, KeyStatus, KeyStore, Revocation, Scope,
+};
 use elsinore_store::Databases;
+
+use crate::keys_import::read_rows;
 
 /// The `keys` verbs.
 #[derive(Debug, Subcommand)]
@@ -34,6 +39,20 @@ pub enum KeysCommand {
         /// What the key is for (shown in listings).
         #[arg(long, default_value = "")]
         label: String,
+        /// Path of config.json.
+        #[arg(long, default_value = "config.json")]
+        config: PathBuf,
+    },
+    /// Import plaintext host keys from Hamlet's hamlet_host_keys table (the
+    /// CSV psql's `\copy … CSV HEADER` writes, or a JSON array), stored
+    /// hashed. Keys of hosts the project does not own are refused, one line
+    /// each on stderr; keys already imported are skipped.
+    Import {
+        /// The project whose hosts the keys open.
+        #[arg(long)]
+        project: String,
+        /// The exported file (read only, never copied).
+        file: PathBuf,
         /// Path of config.json.
         #[arg(long, default_value = "config.json")]
         config: PathBuf,
@@ -71,6 +90,11 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
                 created.info.id, created.info.prefix
             );
         }
+        KeysCommand::Import {
+            project,
+            file,
+            config,
+        } => import(&config, &project, &file)?,
         KeysCommand::Revoke { id, config } => {
             let declared = Declared::load(&config)?;
             let store = KeyStore::open(&Databases::new(
@@ -92,6 +116,129 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `keys import`: every row is read (and checked for shape) before any is
+/// stored, so a malformed file changes nothing; then each key is stored or
+/// refused on its own.
+fn import(config: &Path, project: &str, file: &Path) -> anyhow::Result<()> {
+    let declared = Declared::load(config)?;
+    if !declared.projects.iter().any(|p| p.config.name == project) {
+        bail!(
+            "--project: no project named {project:?} in {}",
+            declared.config.file.display()
+        );
+    }
+    let rows = read_rows(file)?;
+    let databases = Databases::new(
+        &declared.config.startup.database,
+        &declared.config.startup.state_database,
+    );
+    // The store first: opening it creates and migrates the state database,
+    // which the recorded owners are read from.
+    let store = KeyStore::open(&databases)?;
+    let owners = HostOwnership::of(&declared, &databases)?;
+    let (mut imported, mut present, mut refused) = (0, 0, 0);
+    let now = now_ms();
+    for row in &rows {
+        let refuse = |why: String| {
+            eprintln!("{}, {}: refused: {why}", file.display(), row.at);
+        };
+        let host = match Hostname::parse(&row.host) {
+            Ok(host) => host,
+            Err(err) => {
+                refuse(format!("target_host {:?}: {err}", row.host));
+                refused += 1;
+                continue;
+            }
+        };
+        match owners.owner(host.as_str()) {
+            Some(owner) if owner == project => {}
+            Some(owner) => {
+                refuse(format!("{host} belongs to project {owner}, not {project}"));
+                refused += 1;
+                continue;
+            }
+            None => {
+                refuse(format!(
+                    "no project serves {host} (add a folder hosts/{host}/ to project {project} first)"
+                ));
+                refused += 1;
+                continue;
+            }
+        }
+        let key = ImportedKey {
+            host: host.as_str(),
+            project,
+            key: &row.key,
+            label: &row.label,
+            created_at: row.created_at.unwrap_or(now),
+            revoked_at: row.revoked_at,
+        };
+        match store.import(&key, &Caller::operator()) {
+            Ok(Imported::Added(_)) => imported += 1,
+            Ok(Imported::AlreadyPresent(_)) => present += 1,
+            Ok(Imported::HeldElsewhere(other)) => {
+                refuse(format!(
+                    "the same key is already stored for {} (project {}, key {})",
+                    other.host, other.project, other.id
+                ));
+                refused += 1;
+            }
+            Err(err @ (KeyError::InvalidImportedKey(_) | KeyError::InvalidLabel(_))) => {
+                refuse(err.to_string());
+                refused += 1;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    println!(
+        "imported {imported}, already present {present}, refused {refused} (of {} in {})",
+        rows.len(),
+        file.display()
+    );
+    Ok(())
+}
+
+/// Who owns each host, as the running server decides it: `host_owners`
+/// in config.json, then the owner recorded in the state database, then
+/// the first project declaring it.
+struct HostOwnership {
+    names: Vec<String>,
+    table: elsinore_routes::HostTable<usize>,
+}
+
+impl HostOwnership {
+    fn of(declared: &Declared, databases: &Databases) -> anyhow::Result<Self> {
+        let recorded: HashMap<String, String> = elsinore_store::OwnerRecords::open(databases)?
+            .load()?
+            .into_iter()
+            .collect();
+        let projects: Vec<(&str, &elsinore_routes::HostScan)> = declared
+            .projects
+            .iter()
+            .map(|p| (p.config.name.as_str(), &p.scan))
+            .collect();
+        let (table, _) = elsinore_routes::decide_owners(
+            &projects,
+            |host| recorded.get(&host.to_string()).map(String::as_str),
+            |host| declared.config.host_owners.get(host),
+        );
+        Ok(Self {
+            names: projects
+                .iter()
+                .map(|(name, _)| (*name).to_owned())
+                .collect(),
+            table,
+        })
+    }
+
+    fn owner(&self, host: &str) -> Option<&str> {
+        self.table
+            .lookup(host)
+            .and_then(|&index| self.names.get(index))
+            .map(String::as_str)
+    }
 }
 
 /// Loads the configuration, finds the project serving `host`, opens the

@@ -9,6 +9,7 @@ use elsinore_live::Declared;
 mod dev_cert;
 mod events_cmd;
 mod keys_cmd;
+mod keys_import;
 mod logging;
 mod serve;
 mod tenant_api;

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::admin_api::AdminApiMode;
 use crate::error::{ConfigError, Problem};
 use crate::events::{validate_events, RawEvents};
+use crate::handover::{check_env_name, ForwardHost, HandlerKeyEnv};
 use crate::host_owners::HostOwners;
 use crate::hostname::Hostname;
 use crate::limits::{
@@ -142,6 +143,10 @@ pub struct ProjectConfig {
     pub run_as: Option<RunAs>,
     /// `admin_api`: who answers the admin API on the project's hosts.
     pub admin_api: AdminApiMode,
+    /// `forward_host`: the `Host` its handlers receive.
+    pub forward_host: ForwardHost,
+    /// `handler_key_env`: the variable its handlers get its key in.
+    pub handler_key_env: Option<HandlerKeyEnv>,
 }
 
 /// A project key. Never printed: `Debug` redacts it.
@@ -213,7 +218,8 @@ struct RawWatch {
 /// A project entry: either `"path"` or `{"path": …, …}`.
 enum RawProject {
     Path(String),
-    Object(RawProjectObject),
+    // Boxed: the object is ten times the size of a path.
+    Object(Box<RawProjectObject>),
 }
 
 #[derive(Deserialize)]
@@ -230,6 +236,8 @@ struct RawProjectObject {
     user: Option<String>,
     group: Option<String>,
     admin_api: Option<AdminApiMode>,
+    forward_host: Option<ForwardHost>,
+    handler_key_env: Option<String>,
 }
 
 // Hand-written instead of `#[serde(untagged)]`: untagged enums swallow the
@@ -248,7 +256,7 @@ impl<'de> Deserialize<'de> for RawProject {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawProject, A::Error> {
                 RawProjectObject::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(RawProject::Object)
+                    .map(|object| RawProject::Object(Box::new(object)))
             }
         }
         deserializer.deserialize_any(ProjectVisitor)
@@ -669,8 +677,10 @@ fn validate_project(
             user: None,
             group: None,
             admin_api: None,
+            forward_host: None,
+            handler_key_env: None,
         },
-        RawProject::Object(object) => object,
+        RawProject::Object(object) => *object,
     };
     let before = problems.len();
 
@@ -711,6 +721,7 @@ fn validate_project(
         }
     });
 
+    let key_configured = object.key.is_some() || object.key_env.is_some();
     let key = match (object.key, &object.key_env) {
         (Some(_), Some(_)) => {
             problems.push(Problem::field(
@@ -770,6 +781,29 @@ fn validate_project(
             }
         });
 
+    let handler_key_env = object.handler_key_env.and_then(|name| {
+        let field = format!("{here}.handler_key_env");
+        if let Err(why) = check_env_name(&name) {
+            problems.push(Problem::field(field, why));
+            return None;
+        }
+        match &key {
+            Some(key) => Some(HandlerKeyEnv {
+                name,
+                key: key.clone(),
+            }),
+            // Refused before `key` is: a short key is reported on its own.
+            None if !key_configured => {
+                problems.push(Problem::field(
+                    field,
+                    "the project has no key to hand over: set \"key\" or \"key_env\" too",
+                ));
+                None
+            }
+            None => None,
+        }
+    });
+
     if problems.len() > before {
         return None;
     }
@@ -784,6 +818,8 @@ fn validate_project(
         public_url,
         run_as,
         admin_api: object.admin_api.unwrap_or_default(),
+        forward_host: object.forward_host.unwrap_or_default(),
+        handler_key_env,
     })
 }
 
@@ -1096,6 +1132,45 @@ mod tests {
         assert!(
             !format!("{config:?}").contains("first-secret-key"),
             "Debug must not print keys"
+        );
+    }
+
+    #[test]
+    fn forward_host_and_handler_key_env() {
+        let fx = Fixture::new(&["a", "b"]);
+        let config = fx
+            .parse_env(
+                r#"{"projects": [{"path": "a", "forward_host": "tenant", "key_env": "A_KEY",
+                                  "handler_key_env": "HAMLET_PROJECT_KEY"},
+                                 "b"]}"#,
+                |name| (name == "A_KEY").then(|| "first-secret-key".to_owned()),
+            )
+            .expect("valid");
+        assert_eq!(config.projects[0].forward_host, ForwardHost::Tenant);
+        assert_eq!(config.projects[1].forward_host, ForwardHost::Original);
+        let handed = config.projects[0].handler_key_env.as_ref().expect("set");
+        assert_eq!(
+            (handed.name.as_str(), handed.key.expose()),
+            ("HAMLET_PROJECT_KEY", "first-secret-key")
+        );
+        assert!(config.projects[1].handler_key_env.is_none());
+
+        let err = fx.error(
+            r#"{"projects": [{"path": "a", "handler_key_env": "HAMLET_PROJECT_KEY"},
+                             {"path": "b", "key": "second-secret-key", "handler_key_env": "1X"}]}"#,
+        );
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "DIR/config.json: projects[0].handler_key_env: the project has no key to hand over: set \"key\" or \"key_env\" too",
+                "DIR/config.json: projects[1].handler_key_env: \"1X\" is not an environment variable name: letters, digits and '_', not starting with a digit (e.g. \"HAMLET_PROJECT_KEY\")",
+            ]
+        );
+        let err = fx.error(r#"{"projects": [{"path": "a", "forward_host": "Tenant"}]}"#);
+        assert!(
+            err.contains("projects[0].forward_host: unknown variant `Tenant`, expected `original` or `tenant`"),
+            "{err}"
         );
     }
 

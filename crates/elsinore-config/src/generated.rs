@@ -261,6 +261,7 @@ fn generated_spec(name: &str, program: &str, fingerprint: FileFingerprint) -> Ha
             fingerprint,
         }),
         run_as: None,
+        key_env: None,
     }
 }
 

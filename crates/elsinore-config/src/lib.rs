@@ -20,6 +20,7 @@ mod error;
 mod events;
 mod exposure;
 mod generated;
+mod handover;
 mod host_owners;
 mod hostname;
 mod limits;
@@ -48,6 +49,7 @@ pub use generated::{
     scan_handlers_dir, FileFingerprint, GeneratedFrom, GeneratedScan, SkippedFile,
     GENERATED_ROUTE_PREFIX, HANDLER_SUFFIX,
 };
+pub use handover::{ForwardHost, HandlerKeyEnv};
 pub use host_owners::HostOwners;
 pub use hostname::{normalize_request_host, HostError, HostPattern, Hostname};
 pub use limits::{

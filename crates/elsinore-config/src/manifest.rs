@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::error::{ConfigError, Problem};
 use crate::generated::{scan_handlers_dir, GeneratedFrom, GeneratedScan, SkippedFile};
+use crate::handover::HandlerKeyEnv;
 use crate::parse_duration;
 use crate::run_as::RunAs;
 
@@ -98,6 +99,11 @@ pub struct HandlerSpec {
     /// [`Manifest::with_run_as`]). Part of the spec, so a changed user
     /// restarts the handlers.
     pub run_as: Option<RunAs>,
+    /// The project's `handler_key_env` in config.json (set by
+    /// [`Manifest::with_handler_key_env`]): its key, handed over in that
+    /// variable. Part of the spec, so a changed key or name restarts the
+    /// handlers.
+    pub key_env: Option<HandlerKeyEnv>,
 }
 
 /// A process Elsinore starts, or a server somebody else runs.
@@ -162,6 +168,15 @@ impl Manifest {
     pub fn with_run_as(mut self, run_as: Option<&RunAs>) -> Self {
         for handler in &mut self.handlers {
             handler.run_as = run_as.cloned();
+        }
+        self
+    }
+
+    /// Hands every handler the project key under `key_env`'s name (the
+    /// project's `handler_key_env` in config.json).
+    pub fn with_handler_key_env(mut self, key_env: Option<&HandlerKeyEnv>) -> Self {
+        for handler in &mut self.handlers {
+            handler.key_env = key_env.cloned();
         }
         self
     }
@@ -522,6 +537,7 @@ fn validate_handler(
         socket,
         generated: None,
         run_as: None,
+        key_env: None,
     })
 }
 

@@ -54,6 +54,7 @@ impl Declared {
             let manifest = Manifest::load(&project.path)
                 .map(|m| m.with_public_url(project.public_url.as_deref()))
                 .map(|m| m.with_run_as(project.run_as.as_ref()))
+                .map(|m| m.with_handler_key_env(project.handler_key_env.as_ref()))
                 .map_err(ProjectError::Manifest);
             let scan = scan_hosts(&project.path).map_err(ProjectError::Hosts);
             match (manifest, scan) {
@@ -157,7 +158,8 @@ impl Declared {
             });
             let manifest = Manifest::load(&project.path)
                 .map(|m| m.with_public_url(project.public_url.as_deref()))
-                .map(|m| m.with_run_as(project.run_as.as_ref()));
+                .map(|m| m.with_run_as(project.run_as.as_ref()))
+                .map(|m| m.with_handler_key_env(project.handler_key_env.as_ref()));
             let scan = scan_hosts(&project.path);
             let kept = previous.is_some();
             let manifest = match manifest {

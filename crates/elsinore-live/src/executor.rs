@@ -221,6 +221,7 @@ impl Live {
             handlers,
         )?;
         route.max_body = config.max_body;
+        route.forward_host = config.forward_host;
         route.cors = CorsPolicy::for_project(&config.cors_origins, config.cors_credentials);
         route.admin_api = config.admin_api;
         route.hosts = kept.to_vec();

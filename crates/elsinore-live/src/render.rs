@@ -155,6 +155,12 @@ impl Declared {
             if let Some(url) = &project.config.public_url {
                 let _ = writeln!(out, "    public_url {url}");
             }
+            if project.config.forward_host == elsinore_config::ForwardHost::Tenant {
+                let _ = writeln!(out, "    forward_host tenant (Host is the tenant host)");
+            }
+            if let Some(key_env) = &project.config.handler_key_env {
+                let _ = writeln!(out, "    handler_key_env {}", key_env.name);
+            }
             for handler in &project.manifest.handlers {
                 let _ = writeln!(out, "    handler {}", describe_handler(handler));
             }

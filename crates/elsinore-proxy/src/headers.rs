@@ -50,6 +50,9 @@ pub(crate) struct Context<'a> {
     pub port: Option<&'a HeaderValue>,
     /// `X-Forwarded-Prefix`: what was stripped from the path, if anything.
     pub forwarded_prefix: Option<&'a HeaderValue>,
+    /// `forward_host = "tenant"`: `X-Forwarded-Host` is the tenant host
+    /// even behind a trusted proxy, so it never disagrees with `Host`.
+    pub tenant_host: bool,
 }
 
 /// Removes hop-by-hop headers: the fixed list (RFC 9110 §7.6.1 plus
@@ -204,7 +207,7 @@ pub(crate) fn set_context(
             None => {}
         }
     }
-    if !keep(sent.forwarded_host) {
+    if context.tenant_host || !keep(sent.forwarded_host) {
         match original_host {
             Some(host) => {
                 headers.insert(X_FORWARDED_HOST, host);
@@ -397,6 +400,7 @@ mod tests {
             proto: "http",
             port: Some(&port),
             forwarded_prefix: None,
+            tenant_host: false,
         };
         set_context(
             headers,
@@ -484,6 +488,38 @@ mod tests {
             get("x_forwarded_for"),
             None,
             "never a reserved name's spelling"
+        );
+    }
+
+    #[test]
+    fn tenant_host_replaces_a_trusted_proxys_forwarded_host() {
+        let mut headers = map(&[("x-forwarded-host", "Proxy.Example:443")]);
+        let project = HeaderValue::from_static("horatio");
+        let id = HeaderValue::from_static("req-1");
+        let ip = HeaderValue::from_static("10.0.0.1");
+        let context = Context {
+            host: HeaderValue::from_static("blog.localhost"),
+            project: &project,
+            project_key: None,
+            auth: HeaderValue::from_static("none"),
+            request_id: &id,
+            client_ip: &ip,
+            peer_ip: &ip,
+            trusted_peer: true,
+            underscores_in_headers: false,
+            proto: "http",
+            port: None,
+            forwarded_prefix: None,
+            tenant_host: true,
+        };
+        set_context(
+            &mut headers,
+            context,
+            Some(HeaderValue::from_static("blog.localhost")),
+        );
+        assert_eq!(
+            headers.get("x-forwarded-host").map(HeaderValue::as_bytes),
+            Some(&b"blog.localhost"[..])
         );
     }
 

@@ -135,6 +135,7 @@ pub mod bench_api {
             proto: "http",
             port: Some(&port),
             forwarded_prefix: None,
+            tenant_host: false,
         };
         headers::set_context(headers, context, original_host.clone());
         if let Some(host) = original_host {

@@ -6,7 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use elsinore_config::{normalize_path, normalize_request_host, HostError, Limits, Timeouts};
+use elsinore_config::{
+    normalize_path, normalize_request_host, ForwardHost, HostError, Limits, Timeouts,
+};
 use elsinore_keys::KeyRing;
 use elsinore_metrics::{Metrics, RequestThreads};
 use elsinore_routes::{HostRoute, ProjectRoute, RouteTable};
@@ -437,6 +439,16 @@ impl Proxy {
             let reuse = trust::reuse_after(request.method(), has_body, handler.reuses_after_body());
             let slot = conn.slot.clone();
 
+            // `forward_host = "tenant"`: the handler's Host (and
+            // X-Forwarded-Host) is the tenant Elsinore routed by, for
+            // frameworks that take their tenant from Host. Made before
+            // `host_header` moves into the context.
+            let tenant_host = project.forward_host == ForwardHost::Tenant;
+            let forwarded_host = if tenant_host {
+                Some(host_header.clone())
+            } else {
+                authority
+            };
             let context = Context {
                 host: host_header,
                 project: project.name_header(),
@@ -450,12 +462,13 @@ impl Proxy {
                 proto: if conn.tls.is_some() { "https" } else { "http" },
                 port: conn.port.as_ref(),
                 forwarded_prefix: via.prefix(),
+                tenant_host,
             };
             let headers = request.headers_mut();
             headers::remove_hop_by_hop(headers);
-            headers::set_context(headers, context, authority.clone());
-            if let Some(authority) = authority {
-                headers.insert(HOST, authority);
+            headers::set_context(headers, context, forwarded_host.clone());
+            if let Some(host) = forwarded_host {
+                headers.insert(HOST, host);
             }
             if let Some(protocol) = upgrade_to {
                 upgrade::restore_headers(headers, protocol);

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use elsinore_config::{AdminApiMode, HostPattern};
+use elsinore_config::{AdminApiMode, ForwardHost, HostPattern};
 use elsinore_keys::KeyHash;
 use elsinore_static::Site;
 use elsinore_supervisor::HandlerHandle;
@@ -41,6 +41,8 @@ pub struct ProjectRoute {
     /// `admin_api`: whether Elsinore answers the admin API on the
     /// project's hosts, and in which shape.
     pub admin_api: AdminApiMode,
+    /// The project's `forward_host`: the `Host` its handlers receive.
+    pub forward_host: ForwardHost,
     router: PrefixRouter,
     name_header: HeaderValue,
     key_header: Option<HeaderValue>,
@@ -83,6 +85,7 @@ impl ProjectRoute {
             max_body: None,
             cors: None,
             admin_api: AdminApiMode::default(),
+            forward_host: ForwardHost::Original,
             router,
             name_header,
             key_header,

@@ -8,6 +8,7 @@
 //! checks are `elsinore_keys`, which links no SQLite; this module fills
 //! the ring ([`KeyStore::refresh`], [`watch_ring`]).
 
+mod import;
 mod watch;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -15,6 +16,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use elsinore_keys::{now_ms, KeyHash, KeyRing, LiveKey, SecretKey};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
+pub use import::{
+    check_imported_key, imported_prefix, Imported, ImportedKey, IMPORTED_PREFIX_LEN,
+    MIN_IMPORTED_KEY_LEN,
+};
 pub use watch::{watch_ring, WATCH_INTERVAL};
 
 /// What went wrong with a key operation.
@@ -56,6 +61,9 @@ pub enum KeyError {
     /// No key could be generated.
     #[error(transparent)]
     Key(#[from] elsinore_keys::Error),
+    /// A key brought in from elsewhere cannot be a host key.
+    #[error("invalid key: {0}")]
+    InvalidImportedKey(String),
     /// The watcher thread could not be started.
     #[error("cannot start the key watcher thread: {0}")]
     Thread(String),

@@ -118,6 +118,7 @@ mod tests {
             socket: false,
             generated: None,
             run_as: None,
+            key_env: None,
         };
         Gate::for_spec(&spec)
     }

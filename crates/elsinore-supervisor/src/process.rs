@@ -22,7 +22,8 @@ pub(crate) struct ProcessSpec {
     /// Set in this order; Elsinore's own variables come last and win.
     pub env: Vec<(String, String)>,
     /// Inherited variables to remove: every project's `key_env` variable
-    /// (a key reaches its own project only as a header).
+    /// (a key reaches its own project only as a header, or under the
+    /// project's `handler_key_env`, which `env` then sets).
     pub env_remove: Vec<String>,
     pub listen: Listen,
     pub ready: Option<String>,

@@ -131,6 +131,12 @@ impl Supervisor {
             ),
             ("ELSINORE_PROJECT".to_owned(), project.to_owned()),
         ]);
+        if let Some(key_env) = &spec.key_env {
+            // Set after `env_remove` has run (see `process::spawn`): when
+            // this name is also another project's `key_env`, that
+            // inherited value is removed and this project's own key set.
+            env.push((key_env.name.clone(), key_env.key.expose().to_owned()));
+        }
         if let Some(run_as) = &spec.run_as {
             // Elsinore's own HOME (root's) would be unusable, or worse,
             // shared by every project.
