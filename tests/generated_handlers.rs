@@ -488,3 +488,27 @@ async fn an_invalid_handlers_dir_is_refused_and_the_last_good_state_keeps_servin
         ("feed".to_owned(), pid)
     );
 }
+
+/// A current Hamlet checkout compiles its handlers into the Node server and
+/// keeps `.generated/` for other files: pointing `handlers_dir` at it finds
+/// nothing, and `check` must say so instead of "configuration OK" alone.
+#[test]
+fn check_warns_about_a_handlers_dir_without_handlers() {
+    let ws = Workspace::new();
+    let project = ws.project(
+        "hamlet",
+        &["blog.test"],
+        "handlers_dir = \"server/.generated\"\n",
+    );
+    std::fs::create_dir_all(project.join("server/.generated")).unwrap();
+    std::fs::write(project.join("server/.generated/schema.json"), "{}").unwrap();
+    let config = ws.config(json!(["hamlet"]));
+    let output = run_cli(&["check"], &config);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "a warning, not an error: {stdout}");
+    assert!(
+        stdout.contains("project hamlet: handlers_dir server/.generated holds no handler")
+            && stdout.contains("command = [\"node\", \"server/server.js\"]"),
+        "{stdout}"
+    );
+}

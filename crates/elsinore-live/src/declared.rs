@@ -123,6 +123,17 @@ impl Declared {
             );
         }
         for project in &self.projects {
+            let manifest = &project.manifest;
+            if let Some(dir) = &manifest.handlers_dir {
+                // A folder not there yet is normal (codegen has not run);
+                // one that is there and empty is a layout mismatch.
+                if project.config.path.join(dir).is_dir() && manifest.generated().next().is_none() {
+                    warnings.push(Warning::EmptyHandlersDir {
+                        project: project.config.name.clone(),
+                        dir: dir.clone(),
+                    });
+                }
+            }
             for handler in &project.manifest.handlers {
                 if let HandlerKind::Command { argv } = &handler.kind {
                     if !program_exists(&argv[0], &project.config.path) {

@@ -147,6 +147,15 @@ pub enum Warning {
         /// Why.
         reason: String,
     },
+    /// A `handlers_dir` that exists but holds no handler: nothing answers
+    /// `/api/<Name>`. Usually a framework whose handlers are compiled into
+    /// its own server (Hamlet today), which is one `[[handler]]` instead.
+    EmptyHandlersDir {
+        /// The project.
+        project: String,
+        /// The folder, as written in `project.toml`.
+        dir: PathBuf,
+    },
     /// A `command` whose program is not there.
     ProgramNotFound {
         /// The project.
@@ -197,6 +206,11 @@ impl fmt::Display for Warning {
             Self::SkippedHandlerFile { path, reason } => {
                 write!(f, "skipped {}: {reason}", path.display())
             }
+            Self::EmptyHandlersDir { project, dir } => write!(
+                f,
+                "project {project}: handlers_dir {} holds no handler (executables named <Name>Handler or <Name>), so nothing answers /api/<Name>; an app whose handlers are compiled into its own server (a current Hamlet checkout's .generated/) is one [[handler]] running that server, e.g. command = [\"node\", \"server/server.js\"] (docs/hosting-hamlet.md)",
+                dir.display()
+            ),
             Self::ProgramNotFound {
                 project,
                 handler,
