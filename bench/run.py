@@ -425,6 +425,7 @@ def main():
             f.write('wrk.method = "POST"\nwrk.body = string.rep("x", 16384)\n'
                     'wrk.headers["Content-Type"] = "application/octet-stream"\n')
         post_urls = [("nginx", f"http://127.0.0.1:{nginx}/100B", "post.bench"),
+                     ("nginx_context", f"http://127.0.0.1:{nginx}/context-100B", "post.bench"),
                      ("elsinore", f"http://127.0.0.1:{e_port}/", "post.bench"),
                      ("elsinore_reuse", f"http://127.0.0.1:{e_port}/", "postreuse.bench")]
         post_runs = {name: [] for name, _, _ in post_urls}
@@ -604,13 +605,15 @@ def print_https(rows):
 def print_post(post):
     print()
     print("POST 16 KiB, c=64 keep-alive (the handler reads every body):")
-    print(f"{'proxy':<34} {'req/s':>8} {'p50/p99 µs':>15} {'/nginx':>8}")
-    n = post["nginx"]
+    print(f"{'proxy':<38} {'req/s':>8} {'p50/p99 µs':>15} {'/nginx':>8} {'/nginx+context':>15}")
+    n, c = post["nginx"], post["nginx_context"]
     for name, label in (("nginx", "nginx (upstream keepalive)"),
+                        ("nginx_context", "nginx adding the context headers"),
                         ("elsinore", "elsinore (Connection: close)"),
                         ("elsinore_reuse", "elsinore (reuse_after_body)")):
         r = post[name]
-        print(f"{label:<34} {r['rps']:>8.0f} {r['p50']:>6.0f}/{r['p99']:<8.0f} {r['rps'] / n['rps']:>8.2f}"
+        print(f"{label:<38} {r['rps']:>8.0f} {r['p50']:>6.0f}/{r['p99']:<8.0f} {r['rps'] / n['rps']:>8.2f}"
+              f" {r['rps'] / c['rps']:>15.2f}"
               + (f"  ({r['errors']} errors)" if r["errors"] else ""))
     print(f"run/run spread: {post['spread'] * 100:.0f}%")
 
