@@ -95,7 +95,7 @@ impl Live {
         let mut sites: Vec<HashMap<String, Arc<Site>>> = Vec::with_capacity(plan.projects.len());
         let mut static_roots = Vec::new();
         for (project, kept) in plan.projects.iter().zip(&plan.kept_hosts) {
-            let route = self.project_route(project, kept);
+            let route = self.project_route(project);
             if route.is_none() {
                 report.errors.push(ReloadError::HeaderText {
                     project: project.declared.config.name.clone(),
@@ -103,7 +103,7 @@ impl Live {
             }
             let project_sites = route
                 .as_ref()
-                .map(|route| self.sites_of(route, &project.declared.scan))
+                .map(|route| self.sites_of(route, kept, &project.declared.scan))
                 .unwrap_or_default();
             static_roots.extend(project_sites.values().map(|site| site.root().to_path_buf()));
             sites.push(project_sites);
@@ -129,6 +129,7 @@ impl Live {
             None => Vec::new(),
         };
         let mut certs = old_table.certs.rebuild(&cert_sources, SystemTime::now());
+        let tls_dirs = std::mem::take(&mut certs.tls_dirs);
         // A host's certificate comes only from its owner's folders (or the
         // default): never from another project's wildcard above it.
         certs.store.limit_wildcards(own_wildcards(&plan.owners));
@@ -168,6 +169,8 @@ impl Live {
 
         // 4. Swap.
         self.table.store(Arc::new(new_table));
+        self.applied_config
+            .store(Some(Arc::new(plan.config.clone())));
         self.swaps.fetch_add(1, Ordering::AcqRel);
         report.swapped = true;
         if let Some(records) = &self.owner_records {
@@ -186,20 +189,17 @@ impl Live {
         }
 
         let mut targets = watch::config_targets(&self.config_path, &plan.projects);
-        targets.extend(watch::cert_targets(&cert_sources));
-        targets.extend(watch::public_targets(&plan.projects));
+        targets.extend(watch::cert_targets(&tls_dirs, &cert_sources));
+        targets.extend(watch::public_targets(&static_roots));
         self.watch_targets.store(Arc::new(targets));
+        self.swept.store(Arc::new(watch::swept(&plan.projects)));
         self.static_roots.store(Arc::new(static_roots));
         *running = plan.into_running();
     }
 
     /// The request path's view of `project`, serving `kept` hosts; `None`
     /// when its name or key is not header text.
-    fn project_route(
-        &self,
-        project: &Applied<Arc<HandlerHandle>>,
-        kept: &[elsinore_config::HostPattern],
-    ) -> Option<Arc<ProjectRoute>> {
+    fn project_route(&self, project: &Applied<Arc<HandlerHandle>>) -> Option<Arc<ProjectRoute>> {
         let config = &project.declared.config;
         let handlers = project
             .handlers
@@ -222,7 +222,6 @@ impl Live {
         )?;
         route.max_body = config.max_body;
         route.cors = CorsPolicy::for_project(&config.cors_origins, config.cors_credentials);
-        route.hosts = kept.to_vec();
         Some(Arc::new(route))
     }
 
@@ -231,12 +230,11 @@ impl Live {
     fn sites_of(
         &self,
         route: &ProjectRoute,
+        kept: &[elsinore_config::HostPattern],
         scan: &elsinore_routes::HostScan,
     ) -> HashMap<String, Arc<Site>> {
         let hosts_dir = route.path.join(HOSTS_DIR);
-        route
-            .hosts
-            .iter()
+        kept.iter()
             .filter_map(|host| {
                 let public = hosts_dir.join(scan.folder(host)?).join(PUBLIC_DIR);
                 public

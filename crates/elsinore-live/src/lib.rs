@@ -32,6 +32,7 @@ mod declared;
 mod error;
 mod executor;
 mod expiry;
+mod incremental;
 mod live;
 mod owners;
 mod plan;

@@ -40,12 +40,33 @@ pub struct HostScan {
     /// in it a few times, and with 10,000 hosts a sorted map's string
     /// comparisons were the largest item of the rebuild.
     pub folders: HashMap<HostPattern, String>,
+    /// Two folders spell one name (`Blog.Test` and `blog.test`): which
+    /// one declares it depends on both, so a change to either is read
+    /// with the whole folder rather than alone.
+    pub spellings_differ: bool,
 }
 
 impl HostScan {
     /// The folder under `hosts/` that declares `host`.
     pub fn folder(&self, host: &HostPattern) -> Option<&str> {
         self.folders.get(host).map(String::as_str)
+    }
+
+    /// Adds `host`, declared by `folder`, keeping `hosts` sorted (a
+    /// binary search and one move of the list's tail).
+    pub fn insert(&mut self, host: HostPattern, folder: String) {
+        if let Err(at) = self.hosts.binary_search(&host) {
+            self.hosts.insert(at, host.clone());
+        }
+        self.folders.insert(host, folder);
+    }
+
+    /// Removes `host`.
+    pub fn remove(&mut self, host: &HostPattern) {
+        if let Ok(at) = self.hosts.binary_search(host) {
+            self.hosts.remove(at);
+        }
+        self.folders.remove(host);
     }
 }
 
@@ -90,10 +111,9 @@ pub fn scan_hosts(project_dir: &Path) -> Result<HostScan, ScanError> {
             Ok(pattern) => {
                 // Two spellings of one name: the first in sorted order wins,
                 // so the choice does not depend on directory order.
-                let keep = scan
-                    .folders
-                    .get(&pattern)
-                    .is_none_or(|seen| name < seen.as_str());
+                let seen = scan.folders.get(&pattern);
+                scan.spellings_differ |= seen.is_some();
+                let keep = seen.is_none_or(|seen| name < seen.as_str());
                 if keep {
                     scan.folders.insert(pattern, name.to_owned());
                 }
