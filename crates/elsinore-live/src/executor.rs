@@ -111,7 +111,7 @@ impl Live {
         }
         // Certificates belong to the same snapshot as the hosts they serve.
         let cert_sources = match self.running.tls_listen {
-            Some(_) => elsinore_tls::cert_sources(
+            Some(_) => elsinore_tls::present_cert_sources(
                 plan.projects
                     .iter()
                     .zip(&plan.kept_hosts)

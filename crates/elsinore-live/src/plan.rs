@@ -678,9 +678,12 @@ fn describe_hosts<H>(
             (host.to_string(), change)
         })
         .collect();
-    // As the lines sort: by host, then by the line itself.
+    // As the lines sort: by host, then by the line itself (only for one
+    // host twice, never here: a line per comparison was most of a
+    // million-host start-up).
     let by_line = |a: &(String, Change), b: &(String, Change)| {
-        (&a.0, a.1.to_string()).cmp(&(&b.0, b.1.to_string()))
+        a.0.cmp(&b.0)
+            .then_with(|| a.1.to_string().cmp(&b.1.to_string()))
     };
     gone.sort_by(by_line);
     added.sort_by(by_line);
