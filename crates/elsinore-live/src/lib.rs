@@ -36,6 +36,7 @@ mod incremental;
 mod live;
 mod owners;
 mod plan;
+mod probe;
 mod render;
 mod report;
 #[cfg(test)]

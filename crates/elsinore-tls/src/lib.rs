@@ -36,7 +36,7 @@ pub use dev_cert::{DevCertError, SelfSigned, DEV_CERT_VALID_DAYS};
 pub use error::Error;
 pub use rebuild::{expiry_warning, CertSource, Rebuilt};
 pub use resolver::{server_config, CurrentCerts, SniResolver, ALPN_H2, ALPN_HTTP11};
-pub use sources::{cert_sources, present_cert_sources};
+pub use sources::cert_sources;
 pub use store::{CertOwner, CertSlot, CertStore};
 
 /// The folder inside a host folder that holds its certificate.

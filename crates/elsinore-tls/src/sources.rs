@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use elsinore_config::{DefaultCert, HostPattern};
 
 use crate::rebuild::CertSource;
-use crate::TLS_DIR;
 
 /// Where a table's certificates come from: the `tls/` folder of every
 /// host each project keeps, then the configured default. Each project
@@ -30,34 +29,6 @@ pub fn cert_sources<'a>(
                     None => hosts_dir.join(host.to_string()),
                 };
                 CertSource::host(host.clone(), &dir)
-            })
-        })
-        .collect();
-    if let Some(DefaultCert { cert, key }) = default {
-        sources.push(CertSource::default_cert(cert.clone(), key.clone()));
-    }
-    sources
-}
-
-/// As [`cert_sources`], leaving out the hosts whose folder has no `tls/`
-/// (one `stat` each): with a million plain hosts, a source per host would
-/// be two paths per host built and dropped by every full reload.
-pub fn present_cert_sources<'a>(
-    projects: impl IntoIterator<Item = (PathBuf, &'a [HostPattern], &'a HashMap<HostPattern, String>)>,
-    default: Option<&DefaultCert>,
-) -> Vec<CertSource> {
-    let mut sources: Vec<CertSource> = projects
-        .into_iter()
-        .flat_map(|(hosts_dir, hosts, folders)| {
-            hosts.iter().filter_map(move |host| {
-                let folder = match folders.get(host) {
-                    Some(folder) => hosts_dir.join(folder),
-                    None => hosts_dir.join(host.to_string()),
-                };
-                folder
-                    .join(TLS_DIR)
-                    .is_dir()
-                    .then(|| CertSource::host(host.clone(), &folder))
             })
         })
         .collect();
