@@ -161,7 +161,7 @@ pub(crate) fn plan_hosts<H>(
             .projects
             .iter()
             .enumerate()
-            .any(|(i, p)| i != entry.project && p.declared.scan.folders.contains_key(&host));
+            .any(|(i, p)| i != entry.project && p.declared.scan.folder(&host).is_some());
         let in_conflict = running.conflicts.iter().any(|c| c.host == exact.as_str());
         if elsewhere || in_conflict {
             return None;

@@ -18,7 +18,7 @@ use elsinore_config::{Config, HandlerSpec, HostPattern};
 use elsinore_routes::{decide_owners, Conflict, HostScan, HostTable};
 use elsinore_supervisor::{HandlerHandle, HandlerState, HandlerStatus, SupervisorError};
 
-use crate::change::Change;
+use crate::change::{Change, MAX_LISTED_HOSTS};
 use crate::declared::{Declared, DeclaredProject};
 use crate::error::{NotReady, ReloadError, Warning};
 
@@ -687,5 +687,17 @@ fn describe_hosts<H>(
     };
     gone.sort_by(by_line);
     added.sort_by(by_line);
-    gone.into_iter().chain(added).map(|(_, c)| c).collect()
+    let total = gone.len() + added.len();
+    let mut changes: Vec<Change> = gone
+        .into_iter()
+        .chain(added)
+        .take(MAX_LISTED_HOSTS)
+        .map(|(_, c)| c)
+        .collect();
+    if total > MAX_LISTED_HOSTS {
+        changes.push(Change::MoreHosts {
+            count: total - MAX_LISTED_HOSTS,
+        });
+    }
+    changes
 }
