@@ -290,6 +290,10 @@ def main():
             began = time.monotonic()
             make_tree(project, have, n)
             have = n
+            # Write the new folders back before measuring: their writeback
+            # (ext4's journal) otherwise delays the state database's
+            # commits, and with them the first reloads.
+            os.sync()
             log(f"  {time.monotonic() - began:.1f} s; measuring N = {n}")
             row = measure(root, project, n, backend_port, one, args)
             log("  " + json.dumps(row))
