@@ -530,6 +530,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_burst_leaves_the_paths_it_named_and_a_poke_loses_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("hosts")).expect("hosts");
+        let watcher = watcher(WatchMode::Auto, dir.path());
+        std::fs::create_dir(dir.path().join("hosts/a.test")).expect("mkdir");
+        sees(&watcher, "mkdir hosts/a.test").await;
+        let changes = watcher.take_changes();
+        assert!(!changes.lost);
+        assert!(
+            changes.paths.contains(&dir.path().join("hosts/a.test")),
+            "{changes:?}"
+        );
+        assert_eq!(watcher.take_changes(), Changes::default(), "taken once");
+        watcher.poke();
+        assert!(watcher.take_changes().lost);
+    }
+
+    #[tokio::test]
+    async fn the_sweep_reports_a_folder_changed_inside() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let hosts = dir.path().join("hosts");
+        std::fs::create_dir_all(hosts.join("a.test")).expect("mkdir");
+        std::fs::create_dir_all(hosts.join("b.test")).expect("mkdir");
+        let watcher = watcher(WatchMode::Auto, dir.path());
+        watcher.set_swept(vec![hosts.clone()]);
+        // Past the sweep's slack (timestamps in whole seconds), the
+        // folders made above are no longer reported...
+        tokio::time::sleep(Duration::from_millis(3_500)).await;
+        let _ = watcher.take_changes();
+        // ...and this one is, though nothing watches inside hosts/a.test.
+        std::fs::create_dir(hosts.join("a.test/tls")).expect("mkdir tls");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "the sweep did not report hosts/a.test");
+            let _ = tokio::time::timeout(left, watcher.changed()).await;
+            if watcher.take_changes().paths.contains(&hosts.join("a.test")) {
+                break;
+            }
+        }
+    }
+
+    #[tokio::test]
     async fn irrelevant_files_do_not_wake() {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir(dir.path().join("hosts")).expect("hosts");
