@@ -303,7 +303,8 @@ fn start_watching(live: &Arc<Live>, config: &Config) -> Option<Arc<FolderWatcher
     tokio::spawn(async move {
         loop {
             looping.changed().await;
-            live.reload("file change").await;
+            // Only the host folders named, when that is all that changed.
+            live.reload_watched(looping.take_changes()).await;
         }
     });
     Some(watcher)

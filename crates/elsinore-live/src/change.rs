@@ -90,7 +90,17 @@ pub enum Change {
     /// A certificate added, replaced or removed (the line
     /// `elsinore-tls` wrote).
     Certificate(String),
+    /// Host changes beyond the first [`MAX_LISTED_HOSTS`], counted, not
+    /// listed: a first start with a million hosts would otherwise keep a
+    /// million lines in the last reload's report.
+    MoreHosts {
+        /// How many were left out.
+        count: usize,
+    },
 }
+
+/// Host changes listed one by one in a report, at most.
+pub(crate) const MAX_LISTED_HOSTS: usize = 1_000;
 
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -134,6 +144,7 @@ impl fmt::Display for Change {
             Self::HostMoved { host, from, to } => write!(f, "~ host {host}: {from} → {to}"),
             Self::HostAdded { host, project } => write!(f, "+ host {host} → {project}"),
             Self::Certificate(line) => f.write_str(line),
+            Self::MoreHosts { count } => write!(f, "… and {count} more host changes"),
         }
     }
 }

@@ -9,7 +9,8 @@
 //!    ready yet stay pending and the project keeps serving with its
 //!    previous handlers; a task reloads once they are ready, crashed or
 //!    past `start_timeout`, and a failed replacement is dropped then.
-//! 3. **Build** the table: each kept host's `public/` (one `stat`) and its
+//! 3. **Build** the table: each kept host's `public/` and `tls/` (one
+//!    `stat` each, spread over the cores: `probe.rs`) and its
 //!    certificates (`CertStore::rebuild`: a refused pair keeps the host's
 //!    last good certificate, or leaves it without HTTPS). A project whose
 //!    name or key is not header text is left out (config.json validation
@@ -25,11 +26,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use elsinore_config::HostPattern;
 use elsinore_routes::{
     ClientPolicy, CorsPolicy, HostRoute, Preview, ProjectRoute, RouteTable, HOSTS_DIR,
 };
 use elsinore_static::{Site, PUBLIC_DIR};
 use elsinore_supervisor::HandlerHandle;
+use elsinore_tls::CertSource;
 
 use crate::change::Change;
 use crate::declared::Declared;
@@ -37,7 +40,7 @@ use crate::error::{ReloadError, Warning};
 use crate::live::Live;
 use crate::plan::{plan, to_start, Applied, Running, Started};
 use crate::report::ReloadReport;
-use crate::watch;
+use crate::{probe, watch};
 
 impl Live {
     /// Applies `candidate` to `running`; see the module documentation.
@@ -94,41 +97,51 @@ impl Live {
         // declared by.
         let mut sites: Vec<HashMap<String, Arc<Site>>> = Vec::with_capacity(plan.projects.len());
         let mut static_roots = Vec::new();
+        // Certificates belong to the same snapshot as the hosts they serve.
+        let want_tls = self.running.tls_listen.is_some();
+        let mut cert_sources = Vec::new();
         for (project, kept) in plan.projects.iter().zip(&plan.kept_hosts) {
-            let route = self.project_route(project, kept);
+            let route = self.project_route(project);
             if route.is_none() {
                 report.errors.push(ReloadError::HeaderText {
                     project: project.declared.config.name.clone(),
                 });
             }
-            let project_sites = route
-                .as_ref()
-                .map(|route| self.sites_of(route, &project.declared.scan))
-                .unwrap_or_default();
-            static_roots.extend(project_sites.values().map(|site| site.root().to_path_buf()));
+            let mut project_sites = HashMap::new();
+            if route.is_some() {
+                let scan = &project.declared.scan;
+                let hosts_dir = project.declared.config.path.join(HOSTS_DIR);
+                let kept: Vec<(&HostPattern, &str)> = kept
+                    .iter()
+                    .filter_map(|host| Some((host, scan.folder(host)?)))
+                    .collect();
+                let folders: Vec<&str> = kept.iter().map(|(_, folder)| *folder).collect();
+                let found = probe::probe(&hosts_dir, &folders, want_tls);
+                for ((host, folder), inside) in kept.into_iter().zip(found) {
+                    let host_dir = hosts_dir.join(folder);
+                    if inside.public {
+                        let site = self.static_files.site(&host_dir.join(PUBLIC_DIR));
+                        static_roots.push(site.root().to_path_buf());
+                        project_sites.insert(host.to_string(), site);
+                    }
+                    if inside.tls {
+                        cert_sources.push(CertSource::host(host.clone(), &host_dir));
+                    }
+                }
+            }
             sites.push(project_sites);
             routes.push(route);
         }
-        // Certificates belong to the same snapshot as the hosts they serve.
-        let cert_sources = match self.running.tls_listen {
-            Some(_) => elsinore_tls::cert_sources(
-                plan.projects
-                    .iter()
-                    .zip(&plan.kept_hosts)
-                    .zip(&routes)
-                    .filter(|(_, route)| route.is_some())
-                    .map(|((project, kept), _)| {
-                        (
-                            project.declared.config.path.join(HOSTS_DIR),
-                            &kept[..],
-                            &project.declared.scan.folders,
-                        )
-                    }),
-                config.tls_default.as_ref(),
-            ),
-            None => Vec::new(),
-        };
+        if want_tls {
+            if let Some(default) = &config.tls_default {
+                cert_sources.push(CertSource::default_cert(
+                    default.cert.clone(),
+                    default.key.clone(),
+                ));
+            }
+        }
         let mut certs = old_table.certs.rebuild(&cert_sources, SystemTime::now());
+        let tls_dirs = std::mem::take(&mut certs.tls_dirs);
         // A host's certificate comes only from its owner's folders (or the
         // default): never from another project's wildcard above it.
         certs.store.limit_wildcards(own_wildcards(&plan.owners));
@@ -168,6 +181,8 @@ impl Live {
 
         // 4. Swap.
         self.table.store(Arc::new(new_table));
+        self.applied_config
+            .store(Some(Arc::new(plan.config.clone())));
         self.swaps.fetch_add(1, Ordering::AcqRel);
         report.swapped = true;
         if let Some(records) = &self.owner_records {
@@ -186,20 +201,17 @@ impl Live {
         }
 
         let mut targets = watch::config_targets(&self.config_path, &plan.projects);
-        targets.extend(watch::cert_targets(&cert_sources));
-        targets.extend(watch::public_targets(&plan.projects));
+        targets.extend(watch::cert_targets(&tls_dirs, &cert_sources));
+        targets.extend(watch::public_targets(&static_roots));
         self.watch_targets.store(Arc::new(targets));
+        self.swept.store(Arc::new(watch::swept(&plan.projects)));
         self.static_roots.store(Arc::new(static_roots));
         *running = plan.into_running();
     }
 
     /// The request path's view of `project`, serving `kept` hosts; `None`
     /// when its name or key is not header text.
-    fn project_route(
-        &self,
-        project: &Applied<Arc<HandlerHandle>>,
-        kept: &[elsinore_config::HostPattern],
-    ) -> Option<Arc<ProjectRoute>> {
+    fn project_route(&self, project: &Applied<Arc<HandlerHandle>>) -> Option<Arc<ProjectRoute>> {
         let config = &project.declared.config;
         let handlers = project
             .handlers
@@ -224,28 +236,7 @@ impl Live {
         route.forward_host = config.forward_host;
         route.cors = CorsPolicy::for_project(&config.cors_origins, config.cors_credentials);
         route.admin_api = config.admin_api;
-        route.hosts = kept.to_vec();
         Some(Arc::new(route))
-    }
-
-    /// The `public/` folder of each host `route` keeps, by declared name
-    /// (one `stat` per host).
-    fn sites_of(
-        &self,
-        route: &ProjectRoute,
-        scan: &elsinore_routes::HostScan,
-    ) -> HashMap<String, Arc<Site>> {
-        let hosts_dir = route.path.join(HOSTS_DIR);
-        route
-            .hosts
-            .iter()
-            .filter_map(|host| {
-                let public = hosts_dir.join(scan.folder(host)?).join(PUBLIC_DIR);
-                public
-                    .is_dir()
-                    .then(|| (host.to_string(), self.static_files.site(&public)))
-            })
-            .collect()
     }
 
     /// Stops `handle` once its in-flight requests finish (bounded by

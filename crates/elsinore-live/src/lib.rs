@@ -32,9 +32,11 @@ mod declared;
 mod error;
 mod executor;
 mod expiry;
+mod incremental;
 mod live;
 mod owners;
 mod plan;
+mod probe;
 mod render;
 mod report;
 #[cfg(test)]

@@ -37,6 +37,17 @@ pub struct StartRefused {
     pub errors: Vec<ReloadError>,
 }
 
+/// What to do about folders watched only after a reload read them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LookAgain {
+    /// Nothing (the first watch: nothing was applied before it).
+    No,
+    /// Read everything again.
+    Rescan,
+    /// Read again what is in those folders only (an incremental reload).
+    Folders,
+}
+
 /// The live state; see the module documentation.
 #[derive(Debug)]
 pub struct Live {
@@ -55,6 +66,12 @@ pub struct Live {
     /// loaded: applied by every reload, not only at startup.
     operator_access: ArcSwap<OperatorAccess>,
     pub(crate) watch_targets: ArcSwap<Vec<Target>>,
+    /// config.json as last applied: what an incremental reload checks a
+    /// new host against (`host_owners`, `preview_host`). `None` before
+    /// the first table.
+    pub(crate) applied_config: arc_swap::ArcSwapOption<elsinore_config::Config>,
+    /// Each project's `hosts/`, whose entries the watcher sweeps.
+    pub(crate) swept: ArcSwap<Vec<PathBuf>>,
     watcher: OnceLock<Arc<FolderWatcher>>,
     /// Every host's `public/` and the cache in front of them.
     pub(crate) static_files: StaticFiles,
@@ -104,6 +121,8 @@ impl Live {
             pending_restart: ArcSwap::from_pointee(Vec::new()),
             operator_access: ArcSwap::from_pointee(config.operator_access.clone()),
             watch_targets: ArcSwap::from_pointee(Vec::new()),
+            swept: ArcSwap::from_pointee(Vec::new()),
+            applied_config: arc_swap::ArcSwapOption::empty(),
             watcher: OnceLock::new(),
             static_files: StaticFiles::new(CacheSettings {
                 max_bytes: config.startup.static_files.cache_size,
@@ -206,7 +225,7 @@ impl Live {
     pub fn attach_watcher(&self, watcher: Arc<FolderWatcher>) {
         if self.watcher.set(watcher).is_ok() {
             // Nothing was applied without a watch yet: no second look.
-            self.rewatch(false);
+            self.rewatch(LookAgain::No);
         }
     }
 
@@ -240,17 +259,24 @@ impl Live {
     }
 
     /// Points the watcher at the folders of the applied projects;
-    /// `look_again`: rescan once more if a folder is watched only now.
-    fn rewatch(&self, look_again: bool) {
+    /// `look_again`: look once more at a folder watched only now, with a
+    /// full rescan (`Rescan`) or at that folder alone (`Folders`).
+    pub(crate) fn rewatch(&self, look_again: LookAgain) {
         self.rewatch_static();
         let Some(watcher) = self.watcher.get() else {
             return;
         };
-        match watcher.set_targets(&self.watch_targets.load()) {
-            // A folder watched only now (a new project, a new hosts/) may
-            // have changed before its watch began: look once more.
-            Ok(true) if look_again => watcher.poke(),
-            Ok(_) => {}
+        watcher.set_swept(self.swept.load().to_vec());
+        match watcher.set_targets_listing(&self.watch_targets.load()) {
+            // A folder watched only now (a new project, a new hosts/, a
+            // new tls/) may have changed before its watch began: look
+            // once more.
+            Ok(added) if added.is_empty() => {}
+            Ok(added) => match look_again {
+                LookAgain::No => {}
+                LookAgain::Rescan => watcher.poke(),
+                LookAgain::Folders => watcher.note(added),
+            },
             Err(err) => tracing::error!(
                 target: crate::LOG_TARGET,
                 error = %err, "cannot watch project folders"),
@@ -261,7 +287,16 @@ impl Live {
     /// what happened. Never takes anything down: a part that cannot be
     /// read or started keeps its previous state.
     pub async fn reload(&self, trigger: &str) -> Arc<ReloadReport> {
-        let mut running = self.running_state.lock().await;
+        let running = self.running_state.lock().await;
+        self.reload_locked(running, trigger).await
+    }
+
+    /// [`reload`](Self::reload) with the state already locked.
+    pub(crate) async fn reload_locked(
+        &self,
+        mut running: tokio::sync::MutexGuard<'_, Running<Arc<HandlerHandle>>>,
+        trigger: &str,
+    ) -> Arc<ReloadReport> {
         let started = Instant::now();
         let mut report = ReloadReport::new(trigger);
         let reread = Declared::reread(&self.config_path, &running.projects);
@@ -279,9 +314,14 @@ impl Live {
             self.apply(&mut running, declared, &mut report).await;
         }
         drop(running);
-        self.rewatch(true);
+        self.rewatch(LookAgain::Rescan);
         report.took = started.elapsed();
         report.at = SystemTime::now();
+        self.finish_report(report)
+    }
+
+    /// Logs `report`, counts a refusal and keeps it as the last reload.
+    pub(crate) fn finish_report(&self, report: ReloadReport) -> Arc<ReloadReport> {
         let previous = self.last_reload.load();
         let repeated =
             report.changes.is_empty() && !report.errors.is_empty() && report.same_errors(&previous);
@@ -297,5 +337,12 @@ impl Live {
         let report = Arc::new(report);
         self.last_reload.store(report.clone());
         report
+    }
+
+    /// The state, for the incremental path.
+    pub(crate) async fn lock_running(
+        &self,
+    ) -> tokio::sync::MutexGuard<'_, Running<Arc<HandlerHandle>>> {
+        self.running_state.lock().await
     }
 }

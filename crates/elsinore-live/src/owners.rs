@@ -52,6 +52,9 @@ pub(crate) async fn load(records: &Arc<OwnerRecords>) -> HashMap<String, String>
     }
 }
 
+/// More owner changes than this are logged as one line.
+const MAX_LOGGED: usize = 1_000;
+
 /// Writes `changes`; a failure is logged (the next reload that changes
 /// an owner tries again with its own changes, and the live table is right
 /// either way).
@@ -59,11 +62,17 @@ pub(crate) async fn record(records: &Arc<OwnerRecords>, changes: OwnerChanges) {
     if changes.is_empty() {
         return;
     }
-    for (host, project) in &changes.set {
-        tracing::info!(target: crate::LOG_TARGET, host, project, "host owner recorded");
-    }
-    for host in &changes.released {
-        tracing::info!(target: crate::LOG_TARGET, host, "host owner released (no project declares it)");
+    // One line per name, up to a point: a first start with a million
+    // hosts records a million names, and a line each took seconds.
+    if changes.set.len() + changes.released.len() <= MAX_LOGGED {
+        for (host, project) in &changes.set {
+            tracing::info!(target: crate::LOG_TARGET, host, project, "host owner recorded");
+        }
+        for host in &changes.released {
+            tracing::info!(target: crate::LOG_TARGET, host, "host owner released (no project declares it)");
+        }
+    } else {
+        tracing::info!(target: crate::LOG_TARGET, recorded = changes.set.len(), released = changes.released.len(), "host owners recorded");
     }
     let records = records.clone();
     let outcome = tokio::task::spawn_blocking(move || records.record(&changes)).await;

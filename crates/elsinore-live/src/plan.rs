@@ -18,7 +18,7 @@ use elsinore_config::{Config, HandlerSpec, HostPattern};
 use elsinore_routes::{decide_owners, Conflict, HostScan, HostTable};
 use elsinore_supervisor::{HandlerHandle, HandlerState, HandlerStatus, SupervisorError};
 
-use crate::change::Change;
+use crate::change::{Change, MAX_LISTED_HOSTS};
 use crate::declared::{Declared, DeclaredProject};
 use crate::error::{NotReady, ReloadError, Warning};
 
@@ -678,11 +678,26 @@ fn describe_hosts<H>(
             (host.to_string(), change)
         })
         .collect();
-    // As the lines sort: by host, then by the line itself.
+    // As the lines sort: by host, then by the line itself (only for one
+    // host twice, never here: a line per comparison was most of a
+    // million-host start-up).
     let by_line = |a: &(String, Change), b: &(String, Change)| {
-        (&a.0, a.1.to_string()).cmp(&(&b.0, b.1.to_string()))
+        a.0.cmp(&b.0)
+            .then_with(|| a.1.to_string().cmp(&b.1.to_string()))
     };
     gone.sort_by(by_line);
     added.sort_by(by_line);
-    gone.into_iter().chain(added).map(|(_, c)| c).collect()
+    let total = gone.len() + added.len();
+    let mut changes: Vec<Change> = gone
+        .into_iter()
+        .chain(added)
+        .take(MAX_LISTED_HOSTS)
+        .map(|(_, c)| c)
+        .collect();
+    if total > MAX_LISTED_HOSTS {
+        changes.push(Change::MoreHosts {
+            count: total - MAX_LISTED_HOSTS,
+        });
+    }
+    changes
 }

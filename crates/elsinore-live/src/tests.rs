@@ -114,6 +114,7 @@ fn scan(hosts: &[&str]) -> HostScan {
         folders: hosts.iter().map(|h| (h.clone(), h.to_string())).collect(),
         hosts,
         skipped: Vec::new(),
+        ..HostScan::default()
     }
 }
 
@@ -383,6 +384,70 @@ fn a_broken_manifest_keeps_the_previous_one() {
         declared.projects[0].manifest.handlers,
         running.projects[0].declared.manifest.handlers
     );
+}
+
+/// The incremental path: what one host folder's event does, alone.
+mod incremental {
+    use super::*;
+    use crate::incremental::{plan_hosts, HostStep, Seen};
+
+    fn seen(project: usize, folder: &str, is_dir: bool) -> Seen {
+        Seen {
+            project,
+            folder: folder.to_owned(),
+            is_dir,
+        }
+    }
+
+    #[test]
+    fn an_event_for_one_host_changes_that_host_only() {
+        let mut disk = Disk::new();
+        disk.project("alpha", "1", &["a.test", "b.test", "c.test"]);
+        disk.project("beta", "1", &["d.test"]);
+        let declared = disk.declared(&["alpha", "beta"]);
+        let running = first(&disk, &["alpha", "beta"]);
+
+        let (steps, changes) = plan_hosts(&running, &declared.config, &[seen(0, "new.test", true)])
+            .expect("an unclaimed name is added alone");
+        assert_eq!(
+            steps,
+            [HostStep::Add {
+                project: 0,
+                host: HostPattern::parse("new.test").expect("host"),
+                folder: "new.test".into(),
+            }]
+        );
+        assert_eq!(lines(&changes), ["+ host new.test → alpha"]);
+
+        let (steps, changes) = plan_hosts(&running, &declared.config, &[seen(0, "b.test", false)])
+            .expect("a removed host is removed alone");
+        assert_eq!(lines(&changes), ["- host b.test (was alpha)"]);
+        assert_eq!(steps.len(), 1);
+
+        // Its folder changed inside (tls/, public/): re-read, no change
+        // line of its own.
+        let (steps, changes) = plan_hosts(&running, &declared.config, &[seen(0, "c.test", true)])
+            .expect("a refreshed host");
+        assert!(changes.is_empty());
+        assert!(matches!(steps[..], [HostStep::Refresh { project: 0, .. }]));
+    }
+
+    #[test]
+    fn what_depends_on_other_hosts_reads_everything_again() {
+        let mut disk = Disk::new();
+        disk.project("alpha", "1", &["a.test"]);
+        disk.project("beta", "1", &["d.test", "*.wild.test"]);
+        let declared = disk.declared(&["alpha", "beta"]);
+        let running = first(&disk, &["alpha", "beta"]);
+        let config = &declared.config;
+        // Another project's name, a wildcard, a name under another
+        // project's wildcard.
+        assert!(plan_hosts(&running, config, &[seen(0, "d.test", true)]).is_none());
+        assert!(plan_hosts(&running, config, &[seen(0, "*.x.test", true)]).is_none());
+        assert!(plan_hosts(&running, config, &[seen(0, "shop.wild.test", true)]).is_none());
+        // Its own wildcard does not stand in the way.
+        assert!(plan_hosts(&running, config, &[seen(1, "shop.wild.test", true)]).is_some());
+    }
 }
 
 /// The executor with `url` handlers only: nothing is spawned, nothing

@@ -1,14 +1,14 @@
 //! The folders a reload watches: what, if changed, changes what is
 //! served.
 
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use elsinore_config::MANIFEST_FILE;
 use elsinore_routes::HOSTS_DIR;
-use elsinore_static::PUBLIC_DIR;
 use elsinore_supervisor::HandlerHandle;
-use elsinore_tls::{CertOwner, CertSource, TLS_DIR};
+use elsinore_tls::{CertOwner, CertSource};
 use elsinore_watch::Target;
 
 use crate::plan::Applied;
@@ -50,48 +50,42 @@ fn handlers_dir_targets(project_dir: &Path, handlers_dir: &Path) -> Vec<Target> 
     targets
 }
 
-/// Each host folder, where only a `public` entry matters: a `public/`
-/// added or removed changes what the host serves.
-pub(crate) fn public_targets(projects: &[Applied<Arc<HandlerHandle>>]) -> Vec<Target> {
-    projects
-        .iter()
-        .flat_map(|project| {
-            let hosts_dir = project.declared.config.path.join(HOSTS_DIR);
-            let scan = &project.declared.scan;
-            scan.hosts
-                .iter()
-                .filter_map(move |host| scan.folder(host).map(|folder| hosts_dir.join(folder)))
-        })
-        .map(|dir| Target::only(dir, [PUBLIC_DIR]))
+/// Each host's `public/` that exists: only the folder itself matters here
+/// (deleted or replaced, the host's site changes); the files inside are
+/// the static-file tree watcher's. A host folder that gains a `public/`
+/// is seen by the sweep of `hosts/` ([`swept`]), not by a watch of its own.
+pub(crate) fn public_targets<'a>(roots: impl IntoIterator<Item = &'a PathBuf>) -> Vec<Target> {
+    roots
+        .into_iter()
+        .map(|root| Target::only(root.clone(), std::iter::empty::<OsString>()))
         .collect()
 }
 
 /// Folders to watch so that an added, replaced or removed certificate is
-/// noticed: each host folder (only its `tls` entry matters), each
-/// `tls/` folder (every entry), and the default certificate's files.
-/// Two inotify watches per host.
-pub(crate) fn cert_targets(sources: &[CertSource]) -> Vec<Target> {
-    let mut targets = Vec::with_capacity(2 * sources.len());
+/// noticed: each `tls/` folder that exists (every entry), and the default
+/// certificate's files. Host folders without `tls/` cost no watch: one
+/// that gains a `tls/` is seen by the sweep of `hosts/` ([`swept`]).
+pub(crate) fn cert_targets(tls_dirs: &[PathBuf], sources: &[CertSource]) -> Vec<Target> {
+    let mut targets: Vec<Target> = tls_dirs.iter().cloned().map(Target::all).collect();
     for source in sources {
-        match source.owner {
-            CertOwner::Host(_) => {
-                if let Some(tls_dir) = source.cert_path.parent() {
-                    if let Some(host_dir) = tls_dir.parent() {
-                        targets.push(Target::only(host_dir, [TLS_DIR]));
-                    }
-                    targets.push(Target::all(tls_dir));
-                }
-            }
-            CertOwner::Default => {
-                for file in [&source.cert_path, &source.key_path] {
-                    if let (Some(dir), Some(name)) = (file.parent(), file.file_name()) {
-                        targets.push(Target::only(dir, [name.to_owned()]));
-                    }
+        if source.owner == CertOwner::Default {
+            for file in [&source.cert_path, &source.key_path] {
+                if let (Some(dir), Some(name)) = (file.parent(), file.file_name()) {
+                    targets.push(Target::only(dir, [name.to_owned()]));
                 }
             }
         }
     }
     targets
+}
+
+/// Each project's `hosts/`: the folders whose entries the watcher sweeps
+/// for changes made inside a host folder (a `tls/` or `public/` added).
+pub(crate) fn swept(projects: &[Applied<Arc<HandlerHandle>>]) -> Vec<PathBuf> {
+    projects
+        .iter()
+        .map(|project| project.declared.config.path.join(HOSTS_DIR))
+        .collect()
 }
 
 #[cfg(test)]

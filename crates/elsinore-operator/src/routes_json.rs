@@ -46,7 +46,11 @@ pub fn projects_json(table: &RouteTable) -> Value {
                 .zip(&project.routes)
                 .map(|(handle, routes)| handler_json(handle, routes))
                 .collect();
-            let hosts: Vec<String> = project.hosts.iter().map(ToString::to_string).collect();
+            let hosts: Vec<String> = table
+                .hosts_of(&project.name)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             (
                 project.name.clone(),
                 json!({

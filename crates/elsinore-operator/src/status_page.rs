@@ -311,8 +311,9 @@ fn projects_section(html: &mut String, input: &StatusInput<'_>) {
             .find(|(name, _)| *name == project.name)
             .map(|(_, rate)| rate.clone())
             .unwrap_or_default();
-        let hosts: Vec<String> = project
-            .hosts
+        let hosts: Vec<String> = input
+            .table
+            .hosts_of(&project.name)
             .iter()
             .map(|h| format!("<li>{}</li>", escape(&h.to_string())))
             .collect();

@@ -1,6 +1,8 @@
 //! The hostname → value table: exact names, then the longest wildcard.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use foldhash::fast::RandomState;
 
@@ -13,19 +15,139 @@ use elsinore_config::HostPattern;
 /// colliding ones.
 type Names<V> = HashMap<Box<str>, V, RandomState>;
 
+/// About this many names per shard: changing one name copies its shard
+/// (a few hundred entries) rather than the whole table.
+const NAMES_PER_SHARD: usize = 512;
+/// A million names make 2,048 shards; more would only cost memory.
+const MAX_SHARDS: usize = 4_096;
+
+/// Exact names split into shards by hash, each behind an `Arc`: a clone
+/// of the table shares every shard, and [`HostTable::insert`] or
+/// [`HostTable::remove_name`] copies only the one shard it changes. What
+/// lets a reload that adds one host to a million-host table cost
+/// microseconds, not a copy of the million.
+#[derive(Debug)]
+struct Sharded<V> {
+    shards: Box<[Arc<Names<V>>]>,
+    /// Picks the shard of a name; the same for every clone.
+    pick: RandomState,
+}
+
+impl<V> Clone for Sharded<V> {
+    fn clone(&self) -> Self {
+        Self {
+            shards: self.shards.clone(),
+            pick: self.pick,
+        }
+    }
+}
+
+impl<V> Sharded<V> {
+    /// Empty, sized for about `len` names.
+    fn with_len(len: usize) -> Self {
+        let count = (len / NAMES_PER_SHARD).next_power_of_two().min(MAX_SHARDS);
+        Self {
+            shards: (0..count).map(|_| Arc::new(Names::default())).collect(),
+            pick: RandomState::default(),
+        }
+    }
+
+    fn shard(&self, name: &str) -> usize {
+        // The count is a power of two: the low bits pick.
+        (self.pick.hash_one(name) as usize) & (self.shards.len() - 1)
+    }
+
+    fn from_pairs(len: usize, pairs: impl IntoIterator<Item = (Box<str>, V)>) -> Self {
+        let mut shards: Vec<Names<V>> = (0..Self::with_len(len).shards.len())
+            .map(|_| Names::default())
+            .collect();
+        let mut table = Self {
+            shards: Box::new([]),
+            pick: RandomState::default(),
+        };
+        let count = shards.len();
+        for (name, value) in pairs {
+            let i = (table.pick.hash_one(&*name) as usize) & (count - 1);
+            shards[i].insert(name, value);
+        }
+        table.shards = shards.into_iter().map(Arc::new).collect();
+        table
+    }
+
+    #[inline]
+    fn get(&self, name: &str) -> Option<&V> {
+        self.shards[self.shard(name)].get(name)
+    }
+
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.len()).sum()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Box<str>, &V)> {
+        self.shards.iter().flat_map(|s| s.iter())
+    }
+}
+
+impl<V: Clone> Sharded<V> {
+    fn insert(&mut self, name: Box<str>, value: V) -> Option<V> {
+        let i = self.shard(&name);
+        Arc::make_mut(&mut self.shards[i]).insert(name, value)
+    }
+
+    fn remove(&mut self, name: &str) -> Option<V> {
+        let i = self.shard(name);
+        if !self.shards[i].contains_key(name) {
+            return None;
+        }
+        Arc::make_mut(&mut self.shards[i]).remove(name)
+    }
+}
+
 /// Immutable lookup from a normalised hostname to a value (a project).
-#[derive(Debug, Clone)]
+/// Cloning it is cheap (shards are shared); see [`Sharded`].
+#[derive(Debug)]
 pub struct HostTable<T> {
-    exact: Names<T>,
-    /// Keyed by the suffix after `*.`.
-    wildcard: Names<T>,
+    exact: Sharded<T>,
+    /// Keyed by the suffix after `*.`. Few, and never changed alone.
+    wildcard: Arc<Names<T>>,
+}
+
+impl<T> Clone for HostTable<T> {
+    fn clone(&self) -> Self {
+        Self {
+            exact: self.exact.clone(),
+            wildcard: self.wildcard.clone(),
+        }
+    }
 }
 
 impl<T> Default for HostTable<T> {
     fn default() -> Self {
         Self {
-            exact: Names::default(),
-            wildcard: Names::default(),
+            exact: Sharded::with_len(0),
+            wildcard: Arc::default(),
+        }
+    }
+}
+
+impl<T: Clone> HostTable<T> {
+    /// Declares the exact name `name` with `value`, copying only the
+    /// shard it lands in; returns the value it replaced. Wildcards are
+    /// not changed one by one (a reload that touches one rebuilds).
+    pub fn insert_exact(&mut self, name: &str, value: T) -> Option<T> {
+        self.exact.insert(name.into(), value)
+    }
+
+    /// Takes the exact name `name` out, copying only its shard.
+    pub fn remove_exact(&mut self, name: &str) -> Option<T> {
+        self.exact.remove(name)
+    }
+
+    /// Takes `name` (as [`get`](Self::get) finds it) out of the table.
+    pub(crate) fn remove(&mut self, name: DeclaredName<'_>) -> Option<T> {
+        match name.wildcard {
+            false => self.exact.remove(name.name),
+            true => Arc::make_mut(&mut self.wildcard).remove(name.name),
         }
     }
 }
@@ -66,57 +188,44 @@ impl<T> HostTable<T> {
         None
     }
 
-    /// Takes `name` (as [`get`](Self::get) finds it) out of the table.
-    pub(crate) fn remove(&mut self, name: DeclaredName<'_>) -> Option<T> {
-        match name.wildcard {
-            false => self.exact.remove(name.name),
-            true => self.wildcard.remove(name.name),
-        }
-    }
-
     /// The same table with every value converted by `f`.
     pub fn map<U>(&self, mut f: impl FnMut(&T) -> U) -> HostTable<U> {
         HostTable {
-            exact: self.exact.iter().map(|(k, v)| (k.clone(), f(v))).collect(),
-            wildcard: self
-                .wildcard
-                .iter()
-                .map(|(k, v)| (k.clone(), f(v)))
-                .collect(),
+            exact: Sharded::from_pairs(
+                self.exact.len(),
+                self.exact.iter().map(|(k, v)| (k.clone(), f(v))),
+            ),
+            wildcard: Arc::new(
+                self.wildcard
+                    .iter()
+                    .map(|(k, v)| (k.clone(), f(v)))
+                    .collect(),
+            ),
         }
     }
 
     /// The same table with every value converted by `f`, which is also
     /// given the name as declared (`*.suffix` for wildcards).
     pub fn map_named<U>(&self, mut f: impl FnMut(&str, &T) -> U) -> HostTable<U> {
-        HostTable {
-            exact: self
-                .exact
-                .iter()
-                .map(|(k, v)| (k.clone(), f(k, v)))
-                .collect(),
-            wildcard: self
-                .wildcard
-                .iter()
-                .map(|(k, v)| (k.clone(), f(&format!("*.{k}"), v)))
-                .collect(),
-        }
+        self.filter_map_named(|name, value| Some(f(name, value)))
     }
 
     /// As [`map_named`](Self::map_named), leaving out the names for which
     /// `f` gives `None`.
     pub fn filter_map_named<U>(&self, mut f: impl FnMut(&str, &T) -> Option<U>) -> HostTable<U> {
         HostTable {
-            exact: self
-                .exact
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), f(k, v)?)))
-                .collect(),
-            wildcard: self
-                .wildcard
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), f(&format!("*.{k}"), v)?)))
-                .collect(),
+            exact: Sharded::from_pairs(
+                self.exact.len(),
+                self.exact
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), f(k, v)?))),
+            ),
+            wildcard: Arc::new(
+                self.wildcard
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), f(&format!("*.{k}"), v)?)))
+                    .collect(),
+            ),
         }
     }
 
@@ -287,14 +396,11 @@ impl<T> HostTableBuilder<T> {
 
     /// The finished table and the conflicts found while building it.
     pub fn finish(self) -> (HostTable<T>, Vec<Conflict>) {
-        let values = |map: Names<(T, usize)>| {
-            map.into_iter()
-                .map(|(name, (value, _))| (name, value))
-                .collect()
-        };
+        let values =
+            |map: Names<(T, usize)>| map.into_iter().map(|(name, (value, _))| (name, value));
         let table = HostTable {
-            exact: values(self.exact),
-            wildcard: values(self.wildcard),
+            exact: Sharded::from_pairs(self.exact.len(), values(self.exact)),
+            wildcard: Arc::new(values(self.wildcard).collect()),
         };
         (table, self.conflicts)
     }

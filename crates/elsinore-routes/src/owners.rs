@@ -142,6 +142,7 @@ mod tests {
             folders: hosts.iter().map(|h| (h.clone(), h.to_string())).collect(),
             hosts,
             skipped: Vec::new(),
+            ..HostScan::default()
         }
     }
 

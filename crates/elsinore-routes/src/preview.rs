@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::ProjectRoute;
 
 /// The preview host and the projects reachable under it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Preview {
     /// Also its `host` label with `metrics.per_host`.
     host: Arc<str>,

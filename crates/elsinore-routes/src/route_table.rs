@@ -26,9 +26,6 @@ pub struct ProjectRoute {
     pub name: String,
     /// The project folder.
     pub path: PathBuf,
-    /// Hosts it declared and kept (names lost to another project in a
-    /// conflict are left out).
-    pub hosts: Vec<HostPattern>,
     /// Its handlers, in manifest order.
     pub handlers: Vec<Arc<HandlerHandle>>,
     /// The path prefixes of each handler (`routes[i]` for `handlers[i]`).
@@ -79,7 +76,6 @@ impl ProjectRoute {
         Some(Self {
             name: name.to_owned(),
             path,
-            hosts: Vec::new(),
             handlers,
             routes,
             max_body: None,
@@ -150,8 +146,10 @@ pub struct HostRoute {
     pub label: Arc<str>,
 }
 
-/// An immutable snapshot of everything routing needs.
-#[derive(Debug, Default)]
+/// An immutable snapshot of everything routing needs. Cloning it is
+/// cheap (the host table's shards and everything else are shared), which
+/// is how a reload that changes one host builds the next snapshot.
+#[derive(Debug, Default, Clone)]
 pub struct RouteTable {
     /// Host → project (and static files).
     pub hosts: HostTable<HostRoute>,
@@ -172,4 +170,20 @@ pub struct RouteTable {
     /// What clients may say about themselves (`trusted_proxies`,
     /// `upgrade_protocols`, `underscores_in_headers`).
     pub client_policy: ClientPolicy,
+}
+
+impl RouteTable {
+    /// The hosts `project` serves (exact, then wildcards, each sorted):
+    /// one pass over the table, for the operator views. Not kept per
+    /// project, so that adding one host never copies a project's list.
+    pub fn hosts_of(&self, project: &str) -> Vec<HostPattern> {
+        let mut hosts: Vec<HostPattern> = self
+            .hosts
+            .iter()
+            .filter(|(_, route)| route.project.name == project)
+            .filter_map(|(name, _)| HostPattern::parse(&name.to_string()).ok())
+            .collect();
+        hosts.sort_unstable();
+        hosts
+    }
 }

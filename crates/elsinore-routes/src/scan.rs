@@ -35,17 +35,61 @@ pub struct HostScan {
     pub hosts: Vec<HostPattern>,
     /// Entries that are not valid host folders, with the reason.
     pub skipped: Vec<SkippedFolder>,
-    /// The folder name of each host as written on disk (`Blog.Example.com`
-    /// declares `blog.example.com`). Hashed: a reload looks up every host
-    /// in it a few times, and with 10,000 hosts a sorted map's string
-    /// comparisons were the largest item of the rebuild.
+    /// The folder name of a host as written on disk, for the hosts whose
+    /// folder is not spelled as the name (`Blog.Example.com` declares
+    /// `blog.example.com`) and for wildcards: the folder of every other
+    /// host is its name, so a million plain hosts keep no string here
+    /// (ask [`HostScan::folder`]). Hashed: a reload looks up every host
+    /// in it.
     pub folders: HashMap<HostPattern, String>,
+    /// Two folders spell one name (`Blog.Test` and `blog.test`): which
+    /// one declares it depends on both, so a change to either is read
+    /// with the whole folder rather than alone.
+    pub spellings_differ: bool,
 }
 
 impl HostScan {
-    /// The folder under `hosts/` that declares `host`.
+    /// The folder under `hosts/` that declares `host`, if it declares it.
     pub fn folder(&self, host: &HostPattern) -> Option<&str> {
-        self.folders.get(host).map(String::as_str)
+        if let Some(folder) = self.folders.get(host) {
+            return Some(folder);
+        }
+        // Spelled as the name: the name, if declared.
+        let at = self.hosts.binary_search(host).ok()?;
+        match &self.hosts[at] {
+            HostPattern::Exact(name) => Some(name.as_str()),
+            HostPattern::Wildcard(_) => None,
+        }
+    }
+
+    /// Whether `host`'s folder needs its spelling kept: a wildcard, or a
+    /// name written otherwise on disk.
+    fn spelled_otherwise(host: &HostPattern, folder: &str) -> bool {
+        match host {
+            HostPattern::Exact(name) => name.as_str() != folder,
+            HostPattern::Wildcard(_) => true,
+        }
+    }
+
+    /// Adds `host`, declared by `folder`, keeping `hosts` sorted (a
+    /// binary search and one move of the list's tail).
+    pub fn insert(&mut self, host: HostPattern, folder: String) {
+        if Self::spelled_otherwise(&host, &folder) {
+            self.folders.insert(host.clone(), folder);
+        } else {
+            self.folders.remove(&host);
+        }
+        if let Err(at) = self.hosts.binary_search(&host) {
+            self.hosts.insert(at, host);
+        }
+    }
+
+    /// Removes `host`.
+    pub fn remove(&mut self, host: &HostPattern) {
+        if let Ok(at) = self.hosts.binary_search(host) {
+            self.hosts.remove(at);
+        }
+        self.folders.remove(host);
     }
 }
 
@@ -90,10 +134,9 @@ pub fn scan_hosts(project_dir: &Path) -> Result<HostScan, ScanError> {
             Ok(pattern) => {
                 // Two spellings of one name: the first in sorted order wins,
                 // so the choice does not depend on directory order.
-                let keep = scan
-                    .folders
-                    .get(&pattern)
-                    .is_none_or(|seen| name < seen.as_str());
+                let seen = scan.folders.get(&pattern);
+                scan.spellings_differ |= seen.is_some();
+                let keep = seen.is_none_or(|seen| name < seen.as_str());
                 if keep {
                     scan.folders.insert(pattern, name.to_owned());
                 }
@@ -104,9 +147,13 @@ pub fn scan_hosts(project_dir: &Path) -> Result<HostScan, ScanError> {
             }),
         }
     }
-    // Sorted, and without duplicates as they are the map's keys.
+    // Sorted, and without duplicates as they are the map's keys; then
+    // only the spellings that differ from their name are kept.
     scan.hosts = scan.folders.keys().cloned().collect();
     scan.hosts.sort_unstable();
+    scan.folders
+        .retain(|host, folder| HostScan::spelled_otherwise(host, folder));
+    scan.folders.shrink_to_fit();
     scan.skipped.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(scan)
 }
@@ -158,6 +205,31 @@ mod tests {
         let scan = scan_hosts(project.path()).expect("scan");
         let names: Vec<String> = scan.hosts.iter().map(ToString::to_string).collect();
         assert_eq!(names, ["linked.localhost"]);
+    }
+
+    #[test]
+    fn only_folders_spelled_otherwise_keep_their_spelling() {
+        let project = tempfile::tempdir().expect("temp dir");
+        let hosts = project.path().join(HOSTS_DIR);
+        for name in ["plain.test", "Caps.Test", "*.wild.test"] {
+            std::fs::create_dir_all(hosts.join(name)).expect("mkdir");
+        }
+        let mut scan = scan_hosts(project.path()).expect("scan");
+        let pattern = |text: &str| HostPattern::parse(text).expect("host");
+        // A plain host costs no string of its own.
+        assert_eq!(scan.folders.len(), 2);
+        assert_eq!(scan.folder(&pattern("plain.test")), Some("plain.test"));
+        assert_eq!(scan.folder(&pattern("caps.test")), Some("Caps.Test"));
+        assert_eq!(scan.folder(&pattern("*.wild.test")), Some("*.wild.test"));
+        assert_eq!(scan.folder(&pattern("other.test")), None);
+        scan.insert(pattern("new.test"), "new.test".into());
+        scan.insert(pattern("more.test"), "More.Test".into());
+        assert_eq!(scan.folders.len(), 3);
+        assert_eq!(scan.folder(&pattern("new.test")), Some("new.test"));
+        assert_eq!(scan.folder(&pattern("more.test")), Some("More.Test"));
+        scan.remove(&pattern("more.test"));
+        assert_eq!(scan.folder(&pattern("more.test")), None);
+        assert!(scan.hosts.windows(2).all(|w| w[0] < w[1]), "sorted");
     }
 
     #[test]

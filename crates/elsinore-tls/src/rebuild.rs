@@ -48,9 +48,11 @@ impl CertSource {
         }
     }
 
-    /// Nothing to load: an optional source with neither file.
-    fn absent(&self) -> bool {
-        self.optional && !self.cert_path.exists() && !self.key_path.exists()
+    /// The `tls/` folder of a host source that has one (one `stat`: most
+    /// host folders have none, and then their files are not looked for).
+    fn tls_dir(&self) -> Option<&Path> {
+        let dir = self.cert_path.parent()?;
+        (self.optional && dir.is_dir()).then_some(dir)
     }
 }
 
@@ -67,6 +69,9 @@ pub struct Rebuilt {
     /// Certificates loaded but worth a look (key readable by others, names
     /// that do not cover the host, already expired).
     pub warnings: Vec<String>,
+    /// The host sources' `tls/` folders that exist (with or without
+    /// files): the folders worth a watch.
+    pub tls_dirs: Vec<PathBuf>,
 }
 
 impl CertStore {
@@ -81,76 +86,13 @@ impl CertStore {
             changes: Vec::new(),
             errors: Vec::new(),
             warnings: Vec::new(),
+            tls_dirs: Vec::new(),
         };
         let mut slots = BTreeMap::new();
         for source in sources {
-            let previous = self.slot(&source.owner);
-            if source.absent() {
-                continue;
+            if let Some(slot) = self.read_source(source, now, &mut out) {
+                slots.insert(source.owner.clone(), slot);
             }
-            let stamp = Stamp::of(&source.cert_path, &source.key_path);
-            let unchanged = |cert: &LoadedCert| {
-                cert.stamp == stamp
-                    && cert.cert_path == source.cert_path
-                    && cert.key_path == source.key_path
-            };
-            match previous {
-                Some(slot)
-                    if slot.refused.is_none() && slot.cert.as_deref().is_some_and(unchanged) =>
-                {
-                    slots.insert(source.owner.clone(), slot.clone());
-                    continue;
-                }
-                Some(slot)
-                    if slot.refused_stamp.as_ref() == Some(&stamp)
-                        && slot.cert_path == source.cert_path
-                        && slot.key_path == source.key_path =>
-                {
-                    out.errors.extend(slot.refused.clone());
-                    slots.insert(source.owner.clone(), slot.clone());
-                    continue;
-                }
-                _ => {}
-            }
-            let last_good = previous.and_then(|slot| slot.cert.clone());
-            let slot = match LoadedCert::load(&source.cert_path, &source.key_path) {
-                Ok(cert) => {
-                    out.changes.push(change_line(
-                        if last_good.is_some() { "~" } else { "+" },
-                        &source.owner,
-                        &cert,
-                    ));
-                    out.warnings
-                        .extend(load_warnings(&source.owner, &cert, now));
-                    CertSlot {
-                        cert_path: source.cert_path.clone(),
-                        key_path: source.key_path.clone(),
-                        cert: Some(Arc::new(cert)),
-                        refused: None,
-                        refused_stamp: None,
-                    }
-                }
-                Err(err) => {
-                    let keeping = match &last_good {
-                        Some(cert) => format!(
-                            "keeping the previous certificate for {} (expires {})",
-                            source.owner,
-                            date(cert.not_after)
-                        ),
-                        None => format!("{} has no certificate until this is fixed", source.owner),
-                    };
-                    let message = format!("certificate {}: {err}; {keeping}", source.owner);
-                    out.errors.push(message.clone());
-                    CertSlot {
-                        cert_path: source.cert_path.clone(),
-                        key_path: source.key_path.clone(),
-                        cert: last_good,
-                        refused: Some(message),
-                        refused_stamp: Some(stamp),
-                    }
-                }
-            };
-            slots.insert(source.owner.clone(), slot);
         }
         for (owner, slot) in self.slots() {
             if slot.cert.is_some() && !slots.contains_key(owner) {
@@ -158,6 +100,119 @@ impl CertStore {
             }
         }
         out.store = CertStore::from_slots(slots);
+        out
+    }
+
+    /// One source's slot in the next snapshot (`None`: nothing to load).
+    fn read_source(
+        &self,
+        source: &CertSource,
+        now: SystemTime,
+        out: &mut Rebuilt,
+    ) -> Option<CertSlot> {
+        let previous = self.slot(&source.owner);
+        if source.optional {
+            // Most host folders have no `tls/`: one `stat` says so.
+            out.tls_dirs.push(source.tls_dir()?.to_path_buf());
+            if !source.cert_path.exists() && !source.key_path.exists() {
+                return None;
+            }
+        }
+        let stamp = Stamp::of(&source.cert_path, &source.key_path);
+        let unchanged = |cert: &LoadedCert| {
+            cert.stamp == stamp
+                && cert.cert_path == source.cert_path
+                && cert.key_path == source.key_path
+        };
+        match previous {
+            Some(slot) if slot.refused.is_none() && slot.cert.as_deref().is_some_and(unchanged) => {
+                return Some(slot.clone());
+            }
+            Some(slot)
+                if slot.refused_stamp.as_ref() == Some(&stamp)
+                    && slot.cert_path == source.cert_path
+                    && slot.key_path == source.key_path =>
+            {
+                out.errors.extend(slot.refused.clone());
+                return Some(slot.clone());
+            }
+            _ => {}
+        }
+        let last_good = previous.and_then(|slot| slot.cert.clone());
+        let slot = match LoadedCert::load(&source.cert_path, &source.key_path) {
+            Ok(cert) => {
+                out.changes.push(change_line(
+                    if last_good.is_some() { "~" } else { "+" },
+                    &source.owner,
+                    &cert,
+                ));
+                out.warnings
+                    .extend(load_warnings(&source.owner, &cert, now));
+                CertSlot {
+                    cert_path: source.cert_path.clone(),
+                    key_path: source.key_path.clone(),
+                    cert: Some(Arc::new(cert)),
+                    refused: None,
+                    refused_stamp: None,
+                }
+            }
+            Err(err) => {
+                let keeping = match &last_good {
+                    Some(cert) => format!(
+                        "keeping the previous certificate for {} (expires {})",
+                        source.owner,
+                        date(cert.not_after)
+                    ),
+                    None => format!("{} has no certificate until this is fixed", source.owner),
+                };
+                let message = format!("certificate {}: {err}; {keeping}", source.owner);
+                out.errors.push(message.clone());
+                CertSlot {
+                    cert_path: source.cert_path.clone(),
+                    key_path: source.key_path.clone(),
+                    cert: last_good,
+                    refused: Some(message),
+                    refused_stamp: Some(stamp),
+                }
+            }
+        };
+        Some(slot)
+    }
+
+    /// As [`rebuild`](Self::rebuild) for `changed` sources only (a host
+    /// folder added or changed) and the owners in `removed`: every other
+    /// slot is kept as it is, without a look at its files. What an
+    /// incremental reload costs, whatever the number of hosts.
+    pub fn rebuild_some(
+        &self,
+        changed: &[CertSource],
+        removed: &[CertOwner],
+        now: SystemTime,
+    ) -> Rebuilt {
+        let mut out = Rebuilt {
+            store: CertStore::default(),
+            changes: Vec::new(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            tls_dirs: Vec::new(),
+        };
+        let mut slots = self.slots.clone();
+        for owner in removed.iter().chain(changed.iter().map(|s| &s.owner)) {
+            slots.remove(owner);
+        }
+        for source in changed {
+            if let Some(slot) = self.read_source(source, now, &mut out) {
+                slots.insert(source.owner.clone(), slot);
+            }
+        }
+        for (owner, slot) in self.slots() {
+            if slot.cert.is_some() && !slots.contains_key(owner) {
+                out.changes.push(format!("- certificate {owner}"));
+            }
+        }
+        let mut store = CertStore::from_slots(slots);
+        store.own_wildcards = self.own_wildcards.clone();
+        out.store = store;
         out
     }
 }

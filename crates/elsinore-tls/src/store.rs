@@ -53,12 +53,12 @@ pub struct CertStore {
     /// `(suffix, cert)` for `*.suffix` folders, longest suffix first.
     wildcards: Vec<(String, Arc<LoadedCert>)>,
     default: Option<Arc<LoadedCert>>,
-    slots: BTreeMap<CertOwner, CertSlot>,
+    pub(crate) slots: BTreeMap<CertOwner, CertSlot>,
     /// Exact names under another project's wildcard, each with the
     /// suffixes of the wildcards its own project declares above it: only
     /// those wildcards' certificates may answer for it (else the default),
     /// never the other project's.
-    own_wildcards: HashMap<String, Box<[String]>>,
+    pub(crate) own_wildcards: HashMap<String, Box<[String]>>,
 }
 
 impl CertStore {

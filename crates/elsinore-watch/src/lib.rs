@@ -19,6 +19,14 @@
 //!
 //! [`TreeWatcher`] is the other kind: whole trees, watched recursively,
 //! reporting each changed path (for the static-file cache).
+//!
+//! Each burst also leaves the paths it touched ([`FolderWatcher::take_changes`]),
+//! so that the reloader re-reads only the entries named (one host folder
+//! of a million) and rescans everything only when events were lost.
+//! Folders given to [`FolderWatcher::set_swept`] are not watched inside
+//! their entries: a slow, paced `stat` of each entry (`sweep.rs`) reports
+//! the entries changed inside, so the number of watches does not grow
+//! with the number of host folders.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
@@ -31,6 +39,7 @@ use notify::{Event, EventKind, RecursiveMode};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+mod sweep;
 mod tree;
 mod watches;
 
@@ -133,9 +142,24 @@ impl TargetIndex {
     }
 }
 
+/// The paths a burst touched, taken by [`FolderWatcher::take_changes`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// Each path an event named that concerns a target (a target folder
+    /// itself, or one of its entries that matter), or that the sweep
+    /// found changed.
+    pub paths: BTreeSet<PathBuf>,
+    /// Events were lost (the kernel's queue overflowed, the backend
+    /// failed) or someone asked for a full look ([`FolderWatcher::poke`]):
+    /// anything may have changed.
+    pub lost: bool,
+}
+
 /// What the event callback shares with [`FolderWatcher::set_targets`].
 #[derive(Default)]
 struct Shared {
+    /// What changed since the last [`FolderWatcher::take_changes`].
+    changes: Mutex<Changes>,
     targets: RwLock<TargetIndex>,
     /// Watched folders that events said were deleted, created or renamed
     /// since the last `set_targets`: their watch is gone or follows the
@@ -153,6 +177,10 @@ pub struct FolderWatcher {
     shared: Arc<Shared>,
     wake: Arc<Notify>,
     poll_interval: Duration,
+    /// The folders the sweeping thread goes through; the thread starts
+    /// with the first [`FolderWatcher::set_swept`].
+    swept: Arc<sweep::SweepList>,
+    sweeping: std::sync::Once,
 }
 
 impl std::fmt::Debug for FolderWatcher {
@@ -196,7 +224,48 @@ impl FolderWatcher {
             shared,
             wake,
             poll_interval,
+            swept: Arc::default(),
+            sweeping: std::sync::Once::new(),
         })
+    }
+
+    /// Sweeps the entries of `dirs` (see the crate documentation): each
+    /// sub-folder changed inside is reported as a change of its path. The
+    /// folders themselves still need a target to be watched.
+    pub fn set_swept(&self, dirs: Vec<PathBuf>) {
+        self.swept.set(dirs);
+        self.sweeping.call_once(|| {
+            let (shared, wake) = (self.shared.clone(), self.wake.clone());
+            let report = move |path: PathBuf| {
+                record(&shared, [path]);
+                wake.notify_one();
+            };
+            // Polling already compares each entry's times at each look.
+            let interval = self.poll_interval.max(Duration::from_secs(1));
+            if let Err(err) = sweep::spawn(self.swept.clone(), interval, report) {
+                tracing::warn!(error = %err, "cannot start the host folder sweep; a tls/ or public/ made inside an existing host folder needs POST /reload");
+            }
+        });
+    }
+
+    /// What changed since the previous call: the paths events named, or
+    /// `lost` when anything may have.
+    pub fn take_changes(&self) -> Changes {
+        std::mem::take(
+            &mut *self
+                .shared
+                .changes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// Wakes [`changed`](Self::changed) for `paths`, as if events had
+    /// named them (a folder watched only now: what changed in it before
+    /// its watch began is looked at).
+    pub fn note(&self, paths: impl IntoIterator<Item = PathBuf>) {
+        record(&self.shared, paths);
+        self.wake.notify_one();
     }
 
     /// `"native"` or `"poll"`: what is watching right now.
@@ -214,6 +283,13 @@ impl FolderWatcher {
     /// name): changes made inside it before this call were not seen, so the
     /// caller should rescan once more.
     pub fn set_targets(&self, targets: &[Target]) -> Result<bool, WatchError> {
+        self.set_targets_listing(targets)
+            .map(|added| !added.is_empty())
+    }
+
+    /// As [`set_targets`](Self::set_targets), returning the folders
+    /// watched now that were not before.
+    pub fn set_targets_listing(&self, targets: &[Target]) -> Result<Vec<PathBuf>, WatchError> {
         let index = TargetIndex::new(targets);
         let dirs: Vec<PathBuf> = index.0.keys().cloned().collect();
         *self
@@ -262,10 +338,10 @@ impl FolderWatcher {
         for gone in stale {
             watches.unwatch(&gone);
         }
-        let mut added = false;
+        let mut added = Vec::new();
         for (dir, id) in wanted {
-            if !watches.watched().contains_key(&dir) {
-                added |= watches.watch(dir, id)?;
+            if !watches.watched().contains_key(&dir) && watches.watch(dir.clone(), id)? {
+                added.push(dir);
             }
         }
         Ok(added)
@@ -289,8 +365,10 @@ impl FolderWatcher {
         }
     }
 
-    /// Wakes [`changed`](Self::changed) as if a change had been seen.
+    /// Wakes [`changed`](Self::changed) as if events had been lost: the
+    /// next reload looks at everything.
     pub fn poke(&self) {
+        lose(&self.shared);
         self.wake.notify_one();
     }
 }
@@ -303,8 +381,30 @@ pub(crate) fn is_missing(err: &notify::Error) -> bool {
     }
 }
 
+/// Adds `paths` to what changed.
+fn record(shared: &Shared, paths: impl IntoIterator<Item = PathBuf>) {
+    shared
+        .changes
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .paths
+        .extend(paths);
+}
+
+/// Marks events as lost: the reloader looks at everything.
+fn lose(shared: &Shared) {
+    let mut changes = shared
+        .changes
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    changes.lost = true;
+    // Everything is read again: the paths need not be kept.
+    changes.paths.clear();
+}
+
 /// The callback both backends share: wake the reloader when an event
-/// touches a target (or when the backend lost events and cannot say which).
+/// touches a target (or when the backend lost events and cannot say which),
+/// noting the paths it names.
 fn on_event(
     shared: Arc<Shared>,
     wake: Arc<Notify>,
@@ -335,15 +435,26 @@ fn on_event(
                     }
                 }
             }
-            let relevant =
-                event.need_rescan() || event.paths.iter().any(|path| targets.matches(path));
+            let lost = event.need_rescan();
+            let named: Vec<PathBuf> = event
+                .paths
+                .iter()
+                .filter(|path| targets.matches(path))
+                .cloned()
+                .collect();
             drop(targets);
-            if relevant {
-                wake.notify_one();
+            if lost {
+                lose(&shared);
+            } else if !named.is_empty() {
+                record(&shared, named);
+            } else {
+                return;
             }
+            wake.notify_one();
         }
         Err(err) => {
             tracing::warn!(error = %err, "file watcher error; rescanning");
+            lose(&shared);
             wake.notify_one();
         }
     }
@@ -416,6 +527,49 @@ mod tests {
         )
         .expect("rename");
         sees(&watcher, "config.json replaced by rename").await;
+    }
+
+    #[tokio::test]
+    async fn a_burst_leaves_the_paths_it_named_and_a_poke_loses_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("hosts")).expect("hosts");
+        let watcher = watcher(WatchMode::Auto, dir.path());
+        std::fs::create_dir(dir.path().join("hosts/a.test")).expect("mkdir");
+        sees(&watcher, "mkdir hosts/a.test").await;
+        let changes = watcher.take_changes();
+        assert!(!changes.lost);
+        assert!(
+            changes.paths.contains(&dir.path().join("hosts/a.test")),
+            "{changes:?}"
+        );
+        assert_eq!(watcher.take_changes(), Changes::default(), "taken once");
+        watcher.poke();
+        assert!(watcher.take_changes().lost);
+    }
+
+    #[tokio::test]
+    async fn the_sweep_reports_a_folder_changed_inside() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let hosts = dir.path().join("hosts");
+        std::fs::create_dir_all(hosts.join("a.test")).expect("mkdir");
+        std::fs::create_dir_all(hosts.join("b.test")).expect("mkdir");
+        let watcher = watcher(WatchMode::Auto, dir.path());
+        watcher.set_swept(vec![hosts.clone()]);
+        // Past the sweep's slack (timestamps in whole seconds), the
+        // folders made above are no longer reported...
+        tokio::time::sleep(Duration::from_millis(3_500)).await;
+        let _ = watcher.take_changes();
+        // ...and this one is, though nothing watches inside hosts/a.test.
+        std::fs::create_dir(hosts.join("a.test/tls")).expect("mkdir tls");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "the sweep did not report hosts/a.test");
+            let _ = tokio::time::timeout(left, watcher.changed()).await;
+            if watcher.take_changes().paths.contains(&hosts.join("a.test")) {
+                break;
+            }
+        }
     }
 
     #[tokio::test]
