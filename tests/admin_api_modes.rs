@@ -116,6 +116,10 @@ async fn the_default_mode_is_elsinores_own_and_a_reload_switches_modes() {
     ws.write_config(&config(Some("handler")));
     let reload = server.op("POST", "/reload").send().await;
     assert_eq!(reload.status, StatusCode::OK, "{}", text(&reload));
+    // The operator is told what changed.
+    server
+        .logs
+        .wait_for("~ project plain: admin_api elsinore → handler");
     let reply = ui(&server, "GET", "plain.test", "/admin/api/_keys", PLAIN_KEY)
         .send()
         .await;

@@ -177,6 +177,9 @@ async fn forward_host_is_live_on_reload() {
         seen_in(&body, "host") == one(&["plain.localhost"])
     })
     .await;
+    server
+        .logs
+        .wait_for("~ project plain: forward_host original → tenant");
 }
 
 const ALPHA_KEY: &str = "alpha-project-key-0123456789";

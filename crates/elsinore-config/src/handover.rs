@@ -24,6 +24,16 @@ pub enum ForwardHost {
     Tenant,
 }
 
+impl ForwardHost {
+    /// The value as written in config.json.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Original => "original",
+            Self::Tenant => "tenant",
+        }
+    }
+}
+
 /// `handler_key_env`: the project key, handed to the project's own
 /// command handlers under `name`. Compared as part of each handler's spec,
 /// so a changed name or key restarts them. `Debug` never prints the key.

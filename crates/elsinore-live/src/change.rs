@@ -32,6 +32,18 @@ pub enum Change {
         /// Its name.
         project: String,
     },
+    /// A project setting that changes how requests reach its handlers
+    /// (`admin_api`, `forward_host`), live from the next request.
+    SettingChanged {
+        /// The project.
+        project: String,
+        /// The config.json key.
+        setting: &'static str,
+        /// The value before.
+        from: &'static str,
+        /// The value now.
+        to: &'static str,
+    },
     /// A handler new in a project's manifest, serving now.
     HandlerAdded {
         /// The project.
@@ -113,6 +125,12 @@ impl fmt::Display for Change {
                 write!(f, "~ project {project}: moved to {}", path.display())
             }
             Self::KeyChanged { project } => write!(f, "~ project {project}: key changed"),
+            Self::SettingChanged {
+                project,
+                setting,
+                from,
+                to,
+            } => write!(f, "~ project {project}: {setting} {from} → {to}"),
             Self::HandlerAdded { project, handler } => {
                 write!(f, "~ project {project}: + handler {handler}")
             }

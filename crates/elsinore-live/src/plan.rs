@@ -609,6 +609,30 @@ fn describe_projects<H: Handler>(before: &[Applied<H>], after: &[Applied<H>]) ->
                 project: name.clone(),
             });
         }
+        let (old_config, new_config) = (&previous.declared.config, &project.declared.config);
+        // (`handler_key_env` is part of the handler specs: a change shows
+        // as the handlers being replaced.)
+        for (setting, from, to) in [
+            (
+                "admin_api",
+                old_config.admin_api.as_str(),
+                new_config.admin_api.as_str(),
+            ),
+            (
+                "forward_host",
+                old_config.forward_host.as_str(),
+                new_config.forward_host.as_str(),
+            ),
+        ] {
+            if from != to {
+                changes.push(Change::SettingChanged {
+                    project: name.clone(),
+                    setting,
+                    from,
+                    to,
+                });
+            }
+        }
         for (spec, handle) in specs.iter().zip(&project.handlers) {
             let handler = spec.name.clone();
             match old_specs.iter().position(|h| h.name == spec.name) {
