@@ -11,7 +11,9 @@ mod events_cmd;
 mod keys_cmd;
 mod keys_import;
 mod logging;
+mod readiness;
 mod serve;
+mod systemd;
 mod tenant_api;
 
 /// Hostname-routed front door for multi-project servers.

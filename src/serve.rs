@@ -224,6 +224,7 @@ async fn serve(
         }
         _ => None,
     };
+    tokio::spawn(announce_ready(live.clone()));
 
     tokio::spawn(async move {
         shutdown_signal(signals, supervisor).await;
@@ -268,6 +269,16 @@ async fn serve(
     live.supervisor().shutdown().await;
     tracing::info!("bye");
     Ok(())
+}
+
+/// Once every handler is ready (or has failed to become so): `READY=1`
+/// to systemd. A handler that cannot start does not hold the others'
+/// hosts back; it is logged, and `/readyz` lists it.
+async fn announce_ready(live: Arc<Live>) {
+    if let Err(failed) = crate::readiness::handlers_ready(&live.table()).await {
+        tracing::warn!(not_ready = ?failed, "serving, but some handlers are not ready");
+    }
+    crate::systemd::ready();
 }
 
 /// Watches config.json and every project folder; each burst of changes
@@ -318,7 +329,9 @@ fn spawn_sighup_reloads(live: Arc<Live>) {
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading");
+            crate::systemd::reloading();
             live.reload("SIGHUP").await;
+            tokio::spawn(announce_ready(live.clone()));
         }
     });
 }
@@ -379,6 +392,7 @@ async fn shutdown_signal(signals: Option<ShutdownSignals>, supervisor: Arc<Super
         _ = term.recv() => tracing::info!("SIGTERM: shutting down gracefully (send again to stop at once)"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down gracefully (send again to stop at once)"),
     }
+    crate::systemd::stopping();
     tokio::spawn(async move {
         tokio::select! {
             _ = term.recv() => {}
