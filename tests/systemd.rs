@@ -69,3 +69,41 @@ async fn notify_socket_hears_ready_reloading_and_stopping() {
     assert_eq!(notify.next("STOPPING=1"), "STOPPING=1\n");
     assert!(server.wait_exit().success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_fds_from_socket_activation_are_served() {
+    use std::os::fd::AsRawFd as _;
+
+    let ws = Workspace::new();
+    ws.project("site", &["site.test"], &echo_manifest());
+    // Bound by "systemd": the test. Elsinore must not bind again (it
+    // would fail: the address is taken) but use this very socket.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = ws.write_config(&serde_json::json!({
+        "listen": addr.to_string(),
+        "database": "data/elsinore.db",
+        "projects": ["site"],
+    }));
+    let fd = listener.as_raw_fd();
+    nix::fcntl::fcntl(
+        &listener,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .unwrap();
+    // As systemd does: the socket at fd 3, LISTEN_PID the server's own pid
+    // (bash: dash only redirects descriptors below 10).
+    let mut command = std::process::Command::new("bash");
+    command
+        .arg("-c")
+        .arg(format!(
+            r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" serve --config "$1" 3<&{fd}"#
+        ))
+        .arg(binary())
+        .arg(&config);
+    let server = Server::start_command(command);
+    drop(listener);
+    assert_eq!(server.addr, addr);
+    let reply = server.get("site.test", "/").send().await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
