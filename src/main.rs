@@ -8,11 +8,15 @@ use elsinore_live::Declared;
 
 mod dev_cert;
 mod events_cmd;
+mod inherited;
 mod keys_cmd;
 mod keys_import;
 mod logging;
+mod readiness;
 mod serve;
+mod systemd;
 mod tenant_api;
+mod upgrade;
 
 /// Hostname-routed front door for multi-project servers.
 #[derive(Debug, Parser)]

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
+use crate::inherited::Inherited;
 use crate::tenant_api::{self, Keys};
 use elsinore_live::{Declared, Live};
 use elsinore_operator::Operator;
@@ -58,11 +59,21 @@ pub fn run(config_path: &Path, log_format: LogFormat) -> anyhow::Result<()> {
     let database_group = declared.config.startup.database_group.as_ref();
     elsinore_store::restrict_database_files(store.path(), database_group.map(|g| g.gid))?;
     let keys = Keys::open(&declared.config)?;
+    // Before any thread starts: this reads and removes variables.
+    let inherited = Inherited::from_env(&declared.config)?;
+    let own_command = crate::upgrade::own_command().context("cannot find Elsinore's own binary")?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
-        .block_on(serve(declared, store, keys, log_format))
+        .block_on(serve(
+            declared,
+            store,
+            keys,
+            log_format,
+            inherited,
+            own_command,
+        ))
 }
 
 async fn serve(
@@ -70,7 +81,10 @@ async fn serve(
     store: Store,
     keys: Keys,
     log_format: LogFormat,
+    mut inherited: Inherited,
+    (binary, args): (std::path::PathBuf, Vec<std::ffi::OsString>),
 ) -> anyhow::Result<()> {
+    let generation = inherited.generation;
     let config = declared.config.clone();
     let http_threads = http_threads();
     // What every listener is served with; its thread count also splits the
@@ -85,32 +99,60 @@ async fn serve(
         settings.threads,
         &config.file,
     )?;
-    let listeners = elsinore_proxy::ThreadListeners::bind(config.startup.listen, http_threads)
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (config.json `listen`)",
-                config.startup.listen
-            )
-        })?;
+    let listeners = match inherited.listen.take() {
+        Some(sockets) => elsinore_proxy::ThreadListeners::from_sockets(sockets),
+        None => elsinore_proxy::ThreadListeners::bind(config.startup.listen, http_threads),
+    }
+    .with_context(|| {
+        format!(
+            "cannot listen on {} (config.json `listen`)",
+            config.startup.listen
+        )
+    })?;
     let local_addr = listeners.local_addr();
     // The HTTPS listener is served by the same request threads.
-    let tls_listener = match config.startup.tls_listen {
-        Some(addr) => Some(
+    let tls_listener = match (config.startup.tls_listen, inherited.tls_listen.take()) {
+        (Some(addr), Some(sockets)) => Some(
+            elsinore_proxy::ThreadListeners::from_sockets(sockets)
+                .with_context(|| format!("inherited `tls_listen` socket ({addr})"))?,
+        ),
+        (Some(addr), None) => Some(
             elsinore_proxy::ThreadListeners::bind(addr, http_threads)
                 .with_context(|| format!("cannot listen on {addr} (config.json `tls_listen`)"))?,
         ),
-        None => None,
+        (None, _) => None,
     };
     let tls_addr = tls_listener
         .as_ref()
         .map(elsinore_proxy::ThreadListeners::local_addr);
     let operator_listener =
-        match config.startup.admin_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+        match (config.startup.admin_listen, inherited.admin_listen.take()) {
+            (Some(addr), Some(socket)) => Some(
+                socket
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpListener::from_std(socket))
+                    .with_context(|| format!("inherited `admin_listen` socket ({addr})"))?,
+            ),
+            (Some(addr), None) => Some(TcpListener::bind(addr).await.with_context(|| {
                 format!("cannot listen on {addr} (config.json `admin_listen`)")
             })?),
-            None => None,
+            (None, _) => None,
         };
+    // Copies of every listening socket, for an upgrade to hand over.
+    let handover = crate::upgrade::Handover {
+        listen: listeners.try_clone_sockets()?,
+        tls_listen: match &tls_listener {
+            Some(tls) => tls.try_clone_sockets()?,
+            None => Vec::new(),
+        },
+        admin_listen: match &operator_listener {
+            Some(listener) => Some(socket2::SockRef::from(listener).try_clone()?.into()),
+            None => None,
+        },
+        generation,
+        binary,
+        args,
+    };
 
     let supervisor = Arc::new(Supervisor::new(SupervisorSettings {
         database: store.path().to_owned(),
@@ -202,12 +244,28 @@ async fn serve(
         hosts = table.hosts.len(),
         database = %store.path().display(),
         watching = watcher.as_ref().map_or("off", |w| w.backend_name()),
+        generation,
+        pid = std::process::id(),
         "serving"
     );
     drop(table);
     // Caught before anyone is told we listen: a SIGTERM sent right after
     // that line must drain, not kill.
     let signals = ShutdownSignals::install();
+    // Started by an upgrade: accept nothing until every handler is ready,
+    // the old server serving meanwhile; if they cannot be, leave.
+    if let Some(ready_pipe) = inherited.ready.take() {
+        if let Err(failed) = crate::readiness::handlers_ready(&live.table()).await {
+            let why = failed.join("; ");
+            tell_upgrader(ready_pipe, &why);
+            events.shutdown().await;
+            live.supervisor().shutdown().await;
+            anyhow::bail!("upgrade (generation {generation}): handlers not ready: {why}");
+        }
+        tell_upgrader(ready_pipe, "ready");
+        tracing::info!(generation, "upgrade: took over the listening sockets");
+    }
+    crate::upgrade::spawn_sigusr2_upgrades(handover, stop_tx.clone());
     // Tests and scripts wait for this exact line.
     tracing::info!("listening on http://{local_addr}");
     let tls = match (tls_listener, tls_addr) {
@@ -224,6 +282,7 @@ async fn serve(
         }
         _ => None,
     };
+    tokio::spawn(announce_ready(live.clone()));
 
     tokio::spawn(async move {
         shutdown_signal(signals, supervisor).await;
@@ -268,6 +327,24 @@ async fn serve(
     live.supervisor().shutdown().await;
     tracing::info!("bye");
     Ok(())
+}
+
+/// Answers the server that started this one by an upgrade.
+fn tell_upgrader(mut pipe: std::io::PipeWriter, what: &str) {
+    use std::io::Write as _;
+    if let Err(err) = pipe.write_all(what.as_bytes()) {
+        tracing::error!(error = %err, "cannot answer the upgrading server");
+    }
+}
+
+/// Once every handler is ready (or has failed to become so): `READY=1`
+/// to systemd. A handler that cannot start does not hold the others'
+/// hosts back; it is logged, and `/readyz` lists it.
+async fn announce_ready(live: Arc<Live>) {
+    if let Err(failed) = crate::readiness::handlers_ready(&live.table()).await {
+        tracing::warn!(not_ready = ?failed, "serving, but some handlers are not ready");
+    }
+    crate::systemd::ready();
 }
 
 /// Watches config.json and every project folder; each burst of changes
@@ -319,7 +396,9 @@ fn spawn_sighup_reloads(live: Arc<Live>) {
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading");
+            crate::systemd::reloading();
             live.reload("SIGHUP").await;
+            tokio::spawn(announce_ready(live.clone()));
         }
     });
 }
@@ -380,6 +459,7 @@ async fn shutdown_signal(signals: Option<ShutdownSignals>, supervisor: Arc<Super
         _ = term.recv() => tracing::info!("SIGTERM: shutting down gracefully (send again to stop at once)"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down gracefully (send again to stop at once)"),
     }
+    crate::systemd::stopping();
     tokio::spawn(async move {
         tokio::select! {
             _ = term.recv() => {}

@@ -61,6 +61,29 @@ impl ThreadListeners {
         Ok(Self { addr, sockets })
     }
 
+    /// Sockets already listening on one address, bound by someone else:
+    /// systemd (socket activation) or the process an upgrade replaces
+    /// (each of its per-thread sockets).
+    pub fn from_sockets(sockets: Vec<std::net::TcpListener>) -> io::Result<Self> {
+        let first = sockets
+            .first()
+            .ok_or_else(|| io::Error::other("no listening socket"))?;
+        let addr = first.local_addr()?;
+        for socket in &sockets {
+            socket.set_nonblocking(true)?;
+        }
+        Ok(Self { addr, sockets })
+    }
+
+    /// Descriptor copies of every socket, for an upgrade to hand over:
+    /// the same sockets, so connections queued on them are not lost.
+    pub fn try_clone_sockets(&self) -> io::Result<Vec<std::net::TcpListener>> {
+        self.sockets
+            .iter()
+            .map(std::net::TcpListener::try_clone)
+            .collect()
+    }
+
     /// The address listened on (with the port picked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr

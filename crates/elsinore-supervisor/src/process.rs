@@ -74,7 +74,12 @@ pub(crate) fn spawn(spec: &ProcessSpec) -> std::io::Result<Child> {
         // Own group: signals from a terminal go to Elsinore only, and
         // stopping the group also stops whatever the handler spawned.
         .process_group(0);
-    for name in &spec.env_remove {
+    for name in spec
+        .env_remove
+        .iter()
+        .map(String::as_str)
+        .chain(MANAGER_ENV)
+    {
         command.env_remove(name);
     }
     command.envs(spec.env.iter().map(|(k, v)| (k, v)));
@@ -105,6 +110,17 @@ impl Identity {
         }
     }
 }
+
+/// The service manager's variables (systemd `Type=notify` and socket
+/// activation), meant for Elsinore alone: a handler holding
+/// `NOTIFY_SOCKET` could, under `NotifyAccess=all`, tell systemd the
+/// service is stopping or name itself its main process.
+const MANAGER_ENV: [&str; 4] = [
+    "NOTIFY_SOCKET",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+];
 
 /// In the forked child, before exec: switch to the project's user (if
 /// any), then ask Linux to SIGKILL the handler if the thread that spawned

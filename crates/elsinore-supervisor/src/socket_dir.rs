@@ -1,6 +1,6 @@
 //! Private folders for handler sockets (`socket = true`).
 //!
-//! `<run folder>/<project>/<handler>-<n>.sock`, where the run folder is
+//! `<run folder>/<project>/<handler>-<pid>-<n>.sock`, where the run folder is
 //! Elsinore's (`run/` next to the state database, mode 0711: anyone may
 //! pass through to a folder whose name they know, nobody may list or add
 //! one), and each project's folder is mode 0700, owned by the project's
@@ -49,8 +49,12 @@ pub(crate) fn socket_path(
             .can_reach(&folder)
             .map_err(|why| io::Error::new(io::ErrorKind::PermissionDenied, why))?;
     }
+    // The pid keeps paths apart across processes: during a binary upgrade
+    // the new server's counter starts at 1 again while the old server's
+    // handlers still listen on their paths.
     let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
-    let path = folder.join(format!("{handler}-{generation}.sock"));
+    let pid = std::process::id();
+    let path = folder.join(format!("{handler}-{pid}-{generation}.sock"));
     if path.as_os_str().len() > MAX_SOCKET_PATH {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,

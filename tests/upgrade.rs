@@ -1,0 +1,185 @@
+//! Zero-downtime binary upgrade (SIGUSR2): the listening sockets are
+//! handed to a new process, which takes over once its handlers are ready;
+//! a new process that cannot get ready leaves the old one serving.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use http::StatusCode;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// The process an upgrade started, stopped when the test ends (it is not
+/// the test's child, so `Server`'s drop does not reach it).
+struct Successor(i32);
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0), Signal::SIGTERM);
+        eventually("the new process exits", || !alive(self.0));
+    }
+}
+
+/// `pid=N` in a log line.
+fn pid_in(line: &str) -> i32 {
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix("pid="))
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"))
+}
+
+/// Requests sent and failed by the load below.
+#[derive(Default)]
+struct Load {
+    stop: AtomicBool,
+    sent: AtomicUsize,
+    failed: AtomicUsize,
+    errors: std::sync::Mutex<Vec<String>>,
+}
+
+impl Load {
+    fn fail(&self, why: String) {
+        self.failed.fetch_add(1, Ordering::SeqCst);
+        self.errors.lock().unwrap().push(why);
+    }
+}
+
+/// 4 keep-alive clients (reconnecting when the server closed their idle
+/// connection, as every HTTP client does) and a stream of new connections.
+fn start_load(addr: std::net::SocketAddr, load: &Arc<Load>) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let load = load.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = KeepAlive::connect(addr).await;
+            while !load.stop.load(Ordering::SeqCst) {
+                match client.get("site.test", "/").await {
+                    Ok((StatusCode::OK, _)) => {}
+                    // Closed while idle, before this request was sent, or
+                    // as it was sent (the keep-alive race every drain has:
+                    // RFC 9112 section 9.3.1 lets a client retry an
+                    // idempotent request on a new connection, and browsers
+                    // do). Never a request the server had started on.
+                    Err(why)
+                        if why.starts_with("connection:")
+                            || why.contains("connection closed before message completed") =>
+                    {
+                        client = KeepAlive::connect(addr).await;
+                        continue;
+                    }
+                    Ok((status, body)) => load.fail(format!("keep-alive: {status} {body:?}")),
+                    Err(why) => load.fail(format!("keep-alive: {why}")),
+                }
+                load.sent.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    let load = load.clone();
+    tasks.push(tokio::spawn(async move {
+        while !load.stop.load(Ordering::SeqCst) {
+            let reply = Req::new(addr, http::Method::GET, "/")
+                .host("site.test")
+                .send()
+                .await;
+            if reply.status != StatusCode::OK {
+                load.fail(format!("new connection: {}", reply.status));
+            }
+            load.sent.fetch_add(1, Ordering::SeqCst);
+        }
+    }));
+    tasks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigusr2_hands_over_under_load_without_a_failed_request() {
+    let ws = Workspace::new();
+    ws.project("site", &["site.test"], &echo_manifest());
+    let mut server = Server::start(&ws.config(serde_json::json!(["site"])));
+    let old_pid = server.pid();
+    let load = Arc::new(Load::default());
+    let tasks = start_load(server.addr, &load);
+    until("the load is running", || async {
+        load.sent.load(Ordering::SeqCst) > 20
+    })
+    .await;
+
+    server.signal(Signal::SIGUSR2);
+    let line = server.logs.wait_for("serving projects=1 hosts=1");
+    let line = if line.contains("generation=2") {
+        line
+    } else {
+        // The first one is the old process's own.
+        eventually("the new process logs `serving`", || {
+            server
+                .logs
+                .all()
+                .iter()
+                .any(|l| l.contains("serving") && l.contains("generation=2"))
+        });
+        server
+            .logs
+            .all()
+            .into_iter()
+            .find(|l| l.contains("serving") && l.contains("generation=2"))
+            .unwrap()
+    };
+    let successor = Successor(pid_in(&line));
+    assert_ne!(successor.0, old_pid);
+    server
+        .logs
+        .wait_for("upgrade: the new process is ready and serving");
+    assert!(
+        server.wait_exit().success(),
+        "the old process drains and exits"
+    );
+    let sent_at_exit = load.sent.load(Ordering::SeqCst);
+    until("requests go on after the old process left", || async {
+        load.sent.load(Ordering::SeqCst) > sent_at_exit + 20
+    })
+    .await;
+    load.stop.store(true, Ordering::SeqCst);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        load.failed.load(Ordering::SeqCst),
+        0,
+        "failed requests: {:?}",
+        load.errors.lock().unwrap()
+    );
+    assert!(alive(successor.0), "the new process serves");
+    let reply = server.get("site.test", "/").send().await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_successor_whose_handlers_never_get_ready_leaves_the_old_serving() {
+    let ws = Workspace::new();
+    // Ready only while this file exists: the new process's handler never
+    // is, once it is gone.
+    let ready_file = ws.path().join("ready");
+    std::fs::write(&ready_file, "").unwrap();
+    let env = format!("NOT_READY_FILE = {:?}", ready_file.display().to_string());
+    let manifest = format!(
+        "{}start_timeout = \"1s\"\n",
+        echo_manifest_entry("web", &["/"], &env)
+    );
+    ws.project("site", &["site.test"], &manifest);
+    let server = Server::start(&ws.config(serde_json::json!(["site"])));
+    let reply = server.get("site.test", "/").send().await;
+    assert_eq!(reply.status, StatusCode::OK);
+    std::fs::remove_file(&ready_file).unwrap();
+
+    server.signal(Signal::SIGUSR2);
+    let failed = server.logs.wait_for("upgrade failed, still serving");
+    assert!(failed.contains("site/web"), "says which handler: {failed}");
+    assert!(alive(server.pid()));
+    for _ in 0..5 {
+        let reply = server.get("site.test", "/").send().await;
+        assert_eq!(reply.status, StatusCode::OK, "the old process still serves");
+    }
+}
