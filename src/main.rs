@@ -17,6 +17,8 @@ mod serve;
 mod systemd;
 mod tenant_api;
 mod upgrade;
+mod upgrade_cmd;
+mod upgrade_files;
 
 /// Hostname-routed front door for multi-project servers.
 #[derive(Debug, Parser)]
@@ -64,6 +66,19 @@ enum Command {
     Events {
         #[command(subcommand)]
         verb: events_cmd::EventsVerb,
+    },
+    /// Hand the running server's listening sockets to a new binary without
+    /// dropping a connection (the same as SIGUSR2): the new process starts
+    /// its handlers, takes over once they are ready, and the old one
+    /// drains. Exits non-zero, saying why, when it did not take over.
+    Upgrade {
+        /// Path of config.json (of the running server).
+        #[arg(long, default_value = "config.json")]
+        config: PathBuf,
+        /// Start this binary instead of the one the server was started
+        /// from (same arguments).
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
     },
     /// Write a self-signed certificate for local development into
     /// <project>/hosts/HOSTNAME/tls/ (cert.pem, key.pem).
@@ -121,6 +136,7 @@ fn main() -> ExitCode {
             .map_err(Into::into),
         Command::Keys { command } => keys_cmd::run(command),
         Command::Events { verb } => events_cmd::run(verb),
+        Command::Upgrade { config, binary } => upgrade_cmd::run(&config, binary),
         Command::DevCert {
             hostname,
             project,

@@ -152,6 +152,9 @@ async fn serve(
         generation,
         binary,
         args,
+        files: crate::upgrade_files::UpgradeFiles::for_state_database(
+            &config.startup.state_database,
+        ),
     };
 
     let supervisor = Arc::new(Supervisor::new(SupervisorSettings {
@@ -264,6 +267,13 @@ async fn serve(
         }
         tell_upgrader(ready_pipe, "ready");
         tracing::info!(generation, "upgrade: took over the listening sockets");
+    }
+    // `elsinore upgrade` finds the serving process here.
+    if let Err(err) = handover.files.write_pid() {
+        tracing::warn!(
+            "cannot write {} (`elsinore upgrade` will not find this server): {err}",
+            handover.files.pid_file().display()
+        );
     }
     crate::upgrade::spawn_sigusr2_upgrades(handover, stop_tx.clone());
     // Tests and scripts wait for this exact line.

@@ -14,7 +14,7 @@ use std::ffi::OsString;
 use std::io::Read as _;
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd as _, RawFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{watch, Mutex};
 
 use crate::inherited::{GENERATION_ENV, UPGRADE_FDS_ENV};
+use crate::upgrade_files::{Outcome, UpgradeFiles};
 
 /// How long a successor may take to report ready: its handlers' start
 /// timeouts are each shorter; this only catches one that hangs.
@@ -39,6 +40,9 @@ pub struct Handover {
     /// replaced the file, `/proc/self/exe` says "(deleted)").
     pub binary: PathBuf,
     pub args: Vec<OsString>,
+    /// Where `elsinore upgrade` asks for another binary and reads the
+    /// outcome.
+    pub files: UpgradeFiles,
 }
 
 /// The executable and arguments this process was started with.
@@ -58,8 +62,24 @@ pub fn spawn_sigusr2_upgrades(handover: Handover, stop: watch::Sender<bool>) {
     tokio::spawn(async move {
         while usr2.recv().await.is_some() {
             let handover = handover.lock().await;
-            tracing::info!(generation = handover.generation + 1, binary = %handover.binary.display(), "SIGUSR2: upgrading");
-            match upgrade(&handover).await {
+            // `elsinore upgrade --binary PATH` asks for another binary.
+            let binary = handover
+                .files
+                .take_binary()
+                .unwrap_or_else(|| handover.binary.clone());
+            tracing::info!(generation = handover.generation + 1, binary = %binary.display(), "SIGUSR2: upgrading");
+            let outcome = upgrade(&handover, &binary).await;
+            let result = match &outcome {
+                Ok(pid) => Outcome::Ok(*pid),
+                Err(why) => Outcome::Failed(why.clone()),
+            };
+            if let Err(err) = handover.files.write_result(&result) {
+                tracing::warn!(
+                    "cannot write {}: {err}",
+                    handover.files.result_file().display()
+                );
+            }
+            match outcome {
                 Ok(pid) => {
                     tracing::info!(
                         pid,
@@ -82,7 +102,7 @@ pub fn spawn_sigusr2_upgrades(handover: Handover, stop: watch::Sender<bool>) {
 }
 
 /// Starts the successor and waits for it to be ready; its pid, or why not.
-async fn upgrade(handover: &Handover) -> Result<u32, String> {
+async fn upgrade(handover: &Handover, binary: &Path) -> Result<u32, String> {
     let (mut ready_rx, ready_tx) =
         std::io::pipe().map_err(|err| format!("cannot make a pipe: {err}"))?;
     let mut fds: Vec<RawFd> = Vec::new();
@@ -102,7 +122,7 @@ async fn upgrade(handover: &Handover) -> Result<u32, String> {
     fds.push(ready_tx.as_raw_fd());
     roles.push(format!("ready={}", ready_tx.as_raw_fd()));
 
-    let mut command = tokio::process::Command::new(&handover.binary);
+    let mut command = tokio::process::Command::new(binary);
     command
         .args(&handover.args)
         .env(UPGRADE_FDS_ENV, roles.join(";"))
@@ -111,7 +131,7 @@ async fn upgrade(handover: &Handover) -> Result<u32, String> {
     inherit_only_in_child(&mut command, fds);
     let mut child = command
         .spawn()
-        .map_err(|err| format!("cannot start {}: {err}", handover.binary.display()))?;
+        .map_err(|err| format!("cannot start {}: {err}", binary.display()))?;
     let pid = child.id().unwrap_or_default();
     // Our copy closed: the pipe ends (EOF) as soon as the successor exits.
     drop(ready_tx);

@@ -183,3 +183,55 @@ async fn a_successor_whose_handlers_never_get_ready_leaves_the_old_serving() {
         assert_eq!(reply.status, StatusCode::OK, "the old process still serves");
     }
 }
+
+/// `elsinore upgrade`: a binary that cannot take over is reported, with
+/// the old server serving on; then the server's own binary takes over and
+/// the command names the new pid.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_upgrade_command_reports_failure_then_the_new_pid() {
+    let ws = Workspace::new();
+    ws.project("site", &["site.test"], &echo_manifest());
+    let config = ws.config(serde_json::json!(["site"]));
+    let mut server = Server::start(&config);
+    let old_pid = server.pid();
+
+    let output = run_cli(&["upgrade", "--binary", "/bin/false"], &config);
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(!output.status.success(), "a failed upgrade exits non-zero");
+    assert!(
+        stderr.contains(&format!("upgrade failed, pid {old_pid} still serving"))
+            && stderr.contains("exited before it was ready"),
+        "says why: {stderr}"
+    );
+    let reply = server.get("site.test", "/").send().await;
+    assert_eq!(reply.status, StatusCode::OK, "the old process still serves");
+
+    let output = run_cli(&["upgrade"], &config);
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let new_pid: i32 = stdout
+        .strip_prefix("upgraded: pid ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("names the new pid: {stdout}"));
+    let successor = Successor(new_pid);
+    assert_ne!(successor.0, old_pid);
+    assert!(server.wait_exit().success(), "the old process drains");
+    let reply = server.get("site.test", "/").send().await;
+    assert_eq!(reply.status, StatusCode::OK, "the new process serves");
+}
+
+#[test]
+fn the_upgrade_command_without_a_running_server_says_so() {
+    let ws = Workspace::new();
+    ws.project("site", &["site.test"], &echo_manifest());
+    let config = ws.config(serde_json::json!(["site"]));
+    let output = run_cli(&["upgrade"], &config);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("no running server found"), "{stderr}");
+}
