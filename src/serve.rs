@@ -231,6 +231,7 @@ async fn serve(
                 events: events.clone(),
                 metrics: metrics.clone(),
                 rates: Arc::default(),
+                generation,
             };
             let has_token = config.operator_access.token.is_some();
             Some(

@@ -191,9 +191,15 @@ async fn a_successor_whose_handlers_never_get_ready_leaves_the_old_serving() {
 async fn the_upgrade_command_reports_failure_then_the_new_pid() {
     let ws = Workspace::new();
     ws.project("site", &["site.test"], &echo_manifest());
-    let config = ws.config(serde_json::json!(["site"]));
+    let config = ws.config_with(
+        serde_json::json!(["site"]),
+        serde_json::json!({"admin_listen": "127.0.0.1:0"}),
+    );
     let mut server = Server::start(&config);
     let old_pid = server.pid();
+    let routes = server.op("GET", "/routes").send().await.json();
+    assert_eq!(routes["generation"], 1, "{routes}");
+    assert_eq!(routes["pid"], old_pid);
 
     let output = run_cli(&["upgrade", "--binary", "/bin/false"], &config);
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
@@ -223,6 +229,10 @@ async fn the_upgrade_command_reports_failure_then_the_new_pid() {
     assert!(server.wait_exit().success(), "the old process drains");
     let reply = server.get("site.test", "/").send().await;
     assert_eq!(reply.status, StatusCode::OK, "the new process serves");
+    // The operator listener was handed over too, and says who serves.
+    let routes = server.op("GET", "/routes").send().await.json();
+    assert_eq!(routes["generation"], 2, "{routes}");
+    assert_eq!(routes["pid"], new_pid);
 }
 
 #[test]

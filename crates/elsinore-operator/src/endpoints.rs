@@ -37,6 +37,9 @@ pub struct Operator {
     pub metrics: Arc<Metrics>,
     /// Counter samples for the status page's request rates.
     pub rates: Arc<Rates>,
+    /// Which process serves: 1 for a server started as such, N+1 for one
+    /// that took over from generation N by a binary upgrade.
+    pub generation: u64,
 }
 
 impl Operator {
@@ -203,6 +206,8 @@ impl Operator {
     fn routes(&self) -> Value {
         let table = self.live.table().load_full();
         json!({
+            "generation": self.generation,
+            "pid": std::process::id(),
             "swaps": self.live.swaps(),
             "watching": self.watcher.as_ref().map_or("off", |w| w.backend_name()),
             "hosts": hosts_json(&table),
