@@ -245,3 +245,43 @@ fn the_upgrade_command_without_a_running_server_says_so() {
     assert!(!output.status.success());
     assert!(stderr.contains("no running server found"), "{stderr}");
 }
+
+/// Streams open when the upgrade happens finish on the old process: an
+/// SSE response goes on to its end and a WebSocket keeps echoing while
+/// the new process already serves new connections.
+#[tokio::test(flavor = "multi_thread")]
+async fn open_streams_finish_on_the_old_process_across_an_upgrade() {
+    use tokio::io::AsyncWriteExt as _;
+
+    let ws = Workspace::new();
+    ws.project("site", &["site.test"], &echo_manifest());
+    let mut server = Server::start(&ws.config(serde_json::json!(["site"])));
+    let old_pid = server.pid();
+
+    let gate = ws.path().join("sse-gate");
+    let mut sse = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let request = format!(
+        "GET /sse?gate={} HTTP/1.1\r\nHost: site.test\r\nAccept: text/event-stream\r\n\r\n",
+        gate.display()
+    );
+    sse.write_all(request.as_bytes()).await.unwrap();
+    read_until(&mut sse, b"data: first").await;
+    let mut socket = WebSocket::connect(server.addr, "site.test", "/ws").await;
+    socket.echo("before").await;
+
+    server.signal(Signal::SIGUSR2);
+    // The old process names its successor's pid.
+    let line = server
+        .logs
+        .wait_for("upgrade: the new process is ready and serving");
+    let successor = Successor(pid_in(&line));
+    assert_ne!(successor.0, old_pid);
+    assert!(alive(old_pid), "the old process waits for its streams");
+    socket.echo("during the drain").await;
+    std::fs::write(&gate, "").unwrap();
+    read_until(&mut sse, b"data: second").await;
+    drop(socket);
+    assert!(server.wait_exit().success(), "the old process drains");
+    let reply = server.get("site.test", "/").send().await;
+    assert_eq!(reply.status, StatusCode::OK, "the new process serves");
+}

@@ -15,6 +15,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+pub mod stream;
+#[allow(unused_imports)]
+pub use stream::{read_until, WebSocket};
+
 /// Upper bound for anything a test waits for; generous because CI machines
 /// are shared, and only reached when something is actually broken.
 pub const WAIT: Duration = Duration::from_secs(20);
