@@ -1,0 +1,287 @@
+//! Automatic certificates for tenant hosts from an ACME CA (RFC 8555),
+//! configured by `acme` in config.json.
+//!
+//! - [`Acme`]: the running client. Every exact host folder without its own
+//!   `tls/` gets a certificate when it is served (at start, or when the
+//!   folder appears) and keeps it renewed; failures are retried with
+//!   backoff, each logged once.
+//! - It answers the CA's validations itself: HTTP-01 on the plain listener
+//!   ([`elsinore_proxy::Http01Answers`]) and TLS-ALPN-01 in the TLS
+//!   handshake ([`elsinore_tls::ExtraCerts::alpn_challenge`]).
+//! - Issued certificates are served through [`elsinore_tls::ExtraCerts`],
+//!   after a host's own `tls/` (which always wins) and before wildcard
+//!   folders and the default certificate; they are stored in
+//!   `acme.storage` (keys 0600) and served from there after a restart
+//!   without a new order.
+//!
+//! The ACME protocol itself (JWS, nonces, polling) is `instant-acme`'s.
+
+mod challenges;
+mod error;
+mod order;
+mod schedule;
+mod storage;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use elsinore_config::{AcmeConfig, HostPattern, Hostname};
+use elsinore_routes::RouteTable;
+use elsinore_tls::{CertOwner, LoadedCert};
+use instant_acme::Account;
+use rustls::sign::CertifiedKey;
+use tokio::sync::Notify;
+
+pub use error::Error;
+
+use challenges::Pending;
+use schedule::{backoff, renew_at, OrderRate};
+use storage::Storage;
+
+/// How often the route table is looked at for new or removed hosts and
+/// due renewals when nothing wakes the task earlier.
+const TICK: Duration = Duration::from_millis(500);
+
+/// What `/routes` and the metrics show for one name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NameStatus {
+    /// The issuer of the certificate being served, if any.
+    pub issuer: Option<String>,
+    /// Its `notAfter`.
+    pub not_after: Option<SystemTime>,
+    /// When it will be renewed.
+    pub next_renewal: Option<SystemTime>,
+    /// Why the last order failed, until one succeeds.
+    pub last_error: Option<String>,
+    /// When the next attempt after a failure is made.
+    pub retry_at: Option<SystemTime>,
+}
+
+/// Per-name bookkeeping of the issuing task.
+#[derive(Debug, Default)]
+struct NameState {
+    failures: u32,
+    retry_at: Option<Instant>,
+    status: NameStatus,
+}
+
+/// The running ACME client; see the crate documentation.
+#[derive(Debug)]
+pub struct Acme {
+    config: AcmeConfig,
+    storage: Storage,
+    pending: Pending,
+    certs: ArcSwap<HashMap<String, Arc<LoadedCert>>>,
+    names: Mutex<BTreeMap<String, NameState>>,
+    wake: Notify,
+}
+
+impl Acme {
+    /// Opens `config.storage`, loads the certificates stored there (so
+    /// they serve from the first handshake, without any order), and starts
+    /// the issuing task over the hosts of `table`.
+    pub fn start(config: AcmeConfig, table: Arc<ArcSwap<RouteTable>>) -> Result<Arc<Self>, Error> {
+        let storage = Storage::open(&config.storage)?;
+        let acme = Arc::new(Self {
+            config,
+            storage,
+            pending: Pending::default(),
+            certs: ArcSwap::default(),
+            names: Mutex::default(),
+            wake: Notify::new(),
+        });
+        for name in acme.storage.stored_names() {
+            match acme.load_stored(&name) {
+                Ok(cert) => {
+                    tracing::info!(target: "elsinore::acme", name, not_after = %httpdate::fmt_http_date(cert.not_after), "certificate loaded from storage");
+                }
+                Err(err) => {
+                    tracing::error!(target: "elsinore::acme", name, error = %err, "stored certificate cannot be served; ordering a new one");
+                }
+            }
+        }
+        tokio::spawn(acme.clone().run(table));
+        Ok(acme)
+    }
+
+    /// Every name ACME serves or tries to, with its state.
+    pub fn status(&self) -> Vec<(String, NameStatus)> {
+        lock(&self.names)
+            .iter()
+            .map(|(name, state)| (name.clone(), state.status.clone()))
+            .collect()
+    }
+
+    /// Reads `name`'s stored pair and serves it.
+    fn load_stored(&self, name: &str) -> Result<Arc<LoadedCert>, Error> {
+        let (cert_path, key_path) = self.storage.cert_paths(name);
+        let cert = LoadedCert::load(&cert_path, &key_path)
+            .map(Arc::new)
+            .map_err(|err| Error::Certificate(err.to_string()))?;
+        let mut status = NameStatus {
+            issuer: issuer(&cert),
+            not_after: Some(cert.not_after),
+            next_renewal: Some(renew_at(&cert, self.config.renew_before)),
+            ..NameStatus::default()
+        };
+        {
+            let mut names = lock(&self.names);
+            let state = names.entry(name.to_owned()).or_default();
+            status.last_error = None;
+            state.status = status;
+            state.failures = 0;
+            state.retry_at = None;
+        }
+        self.certs.rcu(|certs| {
+            let mut certs = HashMap::clone(certs);
+            certs.insert(name.to_owned(), cert.clone());
+            certs
+        });
+        Ok(cert)
+    }
+
+    /// The issuing task: forever, orders what is due, within `rate`.
+    async fn run(self: Arc<Self>, table: Arc<ArcSwap<RouteTable>>) {
+        let mut account: Option<Account> = None;
+        let mut rate = OrderRate::new(self.config.rate);
+        loop {
+            let wanted = wanted_names(&table.load());
+            self.forget_unwanted(&wanted);
+            for name in self.due(&wanted) {
+                if !rate.try_take(Instant::now()) {
+                    // The rest waits for the window to move on.
+                    break;
+                }
+                let result = match &account {
+                    Some(account) => self.order(account, &name).await,
+                    None => match order::account(&self.config, &self.storage).await {
+                        Ok(new) => {
+                            let result = self.order(&new, &name).await;
+                            account = Some(new);
+                            result
+                        }
+                        Err(err) => Err(err),
+                    },
+                };
+                if let Err(err) = result {
+                    self.failed(&name, &err);
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(TICK) => {}
+                () = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// Names of `wanted` without a certificate, or due for renewal, and
+    /// not waiting after a failure.
+    fn due(&self, wanted: &BTreeSet<String>) -> Vec<String> {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let certs = self.certs.load();
+        let names = lock(&self.names);
+        wanted
+            .iter()
+            .filter(|name| {
+                let renew = certs
+                    .get(name.as_str())
+                    .is_none_or(|cert| wall >= renew_at(cert, self.config.renew_before));
+                let waiting = names
+                    .get(name.as_str())
+                    .and_then(|state| state.retry_at)
+                    .is_some_and(|at| now < at);
+                renew && !waiting
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Stops serving (not deleting) certificates of names no longer
+    /// served by a host folder without its own `tls/`.
+    fn forget_unwanted(&self, wanted: &BTreeSet<String>) {
+        let certs = self.certs.load();
+        if certs.keys().all(|name| wanted.contains(name)) {
+            return;
+        }
+        self.certs.rcu(|certs| {
+            let mut certs = HashMap::clone(certs);
+            certs.retain(|name, _| wanted.contains(name));
+            certs
+        });
+        lock(&self.names).retain(|name, _| wanted.contains(name));
+    }
+
+    async fn order(&self, account: &Account, name: &str) -> Result<(), Error> {
+        tracing::info!(target: "elsinore::acme", name, "ordering a certificate");
+        let (cert_pem, key_pem) = order::issue(account, &self.config, &self.pending, name).await?;
+        self.storage.save_cert(name, &cert_pem, &key_pem)?;
+        let cert = self.load_stored(name)?;
+        tracing::info!(
+            target: "elsinore::acme",
+            name,
+            issuer = issuer(&cert).unwrap_or_default(),
+            not_after = %httpdate::fmt_http_date(cert.not_after),
+            next_renewal = %httpdate::fmt_http_date(renew_at(&cert, self.config.renew_before)),
+            "certificate issued"
+        );
+        Ok(())
+    }
+
+    /// Records a failed order; the name is tried again after a backoff.
+    fn failed(&self, name: &str, err: &Error) {
+        let mut names = lock(&self.names);
+        let state = names.entry(name.to_owned()).or_default();
+        state.failures += 1;
+        let delay = backoff(state.failures);
+        state.retry_at = Some(Instant::now() + delay);
+        state.status.last_error = Some(err.to_string());
+        state.status.retry_at = Some(SystemTime::now() + delay);
+        tracing::error!(target: "elsinore::acme", name, error = %err, retry_in = ?delay, failures = state.failures, "certificate order failed");
+    }
+}
+
+impl elsinore_tls::ExtraCerts for Acme {
+    fn certificate(&self, name: &str) -> Option<Arc<LoadedCert>> {
+        self.certs.load().get(name).cloned()
+    }
+
+    fn alpn_challenge(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        self.pending.tls_alpn01(name)
+    }
+}
+
+impl elsinore_proxy::Http01Answers for Acme {
+    fn answer(&self, token: &str) -> Option<String> {
+        self.pending.http01(token)
+    }
+}
+
+/// Exact host names of `table` whose folder has no `tls/` of its own.
+fn wanted_names(table: &RouteTable) -> BTreeSet<String> {
+    table
+        .hosts
+        .iter()
+        .filter(|(declared, _)| !declared.wildcard)
+        .filter_map(|(declared, _)| {
+            let host = Hostname::parse(declared.name).ok()?;
+            let own = table
+                .certs
+                .slot(&CertOwner::Host(HostPattern::Exact(host)))
+                .is_some();
+            (!own).then(|| declared.name.to_owned())
+        })
+        .collect()
+}
+
+/// The leaf's issuer, as `CN=..., O=...`.
+fn issuer(cert: &LoadedCert) -> Option<String> {
+    let leaf = cert.certified.cert.first()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    Some(parsed.issuer().to_string())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
