@@ -1,0 +1,295 @@
+//! Automatic certificates against Pebble, the ACME test CA (Debian package
+//! `pebble`): an exact host folder without `tls/` gets a Pebble-issued
+//! certificate without a restart, a host folder added later gets one too,
+//! and the certificates survive a restart without a new order.
+//!
+//! Skipped, with a message, when `pebble` or `pebble-challtestsrv` is not
+//! installed (`.ci/run` installs them).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use serde_json::json;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// Orders take a few seconds against Pebble without its validation sleep.
+const ISSUE_WAIT: Duration = Duration::from_secs(60);
+
+fn installed(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// Skips (returns `false` with a message) when Pebble is missing.
+fn pebble_installed() -> bool {
+    let ok = installed("pebble") && installed("pebble-challtestsrv");
+    if !ok {
+        eprintln!(
+            "skipping: pebble / pebble-challtestsrv not installed (apt-get install pebble; .ci/run does it)"
+        );
+    }
+    ok
+}
+
+/// A port free now on 127.0.0.1 (TCP), for servers that must be told
+/// their ports in advance.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Pebble and its DNS server, with Pebble validating on `http_port` and
+/// `tls_port` of 127.0.0.1 (Elsinore's listeners).
+struct Pebble {
+    _dns: Killed,
+    _ca: Killed,
+    directory: String,
+    management: SocketAddr,
+    /// The roots of Pebble's own HTTPS (its API), for `acme.ca_roots`.
+    api_roots: PathBuf,
+    api_root: CertificateDer<'static>,
+}
+
+impl Pebble {
+    fn start(dir: &Path, http_port: u16, tls_port: u16) -> Self {
+        // Pebble's own TLS certificate: Debian ships none.
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Pebble API test CA");
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        let api_roots = dir.join("api-ca.pem");
+        std::fs::write(&api_roots, ca.pem()).unwrap();
+        std::fs::write(dir.join("api-cert.pem"), leaf.pem()).unwrap();
+        std::fs::write(dir.join("api-key.pem"), key.serialize_pem()).unwrap();
+
+        let (dns_port, dns_management) = (free_udp_port(), free_port());
+        let (api_port, management_port) = (free_port(), free_port());
+        let config = json!({"pebble": {
+            "listenAddress": format!("127.0.0.1:{api_port}"),
+            "managementListenAddress": format!("127.0.0.1:{management_port}"),
+            "certificate": dir.join("api-cert.pem"),
+            "privateKey": dir.join("api-key.pem"),
+            "httpPort": http_port,
+            "tlsPort": tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false
+        }});
+        std::fs::write(dir.join("pebble.json"), config.to_string()).unwrap();
+
+        let dns = Killed(
+            Command::new("pebble-challtestsrv")
+                .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+                .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+                .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
+                .args(["-management", &format!("127.0.0.1:{dns_management}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let ca = Killed(
+            Command::new("pebble")
+                .arg("-config")
+                .arg(dir.join("pebble.json"))
+                .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+                // Validate at once, and never reject a nonce on purpose
+                // (Pebble's default rejects 5 % to exercise clients).
+                .env("PEBBLE_VA_NOSLEEP", "1")
+                .env("PEBBLE_WFE_NONCEREJECT", "0")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let management = SocketAddr::from(([127, 0, 0, 1], management_port));
+        for port in [dns_management, api_port, management_port] {
+            eventually(&format!("pebble listening on 127.0.0.1:{port}"), || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+        }
+        Self {
+            _dns: dns,
+            _ca: ca,
+            directory: format!("https://127.0.0.1:{api_port}/dir"),
+            management,
+            api_roots,
+            api_root: ca_der(&ca_pem_of(&dir.join("api-ca.pem"))),
+        }
+    }
+
+    /// Pebble's issuing root, from its management API.
+    async fn issuing_root(&self) -> CertificateDer<'static> {
+        let connector = TlsConnector::from(trusting(&[self.api_root.clone()]));
+        let tcp = TcpStream::connect(self.management).await.unwrap();
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        tls.write_all(b"GET /roots/0 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = Vec::new();
+        let _ = tls.read_to_end(&mut response).await;
+        let text = String::from_utf8_lossy(&response);
+        let body = text.split_once("\r\n\r\n").map(|(_, body)| body).unwrap();
+        ca_der(body)
+    }
+}
+
+fn ca_pem_of(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap()
+}
+
+fn ca_der(pem: &str) -> CertificateDer<'static> {
+    CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+}
+
+/// A client that trusts only `roots`.
+fn trusting(roots: &[CertificateDer<'static>]) -> Arc<ClientConfig> {
+    let mut store = RootCertStore::empty();
+    for root in roots {
+        store.add(root.clone()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(store)
+            .with_no_client_auth(),
+    )
+}
+
+/// Whether a handshake with SNI `name` verifies against `root` alone
+/// (the certificate chains to Pebble's root and names `name`).
+async fn verified(addr: SocketAddr, name: &str, root: &CertificateDer<'static>) -> bool {
+    let connector = TlsConnector::from(trusting(std::slice::from_ref(root)));
+    let Ok(tcp) = TcpStream::connect(addr).await else {
+        return false;
+    };
+    let server_name = ServerName::try_from(name.to_owned()).unwrap();
+    connector.connect(server_name, tcp).await.is_ok()
+}
+
+async fn until_issued(addr: SocketAddr, name: &str, root: &CertificateDer<'static>) {
+    let deadline = Instant::now() + ISSUE_WAIT;
+    while !verified(addr, name, root).await {
+        assert!(
+            Instant::now() < deadline,
+            "{name}: no Pebble-issued certificate on {addr} within {ISSUE_WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn acme_config(ws: &Workspace, pebble: &Pebble, http: u16, https: u16) -> PathBuf {
+    ws.config_with(
+        json!(["blog"]),
+        json!({
+            "listen": format!("127.0.0.1:{http}"),
+            "tls_listen": format!("127.0.0.1:{https}"),
+            "acme": {
+                "directory": pebble.directory,
+                "email": "ops@example.com",
+                "ca_roots": pebble.api_roots,
+                "storage": "data/acme",
+                "challenges": ["http-01"],
+            },
+        }),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_hosts_get_pebble_certificates_that_survive_a_restart() {
+    if !pebble_installed() {
+        return;
+    }
+    let ws = Workspace::new();
+    let (http, https) = (free_port(), free_port());
+    let pebble = Pebble::start(&ws.path().join("pebble"), http, https);
+    let project = ws.project("blog", &["blog.test"], &echo_manifest());
+    let config = acme_config(&ws, &pebble, http, https);
+    let root = pebble.issuing_root().await;
+
+    let server = Server::start(&config);
+    let addr = server.https();
+    until_issued(addr, "blog.test", &root).await;
+    server.logs.wait_for("certificate issued");
+    // The account key and the certificate's key are Elsinore's alone.
+    for file in [
+        "data/acme/account.json",
+        "data/acme/certs/blog.test/key.pem",
+    ] {
+        let mode = std::fs::metadata(ws.path().join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+
+    // A host folder that appears while running gets one too, no restart.
+    std::fs::create_dir_all(project.join("hosts/shop.test")).unwrap();
+    until_issued(addr, "shop.test", &root).await;
+
+    // After a restart both serve at once, from storage, with no new order.
+    drop(server);
+    let server = Server::start(&config);
+    let addr = server.https();
+    assert!(
+        verified(addr, "blog.test", &root).await,
+        "blog.test after restart"
+    );
+    assert!(
+        verified(addr, "shop.test", &root).await,
+        "shop.test after restart"
+    );
+    server.logs.wait_for("certificate loaded from storage");
+    let orders: Vec<String> = server
+        .logs
+        .all()
+        .into_iter()
+        .filter(|line| line.contains("ordering a certificate"))
+        .collect();
+    assert!(orders.is_empty(), "new orders after restart: {orders:?}");
+}
