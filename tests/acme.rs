@@ -162,7 +162,7 @@ impl Pebble {
 
     /// Pebble's issuing root, from its management API.
     async fn issuing_root(&self) -> CertificateDer<'static> {
-        let connector = TlsConnector::from(trusting(&[self.api_root.clone()]));
+        let connector = TlsConnector::from(trusting(std::slice::from_ref(&self.api_root)));
         let tcp = TcpStream::connect(self.management).await.unwrap();
         let name = ServerName::try_from("127.0.0.1").unwrap();
         let mut tls = connector.connect(name, tcp).await.unwrap();
