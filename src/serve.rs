@@ -147,7 +147,7 @@ async fn serve(
     // stored by an earlier run serve from the first handshake.
     let acme = match (&config.startup.acme, config.startup.tls_listen) {
         (Some(acme), Some(_)) => Some(
-            elsinore_acme::Acme::start(acme.clone(), live.table())
+            elsinore_acme::Acme::start(acme.clone(), live.table(), local_addr)
                 .context("cannot start ACME (config.json `acme`)")?,
         ),
         _ => None,

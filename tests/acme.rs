@@ -293,3 +293,95 @@ async fn exact_hosts_get_pebble_certificates_that_survive_a_restart() {
         .collect();
     assert!(orders.is_empty(), "new orders after restart: {orders:?}");
 }
+
+/// Whether a handshake with SNI `name` is refused (no certificate yet).
+async fn refused(addr: SocketAddr, name: &str, root: &CertificateDer<'static>) -> bool {
+    !verified(addr, name, root).await
+}
+
+fn lines_with(server: &Server, needles: &[&str]) -> Vec<String> {
+    server
+        .logs
+        .all()
+        .into_iter()
+        .filter(|line| needles.iter().all(|needle| line.contains(needle)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_names_are_asked_rate_limited_and_validated_with_tls_alpn() {
+    if !pebble_installed() {
+        return;
+    }
+    let ws = Workspace::new();
+    let (http, https) = (free_port(), free_port());
+    let pebble = Pebble::start(&ws.path().join("pebble"), http, https);
+    // `shop` answers every path (so `/allow` is a 200); `closed` has no
+    // handler for `/allow` (a 404: ask refuses).
+    ws.project("shop", &["*.shop.test"], &echo_manifest());
+    ws.project(
+        "closed",
+        &["*.closed.test"],
+        &echo_manifest_entry("web", &["/app"], ""),
+    );
+    let config = ws.config_with(
+        json!(["shop", "closed"]),
+        json!({
+            "listen": format!("127.0.0.1:{http}"),
+            "tls_listen": format!("127.0.0.1:{https}"),
+            "acme": {
+                "directory": pebble.directory,
+                "ca_roots": pebble.api_roots,
+                "storage": "data/acme",
+                "challenges": ["tls-alpn-01"],
+                "on_demand": true,
+                "ask": "/allow",
+                "rate": 2,
+            },
+        }),
+    );
+    let root = pebble.issuing_root().await;
+    let server = Server::start(&config);
+    let addr = server.https();
+
+    // The first handshake is refused at once, not held; the order follows.
+    let started = Instant::now();
+    assert!(refused(addr, "a.shop.test", &root).await);
+    assert!(started.elapsed() < Duration::from_secs(5), "handshake held");
+    until_issued(addr, "a.shop.test", &root).await;
+
+    // `ask` refuses: no order, the refusal logged.
+    assert!(refused(addr, "x.closed.test", &root).await);
+    server.logs.wait_for("ask refused: /allow answered 404");
+    // A name no project serves never gets that far.
+    assert!(refused(addr, "nobody.example", &root).await);
+
+    // A burst of 50 names: at most `rate` (2) orders in the minute, the
+    // one for a.shop.test included.
+    let burst = (0..50).map(|i| {
+        let root = root.clone();
+        async move { refused(addr, &format!("r{i}.shop.test"), &root).await }
+    });
+    let refusals = futures_join_all(burst).await;
+    assert!(
+        refusals.iter().all(|r| *r),
+        "a burst name was served at once"
+    );
+    server.logs.wait_for("acme.rate reached");
+    let orders = lines_with(&server, &["ordering a certificate"]);
+    assert!(orders.len() <= 2, "more than `rate` orders: {orders:#?}");
+    assert!(lines_with(&server, &["ordering a certificate", "closed.test"]).is_empty());
+    assert!(lines_with(&server, &["nobody.example"]).is_empty());
+}
+
+/// Runs every future to completion, concurrently.
+async fn futures_join_all<F: std::future::Future<Output = bool> + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<bool> {
+    let tasks: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await.unwrap());
+    }
+    out
+}

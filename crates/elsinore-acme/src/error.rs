@@ -34,6 +34,9 @@ pub enum Error {
     /// The certificate the CA sent cannot be served.
     #[error("the issued certificate cannot be served: {0}")]
     Certificate(String),
+    /// `acme.ask` did not allow an on-demand name.
+    #[error("ask refused: {0}")]
+    Refused(String),
     /// A TLS-ALPN-01 challenge certificate could not be made.
     #[error("cannot make the tls-alpn-01 certificate: {0}")]
     Challenge(String),

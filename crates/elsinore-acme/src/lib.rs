@@ -16,19 +16,21 @@
 //!
 //! The ACME protocol itself (JWS, nonces, polling) is `instant-acme`'s.
 
+mod ask;
 mod challenges;
 mod error;
 mod order;
 mod schedule;
 mod storage;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use elsinore_config::{AcmeConfig, HostPattern, Hostname};
-use elsinore_routes::RouteTable;
+use elsinore_routes::{DeclaredName, RouteTable};
 use elsinore_tls::{CertOwner, LoadedCert};
 use instant_acme::Account;
 use rustls::sign::CertifiedKey;
@@ -43,6 +45,13 @@ use storage::Storage;
 /// How often the route table is looked at for new or removed hosts and
 /// due renewals when nothing wakes the task earlier.
 const TICK: Duration = Duration::from_millis(500);
+/// On-demand names waiting for their order at most; handshakes for more
+/// names are refused without being queued (an SNI flood costs a bounded
+/// amount of memory and never more than `rate` orders).
+const MAX_QUEUED: usize = 64;
+/// Names remembered with their last failure at most (refused on-demand
+/// names included), so a flood of names cannot grow the map forever.
+const MAX_REMEMBERED: usize = 10_000;
 
 /// What `/routes` and the metrics show for one name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -76,13 +85,23 @@ pub struct Acme {
     certs: ArcSwap<HashMap<String, Arc<LoadedCert>>>,
     names: Mutex<BTreeMap<String, NameState>>,
     wake: Notify,
+    table: Arc<ArcSwap<RouteTable>>,
+    /// Elsinore's own plain listener, where `ask` requests are sent.
+    listener: SocketAddr,
+    /// On-demand names seen in handshakes, waiting for `ask` and `rate`.
+    queued: Mutex<VecDeque<String>>,
 }
 
 impl Acme {
     /// Opens `config.storage`, loads the certificates stored there (so
     /// they serve from the first handshake, without any order), and starts
-    /// the issuing task over the hosts of `table`.
-    pub fn start(config: AcmeConfig, table: Arc<ArcSwap<RouteTable>>) -> Result<Arc<Self>, Error> {
+    /// the issuing task over the hosts of `table`. `listener` is the plain
+    /// listener, where `ask` requests go.
+    pub fn start(
+        config: AcmeConfig,
+        table: Arc<ArcSwap<RouteTable>>,
+        listener: SocketAddr,
+    ) -> Result<Arc<Self>, Error> {
         let storage = Storage::open(&config.storage)?;
         let acme = Arc::new(Self {
             config,
@@ -91,6 +110,9 @@ impl Acme {
             certs: ArcSwap::default(),
             names: Mutex::default(),
             wake: Notify::new(),
+            table: table.clone(),
+            listener,
+            queued: Mutex::default(),
         });
         for name in acme.storage.stored_names() {
             match acme.load_stored(&name) {
@@ -147,7 +169,20 @@ impl Acme {
         let mut account: Option<Account> = None;
         let mut rate = OrderRate::new(self.config.rate);
         loop {
-            let wanted = wanted_names(&table.load());
+            let current = table.load_full();
+            let mut wanted = wanted_names(&current);
+            if self.config.on_demand {
+                // On-demand certificates are renewed while their names
+                // still route to a project.
+                let certs = self.certs.load();
+                wanted.extend(
+                    certs
+                        .keys()
+                        .filter(|name| on_demand_route(&current, name))
+                        .cloned(),
+                );
+            }
+            drop(current);
             self.forget_unwanted(&wanted);
             for name in self.due(&wanted) {
                 if !rate.try_take(Instant::now()) {
@@ -169,10 +204,56 @@ impl Acme {
                     self.failed(&name, &err);
                 }
             }
+            self.order_on_demand(&mut account, &mut rate).await;
             tokio::select! {
                 () = tokio::time::sleep(TICK) => {}
                 () = self.wake.notified() => {}
             }
+        }
+    }
+
+    /// The queued on-demand names: each asked (`ask`), then ordered if
+    /// the rate allows; the others are dropped (their next handshake
+    /// queues them again).
+    async fn order_on_demand(&self, account: &mut Option<Account>, rate: &mut OrderRate) {
+        let queued: Vec<String> = lock(&self.queued).drain(..).collect();
+        let mut over_rate = 0usize;
+        for name in queued {
+            if self.certs.load().contains_key(&name) {
+                continue;
+            }
+            if let Some(path) = &self.config.ask {
+                if let Err(why) = ask::ask(self.listener, path, &name).await {
+                    self.failed(&name, &Error::Refused(why));
+                    continue;
+                }
+            }
+            if !rate.try_take(Instant::now()) {
+                over_rate += 1;
+                continue;
+            }
+            if account.is_none() {
+                match order::account(&self.config, &self.storage).await {
+                    Ok(new) => *account = Some(new),
+                    Err(err) => {
+                        self.failed(&name, &err);
+                        continue;
+                    }
+                }
+            }
+            if let Some(account) = account.as_ref() {
+                if let Err(err) = self.order(account, &name).await {
+                    self.failed(&name, &err);
+                }
+            }
+        }
+        if over_rate > 0 {
+            tracing::warn!(
+                target: "elsinore::acme",
+                refused = over_rate,
+                rate = self.config.rate,
+                "acme.rate reached: on-demand names refused for now (their handshakes fail until a later one fits the rate)"
+            );
         }
     }
 
@@ -232,6 +313,10 @@ impl Acme {
     /// Records a failed order; the name is tried again after a backoff.
     fn failed(&self, name: &str, err: &Error) {
         let mut names = lock(&self.names);
+        if names.len() >= MAX_REMEMBERED && !names.contains_key(name) {
+            tracing::error!(target: "elsinore::acme", name, error = %err, "certificate order failed");
+            return;
+        }
         let state = names.entry(name.to_owned()).or_default();
         state.failures += 1;
         let delay = backoff(state.failures);
@@ -249,6 +334,29 @@ impl elsinore_tls::ExtraCerts for Acme {
 
     fn alpn_challenge(&self, name: &str) -> Option<Arc<CertifiedKey>> {
         self.pending.tls_alpn01(name)
+    }
+
+    /// Queues `name` for an on-demand order when `on_demand` is on and
+    /// the name routes to a project through a wildcard folder or the
+    /// default project. Never blocks: the handshake is refused meanwhile.
+    fn missing(&self, name: &str) {
+        if !self.config.on_demand || !on_demand_route(&self.table.load(), name) {
+            return;
+        }
+        let waiting = lock(&self.names)
+            .get(name)
+            .and_then(|state| state.retry_at)
+            .is_some_and(|at| Instant::now() < at);
+        if waiting {
+            return;
+        }
+        let mut queued = lock(&self.queued);
+        if queued.len() >= MAX_QUEUED || queued.iter().any(|queued| queued == name) {
+            return;
+        }
+        queued.push_back(name.to_owned());
+        drop(queued);
+        self.wake.notify_one();
     }
 }
 
@@ -273,6 +381,23 @@ fn wanted_names(table: &RouteTable) -> BTreeSet<String> {
             (!own).then(|| declared.name.to_owned())
         })
         .collect()
+}
+
+/// Whether `name` may get an on-demand certificate: a valid host name
+/// with no exact host folder (those are ordered anyway), served through a
+/// wildcard folder or by the default project.
+fn on_demand_route(table: &RouteTable, name: &str) -> bool {
+    let Ok(host) = Hostname::parse(name) else {
+        return false;
+    };
+    let exact = DeclaredName {
+        wildcard: false,
+        name: host.as_str(),
+    };
+    if table.hosts.get(exact).is_some() {
+        return false;
+    }
+    table.hosts.lookup(host.as_str()).is_some() || table.default_project.is_some()
 }
 
 /// The leaf's issuer, as `CN=..., O=...`.
