@@ -199,6 +199,7 @@ async fn serve(
                 events: events.clone(),
                 metrics: metrics.clone(),
                 rates: Arc::default(),
+                acme: acme.clone(),
             };
             let has_token = config.operator_access.token.is_some();
             Some(

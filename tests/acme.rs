@@ -268,6 +268,19 @@ async fn exact_hosts_get_pebble_certificates_that_survive_a_restart() {
         assert_eq!(mode & 0o777, 0o600, "{file}");
     }
 
+    // `/routes` shows it: issuer, not_after, next renewal, no error.
+    let routes = server.routes().await;
+    let status = &routes["acme"]["names"]["blog.test"];
+    assert!(
+        status["issuer"].as_str().unwrap().contains("Pebble"),
+        "{status}"
+    );
+    assert!(
+        status["not_after"].is_string() && status["next_renewal"].is_string(),
+        "{status}"
+    );
+    assert!(status["last_error"].is_null(), "{status}");
+
     // A host folder that appears while running gets one too, no restart.
     std::fs::create_dir_all(project.join("hosts/shop.test")).unwrap();
     until_issued(addr, "shop.test", &root).await;
@@ -384,4 +397,53 @@ async fn futures_join_all<F: std::future::Future<Output = bool> + Send + 'static
         out.push(task.await.unwrap());
     }
     out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_certificate_due_for_renewal_is_replaced() {
+    if !pebble_installed() {
+        return;
+    }
+    let ws = Workspace::new();
+    let (http, https) = (free_port(), free_port());
+    let pebble = Pebble::start(&ws.path().join("pebble"), http, https);
+    ws.project("blog", &["blog.test"], &echo_manifest());
+    // A certificate stored by an earlier run, expiring tomorrow: with
+    // `renew_before` two days it is due at once.
+    let stored = ws.path().join("data/acme/certs/blog.test");
+    std::fs::create_dir_all(&stored).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["blog.test".to_owned()]).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(10);
+    params.not_after = now + time::Duration::days(1);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "old self-signed");
+    let old = params.self_signed(&key).unwrap();
+    std::fs::write(stored.join("cert.pem"), old.pem()).unwrap();
+    std::fs::write(stored.join("key.pem"), key.serialize_pem()).unwrap();
+    std::fs::set_permissions(
+        stored.join("key.pem"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(acme_config(&ws, &pebble, http, https)).unwrap(),
+    )
+    .unwrap();
+    config["acme"]["renew_before"] = json!("2d");
+    let config = ws.write_config(&config);
+    let root = pebble.issuing_root().await;
+
+    let server = Server::start(&config);
+    server.logs.wait_for("certificate loaded from storage");
+    until_issued(server.https(), "blog.test", &root).await;
+    server.logs.wait_for("certificate issued");
+    let renewed = std::fs::read_to_string(stored.join("cert.pem")).unwrap();
+    assert_ne!(
+        renewed,
+        old.pem(),
+        "the stored certificate was not replaced"
+    );
 }

@@ -136,6 +136,37 @@ impl Acme {
             .collect()
     }
 
+    /// `/routes`' `acme` section: per name, the certificate's issuer,
+    /// `not_after`, next renewal, and the last error with the next retry.
+    pub fn status_json(&self) -> serde_json::Value {
+        let rfc3339 = |time: Option<SystemTime>| {
+            time.map(|time| humantime::format_rfc3339_seconds(time).to_string())
+        };
+        let names: serde_json::Map<String, serde_json::Value> = self
+            .status()
+            .into_iter()
+            .map(|(name, status)| {
+                let serving = self.certs.load().contains_key(&name);
+                (
+                    name,
+                    serde_json::json!({
+                        "serving": serving,
+                        "issuer": status.issuer,
+                        "not_after": rfc3339(status.not_after),
+                        "next_renewal": rfc3339(status.next_renewal),
+                        "last_error": status.last_error,
+                        "retry_at": rfc3339(status.retry_at),
+                    }),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "directory": self.config.directory,
+            "on_demand": self.config.on_demand,
+            "names": names,
+        })
+    }
+
     /// Reads `name`'s stored pair and serves it.
     fn load_stored(&self, name: &str) -> Result<Arc<LoadedCert>, Error> {
         let (cert_path, key_path) = self.storage.cert_paths(name);

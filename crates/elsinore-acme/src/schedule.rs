@@ -14,16 +14,20 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
 
 /// When `cert` is renewed: `renew_before` its `notAfter`, by default a
-/// third of its lifetime before.
+/// third of its lifetime before; never before half its lifetime has
+/// passed, so a `renew_before` longer than the CA's lifetimes cannot make
+/// every new certificate due at once (an order loop).
 pub(crate) fn renew_at(cert: &LoadedCert, renew_before: Option<Duration>) -> SystemTime {
     let lifetime = cert
         .not_after
         .duration_since(cert.not_before)
         .unwrap_or_default();
     let before = renew_before.unwrap_or(lifetime / 3);
-    cert.not_after
+    let wanted = cert
+        .not_after
         .checked_sub(before)
-        .unwrap_or(SystemTime::UNIX_EPOCH)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    wanted.max(cert.not_before + lifetime / 2)
 }
 
 /// The wait after the `failures`-th failure in a row: 1 min, 2, 4, … up

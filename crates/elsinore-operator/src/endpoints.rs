@@ -37,6 +37,9 @@ pub struct Operator {
     pub metrics: Arc<Metrics>,
     /// Counter samples for the status page's request rates.
     pub rates: Arc<Rates>,
+    /// Automatic certificates (`acme`), when configured: `/routes`
+    /// shows them under `acme`.
+    pub acme: Option<Arc<elsinore_acme::Acme>>,
 }
 
 impl Operator {
@@ -217,6 +220,7 @@ impl Operator {
             "last_reload": report_json(&self.live.last_reload()),
             "pending_restart": self.live.pending_restart().as_ref(),
             "certificates": certificates_json(&table.certs, std::time::SystemTime::now()),
+            "acme": self.acme.as_ref().map(|acme| acme.status_json()),
         })
     }
 }

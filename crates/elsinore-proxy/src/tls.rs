@@ -200,10 +200,14 @@ async fn handshake(
         tls.extra.as_deref(),
         sni.as_deref(),
     );
-    let Some(cert) = chosen else {
-        if let (Some(extra), Some(name)) = (&tls.extra, &sni) {
+    if let (Some(extra), Some(name)) = (&tls.extra, &sni) {
+        // No certificate, or only one that does not cover the name (the
+        // default): on-demand issuance may start.
+        if chosen.as_ref().is_none_or(|cert| !cert.covers(name)) {
             extra.missing(name);
         }
+    }
+    let Some(cert) = chosen else {
         let _ = stream.write_all(&UNRECOGNIZED_NAME_ALERT).await;
         let _ = stream.shutdown().await;
         return Err(HandshakeError::UnknownName(sni));
