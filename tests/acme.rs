@@ -447,3 +447,64 @@ async fn a_stored_certificate_due_for_renewal_is_replaced() {
         "the stored certificate was not replaced"
     );
 }
+
+/// A CA of its own for one certificate, so a client trusting only that CA
+/// tells which certificate a handshake got.
+fn issued_by_own_ca(name: &str, label: &str) -> (String, String, CertificateDer<'static>) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, label);
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec![name.to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    (
+        format!("{}{}", leaf.pem(), ca.pem()),
+        key.serialize_pem(),
+        ca.der().clone(),
+    )
+}
+
+fn write_pair(dir: &Path, (cert, key, _): &(String, String, CertificateDer<'static>)) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("key.pem"), key).unwrap();
+    std::fs::set_permissions(dir.join("key.pem"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert).unwrap();
+}
+
+/// Needs no CA: nothing is ordered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_folders_own_tls_wins_over_acme_and_acme_takes_over_when_it_goes() {
+    let ws = Workspace::new();
+    let project = ws.project("blog", &["blog.test"], &echo_manifest());
+    let own = issued_by_own_ca("blog.test", "own CA");
+    let stored = issued_by_own_ca("blog.test", "ACME-stored CA");
+    write_pair(&project.join("hosts/blog.test/tls"), &own);
+    write_pair(&ws.path().join("data/acme/certs/blog.test"), &stored);
+    let config = ws.config_with(
+        json!(["blog"]),
+        json!({
+            "tls_listen": "127.0.0.1:0",
+            // Nothing listens there: an order would fail and be logged.
+            "acme": {"directory": "https://127.0.0.1:9/dir", "storage": "data/acme"},
+        }),
+    );
+    let server = Server::start(&config);
+    let addr = server.https();
+    assert!(
+        verified(addr, "blog.test", &own.2).await,
+        "own tls/ not served"
+    );
+    assert!(!verified(addr, "blog.test", &stored.2).await);
+
+    // Without its tls/, the host gets ACME's stored certificate, no order.
+    std::fs::remove_dir_all(project.join("hosts/blog.test/tls")).unwrap();
+    until("ACME's stored certificate served", || async {
+        verified(addr, "blog.test", &stored.2).await
+    })
+    .await;
+    assert!(lines_with(&server, &["ordering a certificate"]).is_empty());
+    assert!(lines_with(&server, &["certificate order failed"]).is_empty());
+}

@@ -216,6 +216,9 @@ impl Acme {
             drop(current);
             self.forget_unwanted(&wanted);
             for name in self.due(&wanted) {
+                if self.reuse_stored(&name) {
+                    continue;
+                }
                 if !rate.try_take(Instant::now()) {
                     // The rest waits for the window to move on.
                     break;
@@ -285,6 +288,29 @@ impl Acme {
                 rate = self.config.rate,
                 "acme.rate reached: on-demand names refused for now (their handshakes fail until a later one fits the rate)"
             );
+        }
+    }
+
+    /// Serves `name`'s stored certificate instead of ordering, when one is
+    /// stored, not yet due, and not being served (a host whose own `tls/`
+    /// was removed gets ACME's certificate back without a new order).
+    fn reuse_stored(&self, name: &str) -> bool {
+        if self.certs.load().contains_key(name) {
+            return false;
+        }
+        let (cert_path, key_path) = self.storage.cert_paths(name);
+        let Ok(cert) = LoadedCert::load(&cert_path, &key_path) else {
+            return false;
+        };
+        if SystemTime::now() >= renew_at(&cert, self.config.renew_before) {
+            return false;
+        }
+        match self.load_stored(name) {
+            Ok(_) => {
+                tracing::info!(target: "elsinore::acme", name, "certificate loaded from storage");
+                true
+            }
+            Err(_) => false,
         }
     }
 
