@@ -26,13 +26,18 @@ pub(crate) struct Storage {
 }
 
 impl Storage {
-    /// Creates the folder (0700) if needed.
+    /// Creates the folder (0700) if needed. An existing folder keeps its
+    /// mode (it may be shared, e.g. `data/` with `database_group`); the
+    /// files that matter are 0600 anyway.
     pub(crate) fn open(root: &Path) -> Result<Self, Error> {
+        let created = !root.exists();
         let certs = root.join(CERTS_DIR);
         fs::create_dir_all(&certs).map_err(|source| Error::io(&certs, source))?;
-        // The account key lives here: nobody else needs to list it.
-        fs::set_permissions(root, fs::Permissions::from_mode(0o700))
-            .map_err(|source| Error::io(root, source))?;
+        if created {
+            // The account key lives here: nobody else needs to list it.
+            fs::set_permissions(root, fs::Permissions::from_mode(0o700))
+                .map_err(|source| Error::io(root, source))?;
+        }
         Ok(Self {
             root: root.to_owned(),
         })
@@ -111,6 +116,7 @@ mod tests {
         storage.save_account("{}").expect("account");
         storage.save_cert("blog.test", "CERT", "KEY").expect("cert");
         let mode = |p: &Path| fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("acme")), 0o700);
         assert_eq!(mode(&dir.path().join("acme/account.json")), 0o600);
         let (cert, key) = storage.cert_paths("blog.test");
         assert_eq!(mode(&key), 0o600);
