@@ -188,8 +188,21 @@ async fn serve(
         elsinore_metrics::Metrics::new(config.startup.metrics.per_host)
             .with_request_threads(settings.threads),
     );
+    // Automatic certificates: started before the listeners, so certificates
+    // stored by an earlier run serve from the first handshake.
+    let acme = match (&config.startup.acme, config.startup.tls_listen) {
+        (Some(acme), Some(_)) => Some(
+            elsinore_acme::Acme::start(acme.clone(), live.table(), local_addr)
+                .context("cannot start ACME (config.json `acme`)")?,
+        ),
+        _ => None,
+    };
+    let mut proxy = Proxy::new(live.table());
+    if let Some(acme) = &acme {
+        proxy = proxy.with_http01(acme.clone());
+    }
     let proxy = Arc::new(
-        Proxy::new(live.table())
+        proxy
             .with_request_threads(settings.threads)
             .with_reserved(admin)
             .with_key_ring(key_ring)
@@ -232,6 +245,7 @@ async fn serve(
                 metrics: metrics.clone(),
                 rates: Arc::default(),
                 generation,
+                acme: acme.clone(),
             };
             let has_token = config.operator_access.token.is_some();
             Some(
@@ -281,7 +295,10 @@ async fn serve(
     tracing::info!("listening on http://{local_addr}");
     let tls = match (tls_listener, tls_addr) {
         (Some(listeners), Some(tls_addr)) => {
-            let tls = TlsListener::new(live.table())?;
+            let tls = match &acme {
+                Some(acme) => TlsListener::with_extra(live.table(), acme.clone())?,
+                None => TlsListener::new(live.table())?,
+            };
             let certs = live.table().load().certs.len();
             if certs == 0 {
                 tracing::warn!("tls_listen is set but no certificate loaded yet: every handshake is refused until one is (see docs/tls.md)");

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
+use crate::acme::{validate_acme, RawAcme};
 use crate::admin_api::AdminApiMode;
 use crate::error::{ConfigError, Problem};
 use crate::events::{validate_events, RawEvents};
@@ -187,6 +188,7 @@ struct RawConfig {
     tls_listen: Option<String>,
     tls: Option<RawTls>,
     redirect_http: Option<bool>,
+    acme: Option<RawAcme>,
     log_format: Option<LogFormat>,
     access_log: Option<String>,
     metrics: Option<MetricsConfig>,
@@ -371,6 +373,7 @@ impl Config {
             .tls
             .and_then(|tls| validate_tls(tls, base, &mut problems));
         let redirect_http = raw.redirect_http.unwrap_or(false);
+        let acme = validate_acme(raw.acme, base, raw.tls_listen.is_some(), &mut problems);
         if raw.tls_listen.is_none() {
             if redirect_http {
                 problems.push(Problem::field(
@@ -480,6 +483,7 @@ impl Config {
                         limits,
                         timeouts,
                         static_files,
+                        acme,
                     },
                     operator_access,
                     projects,

@@ -13,6 +13,7 @@
 //! files (and the user and group databases, for `user` and
 //! `database_group`) but never writes, spawns or listens.
 
+mod acme;
 mod admin_api;
 mod config;
 mod duration;
@@ -35,6 +36,7 @@ mod startup;
 mod static_files;
 mod trust;
 
+pub use acme::{AcmeChallenge, AcmeConfig, DEFAULT_ACME_RATE, DEFAULT_ACME_STORAGE};
 pub use admin_api::AdminApiMode;
 pub use config::{
     Config, DefaultCert, ProjectConfig, ProjectKey, WatchMode, WatchSettings, DEFAULT_LISTEN,

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::acme::AcmeConfig;
 use crate::config::WatchSettings;
 use crate::events::EventsConfig;
 use crate::limits::{Limits, Timeouts};
@@ -63,6 +64,9 @@ pub struct Startup {
     /// The cache of static files from host folders' `public/`
     /// (`static_files`); defaults when absent.
     pub static_files: StaticFilesConfig,
+    /// Automatic certificates (`acme`), if configured: the account, the
+    /// storage and the issuing task are set up once.
+    pub acme: Option<AcmeConfig>,
 }
 
 /// One startup setting edited in config.json: applied only after a
@@ -143,6 +147,7 @@ impl Startup {
             limits,
             timeouts,
             static_files,
+            acme,
         } = self;
         let Self {
             listen: new_listen,
@@ -161,6 +166,7 @@ impl Startup {
             limits: new_limits,
             timeouts: new_timeouts,
             static_files: new_static_files,
+            acme: new_acme,
         } = new;
         let mut out = Vec::new();
         let mut value = |field: &'static str, changed: bool, now: String, running: String| {
@@ -256,6 +262,7 @@ impl Startup {
             ("limits", limits != new_limits),
             ("timeouts", timeouts != new_timeouts),
             ("static_files", static_files != new_static_files),
+            ("acme", acme != new_acme),
         ] {
             if changed {
                 out.push(RestartNeeded::Section { field });

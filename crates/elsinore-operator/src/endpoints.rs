@@ -40,6 +40,9 @@ pub struct Operator {
     /// Which process serves: 1 for a server started as such, N+1 for one
     /// that took over from generation N by a binary upgrade.
     pub generation: u64,
+    /// Automatic certificates (`acme`), when configured: `/routes`
+    /// shows them under `acme`.
+    pub acme: Option<Arc<elsinore_acme::Acme>>,
 }
 
 impl Operator {
@@ -222,6 +225,7 @@ impl Operator {
             "last_reload": report_json(&self.live.last_reload()),
             "pending_restart": self.live.pending_restart().as_ref(),
             "certificates": certificates_json(&table.certs, std::time::SystemTime::now()),
+            "acme": self.acme.as_ref().map(|acme| acme.status_json()),
         })
     }
 }

@@ -32,6 +32,7 @@
 mod access;
 mod access_line;
 mod access_log;
+mod acme_http01;
 mod address_limit;
 mod auth;
 mod body;
@@ -58,6 +59,7 @@ mod upgrade;
 
 pub use access::ACCESS_TARGET;
 pub use access_log::{AccessLog, AccessLogError, FLUSH_EVERY, FLUSH_SIZE};
+pub use acme_http01::Http01Answers;
 pub use auth::AuthLevel;
 pub use body::HandlerBody;
 pub use conn_info::{ConnInfo, TlsInfo};

@@ -9,7 +9,7 @@ use http_body_util::{Either, Full};
 use crate::ProxyBody;
 
 /// Kept on plain HTTP: ACME HTTP-01 challenges must be answered there.
-const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
+use crate::acme_http01::ACME_CHALLENGE;
 
 /// Whether a request for `path` may be redirected at all.
 pub(crate) fn redirectable(path: &str) -> bool {

@@ -84,6 +84,9 @@ pub struct Proxy {
     keys: Option<Arc<KeyRing>>,
     /// The HTTPS listener's port, where `redirect_http` sends clients.
     https_port: Option<u16>,
+    /// ACME HTTP-01 answers (`acme` in config.json), checked on plain
+    /// HTTP before routing.
+    http01: Option<Arc<dyn crate::acme_http01::Http01Answers>>,
     /// Failed key checks per client address: the admin API's and those of
     /// proxied requests presenting a key, counted in one window.
     throttle: Throttle,
@@ -102,6 +105,7 @@ impl Proxy {
             reserved: None,
             keys: None,
             https_port: None,
+            http01: None,
             metrics: Arc::new(Metrics::new(false)),
             access_log: AccessLog::off(),
             throttle: Throttle::default(),
@@ -171,6 +175,12 @@ impl Proxy {
     /// without one, nothing is redirected.
     pub fn with_https_port(mut self, port: Option<u16>) -> Self {
         self.https_port = port;
+        self
+    }
+
+    /// Answers ACME HTTP-01 validations on plain HTTP from `answers`.
+    pub fn with_http01(mut self, answers: Arc<dyn crate::acme_http01::Http01Answers>) -> Self {
+        self.http01 = Some(answers);
         self
     }
 
@@ -301,6 +311,16 @@ impl Proxy {
             // log keeps the client's spelling (taken at `Access::begin`).
             if let Some(normal) = normalized(request.uri())? {
                 *request.uri_mut() = normal;
+            }
+
+            // Elsinore's own ACME validations, before routing: the host
+            // may not even route to a project yet.
+            if let (None, Some(answers)) = (&conn.tls, &self.http01) {
+                if let Some(response) =
+                    crate::acme_http01::respond(answers.as_ref(), request.uri().path())
+                {
+                    return Ok(response);
+                }
             }
 
             // One load of the snapshot; the Arc keeps this project alive for

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use elsinore_tls::{server_config, CertStore, CurrentCerts, SniResolver};
+use elsinore_tls::{
+    choose, server_config, CertStore, CurrentCerts, ExtraCerts, SniResolver, ALPN_ACME_TLS,
+};
 use rustls::server::{Accepted, Acceptor};
 use rustls::ServerConfig;
 use tokio::io::AsyncWriteExt as _;
@@ -39,6 +41,8 @@ const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x
 pub struct TlsListener {
     config: Arc<ServerConfig>,
     table: Arc<ArcSwap<RouteTable>>,
+    /// ACME's certificates and TLS-ALPN-01 answers, when `acme` is on.
+    extra: Option<Arc<dyn ExtraCerts>>,
 }
 
 impl TlsListener {
@@ -49,6 +53,23 @@ impl TlsListener {
         Ok(Self {
             config: server_config(Arc::new(resolver))?,
             table,
+            extra: None,
+        })
+    }
+
+    /// Like [`TlsListener::new`], also serving `extra`'s certificates
+    /// after a host's own `tls/` (see [`elsinore_tls::choose`]) and
+    /// answering TLS-ALPN-01 challenges with its challenge certificates.
+    pub fn with_extra(
+        table: Arc<ArcSwap<RouteTable>>,
+        extra: Arc<dyn ExtraCerts>,
+    ) -> Result<Self, elsinore_tls::Error> {
+        let resolver =
+            SniResolver::new(Arc::new(TableCerts(table.clone()))).with_extra(extra.clone());
+        Ok(Self {
+            config: server_config(Arc::new(resolver))?,
+            table,
+            extra: Some(extra),
         })
     }
 }
@@ -148,6 +169,8 @@ enum HandshakeError {
     Closed,
     #[error("no certificate for server name {0:?}; sent unrecognized_name")]
     UnknownName(Option<String>),
+    #[error("answered an ACME TLS-ALPN-01 validation for {0}")]
+    AcmeChallenge(String),
 }
 
 /// Reads the ClientHello, picks the certificate for its SNI from the
@@ -161,7 +184,29 @@ async fn handshake(
         .client_hello()
         .server_name()
         .map(str::to_ascii_lowercase);
-    let chosen = tls.table.load().certs.resolve(sni.as_deref()).cloned();
+    if let (Some(extra), Some(name)) = (&tls.extra, &sni) {
+        if let Some(challenge) = acme_challenge(&accepted, extra.as_ref(), name) {
+            // The CA's validation connection: the handshake is its whole
+            // purpose, no request follows (RFC 8737 section 3).
+            let mut stream = StartHandshake::from_parts(accepted, stream)
+                .into_stream(challenge)
+                .await?;
+            let _ = stream.shutdown().await;
+            return Err(HandshakeError::AcmeChallenge(name.clone()));
+        }
+    }
+    let chosen = choose(
+        &tls.table.load().certs,
+        tls.extra.as_deref(),
+        sni.as_deref(),
+    );
+    if let (Some(extra), Some(name)) = (&tls.extra, &sni) {
+        // No certificate, or only one that does not cover the name (the
+        // default): on-demand issuance may start.
+        if chosen.as_ref().is_none_or(|cert| !cert.covers(name)) {
+            extra.missing(name);
+        }
+    }
     let Some(cert) = chosen else {
         let _ = stream.write_all(&UNRECOGNIZED_NAME_ALERT).await;
         let _ = stream.shutdown().await;
@@ -173,6 +218,31 @@ async fn handshake(
         .into_stream(tls.config.clone())
         .await?;
     Ok((stream, TlsInfo { sni, cert }))
+}
+
+/// The server configuration answering a TLS-ALPN-01 validation of `name`,
+/// when the client offers exactly `acme-tls/1` and a challenge for `name`
+/// is pending.
+fn acme_challenge(
+    accepted: &Accepted,
+    extra: &dyn ExtraCerts,
+    name: &str,
+) -> Option<Arc<ServerConfig>> {
+    let mut offered = accepted.client_hello().alpn()?;
+    let only_acme = offered.next() == Some(ALPN_ACME_TLS) && offered.next().is_none();
+    if !only_acme {
+        return None;
+    }
+    let certified = extra.alpn_challenge(name)?;
+    let resolver = Arc::new(rustls::sign::SingleCertAndKey::from(certified));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![ALPN_ACME_TLS.to_vec()];
+    Some(Arc::new(config))
 }
 
 /// Feeds the socket to a rustls [`Acceptor`] until a whole ClientHello is

@@ -35,7 +35,10 @@ pub use cert::{covers, key_mode_warning, LoadedCert};
 pub use dev_cert::{DevCertError, SelfSigned, DEV_CERT_VALID_DAYS};
 pub use error::Error;
 pub use rebuild::{expiry_warning, CertSource, Rebuilt};
-pub use resolver::{server_config, CurrentCerts, SniResolver, ALPN_H2, ALPN_HTTP11};
+pub use resolver::{
+    choose, server_config, CurrentCerts, ExtraCerts, SniResolver, ALPN_ACME_TLS, ALPN_H2,
+    ALPN_HTTP11,
+};
 pub use sources::cert_sources;
 pub use store::{CertOwner, CertSlot, CertStore};
 

@@ -1,0 +1,469 @@
+//! Automatic certificates for tenant hosts from an ACME CA (RFC 8555),
+//! configured by `acme` in config.json.
+//!
+//! - [`Acme`]: the running client. Every exact host folder without its own
+//!   `tls/` gets a certificate when it is served (at start, or when the
+//!   folder appears) and keeps it renewed; failures are retried with
+//!   backoff, each logged once.
+//! - It answers the CA's validations itself: HTTP-01 on the plain listener
+//!   ([`elsinore_proxy::Http01Answers`]) and TLS-ALPN-01 in the TLS
+//!   handshake ([`elsinore_tls::ExtraCerts::alpn_challenge`]).
+//! - Issued certificates are served through [`elsinore_tls::ExtraCerts`],
+//!   after a host's own `tls/` (which always wins) and before wildcard
+//!   folders and the default certificate; they are stored in
+//!   `acme.storage` (keys 0600) and served from there after a restart
+//!   without a new order.
+//!
+//! The ACME protocol itself (JWS, nonces, polling) is `instant-acme`'s.
+
+mod ask;
+mod challenges;
+mod error;
+mod order;
+mod schedule;
+mod storage;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use elsinore_config::{AcmeConfig, HostPattern, Hostname};
+use elsinore_routes::{DeclaredName, RouteTable};
+use elsinore_tls::{CertOwner, LoadedCert};
+use instant_acme::Account;
+use rustls::sign::CertifiedKey;
+use tokio::sync::Notify;
+
+pub use error::Error;
+
+use challenges::Pending;
+use schedule::{backoff, renew_at, OrderRate};
+use storage::Storage;
+
+/// How often the route table is looked at for new or removed hosts and
+/// due renewals when nothing wakes the task earlier.
+const TICK: Duration = Duration::from_millis(500);
+/// On-demand names waiting for their order at most; handshakes for more
+/// names are refused without being queued (an SNI flood costs a bounded
+/// amount of memory and never more than `rate` orders).
+const MAX_QUEUED: usize = 64;
+/// Names remembered with their last failure at most (refused on-demand
+/// names included), so a flood of names cannot grow the map forever.
+const MAX_REMEMBERED: usize = 10_000;
+
+/// What `/routes` and the metrics show for one name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NameStatus {
+    /// The issuer of the certificate being served, if any.
+    pub issuer: Option<String>,
+    /// Its `notAfter`.
+    pub not_after: Option<SystemTime>,
+    /// When it will be renewed.
+    pub next_renewal: Option<SystemTime>,
+    /// Why the last order failed, until one succeeds.
+    pub last_error: Option<String>,
+    /// When the next attempt after a failure is made.
+    pub retry_at: Option<SystemTime>,
+}
+
+/// Per-name bookkeeping of the issuing task.
+#[derive(Debug, Default)]
+struct NameState {
+    failures: u32,
+    retry_at: Option<Instant>,
+    status: NameStatus,
+}
+
+/// The running ACME client; see the crate documentation.
+#[derive(Debug)]
+pub struct Acme {
+    config: AcmeConfig,
+    storage: Storage,
+    pending: Pending,
+    certs: ArcSwap<HashMap<String, Arc<LoadedCert>>>,
+    names: Mutex<BTreeMap<String, NameState>>,
+    wake: Notify,
+    table: Arc<ArcSwap<RouteTable>>,
+    /// Elsinore's own plain listener, where `ask` requests are sent.
+    listener: SocketAddr,
+    /// On-demand names seen in handshakes, waiting for `ask` and `rate`.
+    queued: Mutex<VecDeque<String>>,
+}
+
+impl Acme {
+    /// Opens `config.storage`, loads the certificates stored there (so
+    /// they serve from the first handshake, without any order), and starts
+    /// the issuing task over the hosts of `table`. `listener` is the plain
+    /// listener, where `ask` requests go.
+    pub fn start(
+        config: AcmeConfig,
+        table: Arc<ArcSwap<RouteTable>>,
+        listener: SocketAddr,
+    ) -> Result<Arc<Self>, Error> {
+        let storage = Storage::open(&config.storage)?;
+        let acme = Arc::new(Self {
+            config,
+            storage,
+            pending: Pending::default(),
+            certs: ArcSwap::default(),
+            names: Mutex::default(),
+            wake: Notify::new(),
+            table: table.clone(),
+            listener,
+            queued: Mutex::default(),
+        });
+        for name in acme.storage.stored_names() {
+            match acme.load_stored(&name) {
+                Ok(cert) => {
+                    tracing::info!(target: "elsinore::acme", name, not_after = %httpdate::fmt_http_date(cert.not_after), "certificate loaded from storage");
+                }
+                Err(err) => {
+                    tracing::error!(target: "elsinore::acme", name, error = %err, "stored certificate cannot be served; ordering a new one");
+                }
+            }
+        }
+        tokio::spawn(acme.clone().run(table));
+        Ok(acme)
+    }
+
+    /// Every name ACME serves or tries to, with its state.
+    pub fn status(&self) -> Vec<(String, NameStatus)> {
+        lock(&self.names)
+            .iter()
+            .map(|(name, state)| (name.clone(), state.status.clone()))
+            .collect()
+    }
+
+    /// `/routes`' `acme` section: per name, the certificate's issuer,
+    /// `not_after`, next renewal, and the last error with the next retry.
+    pub fn status_json(&self) -> serde_json::Value {
+        let rfc3339 = |time: Option<SystemTime>| {
+            time.map(|time| humantime::format_rfc3339_seconds(time).to_string())
+        };
+        let names: serde_json::Map<String, serde_json::Value> = self
+            .status()
+            .into_iter()
+            .map(|(name, status)| {
+                let serving = self.certs.load().contains_key(&name);
+                (
+                    name,
+                    serde_json::json!({
+                        "serving": serving,
+                        "issuer": status.issuer,
+                        "not_after": rfc3339(status.not_after),
+                        "next_renewal": rfc3339(status.next_renewal),
+                        "last_error": status.last_error,
+                        "retry_at": rfc3339(status.retry_at),
+                    }),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "directory": self.config.directory,
+            "on_demand": self.config.on_demand,
+            "names": names,
+        })
+    }
+
+    /// Reads `name`'s stored pair and serves it.
+    fn load_stored(&self, name: &str) -> Result<Arc<LoadedCert>, Error> {
+        let (cert_path, key_path) = self.storage.cert_paths(name);
+        let cert = LoadedCert::load(&cert_path, &key_path)
+            .map(Arc::new)
+            .map_err(|err| Error::Certificate(err.to_string()))?;
+        let mut status = NameStatus {
+            issuer: issuer(&cert),
+            not_after: Some(cert.not_after),
+            next_renewal: Some(renew_at(&cert, self.config.renew_before)),
+            ..NameStatus::default()
+        };
+        {
+            let mut names = lock(&self.names);
+            let state = names.entry(name.to_owned()).or_default();
+            status.last_error = None;
+            state.status = status;
+            state.failures = 0;
+            state.retry_at = None;
+        }
+        self.certs.rcu(|certs| {
+            let mut certs = HashMap::clone(certs);
+            certs.insert(name.to_owned(), cert.clone());
+            certs
+        });
+        Ok(cert)
+    }
+
+    /// The issuing task: forever, orders what is due, within `rate`.
+    async fn run(self: Arc<Self>, table: Arc<ArcSwap<RouteTable>>) {
+        let mut account: Option<Account> = None;
+        let mut rate = OrderRate::new(self.config.rate);
+        loop {
+            let current = table.load_full();
+            let mut wanted = wanted_names(&current);
+            if self.config.on_demand {
+                // On-demand certificates are renewed while their names
+                // still route to a project.
+                let certs = self.certs.load();
+                wanted.extend(
+                    certs
+                        .keys()
+                        .filter(|name| on_demand_route(&current, name))
+                        .cloned(),
+                );
+            }
+            drop(current);
+            self.forget_unwanted(&wanted);
+            for name in self.due(&wanted) {
+                if self.reuse_stored(&name) {
+                    continue;
+                }
+                if !rate.try_take(Instant::now()) {
+                    // The rest waits for the window to move on.
+                    break;
+                }
+                let result = match &account {
+                    Some(account) => self.order(account, &name).await,
+                    None => match order::account(&self.config, &self.storage).await {
+                        Ok(new) => {
+                            let result = self.order(&new, &name).await;
+                            account = Some(new);
+                            result
+                        }
+                        Err(err) => Err(err),
+                    },
+                };
+                if let Err(err) = result {
+                    self.failed(&name, &err);
+                }
+            }
+            self.order_on_demand(&mut account, &mut rate).await;
+            tokio::select! {
+                () = tokio::time::sleep(TICK) => {}
+                () = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// The queued on-demand names: each asked (`ask`), then ordered if
+    /// the rate allows; the others are dropped (their next handshake
+    /// queues them again).
+    async fn order_on_demand(&self, account: &mut Option<Account>, rate: &mut OrderRate) {
+        let queued: Vec<String> = lock(&self.queued).drain(..).collect();
+        let mut over_rate = 0usize;
+        for name in queued {
+            if self.certs.load().contains_key(&name) {
+                continue;
+            }
+            if let Some(path) = &self.config.ask {
+                if let Err(why) = ask::ask(self.listener, path, &name).await {
+                    self.failed(&name, &Error::Refused(why));
+                    continue;
+                }
+            }
+            if !rate.try_take(Instant::now()) {
+                over_rate += 1;
+                continue;
+            }
+            if account.is_none() {
+                match order::account(&self.config, &self.storage).await {
+                    Ok(new) => *account = Some(new),
+                    Err(err) => {
+                        self.failed(&name, &err);
+                        continue;
+                    }
+                }
+            }
+            if let Some(account) = account.as_ref() {
+                if let Err(err) = self.order(account, &name).await {
+                    self.failed(&name, &err);
+                }
+            }
+        }
+        if over_rate > 0 {
+            tracing::warn!(
+                target: "elsinore::acme",
+                refused = over_rate,
+                rate = self.config.rate,
+                "acme.rate reached: on-demand names refused for now (their handshakes fail until a later one fits the rate)"
+            );
+        }
+    }
+
+    /// Serves `name`'s stored certificate instead of ordering, when one is
+    /// stored, not yet due, and not being served (a host whose own `tls/`
+    /// was removed gets ACME's certificate back without a new order).
+    fn reuse_stored(&self, name: &str) -> bool {
+        if self.certs.load().contains_key(name) {
+            return false;
+        }
+        let (cert_path, key_path) = self.storage.cert_paths(name);
+        let Ok(cert) = LoadedCert::load(&cert_path, &key_path) else {
+            return false;
+        };
+        if SystemTime::now() >= renew_at(&cert, self.config.renew_before) {
+            return false;
+        }
+        match self.load_stored(name) {
+            Ok(_) => {
+                tracing::info!(target: "elsinore::acme", name, "certificate loaded from storage");
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Names of `wanted` without a certificate, or due for renewal, and
+    /// not waiting after a failure.
+    fn due(&self, wanted: &BTreeSet<String>) -> Vec<String> {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let certs = self.certs.load();
+        let names = lock(&self.names);
+        wanted
+            .iter()
+            .filter(|name| {
+                let renew = certs
+                    .get(name.as_str())
+                    .is_none_or(|cert| wall >= renew_at(cert, self.config.renew_before));
+                let waiting = names
+                    .get(name.as_str())
+                    .and_then(|state| state.retry_at)
+                    .is_some_and(|at| now < at);
+                renew && !waiting
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Stops serving (not deleting) certificates of names no longer
+    /// served by a host folder without its own `tls/`.
+    fn forget_unwanted(&self, wanted: &BTreeSet<String>) {
+        let certs = self.certs.load();
+        if certs.keys().all(|name| wanted.contains(name)) {
+            return;
+        }
+        self.certs.rcu(|certs| {
+            let mut certs = HashMap::clone(certs);
+            certs.retain(|name, _| wanted.contains(name));
+            certs
+        });
+        lock(&self.names).retain(|name, _| wanted.contains(name));
+    }
+
+    async fn order(&self, account: &Account, name: &str) -> Result<(), Error> {
+        tracing::info!(target: "elsinore::acme", name, "ordering a certificate");
+        let (cert_pem, key_pem) = order::issue(account, &self.config, &self.pending, name).await?;
+        self.storage.save_cert(name, &cert_pem, &key_pem)?;
+        let cert = self.load_stored(name)?;
+        tracing::info!(
+            target: "elsinore::acme",
+            name,
+            issuer = issuer(&cert).unwrap_or_default(),
+            not_after = %httpdate::fmt_http_date(cert.not_after),
+            next_renewal = %httpdate::fmt_http_date(renew_at(&cert, self.config.renew_before)),
+            "certificate issued"
+        );
+        Ok(())
+    }
+
+    /// Records a failed order; the name is tried again after a backoff.
+    fn failed(&self, name: &str, err: &Error) {
+        let mut names = lock(&self.names);
+        if names.len() >= MAX_REMEMBERED && !names.contains_key(name) {
+            tracing::error!(target: "elsinore::acme", name, error = %err, "certificate order failed");
+            return;
+        }
+        let state = names.entry(name.to_owned()).or_default();
+        state.failures += 1;
+        let delay = backoff(state.failures);
+        state.retry_at = Some(Instant::now() + delay);
+        state.status.last_error = Some(err.to_string());
+        state.status.retry_at = Some(SystemTime::now() + delay);
+        tracing::error!(target: "elsinore::acme", name, error = %err, retry_in = ?delay, failures = state.failures, "certificate order failed");
+    }
+}
+
+impl elsinore_tls::ExtraCerts for Acme {
+    fn certificate(&self, name: &str) -> Option<Arc<LoadedCert>> {
+        self.certs.load().get(name).cloned()
+    }
+
+    fn alpn_challenge(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        self.pending.tls_alpn01(name)
+    }
+
+    /// Queues `name` for an on-demand order when `on_demand` is on and
+    /// the name routes to a project through a wildcard folder or the
+    /// default project. Never blocks: the handshake is refused meanwhile.
+    fn missing(&self, name: &str) {
+        if !self.config.on_demand || !on_demand_route(&self.table.load(), name) {
+            return;
+        }
+        let waiting = lock(&self.names)
+            .get(name)
+            .and_then(|state| state.retry_at)
+            .is_some_and(|at| Instant::now() < at);
+        if waiting {
+            return;
+        }
+        let mut queued = lock(&self.queued);
+        if queued.len() >= MAX_QUEUED || queued.iter().any(|queued| queued == name) {
+            return;
+        }
+        queued.push_back(name.to_owned());
+        drop(queued);
+        self.wake.notify_one();
+    }
+}
+
+impl elsinore_proxy::Http01Answers for Acme {
+    fn answer(&self, token: &str) -> Option<String> {
+        self.pending.http01(token)
+    }
+}
+
+/// Exact host names of `table` whose folder has no `tls/` of its own.
+fn wanted_names(table: &RouteTable) -> BTreeSet<String> {
+    table
+        .hosts
+        .iter()
+        .filter(|(declared, _)| !declared.wildcard)
+        .filter_map(|(declared, _)| {
+            let host = Hostname::parse(declared.name).ok()?;
+            let own = table
+                .certs
+                .slot(&CertOwner::Host(HostPattern::Exact(host)))
+                .is_some();
+            (!own).then(|| declared.name.to_owned())
+        })
+        .collect()
+}
+
+/// Whether `name` may get an on-demand certificate: a valid host name
+/// with no exact host folder (those are ordered anyway), served through a
+/// wildcard folder or by the default project.
+fn on_demand_route(table: &RouteTable, name: &str) -> bool {
+    let Ok(host) = Hostname::parse(name) else {
+        return false;
+    };
+    let exact = DeclaredName {
+        wildcard: false,
+        name: host.as_str(),
+    };
+    if table.hosts.get(exact).is_some() {
+        return false;
+    }
+    table.hosts.lookup(host.as_str()).is_some() || table.default_project.is_some()
+}
+
+/// The leaf's issuer, as `CN=..., O=...`.
+fn issuer(cert: &LoadedCert) -> Option<String> {
+    let leaf = cert.certified.cert.first()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    Some(parsed.issuer().to_string())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
