@@ -235,6 +235,7 @@ async fn serve(
     metrics.register_source(elsinore_operator::LiveSource {
         live: live.clone(),
         events: events.clone(),
+        acme: acme.clone(),
     });
     let operator_task = match operator_listener {
         Some(listener) => {

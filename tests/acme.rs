@@ -280,6 +280,24 @@ async fn exact_hosts_get_pebble_certificates_that_survive_a_restart() {
         "{status}"
     );
     assert!(status["last_error"].is_null(), "{status}");
+    // So do the metrics and the status page.
+    let metrics = server.op("GET", "/metrics").send().await;
+    let metrics = String::from_utf8_lossy(&metrics.body).to_string();
+    assert!(
+        metrics.contains("elsinore_acme_certificate_expiry_timestamp_seconds{name=\"blog.test\"}")
+            && metrics.contains("elsinore_acme_order_failing{name=\"blog.test\"} 0"),
+        "{metrics}"
+    );
+    let page = server.op("GET", "/").send().await;
+    let page = String::from_utf8_lossy(&page.body).to_string();
+    let acme = page
+        .split("<h2 id=\"acme\">")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no ACME section: {page}"));
+    assert!(
+        acme.contains("<td>blog.test</td>") && acme.contains("Pebble"),
+        "{acme}"
+    );
 
     // A host folder that appears while running gets one too, no restart.
     std::fs::create_dir_all(project.join("hosts/shop.test")).unwrap();

@@ -181,8 +181,24 @@ pub struct HandlerSample {
     pub restarts: u64,
 }
 
+/// One name with an automatic (ACME) certificate, as seen at scrape time.
+#[derive(Debug, Clone)]
+pub struct AcmeSample {
+    /// The host name.
+    pub name: String,
+    /// `notAfter` of the certificate served, in seconds since the epoch;
+    /// `None` before the first one is issued.
+    pub not_after: Option<i64>,
+    /// Whether the last order for the name failed (until one succeeds).
+    pub failing: bool,
+}
+
 /// Values read at scrape time from the parts that own them.
 pub trait ScrapeSource: std::fmt::Debug + Send + Sync + 'static {
+    /// Every name ACME serves or tries to (none without `acme`).
+    fn acme(&self) -> Vec<AcmeSample> {
+        Vec::new()
+    }
     /// Every handler of the live table.
     fn handlers(&self) -> Vec<HandlerSample>;
     /// Route-table swaps since start.
@@ -470,6 +486,32 @@ impl Collector for SourceCollector {
                 );
                 ConstGauge::new(i64::from(h.state == state))
                     .encode(states.encode_family(&labels)?)?;
+            }
+        }
+
+        let acme = self.0.acme();
+        if !acme.is_empty() {
+            let mut expiry = encoder.encode_descriptor(
+                "acme_certificate_expiry_timestamp_seconds",
+                "notAfter of the ACME certificate served for each name (absent before the first issuance)",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for sample in &acme {
+                if let Some(not_after) = sample.not_after {
+                    ConstGauge::new(not_after)
+                        .encode(expiry.encode_family(&[("name", sample.name.as_str())])?)?;
+                }
+            }
+            let mut failing = encoder.encode_descriptor(
+                "acme_order_failing",
+                "1 while the last ACME order for the name failed (retried with backoff), else 0",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for sample in &acme {
+                ConstGauge::new(i64::from(sample.failing))
+                    .encode(failing.encode_family(&[("name", sample.name.as_str())])?)?;
             }
         }
 

@@ -137,6 +137,7 @@ impl Operator {
             rates: &rates,
             last_event_run,
             events_rows_deleted: self.events.rows_deleted(),
+            acme: self.acme.as_ref().map(|acme| acme.status()),
         });
         let mut response = Response::new(Full::new(Bytes::from(html)));
         response.headers_mut().insert(

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use elsinore_events::EventScheduler;
-use elsinore_metrics::{HandlerSample, ScrapeSource};
+use elsinore_metrics::{AcmeSample, HandlerSample, ScrapeSource};
 
 use elsinore_live::Live;
 
@@ -17,9 +17,28 @@ use elsinore_live::Live;
 pub struct LiveSource {
     pub live: Arc<Live>,
     pub events: EventScheduler,
+    /// Automatic certificates, when `acme` is configured.
+    pub acme: Option<Arc<elsinore_acme::Acme>>,
 }
 
 impl ScrapeSource for LiveSource {
+    fn acme(&self) -> Vec<AcmeSample> {
+        let Some(acme) = &self.acme else {
+            return Vec::new();
+        };
+        acme.status()
+            .into_iter()
+            .map(|(name, status)| AcmeSample {
+                name,
+                not_after: status.not_after.and_then(|time| {
+                    let seconds = time.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+                    i64::try_from(seconds).ok()
+                }),
+                failing: status.last_error.is_some(),
+            })
+            .collect()
+    }
+
     fn handlers(&self) -> Vec<HandlerSample> {
         let table = self.live.table().load_full();
         table

@@ -116,6 +116,8 @@ pub struct StatusInput<'a> {
     /// The newest events run, or why it could not be read.
     pub last_event_run: Result<Option<RunRecord>, String>,
     pub events_rows_deleted: u64,
+    /// Names with automatic certificates, when `acme` is configured.
+    pub acme: Option<Vec<(String, elsinore_acme::NameStatus)>>,
 }
 
 /// `&`, `<`, `>`, `"` and `'` as entities: safe in text and in quoted
@@ -218,6 +220,7 @@ pub fn render(input: &StatusInput<'_>) -> String {
     handlers_section(&mut html, input);
     conflicts_section(&mut html, input);
     certificates_section(&mut html, input);
+    acme_section(&mut html, input);
     events_section(&mut html, input);
     html.push_str("</body></html>\n");
     html
@@ -260,6 +263,51 @@ fn certificates_section(html: &mut String, input: &StatusInput<'_>) {
             escape(&expires),
             escape(&days),
             escape(problem),
+        );
+    }
+    html.push_str("</tbody></table>\n");
+}
+
+/// Automatic certificates: per name, the certificate served, when it is
+/// renewed, and why the last order failed.
+fn acme_section(html: &mut String, input: &StatusInput<'_>) {
+    let Some(names) = &input.acme else {
+        return;
+    };
+    html.push_str("<h2 id=\"acme\">Automatic certificates (ACME)</h2>\n");
+    if names.is_empty() {
+        html.push_str("<p>No name has or waits for one yet.</p>\n");
+        return;
+    }
+    let mut names: Vec<_> = names.iter().collect();
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    html.push_str(
+        "<table><thead><tr><th>Name</th><th>Issuer</th><th>Expires</th>\
+         <th>Next renewal</th><th>Last error</th></tr></thead><tbody>\n",
+    );
+    let time = |time: Option<SystemTime>| {
+        time.map(|time| humantime::format_rfc3339_seconds(time).to_string())
+            .unwrap_or_default()
+    };
+    for (name, status) in names {
+        let error = match (&status.last_error, status.retry_at) {
+            (Some(error), Some(retry)) => format!("{error} (retry at {})", time(Some(retry))),
+            (Some(error), None) => error.clone(),
+            (None, _) => String::new(),
+        };
+        let _ = writeln!(
+            html,
+            "<tr{}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            if error.is_empty() {
+                ""
+            } else {
+                " class=\"failed\""
+            },
+            escape(name),
+            escape(status.issuer.as_deref().unwrap_or("")),
+            escape(&time(status.not_after)),
+            escape(&time(status.next_renewal)),
+            escape(&error),
         );
     }
     html.push_str("</tbody></table>\n");
