@@ -429,7 +429,12 @@ impl Proxy {
                 .ready()
                 .await
                 .map_err(|why| unavailable(&handler, why))?;
-            let in_flight = handler.admit().await.map_err(|why| busy(&handler, why))?;
+            // Queued turns rotate across hosts: one tenant's flood does not
+            // make another tenant of the project wait behind it.
+            let in_flight = handler
+                .admit(&host)
+                .await
+                .map_err(|why| busy(&handler, why))?;
             // Taken before the headers go: hop-by-hop removal drops Upgrade.
             let upgrade_to = client.upgrade;
             let client_upgrade = upgrade_to
@@ -707,6 +712,12 @@ fn busy(handler: &HandlerHandle, why: Busy) -> ProxyError {
             queue,
         } => format!(
             "{max_concurrent} requests are running (max_concurrent) and {queue} are queued (queue)"
+        ),
+        Busy::HostShareFull {
+            max_concurrent,
+            per_host,
+        } => format!(
+            "{max_concurrent} requests are running (max_concurrent) and this host has {per_host} queued, its share of the queue"
         ),
         Busy::QueueTimeout { waited } => format!(
             "no turn within {} ms in the queue (queue_timeout)",
