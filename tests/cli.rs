@@ -99,7 +99,7 @@ fn check_reports_bad_configs_exactly() {
         ),
         (
             r#"{"projects": [{"path": "alpha", "kye": "x"}]}"#,
-            "error: DIR/config.json:1:37: projects[0].kye: unknown field `kye`, expected one of `path`, `name`, `key`, `key_env`, `max_body`, `cors_origins`, `cors_credentials`, `public_url`, `user`, `group`, `admin_api`, `forward_host`, `handler_key_env`",
+            "error: DIR/config.json:1:37: projects[0].kye: unknown field `kye`, expected one of `path`, `name`, `key`, `key_env`, `max_body`, `cors_origins`, `cors_credentials`, `public_url`, `user`, `group`, `admin_api`, `forward_host`, `handler_key_env`, `rate_limits`",
         ),
         (
             r#"{"projects": [{"path": "alpha", "key": "a", "key_env": "B"}]}"#,

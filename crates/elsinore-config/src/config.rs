@@ -22,6 +22,7 @@ use crate::limits::{
 use crate::observability::{AccessLogTarget, LogFormat, MetricsConfig};
 use crate::operator_access::{validate_operator_access, OperatorAccess};
 use crate::parse_duration;
+use crate::rate_limits::{validate_rate_limits, RateLimits, RawRateLimits};
 use crate::run_as::{resolve_group, resolve_run_as, running_as_root, DatabaseGroup, RunAs};
 use crate::startup::Startup;
 use crate::static_files::{validate_static_files, RawStaticFiles};
@@ -148,6 +149,9 @@ pub struct ProjectConfig {
     pub forward_host: ForwardHost,
     /// `handler_key_env`: the variable its handlers get its key in.
     pub handler_key_env: Option<HandlerKeyEnv>,
+    /// Its request rate limits: its own `rate_limits`, scope by scope over
+    /// the global `rate_limits`.
+    pub rate_limits: RateLimits,
 }
 
 /// A project key. Never printed: `Debug` redacts it.
@@ -201,6 +205,7 @@ struct RawConfig {
     trusted_proxies: Option<Vec<String>>,
     upgrade_protocols: Option<Vec<String>>,
     underscores_in_headers: Option<bool>,
+    rate_limits: Option<RawRateLimits>,
 }
 
 #[derive(Deserialize)]
@@ -240,6 +245,7 @@ struct RawProjectObject {
     admin_api: Option<AdminApiMode>,
     forward_host: Option<ForwardHost>,
     handler_key_env: Option<String>,
+    rate_limits: Option<RawRateLimits>,
 }
 
 // Hand-written instead of `#[serde(untagged)]`: untagged enums swallow the
@@ -364,6 +370,7 @@ impl Config {
         let limits = validate_limits(raw.limits, &mut problems);
         let timeouts = validate_timeouts(raw.timeouts, &mut problems);
         let static_files = validate_static_files(raw.static_files, &mut problems);
+        let rate_limits = validate_rate_limits(raw.rate_limits, "rate_limits", &mut problems);
 
         let tls_listen = raw
             .tls_listen
@@ -394,11 +401,12 @@ impl Config {
         // Project key → the first entry using it, as a field name.
         let mut key_used_by: HashMap<String, String> = HashMap::new();
         for (index, raw_project) in raw.projects.into_iter().enumerate() {
-            let Some(project) =
+            let Some(mut project) =
                 validate_project(raw_project, index, base, &env, &accounts, &mut problems)
             else {
                 continue;
             };
+            project.rate_limits = rate_limits.overridden_by(&project.rate_limits);
             if let Some(first) = first_index_of.get(&project.name) {
                 problems.push(Problem::field(
                     format!("projects[{index}].name"),
@@ -683,6 +691,7 @@ fn validate_project(
             admin_api: None,
             forward_host: None,
             handler_key_env: None,
+            rate_limits: None,
         },
         RawProject::Object(object) => *object,
     };
@@ -785,6 +794,8 @@ fn validate_project(
             }
         });
 
+    let rate_limits =
+        validate_rate_limits(object.rate_limits, &format!("{here}.rate_limits"), problems);
     let handler_key_env = object.handler_key_env.and_then(|name| {
         let field = format!("{here}.handler_key_env");
         if let Err(why) = check_env_name(&name) {
@@ -824,6 +835,7 @@ fn validate_project(
         admin_api: object.admin_api.unwrap_or_default(),
         forward_host: object.forward_host.unwrap_or_default(),
         handler_key_env,
+        rate_limits,
     })
 }
 

@@ -234,6 +234,7 @@ impl Live {
         )?;
         route.max_body = config.max_body;
         route.forward_host = config.forward_host;
+        route.set_rate_limits(config.rate_limits);
         route.cors = CorsPolicy::for_project(&config.cors_origins, config.cors_credentials);
         route.admin_api = config.admin_api;
         Some(Arc::new(route))

@@ -116,6 +116,21 @@ impl EncodeLabelSet for AuthLabels {
     }
 }
 
+/// Labels of `elsinore_rate_limited_total`: a project and one of
+/// `per_ip`, `per_host`, `per_project` (bounded by the config).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct LimitedLabels {
+    project: String,
+    scope: &'static str,
+}
+
+impl EncodeLabelSet for LimitedLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("project", self.project.as_str()).encode(encoder.encode_label())?;
+        ("scope", self.scope).encode(encoder.encode_label())
+    }
+}
+
 /// Why a request to a handler failed, for `elsinore_handler_errors_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandlerErrorKind {
@@ -218,6 +233,7 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     handler_errors: Family<ErrorLabels, Counter>,
     auth_failures: Family<AuthLabels, Counter>,
+    rate_limited: Family<LimitedLabels, Counter>,
     open_connections: Gauge,
     /// Every request series (requests by class, body bytes, latencies),
     /// created once per (project, handler, host): recording a request is
@@ -243,7 +259,13 @@ impl Metrics {
         registry.register_collector(Box::new(RequestCollector(Arc::clone(&series))));
         let handler_errors = Family::<ErrorLabels, Counter>::default();
         let auth_failures = Family::<AuthLabels, Counter>::default();
+        let rate_limited = Family::<LimitedLabels, Counter>::default();
         let open_connections = Gauge::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused with 429 by rate_limits, by project and scope (per_ip, per_host, per_project)",
+            rate_limited.clone(),
+        );
         registry.register(
             "handler_errors",
             "Requests a handler could not answer, by kind (refused, reset, timeout, unavailable)",
@@ -264,6 +286,7 @@ impl Metrics {
             registry: Mutex::new(registry),
             handler_errors,
             auth_failures,
+            rate_limited,
             open_connections,
             series,
             host_series: Mutex::new(0),
@@ -380,6 +403,16 @@ impl Metrics {
             .get_or_create(&AuthLabels {
                 project: project.to_owned(),
                 status,
+            })
+            .inc();
+    }
+
+    /// Counts a request refused by the `scope` rate limit of `project`.
+    pub fn rate_limited(&self, project: &str, scope: &'static str) {
+        self.rate_limited
+            .get_or_create(&LimitedLabels {
+                project: project.to_owned(),
+                scope,
             })
             .inc();
     }
@@ -584,6 +617,7 @@ mod tests {
         });
         metrics.handler_error("othello", "web", HandlerErrorKind::Timeout);
         metrics.key_auth_failure("othello", 401);
+        metrics.rate_limited("othello", "per_ip");
         let _open = metrics.connection_opened();
         let text = metrics.encode().expect("encodes");
         for needle in [
@@ -594,6 +628,7 @@ mod tests {
             "elsinore_handler_duration_seconds_count{project=\"othello\",handler=\"web\"} 1",
             "elsinore_handler_errors_total{project=\"othello\",handler=\"web\",kind=\"timeout\"} 1",
             "elsinore_key_auth_failures_total{project=\"othello\",status=\"401\"} 1",
+            "elsinore_rate_limited_total{project=\"othello\",scope=\"per_ip\"} 1",
             "elsinore_open_connections 1",
             "elsinore_handler_restarts_total{project=\"othello\",handler=\"web\"} 2",
             "elsinore_handler_state{project=\"othello\",handler=\"web\",state=\"ready\"} 1",

@@ -75,6 +75,7 @@ fn handler_json(handle: &HandlerHandle, routes: &[String]) -> Value {
         "restarts": status.restarts,
         "last_error": status.last_error,
         "in_flight": handle.in_flight(),
+        "queued": handle.queued(),
     })
 }
 

@@ -26,6 +26,7 @@ use crate::access_log::ThreadLog;
 use crate::conn_info::ConnInfo;
 use crate::error::ProxyError;
 use crate::limits::BodyProgress;
+use crate::rate_limit::Passed;
 use crate::ProxyBody;
 
 /// The `target` of access-log lines (as tracing named it when it wrote
@@ -65,6 +66,11 @@ pub(crate) struct Access {
     bytes_in: BytesIn,
     /// Until the handler's response headers.
     pub(crate) handler_time: Option<Duration>,
+    /// The `rate_limits` scope that refused the request.
+    pub(crate) limited: Option<&'static str>,
+    /// What the tightest `rate_limits` scope has left, for the response's
+    /// `RateLimit` header.
+    pub(crate) quota: Option<Passed>,
     metrics: Arc<Metrics>,
     /// The request thread answering: its own shard of the metrics.
     shard: ThreadShard,
@@ -110,6 +116,8 @@ impl Access {
             static_file: false,
             bytes_in: BytesIn::Declared(declared),
             handler_time: None,
+            limited: None,
+            quota: None,
             metrics,
             shard: conn.shard,
         }
@@ -213,6 +221,9 @@ impl Access {
             total,
             handler_time: self.handler_time,
         });
+        if let Some(scope) = self.limited {
+            self.metrics.rate_limited(project, scope);
+        }
         if self.reserved && matches!(status, 401 | 403 | 429) {
             self.metrics.key_auth_failure(project, status);
         }
@@ -244,6 +255,7 @@ impl Access {
             bytes_out,
             total,
             handler_time: self.handler_time,
+            limited: self.limited,
             request_id: self
                 .request_id
                 .as_ref()

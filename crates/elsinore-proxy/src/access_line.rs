@@ -43,6 +43,8 @@ pub(crate) struct Line<'a> {
     pub(crate) total: Duration,
     /// Until the handler's response headers, when a handler was asked.
     pub(crate) handler_time: Option<Duration>,
+    /// The `rate_limits` scope that refused the request (`per_ip`, …).
+    pub(crate) limited: Option<&'static str>,
     pub(crate) request_id: &'a str,
 }
 
@@ -91,6 +93,10 @@ impl Line<'_> {
             out.extend_from_slice(b" handler_ms=");
             millis(handler_time, out);
         }
+        if let Some(scope) = self.limited {
+            out.extend_from_slice(b" limited=");
+            out.extend_from_slice(scope.as_bytes());
+        }
         out.extend_from_slice(b" request_id=");
         text_value(self.request_id, out);
         out.push(b'\n');
@@ -132,6 +138,10 @@ impl Line<'_> {
         if let Some(handler_time) = self.handler_time {
             out.extend_from_slice(b",\"handler_ms\":");
             millis(handler_time, out);
+        }
+        if let Some(scope) = self.limited {
+            out.extend_from_slice(b",\"limited\":");
+            json_string(&[scope], out);
         }
         out.extend_from_slice(b",\"request_id\":");
         json_string(&[self.request_id], out);
@@ -277,6 +287,7 @@ mod tests {
             bytes_out: 674,
             total: Duration::from_micros(12_092),
             handler_time: Some(Duration::from_micros(11_836)),
+            limited: None,
             request_id: "927f7573000000000000",
         }
     }

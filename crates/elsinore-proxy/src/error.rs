@@ -10,6 +10,12 @@ use http_body_util::Either;
 use serde_json::{json, Map, Value};
 
 use crate::json_error::json_error;
+
+/// `RateLimit-Policy` (IETF httpapi ratelimit-headers draft).
+pub(crate) const RATELIMIT_POLICY: http::HeaderName =
+    http::HeaderName::from_static("ratelimit-policy");
+/// `RateLimit` (same draft): what is left in the tightest scope.
+pub(crate) const RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
 use crate::ProxyBody;
 
 /// A request Elsinore answers without (or instead of) a handler.
@@ -191,6 +197,19 @@ pub enum ProxyError {
         /// Why, in words.
         reason: String,
     },
+    /// A `rate_limits` scope of the project has no token left for this
+    /// request.
+    #[error("rate limited")]
+    RateLimited {
+        /// `per_ip`, `per_host` or `per_project`.
+        scope: &'static str,
+        /// Why, in words.
+        reason: String,
+        /// Seconds until a token is back, at least 1.
+        retry_after: u64,
+        /// The project's `RateLimit-Policy` header value.
+        policy: String,
+    },
     /// `limits.max_connections` client connections are open.
     #[error("too many connections")]
     TooManyConnections {
@@ -223,7 +242,7 @@ impl ProxyError {
             }
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } | Self::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
-            Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Throttled { .. } | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -253,7 +272,9 @@ impl ProxyError {
             Self::HandlerCrashed { retry_in, .. } => {
                 Some(retry_in.as_secs_f64().ceil().max(1.0) as u64)
             }
-            Self::Throttled { retry_after } => Some((*retry_after).max(1)),
+            Self::Throttled { retry_after } | Self::RateLimited { retry_after, .. } => {
+                Some((*retry_after).max(1))
+            }
             _ => None,
         }
     }
@@ -280,6 +301,10 @@ impl ProxyError {
                     "too many failed key checks from this address; retry in {retry_after} s"
                 )),
             ),
+            Self::RateLimited { scope, reason, .. } => {
+                put("scope", json!(scope));
+                put("reason", json!(reason));
+            }
             Self::WrongMethod { method, allow } => {
                 put("method", json!(method));
                 put("allow", json!(allow));
@@ -374,6 +399,24 @@ impl ProxyError {
             }
             Self::WrongMethod { allow, .. } => {
                 headers.insert(ALLOW, HeaderValue::from_static(allow));
+            }
+            Self::RateLimited {
+                scope,
+                retry_after,
+                policy,
+                ..
+            } => {
+                // Made of scope names and numbers: always header text.
+                if let Ok(value) = HeaderValue::from_str(&policy) {
+                    headers.insert(RATELIMIT_POLICY, value);
+                }
+                if let Ok(value) = HeaderValue::from_str(&crate::rate_limit::remaining_header(
+                    scope,
+                    0,
+                    retry_after.max(1),
+                )) {
+                    headers.insert(RATELIMIT, value);
+                }
             }
             _ => {}
         }

@@ -47,6 +47,7 @@ mod limits;
 mod listen;
 mod listener_service;
 mod preview;
+mod rate_limit;
 mod redirect;
 mod request_id;
 mod reserved;

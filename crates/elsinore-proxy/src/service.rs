@@ -34,6 +34,7 @@ use crate::error::ProxyError;
 use crate::headers::{self, Context, X_REQUEST_ID};
 use crate::limits::{declared_length, BodyProgress, RequestBody};
 use crate::preview::{self, PreviewRoute};
+use crate::rate_limit::{self, RateLimiter};
 use crate::redirect;
 use crate::request_id::RequestIds;
 use crate::reserved::{self, ReservedContext, ReservedPaths};
@@ -90,6 +91,8 @@ pub struct Proxy {
     /// Failed key checks per client address: the admin API's and those of
     /// proxied requests presenting a key, counted in one window.
     throttle: Throttle,
+    /// `rate_limits` buckets per client address, host and project.
+    rate_limiter: RateLimiter,
 }
 
 impl Proxy {
@@ -109,6 +112,7 @@ impl Proxy {
             metrics: Arc::new(Metrics::new(false)),
             access_log: AccessLog::off(),
             throttle: Throttle::default(),
+            rate_limiter: RateLimiter::default(),
         }
     }
 
@@ -248,8 +252,55 @@ impl Proxy {
                 upgrade::restore_headers(response.headers_mut(), protocol);
             }
             response.headers_mut().insert(X_REQUEST_ID, request_id);
+            rate_limit_headers(&access, response.headers_mut());
             access.attach(&mut response);
             response
+        }
+    }
+
+    /// Takes a token in each of the project's `rate_limits` scopes, or
+    /// refuses with 429.
+    fn limit_rate(
+        &self,
+        project: &ProjectRoute,
+        host: &str,
+        client: IpAddr,
+        access: &mut Access,
+    ) -> Result<(), ProxyError> {
+        match self.rate_limiter.check(
+            &project.rate_limits,
+            &project.name,
+            host,
+            client,
+            std::time::Instant::now(),
+        ) {
+            Ok(passed) => {
+                access.quota = passed;
+                Ok(())
+            }
+            Err(limited) => {
+                let scope = limited.scope.as_str();
+                access.limited = Some(scope);
+                let whose = match limited.scope {
+                    elsinore_config::RateScope::PerIp => "from this address",
+                    elsinore_config::RateScope::PerHost => "to this host",
+                    elsinore_config::RateScope::PerProject => "to this project",
+                };
+                let window = if limited.rate.window.as_secs() == 60 {
+                    "minute"
+                } else {
+                    "second"
+                };
+                Err(ProxyError::RateLimited {
+                    scope,
+                    reason: format!(
+                        "more than {} requests per {window} (burst {}) {whose} (rate_limits.{scope}); retry in {} s",
+                        limited.rate.count, limited.rate.burst, limited.retry_after
+                    ),
+                    retry_after: limited.retry_after,
+                    policy: project.rate_limits.policy(),
+                })
+            }
         }
     }
 
@@ -356,6 +407,11 @@ impl Proxy {
             };
             access.set_host(&host);
             access.project = Some(project.clone());
+            // Before anything else is done for the project (admin API,
+            // static files, handler): a refused request costs a lookup.
+            if !project.rate_limits.is_empty() {
+                self.limit_rate(&project, &host, client.ip, access)?;
+            }
             // Usually the client's value already is the normalised name (lower
             // case, no port): then it is shared, not copied into a new one. A
             // validated DNS name is always a valid header value.
@@ -449,7 +505,12 @@ impl Proxy {
                 .ready()
                 .await
                 .map_err(|why| unavailable(&handler, why))?;
-            let in_flight = handler.admit().await.map_err(|why| busy(&handler, why))?;
+            // Queued turns rotate across hosts: one tenant's flood does not
+            // make another tenant of the project wait behind it.
+            let in_flight = handler
+                .admit(&host)
+                .await
+                .map_err(|why| busy(&handler, why))?;
             // Taken before the headers go: hop-by-hop removal drops Upgrade.
             let upgrade_to = client.upgrade;
             let client_upgrade = upgrade_to
@@ -714,6 +775,26 @@ async fn serve_static(
     }
 }
 
+/// `RateLimit-Policy` and `RateLimit` (IETF httpapi ratelimit-headers
+/// draft) on a response of a project with `rate_limits`: its policies, and
+/// what the scope closest to running out has left.
+fn rate_limit_headers(access: &Access, headers: &mut http::HeaderMap) {
+    let (Some(project), Some(passed)) = (&access.project, &access.quota) else {
+        return;
+    };
+    if let Some(policy) = &project.rate_policy {
+        headers.insert(crate::error::RATELIMIT_POLICY, policy.clone());
+    }
+    let value = rate_limit::remaining_header(
+        passed.scope.as_str(),
+        passed.quota.remaining,
+        passed.quota.reset,
+    );
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(crate::error::RATELIMIT, value);
+    }
+}
+
 fn body_too_large(limit: u64) -> ProxyError {
     ProxyError::BodyTooLarge {
         limit: usize::try_from(limit).unwrap_or(usize::MAX),
@@ -727,6 +808,12 @@ fn busy(handler: &HandlerHandle, why: Busy) -> ProxyError {
             queue,
         } => format!(
             "{max_concurrent} requests are running (max_concurrent) and {queue} are queued (queue)"
+        ),
+        Busy::HostShareFull {
+            max_concurrent,
+            per_host,
+        } => format!(
+            "{max_concurrent} requests are running (max_concurrent) and this host has {per_host} queued, its share of the queue"
         ),
         Busy::QueueTimeout { waited } => format!(
             "no turn within {} ms in the queue (queue_timeout)",

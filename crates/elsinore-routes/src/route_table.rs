@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use elsinore_config::{AdminApiMode, ForwardHost, HostPattern};
+use elsinore_config::{AdminApiMode, ForwardHost, HostPattern, RateLimits};
 use elsinore_keys::KeyHash;
 use elsinore_static::Site;
 use elsinore_supervisor::HandlerHandle;
@@ -40,6 +40,12 @@ pub struct ProjectRoute {
     pub admin_api: AdminApiMode,
     /// The project's `forward_host`: the `Host` its handlers receive.
     pub forward_host: ForwardHost,
+    /// Its `rate_limits` (its own over the global ones); set with
+    /// [`ProjectRoute::set_rate_limits`].
+    pub rate_limits: RateLimits,
+    /// `RateLimit-Policy` for its responses, made once; `None` when no
+    /// scope is limited.
+    pub rate_policy: Option<HeaderValue>,
     router: PrefixRouter,
     name_header: HeaderValue,
     key_header: Option<HeaderValue>,
@@ -49,6 +55,16 @@ pub struct ProjectRoute {
 }
 
 impl ProjectRoute {
+    /// Sets `rate_limits` and the `RateLimit-Policy` value they make.
+    pub fn set_rate_limits(&mut self, limits: RateLimits) {
+        self.rate_limits = limits;
+        self.rate_policy = if limits.is_empty() {
+            None
+        } else {
+            HeaderValue::from_str(&limits.policy()).ok()
+        };
+    }
+
     /// `routes[i]` are the path prefixes of `handlers[i]`. Returns `None`
     /// when the name or key cannot be sent as a header (config validation
     /// already refuses those).
@@ -82,6 +98,8 @@ impl ProjectRoute {
             cors: None,
             admin_api: AdminApiMode::default(),
             forward_host: ForwardHost::Original,
+            rate_limits: RateLimits::default(),
+            rate_policy: None,
             router,
             name_header,
             key_header,

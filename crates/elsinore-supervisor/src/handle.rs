@@ -7,9 +7,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use elsinore_config::HandlerSpec;
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit};
+use tokio::sync::{watch, Notify};
 
-use crate::gate::{Busy, Gate};
+use crate::gate::{Busy, Gate, Turn};
 use crate::HandlerAddress;
 
 /// Where a handler is in its life.
@@ -134,7 +134,7 @@ impl fmt::Debug for RequestState {
 /// Marks one request as using a handler until dropped; see
 /// [`HandlerHandle::begin_request`].
 #[derive(Debug)]
-pub struct InFlight(Arc<HandlerHandle>, Option<OwnedSemaphorePermit>);
+pub struct InFlight(Arc<HandlerHandle>, Option<Turn>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -281,9 +281,10 @@ impl HandlerHandle {
 
     /// Like [`begin_request`](Self::begin_request), but first waits for a
     /// turn under its `max_concurrent` limit; the turn is held by the
-    /// returned guard.
-    pub async fn admit(self: &Arc<Self>) -> Result<InFlight, Busy> {
-        let permit = self.gate.enter().await?;
+    /// returned guard. Requests waiting for a turn take turns by `host`
+    /// (the tenant), see [`per_host_share`](crate::per_host_share).
+    pub async fn admit(self: &Arc<Self>, host: &str) -> Result<InFlight, Busy> {
+        let permit = self.gate.enter(host).await?;
         let mut in_flight = self.begin_request();
         in_flight.1 = Some(permit);
         Ok(in_flight)
@@ -293,6 +294,11 @@ impl HandlerHandle {
     /// default).
     pub fn max_concurrent(&self) -> usize {
         self.gate.max_concurrent()
+    }
+
+    /// Requests waiting for a turn under `max_concurrent` right now.
+    pub fn queued(&self) -> usize {
+        self.gate.waiting()
     }
 
     /// Requests being served right now.

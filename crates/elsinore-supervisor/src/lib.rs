@@ -26,7 +26,7 @@ mod socket_dir;
 mod supervisor;
 
 pub use address::HandlerAddress;
-pub use gate::Busy;
+pub use gate::{per_host_share, Busy, Turn};
 pub use handle::{HandlerHandle, HandlerState, HandlerStatus, InFlight, Unavailable};
 pub use own_process::refuse_inspection;
 pub use supervisor::{Supervisor, SupervisorSettings};
