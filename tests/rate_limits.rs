@@ -135,6 +135,14 @@ async fn per_ip_limits_one_address_not_another() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no per_ip count in {text}"));
     assert!(count >= 1, "{text}");
+    // And on the status page, by tenant host.
+    let page = server.op("GET", "/").send().await;
+    let page = String::from_utf8_lossy(&page.body).to_string();
+    let section = page
+        .split("<h2 id=\"rate-limited\">")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no most-limited section: {page}"));
+    assert!(section.contains("<td>alpha.test</td>"), "{section}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

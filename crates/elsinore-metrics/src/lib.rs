@@ -21,7 +21,8 @@
 mod series;
 mod threads;
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -56,6 +57,11 @@ pub const OTHER_HOST_LABEL: &str = "_other";
 /// `metrics.per_host`: each costs a few hundred bytes of memory and ~1 KB
 /// of every scrape.
 pub const MAX_HOST_SERIES: usize = 10_000;
+
+/// Tenant hosts whose rate-limited requests are tallied one by one.
+const MAX_LIMITED_HOSTS: usize = 10_000;
+/// Where further hosts' rate-limited requests are tallied.
+const OTHER_HOSTS: &str = "_other";
 
 /// Every handler state, in the order `elsinore_handler_state` lists them.
 pub const HANDLER_STATES: [&str; 6] = [
@@ -234,6 +240,11 @@ pub struct Metrics {
     handler_errors: Family<ErrorLabels, Counter>,
     auth_failures: Family<AuthLabels, Counter>,
     rate_limited: Family<LimitedLabels, Counter>,
+    /// 429s by rate_limits per tenant host, for the status page's most
+    /// limited hosts (not a metric label: names under a wildcard are the
+    /// client's choice). At most [`MAX_LIMITED_HOSTS`] names, then
+    /// [`OTHER_HOSTS`].
+    limited_hosts: Mutex<HashMap<String, u64>>,
     open_connections: Gauge,
     /// Every request series (requests by class, body bytes, latencies),
     /// created once per (project, handler, host): recording a request is
@@ -287,6 +298,7 @@ impl Metrics {
             handler_errors,
             auth_failures,
             rate_limited,
+            limited_hosts: Mutex::default(),
             open_connections,
             series,
             host_series: Mutex::new(0),
@@ -407,14 +419,42 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a request refused by the `scope` rate limit of `project`.
-    pub fn rate_limited(&self, project: &str, scope: &'static str) {
+    /// Counts a request for `host` refused by the `scope` rate limit of
+    /// `project`.
+    pub fn rate_limited(&self, project: &str, scope: &'static str, host: Option<&str>) {
         self.rate_limited
             .get_or_create(&LimitedLabels {
                 project: project.to_owned(),
                 scope,
             })
             .inc();
+        let Some(host) = host else {
+            return;
+        };
+        let mut hosts = self
+            .limited_hosts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = hosts.get_mut(host) {
+            *count += 1;
+        } else if hosts.len() < MAX_LIMITED_HOSTS {
+            hosts.insert(host.to_owned(), 1);
+        } else {
+            *hosts.entry(OTHER_HOSTS.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// The `n` tenant hosts with the most 429s from rate_limits since
+    /// start, most first.
+    pub fn most_limited_hosts(&self, n: usize) -> Vec<(String, u64)> {
+        let hosts = self
+            .limited_hosts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut top: Vec<(String, u64)> = hosts.iter().map(|(h, c)| (h.clone(), *c)).collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        top.truncate(n);
+        top
     }
 
     /// Marks a client connection open until the guard is dropped.
@@ -577,6 +617,30 @@ impl Collector for SourceCollector {
 mod tests {
     use super::*;
 
+    #[test]
+    fn most_limited_hosts_are_counted_most_first_and_bounded() {
+        let metrics = Metrics::new(false);
+        for _ in 0..3 {
+            metrics.rate_limited("p", "per_ip", Some("busy.test"));
+        }
+        metrics.rate_limited("p", "per_host", Some("quiet.test"));
+        metrics.rate_limited("p", "per_project", None);
+        assert_eq!(
+            metrics.most_limited_hosts(10),
+            [("busy.test".to_owned(), 3), ("quiet.test".to_owned(), 1)]
+        );
+        // Names past the cap (clients choose names under a wildcard) are
+        // counted together.
+        for i in 0..MAX_LIMITED_HOSTS {
+            metrics.rate_limited("p", "per_ip", Some(&format!("h{i}.test")));
+        }
+        let top = metrics.most_limited_hosts(1);
+        assert_eq!(top[0].0, "busy.test");
+        let all = metrics.most_limited_hosts(usize::MAX);
+        assert_eq!(all.len(), MAX_LIMITED_HOSTS + 1);
+        assert!(all.iter().any(|(host, count)| host == OTHER_HOSTS && *count == 2));
+    }
+
     #[derive(Debug)]
     struct Fixed;
 
@@ -617,7 +681,7 @@ mod tests {
         });
         metrics.handler_error("othello", "web", HandlerErrorKind::Timeout);
         metrics.key_auth_failure("othello", 401);
-        metrics.rate_limited("othello", "per_ip");
+        metrics.rate_limited("othello", "per_ip", Some("othello.test"));
         let _open = metrics.connection_opened();
         let text = metrics.encode().expect("encodes");
         for needle in [

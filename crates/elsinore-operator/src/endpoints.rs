@@ -138,6 +138,7 @@ impl Operator {
             last_event_run,
             events_rows_deleted: self.events.rows_deleted(),
             acme: self.acme.as_ref().map(|acme| acme.status()),
+            most_limited: self.metrics.most_limited_hosts(10),
         });
         let mut response = Response::new(Full::new(Bytes::from(html)));
         response.headers_mut().insert(

@@ -118,6 +118,8 @@ pub struct StatusInput<'a> {
     pub events_rows_deleted: u64,
     /// Names with automatic certificates, when `acme` is configured.
     pub acme: Option<Vec<(String, elsinore_acme::NameStatus)>>,
+    /// The tenant hosts with the most 429s from `rate_limits`, most first.
+    pub most_limited: Vec<(String, u64)>,
 }
 
 /// `&`, `<`, `>`, `"` and `'` as entities: safe in text and in quoted
@@ -221,6 +223,7 @@ pub fn render(input: &StatusInput<'_>) -> String {
     conflicts_section(&mut html, input);
     certificates_section(&mut html, input);
     acme_section(&mut html, input);
+    limited_section(&mut html, input);
     events_section(&mut html, input);
     html.push_str("</body></html>\n");
     html
@@ -264,6 +267,21 @@ fn certificates_section(html: &mut String, input: &StatusInput<'_>) {
             escape(&days),
             escape(problem),
         );
+    }
+    html.push_str("</tbody></table>\n");
+}
+
+/// The hosts `rate_limits` refused most often (nothing until one was).
+fn limited_section(html: &mut String, input: &StatusInput<'_>) {
+    if input.most_limited.is_empty() {
+        return;
+    }
+    html.push_str(
+        "<h2 id=\"rate-limited\">Most rate-limited hosts</h2>\n\
+         <table><thead><tr><th>Host</th><th>Requests refused (429) since start</th></tr></thead><tbody>\n",
+    );
+    for (host, count) in &input.most_limited {
+        let _ = writeln!(html, "<tr><td>{}</td><td>{count}</td></tr>", escape(host));
     }
     html.push_str("</tbody></table>\n");
 }

@@ -222,7 +222,8 @@ impl Access {
             handler_time: self.handler_time,
         });
         if let Some(scope) = self.limited {
-            self.metrics.rate_limited(project, scope);
+            self.metrics
+                .rate_limited(project, scope, self.host.as_deref());
         }
         if self.reserved && matches!(status, 401 | 403 | 429) {
             self.metrics.key_auth_failure(project, status);
