@@ -638,7 +638,9 @@ mod tests {
         assert_eq!(top[0].0, "busy.test");
         let all = metrics.most_limited_hosts(usize::MAX);
         assert_eq!(all.len(), MAX_LIMITED_HOSTS + 1);
-        assert!(all.iter().any(|(host, count)| host == OTHER_HOSTS && *count == 2));
+        assert!(all
+            .iter()
+            .any(|(host, count)| host == OTHER_HOSTS && *count == 2));
     }
 
     #[derive(Debug)]
