@@ -4,7 +4,7 @@
 //! again with [`Declared::reread`], falling back per project to what is
 //! applied.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use elsinore_config::{Config, HandlerKind, Manifest, ProjectConfig, SkippedFile};
 use elsinore_routes::{decide_owners, scan_hosts, Conflict, HostScan, HostTable};
@@ -154,6 +154,18 @@ impl Declared {
     /// are broken keeps what `applied` has for it (or is not added); only
     /// folders and files skipped for the first time are warned about.
     pub fn reread<H>(config_path: &Path, applied: &[Applied<H>]) -> Reread {
+        Self::reread_changed(config_path, applied, None)
+    }
+
+    /// [`reread`](Self::reread), but listing the `hosts/` of only the
+    /// projects whose folder is in `changed` (with `None`, every project);
+    /// any other project still declared at the same name and folder keeps
+    /// its host scan as applied.
+    pub fn reread_changed<H>(
+        config_path: &Path,
+        applied: &[Applied<H>],
+        changed: Option<&[PathBuf]>,
+    ) -> Reread {
         let mut out = Reread::default();
         let config = match Config::load(config_path) {
             Ok(config) => config,
@@ -171,7 +183,15 @@ impl Declared {
                 .map(|m| m.with_public_url(project.public_url.as_deref()))
                 .map(|m| m.with_run_as(project.run_as.as_ref()))
                 .map(|m| m.with_handler_key_env(project.handler_key_env.as_ref()));
-            let scan = scan_hosts(&project.path);
+            // A project none of whose folders changed keeps its host scan
+            // as applied: re-listing its hosts (a million, maybe) would
+            // find the same. Its project.toml is read again (one file, and
+            // its handlers also depend on the config entry).
+            let unchanged = changed.is_some_and(|changed| !changed.contains(&project.path));
+            let scan = match previous {
+                Some(previous) if unchanged => Ok(previous.declared.scan.clone()),
+                _ => scan_hosts(&project.path),
+            };
             let kept = previous.is_some();
             let manifest = match manifest {
                 Ok(manifest) => manifest,
@@ -251,4 +271,61 @@ fn program_exists(program: &str, project_dir: &Path) -> bool {
     }
     std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, text: &str) {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("folder");
+        }
+        std::fs::write(path, text).expect("write");
+    }
+
+    fn hosts_of(reread: &Reread, project: &str) -> Vec<String> {
+        let declared = reread.declared.as_ref().expect("config.json read");
+        let project = declared
+            .projects
+            .iter()
+            .find(|p| p.config.name == project)
+            .expect("project");
+        project.scan.hosts.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn only_changed_projects_have_their_hosts_listed_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("config.json");
+        write(&config, r#"{"projects": ["a", "b"]}"#);
+        for (project, host) in [("a", "a1.test"), ("b", "b1.test")] {
+            write(
+                &dir.path().join(project).join("project.toml"),
+                "[[handler]]\nname = \"web\"\ncommand = [\"true\"]\n",
+            );
+            std::fs::create_dir_all(dir.path().join(project).join("hosts").join(host))
+                .expect("host");
+        }
+        let declared = Declared::load(&config).expect("valid");
+        let applied: Vec<Applied<()>> = declared
+            .projects
+            .into_iter()
+            .map(|declared| Applied {
+                declared,
+                handlers: Vec::new(),
+            })
+            .collect();
+        let a = applied[0].declared.config.path.clone();
+        std::fs::create_dir_all(a.join("hosts/a2.test")).expect("host");
+        std::fs::remove_dir(applied[1].declared.config.path.join("hosts/b1.test")).expect("remove");
+
+        // Only a's folders changed: a is listed again, b keeps its scan.
+        let some = Declared::reread_changed(&config, &applied, Some(std::slice::from_ref(&a)));
+        assert_eq!(hosts_of(&some, "a"), ["a1.test", "a2.test"]);
+        assert_eq!(hosts_of(&some, "b"), ["b1.test"]);
+        // A full reread sees everything.
+        let all = Declared::reread(&config, &applied);
+        assert_eq!(hosts_of(&all, "b"), Vec::<String>::new());
+    }
 }

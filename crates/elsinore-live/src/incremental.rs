@@ -238,8 +238,14 @@ impl Live {
             (Some(_), false) => host_entries(&running.projects, &changes.paths),
             _ => None,
         };
+        // Which projects' folders the events are in, when every event is
+        // in one: a full reload then lists only those projects' hosts.
+        let changed = match changes.lost || refused {
+            false => changed_projects(&running.projects, &changes.paths),
+            true => None,
+        };
         let (Some(config), Some(entries)) = (config, entries) else {
-            return self.reload_locked(running, TRIGGER).await;
+            return self.reload_changed(running, TRIGGER, changed).await;
         };
         let started = Instant::now();
         let seen = look(&running.projects, entries);
@@ -256,7 +262,7 @@ impl Live {
             })
         });
         let Some((steps, changes)) = planned else {
-            return self.reload_locked(running, TRIGGER).await;
+            return self.reload_changed(running, TRIGGER, changed).await;
         };
         let mut report = ReloadReport::new(TRIGGER);
         report.changes = changes;
@@ -415,4 +421,24 @@ impl Live {
         roots.extend(publics);
         self.static_roots.store(Arc::new(roots));
     }
+}
+
+/// The folders of the projects `paths` are in, when each path is inside
+/// one of them (else `None`: config.json's folder, a certificate elsewhere,
+/// anything outside every project needs everything read again).
+fn changed_projects<H>(
+    projects: &[Applied<H>],
+    paths: &std::collections::BTreeSet<PathBuf>,
+) -> Option<Vec<PathBuf>> {
+    let mut changed: Vec<PathBuf> = Vec::new();
+    for path in paths {
+        let project = projects
+            .iter()
+            .map(|p| &p.declared.config.path)
+            .find(|folder| path.starts_with(folder))?;
+        if !changed.contains(project) {
+            changed.push(project.clone());
+        }
+    }
+    Some(changed)
 }

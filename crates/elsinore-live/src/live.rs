@@ -294,12 +294,24 @@ impl Live {
     /// [`reload`](Self::reload) with the state already locked.
     pub(crate) async fn reload_locked(
         &self,
+        running: tokio::sync::MutexGuard<'_, Running<Arc<HandlerHandle>>>,
+        trigger: &str,
+    ) -> Arc<ReloadReport> {
+        self.reload_changed(running, trigger, None).await
+    }
+
+    /// [`reload_locked`](Self::reload_locked), listing the hosts of only
+    /// the projects whose folders are in `changed` (`None`: all).
+    pub(crate) async fn reload_changed(
+        &self,
         mut running: tokio::sync::MutexGuard<'_, Running<Arc<HandlerHandle>>>,
         trigger: &str,
+        changed: Option<Vec<std::path::PathBuf>>,
     ) -> Arc<ReloadReport> {
         let started = Instant::now();
         let mut report = ReloadReport::new(trigger);
-        let reread = Declared::reread(&self.config_path, &running.projects);
+        let reread =
+            Declared::reread_changed(&self.config_path, &running.projects, changed.as_deref());
         report.errors = reread.errors;
         if let Some(declared) = reread.declared {
             let pending = self.running.differences(&declared.config.startup);
