@@ -60,11 +60,14 @@ impl Keys {
 }
 
 /// Serves the admin API's rescan requests on the main runtime, one reload
-/// per batch. With a watcher running, the watcher loop does it (so new
-/// folders also get watched); without one, the reload runs here.
+/// per batch. With native watches, the event for the folder the API made
+/// or removed in `hosts/` brings it in (incrementally: a full look at a
+/// million hosts takes seconds); a polling watcher is poked so the change
+/// is seen at once; without a watcher, the reload runs here.
 pub async fn serve_rescans(mut queue: RescanQueue, live: Arc<Live>) {
     while let Some(batch) = queue.next().await {
         match live.watcher() {
+            Some(watcher) if watcher.backend_name() == "native" => {}
             Some(watcher) => watcher.poke(),
             None => {
                 live.reload("admin API").await;
