@@ -26,13 +26,15 @@ pub fn run(config: &Path, binary: Option<PathBuf>) -> anyhow::Result<()> {
             files.pid_file().display()
         )
     })?;
-    let server = Pid::from_raw(pid);
-    if kill(server, None).is_err() {
+    // The recorded process, if it still runs: a pid reused by another
+    // process since is never signalled.
+    let Some(pid) = pid else {
         bail!(
-            "the server recorded in {} (pid {pid}) is not running",
+            "the server recorded in {} is not running",
             files.pid_file().display()
         );
-    }
+    };
+    let server = Pid::from_raw(pid);
     if let Some(binary) = &binary {
         let binary = std::path::absolute(binary)
             .with_context(|| format!("--binary {}", binary.display()))?;

@@ -55,20 +55,31 @@ impl UpgradeFiles {
         self.run_dir.join("upgrade.result")
     }
 
-    /// Records this process as the one serving.
+    /// Records this process as the one serving: its pid and its start
+    /// time, so that a pid the kernel has since given to another process
+    /// is not taken for the server.
     pub fn write_pid(&self) -> io::Result<()> {
-        self.write(&self.pid_file(), &format!("{}\n", std::process::id()))
+        let pid = std::process::id();
+        let started = start_time(pid).unwrap_or_default();
+        self.write(&self.pid_file(), &format!("{pid} {started}\n"))
     }
 
-    /// The pid recorded by the serving process.
-    pub fn read_pid(&self) -> io::Result<i32> {
+    /// The pid recorded by the serving process, if that process still
+    /// runs (`Ok(None)`: it does not, or the pid is another process now).
+    pub fn read_pid(&self) -> io::Result<Option<i32>> {
         let text = fs::read_to_string(self.pid_file())?;
-        text.trim().parse().map_err(|_| {
-            io::Error::new(
+        let mut fields = text.split_whitespace();
+        let pid: Option<u32> = fields.next().and_then(|pid| pid.parse().ok());
+        let started: Option<u64> = fields.next().and_then(|t| t.parse().ok());
+        let (Some(pid), Some(started)) = (pid, started) else {
+            return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("{} does not hold a pid", self.pid_file().display()),
-            )
-        })
+            ));
+        };
+        Ok((start_time(pid) == Some(started))
+            .then(|| i32::try_from(pid).ok())
+            .flatten())
     }
 
     /// Asks the next upgrade to start `binary` instead of the server's own.
@@ -134,6 +145,15 @@ impl UpgradeFiles {
     }
 }
 
+/// When process `pid` started (field 22 of `/proc/<pid>/stat`, clock
+/// ticks since boot); `None` when it does not exist.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count after its `)`.
+    let after_name = stat.rsplit_once(')')?.1;
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +184,14 @@ mod tests {
         assert_eq!(files.take_binary(), None, "taken once");
 
         files.write_pid().expect("write");
-        assert_eq!(files.read_pid().expect("read") as u32, std::process::id());
+        assert_eq!(
+            files.read_pid().expect("read"),
+            i32::try_from(std::process::id()).ok()
+        );
+        // A recorded pid whose process started at another time (the pid
+        // reused) is not the server.
+        let pid = std::process::id();
+        std::fs::write(files.pid_file(), format!("{pid} 1\n")).expect("write");
+        assert_eq!(files.read_pid().expect("read"), None);
     }
 }

@@ -285,3 +285,30 @@ async fn open_streams_finish_on_the_old_process_across_an_upgrade() {
     let reply = server.get("site.test", "/").send().await;
     assert_eq!(reply.status, StatusCode::OK, "the new process serves");
 }
+
+/// A pid file left by a server that died names a pid the kernel may give
+/// to another process: `elsinore upgrade` must not signal that one
+/// (SIGUSR2's default action kills).
+#[test]
+fn the_upgrade_command_never_signals_a_reused_pid() {
+    let ws = Workspace::new();
+    ws.project("site", &["site.test"], &echo_manifest());
+    let config = ws.config(serde_json::json!(["site"]));
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("sleep runs");
+    let run = ws.path().join("data/run");
+    std::fs::create_dir_all(&run).unwrap();
+    // Its pid, but not its start time: what a stale file looks like once
+    // the pid is reused.
+    std::fs::write(run.join("elsinore.pid"), format!("{} 1\n", bystander.id())).unwrap();
+    let output = run_cli(&["upgrade"], &config);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("is not running"), "{stderr}");
+    let pid = i32::try_from(bystander.id()).unwrap();
+    assert!(alive(pid), "the bystander was signalled");
+    bystander.kill().unwrap();
+    bystander.wait().unwrap();
+}
