@@ -97,13 +97,72 @@ async fn listen_fds_from_socket_activation_are_served() {
     command
         .arg("-c")
         .arg(format!(
-            r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" serve --config "$1" 3<&{fd}"#
+            r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" serve --config "$1" 3<&{fd} {fd}<&-"#
         ))
         .arg(binary())
         .arg(&config);
     let server = Server::start_command(command);
+    let socket = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
     drop(listener);
     assert_eq!(server.addr, addr);
     let reply = server.get("site.test", "/").send().await;
     assert_eq!(reply.status, StatusCode::OK);
+    // The handler (a child of the server) never holds the passed listener.
+    let children = std::process::Command::new("pgrep")
+        .args(["-P", &server.pid().to_string()])
+        .output()
+        .unwrap();
+    let children = String::from_utf8_lossy(&children.stdout).to_string();
+    assert!(!children.trim().is_empty(), "no handler process found");
+    for child in children.split_whitespace() {
+        for entry in std::fs::read_dir(format!("/proc/{child}/fd"))
+            .unwrap()
+            .flatten()
+        {
+            assert_ne!(
+                std::fs::read_link(entry.path()).ok().as_ref(),
+                Some(&socket),
+                "handler {child} inherited the listening socket"
+            );
+        }
+    }
+}
+
+/// A socket systemd passes for an address config.json does not name is a
+/// mistake in the units: `serve` refuses to start and says which.
+#[test]
+fn a_passed_socket_config_json_does_not_name_is_refused() {
+    use std::os::fd::AsRawFd as _;
+
+    let ws = Workspace::new();
+    ws.project("site", &["site.test"], &echo_manifest());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = ws.write_config(&serde_json::json!({
+        "listen": "127.0.0.1:0",
+        "database": "data/elsinore.db",
+        "projects": ["site"],
+    }));
+    let fd = listener.as_raw_fd();
+    nix::fcntl::fcntl(
+        &listener,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .unwrap();
+    let output = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" serve --config "$1" 3<&{fd} {fd}<&-"#
+        ))
+        .arg(binary())
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{said}");
+    assert!(
+        said.contains(&addr.to_string()) && said.contains("fd 3"),
+        "{said}"
+    );
 }
