@@ -351,3 +351,36 @@ fn a_file_that_cannot_be_opened_stops_the_start_naming_path_and_field() {
         "{stderr}"
     );
 }
+
+/// A full disk under the access log (here /dev/full, where every write
+/// fails with ENOSPC) loses lines, never requests: they are answered, the
+/// failure is reported once, not once per line.
+#[tokio::test]
+async fn a_full_disk_loses_lines_not_requests() {
+    if !Path::new("/dev/full").exists() {
+        eprintln!("skipped: no /dev/full to stand for a full disk");
+        return;
+    }
+    let ws = Workspace::new();
+    let server = Server::start(&lear(&ws, json!({"access_log": "/dev/full"})));
+    for _ in 0..20 {
+        let reply = server.get("lear.test", "/").send().await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    server.logs.wait_for("cannot write the access log");
+    // More lines, more failed writes (at least one a second; nothing
+    // signals a report that does not come, so one flush interval and a
+    // half is waited): still one report.
+    for _ in 0..20 {
+        let reply = server.get("lear.test", "/").send().await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let reports = server
+        .logs
+        .all()
+        .iter()
+        .filter(|line| line.contains("cannot write the access log"))
+        .count();
+    assert_eq!(reports, 1, "reported once a minute at most");
+}
