@@ -603,10 +603,11 @@ fn sqlite(context: &'static str) -> impl Fn(rusqlite::Error) -> KeyError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, KeyStore) {
+    /// A key store over fresh files in a temporary folder.
+    pub(crate) fn store() -> (tempfile::TempDir, KeyStore) {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = KeyStore::open(&crate::Databases::new(
             &dir.path().join("elsinore.db"),

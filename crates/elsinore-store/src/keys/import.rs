@@ -148,17 +148,8 @@ impl KeyStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::tests::store;
     use crate::keys::KeyStatus;
-
-    fn store() -> (tempfile::TempDir, KeyStore) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = KeyStore::open(&crate::Databases::new(
-            &dir.path().join("elsinore.db"),
-            &dir.path().join("state.db"),
-        ))
-        .expect("open");
-        (dir, store)
-    }
 
     const UUID: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
 
