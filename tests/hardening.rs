@@ -855,3 +855,37 @@ async fn a_request_whose_first_bytes_look_like_the_http2_preface_is_still_http1(
     let reply = String::from_utf8_lossy(&reply);
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
 }
+
+/// A connection accepted just before a drain began, whose request is
+/// still on its way (new connections race the listener's close; during a
+/// binary upgrade, SIGTERM or a reload of the unit), gets that request
+/// answered instead of a reset.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_accepted_before_the_drain_gets_its_first_request_answered() {
+    let ws = Workspace::new();
+    ws.project("alpha", &["alpha.test"], &echo_manifest());
+    let mut server = Server::start(&ws.config_with(json!(["alpha"]), json!({})));
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    // Accepted: the public listener counts it open.
+    let accepted = || async {
+        let metrics = server.op("GET", "/metrics").send().await;
+        String::from_utf8_lossy(&metrics.body)
+            .lines()
+            .any(|line| line == "elsinore_open_connections 1")
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while !accepted().await {
+        assert!(std::time::Instant::now() < deadline, "never accepted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    server.logs.wait_for("stopped accepting");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: alpha.test\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_until(&mut stream, b"\r\n\r\n").await;
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(server.wait_exit().success());
+}

@@ -194,6 +194,12 @@ impl Activity {
         Within { response, deadline }
     }
 
+    /// Whether no request has started on this connection yet (the first
+    /// one's end records when the connection became idle).
+    pub(crate) fn never_asked(&self) -> bool {
+        self.0.active.load(Ordering::Acquire) == 0 && self.0.idle_since.load(Ordering::Acquire) == 0
+    }
+
     /// A request starts; it ends when the guard drops.
     pub(crate) fn begin(&self) -> Active {
         self.0.active.fetch_add(1, Ordering::AcqRel);

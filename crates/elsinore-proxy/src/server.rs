@@ -46,6 +46,13 @@ const MAX_CONCURRENT_STREAMS: u32 = 128;
 /// connection is closed without an answer.
 const REFUSE_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a drain waits for the first request of a connection accepted
+/// just before it began (or during it, from a queue handed to an upgraded
+/// server): its client may be sending that request now, and closing the
+/// socket with it unread resets the connection. Connections that have
+/// asked something before close as soon as they are idle.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
 /// How a listener treats clients, and how many request threads serve
 /// the public listeners.
 #[derive(Debug, Clone, Copy)]
@@ -770,16 +777,30 @@ pub(crate) async fn serve_connection<I, S>(
     // Until the protocol is known, the transport and the service wait here.
     let mut pending = Some((io, service));
     let mut served = None;
+    // The drain began (the watcher says so once).
+    let mut draining = false;
+    // The connection was told to finish (once).
+    let mut told = false;
+    // Set when a drain finds this connection before its first request.
+    let mut first_request_grace: Option<Pin<Box<tokio::time::Sleep>>> = None;
     // One future for the three ways a connection ends: a `select!` would
     // poll a shutdown channel and the idle timer on every wake-up.
     let ended: Option<Result<(), BoxError>> = std::future::poll_fn(|cx| {
-        let stopping = watcher.poll_shutdown(cx);
+        draining |= watcher.poll_shutdown(cx);
+        let stopping = draining
+            && !told
+            && (!activity.never_asked()
+                || first_request_grace
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(FIRST_REQUEST_GRACE)))
+                    .as_mut()
+                    .poll(cx)
+                    .is_ready());
         if served.is_none() {
             let Some((io, _)) = &pending else {
                 return Poll::Ready(Some(Ok(())));
             };
             if stopping {
-                // Nothing was asked yet: nothing to finish.
+                // Nothing was asked within the grace: nothing to finish.
                 return Poll::Ready(Some(Ok(())));
             }
             let protocol = match io.poll_protocol(cx) {
@@ -814,6 +835,7 @@ pub(crate) async fn serve_connection<I, S>(
                 )),
             });
         } else if stopping {
+            told = true;
             match &mut served {
                 Some(Served::Http1(connection)) => connection.as_mut().graceful_shutdown(),
                 Some(Served::Http2(connection)) => connection.as_mut().graceful_shutdown(),
