@@ -55,6 +55,14 @@ pub fn run(config_path: &Path, log_format: LogFormat) -> anyhow::Result<()> {
     // Created before any handler starts, so every handler finds the file
     // ready; Keys::open then creates (or migrates) the state database and,
     // on the first start after an upgrade, moves Elsinore's tables there.
+    // Accepted by the config parser for the PostgreSQL work in progress;
+    // refused here so that a URL never silently means a SQLite file.
+    if let Some(url) = &declared.config.startup.database_url {
+        anyhow::bail!("database: {url}: PostgreSQL is not supported by this build yet");
+    }
+    if let Some(url) = &declared.config.startup.state_database_url {
+        anyhow::bail!("state_database: {url}: PostgreSQL is not supported by this build yet");
+    }
     let store = Store::open(&declared.config.startup.database)?;
     let database_group = declared.config.startup.database_group.as_ref();
     elsinore_store::restrict_database_files(store.path(), database_group.map(|g| g.gid))?;

@@ -22,6 +22,7 @@ use crate::limits::{
 use crate::observability::{AccessLogTarget, LogFormat, MetricsConfig};
 use crate::operator_access::{validate_operator_access, OperatorAccess};
 use crate::parse_duration;
+use crate::postgres_url::PostgresUrl;
 use crate::rate_limits::{validate_rate_limits, RateLimits, RawRateLimits};
 use crate::run_as::{resolve_group, resolve_run_as, running_as_root, DatabaseGroup, RunAs};
 use crate::startup::Startup;
@@ -321,13 +322,13 @@ impl Config {
             &env,
             &mut problems,
         );
-        let database = match raw.database.as_deref().unwrap_or(DEFAULT_DATABASE) {
-            "" => {
-                problems.push(Problem::field("database", "must not be empty"));
-                None
-            }
-            path => Some(base.join(path)),
-        };
+        let (database, database_url) = database_location(
+            raw.database.as_deref(),
+            "database",
+            DEFAULT_DATABASE,
+            base,
+            &mut problems,
+        );
         let database_group =
             raw.database_group
                 .as_deref()
@@ -345,9 +346,10 @@ impl Config {
         let access_log = AccessLogTarget::parse(raw.access_log.as_deref(), base)
             .map_err(|problem| problems.push(problem))
             .ok();
-        let state_database = validate_state_database(
+        let (state_database, state_database_url) = validate_state_database(
             raw.state_database.as_deref(),
             database.as_deref(),
+            database_url.as_ref(),
             base,
             &mut problems,
         );
@@ -478,8 +480,10 @@ impl Config {
                         listen,
                         admin_listen,
                         database,
+                        database_url,
                         database_group,
                         state_database,
+                        state_database_url,
                         shutdown_grace,
                         watch,
                         cors_origins,
@@ -566,32 +570,63 @@ fn parse_addr(text: &str, field: &str, problems: &mut Vec<Problem>) -> Option<So
     }
 }
 
-/// `state_database`: Elsinore's own SQLite file (host keys, audit log,
-/// event runs). It must not be the shared `database`, which every handler
-/// can write: that is the whole point of a second file.
+/// `database` or `state_database`: a SQLite path (relative to config.json's
+/// folder) or a PostgreSQL URL. With a URL the path is still the default
+/// one, unopened: see [`Startup::database_url`].
+fn database_location(
+    raw: Option<&str>,
+    field: &'static str,
+    default: &str,
+    base: &Path,
+    problems: &mut Vec<Problem>,
+) -> (Option<PathBuf>, Option<PostgresUrl>) {
+    match raw.unwrap_or(default) {
+        "" => {
+            problems.push(Problem::field(field, "must not be empty"));
+            (None, None)
+        }
+        url if PostgresUrl::looks_like_url(url) => match PostgresUrl::parse(url) {
+            Ok(url) => (Some(base.join(default)), Some(url)),
+            Err(why) => {
+                problems.push(Problem::field(field, why));
+                (None, None)
+            }
+        },
+        path => (Some(base.join(path)), None),
+    }
+}
+
+/// `state_database`: Elsinore's own SQLite file or PostgreSQL database
+/// (host keys, audit log, event runs). It must not be the shared
+/// `database`, which every handler can write: that is the whole point of a
+/// second file.
 fn validate_state_database(
     raw: Option<&str>,
     database: Option<&Path>,
+    database_url: Option<&PostgresUrl>,
     base: &Path,
     problems: &mut Vec<Problem>,
-) -> Option<PathBuf> {
-    match raw.unwrap_or(DEFAULT_STATE_DATABASE) {
-        "" => {
-            problems.push(Problem::field("state_database", "must not be empty"));
-            None
-        }
-        path => {
-            let path = base.join(path);
-            if database == Some(path.as_path()) {
-                problems.push(Problem::field(
-                    "state_database",
-                    "must not be the shared `database`: handlers get that file, and Elsinore's host keys must stay out of their reach",
-                ));
-                return None;
-            }
-            Some(path)
-        }
+) -> (Option<PathBuf>, Option<PostgresUrl>) {
+    let (path, url) = database_location(
+        raw,
+        "state_database",
+        DEFAULT_STATE_DATABASE,
+        base,
+        problems,
+    );
+    let same = match (&url, database_url) {
+        (Some(state), Some(shared)) => state == shared,
+        (None, None) => path.is_some() && database == path.as_deref(),
+        _ => false,
+    };
+    if same {
+        problems.push(Problem::field(
+            "state_database",
+            "must not be the shared `database`: handlers get that database, and Elsinore's host keys must stay out of their reach",
+        ));
+        return (None, None);
     }
+    (path, url)
 }
 
 /// `admin_listen` also accepts a bare port (`"9090"`), bound on loopback:
@@ -1024,6 +1059,42 @@ mod tests {
         assert_eq!(config.projects[0].name, "horatio");
         assert!(config.projects[0].path.is_absolute());
         assert!(config.startup.admin_listen.is_none());
+    }
+
+    #[test]
+    fn databases_accept_postgres_urls() {
+        let fx = Fixture::new(&["a"]);
+        let config = fx
+            .parse(
+                r#"{"database": "postgres://app:pw@127.0.0.1:5432/tenants",
+                    "state_database": "postgresql://elsinore@db/state", "projects": ["a"]}"#,
+            )
+            .expect("valid");
+        let shared = config.startup.database_url.as_ref().expect("shared url");
+        assert_eq!(shared.expose(), "postgres://app:pw@127.0.0.1:5432/tenants");
+        let state = config
+            .startup
+            .state_database_url
+            .as_ref()
+            .expect("state url");
+        assert_eq!(state.to_string(), "postgresql://elsinore@db/state");
+        // The local data folder stays where it was.
+        assert_eq!(
+            config.startup.state_database,
+            fx.dir.path().join("data/elsinore-state.db")
+        );
+        let err = fx.error(r#"{"database": "postgres://u:pw@h:x/d", "projects": ["a"]}"#);
+        assert!(
+            err.contains("database: postgres://u:***@h:x/d: port"),
+            "{err}"
+        );
+        let err = fx.error(
+            r#"{"database": "postgres://h/d", "state_database": "postgres://h/d", "projects": ["a"]}"#,
+        );
+        assert!(
+            err.contains("state_database: must not be the shared"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -29,6 +29,7 @@ mod manifest;
 mod observability;
 mod operator_access;
 mod origin;
+mod postgres_url;
 mod rate_limits;
 mod redact;
 mod request_path;
@@ -67,6 +68,7 @@ pub use manifest::{
 pub use observability::{AccessLogTarget, LogFormat, MetricsConfig};
 pub use operator_access::{AdminToken, OperatorAccess, MIN_ADMIN_TOKEN_LEN};
 pub use origin::parse_origin;
+pub use postgres_url::PostgresUrl;
 pub use rate_limits::{Rate, RateLimits, RateScope};
 pub use redact::{redact_secrets, REDACTED};
 pub use request_path::{normalize_path, same_host_location};

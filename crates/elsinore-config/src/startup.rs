@@ -17,6 +17,7 @@ use crate::config::WatchSettings;
 use crate::events::EventsConfig;
 use crate::limits::{Limits, Timeouts};
 use crate::observability::{AccessLogTarget, LogFormat, MetricsConfig};
+use crate::postgres_url::PostgresUrl;
 use crate::run_as::DatabaseGroup;
 use crate::static_files::StaticFilesConfig;
 
@@ -32,13 +33,28 @@ pub struct Startup {
     pub admin_listen: Option<SocketAddr>,
     /// The shared SQLite database (the projects' data; handlers get it as
     /// `ELSINORE_DB`).
+    ///
+    /// When `database_url` is set this is the default path and unused:
+    /// nothing opens or creates it.
     pub database: PathBuf,
+    /// `database` given as a `postgres://` URL: the shared database is
+    /// PostgreSQL, and handlers get the URL as `ELSINORE_DB` and
+    /// `DATABASE_URL`.
+    pub database_url: Option<PostgresUrl>,
     /// `database_group`: the group owning the shared database files
     /// (mode 0660); without it they are 0600, Elsinore's own.
     pub database_group: Option<DatabaseGroup>,
     /// Elsinore's own SQLite file (`state_database`): host keys, the audit
     /// log, the events' run log. Never given to handlers.
+    ///
+    /// Its folder is Elsinore's local data folder (`run/`, handler
+    /// sockets) even when `state_database_url` is set; then the file
+    /// itself is unused.
     pub state_database: PathBuf,
+    /// `state_database` given as a `postgres://` URL: keys, audit, event
+    /// runs, host owners and ACME storage live in PostgreSQL, shared by
+    /// every front door that names it.
+    pub state_database_url: Option<PostgresUrl>,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
     /// How changes to config.json and project folders are noticed.
@@ -134,8 +150,10 @@ impl Startup {
             listen,
             admin_listen,
             database,
+            database_url,
             database_group,
             state_database,
+            state_database_url,
             shutdown_grace,
             watch,
             cors_origins,
@@ -153,8 +171,10 @@ impl Startup {
             listen: new_listen,
             admin_listen: new_admin_listen,
             database: new_database,
+            database_url: new_database_url,
             database_group: new_database_group,
             state_database: new_state_database,
+            state_database_url: new_state_database_url,
             shutdown_grace: new_shutdown_grace,
             watch: new_watch,
             cors_origins: new_cors_origins,
@@ -193,11 +213,16 @@ impl Startup {
             addr(new_admin_listen),
             addr(admin_listen),
         );
+        // The path or the (redacted) URL, whichever config.json gave.
+        let location = |path: &std::path::Path, url: &Option<PostgresUrl>| {
+            url.as_ref()
+                .map_or_else(|| path.display().to_string(), PostgresUrl::redacted)
+        };
         value(
             "database",
-            database != new_database,
-            new_database.display().to_string(),
-            database.display().to_string(),
+            database != new_database || database_url != new_database_url,
+            location(new_database, new_database_url),
+            location(database, database_url),
         );
         let group = |group: &Option<DatabaseGroup>| {
             group
@@ -212,9 +237,9 @@ impl Startup {
         );
         value(
             "state_database",
-            state_database != new_state_database,
-            new_state_database.display().to_string(),
-            state_database.display().to_string(),
+            state_database != new_state_database || state_database_url != new_state_database_url,
+            location(new_state_database, new_state_database_url),
+            location(state_database, state_database_url),
         );
         value(
             "shutdown_grace",
