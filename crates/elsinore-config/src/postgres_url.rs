@@ -131,6 +131,7 @@ impl fmt::Debug for PostgresUrl {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
