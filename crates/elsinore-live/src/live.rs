@@ -344,20 +344,23 @@ impl Live {
 
     /// Logs `report`, counts a refusal and keeps it as the last reload.
     pub(crate) fn finish_report(&self, report: ReloadReport) -> Arc<ReloadReport> {
-        let previous = self.last_reload.load();
+        let previous = self.last_reload.load_full();
         let repeated =
             report.changes.is_empty() && !report.errors.is_empty() && report.same_errors(&previous);
-        report.log(repeated);
         if !report.errors.is_empty() {
             self.reload_failures.fetch_add(1, Ordering::Relaxed);
         }
-        if report.errors.is_empty() && !previous.errors.is_empty() {
+        let resolved = report.errors.is_empty() && !previous.errors.is_empty();
+        let report = Arc::new(report);
+        // Kept before it is logged: whoever reads a log line and then asks
+        // `/routes` sees this reload (a test did, and lost the race).
+        self.last_reload.store(report.clone());
+        report.log(repeated);
+        if resolved {
             tracing::info!(
                 target: crate::LOG_TARGET,
                 trigger = %report.trigger, "reload: everything applies again; the previous refusal is resolved");
         }
-        let report = Arc::new(report);
-        self.last_reload.store(report.clone());
         report
     }
 
