@@ -12,6 +12,7 @@ mod inherited;
 mod keys_cmd;
 mod keys_import;
 mod logging;
+mod memory;
 mod readiness;
 mod serve;
 mod systemd;

@@ -186,6 +186,13 @@ async fn serve(
         Some(owner_records.clone()),
     )
     .await?;
+    // Start-up's garbage back to the system, once the host owners it
+    // found are written (in the background when there are many).
+    let trimming = live.clone();
+    tokio::spawn(async move {
+        trimming.flush_owner_records().await;
+        let _ = tokio::task::spawn_blocking(crate::memory::release_freed_memory).await;
+    });
     let watcher = start_watching(&live, &config);
     spawn_sighup_reloads(live.clone());
     let (rescans, rescan_queue) = elsinore_tenant_admin::rescan_channel();
@@ -360,6 +367,7 @@ async fn serve(
         let _ = operator_task.await;
     }
     events.shutdown().await;
+    live.flush_owner_records().await;
     tracing::info!("stopping handlers");
     live.supervisor().shutdown().await;
     tracing::info!("bye");

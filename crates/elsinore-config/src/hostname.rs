@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 /// Longest name DNS allows (without the trailing dot).
 const MAX_NAME_LEN: usize = 253;
@@ -23,8 +24,13 @@ pub enum HostError {
 }
 
 /// A validated, lower-case DNS name without port or trailing dot.
+///
+/// Its text is shared (`Arc`): a host's name is held by the host scan,
+/// the owner table and the route table (its key and its metrics label),
+/// and with a million hosts one copy instead of four is most of their
+/// memory (docs/performance.md). Cloning it copies no text.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Hostname(Box<str>);
+pub struct Hostname(Arc<str>);
 
 impl Hostname {
     /// Parses a name as written in a folder or an API call: letters are
@@ -37,11 +43,21 @@ impl Hostname {
         if !is_dns_name(name) {
             return Err(HostError::Invalid(name.to_owned()));
         }
-        Ok(Self(name.to_ascii_lowercase().into_boxed_str()))
+        // Folder names are usually lower case already: one allocation.
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Ok(Self(Arc::from(name.to_ascii_lowercase())));
+        }
+        Ok(Self(Arc::from(name)))
     }
 
     /// The name as text.
     pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name's shared text, for a table that keys or labels by it
+    /// without a copy of its own.
+    pub fn shared(&self) -> &Arc<str> {
         &self.0
     }
 }
@@ -69,6 +85,13 @@ pub enum HostPattern {
 }
 
 impl HostPattern {
+    /// The name, or a wildcard's suffix, as shared text (see [`Hostname`]).
+    pub fn key(&self) -> &Arc<str> {
+        match self {
+            Self::Exact(name) | Self::Wildcard(name) => name.shared(),
+        }
+    }
+
     /// Parses a folder name: `name` or `*.name`.
     pub fn parse(folder: &str) -> Result<Self, HostError> {
         match folder.strip_prefix("*.") {

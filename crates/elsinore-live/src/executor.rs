@@ -145,11 +145,21 @@ impl Live {
         // A host's certificate comes only from its owner's folders (or the
         // default): never from another project's wildcard above it.
         certs.store.limit_wildcards(own_wildcards(&plan.owners));
-        let hosts = plan.owners.filter_map_named(|name, &index| {
+        // Each route's key and label are the name's shared text: no copy
+        // of a million names (a wildcard's label is made, `*.suffix`).
+        let hosts = plan.owners.filter_map_keyed(|key, wildcard, &index| {
+            let label: Arc<str> = match wildcard {
+                false => key.clone(),
+                true => Arc::from(format!("*.{key}")),
+            };
+            let site = match sites[index].is_empty() {
+                true => None,
+                false => sites[index].get(&*label).cloned(),
+            };
             Some(HostRoute {
                 project: routes[index].clone()?,
-                site: sites[index].get(name).cloned(),
-                label: Arc::from(name),
+                site,
+                label,
             })
         });
         let serving: Vec<Arc<ProjectRoute>> = routes.iter().flatten().cloned().collect();
@@ -185,16 +195,6 @@ impl Live {
             .store(Some(Arc::new(plan.config.clone())));
         self.swaps.fetch_add(1, Ordering::AcqRel);
         report.swapped = true;
-        if let Some(records) = &self.owner_records {
-            let changes = crate::owners::owner_changes(
-                &running.owners,
-                &running.recorded,
-                &plan.owners,
-                |i| plan.projects[i].declared.config.name.clone(),
-            );
-            crate::owners::record(records, changes).await;
-        }
-
         // 5. Retire.
         for handle in std::mem::take(&mut plan.retire) {
             self.retire(handle);
@@ -206,7 +206,28 @@ impl Live {
         self.watch_targets.store(Arc::new(targets));
         self.swept.store(Arc::new(watch::swept(&plan.projects)));
         self.static_roots.store(Arc::new(static_roots));
+        let before = running.owners.clone();
+        let recorded = std::mem::take(&mut running.recorded);
+        let many = before.len().max(plan.owners.len()) > OWNERS_IN_BACKGROUND;
         *running = plan.into_running();
+        if let Some(records) = &self.owner_records {
+            let after = running.owners.clone();
+            // One write at a time, in the order of the swaps.
+            let turn = self.owner_writes.clone().lock_owned().await;
+            let records = records.clone();
+            let write = async move {
+                crate::owners::record_changes(&records, before, recorded, after).await;
+                drop(turn);
+            };
+            // A big table's record (a first start with a million hosts
+            // writes a million rows, seconds) is written while the new
+            // table serves; a small one before the reload reports, as
+            // the tenant admin API's listing reads it.
+            match many {
+                true => drop(tokio::spawn(write)),
+                false => write.await,
+            }
+        }
     }
 
     /// The request path's view of `project`, serving `kept` hosts; `None`
@@ -260,6 +281,10 @@ impl Live {
         });
     }
 }
+
+/// Above this many hosts a full reload writes the host owners in the
+/// background (see the end of `apply`).
+const OWNERS_IN_BACKGROUND: usize = 10_000;
 
 /// Exact names served by one project under another project's wildcard,
 /// each with the suffixes of its own project's wildcards above it (see

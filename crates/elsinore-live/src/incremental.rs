@@ -309,11 +309,14 @@ impl Live {
                     let name = applied.declared.config.name.clone();
                     let host_dir = applied.declared.config.path.join(HOSTS_DIR).join(&folder);
                     let declared = DeclaredName::of(&host).name.to_owned();
+                    // The name's text, shared by the scan, the owners and
+                    // the route table (its key and label).
+                    let key = host.key().clone();
                     if applied.declared.scan.folder(&host).is_none() {
                         applied.declared.scan.insert(host.clone(), folder);
                         running
                             .owners
-                            .insert_exact(&declared, Arc::from(name.as_str()));
+                            .insert_exact_shared(key.clone(), Arc::from(name.as_str()));
                         owners.set.push((declared.clone(), name.clone()));
                     }
                     let Some(route) = old.projects.iter().find(|r| r.name == name) else {
@@ -324,9 +327,9 @@ impl Live {
                     if site.is_some() {
                         publics.push(public);
                     }
-                    let label = Arc::from(declared.as_str());
-                    table.hosts.insert_exact(
-                        &declared,
+                    let label = key.clone();
+                    table.hosts.insert_exact_shared(
+                        key,
                         HostRoute {
                             project: route.clone(),
                             site,
@@ -392,6 +395,8 @@ impl Live {
         self.swaps.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         report.swapped = true;
         if let Some(records) = &self.owner_records {
+            // After any write still running in the background.
+            let _turn = self.owner_writes.lock().await;
             crate::owners::record(records, owners).await;
         }
 

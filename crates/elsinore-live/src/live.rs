@@ -84,6 +84,9 @@ pub struct Live {
     /// The state database's `host_owners` (`None`: owners are not
     /// recorded, as in unit tests).
     pub(crate) owner_records: Option<Arc<OwnerRecords>>,
+    /// Held while host owners are written: writes happen one at a time,
+    /// in the order of the swaps, some in the background.
+    pub(crate) owner_writes: Arc<Mutex<()>>,
 }
 
 impl Live {
@@ -134,6 +137,7 @@ impl Live {
             swaps: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
             owner_records: records,
+            owner_writes: Arc::default(),
         });
         let mut running = live.running_state.lock().await;
         if let Some(records) = &live.owner_records {
@@ -164,6 +168,12 @@ impl Live {
         }
         live.last_reload.store(Arc::new(report));
         Ok(live)
+    }
+
+    /// Waits for the host owners being written in the background (a big
+    /// start's), so that a stop right after start-up loses none.
+    pub async fn flush_owner_records(&self) {
+        let _turn = self.owner_writes.lock().await;
     }
 
     /// The table the proxy serves from.
@@ -334,20 +344,23 @@ impl Live {
 
     /// Logs `report`, counts a refusal and keeps it as the last reload.
     pub(crate) fn finish_report(&self, report: ReloadReport) -> Arc<ReloadReport> {
-        let previous = self.last_reload.load();
+        let previous = self.last_reload.load_full();
         let repeated =
             report.changes.is_empty() && !report.errors.is_empty() && report.same_errors(&previous);
-        report.log(repeated);
         if !report.errors.is_empty() {
             self.reload_failures.fetch_add(1, Ordering::Relaxed);
         }
-        if report.errors.is_empty() && !previous.errors.is_empty() {
+        let resolved = report.errors.is_empty() && !previous.errors.is_empty();
+        let report = Arc::new(report);
+        // Kept before it is logged: whoever reads a log line and then asks
+        // `/routes` sees this reload (a test did, and lost the race).
+        self.last_reload.store(report.clone());
+        report.log(repeated);
+        if resolved {
             tracing::info!(
                 target: crate::LOG_TARGET,
                 trigger = %report.trigger, "reload: everything applies again; the previous refusal is resolved");
         }
-        let report = Arc::new(report);
-        self.last_reload.store(report.clone());
         report
     }
 

@@ -5,34 +5,123 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use elsinore_routes::HostTable;
+use elsinore_routes::{DeclaredName, HostTable};
 use elsinore_store::{OwnerChanges, OwnerRecords};
+
+/// Rows written per transaction by [`record_changes`]: a first start
+/// with a million hosts writes a million rows, and building them all
+/// first cost over 100 MB that the allocator then kept.
+const BATCH: usize = 20_000;
 
 /// What to write so the record matches `after`: names new or moved, and
 /// names no project serves any more (released: a tenant moves a name by
-/// removing its folder, then another project adding one).
+/// removing its folder, then another project adding one). Handed to
+/// `write` in batches of at most [`BATCH`] names; returns how many were
+/// set and released, and the changes themselves when they all fit in one
+/// batch (for the log).
 pub(crate) fn owner_changes(
     before: &HostTable<Arc<str>>,
     recorded: &HashMap<String, String>,
-    after: &HostTable<usize>,
-    project_name: impl Fn(usize) -> String,
-) -> OwnerChanges {
-    let mut was: HashMap<String, String> = recorded.clone();
-    for (name, project) in before.iter() {
-        was.insert(name.to_string(), project.to_string());
-    }
-    let mut changes = OwnerChanges::default();
-    for (name, &index) in after.iter() {
-        let name = name.to_string();
-        let project = project_name(index);
-        if was.remove(&name).as_ref() != Some(&project) {
-            changes.set.push((name, project));
+    after: &HostTable<Arc<str>>,
+    mut write: impl FnMut(&OwnerChanges),
+) -> (usize, usize, Option<OwnerChanges>) {
+    let mut batch = OwnerChanges::default();
+    let (mut set, mut released, mut flushed) = (0, 0, false);
+    let mut flush = |batch: &mut OwnerChanges, force: bool| {
+        if batch.set.len() + batch.released.len() >= BATCH || (force && flushed) {
+            batch.set.sort();
+            batch.released.sort();
+            write(batch);
+            *batch = OwnerChanges::default();
+            flushed = true;
+        }
+    };
+    // The recorded owner of a name the table does not hold (only at the
+    // first start, and then read once).
+    let recorded_owner = |name: DeclaredName<'_>| -> Option<&str> {
+        match recorded.is_empty() {
+            true => None,
+            false => recorded.get(&name.to_string()).map(String::as_str),
+        }
+    };
+    for (name, project) in after.iter() {
+        let was = before
+            .get(name)
+            .map(|p| &**p)
+            .or_else(|| recorded_owner(name));
+        if was != Some(&**project) {
+            batch.set.push((name.to_string(), project.to_string()));
+            set += 1;
+            flush(&mut batch, false);
         }
     }
-    changes.released = was.into_keys().collect();
-    changes.set.sort();
-    changes.released.sort();
-    changes
+    for (name, _) in before.iter() {
+        if after.get(name).is_none() {
+            batch.released.push(name.to_string());
+            released += 1;
+            flush(&mut batch, false);
+        }
+    }
+    for name in recorded.keys() {
+        let declared = match name.strip_prefix("*.") {
+            Some(suffix) => DeclaredName {
+                wildcard: true,
+                name: suffix,
+            },
+            None => DeclaredName {
+                wildcard: false,
+                name,
+            },
+        };
+        if before.get(declared).is_none() && after.get(declared).is_none() {
+            batch.released.push(name.clone());
+            released += 1;
+            flush(&mut batch, false);
+        }
+    }
+    flush(&mut batch, true);
+    let whole = (!flushed).then(|| {
+        batch.set.sort();
+        batch.released.sort();
+        batch
+    });
+    (set, released, whole)
+}
+
+/// Writes the changes from `before` (and `recorded`) to `after` on the
+/// blocking pool, in batches, and logs them.
+pub(crate) async fn record_changes(
+    records: &Arc<OwnerRecords>,
+    before: HostTable<Arc<str>>,
+    recorded: HashMap<String, String>,
+    after: HostTable<Arc<str>>,
+) {
+    let writer = records.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut failed = None;
+        let (set, released, whole) = owner_changes(&before, &recorded, &after, |batch| {
+            if failed.is_none() {
+                failed = writer.record(batch).err();
+            }
+        });
+        // Freed here, on this thread, not while the caller goes on.
+        drop((before, recorded, after));
+        (set, released, whole, failed)
+    })
+    .await;
+    match outcome {
+        // Few: written (and logged one by one) as any reload's.
+        Ok((_, _, Some(changes), _)) => record(records, changes).await,
+        Ok((recorded, released, None, None)) => {
+            tracing::info!(target: crate::LOG_TARGET, recorded, released, "host owners recorded");
+        }
+        Ok((_, _, None, Some(err))) => {
+            tracing::error!(target: crate::LOG_TARGET, error = %err, "cannot record host owners")
+        }
+        Err(err) => {
+            tracing::error!(target: crate::LOG_TARGET, error = %err, "cannot record host owners")
+        }
+    }
 }
 
 /// Every recorded owner; an unreadable record is logged and treated as

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use elsinore_config::{Config, HandlerSpec, HostPattern};
-use elsinore_routes::{decide_owners, Conflict, HostScan, HostTable};
+use elsinore_routes::{decide_owners, Conflict, DeclaredName, HostScan, HostTable};
 use elsinore_supervisor::{HandlerHandle, HandlerState, HandlerStatus, SupervisorError};
 
 use crate::change::{Change, MAX_LISTED_HOSTS};
@@ -152,7 +152,10 @@ impl<H: Handler> ReloadPlan<H> {
             .map(|p| Arc::from(p.declared.config.name.as_str()))
             .collect();
         Running {
-            owners: self.owners.map(|&i| names[i].clone()),
+            // The plan's table becomes the running one: same names and
+            // shards, values swapped (no name hashed again, no garbage
+            // table left behind).
+            owners: self.owners.into_map(|i| names[i].clone()),
             projects: self.projects,
             pending: self.pending,
             conflicts: self.conflicts,
@@ -691,10 +694,28 @@ fn describe_hosts<H>(
             Some(_) => {}
         }
     }
-    let mut added: Vec<(String, Change)> = new
+    // Only the names listed become lines: a first start with a million
+    // hosts made a million changes (three strings each) and sorted them,
+    // to print a thousand. `(!wildcard, name)` sorts as the names print
+    // (`*` before any hostname character).
+    let mut new_names: Vec<(DeclaredName<'_>, usize)> = new
         .iter()
         .filter(|(host, _)| old.get(*host).is_none())
-        .map(|(host, &i)| {
+        .map(|(host, &i)| (host, i))
+        .collect();
+    let added_count = new_names.len();
+    let room = MAX_LISTED_HOSTS.saturating_sub(gone.len()).min(added_count);
+    let order = |a: &(DeclaredName<'_>, usize), b: &(DeclaredName<'_>, usize)| {
+        (!a.0.wildcard, a.0.name).cmp(&(!b.0.wildcard, b.0.name))
+    };
+    if room < added_count && room > 0 {
+        new_names.select_nth_unstable_by(room - 1, order);
+    }
+    new_names.truncate(room);
+    new_names.sort_unstable_by(order);
+    let mut added: Vec<(String, Change)> = new_names
+        .into_iter()
+        .map(|(host, i)| {
             let change = Change::HostAdded {
                 host: host.to_string(),
                 project: name(i).to_owned(),
@@ -711,7 +732,7 @@ fn describe_hosts<H>(
     };
     gone.sort_by(by_line);
     added.sort_by(by_line);
-    let total = gone.len() + added.len();
+    let total = gone.len() + added_count;
     let mut changes: Vec<Change> = gone
         .into_iter()
         .chain(added)

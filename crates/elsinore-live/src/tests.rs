@@ -540,4 +540,27 @@ mod executor {
         // redirect_http is reloadable: applied by the same reload.
         assert!(live.table().load().redirect_http);
     }
+
+    #[tokio::test]
+    async fn a_hosts_name_is_one_copy_shared_by_the_scan_and_the_route_table() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = setup(dir.path());
+        for host in ["b.test", "c.test", "D.Test"] {
+            std::fs::create_dir_all(dir.path().join("alpha/hosts").join(host)).expect("host");
+        }
+        let live = start(&config).await;
+        let table = live.table().load_full();
+        let running = live.lock_running().await;
+        let scan = &running.projects[0].declared.scan;
+        assert_eq!(scan.hosts.len(), 4);
+        for host in &scan.hosts {
+            let route = table.hosts.lookup(host.key()).expect("served");
+            // The route's label (and key) is the scan's text, not a copy:
+            // at a million hosts each copy was tens of megabytes.
+            assert!(
+                Arc::ptr_eq(&route.label, host.key()),
+                "{host} has a copy of its name"
+            );
+        }
+    }
 }

@@ -12,14 +12,19 @@ use elsinore_config::HostPattern;
 /// hashes its host once, and SipHash, std's default, costs several times
 /// more. Its flood resistance is not needed here: the keys are the hosts
 /// operators declare, so a client can only look names up, never add
-/// colliding ones.
-type Names<V> = HashMap<Box<str>, V, RandomState>;
+/// colliding ones. Keys are the names' shared text
+/// ([`elsinore_config::Hostname::shared`]): the table holds no copy.
+type Names<V> = HashMap<Arc<str>, V, RandomState>;
 
 /// About this many names per shard: changing one name copies its shard
-/// (a few hundred entries) rather than the whole table.
-const NAMES_PER_SHARD: usize = 512;
-/// A million names make 2,048 shards; more would only cost memory.
-const MAX_SHARDS: usize = 4_096;
+/// (a few hundred entries) rather than the whole table. 400, not 512: a
+/// hash map of 512 buckets holds at most 448 entries, so shards of about
+/// 400 fill their buckets to about 78 %, where 512 a shard made most of
+/// them grow to 1,024 buckets, half empty (the shard count need not be a
+/// power of two).
+const NAMES_PER_SHARD: usize = 400;
+/// A million names make 2,500 shards; more would only cost memory.
+const MAX_SHARDS: usize = 16_384;
 
 /// Exact names split into shards by hash, each behind an `Arc`: a clone
 /// of the table shares every shard, and [`HostTable::insert`] or
@@ -45,33 +50,48 @@ impl<V> Clone for Sharded<V> {
 impl<V> Sharded<V> {
     /// Empty, sized for about `len` names.
     fn with_len(len: usize) -> Self {
-        let count = (len / NAMES_PER_SHARD).next_power_of_two().min(MAX_SHARDS);
+        let count = (len / NAMES_PER_SHARD).clamp(1, MAX_SHARDS);
+        let each = len / count;
         Self {
-            shards: (0..count).map(|_| Arc::new(Names::default())).collect(),
+            shards: (0..count)
+                .map(|_| {
+                    Arc::new(Names::with_capacity_and_hasher(
+                        each,
+                        RandomState::default(),
+                    ))
+                })
+                .collect(),
             pick: RandomState::default(),
         }
     }
 
+    #[inline]
     fn shard(&self, name: &str) -> usize {
-        // The count is a power of two: the low bits pick.
-        (self.pick.hash_one(name) as usize) & (self.shards.len() - 1)
+        // Multiply-shift: any shard count, from the hash's high bits.
+        let hash = self.pick.hash_one(name) as u128;
+        ((hash * self.shards.len() as u128) >> 64) as usize
     }
 
-    fn from_pairs(len: usize, pairs: impl IntoIterator<Item = (Box<str>, V)>) -> Self {
-        let mut shards: Vec<Names<V>> = (0..Self::with_len(len).shards.len())
-            .map(|_| Names::default())
-            .collect();
-        let mut table = Self {
-            shards: Box::new([]),
-            pick: RandomState::default(),
-        };
-        let count = shards.len();
-        for (name, value) in pairs {
-            let i = (table.pick.hash_one(&*name) as usize) & (count - 1);
-            shards[i].insert(name, value);
+    /// The same names (and shards) with every value converted by `f`;
+    /// `None` leaves a name out.
+    fn filter_map<U>(&self, mut f: impl FnMut(&Arc<str>, &V) -> Option<U>) -> Sharded<U> {
+        Sharded {
+            shards: self
+                .shards
+                .iter()
+                .map(|shard| {
+                    let mut out =
+                        Names::with_capacity_and_hasher(shard.len(), RandomState::default());
+                    out.extend(
+                        shard
+                            .iter()
+                            .filter_map(|(k, v)| Some((k.clone(), f(k, v)?))),
+                    );
+                    Arc::new(out)
+                })
+                .collect(),
+            pick: self.pick,
         }
-        table.shards = shards.into_iter().map(Arc::new).collect();
-        table
     }
 
     #[inline]
@@ -83,13 +103,44 @@ impl<V> Sharded<V> {
         self.shards.iter().map(|s| s.len()).sum()
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&Box<str>, &V)> {
+    fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &V)> {
         self.shards.iter().flat_map(|s| s.iter())
     }
 }
 
+impl<V> Sharded<V> {
+    /// Inserts into a table being built: its shards are held by nothing
+    /// else, so no shard is copied.
+    fn insert_new(&mut self, name: Arc<str>, value: V) {
+        let i = self.shard(&name);
+        if let Some(shard) = Arc::get_mut(&mut self.shards[i]) {
+            shard.insert(name, value);
+        }
+    }
+}
+
 impl<V: Clone> Sharded<V> {
-    fn insert(&mut self, name: Box<str>, value: V) -> Option<V> {
+    /// The same names (and shards) with every value converted by `f`,
+    /// consuming: a shard nothing else holds is not copied first.
+    fn into_map<U>(self, mut f: impl FnMut(V) -> U) -> Sharded<U> {
+        Sharded {
+            shards: self
+                .shards
+                .into_vec()
+                .into_iter()
+                .map(|shard| {
+                    let shard = Arc::unwrap_or_clone(shard);
+                    let mut out =
+                        Names::with_capacity_and_hasher(shard.len(), RandomState::default());
+                    out.extend(shard.into_iter().map(|(k, v)| (k, f(v))));
+                    Arc::new(out)
+                })
+                .collect(),
+            pick: self.pick,
+        }
+    }
+
+    fn insert(&mut self, name: Arc<str>, value: V) -> Option<V> {
         let i = self.shard(&name);
         Arc::make_mut(&mut self.shards[i]).insert(name, value)
     }
@@ -136,6 +187,28 @@ impl<T: Clone> HostTable<T> {
     /// not changed one by one (a reload that touches one rebuilds).
     pub fn insert_exact(&mut self, name: &str, value: T) -> Option<T> {
         self.exact.insert(name.into(), value)
+    }
+
+    /// [`insert_exact`](Self::insert_exact) keyed by `name`'s shared text
+    /// (no copy of the name).
+    pub fn insert_exact_shared(&mut self, name: Arc<str>, value: T) -> Option<T> {
+        self.exact.insert(name, value)
+    }
+
+    /// The same table with every value converted by `f`, consuming it:
+    /// the names and shards are kept (no name is hashed into a shard
+    /// again).
+    pub fn into_map<U>(self, f: impl FnMut(T) -> U) -> HostTable<U> {
+        let mut f = f;
+        HostTable {
+            exact: self.exact.into_map(&mut f),
+            wildcard: Arc::new(
+                Arc::unwrap_or_clone(self.wildcard)
+                    .into_iter()
+                    .map(|(k, v)| (k, f(v)))
+                    .collect(),
+            ),
+        }
     }
 
     /// Takes the exact name `name` out, copying only its shard.
@@ -190,18 +263,7 @@ impl<T> HostTable<T> {
 
     /// The same table with every value converted by `f`.
     pub fn map<U>(&self, mut f: impl FnMut(&T) -> U) -> HostTable<U> {
-        HostTable {
-            exact: Sharded::from_pairs(
-                self.exact.len(),
-                self.exact.iter().map(|(k, v)| (k.clone(), f(v))),
-            ),
-            wildcard: Arc::new(
-                self.wildcard
-                    .iter()
-                    .map(|(k, v)| (k.clone(), f(v)))
-                    .collect(),
-            ),
-        }
+        self.filter_map_keyed(|_, _, value| Some(f(value)))
     }
 
     /// The same table with every value converted by `f`, which is also
@@ -213,17 +275,26 @@ impl<T> HostTable<T> {
     /// As [`map_named`](Self::map_named), leaving out the names for which
     /// `f` gives `None`.
     pub fn filter_map_named<U>(&self, mut f: impl FnMut(&str, &T) -> Option<U>) -> HostTable<U> {
+        self.filter_map_keyed(|name, wildcard, value| match wildcard {
+            false => f(name, value),
+            true => f(&format!("*.{name}"), value),
+        })
+    }
+
+    /// As [`filter_map_named`](Self::filter_map_named), given the key's
+    /// shared text (the name, or a wildcard's suffix) and whether it is a
+    /// wildcard: what lets a value hold the name without a copy. The
+    /// exact names keep their shards.
+    pub fn filter_map_keyed<U>(
+        &self,
+        mut f: impl FnMut(&Arc<str>, bool, &T) -> Option<U>,
+    ) -> HostTable<U> {
         HostTable {
-            exact: Sharded::from_pairs(
-                self.exact.len(),
-                self.exact
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.clone(), f(k, v)?))),
-            ),
+            exact: self.exact.filter_map(|k, v| f(k, false, v)),
             wildcard: Arc::new(
                 self.wildcard
                     .iter()
-                    .filter_map(|(k, v)| Some((k.clone(), f(&format!("*.{k}"), v)?)))
+                    .filter_map(|(k, v)| Some((k.clone(), f(k, true, v)?)))
                     .collect(),
             ),
         }
@@ -338,9 +409,9 @@ pub struct Conflict {
 #[derive(Debug)]
 pub struct HostTableBuilder<T> {
     /// Each value with the index of its project in `projects`: no string
-    /// per host for the owner (a 10,000-host reload inserts every host
-    /// twice).
-    exact: Names<(T, usize)>,
+    /// per host for the owner. Already in the finished table's shards,
+    /// keyed by the names' shared text: finishing hashes no name again.
+    exact: Sharded<(T, usize)>,
     wildcard: Names<(T, usize)>,
     projects: Vec<String>,
     conflicts: Vec<Conflict>,
@@ -348,12 +419,7 @@ pub struct HostTableBuilder<T> {
 
 impl<T> Default for HostTableBuilder<T> {
     fn default() -> Self {
-        Self {
-            exact: Names::default(),
-            wildcard: Names::default(),
-            projects: Vec::new(),
-            conflicts: Vec::new(),
-        }
+        Self::with_len(0)
     }
 }
 
@@ -361,6 +427,17 @@ impl<T> HostTableBuilder<T> {
     /// Starts an empty table.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Starts an empty table for about `len` names (its shards are sized
+    /// for them; more only makes bigger shards).
+    pub fn with_len(len: usize) -> Self {
+        Self {
+            exact: Sharded::with_len(len),
+            wildcard: Names::default(),
+            projects: Vec::new(),
+            conflicts: Vec::new(),
+        }
     }
 
     /// Declares `pattern` for `project`. Returns `false` (and records a
@@ -374,11 +451,12 @@ impl<T> HostTableBuilder<T> {
                 self.projects.len() - 1
             }
         };
-        let (map, key) = match pattern {
-            HostPattern::Exact(name) => (&mut self.exact, name.as_str()),
-            HostPattern::Wildcard(suffix) => (&mut self.wildcard, suffix.as_str()),
+        let key = pattern.key();
+        let kept = match pattern {
+            HostPattern::Exact(_) => self.exact.get(key),
+            HostPattern::Wildcard(_) => self.wildcard.get(key.as_ref()),
         };
-        if let Some((_, kept_by)) = map.get(key) {
+        if let Some((_, kept_by)) = kept {
             // The same project listing a name twice (e.g. two folders
             // differing only in case) is not a cross-project conflict.
             if *kept_by != owner {
@@ -390,17 +468,27 @@ impl<T> HostTableBuilder<T> {
             }
             return false;
         }
-        map.insert(key.into(), (value, owner));
+        match pattern {
+            HostPattern::Exact(_) => self.exact.insert_new(key.clone(), (value, owner)),
+            HostPattern::Wildcard(_) => {
+                self.wildcard.insert(key.clone(), (value, owner));
+            }
+        }
         true
     }
+}
 
+impl<T: Clone> HostTableBuilder<T> {
     /// The finished table and the conflicts found while building it.
     pub fn finish(self) -> (HostTable<T>, Vec<Conflict>) {
-        let values =
-            |map: Names<(T, usize)>| map.into_iter().map(|(name, (value, _))| (name, value));
         let table = HostTable {
-            exact: Sharded::from_pairs(self.exact.len(), values(self.exact)),
-            wildcard: Arc::new(values(self.wildcard).collect()),
+            exact: self.exact.into_map(|(value, _)| value),
+            wildcard: Arc::new(
+                self.wildcard
+                    .into_iter()
+                    .map(|(name, (value, _))| (name, value))
+                    .collect(),
+            ),
         };
         (table, self.conflicts)
     }

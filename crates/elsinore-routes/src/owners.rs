@@ -29,7 +29,8 @@ pub fn decide_owners<'a, 'b>(
     previous: impl Fn(&HostPattern) -> Option<&'a str>,
     decided: impl Fn(&HostPattern) -> Option<&'b str>,
 ) -> (HostTable<usize>, Vec<Conflict>) {
-    let mut builder = HostTableBuilder::new();
+    let total = projects.iter().map(|(_, scan)| scan.hosts.len()).sum();
+    let mut builder = HostTableBuilder::with_len(total);
     for (index, (name, scan)) in projects.iter().enumerate() {
         for host in &scan.hosts {
             if decided(host) == Some(*name) {

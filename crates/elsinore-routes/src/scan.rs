@@ -104,6 +104,10 @@ pub fn scan_hosts(project_dir: &Path) -> Result<HostScan, ScanError> {
         Err(source) => return Err(ScanError { path: dir, source }),
     };
     let mut scan = HostScan::default();
+    // Plain folders (spelled as their name) only as names: no folder
+    // string, no hash map; sorted once at the end. A million of them
+    // were a million map inserts with SipHash before.
+    let mut spelled_otherwise: Vec<(HostPattern, String)> = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|source| ScanError {
             path: dir.clone(),
@@ -132,14 +136,10 @@ pub fn scan_hosts(project_dir: &Path) -> Result<HostScan, ScanError> {
         };
         match HostPattern::parse(name) {
             Ok(pattern) => {
-                // Two spellings of one name: the first in sorted order wins,
-                // so the choice does not depend on directory order.
-                let seen = scan.folders.get(&pattern);
-                scan.spellings_differ |= seen.is_some();
-                let keep = seen.is_none_or(|seen| name < seen.as_str());
-                if keep {
-                    scan.folders.insert(pattern, name.to_owned());
+                if HostScan::spelled_otherwise(&pattern, name) {
+                    spelled_otherwise.push((pattern.clone(), name.to_owned()));
                 }
+                scan.hosts.push(pattern);
             }
             Err(err) => scan.skipped.push(SkippedFolder {
                 name: name.to_owned(),
@@ -147,13 +147,19 @@ pub fn scan_hosts(project_dir: &Path) -> Result<HostScan, ScanError> {
             }),
         }
     }
-    // Sorted, and without duplicates as they are the map's keys; then
-    // only the spellings that differ from their name are kept.
-    scan.hosts = scan.folders.keys().cloned().collect();
     scan.hosts.sort_unstable();
-    scan.folders
-        .retain(|host, folder| HostScan::spelled_otherwise(host, folder));
-    scan.folders.shrink_to_fit();
+    let listed = scan.hosts.len();
+    scan.hosts.dedup();
+    scan.hosts.shrink_to_fit();
+    // Two spellings of one name: the first in sorted order wins, so the
+    // choice does not depend on directory order. A name's own spelling
+    // (lower case) sorts after every other spelling of it (upper-case
+    // letters sort first), so it only wins alone.
+    scan.spellings_differ = scan.hosts.len() != listed;
+    spelled_otherwise.sort_unstable();
+    for (host, folder) in spelled_otherwise {
+        scan.folders.entry(host).or_insert(folder);
+    }
     scan.skipped.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(scan)
 }
