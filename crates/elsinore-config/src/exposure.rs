@@ -39,7 +39,9 @@ impl Config {
                 }
             }
         }
-        if self.startup.database_group.is_none() {
+        // A PostgreSQL shared database has no file mode: its own roles say
+        // who may connect.
+        if self.startup.database_group.is_none() && self.startup.database_url.is_none() {
             for (i, project) in self.projects.iter().enumerate() {
                 if let Some(run_as) = &project.run_as {
                     if run_as.uid != nix::unistd::geteuid().as_raw() {

@@ -25,6 +25,21 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+    /// The shared PostgreSQL database could not be reached (the message
+    /// names its URL without the password).
+    #[error("shared database: {0}")]
+    Connect(#[from] elsinore_postgres::PgError),
+    /// PostgreSQL refused an operation outside any one table's work.
+    #[error("shared database {url}: {context}: {source}")]
+    Postgres {
+        /// The URL, password hidden.
+        url: String,
+        /// What Elsinore was doing.
+        context: &'static str,
+        /// PostgreSQL's reason.
+        #[source]
+        source: elsinore_postgres::postgres::Error,
+    },
     /// The scheduler thread could not be started.
     #[error("cannot start the events thread: {0}")]
     Thread(#[source] std::io::Error),
