@@ -122,6 +122,7 @@ fn prepare(pg: &Postgres, db: &str) {
         "CREATE SCHEMA beta;
          -- timestamptz, default retention (30 days)
          CREATE TABLE public.item (id int PRIMARY KEY, deleted_at timestamptz);
+         CREATE INDEX ON public.item (deleted_at);
          INSERT INTO public.item VALUES
              (1, now() - interval '40 days'), (2, now() - interval '1 day'), (3, NULL);
          -- epoch milliseconds, 7 days by its column's comment
@@ -142,6 +143,9 @@ fn prepare(pg: &Postgres, db: &str) {
          INSERT INTO beta.sessions VALUES
              (1, extract(epoch FROM now())::bigint - 60),
              (2, extract(epoch FROM now())::bigint + 3600);
+         -- a date is midnight UTC
+         CREATE TABLE public.visit (id int PRIMARY KEY, expires_at date);
+         INSERT INTO public.visit VALUES (1, current_date - 2), (2, current_date + 2);
          -- a row another table still points at stays
          CREATE TABLE beta.parent (id int PRIMARY KEY, deleted_at timestamptz);
          CREATE TABLE beta.child (id int, parent_id int REFERENCES beta.parent (id));
@@ -221,11 +225,12 @@ fn events_delete_exactly_the_rows_past_retention_across_schemas() {
     assert_eq!(ids(&pg, "shared", "public.note"), "2,3");
     assert_eq!(ids(&pg, "shared", "beta.post"), "2");
     assert_eq!(ids(&pg, "shared", "beta.sessions"), "2");
+    assert_eq!(ids(&pg, "shared", "public.visit"), "2");
     assert_eq!(ids(&pg, "shared", "beta.parent"), "1");
     assert_eq!(ids(&pg, "shared", "beta.plain"), "1");
     assert_eq!(ids(&pg, "shared", "beta.flags"), "1");
     assert_eq!(ids(&pg, "shared", "public.elsinore_event_runs"), "1");
-    assert_eq!(report["deleted"], 5, "{report:#}");
+    assert_eq!(report["deleted"], 6, "{report:#}");
 
     // Once: a second run finds nothing more to delete.
     let again = events_run(&config);
@@ -234,7 +239,7 @@ fn events_delete_exactly_the_rows_past_retention_across_schemas() {
     let list = elsinore(&["events", "list"], &config);
     let text = String::from_utf8_lossy(&list.stdout);
     assert!(
-        text.contains("run 1 (cli)") && text.contains("5 deleted"),
+        text.contains("run 1 (cli)") && text.contains("6 deleted"),
         "{text}"
     );
 }
@@ -327,7 +332,7 @@ async fn a_database_that_goes_away_leaves_the_front_door_serving_and_events_catc
     pg.restart();
     let reply = server.op("POST", "/events/run").send().await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.json());
-    assert_eq!(reply.json()["deleted"], 5, "{:#}", reply.json());
+    assert_eq!(reply.json()["deleted"], 6, "{:#}", reply.json());
     assert_eq!(ids(&pg, "shared", "public.item"), "2,3");
 
     // And it goes away while serving: requests go on.

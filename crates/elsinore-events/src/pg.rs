@@ -25,7 +25,7 @@ use elsinore_postgres::postgres::Client;
 use crate::backend::{annotation_in, Backend, Step, Table};
 use crate::report::TableReport;
 use crate::settings::Settings;
-use crate::timestamp::{epoch_ms_pg_sql, quote_ident};
+use crate::timestamp::{before_pg_sql, epoch_ms_pg_sql, quote_ident};
 use crate::{Error, Result};
 
 /// The advisory lock a front door holds while it runs the events on a
@@ -33,6 +33,9 @@ use crate::{Error, Result};
 /// number. Other front doors (and `elsinore events run`) that find it
 /// taken skip their run.
 pub const EVENTS_LOCK: i64 = 0x656C_7369_6E6F_7265;
+
+/// The cutoff's parameter in every statement of a job.
+const CUTOFF: &str = "$2::bigint";
 
 /// The `ctid` before every row's: line pointers start at 1.
 const BEFORE_FIRST_ROW: &str = "(0,0)";
@@ -169,14 +172,17 @@ impl Table for PgTable {
             .find(|c| c.name == column)
             .map_or("unknown", |c| c.data_type.as_str());
         let quoted = quote_ident(column);
-        let when = epoch_ms_pg_sql(&quoted, data_type).ok_or_else(|| {
-            format!(
+        let rule =
+            epoch_ms_pg_sql(&quoted, data_type).zip(before_pg_sql(&quoted, data_type, CUTOFF));
+        let Some((when, before)) = rule else {
+            return Err(format!(
                 "column {column} is {data_type}; on PostgreSQL the events read timestamp with or without time zone, date, and integer or numeric epoch seconds or milliseconds"
-            )
-        })?;
+            ));
+        };
         Ok(PgJob {
             table: format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.table)),
             column: quoted,
+            expired: format!("{before} AND {when} < {CUTOFF}"),
             when,
             cutoff,
             cursor: BEFORE_FIRST_ROW.to_owned(),
@@ -192,6 +198,9 @@ pub(crate) struct PgJob {
     column: String,
     /// The timestamp rule as SQL, for this column's type.
     when: String,
+    /// The row is past the cutoff (`$2`): an index-friendly pre-filter
+    /// and the exact rule.
+    expired: String,
     cutoff: i64,
     /// Last `ctid` handled, as text; the next batch starts after it.
     cursor: String,
@@ -284,9 +293,9 @@ impl PgJob {
         // Finding the rows is a plain read: it locks nothing a writer waits
         // for, however many rows the table keeps.
         let select = format!(
-            "SELECT ctid::text FROM {table} WHERE ctid > $1::text::tid AND {when} < $2::bigint ORDER BY ctid LIMIT $3",
+            "SELECT ctid::text FROM {table} WHERE ctid > $1::text::tid AND {expired} ORDER BY ctid LIMIT $3",
             table = self.table,
-            when = self.when,
+            expired = self.expired,
         );
         let rows = client.query(&select, &[&self.cursor, &self.cutoff, &i64::from(batch)])?;
         let ctids: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
@@ -297,9 +306,9 @@ impl PgJob {
         // One statement, one transaction: the rows' locks are held only
         // for the delete itself.
         let delete = format!(
-            "DELETE FROM {table} WHERE ctid = ANY($1::text[]::tid[]) AND {when} < $2::bigint",
+            "DELETE FROM {table} WHERE ctid = ANY($1::text[]::tid[]) AND {expired}",
             table = self.table,
-            when = self.when,
+            expired = self.expired,
         );
         match client.execute(&delete, &[&ctids, &self.cutoff]) {
             Ok(n) => {
@@ -326,9 +335,9 @@ impl PgJob {
         ctids: Vec<String>,
     ) -> Result<Step, elsinore_postgres::postgres::Error> {
         let delete = format!(
-            "DELETE FROM {table} WHERE ctid = $1::text::tid AND {when} < $2::bigint",
+            "DELETE FROM {table} WHERE ctid = $1::text::tid AND {expired}",
             table = self.table,
-            when = self.when,
+            expired = self.expired,
         );
         for ctid in ctids {
             match client.execute(&delete, &[&ctid, &self.cutoff]) {

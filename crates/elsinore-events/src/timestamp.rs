@@ -80,6 +80,27 @@ pub fn epoch_ms_pg_sql(column: &str, data_type: &str) -> Option<String> {
     }
 }
 
+/// A condition every value [`epoch_ms_pg_sql`] reads as before the cutoff
+/// also meets, written so that an index on `column` can serve it: `cutoff`
+/// is the SQL of the cutoff in epoch milliseconds (`$2::bigint`). Only a
+/// pre-filter: the exact rule is applied as well. A number of seconds is
+/// always below a cutoff in milliseconds, so `column < cutoff` holds for
+/// both readings of a number.
+pub fn before_pg_sql(column: &str, data_type: &str, cutoff: &str) -> Option<String> {
+    let instant = format!("to_timestamp({cutoff} / 1000.0)");
+    match data_type {
+        "timestamp with time zone" => Some(format!("{column} < {instant}")),
+        "timestamp without time zone" => Some(format!("{column} < ({instant} AT TIME ZONE 'UTC')")),
+        "date" => Some(format!(
+            "{column} < (({instant} AT TIME ZONE 'UTC')::date + 1)"
+        )),
+        "smallint" | "integer" | "bigint" | "numeric" | "real" | "double precision" => {
+            Some(format!("{column} < {cutoff}"))
+        }
+        _ => None,
+    }
+}
+
 /// `name` as an SQL identifier, safe whatever it holds.
 pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
