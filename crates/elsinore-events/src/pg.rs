@@ -375,3 +375,82 @@ fn describe(err: &elsinore_postgres::postgres::Error) -> String {
         None => err.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(comment: &str, columns: &[(&str, &str, &str)]) -> PgTable {
+        PgTable {
+            name: "beta.post".to_owned(),
+            schema: "beta".to_owned(),
+            table: "post".to_owned(),
+            comment: comment.to_owned(),
+            columns: columns
+                .iter()
+                .map(|(name, data_type, comment)| PgColumn {
+                    name: (*name).to_owned(),
+                    data_type: (*data_type).to_owned(),
+                    comment: (*comment).to_owned(),
+                })
+                .collect(),
+        }
+    }
+
+    const DAY: u64 = 86_400;
+
+    #[test]
+    fn the_deleted_at_comment_beats_the_table_comment_which_beats_other_columns() {
+        let days = |t: &PgTable| t.annotation().map(|a| a.map(|d| d.as_secs() / DAY));
+        let both = table(
+            "elsinore:retention=9d",
+            &[
+                ("note", "text", "elsinore:retention=1d"),
+                ("Deleted_At", "bigint", "kept: Elsinore:Retention=7d"),
+            ],
+        );
+        assert_eq!(days(&both), Some(Ok(7)));
+        let table_only = table(
+            "elsinore:retention=9d",
+            &[
+                ("note", "text", "elsinore:retention=1d"),
+                ("deleted_at", "bigint", ""),
+            ],
+        );
+        assert_eq!(days(&table_only), Some(Ok(9)));
+        let other_column = table("", &[("note", "text", "elsinore:retention=1d")]);
+        assert_eq!(days(&other_column), Some(Ok(1)));
+        assert_eq!(days(&table("", &[("deleted_at", "bigint", "")])), None);
+        let bad = table("", &[("deleted_at", "bigint", "elsinore:retention=soon")]);
+        let err = bad
+            .annotation()
+            .expect("present")
+            .expect_err("not a duration");
+        assert!(
+            err.starts_with("table beta.post: annotation elsinore:retention=soon"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unread_types_are_skipped_with_the_reason_and_names_are_quoted() {
+        let t = table(
+            "",
+            &[
+                ("deleted_at", "text", ""),
+                ("expires_at", "timestamp with time zone", ""),
+            ],
+        );
+        let err = t.work("deleted_at", 0).expect_err("text is not read");
+        assert!(err.starts_with("column deleted_at is text;"), "{err}");
+        let job = t.work("expires_at", 0).expect("timestamptz is read");
+        assert_eq!(job.table, "\"beta\".\"post\"");
+        assert!(
+            job.expired
+                .starts_with("\"expires_at\" < to_timestamp($2::bigint / 1000.0) AND "),
+            "{}",
+            job.expired
+        );
+        assert!(t.answers_to("POST") && t.answers_to("Beta.Post") && !t.answers_to("alpha.post"));
+    }
+}
