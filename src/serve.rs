@@ -381,8 +381,11 @@ fn open_shared_database(config: &Config) -> anyhow::Result<HandlerDatabase> {
             .name("elsinore-db-probe".to_owned())
             .spawn(move || match elsinore_postgres::connect(&url, "elsinore probe") {
                 Ok(_) => tracing::info!(database = %url, "shared database (PostgreSQL) reachable"),
+                // `:#` adds the causes ("Connection refused") to the
+                // client's own "error connecting to server".
                 Err(err) => tracing::warn!(
-                    "shared database unreachable at start: {err}; serving anyway (handlers get the URL, the events retry at their next run)"
+                    "shared database unreachable at start: {:#}; serving anyway (handlers get the URL, the events retry at their next run)",
+                    anyhow::Error::new(err)
                 ),
             });
         if let Err(err) = probe {
