@@ -345,3 +345,36 @@ async fn a_database_that_goes_away_leaves_the_front_door_serving_and_events_catc
     .await;
     assert_eq!(sqlite_shared_files(ws.path()), Vec::<PathBuf>::new());
 }
+
+#[tokio::test]
+async fn two_front_doors_on_one_database_delete_the_rows_once() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.create_database("shared");
+    prepare(&pg, "shared");
+    // Two front doors of one fleet: one project tree each, one database.
+    let (_ws_a, config_a) = workspace(&url, json!({"interval": "off", "batch": 1}));
+    let (_ws_b, config_b) = workspace(&url, json!({"interval": "off", "batch": 1}));
+    let (a, b) = (Server::start(&config_a), Server::start(&config_b));
+
+    let (ran_a, ran_b) = tokio::join!(
+        a.op("POST", "/events/run").send(),
+        b.op("POST", "/events/run").send()
+    );
+    let mut deleted = 0;
+    for reply in [ran_a, ran_b] {
+        assert_eq!(reply.status, StatusCode::OK);
+        let report = reply.json();
+        assert_eq!(report["errors"], 0, "{report:#}");
+        deleted += report["deleted"].as_u64().expect("deleted");
+    }
+    assert_eq!(deleted, 6, "each row deleted once, by one of them");
+    assert_eq!(ids(&pg, "shared", "public.item"), "2,3");
+    assert_eq!(ids(&pg, "shared", "beta.sessions"), "2");
+    // Both keep serving their hosts.
+    for server in [&a, &b] {
+        assert_eq!(
+            server.get("a.test", "/").send().await.status,
+            StatusCode::OK
+        );
+    }
+}
