@@ -44,13 +44,14 @@ pub fn run(verb: EventsVerb) -> anyhow::Result<()> {
             let config = load(&config)?;
             let report = elsinore_events::run_once(
                 &Databases::new(&config.startup.database, &config.startup.state_database),
-                &Settings::new(config.startup.events.clone()),
+                &Settings::new(config.startup.events.clone())
+                    .with_shared_url(config.startup.database_url.clone()),
                 Trigger::Cli,
             )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", render_report(&config.startup.database, &report));
+                print!("{}", render_report(&shared_database(&config), &report));
             }
         }
         EventsVerb::List {
@@ -82,9 +83,22 @@ fn load(path: &Path) -> anyhow::Result<Config> {
     })?)
 }
 
-fn render_report(database: &Path, report: &RunReport) -> String {
+/// The shared database as the report names it: its path, or its URL
+/// without the password.
+fn shared_database(config: &Config) -> String {
+    match &config.startup.database_url {
+        Some(url) => url.redacted(),
+        None => config.startup.database.display().to_string(),
+    }
+}
+
+fn render_report(database: &str, report: &RunReport) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "database: {}", database.display());
+    let _ = writeln!(out, "database: {database}");
+    if let Some(why) = &report.not_run {
+        let _ = writeln!(out, "not run: {why}");
+        return out;
+    }
     if report.tables.is_empty() {
         out.push_str("no table has a deleted_at or expires_at column\n");
     } else {

@@ -10,7 +10,7 @@ use elsinore_config::{Config, LogFormat};
 use elsinore_events::EventScheduler;
 use elsinore_proxy::{AccessLog, Proxy, TlsListener};
 use elsinore_store::{Databases, Store};
-use elsinore_supervisor::{Supervisor, SupervisorSettings};
+use elsinore_supervisor::{HandlerDatabase, Supervisor, SupervisorSettings};
 use elsinore_watch::{FolderWatcher, TreeChange, TreeWatcher, WatchMode};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -57,15 +57,10 @@ pub fn run(config_path: &Path, log_format: LogFormat) -> anyhow::Result<()> {
     // on the first start after an upgrade, moves Elsinore's tables there.
     // Accepted by the config parser for the PostgreSQL work in progress;
     // refused here so that a URL never silently means a SQLite file.
-    if let Some(url) = &declared.config.startup.database_url {
-        anyhow::bail!("database: {url}: PostgreSQL is not supported by this build yet");
-    }
     if let Some(url) = &declared.config.startup.state_database_url {
         anyhow::bail!("state_database: {url}: PostgreSQL is not supported by this build yet");
     }
-    let store = Store::open(&declared.config.startup.database)?;
-    let database_group = declared.config.startup.database_group.as_ref();
-    elsinore_store::restrict_database_files(store.path(), database_group.map(|g| g.gid))?;
+    let shared = open_shared_database(&declared.config)?;
     let keys = Keys::open(&declared.config)?;
     // Before any thread starts: this reads and removes variables.
     let inherited = Inherited::from_env(&declared.config)?;
@@ -76,7 +71,7 @@ pub fn run(config_path: &Path, log_format: LogFormat) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?
         .block_on(serve(
             declared,
-            store,
+            shared,
             keys,
             log_format,
             inherited,
@@ -86,7 +81,7 @@ pub fn run(config_path: &Path, log_format: LogFormat) -> anyhow::Result<()> {
 
 async fn serve(
     declared: Declared,
-    store: Store,
+    shared: HandlerDatabase,
     keys: Keys,
     log_format: LogFormat,
     mut inherited: Inherited,
@@ -165,8 +160,12 @@ async fn serve(
         ),
     };
 
+    let database_name = match (&shared, &config.startup.database_url) {
+        (HandlerDatabase::File(path), _) => path.display().to_string(),
+        (HandlerDatabase::Url(_), url) => url.as_ref().map(|u| u.redacted()).unwrap_or_default(),
+    };
     let supervisor = Arc::new(Supervisor::new(SupervisorSettings {
-        database: store.path().to_owned(),
+        database: shared,
         env_remove: config.secret_env_names().map(str::to_owned).collect(),
         stop_grace: HANDLER_STOP_GRACE,
         // `socket = true` handlers' folders, in Elsinore's own data area.
@@ -239,7 +238,8 @@ async fn serve(
     // Framework events run on their own thread, off the request path.
     let events = match EventScheduler::start(
         &Databases::new(&config.startup.database, &config.startup.state_database),
-        elsinore_events::Settings::new(config.startup.events.clone()),
+        elsinore_events::Settings::new(config.startup.events.clone())
+            .with_shared_url(config.startup.database_url.clone()),
     ) {
         Ok(events) => events,
         Err(err) => {
@@ -276,7 +276,7 @@ async fn serve(
     tracing::info!(
         projects = table.projects.len(),
         hosts = table.hosts.len(),
-        database = %store.path().display(),
+        database = %database_name,
         watching = watcher.as_ref().map_or("off", |w| w.backend_name()),
         generation,
         pid = std::process::id(),
@@ -372,6 +372,39 @@ async fn serve(
     live.supervisor().shutdown().await;
     tracing::info!("bye");
     Ok(())
+}
+
+/// The shared database, ready before any handler starts. A SQLite file is
+/// created (and its mode set) here, so every handler finds it; a
+/// PostgreSQL database is the operator's, and nothing local is opened or
+/// created for it. Start-up does not wait for PostgreSQL: a front door
+/// must serve while the database is away (handlers report their own
+/// errors, the events retry every interval), so reachability is only
+/// checked, on a thread of its own, and logged.
+fn open_shared_database(config: &Config) -> anyhow::Result<HandlerDatabase> {
+    if let Some(url) = &config.startup.database_url {
+        let handlers_get = HandlerDatabase::Url(url.expose().to_owned());
+        let url = url.clone();
+        let probe = std::thread::Builder::new()
+            .name("elsinore-db-probe".to_owned())
+            .spawn(move || match elsinore_postgres::connect(&url, "elsinore probe") {
+                Ok(_) => tracing::info!(database = %url, "shared database (PostgreSQL) reachable"),
+                // `:#` adds the causes ("Connection refused") to the
+                // client's own "error connecting to server".
+                Err(err) => tracing::warn!(
+                    "shared database unreachable at start: {:#}; serving anyway (handlers get the URL, the events retry at their next run)",
+                    anyhow::Error::new(err)
+                ),
+            });
+        if let Err(err) = probe {
+            tracing::warn!("cannot check the shared database at start: {err}");
+        }
+        return Ok(handlers_get);
+    }
+    let store = Store::open(&config.startup.database)?;
+    let database_group = config.startup.database_group.as_ref();
+    elsinore_store::restrict_database_files(store.path(), database_group.map(|g| g.gid))?;
+    Ok(HandlerDatabase::File(store.path().to_owned()))
 }
 
 /// Answers the server that started this one by an upgrade.

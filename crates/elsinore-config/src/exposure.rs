@@ -13,6 +13,8 @@ impl Config {
     /// - an inline `key` in a config.json that group or others can read
     ///   (a handler running as another user could read every project's
     ///   key from it; its path is in Elsinore's command line);
+    /// - a `database` URL with a password in a config.json that group or
+    ///   others can read;
     /// - a `user` without `database_group` (that user cannot open the
     ///   shared database, which is Elsinore's own, mode 0600).
     pub fn exposure_warnings(&self) -> Vec<String> {
@@ -39,7 +41,23 @@ impl Config {
                 }
             }
         }
-        if self.startup.database_group.is_none() {
+        if let Some(url) = &self.startup.database_url {
+            // Handlers get the URL anyway; other local users must not.
+            let has_password = url.expose() != url.redacted();
+            let mode = std::fs::metadata(&self.file).map_or(0, |m| m.permissions().mode());
+            if has_password && mode & 0o044 != 0 {
+                out.push(format!(
+                    "{} holds the shared database's password (database: {url}) and is readable by {} (mode {:o}): run chmod 600 {}",
+                    self.file.display(),
+                    if mode & 0o004 != 0 { "every user" } else { "its group" },
+                    mode & 0o777,
+                    self.file.display(),
+                ));
+            }
+        }
+        // A PostgreSQL shared database has no file mode: its own roles say
+        // who may connect.
+        if self.startup.database_group.is_none() && self.startup.database_url.is_none() {
             for (i, project) in self.projects.iter().enumerate() {
                 if let Some(run_as) = &project.run_as {
                     if run_as.uid != nix::unistd::geteuid().as_raw() {
@@ -86,5 +104,21 @@ mod tests {
         assert!(warnings(dir.path(), 0o600, inline).is_empty());
         let no_key = r#"{"projects": ["a"]}"#;
         assert!(warnings(dir.path(), 0o644, no_key).is_empty());
+    }
+
+    #[test]
+    fn a_database_password_in_a_readable_file_is_warned_about() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let with_password = r#"{"database": "postgres://app:s3cret@db:5432/t", "projects": ["a"]}"#;
+        let warned = warnings(dir.path(), 0o644, with_password);
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(
+            warned[0].contains("holds the shared database's password (database: postgres://app:***@db:5432/t) and is readable by every user (mode 644): run chmod 600"),
+            "{warned:?}"
+        );
+        assert!(!warned[0].contains("s3cret"), "{warned:?}");
+        assert!(warnings(dir.path(), 0o600, with_password).is_empty());
+        let without = r#"{"database": "postgres://app@db:5432/t", "projects": ["a"]}"#;
+        assert!(warnings(dir.path(), 0o644, without).is_empty());
     }
 }

@@ -1,16 +1,15 @@
-//! Finding the tables events work on: every ordinary table of the `main`
+//! Finding the tables events work on in SQLite: every ordinary table of the `main`
 //! schema that is not Elsinore's or SQLite's, with its columns, key and
 //! retention annotation.
 
 use std::time::Duration;
 
-use elsinore_config::{is_reserved_table, parse_duration};
+use elsinore_config::is_reserved_table;
 use rusqlite::Connection;
 
+use crate::backend::{annotation_in, Table};
+use crate::job::SqliteJob;
 use crate::timestamp::quote_ident;
-
-/// The schema annotation that sets a table's retention.
-pub(crate) const ANNOTATION: &str = "elsinore:retention=";
 
 /// One candidate table.
 #[derive(Debug)]
@@ -49,26 +48,34 @@ impl TableInfo {
             .map(|alias| vec![alias.to_owned()])
     }
 
-    /// The `-- elsinore:retention=7d` annotation: `None` when absent, the
-    /// duration or why it is not one when present.
+    /// The `-- elsinore:retention=7d` annotation, anywhere in the `CREATE
+    /// TABLE` statement: `None` when absent, the duration or why it is not
+    /// one when present.
     pub fn annotation(&self) -> Option<Result<Duration, String>> {
-        // ASCII lowercasing keeps byte offsets, so `at` indexes `sql` too.
-        let at = self.sql.to_ascii_lowercase().find(ANNOTATION)?;
-        let value: String = self.sql[at + ANNOTATION.len()..]
-            .chars()
-            .take_while(char::is_ascii_alphanumeric)
-            .collect();
-        Some(match parse_duration(&value) {
-            Ok(duration) if duration.is_zero() => Err(format!(
-                "table {}: annotation {ANNOTATION}{value}: must be more than 0",
-                self.name
-            )),
-            Ok(duration) => Ok(duration),
-            Err(err) => Err(format!(
-                "table {}: annotation {ANNOTATION}{value}: {err}",
-                self.name
-            )),
-        })
+        annotation_in(&self.sql, &self.name)
+    }
+}
+
+impl Table for TableInfo {
+    type Work = SqliteJob;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn column(&self, wanted: &str) -> Option<&str> {
+        TableInfo::column(self, wanted)
+    }
+
+    fn annotation(&self) -> Option<Result<Duration, String>> {
+        TableInfo::annotation(self)
+    }
+
+    fn work(&self, column: &str, cutoff: i64) -> Result<SqliteJob, String> {
+        let key = self.key().ok_or_else(|| {
+            "its columns are named rowid, _rowid_ and oid, so rows cannot be addressed".to_owned()
+        })?;
+        Ok(SqliteJob::new(&self.name, column, key, cutoff))
     }
 }
 

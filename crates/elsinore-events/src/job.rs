@@ -1,64 +1,63 @@
-//! One event on one table: batched deletes, each its own short write
-//! transaction, walking the table in key order so each row is looked at
-//! once per run.
+//! One event on one SQLite table: batched deletes, each its own short
+//! write transaction, walking the table in key order so each row is looked
+//! at once per run.
 
 use std::time::{Duration, Instant};
 
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, ErrorCode, TransactionBehavior};
 
+use crate::backend::Step;
 use crate::report::TableReport;
 use crate::timestamp::{epoch_ms_sql, quote_ident};
 
-/// What one step achieved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Step {
-    /// A full batch was handled; there may be more.
-    More,
-    /// Nothing left to delete.
-    Done,
-    /// Another connection held the write lock past the busy timeout.
-    Busy,
-}
-
-/// The work and the running tally for one (event, table).
+/// The work for one (event, table) on SQLite.
 #[derive(Debug)]
-pub(crate) struct Job {
-    pub report: TableReport,
-    pub started: bool,
+pub(crate) struct SqliteJob {
     table: String,
     column: String,
     key: Vec<String>,
     /// The timestamp rule as SQL, for this table's column.
     when: String,
+    /// Rows whose time is before this (epoch ms) are deleted.
+    cutoff: i64,
     /// Last key handled; the next batch starts after it.
     cursor: Option<Vec<Value>>,
 }
 
-impl Job {
-    pub fn new(report: TableReport, key: Vec<String>) -> Self {
-        let column = quote_ident(&report.column);
+impl SqliteJob {
+    pub fn new(table: &str, column: &str, key: Vec<String>, cutoff: i64) -> Self {
+        let column = quote_ident(column);
         Self {
-            table: quote_ident(&report.table),
+            table: quote_ident(table),
             when: epoch_ms_sql(&column),
             column,
             key,
+            cutoff,
             cursor: None,
-            started: false,
-            report,
         }
     }
 
     /// Deletes up to `batch` more rows in one transaction. `Err` is a
     /// failure other than `SQLITE_BUSY`: the job is over.
-    pub fn step(&mut self, conn: &mut Connection, batch: u32) -> rusqlite::Result<Step> {
-        match self.try_step(conn, batch) {
+    pub fn step(
+        &mut self,
+        conn: &mut Connection,
+        report: &mut TableReport,
+        batch: u32,
+    ) -> rusqlite::Result<Step> {
+        match self.try_step(conn, report, batch) {
             Err(err) if is_busy(&err) => Ok(Step::Busy),
             other => other,
         }
     }
 
-    fn try_step(&mut self, conn: &mut Connection, batch: u32) -> rusqlite::Result<Step> {
+    fn try_step(
+        &mut self,
+        conn: &mut Connection,
+        report: &mut TableReport,
+        batch: u32,
+    ) -> rusqlite::Result<Step> {
         // Finding the rows is a read (WAL: no lock), however many rows the
         // table keeps; only the delete by key range holds the write lock.
         let keys = self.select_keys(conn, batch)?;
@@ -76,14 +75,14 @@ impl Job {
         match deleted {
             Ok(n) => {
                 give_way(held.elapsed());
-                self.report.deleted += n as u64;
-                self.report.batches += 1;
+                report.deleted += n as u64;
+                report.batches += 1;
                 self.cursor = Some(last);
             }
             // A foreign key or trigger refused one of the rows: find which,
             // delete the others, and leave that one (counted) behind.
             Err(err) if is_constraint(&err) => {
-                if self.one_by_one(conn, keys)? == Step::Busy {
+                if self.one_by_one(conn, report, keys)? == Step::Busy {
                     return Ok(Step::Busy);
                 }
             }
@@ -96,7 +95,7 @@ impl Job {
     fn select_keys(&self, conn: &Connection, batch: u32) -> rusqlite::Result<Vec<Vec<Value>>> {
         let key = self.key.join(", ");
         let (after, mut params) = self.after_cursor();
-        params.push(Value::Integer(self.report.cutoff));
+        params.push(Value::Integer(self.cutoff));
         params.push(Value::Integer(i64::from(batch)));
         let sql = format!(
             "SELECT {key} FROM {table} WHERE {after} AND {when} < ?{cutoff} ORDER BY {key} LIMIT ?{limit}",
@@ -120,7 +119,7 @@ impl Job {
         let (after, mut params) = self.after_cursor();
         let first_last = params.len() + 1;
         params.extend(last.iter().cloned());
-        params.push(Value::Integer(self.report.cutoff));
+        params.push(Value::Integer(self.cutoff));
         let sql = format!(
             "DELETE FROM {table} WHERE {after} AND ({key}) <= ({slots}) AND {when} < ?{cutoff}",
             table = self.table,
@@ -137,6 +136,7 @@ impl Job {
     fn one_by_one(
         &mut self,
         conn: &mut Connection,
+        report: &mut TableReport,
         keys: Vec<Vec<Value>>,
     ) -> rusqlite::Result<Step> {
         let sql = format!(
@@ -149,7 +149,7 @@ impl Job {
         );
         for key in keys {
             let mut params = key.clone();
-            params.push(Value::Integer(self.report.cutoff));
+            params.push(Value::Integer(self.cutoff));
             let one = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .and_then(|tx| {
@@ -161,10 +161,10 @@ impl Job {
                 });
             match one {
                 Ok(n) => {
-                    self.report.deleted += n as u64;
-                    self.report.batches += 1;
+                    report.deleted += n as u64;
+                    report.batches += 1;
                 }
-                Err(err) if is_constraint(&err) => self.report.blocked += 1,
+                Err(err) if is_constraint(&err) => report.blocked += 1,
                 Err(err) if is_busy(&err) => return Ok(Step::Busy),
                 Err(err) => return Err(err),
             }

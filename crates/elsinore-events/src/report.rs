@@ -58,7 +58,8 @@ impl Trigger {
 pub enum RetentionSource {
     /// `events.tables.<name>.retention` in config.json.
     Config,
-    /// `-- elsinore:retention=…` in the table's `CREATE` statement.
+    /// `elsinore:retention=…` in the table's `CREATE` statement (SQLite)
+    /// or its comments (PostgreSQL).
     Annotation,
     /// `events.retention` (or its default, 30 days).
     Default,
@@ -103,6 +104,10 @@ pub struct RunReport {
     pub warnings: Vec<String>,
     /// The run stopped early because Elsinore is shutting down.
     pub cancelled: bool,
+    /// Why this run did nothing at all: on a PostgreSQL shared database,
+    /// another front door (or `elsinore events run`) holds the events
+    /// lock and is running them. `None` when the run ran.
+    pub not_run: Option<String>,
     /// Why the run log could not be written, if it could not.
     pub log_error: Option<String>,
 }
@@ -112,7 +117,8 @@ pub struct RunReport {
 pub struct TableReport {
     /// Which event.
     pub event: Event,
-    /// The table, as SQLite names it.
+    /// The table, as the database names it (`schema.table` on
+    /// PostgreSQL).
     pub table: String,
     /// The marker column, as the table spells it.
     pub column: String,

@@ -1,19 +1,21 @@
 //! One run of both events over the whole database: plan the (event, table)
 //! jobs, drive them with passes that give way to busy writers, write the
-//! run log, log one summary line.
+//! run log, log one summary line. The same for SQLite and PostgreSQL: what
+//! differs is behind [`Backend`].
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use elsinore_config::{EventsConfig, TableEvents};
 use elsinore_store::Databases;
 use rusqlite::Connection;
 
-use crate::discover::{self, TableInfo};
-use crate::job::{Job, Step};
+use crate::backend::{Backend, Step, Table};
+use crate::pg::{Pass, Pg};
 use crate::report::{Event, RetentionSource, RunReport, Skipped, TableReport, Trigger};
 use crate::runlog;
 use crate::settings::Settings;
+use crate::sqlite::Sqlite;
 use crate::{Error, Result};
 
 /// After this many tables in a row met `SQLITE_BUSY`, a pass stops trying
@@ -60,23 +62,27 @@ pub(crate) fn run_with(
     cancel: &AtomicBool,
     observe: &mut dyn FnMut(Progress<'_>),
 ) -> Result<RunReport> {
-    let database = databases.shared.as_path();
-    let mut conn = open(database, settings)?;
     let started_at = now_ms();
-    let tables = discover::tables(&conn).map_err(|source| Error::Sqlite {
-        path: database.to_owned(),
-        context: "cannot list the tables",
-        source,
-    })?;
-    let mut plan = plan(&tables, settings, started_at);
-    let cancelled = drive(&mut conn, &mut plan.jobs, settings, cancel, observe);
+    let work = match &settings.shared_url {
+        None => {
+            let mut sqlite = Sqlite::open(&databases.shared, settings)?;
+            execute(&mut sqlite, settings, started_at, cancel, observe)?
+        }
+        Some(url) => {
+            let mut pg = Pg::connect(url, settings)?;
+            // One front door at a time across the fleet: the others would
+            // only compete for the same rows' locks.
+            match pg.while_locked(|pg| execute(pg, settings, started_at, cancel, observe))? {
+                Pass::Ran(work) => work?,
+                Pass::HeldElsewhere(why) => Work {
+                    not_run: Some(why),
+                    ..Work::default()
+                },
+            }
+        }
+    };
 
-    let tables: Vec<TableReport> = plan
-        .jobs
-        .into_iter()
-        .filter(|job| job.started)
-        .map(|job| job.report)
-        .collect();
+    let tables = work.tables;
     let sum = |f: fn(&TableReport) -> u64| tables.iter().map(f).sum();
     let mut report = RunReport {
         run_id: None,
@@ -88,9 +94,10 @@ pub(crate) fn run_with(
         blocked: sum(|t| t.blocked),
         errors: sum(|t| u64::from(t.error.is_some())),
         tables,
-        skipped: plan.skipped,
-        warnings: plan.warnings,
-        cancelled,
+        skipped: work.skipped,
+        warnings: work.warnings,
+        cancelled: work.cancelled,
+        not_run: work.not_run,
         log_error: None,
     };
     if !report.tables.is_empty() {
@@ -109,21 +116,39 @@ pub(crate) fn run_with(
     Ok(report)
 }
 
-/// Opens the shared database; never creates it.
-fn open(database: &Path, settings: &Settings) -> Result<Connection> {
-    if !database.is_file() {
-        return Err(Error::Missing {
-            path: database.to_owned(),
-        });
-    }
-    let conn = elsinore_store::Store::open(database)?.into_connection();
-    conn.busy_timeout(settings.busy_timeout)
-        .map_err(|source| Error::Sqlite {
-            path: database.to_owned(),
-            context: "cannot set the busy timeout",
-            source,
-        })?;
-    Ok(conn)
+/// What a run did on the shared database, before it is logged.
+#[derive(Debug, Default)]
+struct Work {
+    tables: Vec<TableReport>,
+    skipped: Vec<Skipped>,
+    warnings: Vec<String>,
+    cancelled: bool,
+    not_run: Option<String>,
+}
+
+/// Plans and drives both events on `backend`.
+fn execute<B: Backend>(
+    backend: &mut B,
+    settings: &Settings,
+    now: i64,
+    cancel: &AtomicBool,
+    observe: &mut dyn FnMut(Progress<'_>),
+) -> Result<Work> {
+    let tables = backend.tables()?;
+    let mut plan = plan(&tables, settings, now);
+    let cancelled = drive(backend, &mut plan.jobs, settings, cancel, observe);
+    Ok(Work {
+        tables: plan
+            .jobs
+            .into_iter()
+            .filter(|job| job.started)
+            .map(|job| job.report)
+            .collect(),
+        skipped: plan.skipped,
+        warnings: plan.warnings,
+        cancelled,
+        not_run: None,
+    })
 }
 
 /// Opens (creating and migrating if needed) the state database, where the
@@ -139,14 +164,22 @@ fn open_run_log(databases: &Databases, settings: &Settings) -> Result<Connection
     Ok(conn)
 }
 
-struct Plan {
-    jobs: Vec<Job>,
+/// The work and the running tally for one (event, table).
+#[derive(Debug)]
+struct Job<W> {
+    report: TableReport,
+    started: bool,
+    work: W,
+}
+
+struct Plan<W> {
+    jobs: Vec<Job<W>>,
     skipped: Vec<Skipped>,
     warnings: Vec<String>,
 }
 
 /// Which (event, table) pairs run, with which cutoff.
-fn plan(tables: &[TableInfo], settings: &Settings, now: i64) -> Plan {
+fn plan<T: Table>(tables: &[T], settings: &Settings, now: i64) -> Plan<T::Work> {
     let config = &settings.events;
     let mut plan = Plan {
         jobs: Vec::new(),
@@ -160,10 +193,10 @@ fn plan(tables: &[TableInfo], settings: &Settings, now: i64) -> Plan {
             };
             let skip = |reason: String| Skipped {
                 event,
-                table: table.name.clone(),
+                table: table.name().to_owned(),
                 reason,
             };
-            let overrides = config.table(&table.name);
+            let overrides = overrides(config, table);
             let opted_out = overrides.is_some_and(|o| match event {
                 Event::SoftDeleteCleanup => !o.soft_delete,
                 Event::SessionExpiry => !o.session_expiry,
@@ -175,17 +208,10 @@ fn plan(tables: &[TableInfo], settings: &Settings, now: i64) -> Plan {
                 };
                 plan.skipped.push(skip(format!(
                     "config.json events.tables.{}.{key} is false",
-                    table.name
+                    table.name()
                 )));
                 continue;
             }
-            let Some(key) = table.key() else {
-                plan.skipped.push(skip(
-                    "its columns are named rowid, _rowid_ and oid, so rows cannot be addressed"
-                        .to_owned(),
-                ));
-                continue;
-            };
             let (retention, source, cutoff) = match event {
                 Event::SessionExpiry => (None, None, now),
                 Event::SoftDeleteCleanup => {
@@ -200,10 +226,17 @@ fn plan(tables: &[TableInfo], settings: &Settings, now: i64) -> Plan {
                     (Some(ms), Some(source), cutoff)
                 }
             };
-            plan.jobs.push(Job::new(
-                TableReport {
+            let work = match table.work(column, cutoff) {
+                Ok(work) => work,
+                Err(reason) => {
+                    plan.skipped.push(skip(reason));
+                    continue;
+                }
+            };
+            plan.jobs.push(Job {
+                report: TableReport {
                     event,
-                    table: table.name.clone(),
+                    table: table.name().to_owned(),
                     column: column.to_owned(),
                     retention_ms: retention,
                     retention_from: source,
@@ -217,12 +250,13 @@ fn plan(tables: &[TableInfo], settings: &Settings, now: i64) -> Plan {
                     finished_at: 0,
                     error: None,
                 },
-                key,
-            ));
+                started: false,
+                work,
+            });
         }
     }
     for name in config.tables.keys() {
-        match tables.iter().find(|t| t.name.eq_ignore_ascii_case(name)) {
+        match tables.iter().find(|t| t.answers_to(name)) {
             None => plan.warnings.push(format!(
                 "config.json events.tables.{name}: no table of that name in the database"
             )),
@@ -237,9 +271,17 @@ fn plan(tables: &[TableInfo], settings: &Settings, now: i64) -> Plan {
     plan
 }
 
+/// `events.tables.<name>` for `table`: its full name first, then its short
+/// one (a PostgreSQL table without its schema).
+fn overrides<'a, T: Table>(config: &'a EventsConfig, table: &T) -> Option<&'a TableEvents> {
+    config
+        .table(table.name())
+        .or_else(|| table.short_name().and_then(|short| config.table(short)))
+}
+
 /// config.json beats the table's annotation beats the global default.
-fn retention(
-    table: &TableInfo,
+fn retention<T: Table>(
+    table: &T,
     configured: Option<Duration>,
     settings: &Settings,
     warnings: &mut Vec<String>,
@@ -259,9 +301,9 @@ fn retention(
 
 /// Runs the jobs in passes; a job that meets `SQLITE_BUSY` waits for the
 /// next pass. Returns whether the run was cancelled.
-fn drive(
-    conn: &mut Connection,
-    jobs: &mut [Job],
+fn drive<B: Backend>(
+    backend: &mut B,
+    jobs: &mut [Job<B::Work>],
     settings: &Settings,
     cancel: &AtomicBool,
     observe: &mut dyn FnMut(Progress<'_>),
@@ -290,7 +332,7 @@ fn drive(
                 if cancel.load(Ordering::Relaxed) {
                     break Ok(None);
                 }
-                match job.step(conn, batch) {
+                match backend.step(&mut job.work, &mut job.report, batch) {
                     Ok(Step::More) => continue,
                     Ok(step) => break Ok(Some(step)),
                     Err(err) => break Err(err),
@@ -315,11 +357,11 @@ fn drive(
                 }
                 Ok(Some(_done)) => {
                     busy_streak = 0;
-                    finish(job, conn, None);
+                    finish(backend, job, None);
                 }
                 Err(err) => {
                     busy_streak = 0;
-                    finish(job, conn, Some(err.to_string()));
+                    finish(backend, job, Some(err));
                 }
             }
         }
@@ -339,13 +381,13 @@ fn drive(
             settings.busy_passes.max(1),
             settings.busy_timeout
         );
-        finish(job, conn, Some(why));
+        finish(backend, job, Some(why));
     }
     false
 }
 
-fn finish(job: &mut Job, conn: &Connection, error: Option<String>) {
-    match job.count_unreadable(conn) {
+fn finish<B: Backend>(backend: &mut B, job: &mut Job<B::Work>, error: Option<String>) {
+    match backend.count_unreadable(&job.work) {
         Ok(n) => job.report.unreadable = n,
         Err(err) => {
             job.report
@@ -360,7 +402,7 @@ fn finish(job: &mut Job, conn: &Connection, error: Option<String>) {
 }
 
 /// Jobs that had begun end with an error; the others are dropped.
-fn stop_cancelled(jobs: &mut [Job]) {
+fn stop_cancelled<W>(jobs: &mut [Job<W>]) {
     for job in jobs
         .iter_mut()
         .filter(|j| j.started && j.report.finished_at == 0)
@@ -389,6 +431,13 @@ fn log_summary(report: &RunReport) {
             line
         })
         .collect();
+    if let Some(why) = &report.not_run {
+        tracing::info!(
+            trigger = report.trigger.as_str(),
+            "events run skipped: {why}"
+        );
+        return;
+    }
     for warning in &report.warnings {
         tracing::warn!("events: {warning}");
     }

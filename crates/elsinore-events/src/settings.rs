@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use elsinore_config::EventsConfig;
+use elsinore_config::{EventsConfig, PostgresUrl};
 
 /// How long one attempt at a write transaction waits for other writers.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = elsinore_store::BUSY_TIMEOUT;
@@ -20,6 +20,9 @@ pub struct Settings {
     /// How many passes a run makes over tables that met `SQLITE_BUSY`
     /// before leaving them for the next run (at least 1).
     pub busy_passes: u32,
+    /// `database` given as a PostgreSQL URL: the events run there (and
+    /// the shared SQLite path is never opened).
+    pub shared_url: Option<PostgresUrl>,
 }
 
 impl Settings {
@@ -29,7 +32,14 @@ impl Settings {
             events,
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
             busy_passes: DEFAULT_BUSY_PASSES,
+            shared_url: None,
         }
+    }
+
+    /// The same settings, run against PostgreSQL when `url` is set.
+    pub fn with_shared_url(mut self, url: Option<PostgresUrl>) -> Self {
+        self.shared_url = url;
+        self
     }
 }
 

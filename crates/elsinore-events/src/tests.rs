@@ -81,6 +81,7 @@ fn settings(events: EventsConfig) -> Settings {
         events,
         busy_timeout: Duration::from_millis(50),
         busy_passes: 3,
+        shared_url: None,
     }
 }
 

@@ -17,6 +17,16 @@
 //!
 //! The rule runs inside SQLite ([`epoch_ms_sql`]) so that a batch is one
 //! statement, not a round trip per row.
+//!
+//! On PostgreSQL a column has one type, and the rule is chosen by it
+//! ([`epoch_ms_pg_sql`]): `timestamp with time zone` is its instant;
+//! `timestamp without time zone` and `date` are read as UTC (as zone-less
+//! text is on SQLite); `smallint`, `integer`, `bigint`, `numeric`, `real`
+//! and `double precision` follow the number rule above. The same window
+//! applies (`-infinity`, `infinity`, 1970 and flags are unreadable). Other
+//! types (text among them: PostgreSQL before 16 cannot test whether text
+//! is a date without failing the whole statement) are not read: the table
+//! is skipped for that event, with the reason in the report.
 
 /// Lowest readable point in time, in epoch milliseconds (1973-03-03).
 pub const MIN_MS: i64 = 100_000_000_000;
@@ -44,6 +54,51 @@ pub fn epoch_ms_sql(column: &str) -> String {
         digits = window(number(&format!("CAST({c} AS INTEGER)"))),
         date = window(format!("(unixepoch({c}, 'subsec') * 1000)")),
     )
+}
+
+/// A PostgreSQL expression giving `column`'s value in epoch milliseconds
+/// (`numeric`), or `NULL` when the value is `NULL` or unreadable; `None`
+/// when values of `data_type` (as `format_type` spells it) are not read at
+/// all. `column` must already be a quoted identifier. The session's
+/// `TimeZone` must be UTC (the events' connection sets it).
+pub fn epoch_ms_pg_sql(column: &str, data_type: &str) -> Option<String> {
+    let c = column;
+    let window =
+        |ms: String| format!("(CASE WHEN {ms} >= {MIN_MS} AND {ms} < {MAX_MS} THEN {ms} END)");
+    match data_type {
+        "timestamp with time zone" | "timestamp without time zone" | "date" => {
+            Some(window(format!("(extract(epoch FROM {c}) * 1000)")))
+        }
+        "smallint" | "integer" | "bigint" | "numeric" | "real" | "double precision" => {
+            // numeric: no overflow multiplying, whatever the value.
+            let n = format!("({c})::numeric");
+            Some(window(format!(
+                "(CASE WHEN {n} < {SECONDS_BELOW} THEN {n} * 1000 ELSE {n} END)"
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// A condition every value [`epoch_ms_pg_sql`] reads as before the cutoff
+/// also meets, written so that an index on `column` can serve it: `cutoff`
+/// is the SQL of the cutoff in epoch milliseconds (`$2::bigint`). Only a
+/// pre-filter: the exact rule is applied as well. A number of seconds is
+/// always below a cutoff in milliseconds, so `column < cutoff` holds for
+/// both readings of a number.
+pub fn before_pg_sql(column: &str, data_type: &str, cutoff: &str) -> Option<String> {
+    let instant = format!("to_timestamp({cutoff} / 1000.0)");
+    match data_type {
+        "timestamp with time zone" => Some(format!("{column} < {instant}")),
+        "timestamp without time zone" => Some(format!("{column} < ({instant} AT TIME ZONE 'UTC')")),
+        "date" => Some(format!(
+            "{column} < (({instant} AT TIME ZONE 'UTC')::date + 1)"
+        )),
+        "smallint" | "integer" | "bigint" | "numeric" | "real" | "double precision" => {
+            Some(format!("{column} < {cutoff}"))
+        }
+        _ => None,
+    }
 }
 
 /// `name` as an SQL identifier, safe whatever it holds.

@@ -85,7 +85,17 @@ impl Declared {
         if let Some(tls) = config.startup.tls_listen {
             let _ = writeln!(out, "https:    https://{tls}");
         }
-        let _ = writeln!(out, "database: {}", config.startup.database.display());
+        match &config.startup.database_url {
+            Some(url) => {
+                let _ = writeln!(
+                    out,
+                    "database: {url} (PostgreSQL; handlers get it as ELSINORE_DB and DATABASE_URL)"
+                );
+            }
+            None => {
+                let _ = writeln!(out, "database: {}", config.startup.database.display());
+            }
+        }
         let _ = writeln!(out, "state:    {}", config.startup.state_database.display());
         let _ = writeln!(out, "events:   {}", describe_events(&config.startup.events));
         let (limits, timeouts) = (&config.startup.limits, &config.startup.timeouts);

@@ -491,7 +491,7 @@ mod executor {
             .declared
             .expect("valid config.json");
         let supervisor = Arc::new(Supervisor::new(SupervisorSettings {
-            database: config.with_file_name("db"),
+            database: elsinore_supervisor::HandlerDatabase::File(config.with_file_name("db")),
             env_remove: Vec::new(),
             stop_grace: Duration::from_secs(1),
             run_dir: config.with_file_name("run"),

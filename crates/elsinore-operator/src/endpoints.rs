@@ -157,7 +157,9 @@ impl Operator {
     async fn run_events(&self) -> Answer {
         match self.events.run_now().await {
             Ok(report) => reply_serialized(StatusCode::OK, &report),
-            Err(err @ elsinore_events::Error::Stopped) => {
+            // A PostgreSQL shared database that cannot be reached is away,
+            // not broken: 503, and the next run tries again.
+            Err(err @ (elsinore_events::Error::Stopped | elsinore_events::Error::Connect(_))) => {
                 Err(OperatorError::Unavailable(err.to_string()))
             }
             Err(err) => Err(OperatorError::Internal(err.to_string())),

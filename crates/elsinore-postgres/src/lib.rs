@@ -5,7 +5,8 @@
 //! [`postgres::Client`] with Elsinore's defaults (a connect timeout, an
 //! `application_name` that says which part of which front door holds the
 //! connection, TLS through rustls when the URL asks for it) and errors that
-//! name the URL without its password.
+//! name the URL without its password; advisory locks ([`lock`]) for work
+//! one front door of a fleet does at a time.
 //!
 //! Must not: run on the request path (every call blocks; callers own a
 //! thread or use `spawn_blocking`), nor know any table: the shared
@@ -13,6 +14,7 @@
 //! owners (`elsinore-events`, `elsinore-store`).
 
 mod connect;
+pub mod lock;
 mod tls;
 
 pub use connect::{connect, PgError, DEFAULT_CONNECT_TIMEOUT};

@@ -29,7 +29,7 @@ pub use address::HandlerAddress;
 pub use gate::{per_host_share, Busy, Turn};
 pub use handle::{HandlerHandle, HandlerState, HandlerStatus, InFlight, Unavailable};
 pub use own_process::refuse_inspection;
-pub use supervisor::{Supervisor, SupervisorSettings};
+pub use supervisor::{HandlerDatabase, Supervisor, SupervisorSettings};
 
 /// Why a handler could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -22,11 +22,35 @@ const STABLE_RUN: Duration = Duration::from_secs(30);
 /// Consecutive crashes after which the handler is reported as crash-looping.
 const CRASH_LOOP: u32 = 5;
 
+/// The shared database as handlers are told it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandlerDatabase {
+    /// A SQLite file: `ELSINORE_DB` is its path.
+    File(PathBuf),
+    /// A PostgreSQL URL: `ELSINORE_DB` and `DATABASE_URL` (the name most
+    /// PostgreSQL libraries and frameworks read) are the URL. Unredacted:
+    /// the password is the handlers' own, the one they connect with.
+    Url(String),
+}
+
+impl HandlerDatabase {
+    /// The variables a handler gets.
+    fn env(&self) -> Vec<(String, String)> {
+        match self {
+            Self::File(path) => vec![("ELSINORE_DB".to_owned(), path.display().to_string())],
+            Self::Url(url) => vec![
+                ("ELSINORE_DB".to_owned(), url.clone()),
+                ("DATABASE_URL".to_owned(), url.clone()),
+            ],
+        }
+    }
+}
+
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub struct SupervisorSettings {
-    /// The shared database (`ELSINORE_DB`).
-    pub database: PathBuf,
+    /// The shared database, as handlers are told it.
+    pub database: HandlerDatabase,
     /// Inherited variables no handler may see: every `key_env` variable.
     pub env_remove: Vec<String>,
     /// How long a handler gets between SIGTERM and SIGKILL.
@@ -124,13 +148,8 @@ impl Supervisor {
             Listen::Port(addr) => ("PORT".to_owned(), addr.port().to_string()),
             Listen::Socket(path) => ("ELSINORE_SOCKET".to_owned(), path.display().to_string()),
         });
-        env.extend([
-            (
-                "ELSINORE_DB".to_owned(),
-                settings.database.display().to_string(),
-            ),
-            ("ELSINORE_PROJECT".to_owned(), project.to_owned()),
-        ]);
+        env.extend(settings.database.env());
+        env.push(("ELSINORE_PROJECT".to_owned(), project.to_owned()));
         if let Some(key_env) = &spec.key_env {
             // Set after `env_remove` has run (see `process::spawn`): when
             // this name is also another project's `key_env`, that
