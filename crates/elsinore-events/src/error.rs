@@ -27,10 +27,10 @@ pub enum Error {
     },
     /// The shared PostgreSQL database could not be reached (the message
     /// names its URL without the password).
-    #[error("shared database: {}", with_causes(.0))]
+    #[error("shared database: {0}")]
     Connect(#[from] elsinore_postgres::PgError),
     /// PostgreSQL refused an operation outside any one table's work.
-    #[error("shared database {url}: {context}: {}", with_causes(.source))]
+    #[error("shared database {url}: {context}: {}", elsinore_postgres::describe(.source))]
     Postgres {
         /// The URL, password hidden.
         url: String,
@@ -46,23 +46,6 @@ pub enum Error {
     /// The scheduler has stopped (Elsinore is shutting down).
     #[error("the events scheduler has stopped")]
     Stopped,
-}
-
-/// `err` and its causes, `: `-separated: the client library's top-level
-/// message ("error connecting to server") alone does not say why (the
-/// refused connection, the timeout).
-fn with_causes(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(err) = cause {
-        let more = err.to_string();
-        if !text.ends_with(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cause = err.source();
-    }
-    text
 }
 
 /// Result type of this crate.

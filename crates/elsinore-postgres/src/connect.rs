@@ -18,7 +18,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
     /// The client library refused the URL (an unknown option, a bad value).
-    #[error("{url}: {source}")]
+    #[error("{url}: {}", describe(source))]
     Url {
         /// The URL, password hidden.
         url: String,
@@ -36,7 +36,7 @@ pub enum PgError {
         reason: String,
     },
     /// Connecting or authenticating failed.
-    #[error("{url}: cannot connect: {source}")]
+    #[error("{url}: cannot connect: {}", describe(source))]
     Connect {
         /// The URL, password hidden.
         url: String,
@@ -56,10 +56,11 @@ pub enum PgError {
 /// variable): a front door must not send keys to whoever answers.
 pub fn connect(url: &PostgresUrl, application_name: &str) -> Result<Client, PgError> {
     let redacted = || url.redacted();
-    let mut config = Config::from_str(url.expose()).map_err(|source| PgError::Url {
-        url: redacted(),
-        source,
-    })?;
+    let mut config =
+        Config::from_str(&libpq_sslmodes(url.expose())).map_err(|source| PgError::Url {
+            url: redacted(),
+            source,
+        })?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
     }
@@ -82,10 +83,56 @@ pub fn connect(url: &PostgresUrl, application_name: &str) -> Result<Client, PgEr
     })
 }
 
+/// `sslmode=verify-ca` and `verify-full` are libpq's spellings for what
+/// Elsinore always does with TLS (verify the chain and the host name); the
+/// client library knows only `require`, and refusing the spelling every
+/// libpq user writes would be a trap.
+fn libpq_sslmodes(url: &str) -> String {
+    let Some((head, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let query: Vec<&str> = query
+        .split('&')
+        .map(|pair| match pair {
+            "sslmode=verify-ca" | "sslmode=verify-full" => "sslmode=require",
+            other => other,
+        })
+        .collect();
+    format!("{head}?{}", query.join("&"))
+}
+
+/// `err` with its causes, `: `-separated: the client library's own message
+/// ("error connecting to server") does not say why (refused, timed out,
+/// the certificate).
+pub fn describe(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(err) = cause {
+        let more = err.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = err.source();
+    }
+    text
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn libpq_verify_modes_mean_require() {
+        assert_eq!(
+            libpq_sslmodes("postgres://h/d?user=a&sslmode=verify-full"),
+            "postgres://h/d?user=a&sslmode=require"
+        );
+        assert_eq!(libpq_sslmodes("postgres://h/d"), "postgres://h/d");
+        let url = PostgresUrl::parse("postgres://h/d?sslmode=verify-ca").unwrap();
+        assert!(Config::from_str(&libpq_sslmodes(url.expose())).is_ok());
+    }
 
     #[test]
     fn errors_never_show_the_password() {
@@ -96,6 +143,7 @@ mod tests {
         };
         let text = err.to_string();
         assert!(text.contains("postgres://app:***@127.0.0.1:1/db"), "{text}");
+        assert!(text.contains("refused"), "the cause is named: {text}");
         assert!(!text.contains("s3cret"), "{text}");
 
         let url = PostgresUrl::parse("postgres://app:s3cret@h/db?bogus=1").expect("url");

@@ -17,6 +17,6 @@ mod connect;
 pub mod lock;
 mod tls;
 
-pub use connect::{connect, PgError, DEFAULT_CONNECT_TIMEOUT};
+pub use connect::{connect, describe, PgError, DEFAULT_CONNECT_TIMEOUT};
 pub use elsinore_config::PostgresUrl;
 pub use postgres;
