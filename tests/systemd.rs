@@ -97,7 +97,8 @@ async fn listen_fds_from_socket_activation_are_served() {
     command
         .arg("-c")
         .arg(format!(
-            r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" serve --config "$1" 3<&{fd} {fd}<&-"#
+            r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" serve --config "$1" {}"#,
+            move_to_fd3(fd)
         ))
         .arg(binary())
         .arg(&config);
@@ -152,7 +153,8 @@ fn a_passed_socket_config_json_does_not_name_is_refused() {
     let output = std::process::Command::new("bash")
         .arg("-c")
         .arg(format!(
-            r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" serve --config "$1" 3<&{fd} {fd}<&-"#
+            r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" serve --config "$1" {}"#,
+            move_to_fd3(fd)
         ))
         .arg(binary())
         .arg(&config)
@@ -165,4 +167,15 @@ fn a_passed_socket_config_json_does_not_name_is_refused() {
         said.contains(&addr.to_string()) && said.contains("fd 3"),
         "{said}"
     );
+}
+
+/// bash redirections putting `fd` at 3 and closing the original, as
+/// systemd passes a socket; when the socket already is fd 3, closing "the
+/// original" would close it (and the server's first file would take 3).
+fn move_to_fd3(fd: std::os::fd::RawFd) -> String {
+    if fd == 3 {
+        String::new()
+    } else {
+        format!("3<&{fd} {fd}<&-")
+    }
 }
