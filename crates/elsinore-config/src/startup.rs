@@ -19,6 +19,7 @@ use crate::limits::{Limits, Timeouts};
 use crate::observability::{AccessLogTarget, LogFormat, MetricsConfig};
 use crate::run_as::DatabaseGroup;
 use crate::static_files::StaticFilesConfig;
+use crate::tracing_config::TracingConfig;
 
 /// Settings read once at startup: listeners, the database, shutdown,
 /// watching, the admin API's CORS origins, the events schedule, logging,
@@ -67,6 +68,9 @@ pub struct Startup {
     /// Automatic certificates (`acme`), if configured: the account, the
     /// storage and the issuing task are set up once.
     pub acme: Option<AcmeConfig>,
+    /// Trace sampling and export (`tracing`); propagation only when
+    /// absent. The exporter is set up once.
+    pub tracing: TracingConfig,
 }
 
 /// One startup setting edited in config.json: applied only after a
@@ -148,6 +152,7 @@ impl Startup {
             timeouts,
             static_files,
             acme,
+            tracing,
         } = self;
         let Self {
             listen: new_listen,
@@ -167,6 +172,7 @@ impl Startup {
             timeouts: new_timeouts,
             static_files: new_static_files,
             acme: new_acme,
+            tracing: new_tracing,
         } = new;
         let mut out = Vec::new();
         let mut value = |field: &'static str, changed: bool, now: String, running: String| {
@@ -263,6 +269,7 @@ impl Startup {
             ("timeouts", timeouts != new_timeouts),
             ("static_files", static_files != new_static_files),
             ("acme", acme != new_acme),
+            ("tracing", tracing != new_tracing),
         ] {
             if changed {
                 out.push(RestartNeeded::Section { field });
