@@ -46,6 +46,8 @@ pub(crate) struct Line<'a> {
     /// The `rate_limits` scope that refused the request (`per_ip`, …).
     pub(crate) limited: Option<&'static str>,
     pub(crate) request_id: &'a str,
+    /// The W3C trace id (32 hex digits), the client's or a new one.
+    pub(crate) trace: Option<&'a [u8; 32]>,
 }
 
 impl Line<'_> {
@@ -99,6 +101,11 @@ impl Line<'_> {
         }
         out.extend_from_slice(b" request_id=");
         text_value(self.request_id, out);
+        if let Some(trace) = self.trace {
+            // Hex digits only: never needs escaping.
+            out.extend_from_slice(b" trace=");
+            out.extend_from_slice(trace);
+        }
         out.push(b'\n');
     }
 
@@ -145,6 +152,11 @@ impl Line<'_> {
         }
         out.extend_from_slice(b",\"request_id\":");
         json_string(&[self.request_id], out);
+        if let Some(trace) = self.trace {
+            out.extend_from_slice(b",\"trace\":\"");
+            out.extend_from_slice(trace);
+            out.push(b'"');
+        }
         out.extend_from_slice(b"}\n");
     }
 }
@@ -289,6 +301,7 @@ mod tests {
             handler_time: Some(Duration::from_micros(11_836)),
             limited: None,
             request_id: "927f7573000000000000",
+            trace: None,
         }
     }
 
