@@ -88,7 +88,7 @@ async fn an_incoming_traceparent_is_continued_with_elsinores_span_as_parent() {
     );
     // X-Request-Id is as before: made by Elsinore, given to both sides.
     let id = reply.header("x-request-id").expect("request id").to_owned();
-    assert_eq!(reply.seen("x-request-id"), [id.clone()]);
+    assert_eq!(reply.seen("x-request-id"), std::slice::from_ref(&id));
     let line = server.stdout.wait_for(&format!("request_id={id}"));
     assert!(line.contains(&format!(" trace={INCOMING_TRACE}")), "{line}");
 }

@@ -398,4 +398,20 @@ mod tests {
         assert_eq!(at(1_709_251_199), "2024-02-29T23:59:59.000000Z");
         assert_eq!(at(4_107_542_400), "2100-03-01T00:00:00.000000Z");
     }
+
+    #[test]
+    fn the_trace_id_ends_the_text_line_and_is_a_json_key() {
+        let trace = *b"4bf92f3577b34da6a3ce929d0e0e4736";
+        let mut traced = line("/", None);
+        traced.trace = Some(&trace);
+        let written = text(&traced);
+        assert!(
+            written.ends_with(
+                " request_id=927f7573000000000000 trace=4bf92f3577b34da6a3ce929d0e0e4736\n"
+            ),
+            "{written}"
+        );
+        assert_eq!(json(&traced)["trace"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(!text(&line("/", None)).contains("trace="));
+    }
 }
