@@ -339,6 +339,17 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_tracing_block_waits_for_a_restart() {
+        assert_eq!(
+            messages(
+                r#"{"projects": ["a"]}"#,
+                r#"{"projects": ["a"], "tracing": {"sample_ratio": 0.5, "otlp_endpoint": "http://127.0.0.1:4318"}}"#
+            ),
+            ["config.json `tracing` changed; it takes effect after a restart"]
+        );
+    }
+
+    #[test]
     fn reloadable_settings_need_no_restart() {
         assert_eq!(
             messages(

@@ -8,7 +8,7 @@
 //! collector costs spans, never a request's time.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use elsinore_metrics::Metrics;
 use opentelemetry::{InstrumentationScope, KeyValue};
@@ -24,6 +24,9 @@ use crate::Error;
 pub const QUEUE_CAPACITY: usize = 2048;
 /// Requests sent in one export at most.
 pub const MAX_BATCH: usize = 512;
+/// A failing collector is reported at most this often (the metric counts
+/// every span).
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// How the exporter sends.
 #[derive(Debug, Clone)]
@@ -92,22 +95,23 @@ pub fn start(settings: ExportSettings, metrics: Arc<Metrics>) -> Result<SpanSink
         let mut batch: Vec<FinishedSpan> = Vec::with_capacity(MAX_BATCH);
         let mut ticker = tokio::time::interval(settings.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failures = Failures::default();
         loop {
-            let open = tokio::select! {
-                received = finished.recv_many(&mut batch, MAX_BATCH) => received > 0,
-                _ = ticker.tick() => true,
+            // `batch` is below MAX_BATCH here (a full one was exported), so
+            // `recv_many` returns 0 only when every sink is gone.
+            let room = MAX_BATCH - batch.len();
+            let (open, due) = tokio::select! {
+                received = finished.recv_many(&mut batch, room) => (received > 0, false),
+                _ = ticker.tick() => (true, true),
             };
-            if !batch.is_empty() && (batch.len() >= MAX_BATCH || !open || finished.is_empty()) {
+            if !batch.is_empty() && (due || !open || batch.len() >= MAX_BATCH) {
                 // While this waits for the collector the queue fills, and
                 // past its capacity the request path drops: never blocks.
-                export(
-                    &exporter,
-                    &scope,
-                    &mut batch,
-                    settings.timeout,
-                    &task_metrics,
-                )
-                .await;
+                let export = export(&exporter, &scope, &mut batch, settings.timeout);
+                if let Err((spans, error)) = export.await {
+                    task_metrics.trace_spans_dropped(spans);
+                    failures.record(spans, &error, &settings.url);
+                }
             }
             if !open {
                 break;
@@ -117,24 +121,87 @@ pub fn start(settings: ExportSettings, metrics: Arc<Metrics>) -> Result<SpanSink
     Ok(SpanSink { queue, metrics })
 }
 
+/// Sends `batch` (emptied); on failure, how many spans were lost and why.
 async fn export(
     exporter: &opentelemetry_otlp::SpanExporter,
     scope: &InstrumentationScope,
     batch: &mut Vec<FinishedSpan>,
     timeout: Duration,
-    metrics: &Metrics,
-) {
+) -> Result<(), (u64, String)> {
     let mut spans: Vec<SpanData> = Vec::with_capacity(batch.len() * 4);
     for finished in batch.drain(..) {
         finished.into_span_data(scope, &mut spans);
     }
     let count = spans.len() as u64;
-    let outcome = tokio::time::timeout(timeout, exporter.export(spans)).await;
-    let failure = match outcome {
-        Ok(Ok(())) => return,
-        Ok(Err(error)) => error.to_string(),
-        Err(_) => format!("no answer within {} ms", timeout.as_millis()),
-    };
-    metrics.trace_spans_dropped(count);
-    tracing::warn!(spans = count, error = %failure, "trace export failed; spans dropped");
+    match tokio::time::timeout(timeout, exporter.export(spans)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err((count, error.to_string())),
+        Err(_) => Err((
+            count,
+            format!("no answer within {} ms", timeout.as_millis()),
+        )),
+    }
+}
+
+/// Failed exports not yet reported in the log.
+#[derive(Debug, Default)]
+struct Failures {
+    last_warned: Option<Instant>,
+    unreported: u64,
+}
+
+impl Failures {
+    /// Logs the first failure, then at most once per [`WARN_EVERY`] with
+    /// the spans lost since: a dead collector must not flood the log.
+    fn record(&mut self, spans: u64, error: &str, url: &str) {
+        self.unreported += spans;
+        if self.last_warned.is_some_and(|at| at.elapsed() < WARN_EVERY) {
+            return;
+        }
+        tracing::warn!(
+            collector = url,
+            spans = self.unreported,
+            error,
+            "trace export failed; spans dropped (counted in elsinore_trace_spans_dropped_total)"
+        );
+        self.last_warned = Some(Instant::now());
+        self.unreported = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use http::HeaderMap;
+
+    use super::*;
+    use crate::{RequestSpan, Sampler, TraceContext};
+
+    fn finished() -> FinishedSpan {
+        let cx = TraceContext::of_request(&HeaderMap::new(), &Sampler::new(1.0));
+        let mut span = RequestSpan::begin(&cx, Instant::now());
+        span.child("queue", Instant::now(), Instant::now());
+        span.finish(200, Some(5))
+    }
+
+    #[test]
+    fn a_full_queue_drops_without_waiting_and_counts_every_span() {
+        let metrics = Arc::new(Metrics::new(false));
+        let (queue, _held) = mpsc::channel(1);
+        let sink = SpanSink {
+            queue,
+            metrics: metrics.clone(),
+        };
+        for _ in 0..3 {
+            sink.submit(finished());
+        }
+        let text = metrics.encode().expect("encode");
+        // Two requests of two spans each (server + queue) did not fit.
+        assert!(
+            text.lines()
+                .any(|line| line == "elsinore_trace_spans_dropped_total 4"),
+            "{text}"
+        );
+    }
 }
