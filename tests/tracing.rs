@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{until, Reply, Server, Workspace, WAIT};
+use common::{until, Reply, Server, WebSocket, Workspace, WAIT};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -459,4 +459,72 @@ async fn a_collector_that_refuses_connections_delays_no_request() {
         listener.local_addr().expect("addr")
     };
     requests_do_not_wait_for(format!("http://{addr}")).await;
+}
+
+#[tokio::test]
+async fn a_sampled_client_span_is_continued_at_ratio_zero_and_an_upgrade_ends_at_the_101() {
+    let (collector, addr) = Collector::start().await;
+    let ws = Workspace::new();
+    ws.project("polonius", &["polonius.test"], &common::echo_manifest());
+    let config = ws.config_with(
+        json!(["polonius"]),
+        json!({"tracing": {
+            "sample_ratio": 0.0,
+            "otlp_endpoint": format!("http://{addr}"),
+            "export_interval": "100ms",
+        }}),
+    );
+    let server = Server::start(&config);
+    // The client's sampled flag wins over sample_ratio 0.
+    let reply = server
+        .get("polonius.test", "/x")
+        .header("traceparent", INCOMING)
+        .send()
+        .await;
+    let [_, _, parent, _] = handler_traceparent(&reply);
+    until("the continued trace's server span", || {
+        let found = collector
+            .spans()
+            .iter()
+            .any(|s| hex(&s.trace_id) == INCOMING_TRACE && s.kind == SpanKind::Server as i32);
+        async move { found }
+    })
+    .await;
+    let span = collector
+        .spans()
+        .into_iter()
+        .find(|s| hex(&s.trace_id) == INCOMING_TRACE && s.kind == SpanKind::Server as i32)
+        .expect("server span");
+    assert_eq!(
+        hex(&span.parent_span_id),
+        "00f067aa0ba902b7",
+        "the client's span is the parent"
+    );
+    assert_eq!(hex(&span.span_id), parent);
+    assert_eq!(span.name, "GET /");
+
+    // A WebSocket: its span is exported while the socket is still open.
+    let upgrade_trace = "0af7651916cd43dd8448eb211c80319c";
+    let mut socket = WebSocket::connect_with(
+        server.addr,
+        "polonius.test",
+        "/ws",
+        &[(
+            "traceparent",
+            &format!("00-{upgrade_trace}-b7ad6b7169203331-01"),
+        )],
+    )
+    .await;
+    socket.echo("to be or not to be").await;
+    until("the upgrade's span while the socket is open", || {
+        let found = collector.spans().iter().any(|s| {
+            hex(&s.trace_id) == upgrade_trace
+                && s.kind == SpanKind::Server as i32
+                && attribute(&s.attributes, "http.response.status_code")
+                    == Some(AnyValue::IntValue(101))
+        });
+        async move { found }
+    })
+    .await;
+    socket.echo("still open").await;
 }
