@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Elsinore vs nginx vs direct, side by side on this machine, in one run.
 
-Usage: python3 bench/run.py [--duration 10] [--warmup 2] [--quick] [--access-log]
+Usage: python3 bench/run.py [--duration 10] [--warmup 2] [--quick] [--access-log] [--tracing]
 
 Starts, all on 127.0.0.1: two fixed-body backends (100 B and 16 KiB,
 `bench-backend` from crates/elsinore-bench), nginx as a reverse proxy to
@@ -15,8 +15,10 @@ also runs on a location that adds the headers Elsinore adds for the
 handler (forwarding and handler context), printed below the table: the
 main nginx adds none. `--access-log` runs only the access-log row: both
 log every request to a file in a temp dir (nginx `buffer=64k flush=1s`,
-with the context headers), c=64 100 B keep-alive. See bench/README.md for
-method and caveats.
+with the context headers), c=64 100 B keep-alive. `--tracing` runs only
+the tracing rows: Elsinore without a `tracing` block, with sampling 0 and
+with sampling 1.0 (spans exported to a bench-backend standing in for the
+collector). See bench/README.md for method and caveats.
 """
 
 import argparse
@@ -216,10 +218,11 @@ def https_server(tls, locations):
             f"    ssl_certificate {cert};\n    ssl_certificate_key {key};\n{locations}  }}\n")
 
 
-def start_elsinore(work, name, backends, extra_hosts=0, tls=None, access_log="off"):
+def start_elsinore(work, name, backends, extra_hosts=0, tls=None, access_log="off", extra=None):
     """Elsinore with one project per backend; with tls = (cert, key, port)
     also HTTPS on that port, the certificate as tls.default_cert;
-    `access_log` as config.json's (off unless given a file)."""
+    `access_log` as config.json's (off unless given a file); `extra`
+    more top-level keys of config.json."""
     root = os.path.join(work, name)
     os.makedirs(root)
     projects = []
@@ -237,6 +240,7 @@ def start_elsinore(work, name, backends, extra_hosts=0, tls=None, access_log="of
     config = os.path.join(root, "config.json")
     settings = {"listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin}",
                 "database": "data/elsinore.db", "projects": projects, "access_log": access_log}
+    settings.update(extra or {})
     if tls:
         cert, key, https_port = tls
         settings["tls_listen"] = f"127.0.0.1:{https_port}"
@@ -327,6 +331,8 @@ def main():
                         help="only TCP vs Unix-socket handlers (socket = true), c=64 100 B keep-alive")
     parser.add_argument("--access-log", action="store_true",
                         help="only the access-log row: both log to a file, c=64 100 B keep-alive")
+    parser.add_argument("--tracing", action="store_true",
+                        help="only the tracing rows: no tracing block, sample_ratio 0 and 1.0, 100 B keep-alive")
     parser.add_argument("--post-only", action="store_true",
                         help="only the POST 16 KiB scenario (reuse_after_body off and on, beside nginx)")
     parser.add_argument("--https-only", action="store_true",
@@ -340,6 +346,8 @@ def main():
         return socket_only(args)
     if args.access_log:
         return access_log_only(args)
+    if args.tracing:
+        return tracing_only(args)
     work = tempfile.mkdtemp(prefix="elsinore-bench-")
     results = []
     try:
@@ -504,6 +512,62 @@ def access_log_only(args):
           f"{mean(e, 'rps') / mean(n, 'rps'):>6.2f}")
     print(f"run/run spread (max-min over mean): nginx {spread_of(n) * 100:.0f}%, elsinore {spread_of(e) * 100:.0f}%")
     print(f"lines logged (warm-ups included): nginx {lines['nginx']}, elsinore {lines['elsinore']}")
+
+
+def tracing_only(args):
+    """Three Elsinores on the same backends: no `tracing` block, sampling 0
+    (an endpoint configured: ids made and sent, no span built) and sampling
+    1.0 (every request's spans exported). The collector is one more
+    bench-backend: it reads each export and answers 200, which the
+    exporter takes as success. c=1 and c=64, 100 B keep-alive, alternated
+    three times; the spans dropped are read from /metrics at the end."""
+    work = tempfile.mkdtemp(prefix="elsinore-bench-")
+    variants = ("none", "ratio0", "ratio1")
+    try:
+        backends = start_backends()
+        collector = free_port()
+        start([os.path.join(RELEASE, "bench-backend"), "--port", str(collector), "--body-bytes", "2",
+               "--threads", "1"], ready_text="ready on")
+        endpoint = f"http://127.0.0.1:{collector}"
+        configs = {
+            "none": None,
+            "ratio0": {"tracing": {"sample_ratio": 0.0, "otlp_endpoint": endpoint}},
+            "ratio1": {"tracing": {"sample_ratio": 1.0, "otlp_endpoint": endpoint}},
+        }
+        servers = {name: start_elsinore(work, name, backends, extra=configs[name]) for name in variants}
+        runs = {(name, conns): [] for name in variants for conns in (1, 64)}
+        for _ in range(3):
+            for conns in (1, 64):
+                for name in variants:
+                    _, port, _ = servers[name]
+                    runs[(name, conns)].append(wrk(f"http://127.0.0.1:{port}/", "100b.bench", conns, True,
+                                                   args.duration, args.warmup))
+        dropped = {}
+        for name in variants:
+            _, _, admin = servers[name]
+            text = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics").read().decode()
+            m = re.search(r"^elsinore_trace_spans_dropped_total (\d+)", text, re.M)
+            dropped[name] = int(m.group(1)) if m else 0
+    finally:
+        stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+
+    def mean(rows, key):
+        return sum(r[key] for r in rows) / len(rows)
+
+    print("Tracing, 100 B keep-alive, mean of 3 alternated runs (req/s, p50/p99 µs):")
+    print(f"{'conns':<6} {'variant':<8} {'req/s':>9} {'p50':>7} {'p99':>7} {'vs none':>8} {'spread':>7}")
+    for conns in (1, 64):
+        base = mean(runs[("none", conns)], "rps")
+        for name in variants:
+            rows = runs[(name, conns)]
+            rps = [r["rps"] for r in rows]
+            spread = (max(rps) - min(rps)) / mean(rows, "rps")
+            errors = sum(r["errors"] for r in rows)
+            print(f"{conns:<6} {name:<8} {mean(rows, 'rps'):>9.0f} {mean(rows, 'p50'):>7.0f} {mean(rows, 'p99'):>7.0f} "
+                  f"{mean(rows, 'rps') / base:>8.3f} {spread * 100:>6.0f}%" + (f"  ({errors} errors)" if errors else ""))
+    print("spans dropped (elsinore_trace_spans_dropped_total): "
+          + ", ".join(f"{name} {dropped[name]}" for name in variants))
 
 
 def socket_only(args):

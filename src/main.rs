@@ -17,6 +17,7 @@ mod readiness;
 mod serve;
 mod systemd;
 mod tenant_api;
+mod tracing_setup;
 mod upgrade;
 mod upgrade_cmd;
 mod upgrade_files;

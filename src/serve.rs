@@ -211,6 +211,7 @@ async fn serve(
         ),
         _ => None,
     };
+    let tracer = crate::tracing_setup::tracer(&config.startup.tracing, metrics.clone())?;
     let mut proxy = Proxy::new(live.table());
     if let Some(acme) = &acme {
         proxy = proxy.with_http01(acme.clone());
@@ -223,7 +224,8 @@ async fn serve(
             .with_https_port(tls_addr.map(|a| a.port()))
             .with_limits(&config.startup.limits, &config.startup.timeouts)
             .with_metrics(metrics.clone())
-            .with_access_log(access_log.clone()),
+            .with_access_log(access_log.clone())
+            .with_tracer(tracer),
     );
     tokio::spawn(access_log.clone().flush_every(elsinore_proxy::FLUSH_EVERY));
     spawn_sigusr1_reopens(access_log.clone());

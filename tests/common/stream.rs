@@ -44,10 +44,24 @@ pub struct WebSocket {
 
 impl WebSocket {
     pub async fn connect(addr: SocketAddr, host: &str, path: &str) -> Self {
+        Self::connect_with(addr, host, path, &[]).await
+    }
+
+    /// [`WebSocket::connect`] with `extra` request headers.
+    pub async fn connect_with(
+        addr: SocketAddr,
+        host: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+    ) -> Self {
         let mut stream = TcpStream::connect(addr).await.unwrap();
+        let extra: String = extra
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect();
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
         );
         stream.write_all(request.as_bytes()).await.unwrap();
         let head = read_until(&mut stream, b"\r\n\r\n").await;

@@ -27,6 +27,7 @@ use crate::rate_limits::{validate_rate_limits, RateLimits, RawRateLimits};
 use crate::run_as::{resolve_group, resolve_run_as, running_as_root, DatabaseGroup, RunAs};
 use crate::startup::Startup;
 use crate::static_files::{validate_static_files, RawStaticFiles};
+use crate::tracing_config::{validate_tracing, RawTracing};
 use crate::trust::{parse_trusted_proxies, parse_upgrade_protocols, TrustedProxies};
 
 /// Where the public listener binds when `listen` is absent.
@@ -207,6 +208,7 @@ struct RawConfig {
     upgrade_protocols: Option<Vec<String>>,
     underscores_in_headers: Option<bool>,
     rate_limits: Option<RawRateLimits>,
+    tracing: Option<RawTracing>,
 }
 
 #[derive(Deserialize)]
@@ -369,6 +371,7 @@ impl Config {
         let cors_origins =
             crate::origin::parse_origins(raw.cors_origins, "cors_origins", &mut problems);
         let events = validate_events(raw.events, &mut problems);
+        let tracing = validate_tracing(raw.tracing, &mut problems);
         let limits = validate_limits(raw.limits, &mut problems);
         let timeouts = validate_timeouts(raw.timeouts, &mut problems);
         let static_files = validate_static_files(raw.static_files, &mut problems);
@@ -496,6 +499,7 @@ impl Config {
                         timeouts,
                         static_files,
                         acme,
+                        tracing,
                     },
                     operator_access,
                     projects,

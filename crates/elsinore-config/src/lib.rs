@@ -36,6 +36,7 @@ mod request_path;
 mod run_as;
 mod startup;
 mod static_files;
+mod tracing_config;
 mod trust;
 
 pub use acme::{AcmeChallenge, AcmeConfig, DEFAULT_ACME_RATE, DEFAULT_ACME_STORAGE};
@@ -77,6 +78,10 @@ pub use startup::{RestartNeeded, Startup};
 pub use static_files::{
     StaticFilesConfig, DEFAULT_STATIC_CACHE_FILE_MAX, DEFAULT_STATIC_CACHE_SIZE,
     DEFAULT_STATIC_RECHECK_AFTER,
+};
+pub use tracing_config::{
+    TracingConfig, DEFAULT_TRACING_EXPORT_INTERVAL, DEFAULT_TRACING_EXPORT_TIMEOUT,
+    OTLP_TRACES_PATH,
 };
 pub use trust::{TrustedProxies, DEFAULT_UPGRADE_PROTOCOLS};
 

@@ -20,6 +20,7 @@ use crate::observability::{AccessLogTarget, LogFormat, MetricsConfig};
 use crate::postgres_url::PostgresUrl;
 use crate::run_as::DatabaseGroup;
 use crate::static_files::StaticFilesConfig;
+use crate::tracing_config::TracingConfig;
 
 /// Settings read once at startup: listeners, the database, shutdown,
 /// watching, the admin API's CORS origins, the events schedule, logging,
@@ -83,6 +84,9 @@ pub struct Startup {
     /// Automatic certificates (`acme`), if configured: the account, the
     /// storage and the issuing task are set up once.
     pub acme: Option<AcmeConfig>,
+    /// Trace sampling and export (`tracing`); propagation only when
+    /// absent. The exporter is set up once.
+    pub tracing: TracingConfig,
 }
 
 /// One startup setting edited in config.json: applied only after a
@@ -166,6 +170,7 @@ impl Startup {
             timeouts,
             static_files,
             acme,
+            tracing,
         } = self;
         let Self {
             listen: new_listen,
@@ -187,6 +192,7 @@ impl Startup {
             timeouts: new_timeouts,
             static_files: new_static_files,
             acme: new_acme,
+            tracing: new_tracing,
         } = new;
         let mut out = Vec::new();
         let mut value = |field: &'static str, changed: bool, now: String, running: String| {
@@ -288,6 +294,7 @@ impl Startup {
             ("timeouts", timeouts != new_timeouts),
             ("static_files", static_files != new_static_files),
             ("acme", acme != new_acme),
+            ("tracing", tracing != new_tracing),
         ] {
             if changed {
                 out.push(RestartNeeded::Section { field });
@@ -353,6 +360,17 @@ mod tests {
                 "config.json `limits` changed; it takes effect after a restart",
                 "config.json `events` changed; the new schedule and retention take effect after a restart",
             ]
+        );
+    }
+
+    #[test]
+    fn a_changed_tracing_block_waits_for_a_restart() {
+        assert_eq!(
+            messages(
+                r#"{"projects": ["a"]}"#,
+                r#"{"projects": ["a"], "tracing": {"sample_ratio": 0.5, "otlp_endpoint": "http://127.0.0.1:4318"}}"#
+            ),
+            ["config.json `tracing` changed; it takes effect after a restart"]
         );
     }
 

@@ -246,6 +246,8 @@ pub struct Metrics {
     /// [`OTHER_HOSTS`].
     limited_hosts: Mutex<HashMap<String, u64>>,
     open_connections: Gauge,
+    /// Spans dropped by the trace exporter (queue full, export failed).
+    trace_spans_dropped: Counter,
     /// Every request series (requests by class, body bytes, latencies),
     /// created once per (project, handler, host): recording a request is
     /// then two FNV-hashed `&str` lookups (and a host one with per_host)
@@ -272,6 +274,12 @@ impl Metrics {
         let auth_failures = Family::<AuthLabels, Counter>::default();
         let rate_limited = Family::<LimitedLabels, Counter>::default();
         let open_connections = Gauge::default();
+        let trace_spans_dropped = Counter::default();
+        registry.register(
+            "trace_spans_dropped",
+            "Spans of sampled requests not exported: the exporter's queue was full, or the collector refused or did not answer an export",
+            trace_spans_dropped.clone(),
+        );
         registry.register(
             "rate_limited",
             "Requests refused with 429 by rate_limits, by project and scope (per_ip, per_host, per_project)",
@@ -300,6 +308,7 @@ impl Metrics {
             rate_limited,
             limited_hosts: Mutex::default(),
             open_connections,
+            trace_spans_dropped,
             series,
             host_series: Mutex::new(0),
             max_host_series: MAX_HOST_SERIES,
@@ -358,6 +367,11 @@ impl Metrics {
             .get_or_insert(host, &series);
         self.series.store(Arc::new(map));
         series
+    }
+
+    /// Counts `spans` spans the trace exporter dropped.
+    pub fn trace_spans_dropped(&self, spans: u64) {
+        self.trace_spans_dropped.inc_by(spans);
     }
 
     /// Whether request metrics carry a `host` label.

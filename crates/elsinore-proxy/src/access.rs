@@ -17,6 +17,7 @@ use elsinore_metrics::{
 };
 use elsinore_routes::ProjectRoute;
 use elsinore_supervisor::HandlerHandle;
+use elsinore_tracing::{RequestSpan, TraceContext, Tracer};
 use http::{HeaderValue, Method, Response, StatusCode, Uri};
 use http_body_util::Either;
 use hyper::body::Body;
@@ -74,6 +75,18 @@ pub(crate) struct Access {
     metrics: Arc<Metrics>,
     /// The request thread answering: its own shard of the metrics.
     shard: ThreadShard,
+    /// The trace id for the log line, when the log is on.
+    trace_id: Option<[u8; 32]>,
+    /// The span of a sampled request, when spans are exported: boxed, so
+    /// that an unsampled request carries one pointer.
+    pub(crate) span: Option<Box<Traced>>,
+}
+
+/// A sampled request's span and where it goes when finished.
+#[derive(Debug)]
+pub(crate) struct Traced {
+    pub(crate) span: RequestSpan,
+    tracer: Tracer,
 }
 
 #[derive(Debug)]
@@ -89,9 +102,12 @@ impl Access {
         request: &http::Request<B>,
         conn: &ConnInfo,
         request_id: &HeaderValue,
+        trace: &TraceContext,
+        tracer: &Tracer,
         metrics: Arc<Metrics>,
         log: Option<Arc<ThreadLog>>,
     ) -> Self {
+        let start = Instant::now();
         let client = conn.peer;
         let logged = log.is_some();
         let declared = request
@@ -100,8 +116,19 @@ impl Access {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
+        let span = tracer.records(trace).then(|| {
+            let mut span = RequestSpan::begin(trace, start);
+            // Named by what answers it once routed; the method alone
+            // until then (a request refused before routing).
+            span.set_name(request.method().to_string());
+            span.attribute("http.request.method", request.method().to_string());
+            Box::new(Traced {
+                span,
+                tracer: tracer.clone(),
+            })
+        });
         Self {
-            start: Instant::now(),
+            start,
             client,
             forwarded_client: None,
             method: request.method().clone(),
@@ -120,6 +147,8 @@ impl Access {
             quota: None,
             metrics,
             shard: conn.shard,
+            trace_id: logged.then(|| trace.trace_id_hex()),
+            span,
         }
     }
 
@@ -199,8 +228,12 @@ impl Access {
         self.handler.as_ref().map_or("", |h| h.name())
     }
 
-    fn finish(self, status: StatusCode, bytes_out: u64) {
+    fn finish(mut self, status: StatusCode, bytes_out: u64) {
         let total = self.start.elapsed();
+        if let Some(traced) = self.span.take() {
+            let Traced { span, tracer } = *traced;
+            tracer.submit(span.finish(status.as_u16(), Some(bytes_out)));
+        }
         let bytes_in = match &self.bytes_in {
             BytesIn::Declared(n) => *n,
             BytesIn::Counted(progress) => progress.sent(),
@@ -262,6 +295,7 @@ impl Access {
                 .as_ref()
                 .and_then(|id| id.to_str().ok())
                 .unwrap_or("-"),
+            trace: self.trace_id.as_ref(),
         });
     }
 }
@@ -285,7 +319,7 @@ pub(crate) enum HostLabel {
 }
 
 impl HostLabel {
-    fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             Self::Declared(name) => name,
             Self::Default => DEFAULT_HOST_LABEL,

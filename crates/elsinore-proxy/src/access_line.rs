@@ -46,6 +46,8 @@ pub(crate) struct Line<'a> {
     /// The `rate_limits` scope that refused the request (`per_ip`, …).
     pub(crate) limited: Option<&'static str>,
     pub(crate) request_id: &'a str,
+    /// The W3C trace id (32 hex digits), the client's or a new one.
+    pub(crate) trace: Option<&'a [u8; 32]>,
 }
 
 impl Line<'_> {
@@ -99,6 +101,11 @@ impl Line<'_> {
         }
         out.extend_from_slice(b" request_id=");
         text_value(self.request_id, out);
+        if let Some(trace) = self.trace {
+            // Hex digits only: never needs escaping.
+            out.extend_from_slice(b" trace=");
+            out.extend_from_slice(trace);
+        }
         out.push(b'\n');
     }
 
@@ -145,6 +152,11 @@ impl Line<'_> {
         }
         out.extend_from_slice(b",\"request_id\":");
         json_string(&[self.request_id], out);
+        if let Some(trace) = self.trace {
+            out.extend_from_slice(b",\"trace\":\"");
+            out.extend_from_slice(trace);
+            out.push(b'"');
+        }
         out.extend_from_slice(b"}\n");
     }
 }
@@ -289,6 +301,7 @@ mod tests {
             handler_time: Some(Duration::from_micros(11_836)),
             limited: None,
             request_id: "927f7573000000000000",
+            trace: None,
         }
     }
 
@@ -384,5 +397,21 @@ mod tests {
         assert_eq!(at(951_782_400), "2000-02-29T00:00:00.000000Z");
         assert_eq!(at(1_709_251_199), "2024-02-29T23:59:59.000000Z");
         assert_eq!(at(4_107_542_400), "2100-03-01T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn the_trace_id_ends_the_text_line_and_is_a_json_key() {
+        let trace = *b"4bf92f3577b34da6a3ce929d0e0e4736";
+        let mut traced = line("/", None);
+        traced.trace = Some(&trace);
+        let written = text(&traced);
+        assert!(
+            written.ends_with(
+                " request_id=927f7573000000000000 trace=4bf92f3577b34da6a3ce929d0e0e4736\n"
+            ),
+            "{written}"
+        );
+        assert_eq!(json(&traced)["trace"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(!text(&line("/", None)).contains("trace="));
     }
 }

@@ -88,7 +88,9 @@ impl HandlerClient {
 
     /// Sends `request` (origin-form URI, the client's Host) to `handler`
     /// over a pooled connection from the list of `shard` (the request
-    /// thread running this), or a new one that goes back to that list.
+    /// thread running this), or a new one that goes back to that list;
+    /// when a new one is made, `connected` gets when the connect began and
+    /// ended (a trace's `connect` span).
     ///
     /// Not an `async fn`: one of those keeps its arguments twice (as
     /// passed and as moved into its body), and a request is ~300 bytes
@@ -102,6 +104,7 @@ impl HandlerClient {
         handler: &'a HandlerHandle,
         mut request: Request<RequestBody>,
         shard: ThreadShard,
+        connected: &'a mut Option<(Instant, Instant)>,
     ) -> impl Future<Output = Result<Response<PooledBody>, ClientError>> + 'a {
         async move {
             let pool = handler
@@ -121,7 +124,9 @@ impl HandlerClient {
                     },
                 }
             }
+            let began = Instant::now();
             let mut sender = self.connect(handler.address()).await?;
+            *connected = Some((began, Instant::now()));
             match sender.send_request(request).await {
                 Ok(response) => Ok(leased(response, sender, pool, shard)),
                 Err(err) => Err(ClientError::Http(err)),

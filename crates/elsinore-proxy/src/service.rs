@@ -14,6 +14,7 @@ use elsinore_metrics::{Metrics, RequestThreads};
 use elsinore_routes::{HostRoute, ProjectRoute, RouteTable};
 use elsinore_static::{Outcome, Site, StaticBody};
 use elsinore_supervisor::{Busy, HandlerHandle, Unavailable};
+use elsinore_tracing::{TraceContext, Tracer};
 use http::header::{CONNECTION, HOST, ORIGIN, UPGRADE};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -93,6 +94,8 @@ pub struct Proxy {
     throttle: Throttle,
     /// `rate_limits` buckets per client address, host and project.
     rate_limiter: RateLimiter,
+    /// Trace context for every request; spans for sampled ones.
+    tracer: Tracer,
 }
 
 impl Proxy {
@@ -113,7 +116,15 @@ impl Proxy {
             access_log: AccessLog::off(),
             throttle: Throttle::default(),
             rate_limiter: RateLimiter::default(),
+            tracer: Tracer::propagate_only(),
         }
+    }
+
+    /// Samples and exports spans as `tracer` says (by default trace ids
+    /// are propagated and nothing is exported).
+    pub fn with_tracer(mut self, tracer: Tracer) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     /// Records requests in `metrics` (by default a private registry
@@ -224,14 +235,18 @@ impl Proxy {
             let request_id = self
                 .request_ids
                 .for_request(request.headers().get(X_REQUEST_ID));
+            let trace = self.tracer.context(request.headers());
             let mut access = Access::begin(
                 &request,
                 conn,
                 &request_id,
+                &trace,
+                &self.tracer,
                 self.metrics.clone(),
                 self.access_log.thread(conn.shard),
             );
-            let mut response = match self.route(request, conn, &request_id, &mut access).await {
+            let routed = self.route(request, conn, &request_id, &trace, &mut access);
+            let mut response = match routed.await {
                 Ok(response) => response,
                 Err(error) => {
                     if error.status().is_server_error() {
@@ -313,6 +328,7 @@ impl Proxy {
         mut request: Request<Incoming>,
         conn: &'a ConnInfo,
         request_id: &'a HeaderValue,
+        trace: &'a TraceContext,
         access: &'a mut Access,
     ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + 'a {
         async move {
@@ -383,8 +399,15 @@ impl Proxy {
                 }
                 let client = Client::of(&table.client_policy, conn, &request);
                 let per_host = access.wants_host_label();
-                let (routed, label) = Routed::resolve(&table, &host, request.uri(), per_host)?;
-                access.host_label = label;
+                let traced = access.span.is_some();
+                let (routed, label) =
+                    Routed::resolve(&table, &host, request.uri(), per_host || traced)?;
+                if let (Some(traced), Some(label)) = (&mut access.span, &label) {
+                    traced
+                        .span
+                        .attribute("elsinore.host_pattern", label.as_str().to_owned());
+                }
+                access.host_label = label.filter(|_| per_host);
                 (routed, client)
             };
             access.set_client(client.ip);
@@ -406,6 +429,14 @@ impl Proxy {
                 }
             };
             access.set_host(&host);
+            if let Some(traced) = &mut access.span {
+                traced
+                    .span
+                    .attribute("elsinore.project", project.name.clone());
+                if let Via::Preview(_) = via {
+                    traced.span.set_name("preview");
+                }
+            }
             access.project = Some(project.clone());
             // Before anything else is done for the project (admin API,
             // static files, handler): a refused request costs a lookup.
@@ -443,6 +474,12 @@ impl Proxy {
                     return Err(ProxyError::ReservedUnavailable);
                 };
                 access.reserved = true;
+                if let Some(traced) = &mut access.span {
+                    traced.span.set_name("admin_api");
+                    traced
+                        .span
+                        .attribute("elsinore.handler", elsinore_metrics::ADMIN_HANDLER);
+                }
                 let cx = ReservedContext {
                     host: &host,
                     project: &project,
@@ -494,6 +531,21 @@ impl Proxy {
                     project: project.name.clone(),
                     path: request.uri().path().to_owned(),
                 })?;
+            if let Some(traced) = &mut access.span {
+                let route = project
+                    .route_for(request.uri().path())
+                    .unwrap_or("/")
+                    .to_owned();
+                if !matches!(via, Via::Preview(_)) {
+                    traced
+                        .span
+                        .set_name(format!("{} {route}", request.method()));
+                }
+                traced.span.attribute("http.route", route);
+                traced
+                    .span
+                    .attribute("elsinore.handler", handler.name().to_owned());
+            }
             access.handler = Some(handler.clone());
             // Refused before the handler is contacted: the client (with
             // `Expect: 100-continue`) need not even send the body.
@@ -501,6 +553,7 @@ impl Proxy {
             if declared_length(request.headers()).is_some_and(|length| length > max_body) {
                 return Err(body_too_large(max_body));
             }
+            let queued = access.span.is_some().then(std::time::Instant::now);
             handler
                 .ready()
                 .await
@@ -511,6 +564,11 @@ impl Proxy {
                 .admit(&host)
                 .await
                 .map_err(|why| busy(&handler, why))?;
+            if let (Some(traced), Some(queued)) = (&mut access.span, queued) {
+                traced
+                    .span
+                    .child("queue", queued, std::time::Instant::now());
+            }
             // Taken before the headers go: hop-by-hop removal drops Upgrade.
             let upgrade_to = client.upgrade;
             let client_upgrade = upgrade_to
@@ -548,6 +606,9 @@ impl Proxy {
             let headers = request.headers_mut();
             headers::remove_hop_by_hop(headers);
             headers::set_context(headers, context, forwarded_host.clone());
+            // The client's traceparent and tracestate (every copy) out,
+            // the trace continued with Elsinore's span as the parent in.
+            trace.set_headers(headers);
             if let Some(host) = forwarded_host {
                 headers.insert(HOST, host);
             }
@@ -570,13 +631,22 @@ impl Proxy {
             let request = request.map(|body| RequestBody::new(body, max_body, progress.clone()));
             let limit = handler.response_timeout();
             let asked = Instant::now();
+            let mut connected = None;
             let response = Activity::within(
                 conn.activity.as_ref(),
                 asked + limit,
-                self.client.request(&handler, request, conn.shard),
+                self.client
+                    .request(&handler, request, conn.shard, &mut connected),
             )
             .await;
             access.handler_time = Some(asked.elapsed());
+            if let Some(traced) = &mut access.span {
+                if let Some((began, ended)) = connected {
+                    traced.span.child("connect", began, ended);
+                }
+                let now = std::time::Instant::now();
+                traced.span.child("handler", asked.into_std(), now);
+            }
             let response = response
                 .map_err(|_| ProxyError::HandlerTimeout {
                     handler: label(&handler),
@@ -767,6 +837,12 @@ async fn serve_static(
         }),
         Outcome::Served(response) => {
             access.static_file = true;
+            if let Some(traced) = &mut access.span {
+                traced.span.set_name("static");
+                traced
+                    .span
+                    .attribute("elsinore.handler", elsinore_metrics::STATIC_HANDLER);
+            }
             Ok(Some(response.map(|body| match body {
                 StaticBody::Bytes(bytes) => Either::Right(Full::new(bytes)),
                 StaticBody::File(file) => Either::Left(HandlerBody::file(file)),

@@ -28,10 +28,16 @@ impl PrefixRouter {
     /// (`/api/GetFeed` matches itself and `/api/GetFeed/123`, never
     /// `/api/GetFeedX`, which is another handler's name).
     pub fn pick(&self, path: &str) -> Option<usize> {
+        self.pick_route(path).map(|(_, index)| index)
+    }
+
+    /// The longest prefix matching `path` (as [`PrefixRouter::pick`]
+    /// chooses it) and its handler: the route, for traces.
+    pub fn pick_route(&self, path: &str) -> Option<(&str, usize)> {
         self.prefixes
             .iter()
             .find(|(prefix, _)| matches(prefix, path))
-            .map(|&(_, index)| index)
+            .map(|(prefix, index)| (&**prefix, *index))
     }
 }
 

@@ -149,6 +149,12 @@ impl ProjectRoute {
             .pick(path)
             .and_then(|index| self.handlers.get(index))
     }
+
+    /// The route prefix that chose the handler for `path` (`/api`), as
+    /// declared: a trace's `http.route`, never the path itself.
+    pub fn route_for(&self, path: &str) -> Option<&str> {
+        self.router.pick_route(path).map(|(prefix, _)| prefix)
+    }
 }
 
 /// What a declared host leads to: its project, and the host folder's
