@@ -34,6 +34,9 @@ impl Handler for Fake {
             restarts,
             last_error: (restarts > 0).then(|| "exited with status 1".to_owned()),
             restart_at: None,
+            sleeps: 0,
+            wakes: 0,
+            wake_failure: None,
         }
     }
 

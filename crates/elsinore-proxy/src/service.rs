@@ -13,7 +13,7 @@ use elsinore_keys::KeyRing;
 use elsinore_metrics::{Metrics, RequestThreads};
 use elsinore_routes::{HostRoute, ProjectRoute, RouteTable};
 use elsinore_static::{Outcome, Site, StaticBody};
-use elsinore_supervisor::{Busy, HandlerHandle, Unavailable};
+use elsinore_supervisor::{Busy, HandlerHandle, Refused, Unavailable};
 use http::header::{CONNECTION, HOST, ORIGIN, UPGRADE};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -501,16 +501,13 @@ impl Proxy {
             if declared_length(request.headers()).is_some_and(|length| length > max_body) {
                 return Err(body_too_large(max_body));
             }
-            handler
-                .ready()
-                .await
-                .map_err(|why| unavailable(&handler, why))?;
-            // Queued turns rotate across hosts: one tenant's flood does not
-            // make another tenant of the project wait behind it.
-            let in_flight = handler
-                .admit(&host)
-                .await
-                .map_err(|why| busy(&handler, why))?;
+            // Wakes a sleeping handler and waits until it is ready; then
+            // queued turns rotate across hosts: one tenant's flood does
+            // not make another tenant of the project wait behind it.
+            let in_flight = handler.enter(&host).await.map_err(|why| match why {
+                Refused::Unavailable(why) => unavailable(&handler, why),
+                Refused::Busy(why) => busy(&handler, why),
+            })?;
             // Taken before the headers go: hop-by-hop removal drops Upgrade.
             let upgrade_to = client.upgrade;
             let client_upgrade = upgrade_to

@@ -27,7 +27,9 @@ mod supervisor;
 
 pub use address::HandlerAddress;
 pub use gate::{per_host_share, Busy, Turn};
-pub use handle::{HandlerHandle, HandlerState, HandlerStatus, InFlight, Unavailable};
+pub use handle::{
+    HandlerHandle, HandlerState, HandlerStatus, InFlight, Refused, Unavailable, WakeFailure,
+};
 pub use own_process::refuse_inspection;
 pub use supervisor::{Supervisor, SupervisorSettings};
 

@@ -1,0 +1,274 @@
+//! Idle handlers sleep and wake on the first request (`idle_stop`,
+//! `start = "on_demand"`): the process is gone while asleep, a request
+//! brings it back (one start for many requests), streams keep it awake, a
+//! wake that fails is retried by the next request, and nothing but a
+//! request wakes it.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{alive, echo_manifest_entry, until, Server, WebSocket, Workspace, WAIT};
+use http::StatusCode;
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+
+/// Short enough for tests, long enough that one request's gaps never
+/// reach it.
+const IDLE_STOP: &str = "300ms";
+
+fn read_pids(file: &Path) -> Vec<i32> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// An echo handler `web` serving `/` with `extra` lines in its table and
+/// `env` in its environment, recording each start's pid in `pids`.
+fn manifest(pids: &Path, extra: &str, env: &str) -> String {
+    let mut env_line = format!("PID_FILE = {:?}", pids.display().to_string());
+    if !env.is_empty() {
+        env_line = format!("{env_line}, {env}");
+    }
+    format!("{}{extra}\n", echo_manifest_entry("web", &["/"], &env_line))
+}
+
+/// `alpha` on `alpha.test` with an operator listener.
+fn serve(ws: &Workspace, manifest: &str, extra_config: Value) -> Server {
+    ws.project("alpha", &["alpha.test"], manifest);
+    Server::start(&ws.config_with(json!(["alpha"]), extra_config))
+}
+
+/// The `web` handler's entry in `/routes`.
+async fn web(server: &Server) -> Value {
+    let routes = server.routes().await;
+    routes["projects"]["alpha"]["handlers"][0].clone()
+}
+
+async fn until_state(server: &Server, state: &str) -> Value {
+    let what = format!("alpha/web to be {state}");
+    until(&what, || async { web(server).await["state"] == state }).await;
+    web(server).await
+}
+
+#[tokio::test]
+async fn an_idle_handler_sleeps_and_the_next_request_wakes_it() {
+    let ws = Workspace::new();
+    let pids = ws.path().join("pids");
+    let server = serve(
+        &ws,
+        &manifest(&pids, &format!("idle_stop = {IDLE_STOP:?}"), ""),
+        json!({}),
+    );
+
+    let first = server.get("alpha.test", "/").send().await;
+    assert_eq!(first.status, StatusCode::OK);
+    let first_pid = first.json()["pid"].as_i64().expect("pid") as i32;
+
+    let asleep = until_state(&server, "sleeping").await;
+    assert_eq!(asleep["pid"], Value::Null, "{asleep}");
+    common::eventually("the idle handler's process to exit", || !alive(first_pid));
+    let readyz = server.op("GET", "/readyz").send().await;
+    assert_eq!(readyz.status, StatusCode::OK, "a sleeping handler is fine");
+    let metrics = server.op("GET", "/metrics").send().await;
+    let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert!(
+        metrics.contains(
+            "elsinore_handler_state{project=\"alpha\",handler=\"web\",state=\"sleeping\"} 1"
+        ),
+        "{metrics}"
+    );
+
+    // The next request is answered, by a new process, without an error.
+    let woken = server.get("alpha.test", "/").send().await;
+    assert_eq!(woken.status, StatusCode::OK, "{:?}", woken.body);
+    let woken_pid = woken.json()["pid"].as_i64().expect("pid") as i32;
+    assert_ne!(woken_pid, first_pid);
+    assert!(alive(woken_pid));
+    let awake = web(&server).await;
+    assert_eq!(awake["state"], "ready", "{awake}");
+    assert_eq!(awake["wakes"], 1, "{awake}");
+    assert_eq!(read_pids(&pids), [first_pid, woken_pid]);
+    let metrics = server.op("GET", "/metrics").send().await;
+    let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert!(
+        metrics.contains("elsinore_handler_wakes_total{project=\"alpha\",handler=\"web\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn an_on_demand_handler_is_not_started_and_twenty_requests_start_it_once() {
+    let ws = Workspace::new();
+    let pids = ws.path().join("pids");
+    // A slow start keeps all twenty requests waiting on the one wake.
+    let project = ws.project(
+        "alpha",
+        &["alpha.test"],
+        &manifest(
+            &pids,
+            "start = \"on_demand\"\nidle_stop = \"1h\"",
+            "START_DELAY_MS = \"300\"",
+        ),
+    );
+    let public = project.join("hosts/alpha.test/public");
+    std::fs::create_dir_all(&public).expect("public/");
+    std::fs::write(public.join("page.html"), "static").expect("static file");
+    let server = Server::start(&ws.config_with(json!(["alpha"]), json!({})));
+
+    let routes = web(&server).await;
+    assert_eq!(routes["state"], "sleeping", "{routes}");
+    let readyz = server.op("GET", "/readyz").send().await;
+    assert_eq!(readyz.status, StatusCode::OK, "{:?}", readyz.body);
+    // Static files are served without the handler.
+    let page = server.get("alpha.test", "/page.html").send().await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.body, "static");
+    assert!(read_pids(&pids).is_empty(), "started at start-up");
+
+    let requests: Vec<_> = (0..20)
+        .map(|i| {
+            let request = server.get("alpha.test", &format!("/n{i}"));
+            tokio::spawn(request.send())
+        })
+        .collect();
+    for request in requests {
+        let reply = request.await.expect("request task");
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    }
+    assert_eq!(read_pids(&pids).len(), 1, "one start for twenty requests");
+    let awake = web(&server).await;
+    assert_eq!(awake["wakes"], 1, "{awake}");
+}
+
+#[tokio::test]
+async fn an_open_websocket_or_stream_keeps_its_handler_awake() {
+    let ws = Workspace::new();
+    let pids = ws.path().join("pids");
+    let server = serve(
+        &ws,
+        &manifest(&pids, &format!("idle_stop = {IDLE_STOP:?}"), ""),
+        json!({}),
+    );
+
+    let mut socket = WebSocket::connect(server.addr, "alpha.test", "/ws").await;
+    let pid = web(&server).await["pid"].as_i64().expect("pid") as i32;
+    // Nothing signals "still awake": wait several idle_stops.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    socket.echo("still there").await;
+    let during = web(&server).await;
+    assert_eq!(during["state"], "ready", "{during}");
+    assert!(alive(pid));
+    socket.stream.shutdown().await.ok();
+    drop(socket);
+    until_state(&server, "sleeping").await;
+
+    // A server-sent event stream, likewise.
+    let gate = ws.path().join("gate");
+    let mut stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let request = format!(
+        "GET /sse?gate={} HTTP/1.1\r\nHost: alpha.test\r\n\r\n",
+        gate.display()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send the request");
+    common::read_until(&mut stream, b"data: first").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let during = web(&server).await;
+    assert_eq!(during["state"], "ready", "{during}");
+    std::fs::write(&gate, "").expect("open the gate");
+    common::read_until(&mut stream, b"data: second").await;
+    drop(stream);
+    until_state(&server, "sleeping").await;
+    assert_eq!(read_pids(&pids).len(), 2, "one wake for the stream");
+}
+
+#[tokio::test]
+async fn a_wake_that_never_becomes_ready_gives_503_and_the_next_request_tries_again() {
+    let ws = Workspace::new();
+    let pids = ws.path().join("pids");
+    let ready_file = ws.path().join("ready");
+    let server = serve(
+        &ws,
+        &manifest(
+            &pids,
+            "start = \"on_demand\"\nstart_timeout = \"500ms\"",
+            &format!("NOT_READY_FILE = {:?}", ready_file.display().to_string()),
+        ),
+        json!({}),
+    );
+
+    let asked = Instant::now();
+    let reply = server.get("alpha.test", "/").send().await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    assert_eq!(
+        reply.json()["error"],
+        "handler is starting",
+        "{:?}",
+        reply.body
+    );
+    assert!(asked.elapsed() < WAIT);
+    let asleep = until_state(&server, "sleeping").await;
+    assert!(
+        asleep["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("start_timeout")),
+        "{asleep}"
+    );
+    common::eventually("the unready process to be stopped", || {
+        read_pids(&pids).iter().all(|&pid| !alive(pid))
+    });
+
+    // The next request tries again: a second start.
+    let reply = server.get("alpha.test", "/").send().await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        read_pids(&pids).len(),
+        2,
+        "the second request started it again"
+    );
+    until_state(&server, "sleeping").await;
+
+    // Once the handler can become ready, a request is served.
+    std::fs::write(&ready_file, "").expect("ready file");
+    let reply = server.get("alpha.test", "/").send().await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(read_pids(&pids).len(), 3);
+}
+
+#[tokio::test]
+async fn a_reload_does_not_wake_a_sleeping_handler_but_replaces_its_spec() {
+    let ws = Workspace::new();
+    let pids = ws.path().join("pids");
+    // Only SIGHUP reloads: nothing is watched.
+    let server = serve(
+        &ws,
+        &manifest(&pids, "start = \"on_demand\"", "VERSION = \"1\""),
+        json!({"watch": {"mode": "poll", "poll_interval": "1d"}}),
+    );
+    until_state(&server, "sleeping").await;
+
+    std::fs::write(
+        ws.path().join("alpha/project.toml"),
+        manifest(&pids, "start = \"on_demand\"", "VERSION = \"2\""),
+    )
+    .expect("new project.toml");
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    server.logs.wait_for("reload applied");
+    let after = until_state(&server, "sleeping").await;
+    assert_eq!(after["pid"], Value::Null, "{after}");
+    assert!(read_pids(&pids).is_empty(), "the reload woke the handler");
+
+    let reply = server.get("alpha.test", "/env?name=VERSION").send().await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json()["value"], "2", "the new spec runs");
+    assert_eq!(read_pids(&pids).len(), 1);
+}
