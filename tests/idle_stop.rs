@@ -248,27 +248,35 @@ async fn a_wake_that_never_becomes_ready_gives_503_and_the_next_request_tries_ag
 async fn a_reload_does_not_wake_a_sleeping_handler_but_replaces_its_spec() {
     let ws = Workspace::new();
     let pids = ws.path().join("pids");
+    let idle = format!("idle_stop = {IDLE_STOP:?}");
     // Only SIGHUP reloads: nothing is watched.
     let server = serve(
         &ws,
-        &manifest(&pids, "start = \"on_demand\"", "VERSION = \"1\""),
+        &manifest(&pids, &idle, "VERSION = \"1\""),
         json!({"watch": {"mode": "poll", "poll_interval": "1d"}}),
+    );
+    assert_eq!(
+        server.get("alpha.test", "/").send().await.status,
+        StatusCode::OK
     );
     until_state(&server, "sleeping").await;
 
     std::fs::write(
         ws.path().join("alpha/project.toml"),
-        manifest(&pids, "start = \"on_demand\"", "VERSION = \"2\""),
+        manifest(&pids, &idle, "VERSION = \"2\""),
     )
     .expect("new project.toml");
     server.signal(nix::sys::signal::Signal::SIGHUP);
     server.logs.wait_for("reload applied");
     let after = until_state(&server, "sleeping").await;
     assert_eq!(after["pid"], Value::Null, "{after}");
-    assert!(read_pids(&pids).is_empty(), "the reload woke the handler");
 
+    // The replacement runs the new spec, started by this request's wake:
+    // the reload started nothing.
     let reply = server.get("alpha.test", "/env?name=VERSION").send().await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json()["value"], "2", "the new spec runs");
-    assert_eq!(read_pids(&pids).len(), 1);
+    let awake = web(&server).await;
+    assert_eq!(awake["wakes"], 1, "woken by the request: {awake}");
+    assert_eq!(read_pids(&pids).len(), 2, "the first run and the wake");
 }
