@@ -280,3 +280,79 @@ async fn a_reload_does_not_wake_a_sleeping_handler_but_replaces_its_spec() {
     assert_eq!(awake["wakes"], 1, "woken by the request: {awake}");
     assert_eq!(read_pids(&pids).len(), 2, "the first run and the wake");
 }
+
+#[tokio::test]
+async fn a_passed_socket_is_served_by_the_woken_handler_and_queues_meanwhile() {
+    let ws = Workspace::new();
+    let pids = ws.path().join("pids");
+    let server = serve(
+        &ws,
+        &manifest(
+            &pids,
+            &format!("listen_fd = true\nidle_stop = {IDLE_STOP:?}"),
+            "",
+        ),
+        json!({}),
+    );
+
+    // The handler accepts on descriptor 3, told so by LISTEN_FDS and
+    // LISTEN_PID (its own pid).
+    let reply = server
+        .get("alpha.test", "/env?name=LISTEN_FDS")
+        .send()
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json()["value"], "1");
+    let pid = web(&server).await["pid"].clone();
+    let reply = server
+        .get("alpha.test", "/env?name=LISTEN_PID")
+        .send()
+        .await;
+    assert_eq!(
+        reply.json()["value"],
+        pid.to_string(),
+        "LISTEN_PID is the handler's pid"
+    );
+    server
+        .logs
+        .wait_for("echo handler accepting on passed socket");
+
+    // Asleep, its port still takes connections: they wait in the queue.
+    let asleep = until_state(&server, "sleeping").await;
+    let address = asleep["address"].as_str().expect("address").to_owned();
+    let queued = tokio::net::TcpStream::connect(&address).await;
+    assert!(
+        queued.is_ok(),
+        "connect to {address} while asleep: {queued:?}"
+    );
+    drop(queued);
+
+    let reply = server.get("alpha.test", "/").send().await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(read_pids(&pids).len(), 2);
+}
+
+#[tokio::test]
+async fn with_a_passed_socket_a_request_does_not_wait_for_readiness() {
+    let ws = Workspace::new();
+    let pids = ws.path().join("pids");
+    let never = ws.path().join("never-ready");
+    // Its readiness probe never succeeds; its requests are answered.
+    let server = serve(
+        &ws,
+        &manifest(
+            &pids,
+            "listen_fd = true\nstart = \"on_demand\"\nstart_timeout = \"5s\"",
+            &format!(
+                "NOT_READY_FILE = {:?}, START_DELAY_MS = \"200\"",
+                never.display().to_string()
+            ),
+        ),
+        json!({}),
+    );
+    until_state(&server, "sleeping").await;
+    let reply = server.get("alpha.test", "/").send().await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let state = web(&server).await;
+    assert_eq!(state["state"], "starting", "{state}");
+}

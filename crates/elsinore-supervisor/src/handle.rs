@@ -132,6 +132,10 @@ pub struct HandlerHandle {
     idle: Notify,
     /// `idle_stop`, if the handler ever sleeps.
     idle_after: Option<Duration>,
+    /// `listen_fd = true`: its listening socket is Elsinore's, so a
+    /// request may be sent as soon as a process runs (the kernel queues
+    /// it until the handler accepts), without waiting for readiness.
+    passed_socket: bool,
     /// When `in_flight` last fell to 0 (or the handler became ready), as
     /// milliseconds since `born`; kept only with `idle_after`.
     quiet_since: AtomicU64,
@@ -219,6 +223,7 @@ impl HandlerHandle {
                 HandlerKind::Command { .. } => spec.idle_after(),
                 HandlerKind::Url { .. } => None,
             },
+            passed_socket: spec.listen_fd && matches!(spec.kind, HandlerKind::Command { .. }),
             quiet_since: AtomicU64::new(0),
             born: Instant::now(),
             wake_for: AtomicU64::new(0),
@@ -359,6 +364,11 @@ impl HandlerHandle {
             let status = changes.borrow_and_update().clone();
             match status.state {
                 HandlerState::Ready | HandlerState::External => return Ok(()),
+                // Its process runs and the socket it accepts on is
+                // listening: the request waits in the kernel's queue.
+                HandlerState::Starting if self.passed_socket && status.pid.is_some() => {
+                    return Ok(())
+                }
                 HandlerState::Starting => {}
                 HandlerState::Sleeping => match woke {
                     // Asleep again after the wake asked for: it failed.

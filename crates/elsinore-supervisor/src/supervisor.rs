@@ -111,6 +111,7 @@ impl Supervisor {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        let mut passed = None;
         let (listen, address) = if spec.socket {
             let path = socket_dir::socket_path(
                 &settings.run_dir,
@@ -130,6 +131,20 @@ impl Supervisor {
                 Listen::Socket(path.clone()),
                 HandlerAddress::Unix { path, uid },
             )
+        } else if spec.listen_fd {
+            let (listener, authority) =
+                ports::reserve_listener().map_err(|source| SupervisorError::NoPort {
+                    handler: format!("{project}/{}", spec.name),
+                    source,
+                })?;
+            let addr = listener
+                .local_addr()
+                .map_err(|source| SupervisorError::NoPort {
+                    handler: format!("{project}/{}", spec.name),
+                    source,
+                })?;
+            passed = Some(Arc::new(listener));
+            (Listen::Port(addr), HandlerAddress::Tcp(authority))
         } else {
             let (addr, authority) =
                 ports::reserve_port().map_err(|source| SupervisorError::NoPort {
@@ -187,6 +202,7 @@ impl Supervisor {
             env,
             env_remove: settings.env_remove,
             listen,
+            passed,
             ready: spec.ready.clone(),
             run_as: spec.run_as.clone(),
         };
