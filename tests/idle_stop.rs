@@ -68,9 +68,13 @@ async fn an_idle_handler_sleeps_and_the_next_request_wakes_it() {
     assert_eq!(first.status, StatusCode::OK);
     let first_pid = first.json()["pid"].as_i64().expect("pid") as i32;
 
-    let asleep = until_state(&server, "sleeping").await;
-    assert_eq!(asleep["pid"], Value::Null, "{asleep}");
-    common::eventually("the idle handler's process to exit", || !alive(first_pid));
+    // Sleeping from the moment it is stopped; its pid goes once it exited.
+    until("alpha/web asleep, its process gone", || async {
+        let web = web(&server).await;
+        web["state"] == "sleeping" && web["pid"].is_null()
+    })
+    .await;
+    assert!(!alive(first_pid), "the idle handler's process still runs");
     let readyz = server.op("GET", "/readyz").send().await;
     assert_eq!(readyz.status, StatusCode::OK, "a sleeping handler is fine");
     let metrics = server.op("GET", "/metrics").send().await;
@@ -199,7 +203,7 @@ async fn a_wake_that_never_becomes_ready_gives_503_and_the_next_request_tries_ag
         &ws,
         &manifest(
             &pids,
-            "start = \"on_demand\"\nstart_timeout = \"500ms\"",
+            "start = \"on_demand\"\nstart_timeout = \"3s\"",
             &format!("NOT_READY_FILE = {:?}", ready_file.display().to_string()),
         ),
         json!({}),
@@ -268,8 +272,7 @@ async fn a_reload_does_not_wake_a_sleeping_handler_but_replaces_its_spec() {
     .expect("new project.toml");
     server.signal(nix::sys::signal::Signal::SIGHUP);
     server.logs.wait_for("reload applied");
-    let after = until_state(&server, "sleeping").await;
-    assert_eq!(after["pid"], Value::Null, "{after}");
+    until_state(&server, "sleeping").await;
 
     // The replacement runs the new spec, started by this request's wake:
     // the reload started nothing.
@@ -355,4 +358,38 @@ async fn with_a_passed_socket_a_request_does_not_wait_for_readiness() {
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     let state = web(&server).await;
     assert_eq!(state["state"], "starting", "{state}");
+}
+
+#[tokio::test]
+async fn a_crashing_handler_with_idle_stop_sleeps_instead_of_restarting_forever() {
+    let ws = Workspace::new();
+    let pids = ws.path().join("pids");
+    let server = serve(
+        &ws,
+        &manifest(
+            &pids,
+            &format!("idle_stop = {IDLE_STOP:?}"),
+            "CRASH_ON_START = \"1\"",
+        ),
+        json!({}),
+    );
+    let asleep = until_state(&server, "sleeping").await;
+    assert!(
+        asleep["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("exited")),
+        "{asleep}"
+    );
+    let starts = read_pids(&pids).len();
+    // Asleep, it is not restarted (backoff would have by now: 100 ms, 200 ms, ...).
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(read_pids(&pids).len(), starts, "restarted while asleep");
+
+    // A request wakes it once; it exits again: 502 with why, then asleep.
+    let reply = server.get("alpha.test", "/").send().await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{:?}", reply.body);
+    assert_eq!(reply.json()["error"], "handler crashed");
+    assert!(reply.header("retry-after").is_some());
+    assert_eq!(read_pids(&pids).len(), starts + 1);
+    until_state(&server, "sleeping").await;
 }

@@ -431,8 +431,10 @@ impl HandlerHandle {
     }
 
     /// Marks the handler sleeping if no request is in flight; `false`
-    /// (and still ready) if one is. From here on a request wakes it.
+    /// (and back in its state before) if one is. From here on a request
+    /// wakes it.
     pub(crate) fn fall_asleep(&self) -> bool {
+        let before = self.state();
         // The state is stored before the count is read, and a request
         // counts itself before it reads the state (`enter`): one of the
         // two sees the other.
@@ -440,7 +442,7 @@ impl HandlerHandle {
         if self.in_flight.load(Ordering::SeqCst) == 0 {
             return true;
         }
-        self.transition(HandlerState::Ready, |_| {});
+        self.transition(before, |_| {});
         false
     }
 

@@ -424,6 +424,16 @@ async fn supervise(
         });
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
+            // A handler nobody asked anything of for `idle_stop` sleeps
+            // rather than crash-loop for nobody; the next request wakes it.
+            () = quiet(&handle, handle.idle_after()) => {
+                if handle.fall_asleep() {
+                    tracing::info!(project = %spec.project, handler = %spec.handler, "crashed handler asleep after idle_stop instead of restarting");
+                    handle.transition(HandlerState::Sleeping, |s| s.restart_at = None);
+                    asleep = true;
+                    continue;
+                }
+            }
             _ = stop.wait_for(|stop| *stop) => break,
         }
     }
