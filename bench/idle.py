@@ -2,7 +2,7 @@
 """Many mostly idle projects: memory awake vs asleep, and the first request's wait.
 
 Usage: python3 bench/idle.py [--projects 500] [--wakes 100] [--check-projects 1000]
-                             [--binary PATH] [--only awake|port|listen_fd|scale]
+                             [--binary PATH] [--only awake|asleep|scale]
 
 N projects, each one host (p{i}.test) and one handler: the example Python
 handler of projects/horatio (server/app.py, `ready = "/health"`), all
@@ -10,12 +10,13 @@ sharing one database. Four runs of one Elsinore each, on 127.0.0.1:
 
 - awake: `idle_stop = "off"`: every handler started. Time until all are
   ready; then (after 3 s) resident memory of Elsinore plus every handler.
-- port: `start = "on_demand"`, `idle_stop = "2s"`, handlers on `PORT`.
-  Memory with all asleep (never started); the first request to --wakes
-  projects, one after another, each waking its handler (latency p50/p99,
-  and the same for a second request, awake); then, once all sleep again,
-  memory again (what Elsinore keeps after wakes).
-- listen_fd: the same with `listen_fd = true` (the passed socket).
+- asleep: `start = "on_demand"`, `idle_stop = "2s"`, two Elsinores at
+  once: handlers on `PORT` ("port") and with `listen_fd = true` ("listen_fd",
+  the passed socket). Memory with all asleep (never started); the first
+  request to --wakes projects, one after another, alternating between the
+  two servers, each waking its handler (latency p50/p99, and the same for
+  a second request, awake); then, once all sleep again, memory again
+  (what Elsinore keeps after wakes).
 - scale: --check-projects on_demand projects: `elsinore check` wall time,
   and start-up (launch → /readyz 200, every handler asleep).
 
@@ -221,46 +222,52 @@ def run_awake(exe, n, work):
     return {"ready_s": took, "memory": mem}
 
 
-def run_asleep(exe, n, wakes, work, listen_fd):
-    label = "listen_fd" if listen_fd else "port"
-    base = os.path.join(work, label)
-    lines = 'start = "on_demand"\nidle_stop = "2s"'
-    if listen_fd:
-        lines += "\nlisten_fd = true"
-    names = make_tree(base, n, lines)
-    server = Elsinore(exe, base, names)
-    took = server.wait_ready()
-    server.wait_states("sleeping")
+def run_asleep(exe, n, wakes, work):
+    """Both ways at once, one Elsinore each, the wakes alternated between
+    them, so that load from elsewhere on the machine hits both alike."""
+    servers = {}
+    for label in ("port", "listen_fd"):
+        base = os.path.join(work, label)
+        lines = 'start = "on_demand"\nidle_stop = "2s"'
+        if label == "listen_fd":
+            lines += "\nlisten_fd = true"
+        names = make_tree(base, n, lines)
+        server = Elsinore(exe, base, names)
+        servers[label] = (server, names, server.wait_ready())
+    results = {}
+    for label, (server, names, took) in servers.items():
+        server.wait_states("sleeping")
     time.sleep(2)
-    asleep = memory(server.proc.pid)
-    first, second = [], []
-    for name in names[:wakes]:
-        t = time.monotonic()
-        status, _ = server.get(server.port, "/", host=f"{name}.test")
-        first.append((time.monotonic() - t) * 1000)
-        if status != 200:
-            log(f"{label}: {name} answered {status} to its first request")
-        t = time.monotonic()
-        server.get(server.port, "/", host=f"{name}.test")
-        second.append((time.monotonic() - t) * 1000)
-    server.wait_states("sleeping")
+    for label, (server, names, took) in servers.items():
+        results[label] = {"startup_s": took, "asleep": memory(server.proc.pid), "first": [], "second": []}
+    for i in range(wakes):
+        for label, (server, names, _) in servers.items():
+            host = f"{names[i]}.test"
+            t = time.monotonic()
+            status, _ = server.get(server.port, "/", host=host)
+            results[label]["first"].append((time.monotonic() - t) * 1000)
+            if status != 200:
+                log(f"{label}: {host} answered {status} to its first request")
+            t = time.monotonic()
+            server.get(server.port, "/", host=host)
+            results[label]["second"].append((time.monotonic() - t) * 1000)
+    for label, (server, names, took) in servers.items():
+        server.wait_states("sleeping")
     time.sleep(2)
-    after = memory(server.proc.pid)
-    server.stop()
-    result = {
-        "startup_s": took,
-        "asleep": asleep,
-        "after_wakes": after,
-        "first_ms": (statistics.median(first), pct(first, 0.99), max(first)),
-        "second_ms": (statistics.median(second), pct(second, 0.99)),
-    }
-    log(
-        f"{label}: start-up {took:.2f} s; asleep: {fmt_mem(asleep)}; "
-        f"first request p50 {result['first_ms'][0]:.0f} ms, p99 {result['first_ms'][1]:.0f} ms "
-        f"(max {result['first_ms'][2]:.0f}); next request p50 {result['second_ms'][0]:.1f} ms; "
-        f"asleep again: {fmt_mem(after)}"
-    )
-    return result
+    for label, (server, names, took) in servers.items():
+        r = results[label]
+        r["after_wakes"] = memory(server.proc.pid)
+        server.stop()
+        first, second = r.pop("first"), r.pop("second")
+        r["first_ms"] = (statistics.median(first), pct(first, 0.99), max(first))
+        r["second_ms"] = (statistics.median(second), pct(second, 0.99))
+        log(
+            f"{label}: start-up {took:.2f} s; asleep: {fmt_mem(r['asleep'])}; "
+            f"first request p50 {r['first_ms'][0]:.0f} ms, p99 {r['first_ms'][1]:.0f} ms "
+            f"(max {r['first_ms'][2]:.0f}); next request p50 {r['second_ms'][0]:.1f} ms; "
+            f"asleep again: {fmt_mem(r['after_wakes'])}"
+        )
+    return results
 
 
 def run_scale(exe, n, work):
@@ -292,7 +299,7 @@ def main():
     ap.add_argument("--wakes", type=int, default=100)
     ap.add_argument("--check-projects", type=int, default=1000)
     ap.add_argument("--binary")
-    ap.add_argument("--only", choices=["awake", "port", "listen_fd", "scale"])
+    ap.add_argument("--only", choices=["awake", "asleep", "scale"])
     ap.add_argument("--json")
     args = ap.parse_args()
     exe = binary(args.binary)
@@ -302,10 +309,8 @@ def main():
     try:
         if args.only in (None, "awake"):
             results["awake"] = run_awake(exe, args.projects, work)
-        if args.only in (None, "port"):
-            results["port"] = run_asleep(exe, args.projects, args.wakes, work, False)
-        if args.only in (None, "listen_fd"):
-            results["listen_fd"] = run_asleep(exe, args.projects, args.wakes, work, True)
+        if args.only in (None, "asleep"):
+            results.update(run_asleep(exe, args.projects, args.wakes, work))
         if args.only in (None, "scale"):
             results["scale"] = run_scale(exe, args.check_projects, work)
     finally:
