@@ -393,3 +393,37 @@ async fn a_crashing_handler_with_idle_stop_sleeps_instead_of_restarting_forever(
     assert_eq!(read_pids(&pids).len(), starts + 1);
     until_state(&server, "sleeping").await;
 }
+
+#[tokio::test]
+async fn no_other_process_can_listen_on_a_sleeping_handlers_port() {
+    let ws = Workspace::new();
+    let pids = ws.path().join("pids");
+    let server = serve(
+        &ws,
+        &manifest(&pids, &format!("idle_stop = {IDLE_STOP:?}"), ""),
+        json!({}),
+    );
+    assert_eq!(
+        server.get("alpha.test", "/").send().await.status,
+        StatusCode::OK
+    );
+    until("alpha/web asleep, its process gone", || async {
+        let web = web(&server).await;
+        web["state"] == "sleeping" && web["pid"].is_null()
+    })
+    .await;
+    let address = web(&server).await["address"]
+        .as_str()
+        .expect("address")
+        .to_owned();
+    // std binds with SO_REUSEADDR, as servers do: what could otherwise
+    // listen next to the port's placeholder while the handler sleeps.
+    let squatter = std::net::TcpListener::bind(&address);
+    assert!(
+        squatter.is_err(),
+        "another process listens on {address} while its handler sleeps"
+    );
+    // And the handler itself binds it again on its wake.
+    let reply = server.get("alpha.test", "/").send().await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+}

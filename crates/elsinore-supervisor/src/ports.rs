@@ -91,6 +91,30 @@ pub(crate) fn reserve_listener() -> std::io::Result<(std::net::TcpListener, Auth
     ))
 }
 
+/// Listens on a sleeping handler's port until dropped. The placeholder
+/// (not listening) keeps other programs' binds without `SO_REUSEADDR`
+/// away; a listening socket also keeps away those with it, which
+/// could otherwise listen there for as long as the handler sleeps and
+/// answer its next wake. `None` (logged) when that fails: someone already
+/// listens there, and the handler's start will say so.
+pub(crate) fn hold_listening(addr: SocketAddr) -> Option<std::net::TcpListener> {
+    let hold = || -> std::io::Result<std::net::TcpListener> {
+        let socket = TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        // Nothing should connect while the handler sleeps: the smallest
+        // queue.
+        socket.listen(1)?.into_std()
+    };
+    match hold() {
+        Ok(listener) => Some(listener),
+        Err(err) => {
+            tracing::warn!(%addr, %err, "cannot hold a sleeping handler's port: another process may listen on it");
+            None
+        }
+    }
+}
+
 /// Lets go of the port's placeholder but keeps the port reserved: for a
 /// handler that exited before it ever listened, which may be one that
 /// cannot bind next to it.

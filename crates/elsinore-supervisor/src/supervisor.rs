@@ -319,10 +319,19 @@ async fn supervise(
     loop {
         let mut waking = false;
         if asleep {
+            // Listened on while nothing else does (a passed socket already
+            // is): no other local process can take the port and answer
+            // the next wake's probe and requests.
+            let held = match (&spec.listen, &spec.passed) {
+                (Listen::Port(addr), None) => ports::hold_listening(*addr),
+                _ => None,
+            };
             tokio::select! {
                 () = handle.wake_requested() => {}
                 _ = stop.wait_for(|stop| *stop) => break,
             }
+            // Closed just before the handler binds the port.
+            drop(held);
             asleep = false;
             waking = true;
             tracing::info!(project = %spec.project, handler = %spec.handler, "waking handler for a request");
