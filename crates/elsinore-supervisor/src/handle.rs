@@ -551,3 +551,100 @@ fn crashed(status: HandlerStatus) -> Unavailable {
         retry_in,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use elsinore_config::{IdleStop, StartPolicy};
+    use http::uri::Authority;
+
+    use super::*;
+
+    fn sleeping_handle() -> Arc<HandlerHandle> {
+        let spec = HandlerSpec {
+            name: "web".into(),
+            kind: HandlerKind::Command {
+                argv: vec!["true".into()],
+            },
+            routes: vec!["/".into()],
+            ready: None,
+            env: BTreeMap::new(),
+            start_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(1),
+            max_concurrent: None,
+            queue: 1,
+            queue_timeout: Duration::from_secs(1),
+            reuse_after_body: false,
+            socket: false,
+            idle_stop: Some(IdleStop::After(Duration::from_secs(60))),
+            start: StartPolicy::OnDemand,
+            listen_fd: false,
+            generated: None,
+            run_as: None,
+            key_env: None,
+        };
+        let address = HandlerAddress::Tcp(Authority::from_static("127.0.0.1:1"));
+        Arc::new(HandlerHandle::new(
+            "p",
+            &spec,
+            address,
+            HandlerState::Sleeping,
+        ))
+    }
+
+    async fn woken(handle: &HandlerHandle) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), handle.wake_requested())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_wake_is_for_one_sleep_only() {
+        let handle = sleeping_handle();
+        assert_eq!(handle.status().sleeps, 1, "beginning asleep is sleep 1");
+        assert!(!woken(&handle).await, "nobody asked");
+        handle.request_wake(1);
+        handle.request_wake(1);
+        assert!(woken(&handle).await);
+
+        // Awake, then asleep again: the wakes asked for sleep 1 (one of
+        // them late) do not start it.
+        handle.transition(HandlerState::Ready, |_| {});
+        handle.request_wake(1);
+        assert!(handle.fall_asleep());
+        assert_eq!(handle.status().sleeps, 2);
+        assert!(!woken(&handle).await, "a stale wake started a later sleep");
+        handle.request_wake(2);
+        assert!(woken(&handle).await);
+    }
+
+    #[tokio::test]
+    async fn a_handler_with_a_request_in_flight_does_not_fall_asleep() {
+        let handle = sleeping_handle();
+        handle.transition(HandlerState::Ready, |_| {});
+        let request = handle.begin_request();
+        assert!(!handle.fall_asleep());
+        assert_eq!(handle.state(), HandlerState::Ready);
+        drop(request);
+        assert!(handle.fall_asleep());
+        assert_eq!(handle.state(), HandlerState::Sleeping);
+    }
+
+    #[tokio::test]
+    async fn quiet_for_counts_from_the_last_request() {
+        let handle = sleeping_handle();
+        handle.transition(HandlerState::Ready, |_| {});
+        handle.mark_quiet();
+        let after = Duration::from_millis(200);
+        let request = handle.begin_request();
+        // In flight: never quiet.
+        assert!(tokio::time::timeout(after * 2, handle.quiet_for(after))
+            .await
+            .is_err());
+        drop(request);
+        let ended = Instant::now();
+        handle.quiet_for(after).await;
+        assert!(ended.elapsed() >= after, "quiet before idle_stop passed");
+    }
+}
