@@ -149,7 +149,7 @@ fn check_reports_a_broken_project_toml_with_its_line() {
     assert_eq!(
         lines,
         [
-            "error: DIR/alpha/project.toml:3:1: unknown field `comand`, expected one of `name`, `command`, `url`, `routes`, `ready`, `env`, `start_timeout`, `response_timeout`, `max_concurrent`, `queue`, `queue_timeout`, `reuse_after_body`, `socket`",
+            "error: DIR/alpha/project.toml:3:1: unknown field `comand`, expected one of `name`, `command`, `url`, `routes`, `ready`, `env`, `start_timeout`, `response_timeout`, `max_concurrent`, `queue`, `queue_timeout`, `reuse_after_body`, `socket`, `idle_stop`, `start`, `listen_fd`",
             "DIR/beta/project.toml: handler[0]: set \"command\" (a process Elsinore runs) or \"url\" (a server already running)",
         ]
     );

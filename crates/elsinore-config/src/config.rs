@@ -16,6 +16,7 @@ use crate::events::{validate_events, RawEvents};
 use crate::handover::{check_env_name, ForwardHost, HandlerKeyEnv};
 use crate::host_owners::HostOwners;
 use crate::hostname::Hostname;
+use crate::idle::IdleStop;
 use crate::limits::{
     max_body, validate_limits, validate_timeouts, RawLimits, RawSize, RawTimeouts,
 };
@@ -79,6 +80,9 @@ pub struct Config {
     /// `underscores_in_headers`: client headers whose name contains `_`
     /// reach handlers (dropped by default, like nginx).
     pub underscores_in_headers: bool,
+    /// `idle_stop`: the default of every handler whose `project.toml`
+    /// entry has none (`"off"` when absent).
+    pub idle_stop: IdleStop,
 }
 
 /// `tls.default_cert` and `tls.default_key`, absolute.
@@ -187,6 +191,7 @@ struct RawConfig {
     database_group: Option<String>,
     state_database: Option<String>,
     shutdown_grace: Option<String>,
+    idle_stop: Option<String>,
     watch: Option<RawWatch>,
     projects: Vec<RawProject>,
     cors_origins: Option<Vec<String>>,
@@ -364,6 +369,14 @@ impl Config {
             }
         };
 
+        let idle_stop = match raw.idle_stop.as_deref().map(IdleStop::parse) {
+            None => IdleStop::Off,
+            Some(Ok(idle_stop)) => idle_stop,
+            Some(Err(why)) => {
+                problems.push(Problem::field("idle_stop", why));
+                IdleStop::Off
+            }
+        };
         let watch = raw
             .watch
             .map(|watch| validate_watch(watch, &mut problems))
@@ -511,6 +524,7 @@ impl Config {
                     trusted_proxies,
                     upgrade_protocols,
                     underscores_in_headers: raw.underscores_in_headers.unwrap_or(false),
+                    idle_stop,
                 })
             }
             _ => Err(ConfigError::invalid(file, problems)),
@@ -1060,6 +1074,7 @@ mod tests {
             fx.dir.path().join("data/elsinore-state.db")
         );
         assert_eq!(config.startup.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(config.idle_stop, IdleStop::Off);
         assert_eq!(config.projects[0].name, "horatio");
         assert!(config.projects[0].path.is_absolute());
         assert!(config.startup.admin_listen.is_none());
@@ -1462,7 +1477,7 @@ mod tests {
     fn validation_errors_are_all_reported_with_fields() {
         let fx = Fixture::new(&["a", "other/a"]);
         let err = fx.error(
-            r#"{"listen": "localhost:80", "shutdown_grace": "30",
+            r#"{"listen": "localhost:80", "shutdown_grace": "30", "idle_stop": "never",
                 "projects": ["a", "other/a", "missing",
                              {"path": "a", "name": "x", "key": "k", "key_env": "K"},
                              {"path": "a", "name": "y", "key_env": "UNSET_VAR"},
@@ -1472,6 +1487,7 @@ mod tests {
         let expected = [
             "DIR/config.json: listen: \"localhost:80\" is not an address: expected IP:port, e.g. \"127.0.0.1:8080\"",
             "DIR/config.json: shutdown_grace: invalid duration \"30\": expected a whole number followed by ms, s, m, h or d (e.g. \"10s\")",
+            "DIR/config.json: idle_stop: invalid duration \"never\": expected a whole number followed by ms, s, m, h or d (e.g. \"10s\"), or \"off\"",
             "DIR/config.json: projects[1].name: duplicate project name \"a\" (already used by projects[0]); set \"name\" to tell them apart",
             "DIR/config.json: projects[2].path: project folder DIR/missing not found (No such file or directory (os error 2))",
             "DIR/config.json: projects[3]: set either \"key\" or \"key_env\", not both",

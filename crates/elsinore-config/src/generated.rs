@@ -256,6 +256,9 @@ fn generated_spec(name: &str, program: &str, fingerprint: FileFingerprint) -> Ha
         queue_timeout: DEFAULT_QUEUE_TIMEOUT,
         reuse_after_body: false,
         socket: false,
+        idle_stop: None,
+        start: crate::StartPolicy::Always,
+        listen_fd: false,
         generated: Some(GeneratedFrom {
             file: PathBuf::from(program),
             fingerprint,

@@ -24,6 +24,7 @@ mod generated;
 mod handover;
 mod host_owners;
 mod hostname;
+mod idle;
 mod limits;
 mod manifest;
 mod observability;
@@ -57,6 +58,7 @@ pub use generated::{
 pub use handover::{ForwardHost, HandlerKeyEnv};
 pub use host_owners::HostOwners;
 pub use hostname::{normalize_request_host, HostError, HostPattern, Hostname};
+pub use idle::{IdleStop, StartPolicy};
 pub use limits::{
     format_size, parse_size, Limits, SizeError, Timeouts, DEFAULT_HANDLER_CONNECT_TIMEOUT,
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY, DEFAULT_MAX_CONNECTIONS,

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::error::{ConfigError, Problem};
 use crate::generated::{scan_handlers_dir, GeneratedFrom, GeneratedScan, SkippedFile};
 use crate::handover::HandlerKeyEnv;
+use crate::idle::{IdleStop, StartPolicy};
 use crate::parse_duration;
 use crate::run_as::RunAs;
 
@@ -91,6 +92,20 @@ pub struct HandlerSpec {
     /// enter) instead of a loopback port (`PORT`) every local process can
     /// reach. Only for `command` handlers.
     pub socket: bool,
+    /// `idle_stop`: how long without a request in flight before the
+    /// handler is stopped and marked sleeping. `None` when `project.toml`
+    /// does not say; [`Manifest::with_idle_stop`] then fills in
+    /// config.json's `idle_stop`. See [`HandlerSpec::idle_after`].
+    pub idle_stop: Option<IdleStop>,
+    /// `start`: with the project (`always`) or by its first request
+    /// (`on_demand`).
+    pub start: StartPolicy,
+    /// `listen_fd = true`: Elsinore binds the handler's loopback port
+    /// itself and passes the listening socket as file descriptor 3
+    /// (`LISTEN_FDS=1`), so connections queue in the kernel while the
+    /// handler starts and requests need not wait for its readiness probe.
+    /// Only for `command` handlers on a port (not `socket = true`).
+    pub listen_fd: bool,
     /// For a handler found in `handlers_dir`: its file as read. Part of the
     /// spec, so a replaced file is a changed handler (restarted blue/green)
     /// and an unchanged one keeps running.
@@ -104,6 +119,15 @@ pub struct HandlerSpec {
     /// variable. Part of the spec, so a changed key or name restarts the
     /// handlers.
     pub key_env: Option<HandlerKeyEnv>,
+}
+
+impl HandlerSpec {
+    /// How long the handler may go without a request in flight before it
+    /// sleeps; `None` when it never does (`"off"`, the default, or a `url`
+    /// handler).
+    pub fn idle_after(&self) -> Option<Duration> {
+        self.idle_stop.and_then(IdleStop::after)
+    }
 }
 
 /// A process Elsinore starts, or a server somebody else runs.
@@ -145,6 +169,9 @@ struct RawHandler {
     queue_timeout: Option<String>,
     reuse_after_body: Option<bool>,
     socket: Option<bool>,
+    idle_stop: Option<String>,
+    start: Option<String>,
+    listen_fd: Option<bool>,
 }
 
 impl Manifest {
@@ -177,6 +204,17 @@ impl Manifest {
     pub fn with_handler_key_env(mut self, key_env: Option<&HandlerKeyEnv>) -> Self {
         for handler in &mut self.handlers {
             handler.key_env = key_env.cloned();
+        }
+        self
+    }
+
+    /// Gives every handler whose `project.toml` entry has no `idle_stop`
+    /// the default (config.json's top-level `idle_stop`). Part of the
+    /// spec, so changing the default replaces the handlers it reaches.
+    #[must_use]
+    pub fn with_idle_stop(mut self, default: IdleStop) -> Self {
+        for handler in &mut self.handlers {
+            handler.idle_stop.get_or_insert(default);
         }
         self
     }
@@ -453,6 +491,17 @@ fn validate_handler(
             "only applies to handlers started with \"command\" (Elsinore does not choose where a url handler listens)",
         ));
     }
+    let (idle_stop, start, listen_fd) = validate_sleep(
+        (
+            raw.idle_stop.as_deref(),
+            raw.start.as_deref(),
+            raw.listen_fd,
+        ),
+        here,
+        is_url,
+        socket,
+        problems,
+    );
     let env = raw.env.unwrap_or_default();
     if !env.is_empty() && is_url {
         problems.push(Problem::field(
@@ -535,10 +584,62 @@ fn validate_handler(
         queue_timeout,
         reuse_after_body: raw.reuse_after_body.unwrap_or(false),
         socket,
+        idle_stop,
+        start,
+        listen_fd,
         generated: None,
         run_as: None,
         key_env: None,
     })
+}
+
+/// `idle_stop`, `start` and `listen_fd`: only for `command` handlers
+/// (Elsinore neither stops nor starts a `url` handler), and `listen_fd`
+/// only on a loopback port (a `socket = true` handler binds its own path).
+fn validate_sleep(
+    (raw_idle_stop, raw_start, raw_listen_fd): (Option<&str>, Option<&str>, Option<bool>),
+    here: &str,
+    is_url: bool,
+    socket: bool,
+    problems: &mut Vec<Problem>,
+) -> (Option<IdleStop>, StartPolicy, bool) {
+    let not_for_url = |key: &str, problems: &mut Vec<Problem>| {
+        problems.push(Problem::field(
+            format!("{here}.{key}"),
+            "only applies to handlers started with \"command\" (Elsinore does not start or stop a url handler)",
+        ));
+    };
+    let idle_stop = raw_idle_stop.and_then(|text| match IdleStop::parse(text) {
+        Ok(idle_stop) => Some(idle_stop),
+        Err(why) => {
+            problems.push(Problem::field(format!("{here}.idle_stop"), why));
+            None
+        }
+    });
+    if raw_idle_stop.is_some() && is_url {
+        not_for_url("idle_stop", problems);
+    }
+    let start = match raw_start.map(StartPolicy::parse) {
+        None => StartPolicy::Always,
+        Some(Ok(start)) => start,
+        Some(Err(why)) => {
+            problems.push(Problem::field(format!("{here}.start"), why));
+            StartPolicy::Always
+        }
+    };
+    if raw_start.is_some() && is_url {
+        not_for_url("start", problems);
+    }
+    let listen_fd = raw_listen_fd.unwrap_or(false);
+    if listen_fd && is_url {
+        not_for_url("listen_fd", problems);
+    } else if listen_fd && socket {
+        problems.push(Problem::field(
+            format!("{here}.listen_fd"),
+            "cannot be combined with socket = true: a passed socket is a loopback port Elsinore binds",
+        ));
+    }
+    (idle_stop, start, listen_fd)
 }
 
 /// Only plain `http://host:port` (optionally with `/`): handlers are local
@@ -681,6 +782,74 @@ mod tests {
             "p/project.toml: handler[6].name: duplicate handler name \"e\"",
             "p/project.toml: handler[7].name: handler name \"f g\" must be 1 to 64 letters, digits, '-' or '_'",
             "p/project.toml: handler[8].routes: route \"/\" is already served by handler \"e\"",
+        ];
+        assert_eq!(err.lines().collect::<Vec<_>>(), expected);
+    }
+
+    #[test]
+    fn sleep_settings_are_read_and_checked() {
+        let manifest = parse(
+            r#"
+            [[handler]]
+            name = "web"
+            command = ["x"]
+            idle_stop = "10m"
+            start = "on_demand"
+            listen_fd = true
+            [[handler]]
+            name = "api"
+            command = ["x"]
+            routes = ["/api/"]
+            "#,
+        )
+        .expect("valid");
+        let web = &manifest.handlers[0];
+        assert_eq!(
+            web.idle_stop,
+            Some(IdleStop::After(Duration::from_secs(600)))
+        );
+        assert_eq!(web.start, StartPolicy::OnDemand);
+        assert!(web.listen_fd);
+        let api = &manifest.handlers[1];
+        assert_eq!(
+            (api.idle_stop, api.start, api.listen_fd),
+            (None, StartPolicy::Always, false)
+        );
+        // config.json's default reaches only handlers that say nothing.
+        let manifest = manifest.with_idle_stop(IdleStop::After(Duration::from_secs(60)));
+        assert_eq!(
+            manifest.handlers[0].idle_after(),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(
+            manifest.handlers[1].idle_after(),
+            Some(Duration::from_secs(60))
+        );
+
+        let err = parse(
+            r#"
+            [[handler]]
+            name = "a"
+            command = ["x"]
+            idle_stop = "soon"
+            start = "lazy"
+            listen_fd = true
+            socket = true
+            [[handler]]
+            name = "b"
+            url = "http://127.0.0.1:1"
+            idle_stop = "0s"
+            start = "on_demand"
+            "#,
+        )
+        .expect_err("invalid");
+        let expected = [
+            "p/project.toml: handler[0].idle_stop: invalid duration \"soon\": expected a whole number followed by ms, s, m, h or d (e.g. \"10s\"), or \"off\"",
+            "p/project.toml: handler[0].start: \"lazy\" is not a start policy: expected \"always\" or \"on_demand\"",
+            "p/project.toml: handler[0].listen_fd: cannot be combined with socket = true: a passed socket is a loopback port Elsinore binds",
+            "p/project.toml: handler[1].idle_stop: must be more than 0, or \"off\"",
+            "p/project.toml: handler[1].idle_stop: only applies to handlers started with \"command\" (Elsinore does not start or stop a url handler)",
+            "p/project.toml: handler[1].start: only applies to handlers started with \"command\" (Elsinore does not start or stop a url handler)",
         ];
         assert_eq!(err.lines().collect::<Vec<_>>(), expected);
     }

@@ -409,6 +409,7 @@ mod tests {
             trusted_proxies: _,
             upgrade_protocols: _,
             underscores_in_headers: _,
+            idle_stop: _,
         } = config;
         assert!(file.ends_with(Path::new("config.json")));
         assert!(startup.differences(&startup.clone()).is_empty());

@@ -55,6 +55,7 @@ impl Declared {
                 .map(|m| m.with_public_url(project.public_url.as_deref()))
                 .map(|m| m.with_run_as(project.run_as.as_ref()))
                 .map(|m| m.with_handler_key_env(project.handler_key_env.as_ref()))
+                .map(|m| m.with_idle_stop(config.idle_stop))
                 .map_err(ProjectError::Manifest);
             let scan = scan_hosts(&project.path).map_err(ProjectError::Hosts);
             match (manifest, scan) {
@@ -182,7 +183,8 @@ impl Declared {
             let manifest = Manifest::load(&project.path)
                 .map(|m| m.with_public_url(project.public_url.as_deref()))
                 .map(|m| m.with_run_as(project.run_as.as_ref()))
-                .map(|m| m.with_handler_key_env(project.handler_key_env.as_ref()));
+                .map(|m| m.with_handler_key_env(project.handler_key_env.as_ref()))
+                .map(|m| m.with_idle_stop(config.idle_stop));
             // A project none of whose folders changed keeps its host scan
             // as applied: re-listing its hosts (a million, maybe) would
             // find the same. Its project.toml is read again (one file, and

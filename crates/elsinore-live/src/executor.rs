@@ -68,9 +68,13 @@ impl Live {
             if refused.contains(&handler.project.as_str()) {
                 continue;
             }
-            let result =
+            let result = if handler.asleep {
                 self.supervisor
-                    .start(&handler.project, &handler.project_dir, &handler.spec);
+                    .start_asleep(&handler.project, &handler.project_dir, &handler.spec)
+            } else {
+                self.supervisor
+                    .start(&handler.project, &handler.project_dir, &handler.spec)
+            };
             if result.is_err() {
                 refused.push(&handler.project);
             }

@@ -98,6 +98,9 @@ pub struct ToStart {
     pub project_dir: PathBuf,
     /// What to run.
     pub spec: HandlerSpec,
+    /// The handler it replaces sleeps: start it asleep too (a reload does
+    /// not wake a handler, it only replaces its spec).
+    pub asleep: bool,
 }
 
 /// The outcome of one [`ToStart`].
@@ -166,7 +169,7 @@ impl<H: Handler> ReloadPlan<H> {
 
 /// The handlers `candidate` needs that neither run nor are starting, in
 /// manifest order per project.
-pub fn to_start<H>(current: &Running<H>, candidate: &Declared) -> Vec<ToStart> {
+pub fn to_start<H: Handler>(current: &Running<H>, candidate: &Declared) -> Vec<ToStart> {
     let mut out = Vec::new();
     for project in &candidate.projects {
         let name = &project.config.name;
@@ -176,10 +179,21 @@ pub fn to_start<H>(current: &Running<H>, candidate: &Declared) -> Vec<ToStart> {
             let runs = previous.is_some_and(|p| p.declared.manifest.handlers.contains(spec));
             let starting = pending.is_some_and(|p| p.handlers.iter().any(|(s, _)| s == spec));
             if !runs && !starting {
+                let asleep = previous.is_some_and(|p| {
+                    p.declared
+                        .manifest
+                        .handlers
+                        .iter()
+                        .zip(&p.handlers)
+                        .any(|(old, handle)| {
+                            old.name == spec.name && handle.status().state == HandlerState::Sleeping
+                        })
+                });
                 out.push(ToStart {
                     project: name.clone(),
                     project_dir: project.config.path.clone(),
                     spec: spec.clone(),
+                    asleep,
                 });
             }
         }
@@ -545,7 +559,9 @@ fn readiness<H: Handler>(waiting: &[(HandlerSpec, H)], since: Instant, now: Inst
             why,
         };
         match status.state {
-            HandlerState::Ready | HandlerState::External => {}
+            // A sleeping replacement (of a sleeping handler, or `start =
+            // "on_demand"`) takes over at once: a request wakes it.
+            HandlerState::Ready | HandlerState::External | HandlerState::Sleeping => {}
             // Crashed and already starting again (the reload came after its
             // 100 ms backoff): still a failed replacement. Waiting on would
             // leave nobody to trigger the next look, as its waiter is spent.

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use elsinore_config::{
     format_duration, format_size, Config, DefaultCert, EventsConfig, HandlerKind, HandlerSpec,
-    HostPattern,
+    HostPattern, StartPolicy,
 };
 use elsinore_routes::HostTable;
 use elsinore_tls::{CertSource, CertStore};
@@ -274,6 +274,16 @@ fn describe_handler(handler: &HandlerSpec) -> String {
             )
         })
         .unwrap_or_default();
+    let mut sleep = String::new();
+    if let Some(after) = handler.idle_after() {
+        let _ = write!(sleep, ", idle_stop {}", format_duration(after));
+    }
+    if handler.start == StartPolicy::OnDemand {
+        sleep.push_str(", on_demand");
+    }
+    if handler.listen_fd {
+        sleep.push_str(", listen_fd");
+    }
     // Generated handlers have no [[handler]] to look up: say where from.
     let origin = if handler.generated.is_some() {
         " (from handlers_dir)"
@@ -281,7 +291,7 @@ fn describe_handler(handler: &HandlerSpec) -> String {
         ""
     };
     format!(
-        "{} [{}] {target}{limit}{origin}",
+        "{} [{}] {target}{limit}{sleep}{origin}",
         handler.name,
         handler.routes.join(" ")
     )

@@ -34,6 +34,9 @@ impl Handler for Fake {
             restarts,
             last_error: (restarts > 0).then(|| "exited with status 1".to_owned()),
             restart_at: None,
+            sleeps: 0,
+            wakes: 0,
+            wake_failure: None,
         }
     }
 
@@ -235,6 +238,41 @@ fn a_replaced_handler_switches_only_once_ready() {
     assert!(switched.pending.is_empty());
     assert_eq!(switched.retire.len(), 1);
     assert!(switched.retire[0].same(&old));
+}
+
+#[test]
+fn a_sleeping_handler_is_replaced_by_one_that_begins_asleep_and_takes_over_at_once() {
+    let mut disk = Disk::new();
+    disk.project("alpha", "1", &["a.test"]);
+    let running = first(&disk, &["alpha"]);
+    let old = running.projects[0].handlers[0].clone();
+    old.set(HandlerState::Sleeping, 0);
+    disk.project("alpha", "2", &["a.test"]);
+    let candidate = disk.declared(&["alpha"]);
+
+    // The executor is told to start the replacement asleep...
+    let wanted = to_start(&running, &candidate);
+    assert_eq!(wanted.len(), 1);
+    assert!(
+        wanted[0].asleep,
+        "a sleeping handler's replacement must not be woken"
+    );
+    // ... and, asleep, it takes over at once: a request wakes it.
+    let switched = reload(&running, candidate, HandlerState::Sleeping);
+    assert_eq!(
+        lines(&switched.changes),
+        ["~ project alpha: handler web replaced"]
+    );
+    assert!(switched.pending.is_empty());
+    assert_eq!(switched.retire.len(), 1);
+    assert!(switched.retire[0].same(&old));
+
+    // An awake handler's replacement starts awake.
+    let mut disk = Disk::new();
+    disk.project("alpha", "1", &["a.test"]);
+    let running = first(&disk, &["alpha"]);
+    disk.project("alpha", "2", &["a.test"]);
+    assert!(!to_start(&running, &disk.declared(&["alpha"]))[0].asleep);
 }
 
 #[test]

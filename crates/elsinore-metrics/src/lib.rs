@@ -64,8 +64,8 @@ const MAX_LIMITED_HOSTS: usize = 10_000;
 const OTHER_HOSTS: &str = "_other";
 
 /// Every handler state, in the order `elsinore_handler_state` lists them.
-pub const HANDLER_STATES: [&str; 6] = [
-    "starting", "ready", "backoff", "stopping", "stopped", "external",
+pub const HANDLER_STATES: [&str; 7] = [
+    "starting", "ready", "backoff", "stopping", "stopped", "external", "sleeping",
 ];
 
 /// Labels of the per-request families.
@@ -200,6 +200,9 @@ pub struct HandlerSample {
     pub state: &'static str,
     /// Unexpected exits since the handler was (re)created.
     pub restarts: u64,
+    /// Starts asked for by a request while it slept (`idle_stop`,
+    /// `start = "on_demand"`) since the handler was (re)created.
+    pub wakes: u64,
 }
 
 /// One name with an automatic (ACME) certificate, as seen at scrape time.
@@ -556,9 +559,23 @@ impl Collector for SourceCollector {
             ConstCounter::new(h.restarts).encode(restarts.encode_family(&labels)?)?;
         }
 
+        let mut wakes = encoder.encode_descriptor(
+            "handler_wakes",
+            "Starts of a sleeping handler asked for by a request (idle_stop, start = \"on_demand\") since the handler was created",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for h in &handlers {
+            let labels = HandlerLabels {
+                project: &h.project,
+                handler: &h.handler,
+            };
+            ConstCounter::new(h.wakes).encode(wakes.encode_family(&labels)?)?;
+        }
+
         let mut states = encoder.encode_descriptor(
             "handler_state",
-            "1 for each handler's current state (starting, ready, backoff, stopping, stopped, external), else 0",
+            "1 for each handler's current state (starting, ready, backoff, stopping, stopped, external, sleeping), else 0",
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;
@@ -667,6 +684,7 @@ mod tests {
                 handler: "web".into(),
                 state: "ready",
                 restarts: 2,
+                wakes: 3,
             }]
         }
         fn table_swaps(&self) -> u64 {
@@ -713,6 +731,8 @@ mod tests {
             "elsinore_handler_restarts_total{project=\"othello\",handler=\"web\"} 2",
             "elsinore_handler_state{project=\"othello\",handler=\"web\",state=\"ready\"} 1",
             "elsinore_handler_state{project=\"othello\",handler=\"web\",state=\"backoff\"} 0",
+            "elsinore_handler_state{project=\"othello\",handler=\"web\",state=\"sleeping\"} 0",
+            "elsinore_handler_wakes_total{project=\"othello\",handler=\"web\"} 3",
             "elsinore_table_swaps_total 3",
             "elsinore_reload_failures_total 1",
             "elsinore_events_rows_deleted_total 7",

@@ -190,14 +190,19 @@ impl Operator {
     }
 
     /// 200 when every handler can take requests, else 503 listing those
-    /// that cannot.
+    /// that cannot. A sleeping handler can: a request wakes it.
     fn readyz(&self) -> Response<Full<Bytes>> {
         let table = self.live.table().load_full();
         let waiting: Vec<String> = table
             .projects
             .iter()
             .flat_map(|p| p.handlers.iter())
-            .filter(|h| !matches!(h.state(), HandlerState::Ready | HandlerState::External))
+            .filter(|h| {
+                !matches!(
+                    h.state(),
+                    HandlerState::Ready | HandlerState::External | HandlerState::Sleeping
+                )
+            })
             .map(|h| format!("{}/{}: {}", h.project(), h.name(), h.state()))
             .collect();
         if waiting.is_empty() {

@@ -52,6 +52,7 @@ impl ScrapeSource for LiveSource {
                     handler: handle.name().to_owned(),
                     state: status.state.as_str(),
                     restarts: u64::from(status.restarts),
+                    wakes: status.wakes,
                 }
             })
             .collect()

@@ -73,6 +73,7 @@ fn handler_json(handle: &HandlerHandle, routes: &[String]) -> Value {
         "address": handle.address().to_string(),
         "pid": status.pid,
         "restarts": status.restarts,
+        "wakes": status.wakes,
         "last_error": status.last_error,
         "in_flight": handle.in_flight(),
         "queued": handle.queued(),

@@ -143,7 +143,7 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#
 table{border-collapse:collapse;margin:.5rem 0 1.5rem}\
 th,td{border:1px solid #ccc;padding:.25rem .6rem;text-align:left;vertical-align:top}\
 th{background:#f3f3f3}.ready,.external,.ok{color:#166d2a;font-weight:600}\
-.starting,.stopping{color:#8a6100;font-weight:600}\
+.starting,.stopping{color:#8a6100;font-weight:600}.sleeping{color:#555;font-style:italic}\
 .backoff,.stopped,.failed{color:#b00020;font-weight:600}\
 code{font-size:.95em}ul{margin:.2rem 0}";
 

@@ -13,7 +13,7 @@ use elsinore_keys::KeyRing;
 use elsinore_metrics::{Metrics, RequestThreads};
 use elsinore_routes::{HostRoute, ProjectRoute, RouteTable};
 use elsinore_static::{Outcome, Site, StaticBody};
-use elsinore_supervisor::{Busy, HandlerHandle, Unavailable};
+use elsinore_supervisor::{Busy, HandlerHandle, Refused, Unavailable};
 use elsinore_tracing::{TraceContext, Tracer};
 use http::header::{CONNECTION, HOST, ORIGIN, UPGRADE};
 use http::uri::PathAndQuery;
@@ -554,16 +554,13 @@ impl Proxy {
                 return Err(body_too_large(max_body));
             }
             let queued = access.span.is_some().then(std::time::Instant::now);
-            handler
-                .ready()
-                .await
-                .map_err(|why| unavailable(&handler, why))?;
-            // Queued turns rotate across hosts: one tenant's flood does not
-            // make another tenant of the project wait behind it.
-            let in_flight = handler
-                .admit(&host)
-                .await
-                .map_err(|why| busy(&handler, why))?;
+            // Wakes a sleeping handler and waits until it is ready; then
+            // queued turns rotate across hosts: one tenant's flood does
+            // not make another tenant of the project wait behind it.
+            let in_flight = handler.enter(&host).await.map_err(|why| match why {
+                Refused::Unavailable(why) => unavailable(&handler, why),
+                Refused::Busy(why) => busy(&handler, why),
+            })?;
             if let (Some(traced), Some(queued)) = (&mut access.span, queued) {
                 traced
                     .span

@@ -2,11 +2,11 @@
 
 use std::any::Any;
 use std::fmt;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use elsinore_config::HandlerSpec;
+use elsinore_config::{HandlerKind, HandlerSpec};
 use tokio::sync::{watch, Notify};
 
 use crate::gate::{Busy, Gate, Turn};
@@ -28,6 +28,9 @@ pub enum HandlerState {
     Stopped = 4,
     /// A `url` handler: not supervised, always assumed up.
     External = 5,
+    /// Stopped after `idle_stop` without requests, or never started
+    /// (`start = "on_demand"`); the next request starts it.
+    Sleeping = 6,
 }
 
 impl HandlerState {
@@ -38,6 +41,7 @@ impl HandlerState {
             2 => Self::Backoff,
             3 => Self::Stopping,
             4 => Self::Stopped,
+            6 => Self::Sleeping,
             _ => Self::External,
         }
     }
@@ -51,6 +55,7 @@ impl HandlerState {
             Self::Stopping => "stopping",
             Self::Stopped => "stopped",
             Self::External => "external",
+            Self::Sleeping => "sleeping",
         }
     }
 }
@@ -74,6 +79,22 @@ pub struct HandlerStatus {
     pub last_error: Option<String>,
     /// When the next start happens (in `Backoff`).
     pub restart_at: Option<Instant>,
+    /// Times it went to sleep (beginning asleep counts): which sleep a
+    /// request's wake is for.
+    pub sleeps: u64,
+    /// Times a request woke it.
+    pub wakes: u64,
+    /// Why the last wake did not bring it up, until one does.
+    pub wake_failure: Option<WakeFailure>,
+}
+
+/// Why a wake ended with the handler asleep again instead of ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WakeFailure {
+    /// Not ready within its `start_timeout`: stopped again.
+    TimedOut(Duration),
+    /// Exited before it was ready.
+    Exited(String),
 }
 
 /// Why a request cannot be forwarded to a handler right now.
@@ -109,6 +130,19 @@ pub struct HandlerHandle {
     status: watch::Sender<HandlerStatus>,
     in_flight: AtomicUsize,
     idle: Notify,
+    /// `idle_stop`, if the handler ever sleeps.
+    idle_after: Option<Duration>,
+    /// `listen_fd = true`: its listening socket is Elsinore's, so a
+    /// request may be sent as soon as a process runs (the kernel queues
+    /// it until the handler accepts), without waiting for readiness.
+    passed_socket: bool,
+    /// When `in_flight` last fell to 0 (or the handler became ready), as
+    /// milliseconds since `born`; kept only with `idle_after`.
+    quiet_since: AtomicU64,
+    born: Instant,
+    /// The highest `sleeps` a request asked to be woken from.
+    wake_for: AtomicU64,
+    wake: Notify,
     /// `max_concurrent`/`queue` (a default limit when the manifest sets
     /// none).
     gate: Gate,
@@ -139,9 +173,22 @@ pub struct InFlight(Arc<HandlerHandle>, Option<Turn>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if self.0.idle_after.is_some() {
+                self.0.mark_quiet();
+            }
             self.0.idle.notify_waiters();
         }
     }
+}
+
+/// Why a request cannot be let through to a handler; see
+/// [`HandlerHandle::enter`].
+#[derive(Debug)]
+pub enum Refused {
+    /// Not running, and could not be made to run in time.
+    Unavailable(Unavailable),
+    /// Running, but no turn came.
+    Busy(Busy),
 }
 
 impl HandlerHandle {
@@ -157,6 +204,9 @@ impl HandlerHandle {
             restarts: 0,
             last_error: None,
             restart_at: None,
+            sleeps: u64::from(state == HandlerState::Sleeping),
+            wakes: 0,
+            wake_failure: None,
         });
         Self {
             project: project.into(),
@@ -169,6 +219,15 @@ impl HandlerHandle {
             status,
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
+            idle_after: match spec.kind {
+                HandlerKind::Command { .. } => spec.idle_after(),
+                HandlerKind::Url { .. } => None,
+            },
+            passed_socket: spec.listen_fd && matches!(spec.kind, HandlerKind::Command { .. }),
+            quiet_since: AtomicU64::new(0),
+            born: Instant::now(),
+            wake_for: AtomicU64::new(0),
+            wake: Notify::new(),
             gate: Gate::for_spec(spec),
             request_state: RequestState::default(),
         }
@@ -229,10 +288,13 @@ impl HandlerHandle {
     }
 
     /// Resolves when the handler can take a request: at once when ready,
-    /// after waiting up to its start timeout while it starts.
+    /// after waiting up to its start timeout while it starts. A sleeping
+    /// handler counts as ready (a request wakes it, see
+    /// [`enter`](Self::enter)) and is not woken: this is what readiness
+    /// checks and reloads ask, and they must not wake anything.
     pub async fn ready(&self) -> Result<(), Unavailable> {
         match self.state() {
-            HandlerState::Ready | HandlerState::External => return Ok(()),
+            HandlerState::Ready | HandlerState::External | HandlerState::Sleeping => return Ok(()),
             _ => {}
         }
         let started = tokio::time::Instant::now();
@@ -244,18 +306,11 @@ impl HandlerHandle {
         loop {
             let status = changes.borrow_and_update().clone();
             match status.state {
-                HandlerState::Ready | HandlerState::External => return Ok(()),
-                HandlerState::Starting => {}
-                HandlerState::Backoff => {
-                    let retry_in = status
-                        .restart_at
-                        .map(|at| at.saturating_duration_since(Instant::now()))
-                        .unwrap_or_default();
-                    return Err(Unavailable::Crashed {
-                        reason: status.last_error.unwrap_or_else(|| "exited".into()),
-                        retry_in,
-                    });
+                HandlerState::Ready | HandlerState::External | HandlerState::Sleeping => {
+                    return Ok(())
                 }
+                HandlerState::Starting => {}
+                HandlerState::Backoff => return Err(crashed(status)),
                 HandlerState::Stopping | HandlerState::Stopped => return Err(Unavailable::Stopped),
             }
             tokio::select! {
@@ -271,11 +326,156 @@ impl HandlerHandle {
         }
     }
 
+    /// Lets one request through to the handler: wakes it if it sleeps and
+    /// waits (up to its start timeout) until it is ready, then waits for a
+    /// turn under `max_concurrent` (see [`admit`](Self::admit)). The
+    /// request path's one way in.
+    pub async fn enter(self: &Arc<Self>, host: &str) -> Result<InFlight, Refused> {
+        loop {
+            self.awake().await.map_err(Refused::Unavailable)?;
+            let in_flight = self.admit(host).await.map_err(Refused::Busy)?;
+            // Counted in flight before this look (both sequentially
+            // consistent, as in `fall_asleep`): either the supervisor saw
+            // this request and stays awake, or this request sees it
+            // falling asleep and wakes it again.
+            if self.state.load(Ordering::SeqCst) != HandlerState::Sleeping as u8 {
+                return Ok(in_flight);
+            }
+            drop(in_flight);
+        }
+    }
+
+    /// Like [`ready`](Self::ready), but a sleeping handler is woken (one
+    /// start, however many requests ask) and waited for. A wake that ends
+    /// asleep again (not ready in time, or exited) fails the requests that
+    /// waited for it; the next request wakes it again.
+    async fn awake(&self) -> Result<(), Unavailable> {
+        match self.state() {
+            HandlerState::Ready | HandlerState::External => return Ok(()),
+            _ => {}
+        }
+        let started = tokio::time::Instant::now();
+        let deadline = tokio::time::sleep(self.start_timeout);
+        tokio::pin!(deadline);
+        let mut changes = self.status.subscribe();
+        // The sleep this request asked to be woken from.
+        let mut woke: Option<u64> = None;
+        loop {
+            let status = changes.borrow_and_update().clone();
+            match status.state {
+                HandlerState::Ready | HandlerState::External => return Ok(()),
+                // Its process runs and the socket it accepts on is
+                // listening: the request waits in the kernel's queue.
+                HandlerState::Starting if self.passed_socket && status.pid.is_some() => {
+                    return Ok(())
+                }
+                HandlerState::Starting => {}
+                HandlerState::Sleeping => match woke {
+                    // Asleep again after the wake asked for: it failed.
+                    Some(sleep) if status.sleeps > sleep => {
+                        return Err(match status.wake_failure {
+                            Some(WakeFailure::Exited(reason)) => Unavailable::Crashed {
+                                reason,
+                                retry_in: Duration::ZERO,
+                            },
+                            Some(WakeFailure::TimedOut(_)) | None => Unavailable::Starting {
+                                waited: started.elapsed(),
+                            },
+                        });
+                    }
+                    // Still going to sleep: the supervisor starts it again
+                    // once the old process is gone.
+                    Some(_) => {}
+                    None => {
+                        self.request_wake(status.sleeps);
+                        woke = Some(status.sleeps);
+                    }
+                },
+                HandlerState::Backoff => return Err(crashed(status)),
+                HandlerState::Stopping | HandlerState::Stopped => return Err(Unavailable::Stopped),
+            }
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return Err(Unavailable::Stopped);
+                    }
+                }
+                () = &mut deadline => {
+                    return Err(Unavailable::Starting { waited: started.elapsed() });
+                }
+            }
+        }
+    }
+
+    /// Asks the supervisor to wake the handler from its sleep number
+    /// `sleep` (a wake asked during an earlier sleep is not one for this).
+    fn request_wake(&self, sleep: u64) {
+        self.wake_for.fetch_max(sleep, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// Resolves once a request asked to wake the handler from its current
+    /// sleep.
+    pub(crate) async fn wake_requested(&self) {
+        let sleep = self.status.borrow().sleeps;
+        loop {
+            // Registered before the check, so a wake in between is seen.
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if self.wake_for.load(Ordering::SeqCst) >= sleep {
+                return;
+            }
+            woken.await;
+        }
+    }
+
+    /// Marks the handler sleeping if no request is in flight; `false`
+    /// (and back in its state before) if one is. From here on a request
+    /// wakes it.
+    pub(crate) fn fall_asleep(&self) -> bool {
+        let before = self.state();
+        // The state is stored before the count is read, and a request
+        // counts itself before it reads the state (`enter`): one of the
+        // two sees the other.
+        self.transition(HandlerState::Sleeping, |s| s.sleeps += 1);
+        if self.in_flight.load(Ordering::SeqCst) == 0 {
+            return true;
+        }
+        self.transition(before, |_| {});
+        false
+    }
+
+    /// `idle_stop`, if the handler ever sleeps.
+    pub(crate) fn idle_after(&self) -> Option<Duration> {
+        self.idle_after
+    }
+
+    /// Notes that the handler is quiet from now on (nothing in flight).
+    pub(crate) fn mark_quiet(&self) {
+        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.quiet_since.store(now, Ordering::Release);
+    }
+
+    /// Resolves once no request has been in flight for `after`.
+    pub(crate) async fn quiet_for(&self, after: Duration) {
+        loop {
+            self.drained().await;
+            let since = self.quiet_since.load(Ordering::Acquire);
+            let at = self.born + Duration::from_millis(since) + after;
+            tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+            if self.in_flight() == 0 && self.quiet_since.load(Ordering::Acquire) == since {
+                return;
+            }
+        }
+    }
+
     /// Counts a request as in flight until the guard is dropped (the
     /// request path keeps it until the response body has been sent), so a
     /// replaced handler is stopped only once its last request is done.
     pub fn begin_request(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        // Sequentially consistent: see `enter`.
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight(self.clone(), None)
     }
 
@@ -328,7 +528,8 @@ impl HandlerHandle {
             status.state = state;
             update(status);
         });
-        self.state.store(state as u8, Ordering::Release);
+        // Sequentially consistent: see `fall_asleep`.
+        self.state.store(state as u8, Ordering::SeqCst);
         if previous != state {
             tracing::info!(
                 project = %self.project,
@@ -336,5 +537,114 @@ impl HandlerHandle {
                 "handler {previous} -> {state}"
             );
         }
+    }
+}
+
+/// A handler in backoff, as a request sees it.
+fn crashed(status: HandlerStatus) -> Unavailable {
+    let retry_in = status
+        .restart_at
+        .map(|at| at.saturating_duration_since(Instant::now()))
+        .unwrap_or_default();
+    Unavailable::Crashed {
+        reason: status.last_error.unwrap_or_else(|| "exited".into()),
+        retry_in,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use elsinore_config::{IdleStop, StartPolicy};
+    use http::uri::Authority;
+
+    use super::*;
+
+    fn sleeping_handle() -> Arc<HandlerHandle> {
+        let spec = HandlerSpec {
+            name: "web".into(),
+            kind: HandlerKind::Command {
+                argv: vec!["true".into()],
+            },
+            routes: vec!["/".into()],
+            ready: None,
+            env: BTreeMap::new(),
+            start_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(1),
+            max_concurrent: None,
+            queue: 1,
+            queue_timeout: Duration::from_secs(1),
+            reuse_after_body: false,
+            socket: false,
+            idle_stop: Some(IdleStop::After(Duration::from_secs(60))),
+            start: StartPolicy::OnDemand,
+            listen_fd: false,
+            generated: None,
+            run_as: None,
+            key_env: None,
+        };
+        let address = HandlerAddress::Tcp(Authority::from_static("127.0.0.1:1"));
+        Arc::new(HandlerHandle::new(
+            "p",
+            &spec,
+            address,
+            HandlerState::Sleeping,
+        ))
+    }
+
+    async fn woken(handle: &HandlerHandle) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), handle.wake_requested())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_wake_is_for_one_sleep_only() {
+        let handle = sleeping_handle();
+        assert_eq!(handle.status().sleeps, 1, "beginning asleep is sleep 1");
+        assert!(!woken(&handle).await, "nobody asked");
+        handle.request_wake(1);
+        handle.request_wake(1);
+        assert!(woken(&handle).await);
+
+        // Awake, then asleep again: the wakes asked for sleep 1 (one of
+        // them late) do not start it.
+        handle.transition(HandlerState::Ready, |_| {});
+        handle.request_wake(1);
+        assert!(handle.fall_asleep());
+        assert_eq!(handle.status().sleeps, 2);
+        assert!(!woken(&handle).await, "a stale wake started a later sleep");
+        handle.request_wake(2);
+        assert!(woken(&handle).await);
+    }
+
+    #[tokio::test]
+    async fn a_handler_with_a_request_in_flight_does_not_fall_asleep() {
+        let handle = sleeping_handle();
+        handle.transition(HandlerState::Ready, |_| {});
+        let request = handle.begin_request();
+        assert!(!handle.fall_asleep());
+        assert_eq!(handle.state(), HandlerState::Ready);
+        drop(request);
+        assert!(handle.fall_asleep());
+        assert_eq!(handle.state(), HandlerState::Sleeping);
+    }
+
+    #[tokio::test]
+    async fn quiet_for_counts_from_the_last_request() {
+        let handle = sleeping_handle();
+        handle.transition(HandlerState::Ready, |_| {});
+        handle.mark_quiet();
+        let after = Duration::from_millis(200);
+        let request = handle.begin_request();
+        // In flight: never quiet.
+        assert!(tokio::time::timeout(after * 2, handle.quiet_for(after))
+            .await
+            .is_err());
+        drop(request);
+        let ended = Instant::now();
+        handle.quiet_for(after).await;
+        assert!(ended.elapsed() >= after, "quiet before idle_stop passed");
     }
 }

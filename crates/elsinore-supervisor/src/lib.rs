@@ -1,10 +1,14 @@
 //! Handler processes: start, probe readiness, restart with backoff, stop.
 //!
 //! Each `command` handler gets one task running a small state machine
-//! (`Starting → Ready → Backoff → Starting …`, or `→ Stopping → Stopped`),
-//! every transition logged. The request path never talks to that task: it
-//! reads the handler's state from an atomic in [`HandlerHandle`] and, only
-//! when the handler is not ready, waits on a `watch` channel.
+//! (`Starting → Ready → Backoff → Starting …`, `Ready → Sleeping` after
+//! `idle_stop` without requests, `Sleeping → Starting` when a request
+//! wakes it, or `→ Stopping → Stopped`), every transition logged. The
+//! request path never talks to that task: it reads the handler's state
+//! from an atomic in [`HandlerHandle`] and, only when the handler is not
+//! ready, waits on a `watch` channel (after asking, through the handle,
+//! for a wake when it sleeps). A `listen_fd` handler's listening socket is
+//! bound by Elsinore and passed to each of its processes as descriptor 3.
 //!
 //! Handlers run in their own process group (so a handler's children are
 //! stopped with it, and a terminal's Ctrl-C reaches Elsinore, which then
@@ -27,7 +31,9 @@ mod supervisor;
 
 pub use address::HandlerAddress;
 pub use gate::{per_host_share, Busy, Turn};
-pub use handle::{HandlerHandle, HandlerState, HandlerStatus, InFlight, Unavailable};
+pub use handle::{
+    HandlerHandle, HandlerState, HandlerStatus, InFlight, Refused, Unavailable, WakeFailure,
+};
 pub use own_process::refuse_inspection;
 pub use supervisor::{HandlerDatabase, Supervisor, SupervisorSettings};
 

@@ -58,6 +58,63 @@ pub(crate) fn reserve_port() -> std::io::Result<(SocketAddr, Authority)> {
     ))
 }
 
+/// Connections a passed socket (`listen_fd = true`) queues while its
+/// handler sleeps or starts.
+const PASSED_BACKLOG: u32 = 1024;
+
+/// Binds and listens on a free port on 127.0.0.1 for a `listen_fd = true`
+/// handler, whose processes get this very socket: it stays Elsinore's
+/// (and the port reserved) for as long as the handler exists, across
+/// restarts and sleeps, so connections made while no process runs wait
+/// in its backlog instead of being refused. Left blocking: the handler
+/// shares its file status flags.
+pub(crate) fn reserve_listener() -> std::io::Result<(std::net::TcpListener, Authority)> {
+    for _ in 0..64 {
+        let socket = TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+        let listener = socket.listen(PASSED_BACKLOG)?.into_std()?;
+        listener.set_nonblocking(false)?;
+        let addr = listener.local_addr()?;
+        let mut reserved = RESERVED.lock().unwrap_or_else(PoisonError::into_inner);
+        let reserved = reserved.get_or_insert_with(HashMap::new);
+        if let Entry::Vacant(entry) = reserved.entry(addr.port()) {
+            // The listener itself holds the port: no placeholder.
+            entry.insert(None);
+            let authority = Authority::try_from(addr.to_string()).map_err(std::io::Error::other)?;
+            return Ok((listener, authority));
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "kernel kept offering ports already given to other handlers",
+    ))
+}
+
+/// Listens on a sleeping handler's port until dropped. The placeholder
+/// (not listening) keeps other programs' binds without `SO_REUSEADDR`
+/// away; a listening socket also keeps away those with it, which
+/// could otherwise listen there for as long as the handler sleeps and
+/// answer its next wake. `None` (logged) when that fails: someone already
+/// listens there, and the handler's start will say so.
+pub(crate) fn hold_listening(addr: SocketAddr) -> Option<std::net::TcpListener> {
+    let hold = || -> std::io::Result<std::net::TcpListener> {
+        let socket = TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        // Nothing should connect while the handler sleeps: the smallest
+        // queue.
+        socket.listen(1)?.into_std()
+    };
+    match hold() {
+        Ok(listener) => Some(listener),
+        Err(err) => {
+            tracing::warn!(%addr, %err, "cannot hold a sleeping handler's port: another process may listen on it");
+            None
+        }
+    }
+}
+
 /// Lets go of the port's placeholder but keeps the port reserved: for a
 /// handler that exited before it ever listened, which may be one that
 /// cannot bind next to it.

@@ -1,8 +1,10 @@
 //! One handler process: spawn, forward its output, probe, signal.
 
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use elsinore_config::RunAs;
@@ -26,6 +28,9 @@ pub(crate) struct ProcessSpec {
     /// project's `handler_key_env`, which `env` then sets).
     pub env_remove: Vec<String>,
     pub listen: Listen,
+    /// `listen_fd = true`: the listening socket on `listen`'s port,
+    /// passed as descriptor 3.
+    pub passed: Option<Arc<std::net::TcpListener>>,
     pub ready: Option<String>,
     /// The project's `user`: the process gets these ids before exec.
     pub run_as: Option<RunAs>,
@@ -63,7 +68,17 @@ pub(crate) fn spawn(spec: &ProcessSpec) -> std::io::Result<Child> {
         .argv
         .split_first()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
-    let mut command = Command::new(program);
+    let mut command = match &spec.passed {
+        // `LISTEN_PID` must be the handler's own pid, known only after
+        // fork, and the child may not allocate before exec: a shell sets
+        // it to its `$$` and execs the handler, which keeps that pid.
+        Some(_) => {
+            let mut command = Command::new("/bin/sh");
+            command.args(["-c", PASS_LISTEN_PID, program]);
+            command
+        }
+        None => Command::new(program),
+    };
     command
         .args(args)
         .current_dir(&spec.cwd)
@@ -83,7 +98,14 @@ pub(crate) fn spawn(spec: &ProcessSpec) -> std::io::Result<Child> {
         command.env_remove(name);
     }
     command.envs(spec.env.iter().map(|(k, v)| (k, v)));
-    prepare_child(&mut command, spec.run_as.as_ref().map(Identity::of));
+    if spec.passed.is_some() {
+        command.env("LISTEN_FDS", "1");
+    }
+    prepare_child(
+        &mut command,
+        spec.run_as.as_ref().map(Identity::of),
+        spec.passed.as_ref().map(|listener| listener.as_raw_fd()),
+    );
     command.spawn().map_err(|err| match &spec.run_as {
         Some(run_as) => std::io::Error::new(
             err.kind(),
@@ -122,7 +144,16 @@ const MANAGER_ENV: [&str; 4] = [
     "LISTEN_FDNAMES",
 ];
 
-/// In the forked child, before exec: switch to the project's user (if
+/// The shell line that starts a `listen_fd` handler: its own pid as
+/// `LISTEN_PID`, then the handler itself (`$0`, its arguments `$@`) in the
+/// shell's place.
+const PASS_LISTEN_PID: &str = "LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"";
+
+/// The descriptor a passed socket gets in the handler (`SD_LISTEN_FDS_START`).
+const PASSED_FD: RawFd = 3;
+
+/// In the forked child, before exec: put a passed listening socket on
+/// descriptor 3 (without close-on-exec), switch to the project's user (if
 /// any), then ask Linux to SIGKILL the handler if the thread that spawned
 /// it (a tokio worker, alive as long as Elsinore's runtime) dies, so even
 /// `kill -9` of Elsinore leaves no handler behind. SIGKILL rather than
@@ -135,15 +166,33 @@ const MANAGER_ENV: [&str; 4] = [
 /// uid last; and the parent-death signal after the switch, because Linux
 /// clears it when the credentials change.
 #[allow(unsafe_code)]
-fn prepare_child(command: &mut Command, identity: Option<Identity>) {
+fn prepare_child(command: &mut Command, identity: Option<Identity>, passed: Option<RawFd>) {
     let parent = std::process::id();
     // SAFETY: the closure runs in the forked child before exec. It only
-    // calls setgroups(2), setgid(2), setuid(2), prctl(2) and getppid(2),
-    // all async-signal-safe, and allocates nothing (`identity` was built
-    // before fork and is only read). Any failure aborts the spawn with
-    // that errno: a handler never runs as root by mistake.
+    // calls dup2(2), fcntl(2), setgroups(2), setgid(2), setuid(2),
+    // prctl(2) and getppid(2), all async-signal-safe, and allocates
+    // nothing (`identity` was built before fork and is only read). Any
+    // failure aborts the spawn with that errno: a handler never runs as
+    // root by mistake. `passed` is the listener the parent keeps open
+    // for the handler's whole life (`ProcessSpec::passed`), so the
+    // descriptor is valid here.
     unsafe {
         command.pre_exec(move || {
+            if let Some(fd) = passed {
+                use std::os::fd::{BorrowedFd, IntoRawFd};
+                let listener = BorrowedFd::borrow_raw(fd);
+                // Kept open for exec: `into_raw_fd` so it is not closed.
+                let _ = nix::unistd::dup2_raw(listener, PASSED_FD)
+                    .map_err(std::io::Error::from)?
+                    .into_raw_fd();
+                // dup2 onto itself (the listener already was 3) keeps
+                // close-on-exec: clear it either way.
+                nix::fcntl::fcntl(
+                    BorrowedFd::borrow_raw(PASSED_FD),
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                )
+                .map_err(std::io::Error::from)?;
+            }
             if let Some(id) = &identity {
                 nix::unistd::setgroups(&id.groups).map_err(std::io::Error::from)?;
                 nix::unistd::setgid(id.gid).map_err(std::io::Error::from)?;

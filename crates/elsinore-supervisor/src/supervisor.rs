@@ -5,11 +5,11 @@ use std::process::ExitStatus;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use elsinore_config::{HandlerKind, HandlerSpec};
+use elsinore_config::{HandlerKind, HandlerSpec, StartPolicy};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::handle::{HandlerHandle, HandlerState};
+use crate::handle::{HandlerHandle, HandlerState, WakeFailure};
 use crate::process::{self, Listen, ProcessSpec};
 use crate::{ports, socket_dir, HandlerAddress, Result, SupervisorError};
 
@@ -84,12 +84,41 @@ impl Supervisor {
     }
 
     /// Starts `spec` of `project` (a process for `command`, nothing for
-    /// `url`) and returns the handle the request path uses.
+    /// `url`) and returns the handle the request path uses. A
+    /// `start = "on_demand"` handler begins asleep: its first request
+    /// starts it.
     pub fn start(
         &self,
         project: &str,
         project_dir: &Path,
         spec: &HandlerSpec,
+    ) -> Result<Arc<HandlerHandle>> {
+        self.start_as(
+            project,
+            project_dir,
+            spec,
+            spec.start == StartPolicy::OnDemand,
+        )
+    }
+
+    /// Like [`start`](Self::start), but the handler begins asleep
+    /// whatever its `start`: the replacement of a handler that sleeps
+    /// (a reload must not wake it).
+    pub fn start_asleep(
+        &self,
+        project: &str,
+        project_dir: &Path,
+        spec: &HandlerSpec,
+    ) -> Result<Arc<HandlerHandle>> {
+        self.start_as(project, project_dir, spec, true)
+    }
+
+    fn start_as(
+        &self,
+        project: &str,
+        project_dir: &Path,
+        spec: &HandlerSpec,
+        asleep: bool,
     ) -> Result<Arc<HandlerHandle>> {
         let argv = match &spec.kind {
             HandlerKind::Url { authority } => {
@@ -106,6 +135,7 @@ impl Supervisor {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        let mut passed = None;
         let (listen, address) = if spec.socket {
             let path = socket_dir::socket_path(
                 &settings.run_dir,
@@ -125,6 +155,20 @@ impl Supervisor {
                 Listen::Socket(path.clone()),
                 HandlerAddress::Unix { path, uid },
             )
+        } else if spec.listen_fd {
+            let (listener, authority) =
+                ports::reserve_listener().map_err(|source| SupervisorError::NoPort {
+                    handler: format!("{project}/{}", spec.name),
+                    source,
+                })?;
+            let addr = listener
+                .local_addr()
+                .map_err(|source| SupervisorError::NoPort {
+                    handler: format!("{project}/{}", spec.name),
+                    source,
+                })?;
+            passed = Some(Arc::new(listener));
+            (Listen::Port(addr), HandlerAddress::Tcp(authority))
         } else {
             let (addr, authority) =
                 ports::reserve_port().map_err(|source| SupervisorError::NoPort {
@@ -137,7 +181,11 @@ impl Supervisor {
             project,
             spec,
             address,
-            HandlerState::Starting,
+            if asleep {
+                HandlerState::Sleeping
+            } else {
+                HandlerState::Starting
+            },
         ));
         let mut env: Vec<(String, String)> = spec
             .env
@@ -173,6 +221,7 @@ impl Supervisor {
             env,
             env_remove: settings.env_remove,
             listen,
+            passed,
             ready: spec.ready.clone(),
             run_as: spec.run_as.clone(),
         };
@@ -180,8 +229,11 @@ impl Supervisor {
         let task = tokio::spawn(supervise(
             handle.clone(),
             process,
-            spec.start_timeout,
-            settings.stop_grace,
+            Timing {
+                start_timeout: spec.start_timeout,
+                stop_grace: settings.stop_grace,
+            },
+            asleep,
             stop_rx,
         ));
         self.running
@@ -257,18 +309,53 @@ enum Ended {
     /// With whether it had become ready first.
     Exited(std::io::Result<ExitStatus>, bool),
     StopRequested,
+    /// Quiet for `idle_stop`: marked sleeping, to be stopped.
+    Idle,
+    /// Woken by a request but not ready within `start_timeout`.
+    WakeTimedOut,
 }
 
-/// The state machine of one supervised handler.
+/// How long a handler gets to start and to stop.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    start_timeout: Duration,
+    stop_grace: Duration,
+}
+
+/// The state machine of one supervised handler: `Starting → Ready`,
+/// `→ Backoff → Starting` after a crash, `Ready → Sleeping` after
+/// `idle_stop` and `Sleeping → Starting` when a request wakes it (a wake
+/// that fails goes back to `Sleeping`, not to backoff: requests, not a
+/// timer, decide when to try again), `→ Stopping → Stopped` on purpose.
 async fn supervise(
     handle: Arc<HandlerHandle>,
     spec: ProcessSpec,
-    start_timeout: Duration,
-    stop_grace: Duration,
+    timing: Timing,
+    mut asleep: bool,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut crashes_in_a_row: u32 = 0;
     loop {
+        let mut waking = false;
+        if asleep {
+            // Listened on while nothing else does (a passed socket already
+            // is): no other local process can take the port and answer
+            // the next wake's probe and requests.
+            let held = match (&spec.listen, &spec.passed) {
+                (Listen::Port(addr), None) => ports::hold_listening(*addr),
+                _ => None,
+            };
+            tokio::select! {
+                () = handle.wake_requested() => {}
+                _ = stop.wait_for(|stop| *stop) => break,
+            }
+            // Closed just before the handler binds the port.
+            drop(held);
+            asleep = false;
+            waking = true;
+            tracing::info!(project = %spec.project, handler = %spec.handler, "waking handler for a request");
+            handle.transition(HandlerState::Starting, |s| s.wakes += 1);
+        }
         handle.transition(HandlerState::Starting, |s| s.restart_at = None);
         let started = Instant::now();
         if let Listen::Socket(path) = &spec.listen {
@@ -276,18 +363,51 @@ async fn supervise(
             socket_dir::remove_stale(path);
         }
         let reason = match process::spawn(&spec) {
-            Err(err) => format!("cannot start {:?}: {err}", spec.argv[0]),
+            Err(err) => {
+                let reason = format!("cannot start {:?}: {err}", spec.argv[0]);
+                if waking {
+                    tracing::warn!(project = %spec.project, handler = %spec.handler, "woken handler: {reason}; the next request tries again");
+                    fail_wake(&handle, WakeFailure::Exited(reason), &spec.listen);
+                    asleep = true;
+                    continue;
+                }
+                reason
+            }
             Ok(mut child) => {
                 let pid = child.id();
                 handle.transition(HandlerState::Starting, |s| s.pid = pid);
                 tracing::info!(project = %spec.project, handler = %spec.handler, pid, listen = %spec.listen, "handler started");
                 process::forward_output(&mut child, &spec.project, &spec.handler);
-                match run_until_exit(&handle, &spec, &mut child, start_timeout, &mut stop).await {
+                let watch = Watch {
+                    handle: &handle,
+                    spec: &spec,
+                    start_timeout: timing.start_timeout,
+                    waking,
+                };
+                match watch.run_until_exit(&mut child, &mut stop).await {
                     Ended::StopRequested => {
                         handle.transition(HandlerState::Stopping, |_| {});
-                        let status = process::terminate(&mut child, stop_grace).await;
+                        let status = process::terminate(&mut child, timing.stop_grace).await;
                         tracing::info!(project = %spec.project, handler = %spec.handler, ?status, "handler stopped");
                         break;
+                    }
+                    Ended::Idle => {
+                        // Already marked sleeping: requests from now on
+                        // wake it, and wait until this process is gone.
+                        let status = process::terminate(&mut child, timing.stop_grace).await;
+                        tracing::info!(project = %spec.project, handler = %spec.handler, ?status, "handler asleep after idle_stop");
+                        handle.transition(HandlerState::Sleeping, |s| s.pid = None);
+                        crashes_in_a_row = 0;
+                        asleep = true;
+                        continue;
+                    }
+                    Ended::WakeTimedOut => {
+                        let status = process::terminate(&mut child, timing.stop_grace).await;
+                        let why = WakeFailure::TimedOut(timing.start_timeout);
+                        tracing::warn!(project = %spec.project, handler = %spec.handler, ?status, start_timeout = ?timing.start_timeout, "woken handler not ready within start_timeout; stopped, the next request tries again");
+                        fail_wake(&handle, why, &spec.listen);
+                        asleep = true;
+                        continue;
                     }
                     Ended::Exited(status, was_ready) => {
                         if let Some(pid) = pid {
@@ -298,10 +418,17 @@ async fn supervise(
                             // Perhaps it cannot bind next to the placeholder.
                             ports::stop_holding(addr.port());
                         }
-                        match status {
+                        let reason = match status {
                             Ok(status) => format!("exited unexpectedly ({status})"),
                             Err(err) => format!("lost track of the process: {err}"),
+                        };
+                        if waking && !was_ready {
+                            tracing::warn!(project = %spec.project, handler = %spec.handler, "woken handler {reason} before it was ready; the next request tries again");
+                            fail_wake(&handle, WakeFailure::Exited(reason), &spec.listen);
+                            asleep = true;
+                            continue;
                         }
+                        reason
                     }
                 }
             }
@@ -325,6 +452,16 @@ async fn supervise(
         });
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
+            // A handler nobody asked anything of for `idle_stop` sleeps
+            // rather than crash-loop for nobody; the next request wakes it.
+            () = quiet(&handle, handle.idle_after()) => {
+                if handle.fall_asleep() {
+                    tracing::info!(project = %spec.project, handler = %spec.handler, "crashed handler asleep after idle_stop instead of restarting");
+                    handle.transition(HandlerState::Sleeping, |s| s.restart_at = None);
+                    asleep = true;
+                    continue;
+                }
+            }
             _ = stop.wait_for(|stop| *stop) => break,
         }
     }
@@ -338,38 +475,92 @@ async fn supervise(
     }
 }
 
-/// Watches a running process: marks it ready when its probe succeeds and
-/// returns when it exits or a stop is requested.
-async fn run_until_exit(
-    handle: &HandlerHandle,
-    spec: &ProcessSpec,
-    child: &mut tokio::process::Child,
+/// Back to sleep after a wake that did not bring the handler up; the
+/// requests that waited for it are told why.
+fn fail_wake(handle: &HandlerHandle, why: WakeFailure, listen: &Listen) {
+    if let Listen::Socket(path) = listen {
+        socket_dir::remove_stale(path);
+    }
+    let reason = match &why {
+        WakeFailure::TimedOut(after) => {
+            format!("not ready within start_timeout ({after:?}) after a wake")
+        }
+        WakeFailure::Exited(reason) => reason.clone(),
+    };
+    handle.transition(HandlerState::Sleeping, |s| {
+        s.pid = None;
+        s.sleeps += 1;
+        s.last_error = Some(reason);
+        s.wake_failure = Some(why);
+    });
+}
+
+/// One run of a handler process, watched.
+struct Watch<'a> {
+    handle: &'a HandlerHandle,
+    spec: &'a ProcessSpec,
     start_timeout: Duration,
-    stop: &mut watch::Receiver<bool>,
-) -> Ended {
-    let probe = process::wait_until_ready(&spec.listen, spec.ready.as_deref());
-    tokio::pin!(probe);
-    let slow_start = tokio::time::sleep(start_timeout);
-    tokio::pin!(slow_start);
-    let mut ready = false;
-    let mut warned = false;
-    loop {
-        tokio::select! {
-            status = child.wait() => return Ended::Exited(status, ready),
-            _ = stop.wait_for(|stop| *stop) => return Ended::StopRequested,
-            () = &mut probe, if !ready => {
-                ready = true;
-                handle.transition(HandlerState::Ready, |s| s.last_error = None);
-            }
-            () = &mut slow_start, if !ready && !warned => {
-                warned = true;
-                let what = spec.ready.as_deref().map_or_else(
-                    || format!("accepting connections on {}", spec.listen),
-                    |path| format!("answering 2xx on {path}"),
-                );
-                tracing::warn!(project = %spec.project, handler = %spec.handler, ?start_timeout, "handler not ready yet: still waiting for it to start {what}");
+    /// Started by a request's wake: not ready within `start_timeout`
+    /// means back to sleep.
+    waking: bool,
+}
+
+impl Watch<'_> {
+    /// Marks the process ready when its probe succeeds and returns when it
+    /// exits, a stop is requested, it has been quiet for `idle_stop`, or
+    /// (when woken) it is not ready in time.
+    async fn run_until_exit(
+        &self,
+        child: &mut tokio::process::Child,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Ended {
+        let (handle, spec, start_timeout) = (self.handle, self.spec, self.start_timeout);
+        let probe = process::wait_until_ready(&spec.listen, spec.ready.as_deref());
+        tokio::pin!(probe);
+        let slow_start = tokio::time::sleep(start_timeout);
+        tokio::pin!(slow_start);
+        let idle_after = handle.idle_after();
+        let mut ready = false;
+        let mut warned = false;
+        loop {
+            tokio::select! {
+                status = child.wait() => return Ended::Exited(status, ready),
+                _ = stop.wait_for(|stop| *stop) => return Ended::StopRequested,
+                () = &mut probe, if !ready => {
+                    ready = true;
+                    handle.mark_quiet();
+                    handle.transition(HandlerState::Ready, |s| {
+                        s.last_error = None;
+                        s.wake_failure = None;
+                    });
+                }
+                () = &mut slow_start, if !ready && !warned => {
+                    if self.waking {
+                        return Ended::WakeTimedOut;
+                    }
+                    warned = true;
+                    let what = spec.ready.as_deref().map_or_else(
+                        || format!("accepting connections on {}", spec.listen),
+                        |path| format!("answering 2xx on {path}"),
+                    );
+                    tracing::warn!(project = %spec.project, handler = %spec.handler, ?start_timeout, "handler not ready yet: still waiting for it to start {what}");
+                }
+                // Recreated each turn: it reads the quiet time afresh.
+                () = quiet(handle, idle_after), if ready && idle_after.is_some() => {
+                    if handle.fall_asleep() {
+                        return Ended::Idle;
+                    }
+                }
             }
         }
+    }
+}
+
+/// Resolves once the handler has been quiet for `after`; never without.
+async fn quiet(handle: &HandlerHandle, after: Option<Duration>) {
+    match after {
+        Some(after) => handle.quiet_for(after).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -9,6 +9,7 @@ import html
 import json
 import os
 import signal
+import socket
 import sqlite3
 import sys
 import time
@@ -215,7 +216,14 @@ def main():
     with db() as conn:
         conn.executescript(SCHEMA)
     port = int(os.environ["PORT"])
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    if os.environ.get("LISTEN_FDS") == "1" and os.environ.get("LISTEN_PID") == str(os.getpid()):
+        # `listen_fd = true` in project.toml: Elsinore's listening socket
+        # is descriptor 3, and connections already wait on it.
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler, bind_and_activate=False)
+        server.socket.close()
+        server.socket = socket.socket(fileno=3)
+    else:
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True  # in-flight requests never block exit
 
     def on_sigterm(_signum, _frame):
