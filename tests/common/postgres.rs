@@ -93,32 +93,9 @@ impl Postgres {
                 return None;
             }
         }
-        let log = pg.data.join("server.log");
-        let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c full_page_writes=off",
-            pg.port,
-            pg.data.display()
-        );
-        let started = pg
-            .command("pg_ctl")
-            .args(["-w", "-t", "60", "-D"])
-            .arg(&pg.data)
-            .arg("-l")
-            .arg(&log)
-            .args(["-o", &options, "start"])
-            .stdout(Stdio::null())
-            .output();
-        match started {
-            Ok(out) if out.status.success() => {}
-            other => {
-                let why = match other {
-                    Ok(out) => String::from_utf8_lossy(&out.stderr).into_owned(),
-                    Err(err) => err.to_string(),
-                };
-                let server_log = std::fs::read_to_string(&log).unwrap_or_default();
-                eprintln!("skipping: PostgreSQL did not start: {why}\n{server_log}");
-                return None;
-            }
+        if let Err(why) = pg.pg_ctl_start() {
+            eprintln!("skipping: PostgreSQL did not start: {why}");
+            return None;
         }
         pg.stopped = false;
         pg.wait_ready();
@@ -183,13 +160,23 @@ impl Postgres {
     /// Starts the stopped server again on the same port with the same data.
     pub fn restart(&mut self) {
         assert!(self.stopped, "restart of a running server");
+        if let Err(why) = self.pg_ctl_start() {
+            panic!("PostgreSQL did not restart: {why}");
+        }
+        self.stopped = false;
+        self.wait_ready();
+    }
+
+    /// `pg_ctl start` on this cluster's port and data, loopback only;
+    /// `Err` is pg_ctl's complaint and the server's log.
+    fn pg_ctl_start(&self) -> Result<(), String> {
         let log = self.data.join("server.log");
         let options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c full_page_writes=off",
             self.port,
             self.data.display()
         );
-        let status = self
+        let out = self
             .command("pg_ctl")
             .args(["-w", "-t", "60", "-D"])
             .arg(&self.data)
@@ -197,11 +184,16 @@ impl Postgres {
             .arg(&log)
             .args(["-o", &options, "start"])
             .stdout(Stdio::null())
-            .status()
-            .expect("run pg_ctl");
-        assert!(status.success(), "PostgreSQL did not restart");
-        self.stopped = false;
-        self.wait_ready();
+            .output()
+            .map_err(|err| format!("cannot run pg_ctl: {err}"))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        ))
     }
 
     fn wait_ready(&self) {
