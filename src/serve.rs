@@ -60,13 +60,16 @@ pub fn run(config_path: &Path, log_format: LogFormat) -> anyhow::Result<()> {
     if let Some(url) = &declared.config.startup.database_url {
         anyhow::bail!("database: {url}: PostgreSQL is not supported by this build yet");
     }
-    if let Some(url) = &declared.config.startup.state_database_url {
-        anyhow::bail!("state_database: {url}: PostgreSQL is not supported by this build yet");
-    }
     let store = Store::open(&declared.config.startup.database)?;
     let database_group = declared.config.startup.database_group.as_ref();
     elsinore_store::restrict_database_files(store.path(), database_group.map(|g| g.gid))?;
     let keys = Keys::open(&declared.config)?;
+    // After Keys::open made the state database: host owners recorded
+    // there. Opened here, off the async runtime: on PostgreSQL this
+    // connects with the blocking client.
+    let owner_records = Arc::new(elsinore_store::OwnerRecords::open(&tenant_api::databases(
+        &declared.config,
+    ))?);
     // Before any thread starts: this reads and removes variables.
     let inherited = Inherited::from_env(&declared.config)?;
     let own_command = crate::upgrade::own_command().context("cannot find Elsinore's own binary")?;
@@ -78,6 +81,7 @@ pub fn run(config_path: &Path, log_format: LogFormat) -> anyhow::Result<()> {
             declared,
             store,
             keys,
+            owner_records,
             log_format,
             inherited,
             own_command,
@@ -88,6 +92,7 @@ async fn serve(
     declared: Declared,
     store: Store,
     keys: Keys,
+    owner_records: Arc<elsinore_store::OwnerRecords>,
     log_format: LogFormat,
     mut inherited: Inherited,
     (binary, args): (std::path::PathBuf, Vec<std::ffi::OsString>),
@@ -174,11 +179,6 @@ async fn serve(
     }));
     // Host conflicts are reported by the first reload's plan.
     let warnings = declared.warnings();
-    // After Keys::open made the state database: host owners recorded there.
-    let owner_records = Arc::new(elsinore_store::OwnerRecords::open(&Databases::new(
-        &config.startup.database,
-        &config.startup.state_database,
-    ))?);
     let live = Live::start_recording(
         declared,
         warnings,
@@ -191,6 +191,7 @@ async fn serve(
     let (rescans, rescan_queue) = elsinore_tenant_admin::rescan_channel();
     tokio::spawn(tenant_api::serve_rescans(rescan_queue, live.clone()));
     let key_ring = keys.ring();
+    let state_health = keys.health();
     let admin = Arc::new(keys.into_api(&config, rescans, owner_records));
     let metrics = Arc::new(
         elsinore_metrics::Metrics::new(config.startup.metrics.per_host)
@@ -198,6 +199,11 @@ async fn serve(
     );
     // Automatic certificates: started before the listeners, so certificates
     // stored by an earlier run serve from the first handshake.
+    if let (Some(url), Some(acme)) = (&config.startup.state_database_url, &config.startup.acme) {
+        // Not yet in the shared state: each front door orders and keeps
+        // its own certificates (docs/scaling.md).
+        tracing::warn!(state_database = %url, storage = %acme.storage.display(), "ACME storage stays in local files on each front door: with a PostgreSQL state database every front door orders its own certificates");
+    }
     let acme = match (&config.startup.acme, config.startup.tls_listen) {
         (Some(acme), Some(_)) => Some(
             elsinore_acme::Acme::start(acme.clone(), live.table(), local_addr)
@@ -255,6 +261,7 @@ async fn serve(
                 rates: Arc::default(),
                 generation,
                 acme: acme.clone(),
+                state: state_health.clone(),
             };
             let has_token = config.operator_access.token.is_some();
             Some(

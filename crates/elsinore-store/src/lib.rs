@@ -24,8 +24,10 @@ pub mod keys;
 mod permissions;
 
 pub use permissions::{restrict_database_files, GROUP_MODE, PRIVATE_MODE};
+pub mod health;
 pub mod legacy;
 pub mod owners;
+pub mod pg;
 pub mod state;
 
 use std::path::{Path, PathBuf};
@@ -33,7 +35,9 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+pub use health::StateHealth;
 pub use owners::{OwnerChanges, OwnerRecords};
+pub use pg::PgState;
 pub use state::{Databases, StateStore};
 
 /// How long a statement waits for another writer before `SQLITE_BUSY`.
@@ -94,6 +98,35 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The PostgreSQL state database cannot be reached (connection refused,
+    /// lost, or shut down): nothing was changed. Answered with a 503 by the
+    /// admin API.
+    #[error("state database unavailable: {reason}")]
+    StateUnavailable {
+        /// Why, with the URL's password hidden.
+        reason: String,
+    },
+    /// PostgreSQL refused a statement of the state database.
+    #[error("{url}: {context}: {source}")]
+    Postgres {
+        /// The URL, password hidden.
+        url: String,
+        /// What Elsinore was doing.
+        context: &'static str,
+        /// PostgreSQL's reason.
+        #[source]
+        source: elsinore_postgres::postgres::Error,
+    },
+    /// The PostgreSQL state database was migrated by a newer Elsinore.
+    #[error("{url}: schema version {found} is newer than this Elsinore knows ({known}); upgrade Elsinore")]
+    PostgresTooNew {
+        /// The URL, password hidden.
+        url: String,
+        /// Highest version recorded.
+        found: i64,
+        /// Highest version this build knows.
+        known: i64,
+    },
     /// Moving Elsinore's tables out of the shared database copied a
     /// different number of rows than the table held; nothing was moved.
     #[error(
@@ -110,6 +143,14 @@ pub enum StoreError {
         /// Rows in the shared database's table.
         expected: i64,
     },
+}
+
+impl StoreError {
+    /// Whether this is the state database being out of reach (a 503, not a
+    /// 500: retrying later works).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::StateUnavailable { .. })
+    }
 }
 
 /// Result type of this crate.

@@ -1,0 +1,297 @@
+//! Issue 30, part B: Elsinore's state (host keys, audit, host owners) on
+//! PostgreSQL, shared by several front doors.
+//!
+//! Two Elsinore processes on this machine play two front doors: each has
+//! its own config folder (its own ports, shared SQLite file and `run/`),
+//! both serve the same project folder and share one PostgreSQL state
+//! database. Every test skips (returns early, saying why) when no
+//! PostgreSQL server can be started here.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::postgres::Postgres;
+use common::{auth_seen, echo_manifest, eventually, run_cli, Reply, Server, Workspace, WAIT};
+use http::StatusCode;
+use serde_json::{json, Value};
+
+const ALPHA_KEY: &str = "alpha-project-key-0123456789";
+const PROJECT_HEADER: &str = "x-hamlet-project-key";
+const HOST_HEADER: &str = "x-hamlet-host-key";
+const HOST: &str = "alpha.test";
+
+/// What the issue promises: a change made on one front door is honoured
+/// by every other within this.
+const FLEET_DELAY: Duration = Duration::from_secs(1);
+
+/// One project folder (`alpha`, host `alpha.test`, the echo handler),
+/// served by every front door of the test.
+fn project_tree() -> Workspace {
+    let ws = Workspace::new();
+    ws.project("alpha", &[HOST], &echo_manifest());
+    ws
+}
+
+/// A front door's config: its own folder `door` (ports 0, its shared
+/// SQLite file and data folder there), the common project tree, and
+/// `state_database` as given (a URL, or a path).
+fn door_config(ws: &Workspace, door: &str, state_database: &str) -> PathBuf {
+    let dir = ws.path().join(door);
+    std::fs::create_dir_all(&dir).expect("door folder");
+    let config = json!({
+        "listen": "127.0.0.1:0",
+        "admin_listen": "127.0.0.1:0",
+        "database": "data/elsinore.db",
+        "state_database": state_database,
+        "projects": [{"path": ws.path().join("alpha"), "key": ALPHA_KEY}],
+    });
+    let path = dir.join("config.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&config).expect("json")).expect("config");
+    path
+}
+
+/// A state database of its own on `pg`, as a URL.
+fn state_url(pg: &Postgres, name: &str) -> String {
+    format!("{}?sslmode=disable", pg.create_database(name))
+}
+
+/// Starts both front doors at the same moment (their migrations race).
+fn start_two(a: &Path, b: &Path) -> (Server, Server) {
+    let (a, b) = (a.to_owned(), b.to_owned());
+    let first = std::thread::spawn(move || Server::start(&a));
+    let second = std::thread::spawn(move || Server::start(&b));
+    (
+        first.join().expect("front door a"),
+        second.join().expect("front door b"),
+    )
+}
+
+async fn create_key(server: &Server, label: &str) -> Reply {
+    server
+        .get(HOST, "/admin/api/_keys")
+        .method("POST")
+        .header(PROJECT_HEADER, ALPHA_KEY)
+        .header("content-type", "application/json")
+        .body(json!({ "label": label }).to_string())
+        .send()
+        .await
+}
+
+async fn created_key(server: &Server, label: &str) -> (i64, String) {
+    let reply = create_key(server, label).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let body = reply.json();
+    (
+        body["id"].as_i64().expect("id"),
+        body["key"].as_str().expect("key").to_owned(),
+    )
+}
+
+/// How many times `server` has reloaded its key ring. (Polling with the
+/// key instead would count as failed key checks and be throttled.)
+fn reloads(server: &Server) -> usize {
+    server
+        .logs
+        .all()
+        .iter()
+        .filter(|line| line.contains("key ring reloaded"))
+        .count()
+}
+
+/// Waits until `server` reloads its ring past `seen`, then checks that
+/// `key` gives `want` there; returns the time from `since`.
+async fn honoured_after(
+    server: &Server,
+    seen: usize,
+    key: &str,
+    want: &str,
+    since: Instant,
+) -> Duration {
+    eventually("the other front door reloads its key ring", || {
+        reloads(server) > seen
+    });
+    assert_eq!(
+        auth_seen(server, HOST, "/", &[(HOST_HEADER, key)]).await,
+        want
+    );
+    since.elapsed()
+}
+
+async fn readyz(server: &Server) -> (StatusCode, Value) {
+    let reply = server.op("GET", "/readyz").send().await;
+    (reply.status, reply.json())
+}
+
+#[tokio::test]
+async fn two_front_doors_share_keys_within_a_second() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = state_url(&pg, "fleet");
+    let ws = project_tree();
+    let (a, b) = start_two(&door_config(&ws, "a", &url), &door_config(&ws, "b", &url));
+
+    // Both migrated the same database at once: every migration ran once.
+    let applied: usize = [&a, &b]
+        .iter()
+        .map(|s| {
+            s.logs
+                .all()
+                .iter()
+                .filter(|l| l.contains("applied migration"))
+                .count()
+        })
+        .sum();
+    let versions = pg.psql(
+        "fleet",
+        "SELECT count(*), count(DISTINCT version) FROM elsinore_migrations",
+    );
+    assert_eq!(versions, "5|5");
+    assert_eq!(applied, 5, "each migration applied by one front door only");
+
+    // A key made through a's admin API opens b within a second.
+    let seen = reloads(&b);
+    let since = Instant::now();
+    let (id, key) = created_key(&a, "fleet").await;
+    let took = honoured_after(&b, seen, &key, "hostAdmin", since).await;
+    assert!(took < FLEET_DELAY, "b honoured a's new key after {took:?}");
+    assert_eq!(
+        auth_seen(&a, HOST, "/", &[(HOST_HEADER, &key)]).await,
+        "hostAdmin"
+    );
+
+    // Revoked on b: refused on a within a second.
+    let seen = reloads(&a);
+    let since = Instant::now();
+    let reply = b
+        .get(HOST, &format!("/admin/api/_keys/{id}"))
+        .method("DELETE")
+        .header(PROJECT_HEADER, ALPHA_KEY)
+        .send()
+        .await;
+    assert!(reply.status.is_success(), "revoke: {}", reply.status);
+    let took = honoured_after(&a, seen, &key, "none", since).await;
+    assert!(
+        took < FLEET_DELAY,
+        "a still took b's revoked key after {took:?}"
+    );
+
+    // The operator's CLI against the same database reaches both.
+    let (seen_a, seen_b) = (reloads(&a), reloads(&b));
+    let since = Instant::now();
+    let output = run_cli(
+        &["keys", "create", "--host", HOST],
+        &ws.path().join("a/config.json"),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let cli_key = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    honoured_after(&a, seen_a, &cli_key, "hostAdmin", since).await;
+    let took = honoured_after(&b, seen_b, &cli_key, "hostAdmin", since).await;
+    assert!(
+        took < FLEET_DELAY * 2,
+        "the CLI's key reached b after {took:?}"
+    );
+
+    // Nothing of Elsinore's state went to a local state file.
+    for door in ["a", "b"] {
+        let file = ws.path().join(door).join("data/elsinore-state.db");
+        if let Ok(conn) = rusqlite::Connection::open(&file) {
+            let local: i64 = conn
+                .query_row("SELECT count(*) FROM host_secrets", [], |row| row.get(0))
+                .unwrap_or(0);
+            assert_eq!(local, 0, "{door}: keys stored in the local file");
+        }
+    }
+    let stored = pg.psql("fleet", "SELECT count(*) FROM host_secrets");
+    assert_eq!(stored, "2");
+    let audit = pg.psql(
+        "fleet",
+        "SELECT string_agg(action, ',' ORDER BY id) FROM elsinore_audit",
+    );
+    assert_eq!(audit, "create,revoke,create");
+}
+
+#[tokio::test]
+async fn an_outage_keeps_serving_refuses_changes_and_catches_up() {
+    let Some(mut pg) = Postgres::start() else {
+        return;
+    };
+    let url = state_url(&pg, "outage");
+    let ws = project_tree();
+    let (a, b) = start_two(&door_config(&ws, "a", &url), &door_config(&ws, "b", &url));
+    let seen = reloads(&b);
+    let (_, key) = created_key(&a, "before").await;
+    honoured_after(&b, seen, &key, "hostAdmin", Instant::now()).await;
+    let (status, body) = readyz(&a).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["state_database"], "reachable", "{body}");
+
+    pg.stop();
+
+    // Both keep serving with the keys they hold.
+    for door in [&a, &b] {
+        assert_eq!(
+            auth_seen(door, HOST, "/", &[(HOST_HEADER, &key)]).await,
+            "hostAdmin"
+        );
+    }
+    // A change cannot be stored: a prompt 503 in the one error shape.
+    let started = Instant::now();
+    let reply = create_key(&a, "during").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered promptly"
+    );
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let error = reply.json();
+    assert_eq!(error["error"], "state database unavailable", "{error}");
+    assert!(error["request_id"].is_string(), "{error}");
+    assert!(reply.header("retry-after").is_some());
+    // Still ready for traffic; the detail says what is wrong since when.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = readyz(&b).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let state = body["state_database"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if state.starts_with("unreachable since ") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "readyz never reported the outage: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let page = b.op("GET", "/").send().await;
+    assert!(
+        String::from_utf8_lossy(&page.body).contains("PostgreSQL: unreachable since"),
+        "status page"
+    );
+
+    pg.restart();
+
+    // Back: b notices, and a key made on a reaches b.
+    let deadline = Instant::now() + WAIT;
+    while readyz(&b).await.1["state_database"] != "reachable" {
+        assert!(Instant::now() < deadline, "b never reconnected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = reloads(&b);
+    let since = Instant::now();
+    let (_, after) = created_key(&a, "after").await;
+    let took = honoured_after(&b, seen, &after, "hostAdmin", since).await;
+    assert!(took < FLEET_DELAY, "after the outage: {took:?}");
+}
