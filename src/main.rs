@@ -14,6 +14,7 @@ mod keys_import;
 mod logging;
 mod readiness;
 mod serve;
+mod state_cmd;
 mod systemd;
 mod tenant_api;
 mod upgrade;
@@ -60,6 +61,13 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: keys_cmd::KeysCommand,
+    },
+    /// Move Elsinore's state (host keys as hashes, audit log, host owners)
+    /// between state databases: export from one, import into another
+    /// (e.g. from the SQLite file to PostgreSQL).
+    State {
+        #[command(subcommand)]
+        command: state_cmd::StateCommand,
     },
     /// The framework events (SoftDeleteCleanup, SessionExpiry): run them
     /// now, or list recent runs.
@@ -136,6 +144,7 @@ fn main() -> ExitCode {
             .map_err(Into::into),
         Command::Keys { command } => keys_cmd::run(command),
         Command::Events { verb } => events_cmd::run(verb),
+        Command::State { command } => state_cmd::run(command),
         Command::Upgrade { config, binary } => upgrade_cmd::run(&config, binary),
         Command::DevCert {
             hostname,

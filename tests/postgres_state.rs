@@ -295,3 +295,62 @@ async fn an_outage_keeps_serving_refuses_changes_and_catches_up() {
     let took = honoured_after(&b, seen, &after, "hostAdmin", since).await;
     assert!(took < FLEET_DELAY, "after the outage: {took:?}");
 }
+
+#[tokio::test]
+async fn export_from_sqlite_and_import_into_postgres_keeps_keys_working() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = state_url(&pg, "moved");
+    let ws = project_tree();
+    let old = door_config(&ws, "old", "data/elsinore-state.db");
+    let output = run_cli(
+        &["keys", "create", "--host", HOST, "--label", "laptop"],
+        &old,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let key = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+
+    let file = ws.path().join("state.jsonl");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let output = run_cli(&["state", "export", file_arg], &old);
+    let said = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(said.contains("exported 1 keys, 1 audit rows"), "{said}");
+    let exported = std::fs::read_to_string(&file).expect("export file");
+    assert!(
+        !exported.contains(&key[4..]),
+        "no plaintext key in the export"
+    );
+
+    let new = door_config(&ws, "a", &url);
+    for (round, want) in [
+        (1, "imported 1 keys, 1 audit rows"),
+        (2, "imported 0 keys, 0 audit rows"),
+    ] {
+        let output = run_cli(&["state", "import", file_arg], &new);
+        let said = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "import {round}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(said.contains(want), "import {round}: {said}");
+    }
+    assert_eq!(pg.psql("moved", "SELECT count(*) FROM host_secrets"), "1");
+
+    let server = Server::start(&new);
+    assert_eq!(
+        auth_seen(&server, HOST, "/", &[(HOST_HEADER, &key)]).await,
+        "hostAdmin"
+    );
+    // The next key made does not take the imported key's id.
+    let (id, _) = created_key(&server, "new").await;
+    assert!(id > 1, "id {id}");
+}

@@ -29,6 +29,7 @@ pub mod legacy;
 pub mod owners;
 pub mod pg;
 pub mod state;
+pub mod transfer;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
