@@ -354,3 +354,33 @@ async fn export_from_sqlite_and_import_into_postgres_keeps_keys_working() {
     let (id, _) = created_key(&server, "new").await;
     assert!(id > 1, "id {id}");
 }
+
+/// The number docs/scaling.md quotes: from sending a key creation to one
+/// front door until the other has reloaded its ring, over 30 creations.
+#[tokio::test]
+async fn refresh_latency_between_two_front_doors() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = state_url(&pg, "latency");
+    let ws = project_tree();
+    let (a, b) = start_two(&door_config(&ws, "a", &url), &door_config(&ws, "b", &url));
+    let mut took = Vec::new();
+    for round in 0..30 {
+        let seen = reloads(&b);
+        let since = Instant::now();
+        created_key(&a, &format!("round {round}")).await;
+        let deadline = since + WAIT;
+        while reloads(&b) <= seen {
+            assert!(Instant::now() < deadline, "round {round}: b never reloaded");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        took.push(since.elapsed());
+    }
+    took.sort();
+    let (p50, p99) = (took[took.len() / 2], took[took.len() * 99 / 100]);
+    eprintln!(
+        "refresh latency over {} key creations: p50 {p50:?}, p99 {p99:?}, max {:?}",
+        took.len(),
+        took[took.len() - 1]
+    );
+    assert!(p99 < FLEET_DELAY, "p99 {p99:?}");
+}

@@ -112,8 +112,11 @@ fn follow(
             let mut waiting = notifications.timeout_iter(WAIT_SLICE);
             match waiting.next() {
                 Ok(Some(_)) => {
-                    // Several changes in a burst: one reload.
-                    while let Ok(Some(_)) = waiting.next() {}
+                    // Several changes in a burst: one reload. `iter` only
+                    // takes what already arrived (the timeout iterator
+                    // would wait a whole slice for one more).
+                    drop(waiting);
+                    let _ = notifications.iter().count();
                     true
                 }
                 Ok(None) => false,
