@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use elsinore_config::{Config, LogFormat};
 use elsinore_events::EventScheduler;
 use elsinore_proxy::{AccessLog, Proxy, TlsListener};
-use elsinore_store::{Databases, Store};
+use elsinore_store::Store;
 use elsinore_supervisor::{Supervisor, SupervisorSettings};
 use elsinore_watch::{FolderWatcher, TreeChange, TreeWatcher, WatchMode};
 use tokio::net::TcpListener;
@@ -237,7 +237,7 @@ async fn serve(
     };
     // Framework events run on their own thread, off the request path.
     let events = match EventScheduler::start(
-        &Databases::new(&config.startup.database, &config.startup.state_database),
+        &tenant_api::databases(&config),
         elsinore_events::Settings::new(config.startup.events.clone()),
     ) {
         Ok(events) => events,

@@ -38,15 +38,23 @@ fn project_tree() -> Workspace {
 /// SQLite file and data folder there), the common project tree, and
 /// `state_database` as given (a URL, or a path).
 fn door_config(ws: &Workspace, door: &str, state_database: &str) -> PathBuf {
+    door_config_with(ws, door, state_database, json!({}))
+}
+
+/// [`door_config`] with `extra` top-level keys.
+fn door_config_with(ws: &Workspace, door: &str, state_database: &str, extra: Value) -> PathBuf {
     let dir = ws.path().join(door);
     std::fs::create_dir_all(&dir).expect("door folder");
-    let config = json!({
+    let mut config = json!({
         "listen": "127.0.0.1:0",
         "admin_listen": "127.0.0.1:0",
         "database": "data/elsinore.db",
         "state_database": state_database,
         "projects": [{"path": ws.path().join("alpha"), "key": ALPHA_KEY}],
     });
+    if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
+        config.extend(extra.clone());
+    }
     let path = dir.join("config.json");
     std::fs::write(&path, serde_json::to_string_pretty(&config).expect("json")).expect("config");
     path
@@ -383,4 +391,51 @@ async fn refresh_latency_between_two_front_doors() {
         took[took.len() - 1]
     );
     assert!(p99 < FLEET_DELAY, "p99 {p99:?}");
+}
+
+#[tokio::test]
+async fn the_event_run_log_is_shared_by_the_fleet() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = state_url(&pg, "runs");
+    let ws = project_tree();
+    let off = json!({"events": {"interval": "off"}});
+    let (a, b) = start_two(
+        &door_config_with(&ws, "a", &url, off.clone()),
+        &door_config_with(&ws, "b", &url, off),
+    );
+    // a's own shared database (per machine here) has a table to clean.
+    let shared = rusqlite::Connection::open(ws.path().join("a/data/elsinore.db")).expect("open");
+    // Deleted 40 days ago (epoch ms), past the 30-day default retention.
+    let old = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+        - 40 * 86_400_000;
+    shared
+        .execute_batch(&format!(
+            "CREATE TABLE item (id INTEGER PRIMARY KEY, deleted_at BIGINT);
+             INSERT INTO item VALUES (1, {old}), (2, NULL);"
+        ))
+        .expect("table");
+
+    let reply = a.op("POST", "/events/run").send().await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let report = reply.json();
+    assert!(report["run_id"].is_i64(), "recorded: {report}");
+    assert!(report["log_error"].is_null(), "{report}");
+
+    // b lists a's run: the run log is in the shared state database.
+    let status = b.op("GET", "/events").send().await.json();
+    let runs = status["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 1, "{status}");
+    assert_eq!(runs[0]["run_id"], report["run_id"]);
+    assert_eq!(runs[0]["deleted"], 1, "{status}");
+    assert_eq!(
+        pg.psql(
+            "runs",
+            "SELECT count(*) FROM elsinore_event_runs WHERE table_name = 'item'"
+        ),
+        "1",
+        "SoftDeleteCleanup's row"
+    );
 }

@@ -33,6 +33,6 @@ mod tests;
 pub use error::{Error, Result};
 pub use report::{Event, RetentionSource, RunReport, Skipped, TableReport, Trigger};
 pub use run::run_once;
-pub use runlog::{recent_runs, RunRecord, TableRecord};
+pub use runlog::{recent_runs, recent_runs_in, RunRecord, TableRecord};
 pub use scheduler::{EventScheduler, EventsStatus};
 pub use settings::Settings;

@@ -24,6 +24,7 @@ pub mod keys;
 mod permissions;
 
 pub use permissions::{restrict_database_files, GROUP_MODE, PRIVATE_MODE};
+pub mod event_runs;
 pub mod health;
 pub mod legacy;
 pub mod owners;
