@@ -62,8 +62,8 @@ enum Command {
         #[command(subcommand)]
         command: keys_cmd::KeysCommand,
     },
-    /// Move Elsinore's state (host keys as hashes, audit log, host owners)
-    /// between state databases: export from one, import into another
+    /// Move Elsinore's state (host keys as hashes, audit log, host owners,
+    /// the events' run log) between state databases: export from one, import into another
     /// (e.g. from the SQLite file to PostgreSQL).
     State {
         #[command(subcommand)]

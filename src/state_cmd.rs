@@ -17,7 +17,8 @@ use elsinore_store::transfer;
 #[derive(Debug, Subcommand)]
 pub enum StateCommand {
     /// Write the state database of config.json (SQLite file or
-    /// PostgreSQL URL) to FILE: host keys (hashes), audit log, host owners.
+    /// PostgreSQL URL) to FILE: host keys (hashes), audit log, host
+    /// owners, the events' run log.
     Export {
         /// Where to write (created 0600; an existing file is refused).
         file: PathBuf,
@@ -54,10 +55,11 @@ pub fn run(command: StateCommand) -> anyhow::Result<()> {
             let mut out = BufWriter::new(out);
             let counts = transfer::export(&databases, &mut out)?;
             println!(
-                "exported {} keys, {} audit rows, {} host owners from {} to {}",
+                "exported {} keys, {} audit rows, {} host owners, {} event run rows from {} to {}",
                 counts.keys,
                 counts.audit,
                 counts.owners,
+                counts.event_runs,
                 source_name(&declared),
                 file.display()
             );
@@ -70,14 +72,16 @@ pub fn run(command: StateCommand) -> anyhow::Result<()> {
             let done = transfer::import(&databases, &mut BufReader::new(input))
                 .with_context(|| file.display().to_string())?;
             println!(
-                "imported {} keys, {} audit rows, {} host owners into {}; already there: {} keys, {} audit rows, {} host owners",
+                "imported {} keys, {} audit rows, {} host owners, {} event run rows into {}; already there: {} keys, {} audit rows, {} host owners, {} event run rows",
                 done.added.keys,
                 done.added.audit,
                 done.added.owners,
+                done.added.event_runs,
                 source_name(&declared),
                 done.skipped.keys,
                 done.skipped.audit,
-                done.skipped.owners
+                done.skipped.owners,
+                done.skipped.event_runs
             );
         }
     }

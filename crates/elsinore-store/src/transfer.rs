@@ -3,7 +3,8 @@
 //! becomes a fleet, or back), as JSON lines.
 //!
 //! What moves: host keys (their hashes: a plaintext key never exists
-//! after it was shown once), the audit log and the recorded host owners,
+//! after it was shown once), the audit log, the events' run log and the
+//! recorded host owners,
 //! with their ids, so `elsinore keys revoke --id N` and the audit rows'
 //! `key_id` keep meaning the same key. Importing twice changes nothing the
 //! second time: a row whose id (or key hash, or host) is already there is
@@ -46,6 +47,20 @@ pub enum Record {
         key_prefix: Option<String>,
         client: String,
         detail: String,
+    },
+    /// A row of `elsinore_event_runs`.
+    ElsinoreEventRuns {
+        id: i64,
+        run_id: i64,
+        trigger: String,
+        event: String,
+        table_name: String,
+        started_at: i64,
+        finished_at: i64,
+        rows_deleted: i64,
+        unreadable: i64,
+        blocked: i64,
+        error: Option<String>,
     },
     /// A row of `host_owners`.
     HostOwners {
@@ -92,6 +107,8 @@ pub struct Counts {
     pub audit: usize,
     /// `host_owners` rows.
     pub owners: usize,
+    /// `elsinore_event_runs` rows.
+    pub event_runs: usize,
 }
 
 /// What an import did.
@@ -166,6 +183,7 @@ fn count(counts: &mut Counts, record: &Record) {
         Record::HostSecrets { .. } => counts.keys += 1,
         Record::ElsinoreAudit { .. } => counts.audit += 1,
         Record::HostOwners { .. } => counts.owners += 1,
+        Record::ElsinoreEventRuns { .. } => counts.event_runs += 1,
     }
 }
 
@@ -176,6 +194,9 @@ const AUDIT_SQL: &str =
     "SELECT id, at, host, project, actor, action, key_id, key_prefix, client, detail
      FROM elsinore_audit ORDER BY id";
 const OWNERS_SQL: &str = "SELECT host, project, first_served FROM host_owners ORDER BY host";
+const RUNS_SQL: &str = "SELECT id, run_id, trigger, event, table_name, started_at, finished_at,
+            rows_deleted, unreadable, blocked, error
+       FROM elsinore_event_runs ORDER BY id";
 
 fn read_sqlite(conn: &Connection) -> Result<Vec<Record>, TransferError> {
     let fail = |source| TransferError::Sqlite {
@@ -225,6 +246,25 @@ fn read_sqlite(conn: &Connection) -> Result<Vec<Record>, TransferError> {
                 host: row.get(0)?,
                 project: row.get(1)?,
                 first_served: row.get(2)?,
+            })
+        })
+        .map_err(fail)?;
+    records.extend(rows.collect::<rusqlite::Result<Vec<_>>>().map_err(fail)?);
+    let mut runs = conn.prepare(RUNS_SQL).map_err(fail)?;
+    let rows = runs
+        .query_map([], |row| {
+            Ok(Record::ElsinoreEventRuns {
+                id: row.get(0)?,
+                run_id: row.get(1)?,
+                trigger: row.get(2)?,
+                event: row.get(3)?,
+                table_name: row.get(4)?,
+                started_at: row.get(5)?,
+                finished_at: row.get(6)?,
+                rows_deleted: row.get(7)?,
+                unreadable: row.get(8)?,
+                blocked: row.get(9)?,
+                error: row.get(10)?,
             })
         })
         .map_err(fail)?;
@@ -359,6 +399,38 @@ fn write_pg(client: &mut Client, url: &str, records: &[Record]) -> Result<Import
                     &[host, project, first_served],
                 )
                 .map_err(fail("cannot import host_owners"))?,
+            Record::ElsinoreEventRuns {
+                id,
+                run_id,
+                trigger,
+                event,
+                table_name,
+                started_at,
+                finished_at,
+                rows_deleted,
+                unreadable,
+                blocked,
+                error,
+            } => tx
+                .execute(
+                    "INSERT INTO elsinore_event_runs (id, run_id, trigger, event, table_name,
+                         started_at, finished_at, rows_deleted, unreadable, blocked, error)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
+                    &[
+                        id,
+                        run_id,
+                        trigger,
+                        event,
+                        table_name,
+                        started_at,
+                        finished_at,
+                        rows_deleted,
+                        unreadable,
+                        blocked,
+                        error,
+                    ],
+                )
+                .map_err(fail("cannot import elsinore_event_runs"))?,
         };
         tally(&mut done, record, added > 0);
     }
@@ -368,7 +440,9 @@ fn write_pg(client: &mut Client, url: &str, records: &[Record]) -> Result<Import
         "SELECT setval(pg_get_serial_sequence('host_secrets', 'id'),
                        GREATEST((SELECT MAX(id) FROM host_secrets), 0) + 1, false);
          SELECT setval(pg_get_serial_sequence('elsinore_audit', 'id'),
-                       GREATEST((SELECT MAX(id) FROM elsinore_audit), 0) + 1, false);",
+                       GREATEST((SELECT MAX(id) FROM elsinore_audit), 0) + 1, false);
+         SELECT setval(pg_get_serial_sequence('elsinore_event_runs', 'id'),
+                       GREATEST((SELECT MAX(id) FROM elsinore_event_runs), 0) + 1, false);",
     )
     .map_err(fail("cannot move the id sequences"))?;
     announce_change(&mut tx, url)?;
@@ -437,6 +511,36 @@ fn write_sqlite(conn: &mut Connection, records: &[Record]) -> Result<Imported, T
                  VALUES (?1, ?2, ?3)",
                 params![host, project, first_served],
             ),
+            Record::ElsinoreEventRuns {
+                id,
+                run_id,
+                trigger,
+                event,
+                table_name,
+                started_at,
+                finished_at,
+                rows_deleted,
+                unreadable,
+                blocked,
+                error,
+            } => tx.execute(
+                "INSERT OR IGNORE INTO elsinore_event_runs (id, run_id, trigger, event,
+                     table_name, started_at, finished_at, rows_deleted, unreadable, blocked, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    id,
+                    run_id,
+                    trigger,
+                    event,
+                    table_name,
+                    started_at,
+                    finished_at,
+                    rows_deleted,
+                    unreadable,
+                    blocked,
+                    error
+                ],
+            ),
         }
         .map_err(fail)?;
         tally(&mut done, record, added > 0);
@@ -484,9 +588,22 @@ mod tests {
         let created = store
             .create("blog.localhost", "horatio", "laptop", &Caller::operator())
             .expect("create");
+        StateStore::open(&from_db)
+            .expect("state")
+            .into_connection()
+            .execute_batch(
+                "INSERT INTO elsinore_event_runs (run_id, trigger, event, table_name, started_at,
+                     finished_at, rows_deleted, unreadable, blocked)
+                 VALUES (7, 'cli', 'SessionExpiry', 'sessions', 1, 2, 3, 0, 0);
+                 INSERT INTO host_owners VALUES ('blog.localhost', 'horatio', 5);",
+            )
+            .expect("rows");
         let mut file = Vec::new();
         let counts = export(&from_db, &mut file).expect("export");
-        assert_eq!((counts.keys, counts.audit), (1, 1));
+        assert_eq!(
+            (counts.keys, counts.audit, counts.owners, counts.event_runs),
+            (1, 1, 1, 1)
+        );
         let text = String::from_utf8(file.clone()).expect("utf-8");
         let secret = &created.key.expose()[elsinore_keys::secret::KEY_PREFIX.len()..];
         assert!(!text.contains(secret), "no plaintext key in an export");
