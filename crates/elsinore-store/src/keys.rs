@@ -2,11 +2,17 @@
 //! state database, which no handler is given. Every change and its audit
 //! row commit together.
 //!
-//! All of it is blocking SQLite work: call it from a dedicated thread or
-//! `spawn_blocking`, never from async code directly. The keys themselves
-//! (generation, hashing) and the in-memory [`KeyRing`] the request path
-//! checks are `elsinore_keys`, which links no SQLite; this module fills
-//! the ring ([`KeyStore::refresh`], [`watch_ring`]).
+//! The state database is a SQLite file or, for a fleet of front doors, a
+//! PostgreSQL database ([`crate::pg`]): what to check, hash and audit is
+//! written once here, the SQL of each engine in `keys/tables.rs`.
+//!
+//! All of it is blocking database work: call it from a dedicated thread or
+//! `spawn_blocking`, never from async code directly (the blocking
+//! PostgreSQL client panics there). The keys themselves (generation,
+//! hashing) and the in-memory [`KeyRing`] the request path checks are
+//! `elsinore_keys`, which links no database; this module fills the ring
+//! ([`KeyStore::refresh`], [`watch_ring`] for the SQLite file,
+//! [`watch_fleet`] for PostgreSQL).
 
 mod fleet;
 mod import;
@@ -273,7 +279,7 @@ pub struct AuditEntry {
 /// The key tables of the state database: one SQLite connection, or a
 /// PostgreSQL state database shared by a fleet of front doors. The logic
 /// (checks, hashing, audit rows) is written once here; only the SQL
-/// differs ([`tables`]).
+/// differs (`keys/tables.rs`).
 #[derive(Debug)]
 pub struct KeyStore {
     backend: Backend,

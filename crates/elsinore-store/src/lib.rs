@@ -1,4 +1,4 @@
-//! Elsinore's two SQLite files.
+//! Elsinore's two databases.
 //!
 //! - The **shared database** (`database`, [`Store`]): the projects' data,
 //!   given to every handler as `ELSINORE_DB`. [`Store::open`] creates the
@@ -9,7 +9,11 @@
 //!   Elsinore's own tables, created 0600 and never given to handlers, with
 //!   the migrations that make them ([`state`]). Opening it the first time
 //!   moves the tables an earlier Elsinore kept in the shared file
-//!   ([`legacy`]).
+//!   ([`legacy`]). Or, for a fleet of front doors, a PostgreSQL database
+//!   with the same tables ([`pg`]), refreshed across the fleet by
+//!   `LISTEN`/`NOTIFY`; [`health`] says whether it answers, [`transfer`]
+//!   moves the state between the two, [`event_runs`] is the events' run
+//!   log there.
 //!
 //! [`keys`]: the host keys' table and audit log ([`keys::KeyStore`], in the
 //! state database), and the thread that refills the in-memory
@@ -17,8 +21,8 @@
 //! here, beside the migrations that create their tables, so that the
 //! request path (which links only `elsinore-keys`) links no SQLite.
 //!
-//! This crate is never called on the request path: SQLite work is blocking
-//! and belongs on its own thread.
+//! This crate is never called on the request path: database work is
+//! blocking and belongs on its own thread.
 
 pub mod keys;
 mod permissions;
