@@ -2,7 +2,7 @@
 //! `postgres://` URL): the same tables as on SQLite, shared by every front
 //! door of a fleet.
 //!
-//! [`PgState::open`] connects and applies the [`PG_MIGRATIONS`] not yet
+//! [`PgState::open`] connects and applies the `PG_MIGRATIONS` not yet
 //! recorded, in one transaction under an advisory lock, so front doors
 //! starting together take turns and the second finds the work done. Every
 //! change made through Elsinore bumps `elsinore_state_version` and sends
