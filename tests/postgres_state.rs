@@ -239,8 +239,12 @@ async fn an_outage_keeps_serving_refuses_changes_and_catches_up() {
     let seen = reloads(&b);
     let (_, key) = created_key(&a, "before").await;
     honoured_after(&b, seen, &key, "hostAdmin", Instant::now()).await;
-    let (status, body) = readyz(&a).await;
-    assert_eq!(status, StatusCode::OK);
+    // Ready once its handler is (the state database has no say in that).
+    common::until("a is ready", || async {
+        readyz(&a).await.0 == StatusCode::OK
+    })
+    .await;
+    let (_, body) = readyz(&a).await;
     assert_eq!(body["state_database"], "reachable", "{body}");
 
     pg.stop();
@@ -438,4 +442,49 @@ async fn the_event_run_log_is_shared_by_the_fleet() {
         "1",
         "SoftDeleteCleanup's row"
     );
+}
+
+/// A listening connection whose server side stops answering (a network
+/// path gone silent: here its backend is stopped with SIGSTOP) is noticed
+/// by the periodic check's time limit and replaced; changes reach the
+/// front door again through the new one.
+#[tokio::test]
+async fn a_silent_listening_connection_is_replaced() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+
+    let Some(pg) = Postgres::start() else { return };
+    let url = state_url(&pg, "silent");
+    let ws = project_tree();
+    let (a, b) = start_two(&door_config(&ws, "a", &url), &door_config(&ws, "b", &url));
+    let listeners = pg.psql(
+        "silent",
+        "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity
+          WHERE application_name = 'elsinore state listen'",
+    );
+    let pids: Vec<Pid> = listeners
+        .split_whitespace()
+        .filter_map(|pid| pid.parse().ok())
+        .map(Pid::from_raw)
+        .collect();
+    assert_eq!(pids.len(), 2, "one listener per front door: {listeners}");
+    for &pid in &pids {
+        kill(pid, Signal::SIGSTOP).expect("stop a listener's backend");
+    }
+    let seen = reloads(&b);
+    let since = Instant::now();
+    let (_, key) = created_key(&a, "while silent").await;
+    let took = honoured_after(&b, seen, &key, "hostAdmin", since).await;
+    for &pid in &pids {
+        let _ = kill(pid, Signal::SIGCONT);
+    }
+    assert!(
+        b.logs
+            .all()
+            .iter()
+            .any(|l| l.contains("lost the change notifications")),
+        "b noticed its silent connection"
+    );
+    // The periodic check (2 s) plus its 2 s limit, then a reconnect.
+    assert!(took < Duration::from_secs(8), "took {took:?}");
 }

@@ -31,6 +31,9 @@ const MIGRATION_LOCK: i64 = 0x656c_7369_6e6f_7265;
 /// admin write uses it.
 const VALID_WITHIN: Duration = Duration::from_secs(2);
 
+/// Set on every kept connection: the longest any one statement may run.
+const STATEMENT_TIMEOUT: &str = "SET statement_timeout = '10s'";
+
 /// The state database's schema on PostgreSQL, in order: the same tables
 /// and columns as [`crate::state`]'s SQLite migrations (numbers 1-4 are
 /// theirs), plus the change counter the refresh threads compare. Never
@@ -162,8 +165,18 @@ impl PgState {
             .as_mut()
             .is_some_and(|client| !client.is_closed() && client.is_valid(VALID_WITHIN).is_ok());
         if !alive {
-            *slot = None;
-            let client = connect(&self.url, &self.application_name).map_err(E::from)?;
+            if let Some(dead) = slot.take() {
+                discard(dead);
+            }
+            let mut client = connect(&self.url, &self.application_name).map_err(E::from)?;
+            // An admin API call waits on this connection: a statement stuck
+            // behind a lock must end in an error, not hold the caller.
+            client.batch_execute(STATEMENT_TIMEOUT).map_err(|err| {
+                E::from(classify(
+                    &self.url.redacted(),
+                    "cannot set statement_timeout",
+                )(err))
+            })?;
             *slot = Some(client);
         }
         let Some(client) = slot.as_mut() else {
@@ -171,7 +184,9 @@ impl PgState {
         };
         let result = work(client);
         if result.as_ref().is_err_and(AsUnavailable::is_unavailable) {
-            *slot = None;
+            if let Some(dead) = slot.take() {
+                discard(dead);
+            }
         }
         result
     }
@@ -185,15 +200,24 @@ impl PgState {
 
 impl Drop for PgState {
     fn drop(&mut self) {
-        // The blocking client panics when dropped on a thread that drives
-        // an async runtime (the last owner may be an async task at
-        // shutdown): close it on a thread of its own.
         let client = self.lock().take();
         if let Some(client) = client {
-            std::thread::scope(|scope| {
-                scope.spawn(move || drop(client));
-            });
+            discard(client);
         }
+    }
+}
+
+/// Closes `client` on a thread of its own. Dropping the blocking client
+/// waits for the server to acknowledge the close, which a server that
+/// went silent never does (the caller would hang with it), and panics on
+/// a thread that drives an async runtime (the last owner may be an async
+/// task at shutdown).
+pub(crate) fn discard(client: Client) {
+    let spawned = std::thread::Builder::new()
+        .name("elsinore-state-close".into())
+        .spawn(move || drop(client));
+    if let Err(err) = spawned {
+        tracing::warn!(%err, "cannot start a thread to close a state database connection; leaving it open");
     }
 }
 

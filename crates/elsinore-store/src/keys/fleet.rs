@@ -35,6 +35,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// notices that the ring was dropped.
 const WAIT_SLICE: Duration = Duration::from_millis(500);
 
+/// How long the periodic check waits for PostgreSQL to answer at all.
+const VALID_WITHIN: Duration = Duration::from_secs(2);
+
 /// Starts the refresh thread for `ring` (already filled once by the
 /// caller). It ends once the ring is dropped.
 pub fn watch_fleet(
@@ -60,6 +63,7 @@ fn fleet_loop(ring: &Weak<KeyRing>, url: &PostgresUrl, health: &StateHealth, eve
                 backoff = FIRST_BACKOFF;
                 // Returns only when the connection failed or the ring is gone.
                 let err = follow(&mut client, ring, url, health, every);
+                pg::discard(client);
                 if let Some(err) = err {
                     tracing::warn!(%err, "state database: lost the change notifications; serving with the keys held, reconnecting");
                     health.unreachable(&err.to_string());
@@ -128,6 +132,11 @@ fn follow(
             continue;
         }
         next_check = Instant::now() + every;
+        // A connection whose network path died answers nothing and says
+        // nothing either: this round trip has a client-side time limit.
+        if let Err(err) = client.is_valid(VALID_WITHIN) {
+            return Some(KeyError::Store(classify(&redacted, "no answer")(err)));
+        }
         let version = match pg::state_version(client, &redacted) {
             Ok(version) => version,
             Err(err) => return Some(err.into()),
