@@ -9,7 +9,6 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use elsinore_config::{format_duration, Config};
 use elsinore_events::{RunRecord, RunReport, Settings, Trigger};
-use elsinore_store::Databases;
 
 /// `elsinore events <verb>`.
 #[derive(Debug, Subcommand)]
@@ -43,7 +42,7 @@ pub fn run(verb: EventsVerb) -> anyhow::Result<()> {
         EventsVerb::Run { config, json } => {
             let config = load(&config)?;
             let report = elsinore_events::run_once(
-                &Databases::new(&config.startup.database, &config.startup.state_database),
+                &crate::tenant_api::databases(&config),
                 &Settings::new(config.startup.events.clone())
                     .with_shared_url(config.startup.database_url.clone()),
                 Trigger::Cli,
@@ -60,7 +59,8 @@ pub fn run(verb: EventsVerb) -> anyhow::Result<()> {
             json,
         } => {
             let config = load(&config)?;
-            let runs = elsinore_events::recent_runs(&config.startup.state_database, limit)?;
+            let runs =
+                elsinore_events::recent_runs_in(&crate::tenant_api::databases(&config), limit)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&runs)?);
             } else {

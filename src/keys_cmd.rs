@@ -97,10 +97,7 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
         } => import(&config, &project, &file)?,
         KeysCommand::Revoke { id, config } => {
             let declared = Declared::load(&config)?;
-            let store = KeyStore::open(&Databases::new(
-                &declared.config.startup.database,
-                &declared.config.startup.state_database,
-            ))?;
+            let store = KeyStore::open(&crate::tenant_api::databases(&declared.config))?;
             match store.revoke(Scope::Any, id, &Caller::operator()) {
                 Ok(Revocation::Revoked(key)) => println!(
                     "revoked key {id} ({}) of {} (project {})",
@@ -130,10 +127,7 @@ fn import(config: &Path, project: &str, file: &Path) -> anyhow::Result<()> {
         );
     }
     let rows = read_rows(file)?;
-    let databases = Databases::new(
-        &declared.config.startup.database,
-        &declared.config.startup.state_database,
-    );
+    let databases = crate::tenant_api::databases(&declared.config);
     // The store first: opening it creates and migrates the state database,
     // which the recorded owners are read from.
     let store = KeyStore::open(&databases)?;
@@ -256,10 +250,7 @@ fn open_for_host(config: &Path, host: &str) -> anyhow::Result<(KeyStore, Hostnam
                 declared.config.file.display()
             )
         })?;
-    let store = KeyStore::open(&Databases::new(
-        &declared.config.startup.database,
-        &declared.config.startup.state_database,
-    ))?;
+    let store = KeyStore::open(&crate::tenant_api::databases(&declared.config))?;
     Ok((store, name, project))
 }
 

@@ -15,6 +15,7 @@ mod logging;
 mod memory;
 mod readiness;
 mod serve;
+mod state_cmd;
 mod systemd;
 mod tenant_api;
 mod tracing_setup;
@@ -62,6 +63,13 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: keys_cmd::KeysCommand,
+    },
+    /// Move Elsinore's state (host keys as hashes, audit log, host owners,
+    /// the events' run log) between state databases: export from one, import into another
+    /// (e.g. from the SQLite file to PostgreSQL).
+    State {
+        #[command(subcommand)]
+        command: state_cmd::StateCommand,
     },
     /// The framework events (SoftDeleteCleanup, SessionExpiry): run them
     /// now, or list recent runs.
@@ -138,6 +146,7 @@ fn main() -> ExitCode {
             .map_err(Into::into),
         Command::Keys { command } => keys_cmd::run(command),
         Command::Events { verb } => events_cmd::run(verb),
+        Command::State { command } => state_cmd::run(command),
         Command::Upgrade { config, binary } => upgrade_cmd::run(&config, binary),
         Command::DevCert {
             hostname,

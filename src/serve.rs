@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use elsinore_config::{Config, LogFormat};
 use elsinore_events::EventScheduler;
 use elsinore_proxy::{AccessLog, Proxy, TlsListener};
-use elsinore_store::{Databases, Store};
+use elsinore_store::Store;
 use elsinore_supervisor::{HandlerDatabase, Supervisor, SupervisorSettings};
 use elsinore_watch::{FolderWatcher, TreeChange, TreeWatcher, WatchMode};
 use tokio::net::TcpListener;
@@ -57,11 +57,14 @@ pub fn run(config_path: &Path, log_format: LogFormat) -> anyhow::Result<()> {
     // on the first start after an upgrade, moves Elsinore's tables there.
     // Accepted by the config parser for the PostgreSQL work in progress;
     // refused here so that a URL never silently means a SQLite file.
-    if let Some(url) = &declared.config.startup.state_database_url {
-        anyhow::bail!("state_database: {url}: PostgreSQL is not supported by this build yet");
-    }
     let shared = open_shared_database(&declared.config)?;
     let keys = Keys::open(&declared.config)?;
+    // After Keys::open made the state database: host owners recorded
+    // there. Opened here, off the async runtime: on PostgreSQL this
+    // connects with the blocking client.
+    let owner_records = Arc::new(elsinore_store::OwnerRecords::open(&tenant_api::databases(
+        &declared.config,
+    ))?);
     // Before any thread starts: this reads and removes variables.
     let inherited = Inherited::from_env(&declared.config)?;
     let own_command = crate::upgrade::own_command().context("cannot find Elsinore's own binary")?;
@@ -73,6 +76,7 @@ pub fn run(config_path: &Path, log_format: LogFormat) -> anyhow::Result<()> {
             declared,
             shared,
             keys,
+            owner_records,
             log_format,
             inherited,
             own_command,
@@ -83,6 +87,7 @@ async fn serve(
     declared: Declared,
     shared: HandlerDatabase,
     keys: Keys,
+    owner_records: Arc<elsinore_store::OwnerRecords>,
     log_format: LogFormat,
     mut inherited: Inherited,
     (binary, args): (std::path::PathBuf, Vec<std::ffi::OsString>),
@@ -173,11 +178,6 @@ async fn serve(
     }));
     // Host conflicts are reported by the first reload's plan.
     let warnings = declared.warnings();
-    // After Keys::open made the state database: host owners recorded there.
-    let owner_records = Arc::new(elsinore_store::OwnerRecords::open(&Databases::new(
-        &config.startup.database,
-        &config.startup.state_database,
-    ))?);
     let live = Live::start_recording(
         declared,
         warnings,
@@ -197,6 +197,7 @@ async fn serve(
     let (rescans, rescan_queue) = elsinore_tenant_admin::rescan_channel();
     tokio::spawn(tenant_api::serve_rescans(rescan_queue, live.clone()));
     let key_ring = keys.ring();
+    let state_health = keys.health();
     let admin = Arc::new(keys.into_api(&config, rescans, owner_records));
     let metrics = Arc::new(
         elsinore_metrics::Metrics::new(config.startup.metrics.per_host)
@@ -204,6 +205,11 @@ async fn serve(
     );
     // Automatic certificates: started before the listeners, so certificates
     // stored by an earlier run serve from the first handshake.
+    if let (Some(url), Some(acme)) = (&config.startup.state_database_url, &config.startup.acme) {
+        // Not yet in the shared state: each front door orders and keeps
+        // its own certificates (docs/scaling.md).
+        tracing::warn!(state_database = %url, storage = %acme.storage.display(), "ACME storage stays in local files on each front door: with a PostgreSQL state database every front door orders its own certificates");
+    }
     let acme = match (&config.startup.acme, config.startup.tls_listen) {
         (Some(acme), Some(_)) => Some(
             elsinore_acme::Acme::start(acme.clone(), live.table(), local_addr)
@@ -239,7 +245,7 @@ async fn serve(
     };
     // Framework events run on their own thread, off the request path.
     let events = match EventScheduler::start(
-        &Databases::new(&config.startup.database, &config.startup.state_database),
+        &tenant_api::databases(&config),
         elsinore_events::Settings::new(config.startup.events.clone())
             .with_shared_url(config.startup.database_url.clone()),
     ) {
@@ -264,6 +270,7 @@ async fn serve(
                 rates: Arc::default(),
                 generation,
                 acme: acme.clone(),
+                state: state_health.clone(),
             };
             let has_token = config.operator_access.token.is_some();
             Some(

@@ -53,8 +53,9 @@ pub struct Startup {
     /// itself is unused.
     pub state_database: PathBuf,
     /// `state_database` given as a `postgres://` URL: keys, audit, event
-    /// runs, host owners and ACME storage live in PostgreSQL, shared by
-    /// every front door that names it.
+    /// runs and host owners live in PostgreSQL, shared by every front door
+    /// that names it (ACME storage stays in local files for now:
+    /// docs/scaling.md).
     pub state_database_url: Option<PostgresUrl>,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,

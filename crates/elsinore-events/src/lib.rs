@@ -39,6 +39,6 @@ pub use error::{Error, Result};
 pub use pg::EVENTS_LOCK;
 pub use report::{Event, RetentionSource, RunReport, Skipped, TableReport, Trigger};
 pub use run::run_once;
-pub use runlog::{recent_runs, RunRecord, TableRecord};
+pub use runlog::{recent_runs, recent_runs_in, RunRecord, TableRecord};
 pub use scheduler::{EventScheduler, EventsStatus};
 pub use settings::Settings;

@@ -101,12 +101,15 @@ pub(crate) fn run_with(
         log_error: None,
     };
     if !report.tables.is_empty() {
-        let logged = open_run_log(databases, settings)
-            .map_err(|err| err.to_string())
-            .and_then(|mut log| {
-                runlog::write(&mut log, &report, settings.busy_passes)
-                    .map_err(|err| err.to_string())
-            });
+        let logged = match &databases.state_url {
+            Some(url) => runlog::write_pg(url, &report).map_err(|err| err.to_string()),
+            None => open_run_log(databases, settings)
+                .map_err(|err| err.to_string())
+                .and_then(|mut log| {
+                    runlog::write(&mut log, &report, settings.busy_passes)
+                        .map_err(|err| err.to_string())
+                }),
+        };
         match logged {
             Ok(run_id) => report.run_id = Some(run_id),
             Err(err) => report.log_error = Some(format!("cannot write elsinore_event_runs: {err}")),

@@ -6,6 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use elsinore_postgres::PostgresUrl;
+use elsinore_store::event_runs::EventRunRow;
+use elsinore_store::Databases;
 use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
 use serde::Serialize;
 
@@ -177,9 +180,14 @@ fn read_recent(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<RunRecor
             },
         ))
     })?;
+    let rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(group(rows))
+}
+
+/// Rows (run id, trigger, table) into runs, newest first.
+fn group(rows: Vec<(i64, String, TableRecord)>) -> Vec<RunRecord> {
     let mut runs: BTreeMap<i64, RunRecord> = BTreeMap::new();
-    for row in rows {
-        let (run_id, trigger, table) = row?;
+    for (run_id, trigger, table) in rows {
         let run = runs.entry(run_id).or_insert_with(|| RunRecord {
             run_id,
             trigger,
@@ -199,5 +207,59 @@ fn read_recent(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<RunRecor
         run.errors += i64::from(table.error.is_some());
         run.tables.push(table);
     }
-    Ok(runs.into_values().rev().collect())
+    runs.into_values().rev().collect()
+}
+
+/// The `limit` most recent runs of the state database `databases` names
+/// (the SQLite file, or PostgreSQL when `state_database` is a URL).
+pub fn recent_runs_in(databases: &Databases, limit: usize) -> Result<Vec<RunRecord>> {
+    let Some(url) = &databases.state_url else {
+        return recent_runs(&databases.state, limit);
+    };
+    let rows = elsinore_store::event_runs::recent(url, limit)?;
+    Ok(group(
+        rows.into_iter()
+            .map(|row| {
+                (
+                    row.run_id,
+                    row.trigger,
+                    TableRecord {
+                        event: row.event,
+                        table: row.table_name,
+                        started_at: row.started_at,
+                        finished_at: row.finished_at,
+                        deleted: row.rows_deleted,
+                        unreadable: row.unreadable,
+                        blocked: row.blocked,
+                        error: row.error,
+                    },
+                )
+            })
+            .collect(),
+    ))
+}
+
+/// Records `report` in the PostgreSQL state database at `url`.
+pub(crate) fn write_pg(url: &PostgresUrl, report: &RunReport) -> Result<i64> {
+    let rows: Vec<EventRunRow> = report
+        .tables
+        .iter()
+        .map(|table| EventRunRow {
+            run_id: 0,
+            trigger: report.trigger.as_str().to_owned(),
+            event: table.event.as_str().to_owned(),
+            table_name: table.table.clone(),
+            started_at: table.started_at,
+            finished_at: table.finished_at,
+            rows_deleted: saturate(table.deleted),
+            unreadable: saturate(table.unreadable),
+            blocked: saturate(table.blocked),
+            error: table.error.clone(),
+        })
+        .collect();
+    Ok(elsinore_store::event_runs::record(
+        url,
+        &rows,
+        now_ms().saturating_sub(RUN_LOG_KEEP_MS),
+    )?)
 }

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use crate::report::{RunReport, Trigger};
 use crate::run::{log_progress, now_ms, run_with};
-use crate::runlog::{recent_runs, RunRecord};
+use crate::runlog::{recent_runs_in, RunRecord};
 use crate::settings::Settings;
 use crate::{Error, Result};
 
@@ -140,8 +140,8 @@ impl EventScheduler {
     /// The `limit` most recent runs, newest first (read on a blocking
     /// thread, without waiting for a run in progress).
     pub async fn recent(&self, limit: usize) -> Result<Vec<RunRecord>> {
-        let run_log = self.inner.databases.state.clone();
-        tokio::task::spawn_blocking(move || recent_runs(&run_log, limit))
+        let databases = self.inner.databases.clone();
+        tokio::task::spawn_blocking(move || recent_runs_in(&databases, limit))
             .await
             .map_err(|_| Error::Stopped)?
     }

@@ -96,7 +96,15 @@ impl Declared {
                 let _ = writeln!(out, "database: {}", config.startup.database.display());
             }
         }
-        let _ = writeln!(out, "state:    {}", config.startup.state_database.display());
+        match &config.startup.state_database_url {
+            // Display hides the password.
+            Some(url) => {
+                let _ = writeln!(out, "state:    {url}");
+            }
+            None => {
+                let _ = writeln!(out, "state:    {}", config.startup.state_database.display());
+            }
+        }
         let _ = writeln!(out, "events:   {}", describe_events(&config.startup.events));
         let (limits, timeouts) = (&config.startup.limits, &config.startup.timeouts);
         let _ = writeln!(

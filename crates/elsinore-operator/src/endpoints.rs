@@ -43,6 +43,9 @@ pub struct Operator {
     /// Automatic certificates (`acme`), when configured: `/routes`
     /// shows them under `acme`.
     pub acme: Option<Arc<elsinore_acme::Acme>>,
+    /// Whether a PostgreSQL state database answers (`None` on SQLite):
+    /// `/readyz`, `/routes` and the status page show it.
+    pub state: Option<Arc<elsinore_store::StateHealth>>,
 }
 
 impl Operator {
@@ -139,6 +142,7 @@ impl Operator {
             events_rows_deleted: self.events.rows_deleted(),
             acme: self.acme.as_ref().map(|acme| acme.status()),
             most_limited: self.metrics.most_limited_hosts(10),
+            state_database: self.state.as_ref().map(|state| state.describe()),
         });
         let mut response = Response::new(Full::new(Bytes::from(html)));
         response.headers_mut().insert(
@@ -190,7 +194,10 @@ impl Operator {
     }
 
     /// 200 when every handler can take requests, else 503 listing those
-    /// that cannot. A sleeping handler can: a request wakes it.
+    /// that cannot. A sleeping handler can: a request wakes it. A
+    /// PostgreSQL state database out of reach is reported in
+    /// `state_database` but does not make the answer 503: requests are
+    /// still served, with the keys held (only admin API changes wait).
     fn readyz(&self) -> Response<Full<Bytes>> {
         let table = self.live.table().load_full();
         let waiting: Vec<String> = table
@@ -205,14 +212,18 @@ impl Operator {
             })
             .map(|h| format!("{}/{}: {}", h.project(), h.name(), h.state()))
             .collect();
-        if waiting.is_empty() {
-            reply(StatusCode::OK, &json!({"ready": true}))
+        let (status, mut body) = if waiting.is_empty() {
+            (StatusCode::OK, json!({"ready": true}))
         } else {
-            reply(
+            (
                 StatusCode::SERVICE_UNAVAILABLE,
-                &json!({"ready": false, "not_ready": waiting}),
+                json!({"ready": false, "not_ready": waiting}),
             )
+        };
+        if let Some(state) = &self.state {
+            body["state_database"] = json!(state.describe());
         }
+        reply(status, &body)
     }
 
     fn routes(&self) -> Value {
@@ -235,6 +246,7 @@ impl Operator {
             "pending_restart": self.live.pending_restart().as_ref(),
             "certificates": certificates_json(&table.certs, std::time::SystemTime::now()),
             "acme": self.acme.as_ref().map(|acme| acme.status_json()),
+            "state_database": self.state.as_ref().map(|state| state.describe()),
         })
     }
 }

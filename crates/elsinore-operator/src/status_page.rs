@@ -120,6 +120,9 @@ pub struct StatusInput<'a> {
     pub acme: Option<Vec<(String, elsinore_acme::NameStatus)>>,
     /// The tenant hosts with the most 429s from `rate_limits`, most first.
     pub most_limited: Vec<(String, u64)>,
+    /// A PostgreSQL state database's reachability (`reachable`, or
+    /// `unreachable since …`); `None` with a SQLite one.
+    pub state_database: Option<String>,
 }
 
 /// `&`, `<`, `>`, `"` and `'` as entities: safe in text and in quoted
@@ -217,6 +220,7 @@ pub fn render(input: &StatusInput<'_>) -> String {
         input.table.hosts.len(),
         input.swaps,
     );
+    state_section(&mut html, input);
     reload_section(&mut html, input);
     projects_section(&mut html, input);
     handlers_section(&mut html, input);
@@ -227,6 +231,24 @@ pub fn render(input: &StatusInput<'_>) -> String {
     events_section(&mut html, input);
     html.push_str("</body></html>\n");
     html
+}
+
+/// Shown only with a PostgreSQL state database.
+fn state_section(html: &mut String, input: &StatusInput<'_>) {
+    let Some(state) = &input.state_database else {
+        return;
+    };
+    let class = if state == "reachable" { "ok" } else { "failed" };
+    let _ = writeln!(
+        html,
+        "<h2 id=\"state-database\">State database</h2>\n<p class=\"{class}\">PostgreSQL: {}.{}</p>",
+        escape(state),
+        if class == "ok" {
+            ""
+        } else {
+            " Requests are served with the keys held; admin API changes answer 503 until it is back."
+        }
+    );
 }
 
 fn certificates_section(html: &mut String, input: &StatusInput<'_>) {

@@ -184,6 +184,14 @@ pub enum ProxyError {
         /// What failed, in words safe to show.
         reason: String,
     },
+    /// Admin API: the PostgreSQL state database cannot be reached, so a
+    /// key or host change cannot be stored; requests are still served with
+    /// the keys this front door holds.
+    #[error("state database unavailable")]
+    StateUnavailable {
+        /// What failed, in words safe to show.
+        reason: String,
+    },
     /// A reserved path (the tenant admin API) with no hook set up in this
     /// process to answer it.
     #[error("admin API unavailable")]
@@ -247,6 +255,7 @@ impl ProxyError {
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::ReservedUnavailable
+            | Self::StateUnavailable { .. }
             | Self::HandlerBusy { .. }
             | Self::TooManyConnections { .. }
             | Self::TooManyConnectionsFromAddress { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -269,6 +278,7 @@ impl ProxyError {
             | Self::HandlerBusy { .. }
             | Self::TooManyConnections { .. }
             | Self::TooManyConnectionsFromAddress { .. } => Some(1),
+            Self::StateUnavailable { .. } => Some(5),
             Self::HandlerCrashed { retry_in, .. } => {
                 Some(retry_in.as_secs_f64().ceil().max(1.0) as u64)
             }
@@ -294,7 +304,8 @@ impl ProxyError {
             | Self::Forbidden { reason }
             | Self::BadRequest { reason }
             | Self::NotFound { reason }
-            | Self::Internal { reason } => put("reason", json!(reason)),
+            | Self::Internal { reason }
+            | Self::StateUnavailable { reason } => put("reason", json!(reason)),
             Self::Throttled { retry_after } => put(
                 "reason",
                 json!(format!(

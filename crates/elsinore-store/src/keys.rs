@@ -2,19 +2,32 @@
 //! state database, which no handler is given. Every change and its audit
 //! row commit together.
 //!
-//! All of it is blocking SQLite work: call it from a dedicated thread or
-//! `spawn_blocking`, never from async code directly. The keys themselves
-//! (generation, hashing) and the in-memory [`KeyRing`] the request path
-//! checks are `elsinore_keys`, which links no SQLite; this module fills
-//! the ring ([`KeyStore::refresh`], [`watch_ring`]).
+//! The state database is a SQLite file or, for a fleet of front doors, a
+//! PostgreSQL database ([`crate::pg`]): what to check, hash and audit is
+//! written once here, the SQL of each engine in `keys/tables.rs`.
+//!
+//! All of it is blocking database work: call it from a dedicated thread or
+//! `spawn_blocking`, never from async code directly (the blocking
+//! PostgreSQL client panics there). The keys themselves (generation,
+//! hashing) and the in-memory [`KeyRing`] the request path checks are
+//! `elsinore_keys`, which links no database; this module fills the ring
+//! ([`KeyStore::refresh`], [`watch_ring`] for the SQLite file,
+//! [`watch_fleet`] for PostgreSQL).
 
+mod fleet;
 mod import;
+mod tables;
 mod watch;
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use elsinore_keys::{now_ms, KeyHash, KeyRing, LiveKey, SecretKey};
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use rusqlite::{Connection, Row};
+
+use crate::pg::{AsUnavailable, PgState};
+use tables::{KeyTables, NewKey, PgTables, SqliteTables};
+
+pub use fleet::{watch_fleet, CHECK_INTERVAL};
 
 pub use import::{
     check_imported_key, imported_prefix, Imported, ImportedKey, IMPORTED_PREFIX_LEN,
@@ -67,6 +80,19 @@ pub enum KeyError {
     /// The watcher thread could not be started.
     #[error("cannot start the key watcher thread: {0}")]
     Thread(String),
+}
+
+impl KeyError {
+    /// Whether the state database is out of reach (a 503: retry later).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Store(err) if err.is_unavailable())
+    }
+}
+
+impl AsUnavailable for KeyError {
+    fn is_unavailable(&self) -> bool {
+        KeyError::is_unavailable(self)
+    }
 }
 
 /// Result type of key operations.
@@ -250,16 +276,30 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
-/// The key tables of the state database, behind one connection.
+/// The key tables of the state database: one SQLite connection, or a
+/// PostgreSQL state database shared by a fleet of front doors. The logic
+/// (checks, hashing, audit rows) is written once here; only the SQL
+/// differs (`keys/tables.rs`).
 #[derive(Debug)]
 pub struct KeyStore {
-    conn: Mutex<Connection>,
+    backend: Backend,
+}
+
+#[derive(Debug)]
+enum Backend {
+    Sqlite(Mutex<Connection>),
+    Postgres(Arc<PgState>),
 }
 
 impl KeyStore {
     /// Opens (creating and migrating if needed) the state database; the
-    /// first time, that moves the key tables out of the shared one.
+    /// first time, that moves the key tables out of the shared one. With
+    /// a `state_database` URL, connects to PostgreSQL and migrates it.
     pub fn open(databases: &crate::Databases) -> Result<Self> {
+        if let Some(url) = &databases.state_url {
+            let state = PgState::open(url, "elsinore state")?;
+            return Ok(Self::postgres(Arc::new(state)));
+        }
         let store = crate::StateStore::open(databases)?;
         Ok(Self::from_connection(store.into_connection()))
     }
@@ -267,35 +307,73 @@ impl KeyStore {
     /// Uses a connection to an already migrated database.
     pub fn from_connection(conn: Connection) -> Self {
         Self {
-            conn: Mutex::new(conn),
+            backend: Backend::Sqlite(Mutex::new(conn)),
         }
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave SQLite half-written
-        // (transactions roll back), so a poisoned lock is safe to reuse.
-        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Uses an open (migrated) PostgreSQL state database.
+    pub fn postgres(state: Arc<PgState>) -> Self {
+        Self {
+            backend: Backend::Postgres(state),
+        }
+    }
+
+    /// The PostgreSQL state database, when that is where the keys are.
+    pub fn pg_state(&self) -> Option<&Arc<PgState>> {
+        match &self.backend {
+            Backend::Postgres(state) => Some(state),
+            Backend::Sqlite(_) => None,
+        }
+    }
+
+    /// Runs `work` in one transaction, committed when it returns `Ok`.
+    /// A `change` on PostgreSQL is announced to the fleet in the same
+    /// transaction.
+    fn transaction<T>(
+        &self,
+        context: &'static str,
+        change: bool,
+        work: impl FnOnce(&mut dyn KeyTables) -> Result<T>,
+    ) -> Result<T> {
+        match &self.backend {
+            Backend::Sqlite(conn) => {
+                // A panic while holding the lock cannot leave SQLite
+                // half-written (transactions roll back), so a poisoned
+                // lock is safe to reuse.
+                let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+                let tx = conn.transaction().map_err(sqlite(context))?;
+                let out = work(&mut SqliteTables(&tx))?;
+                tx.commit().map_err(sqlite(context))?;
+                Ok(out)
+            }
+            Backend::Postgres(state) => {
+                let url = state.url().redacted();
+                state.with_client(|client| {
+                    let mut tx = client
+                        .transaction()
+                        .map_err(crate::pg::classify(&url, context))?;
+                    let out = work(&mut PgTables {
+                        tx: &mut tx,
+                        url: &url,
+                    })?;
+                    if change {
+                        crate::pg::announce_change(&mut tx, &url)?;
+                    }
+                    tx.commit().map_err(crate::pg::classify(&url, context))?;
+                    Ok(out)
+                })
+            }
+        }
     }
 
     /// Keys of `host` made for `project`, oldest first (revoked ones too).
     pub fn list(&self, host: &str, project: &str) -> Result<Vec<KeyInfo>> {
-        let conn = self.conn();
-        let mut statement = conn
-            .prepare(&format!(
-                "SELECT {KEY_COLUMNS} FROM host_secrets
-                 WHERE host = ?1 AND project = ?2 ORDER BY id"
-            ))
-            .map_err(sqlite("cannot list keys"))?;
-        let rows = statement
-            .query_map(params![host, project], KeyInfo::from_row)
-            .map_err(sqlite("cannot list keys"))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(sqlite("cannot list keys"))
+        self.transaction("cannot list keys", false, |t| t.list(host, project))
     }
 
     /// One key by id, whatever its host.
     pub fn get(&self, id: i64) -> Result<Option<KeyInfo>> {
-        get(&self.conn(), id)
+        self.transaction("cannot read a key", false, |t| t.key(id))
     }
 
     /// Creates a key for `host` (owned by `project`) and records it.
@@ -308,19 +386,18 @@ impl KeyStore {
     ) -> Result<CreatedKey> {
         check_label(label)?;
         let now = now_ms();
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(sqlite("cannot create a key"))?;
-        let created = insert_key(&tx, host, project, label, now)?;
-        audit(
-            &tx,
-            now,
-            &created.info,
-            caller,
-            "create",
-            &format!("label {label:?}"),
-        )?;
-        tx.commit().map_err(sqlite("cannot create a key"))?;
-        Ok(created)
+        self.transaction("cannot create a key", true, |t| {
+            let created = insert_key(t, host, project, label, now)?;
+            audit(
+                t,
+                now,
+                &created.info,
+                caller,
+                "create",
+                &format!("label {label:?}"),
+            )?;
+            Ok(created)
+        })
     }
 
     /// Replaces key `id` with a new one (same host, project and label) and
@@ -338,63 +415,51 @@ impl KeyStore {
             });
         }
         let now = now_ms();
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(sqlite("cannot rotate a key"))?;
-        let old = get_in_scope(&tx, scope, id)?;
-        if old.revoked_at.is_some() {
-            return Err(KeyError::AlreadyRevoked { id });
-        }
-        let new = insert_key(&tx, &old.host, &old.project, &old.label, now)?;
-        // `grace_seconds` is at most 7 days, so this cannot overflow.
-        let grace_until = (grace_seconds > 0).then(|| now + grace_seconds as i64 * 1000);
-        tx.execute(
-            "UPDATE host_secrets SET revoked_at = ?1, grace_until = ?2 WHERE id = ?3",
-            params![now, grace_until, id],
-        )
-        .map_err(sqlite("cannot rotate a key"))?;
-        let detail = match grace_until {
-            Some(_) => format!(
-                "replaced by key {} ({}); old key accepted for {grace_seconds} s more",
-                new.info.id, new.info.prefix
-            ),
-            None => format!(
-                "replaced by key {} ({}); old key revoked at once",
-                new.info.id, new.info.prefix
-            ),
-        };
-        audit(&tx, now, &old, caller, "rotate", &detail)?;
-        let old = get_in_scope(&tx, Scope::Any, id)?;
-        tx.commit().map_err(sqlite("cannot rotate a key"))?;
-        Ok(Rotated { new, old })
+        self.transaction("cannot rotate a key", true, |t| {
+            let old = get_in_scope(t, scope, id)?;
+            if old.revoked_at.is_some() {
+                return Err(KeyError::AlreadyRevoked { id });
+            }
+            let new = insert_key(t, &old.host, &old.project, &old.label, now)?;
+            // `grace_seconds` is at most 7 days, so this cannot overflow.
+            let grace_until = (grace_seconds > 0).then(|| now + grace_seconds as i64 * 1000);
+            t.revoke(id, now, grace_until)?;
+            let detail = match grace_until {
+                Some(_) => format!(
+                    "replaced by key {} ({}); old key accepted for {grace_seconds} s more",
+                    new.info.id, new.info.prefix
+                ),
+                None => format!(
+                    "replaced by key {} ({}); old key revoked at once",
+                    new.info.id, new.info.prefix
+                ),
+            };
+            audit(t, now, &old, caller, "rotate", &detail)?;
+            let old = get_in_scope(t, Scope::Any, id)?;
+            Ok(Rotated { new, old })
+        })
     }
 
     /// Revokes key `id` at once (ending a rotation grace period too).
     pub fn revoke(&self, scope: Scope<'_>, id: i64, caller: &Caller) -> Result<Revocation> {
         let now = now_ms();
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(sqlite("cannot revoke a key"))?;
-        let key = get_in_scope(&tx, scope, id)?;
-        let detail = match key.status(now) {
-            KeyStatus::Revoked => return Ok(Revocation::AlreadyRevoked(key)),
-            KeyStatus::Live => "revoked",
-            KeyStatus::Grace => "grace period ended early",
-        };
-        tx.execute(
-            "UPDATE host_secrets SET revoked_at = COALESCE(revoked_at, ?1), grace_until = NULL
-             WHERE id = ?2",
-            params![now, id],
-        )
-        .map_err(sqlite("cannot revoke a key"))?;
-        audit(&tx, now, &key, caller, "revoke", detail)?;
-        let key = get_in_scope(&tx, Scope::Any, id)?;
-        tx.commit().map_err(sqlite("cannot revoke a key"))?;
-        Ok(Revocation::Revoked(key))
+        self.transaction("cannot revoke a key", true, |t| {
+            let key = get_in_scope(t, scope, id)?;
+            let detail = match key.status(now) {
+                KeyStatus::Revoked => return Ok(Revocation::AlreadyRevoked(key)),
+                KeyStatus::Live => "revoked",
+                KeyStatus::Grace => "grace period ended early",
+            };
+            t.revoke(id, now, None)?;
+            audit(t, now, &key, caller, "revoke", detail)?;
+            let key = get_in_scope(t, Scope::Any, id)?;
+            Ok(Revocation::Revoked(key))
+        })
     }
 
     /// Every key accepted at `now`.
     pub fn live_keys(&self, now: i64) -> Result<Vec<LiveKey>> {
-        let conn = self.conn();
-        live_keys(&conn, now)
+        self.transaction("cannot read live keys", false, |t| live_keys(t, now))
     }
 
     /// Re-reads the accepted keys into `ring`; returns whether anything
@@ -412,107 +477,51 @@ impl KeyStore {
         action: &str,
         caller: &Caller,
     ) -> Result<()> {
-        self.conn()
-            .execute(
-                "INSERT INTO elsinore_audit (at, host, project, actor, action, client)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    now_ms(),
-                    host,
-                    project,
-                    caller.actor.as_str(),
-                    action,
-                    caller.client
-                ],
-            )
-            .map_err(sqlite("cannot write the audit log"))?;
-        Ok(())
+        let entry = AuditEntry {
+            at: now_ms(),
+            host: host.to_owned(),
+            project: project.to_owned(),
+            actor: caller.actor.as_str().to_owned(),
+            action: action.to_owned(),
+            key_id: None,
+            key_prefix: None,
+            client: caller.client.clone(),
+            detail: String::new(),
+        };
+        self.transaction("cannot write the audit log", false, |t| t.audit(&entry))
     }
 
     /// The audit log of `host`, oldest first.
     pub fn audit_log(&self, host: &str) -> Result<Vec<AuditEntry>> {
-        let conn = self.conn();
-        let mut statement = conn
-            .prepare(
-                "SELECT at, host, project, actor, action, key_id, key_prefix, client, detail
-                 FROM elsinore_audit WHERE host = ?1 ORDER BY id",
-            )
-            .map_err(sqlite("cannot read the audit log"))?;
-        let rows = statement
-            .query_map([host], |row| {
-                Ok(AuditEntry {
-                    at: row.get(0)?,
-                    host: row.get(1)?,
-                    project: row.get(2)?,
-                    actor: row.get(3)?,
-                    action: row.get(4)?,
-                    key_id: row.get(5)?,
-                    key_prefix: row.get(6)?,
-                    client: row.get(7)?,
-                    detail: row.get(8)?,
-                })
-            })
-            .map_err(sqlite("cannot read the audit log"))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(sqlite("cannot read the audit log"))
+        self.transaction("cannot read the audit log", false, |t| t.audit_log(host))
     }
 }
 
-/// Every key accepted at `now`, read on `conn` (the ring's own connection
-/// uses this too).
-fn live_keys(conn: &Connection, now: i64) -> Result<Vec<LiveKey>> {
-    let mut statement = conn
-        .prepare_cached(
-            "SELECT id, host, project, key_hash, grace_until FROM host_secrets
-             WHERE revoked_at IS NULL OR grace_until > ?1 ORDER BY id",
-        )
-        .map_err(sqlite("cannot read live keys"))?;
-    let rows = statement
-        .query_map([now], |row| {
-            let hash: Vec<u8> = row.get(3)?;
-            Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                hash,
-                row.get::<_, Option<i64>>(4)?,
-            ))
-        })
-        .map_err(sqlite("cannot read live keys"))?;
+/// Every key accepted at `now`, read through `tables` (the refresh
+/// threads' own connections use this too).
+fn live_keys(tables: &mut dyn KeyTables, now: i64) -> Result<Vec<LiveKey>> {
     let mut keys = Vec::new();
-    for row in rows {
-        let (id, host, project, hash, valid_until) =
-            row.map_err(sqlite("cannot read live keys"))?;
+    for row in tables.live_rows(now)? {
         // A malformed hash matches nothing; skip it rather than fail all.
-        let Some(hash) = KeyHash::from_slice(&hash) else {
-            tracing::warn!(id, %host, "host_secrets row has a hash that is not 32 bytes; ignored");
+        let Some(hash) = KeyHash::from_slice(&row.hash) else {
+            tracing::warn!(id = row.id, host = %row.host, "host_secrets row has a hash that is not 32 bytes; ignored");
             continue;
         };
         keys.push(LiveKey {
-            id,
-            host,
-            project,
+            id: row.id,
+            host: row.host,
+            project: row.project,
             hash,
-            valid_until,
+            valid_until: row.grace_until,
         });
     }
     Ok(keys)
 }
 
-fn get(conn: &Connection, id: i64) -> Result<Option<KeyInfo>> {
-    conn.query_row(
-        &format!("SELECT {KEY_COLUMNS} FROM host_secrets WHERE id = ?1"),
-        [id],
-        KeyInfo::from_row,
-    )
-    .optional()
-    .map_err(sqlite("cannot read a key"))
-}
-
 /// The key, or `NotFound` when it does not exist or is outside `scope`
 /// (the API does not reveal that another host's key exists).
-fn get_in_scope(conn: &Connection, scope: Scope<'_>, id: i64) -> Result<KeyInfo> {
-    let key = get(conn, id)?.ok_or(KeyError::NotFound { id })?;
+fn get_in_scope(tables: &mut dyn KeyTables, scope: Scope<'_>, id: i64) -> Result<KeyInfo> {
+    let key = tables.key(id)?.ok_or(KeyError::NotFound { id })?;
     match scope {
         Scope::Host { host, project } if key.host != host || key.project != project => {
             Err(KeyError::NotFound { id })
@@ -522,28 +531,24 @@ fn get_in_scope(conn: &Connection, scope: Scope<'_>, id: i64) -> Result<KeyInfo>
 }
 
 fn insert_key(
-    tx: &Transaction<'_>,
+    tables: &mut dyn KeyTables,
     host: &str,
     project: &str,
     label: &str,
     now: i64,
 ) -> Result<CreatedKey> {
     let key = SecretKey::generate()?;
-    tx.execute(
-        "INSERT INTO host_secrets (host, project, label, key_hash, key_prefix, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            host,
-            project,
-            label,
-            &key.hash().0[..],
-            key.display_prefix(),
-            now
-        ],
-    )
-    .map_err(sqlite("cannot store a key"))?;
+    let id = tables.insert_key(&NewKey {
+        host,
+        project,
+        label,
+        hash: &key.hash().0[..],
+        prefix: key.display_prefix(),
+        created_at: now,
+        revoked_at: None,
+    })?;
     let info = KeyInfo {
-        id: tx.last_insert_rowid(),
+        id,
         host: host.to_owned(),
         project: project.to_owned(),
         label: label.to_owned(),
@@ -556,31 +561,24 @@ fn insert_key(
 }
 
 fn audit(
-    tx: &Transaction<'_>,
+    tables: &mut dyn KeyTables,
     now: i64,
     key: &KeyInfo,
     caller: &Caller,
     action: &str,
     detail: &str,
 ) -> Result<()> {
-    tx.execute(
-        "INSERT INTO elsinore_audit
-             (at, host, project, actor, action, key_id, key_prefix, client, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
-            now,
-            key.host,
-            key.project,
-            caller.actor.as_str(),
-            action,
-            key.id,
-            key.prefix,
-            caller.client,
-            detail
-        ],
-    )
-    .map_err(sqlite("cannot write the audit log"))?;
-    Ok(())
+    tables.audit(&AuditEntry {
+        at: now,
+        host: key.host.clone(),
+        project: key.project.clone(),
+        actor: caller.actor.as_str().to_owned(),
+        action: action.to_owned(),
+        key_id: Some(key.id),
+        key_prefix: Some(key.prefix.clone()),
+        client: caller.client.clone(),
+        detail: detail.to_owned(),
+    })
 }
 
 /// Labels are shown in UIs and terminals: short, no control characters.

@@ -1,4 +1,4 @@
-//! Elsinore's two SQLite files.
+//! Elsinore's two databases.
 //!
 //! - The **shared database** (`database`, [`Store`]): the projects' data,
 //!   given to every handler as `ELSINORE_DB`. [`Store::open`] creates the
@@ -9,7 +9,11 @@
 //!   Elsinore's own tables, created 0600 and never given to handlers, with
 //!   the migrations that make them ([`state`]). Opening it the first time
 //!   moves the tables an earlier Elsinore kept in the shared file
-//!   ([`legacy`]).
+//!   ([`legacy`]). Or, for a fleet of front doors, a PostgreSQL database
+//!   with the same tables ([`pg`]), refreshed across the fleet by
+//!   `LISTEN`/`NOTIFY`; [`health`] says whether it answers, [`transfer`]
+//!   moves the state between the two, [`event_runs`] is the events' run
+//!   log there.
 //!
 //! [`keys`]: the host keys' table and audit log ([`keys::KeyStore`], in the
 //! state database), and the thread that refills the in-memory
@@ -17,23 +21,29 @@
 //! here, beside the migrations that create their tables, so that the
 //! request path (which links only `elsinore-keys`) links no SQLite.
 //!
-//! This crate is never called on the request path: SQLite work is blocking
-//! and belongs on its own thread.
+//! This crate is never called on the request path: database work is
+//! blocking and belongs on its own thread.
 
 pub mod keys;
 mod permissions;
 
 pub use permissions::{restrict_database_files, GROUP_MODE, PRIVATE_MODE};
+pub mod event_runs;
+pub mod health;
 pub mod legacy;
 pub mod owners;
+pub mod pg;
 pub mod state;
+pub mod transfer;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::Connection;
 
+pub use health::StateHealth;
 pub use owners::{OwnerChanges, OwnerRecords};
+pub use pg::PgState;
 pub use state::{Databases, StateStore};
 
 /// How long a statement waits for another writer before `SQLITE_BUSY`.
@@ -94,6 +104,35 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The PostgreSQL state database cannot be reached (connection refused,
+    /// lost, or shut down): nothing was changed. Answered with a 503 by the
+    /// admin API.
+    #[error("state database unavailable: {reason}")]
+    StateUnavailable {
+        /// Why, with the URL's password hidden.
+        reason: String,
+    },
+    /// PostgreSQL refused a statement of the state database.
+    #[error("{url}: {context}: {source}")]
+    Postgres {
+        /// The URL, password hidden.
+        url: String,
+        /// What Elsinore was doing.
+        context: &'static str,
+        /// PostgreSQL's reason.
+        #[source]
+        source: elsinore_postgres::postgres::Error,
+    },
+    /// The PostgreSQL state database was migrated by a newer Elsinore.
+    #[error("{url}: schema version {found} is newer than this Elsinore knows ({known}); upgrade Elsinore")]
+    PostgresTooNew {
+        /// The URL, password hidden.
+        url: String,
+        /// Highest version recorded.
+        found: i64,
+        /// Highest version this build knows.
+        known: i64,
+    },
     /// Moving Elsinore's tables out of the shared database copied a
     /// different number of rows than the table held; nothing was moved.
     #[error(
@@ -110,6 +149,14 @@ pub enum StoreError {
         /// Rows in the shared database's table.
         expected: i64,
     },
+}
+
+impl StoreError {
+    /// Whether this is the state database being out of reach (a 503, not a
+    /// 500: retrying later works).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::StateUnavailable { .. })
+    }
 }
 
 /// Result type of this crate.

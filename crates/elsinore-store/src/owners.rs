@@ -8,6 +8,9 @@
 
 use std::sync::Mutex;
 
+use elsinore_postgres::postgres::types::ToSql;
+
+use crate::pg::{classify, PgState};
 use crate::state::Databases;
 #[cfg(doc)]
 use crate::state::StateStore;
@@ -30,14 +33,16 @@ impl OwnerChanges {
     }
 }
 
-/// The `host_owners` table of the state database. Each read or write
-/// opens its own short-lived connection: they are rare (start, and a
-/// reload that changed an owner).
+/// The `host_owners` table of the state database. On SQLite each read or
+/// write opens its own short-lived connection: they are rare (start, and a
+/// reload that changed an owner). On PostgreSQL one kept connection serves
+/// them, and a change is announced to the fleet like a key change.
 #[derive(Debug)]
 pub struct OwnerRecords {
     path: std::path::PathBuf,
     /// One write at a time from this process.
     lock: Mutex<()>,
+    postgres: Option<PgState>,
 }
 
 impl OwnerRecords {
@@ -50,9 +55,14 @@ impl OwnerRecords {
     /// the key watcher's connection would stop seeing other processes'
     /// writes.
     pub fn open(databases: &Databases) -> Result<Self> {
+        let postgres = match &databases.state_url {
+            Some(url) => Some(PgState::open(url, "elsinore state owners")?),
+            None => None,
+        };
         let records = Self {
             path: crate::absolute(&databases.state),
             lock: Mutex::new(()),
+            postgres,
         };
         records.load()?;
         Ok(records)
@@ -60,6 +70,11 @@ impl OwnerRecords {
 
     /// Every recorded (name, project).
     pub fn load(&self) -> Result<Vec<(String, String)>> {
+        if let Some(pg) = &self.postgres {
+            return pg_query(pg, "SELECT host, project FROM host_owners", &[], |row| {
+                (row.get(0), row.get(1))
+            });
+        }
         let _one = self.lock();
         let conn = crate::open_connection(&self.path)?;
         let mut stmt = conn
@@ -76,6 +91,14 @@ impl OwnerRecords {
     /// served for it (epoch ms): what the tenant admin API's Hamlet-shaped
     /// `_hosts` listing gives as `created_at`.
     pub fn first_served(&self, project: &str) -> Result<Vec<(String, i64)>> {
+        if let Some(pg) = &self.postgres {
+            return pg_query(
+                pg,
+                "SELECT host, first_served FROM host_owners WHERE project = $1",
+                &[&project],
+                |row| (row.get(0), row.get(1)),
+            );
+        }
         let _one = self.lock();
         let conn = crate::open_connection(&self.path)?;
         let mut stmt = conn
@@ -94,6 +117,9 @@ impl OwnerRecords {
     pub fn record(&self, changes: &OwnerChanges) -> Result<()> {
         if changes.is_empty() {
             return Ok(());
+        }
+        if let Some(pg) = &self.postgres {
+            return pg_record(pg, changes);
         }
         let _one = self.lock();
         let mut conn = crate::open_connection(&self.path)?;
@@ -148,6 +174,50 @@ impl OwnerRecords {
             source,
         }
     }
+}
+
+/// Runs a read on the PostgreSQL state database.
+fn pg_query<T>(
+    pg: &PgState,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    row: impl Fn(&elsinore_postgres::postgres::Row) -> T,
+) -> Result<Vec<T>> {
+    let url = pg.url().redacted();
+    pg.with_client(|client| {
+        let rows = client
+            .query(sql, params)
+            .map_err(classify(&url, "cannot read the recorded host owners"))?;
+        Ok(rows.iter().map(&row).collect())
+    })
+}
+
+/// [`OwnerRecords::record`] on PostgreSQL: one transaction, announced.
+fn pg_record(pg: &PgState, changes: &OwnerChanges) -> Result<()> {
+    let url = pg.url().redacted();
+    let fail = |context| classify(&url, context);
+    pg.with_client(|client| {
+        let mut tx = client
+            .transaction()
+            .map_err(fail("cannot record host owners"))?;
+        let now = elsinore_keys::now_ms();
+        for (host, project) in &changes.set {
+            tx.execute(
+                "INSERT INTO host_owners (host, project, first_served) VALUES ($1, $2, $3)
+                 ON CONFLICT (host) DO UPDATE SET project = excluded.project,
+                     first_served = excluded.first_served
+                 WHERE host_owners.project <> excluded.project",
+                &[host, project, &now],
+            )
+            .map_err(fail("cannot record host owners"))?;
+        }
+        for host in &changes.released {
+            tx.execute("DELETE FROM host_owners WHERE host = $1", &[host])
+                .map_err(fail("cannot release host owners"))?;
+        }
+        crate::pg::announce_change(&mut tx, &url)?;
+        tx.commit().map_err(fail("cannot record host owners"))
+    })
 }
 
 #[cfg(test)]

@@ -101,13 +101,18 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
-/// Where Elsinore's two SQLite files are.
+/// Where Elsinore's databases are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Databases {
     /// The projects' shared file (`database`; handlers' `ELSINORE_DB`).
     pub shared: PathBuf,
     /// Elsinore's own file (`state_database`), never given to handlers.
+    /// With [`Databases::state_url`] set it is not opened for keys and
+    /// owners; its folder stays this machine's data folder.
     pub state: PathBuf,
+    /// `state_database` given as a `postgres://` URL: keys, audit and
+    /// host owners live there, shared by every front door.
+    pub state_url: Option<elsinore_postgres::PostgresUrl>,
 }
 
 impl Databases {
@@ -116,7 +121,14 @@ impl Databases {
         Self {
             shared: shared.to_owned(),
             state: state.to_owned(),
+            state_url: None,
         }
+    }
+
+    /// The state database on PostgreSQL when `url` is set.
+    pub fn with_state_url(mut self, url: Option<elsinore_postgres::PostgresUrl>) -> Self {
+        self.state_url = url;
+        self
     }
 }
 

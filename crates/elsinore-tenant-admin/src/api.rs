@@ -747,6 +747,15 @@ fn key_error(err: KeyError) -> ProxyError {
         E::InvalidLabel(_) | E::InvalidGrace { .. } => ProxyError::BadRequest {
             reason: err.to_string(),
         },
+        // PostgreSQL is away: nothing was changed, and retrying once it is
+        // back works. Requests keep being served with the keys held.
+        _ if err.is_unavailable() => {
+            tracing::warn!(error = %err, "admin API: the state database is unavailable");
+            ProxyError::StateUnavailable {
+                reason: "the state database cannot be reached; nothing was changed, retry later"
+                    .into(),
+            }
+        }
         _ => {
             tracing::error!(error = %err, "admin API: key database failed");
             ProxyError::Internal {

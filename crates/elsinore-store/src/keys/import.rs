@@ -5,9 +5,9 @@
 use std::fmt;
 
 use elsinore_keys::{now_ms, KeyHash};
-use rusqlite::{params, OptionalExtension};
 
-use super::{audit, check_label, get, sqlite, Caller, KeyError, KeyInfo, KeyStore, Result};
+use super::tables::NewKey;
+use super::{audit, check_label, Caller, KeyError, KeyInfo, KeyStore, Result};
 
 /// The shortest imported key accepted, as for project keys: a shorter one
 /// could be guessed.
@@ -91,57 +91,40 @@ impl KeyStore {
         check_label(key.label)?;
         check_imported_key(key.key)?;
         let hash = KeyHash::of(key.key);
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(sqlite("cannot import a key"))?;
-        // `key_hash` is unique: the same key is one row, whoever has it.
-        let existing: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM host_secrets WHERE key_hash = ?1",
-                [&hash.0[..]],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(sqlite("cannot import a key"))?;
-        if let Some(id) = existing {
-            let stored = get(&tx, id)?.ok_or(KeyError::NotFound { id })?;
-            return Ok(
-                if stored.host == key.host && stored.project == key.project {
-                    Imported::AlreadyPresent(stored)
-                } else {
-                    Imported::HeldElsewhere(stored)
-                },
-            );
-        }
-        let prefix = imported_prefix(key.key);
-        tx.execute(
-            "INSERT INTO host_secrets
-                 (host, project, label, key_hash, key_prefix, created_at, revoked_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                key.host,
-                key.project,
-                key.label,
-                &hash.0[..],
-                prefix,
-                key.created_at,
-                key.revoked_at
-            ],
-        )
-        .map_err(sqlite("cannot import a key"))?;
-        let id = tx.last_insert_rowid();
-        let info = get(&tx, id)?.ok_or(KeyError::NotFound { id })?;
-        let detail = format!(
-            "label {:?}{}",
-            key.label,
-            if key.revoked_at.is_some() {
-                ", imported revoked"
-            } else {
-                ""
+        self.transaction("cannot import a key", true, |t| {
+            // `key_hash` is unique: the same key is one row, whoever has it.
+            if let Some(id) = t.key_id_by_hash(&hash.0[..])? {
+                let stored = t.key(id)?.ok_or(KeyError::NotFound { id })?;
+                return Ok(
+                    if stored.host == key.host && stored.project == key.project {
+                        Imported::AlreadyPresent(stored)
+                    } else {
+                        Imported::HeldElsewhere(stored)
+                    },
+                );
             }
-        );
-        audit(&tx, now_ms(), &info, caller, "import", &detail)?;
-        tx.commit().map_err(sqlite("cannot import a key"))?;
-        Ok(Imported::Added(info))
+            let id = t.insert_key(&NewKey {
+                host: key.host,
+                project: key.project,
+                label: key.label,
+                hash: &hash.0[..],
+                prefix: imported_prefix(key.key),
+                created_at: key.created_at,
+                revoked_at: key.revoked_at,
+            })?;
+            let info = t.key(id)?.ok_or(KeyError::NotFound { id })?;
+            let detail = format!(
+                "label {:?}{}",
+                key.label,
+                if key.revoked_at.is_some() {
+                    ", imported revoked"
+                } else {
+                    ""
+                }
+            );
+            audit(t, now_ms(), &info, caller, "import", &detail)?;
+            Ok(Imported::Added(info))
+        })
     }
 }
 

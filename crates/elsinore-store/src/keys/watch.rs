@@ -9,6 +9,7 @@ use std::time::Duration;
 use elsinore_keys::{now_ms, KeyRing};
 use rusqlite::Connection;
 
+use super::tables::SqliteTables;
 use super::{live_keys, KeyError, Result};
 
 /// How often the watcher asks SQLite whether another process wrote.
@@ -48,7 +49,7 @@ fn watch_loop(conn: &Connection, ring: &Weak<KeyRing>, interval: Duration) {
         let Some(ring) = ring.upgrade() else { return };
         match data_version(conn) {
             Ok(version) if seen == Some(version) => {}
-            Ok(version) => match live_keys(conn, now_ms()) {
+            Ok(version) => match live_keys(&mut SqliteTables(conn), now_ms()) {
                 Ok(keys) => {
                     seen = Some(version);
                     let count = keys.len();
