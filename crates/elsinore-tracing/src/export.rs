@@ -6,6 +6,10 @@
 //! (`elsinore_trace_spans_dropped_total`), as does a batch the collector
 //! refused or did not take within the export timeout: a dead or slow
 //! collector costs spans, never a request's time.
+//!
+//! At shutdown, [`SpanSink::shutdown`] has the task export what is still
+//! queued, waiting for it no longer than the export timeout: a dead
+//! collector costs the last spans, never the shutdown's time.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +19,7 @@ use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use opentelemetry_sdk::Resource;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch, Notify};
 
 use crate::span::FinishedSpan;
 use crate::Error;
@@ -48,6 +52,18 @@ pub struct ExportSettings {
 pub struct SpanSink {
     queue: mpsc::Sender<FinishedSpan>,
     metrics: Arc<Metrics>,
+    stop: Arc<Stop>,
+}
+
+/// Shutdown's handle on the exporter's task.
+#[derive(Debug)]
+struct Stop {
+    /// Asks the task for a last export of everything queued.
+    requested: Notify,
+    /// `true` once the task has ended (its last export done or failed).
+    done: watch::Sender<bool>,
+    /// The longest shutdown waits for that last export.
+    timeout: Duration,
 }
 
 impl SpanSink {
@@ -63,11 +79,27 @@ impl SpanSink {
             self.metrics.trace_spans_dropped(span.len() as u64);
         }
     }
+
+    /// Has the exporter send every span still queued, then stop; returns
+    /// when it has, or after the export timeout at most (what was not
+    /// sent by then is lost). Spans submitted afterwards are dropped and
+    /// counted.
+    pub async fn shutdown(&self) {
+        let mut done = self.stop.done.subscribe();
+        self.stop.requested.notify_one();
+        let finished = tokio::time::timeout(self.stop.timeout, done.wait_for(|done| *done));
+        if finished.await.is_err() {
+            tracing::warn!(
+                timeout_ms = self.stop.timeout.as_millis() as u64,
+                "trace export: the last spans were not sent within tracing.export_timeout; stopping without them"
+            );
+        }
+    }
 }
 
 /// Builds the OTLP exporter and starts its task on the current tokio
-/// runtime; the task ends when every [`SpanSink`] is dropped, after a
-/// last export.
+/// runtime; the task ends at [`SpanSink::shutdown`], or when every
+/// [`SpanSink`] is dropped, after a last export.
 pub fn start(settings: ExportSettings, metrics: Arc<Metrics>) -> Result<SpanSink, Error> {
     let mut exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
@@ -91,6 +123,12 @@ pub fn start(settings: ExportSettings, metrics: Arc<Metrics>) -> Result<SpanSink
         .build();
     let (queue, mut finished) = mpsc::channel::<FinishedSpan>(QUEUE_CAPACITY);
     let task_metrics = metrics.clone();
+    let stop = Arc::new(Stop {
+        requested: Notify::new(),
+        done: watch::Sender::new(false),
+        timeout: settings.timeout,
+    });
+    let task_stop = stop.clone();
     tokio::spawn(async move {
         let mut batch: Vec<FinishedSpan> = Vec::with_capacity(MAX_BATCH);
         let mut ticker = tokio::time::interval(settings.interval);
@@ -103,6 +141,16 @@ pub fn start(settings: ExportSettings, metrics: Arc<Metrics>) -> Result<SpanSink
             let (open, due) = tokio::select! {
                 received = finished.recv_many(&mut batch, room) => (received > 0, false),
                 _ = ticker.tick() => (true, true),
+                () = task_stop.requested.notified() => {
+                    // Nothing is sent after this: later spans are counted
+                    // as dropped by `submit`.
+                    finished.close();
+                    while let Ok(span) = finished.try_recv() {
+                        batch.push(span);
+                    }
+                    last_export(&exporter, &scope, batch, settings.timeout, &task_metrics, &settings.url).await;
+                    break;
+                }
             };
             if !batch.is_empty() && (due || !open || batch.len() >= MAX_BATCH) {
                 // While this waits for the collector the queue fills, and
@@ -117,8 +165,42 @@ pub fn start(settings: ExportSettings, metrics: Arc<Metrics>) -> Result<SpanSink
                 break;
             }
         }
+        task_stop.done.send_replace(true);
     });
-    Ok(SpanSink { queue, metrics })
+    Ok(SpanSink {
+        queue,
+        metrics,
+        stop,
+    })
+}
+
+/// Shutdown's export of everything queued, in batches of [`MAX_BATCH`],
+/// all within `timeout`; what does not fit in it is counted as dropped.
+async fn last_export(
+    exporter: &opentelemetry_otlp::SpanExporter,
+    scope: &InstrumentationScope,
+    mut queued: Vec<FinishedSpan>,
+    timeout: Duration,
+    metrics: &Metrics,
+    url: &str,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut failures = Failures::default();
+    while !queued.is_empty() {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let rest = queued.split_off(queued.len().min(MAX_BATCH));
+        let mut batch = std::mem::replace(&mut queued, rest);
+        let sent = if left.is_zero() {
+            let spans = batch.iter().map(FinishedSpan::len).sum::<usize>() as u64;
+            Err((spans, "no time left before shutdown".to_owned()))
+        } else {
+            export(exporter, scope, &mut batch, left).await
+        };
+        if let Err((spans, error)) = sent {
+            metrics.trace_spans_dropped(spans);
+            failures.record(spans, &error, url);
+        }
+    }
 }
 
 /// Sends `batch` (emptied); on failure, how many spans were lost and why.
@@ -192,6 +274,11 @@ mod tests {
         let sink = SpanSink {
             queue,
             metrics: metrics.clone(),
+            stop: Arc::new(Stop {
+                requested: Notify::new(),
+                done: watch::Sender::new(false),
+                timeout: Duration::from_secs(1),
+            }),
         };
         for _ in 0..3 {
             sink.submit(finished());
