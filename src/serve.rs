@@ -231,7 +231,7 @@ async fn serve(
             .with_limits(&config.startup.limits, &config.startup.timeouts)
             .with_metrics(metrics.clone())
             .with_access_log(access_log.clone())
-            .with_tracer(tracer),
+            .with_tracer(tracer.clone()),
     );
     tokio::spawn(access_log.clone().flush_every(elsinore_proxy::FLUSH_EVERY));
     spawn_sigusr1_reopens(access_log.clone());
@@ -375,6 +375,9 @@ async fn serve(
     if let Some(operator_task) = operator_task {
         let _ = operator_task.await;
     }
+    // Every span is finished too: send what waits for the next export,
+    // within tracing.export_timeout.
+    tracer.shutdown().await;
     events.shutdown().await;
     live.flush_owner_records().await;
     tracing::info!("stopping handlers");

@@ -528,3 +528,83 @@ async fn a_sampled_client_span_is_continued_at_ratio_zero_and_an_upgrade_ends_at
     .await;
     socket.echo("still open").await;
 }
+
+/// Waits (bounded, without blocking the test's runtime, where the
+/// collector runs) for the server to exit; how long it took.
+async fn exit_after_sigterm(server: &mut Server) -> Duration {
+    let asked = Instant::now();
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    let child = &mut server.child;
+    until("elsinore to exit after SIGTERM", || {
+        let exited = child.try_wait().expect("wait").is_some();
+        async move { exited }
+    })
+    .await;
+    asked.elapsed()
+}
+
+#[tokio::test]
+async fn spans_still_queued_at_sigterm_are_exported_before_exit() {
+    let (collector, addr) = Collector::start().await;
+    let ws = Workspace::new();
+    // The interval never comes: only the shutdown can send these spans.
+    let tracing = json!({"tracing": {
+        "sample_ratio": 1.0,
+        "otlp_endpoint": format!("http://{addr}"),
+        "export_interval": "60s",
+    }});
+    let mut server = Server::start(&polonius(&ws, tracing));
+    let mut traces = Vec::new();
+    for _ in 0..3 {
+        let reply = server.get("polonius.test", "/api/x").send().await;
+        let [_, trace, _, _] = handler_traceparent(&reply);
+        traces.push(trace);
+    }
+    assert_eq!(collector.exports(), 0, "nothing sent before the interval");
+    exit_after_sigterm(&mut server).await;
+    let spans = collector.spans();
+    for trace in &traces {
+        assert!(
+            spans
+                .iter()
+                .any(|s| &hex(&s.trace_id) == trace && s.kind == SpanKind::Server as i32),
+            "request {trace} lost at shutdown; exported: {:?}",
+            spans.iter().map(|s| hex(&s.trace_id)).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_collector_that_never_answers_holds_shutdown_no_longer_than_export_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let ws = Workspace::new();
+    let tracing = json!({"tracing": {
+        "sample_ratio": 1.0,
+        "otlp_endpoint": format!("http://{addr}"),
+        "export_interval": "60s",
+        "export_timeout": "1s",
+    }});
+    let mut server = Server::start(&polonius(&ws, tracing));
+    for _ in 0..3 {
+        let reply = server.get("polonius.test", "/api/x").send().await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    let took = exit_after_sigterm(&mut server).await;
+    // One export timeout, plus stopping the echo handler (well under a
+    // second when it exits at SIGTERM).
+    assert!(
+        took < Duration::from_secs(4),
+        "shutdown took {took:?} with export_timeout 1s"
+    );
+    // Whichever gave up first, the export or the shutdown's wait for it,
+    // the log says the spans were lost.
+    let line = server.logs.wait_for("trace export");
+    assert!(line.contains("WARN"), "{line}");
+}

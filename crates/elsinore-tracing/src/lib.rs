@@ -84,4 +84,12 @@ impl Tracer {
             sink.submit(span);
         }
     }
+
+    /// At shutdown, once no request is left: exports the spans still
+    /// queued, waiting no longer than `tracing.export_timeout`.
+    pub async fn shutdown(&self) {
+        if let Some(sink) = &self.sink {
+            sink.shutdown().await;
+        }
+    }
 }
