@@ -170,6 +170,9 @@ async fn a_successor_whose_handlers_never_get_ready_leaves_the_old_serving() {
     );
     ws.project("site", &["site.test"], &manifest);
     let server = Server::start(&ws.config(serde_json::json!(["site"])));
+    // start_timeout is short for the successor's sake; the first handler
+    // gets all the time it needs on a loaded machine.
+    server.logs.wait_for("handler starting -> ready");
     let reply = server.get("site.test", "/").send().await;
     assert_eq!(reply.status, StatusCode::OK);
     std::fs::remove_file(&ready_file).unwrap();
