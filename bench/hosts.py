@@ -208,6 +208,10 @@ def write_config(root, name, backend_port, project):
         json.dump({"listen": f"127.0.0.1:{port}", "tls_listen": f"127.0.0.1:{https}",
                    "admin_listen": f"127.0.0.1:{admin}",
                    "database": os.path.join(root, f"{name}-data", "elsinore.db"),
+                   # Each server its own (host owners live here): one
+                   # shared file made every start after the first a restart,
+                   # and the 1-host server released the others' owners.
+                   "state_database": os.path.join(root, f"{name}-data", "elsinore-state.db"),
                    "projects": [project]}, f)
     with open(os.path.join(project, "project.toml"), "w") as f:
         f.write(f'[[handler]]\nname = "backend"\nurl = "http://127.0.0.1:{backend_port}"\n')
