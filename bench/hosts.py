@@ -2,7 +2,8 @@
 """Many host folders: what Elsinore costs with N tenant hostnames.
 
 Usage: python3 bench/hosts.py [--hosts 1000 10000 100000 1000000]
-                              [--tries 30] [--duration 5] [--no-wrk] [--keep-tree]
+                              [--tries 30] [--duration 5] [--repeat 1]
+                              [--no-wrk] [--keep-tree] [--root DIR] [--json FILE]
 
 One project (a `url` handler: bench-backend, 100 B answers) with N empty
 host folders, `tls_listen` set (so certificate look-ups are paid), release
@@ -10,9 +11,17 @@ build. For each N, in increasing order (the tree in /tmp grows from one N
 to the next and is deleted at the end unless --keep-tree):
 
 - start-up: launch → "listening on http://", and launch → the last host
-  (h{N-1}.test) answers 200;
-- RSS idle (VmRSS two seconds after start-up), and per host against a
-  1-host server;
+  (h{N-1}.test) answers 200, with a fresh state database (a first start:
+  every owner gets written) and again with the database that start left
+  (a restart: N owners recorded, the common case); --repeat K does each
+  K times (the table gives the median, the JSON every run);
+- CPU time of start-up (utime + stime of /proc/<pid>/stat when the last
+  host answers), and for the whole run `/usr/bin/time -v`'s user + system
+  time and peak RSS (start, the owners' write, the measurements, stop);
+- RSS idle (VmRSS once the server logs "start-up memory released", i.e.
+  the start-up's host owners are written and freed memory given back; two
+  seconds after start-up with a binary that does not log it), and per
+  host against a 1-host server;
 - inotify watches: `inotify wd:` lines in /proc/<pid>/fdinfo of its
   inotify descriptors;
 - a new host folder serving: mkdir, then GET with its Host every ~1 ms
@@ -58,17 +67,62 @@ def free_port():
         return s.getsockname()[1]
 
 
-class Logged:
-    """A process whose output lines are collected by a thread."""
+TIME = "/usr/bin/time"
 
-    def __init__(self, argv, env=None):
+
+class Logged:
+    """A process whose output lines are collected by a thread; with
+    `timed`, run under `/usr/bin/time -v` (its report lands in the lines
+    once the process ends; signals go to the process, not to time)."""
+
+    def __init__(self, argv, env=None, timed=False):
         self.started = time.monotonic()
+        self.timed = timed and os.access(TIME, os.X_OK)
+        if self.timed:
+            argv = [TIME, "-v"] + argv
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env={**os.environ, **(env or {})})
-        PROCS.append(self.proc)
+        PROCS.append(self)
         self.lines = []
         self.cond = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def pid(self):
+        """The measured process: time's child when timed."""
+        if not self.timed:
+            return self.proc.pid
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                    children = f.read().split()
+                if children:
+                    return int(children[0])
+            except OSError:
+                pass
+            time.sleep(0.01)
+        raise RuntimeError("no process under /usr/bin/time")
+
+    def time_report(self):
+        """User + system seconds and peak RSS (MiB) from time -v, once
+        the process has ended; empty when not timed."""
+        if not self.timed:
+            return {}
+        self.proc.wait(timeout=60)
+        self.reader.join(timeout=10)
+        with self.cond:
+            lines = [l for _, l in self.lines]
+        out = {}
+        for line in lines:
+            key, _, value = line.strip().partition(": ")
+            if key == "User time (seconds)":
+                out["cpu_user_s"] = float(value)
+            elif key == "System time (seconds)":
+                out["cpu_sys_s"] = float(value)
+            elif key == "Maximum resident set size (kbytes)":
+                out["peak_rss_mib"] = int(value) / 1024
+        return out
 
     def _read(self):
         for line in self.proc.stdout:
@@ -92,7 +146,13 @@ class Logged:
 
     def stop(self):
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            if self.timed:
+                try:
+                    os.kill(self.pid(), signal.SIGTERM)
+                except (RuntimeError, ProcessLookupError):
+                    self.proc.send_signal(signal.SIGTERM)
+            else:
+                self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -100,14 +160,8 @@ class Logged:
 
 
 def stop_all():
-    for proc in PROCS:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in PROCS:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    for logged in PROCS:
+        logged.stop()
 
 
 def rss_kib(pid):
@@ -116,6 +170,14 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def cpu_s(pid):
+    """utime + stime of every thread of `pid` so far, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        # Fields after the command's ")": state is field 3, utime 14, stime 15.
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def inotify_watches(pid):
@@ -136,7 +198,7 @@ def make_tree(project, have, want):
     hosts = os.path.join(project, "hosts")
     os.makedirs(hosts, exist_ok=True)
     for i in range(have, want):
-        os.mkdir(os.path.join(hosts, f"h{i}.test"))
+        os.makedirs(os.path.join(hosts, f"h{i}.test"), exist_ok=True)
 
 
 def write_config(root, name, backend_port, project):
@@ -146,15 +208,49 @@ def write_config(root, name, backend_port, project):
         json.dump({"listen": f"127.0.0.1:{port}", "tls_listen": f"127.0.0.1:{https}",
                    "admin_listen": f"127.0.0.1:{admin}",
                    "database": os.path.join(root, f"{name}-data", "elsinore.db"),
+                   # Each server its own (host owners live here): one
+                   # shared file made every start after the first a restart,
+                   # and the 1-host server released the others' owners.
+                   "state_database": os.path.join(root, f"{name}-data", "elsinore-state.db"),
                    "projects": [project]}, f)
     with open(os.path.join(project, "project.toml"), "w") as f:
         f.write(f'[[handler]]\nname = "backend"\nurl = "http://127.0.0.1:{backend_port}"\n')
     return config, port
 
 
-def serve(config):
+def serve(config, timed=False):
     return Logged([os.path.join(RELEASE, "elsinore"), "serve", "--config", config],
-                  env={"RUST_LOG": "warn,elsinore::serve=info,elsinore::live=info"})
+                  env={"RUST_LOG": "warn,elsinore::serve=info,elsinore::live=info"}, timed=timed)
+
+
+def start(config, port, n):
+    """Starts a server and waits until its last host answers 200 and its
+    start-up memory is given back; returns it, a kept connection, and
+    what was measured."""
+    load = os.getloadavg()
+    server = serve(config, timed=True)
+    listening = server.wait_for("listening on http://", timeout=600)
+    conn = [None]
+    until_status(conn, port, f"h{n - 1}.test", 200, timeout=600)
+    up = time.monotonic() - server.started
+    pid = server.pid()
+    cpu = cpu_s(pid)
+    try:
+        server.wait_for("start-up memory released", timeout=120)
+        settled = time.monotonic() - server.started
+    except RuntimeError:
+        # An older binary: as before, two seconds.
+        time.sleep(2)
+        settled = None
+    return server, conn, {"listening_s": listening, "last_host_s": up, "startup_cpu_s": cpu,
+                          "settled_s": settled, "load": load, "rss_kib": rss_kib(pid), "watches": inotify_watches(pid)}
+
+
+def stopped(server, run):
+    """Stops `server` and adds time -v's figures to `run`."""
+    server.stop()
+    run.update(server.time_report())
+    return run
 
 
 def status(conn_box, port, host):
@@ -213,17 +309,37 @@ def wrk(port, host, duration):
 
 def measure(root, project, n, backend_port, one, args):
     config, port = write_config(root, f"n{n}", backend_port, project)
-    shutil.rmtree(os.path.join(root, f"n{n}-data"), ignore_errors=True)
-    server = serve(config)
-    listening = server.wait_for("listening on http://")
-    conn = [None]
-    until_status(conn, port, f"h{n - 1}.test", 200, timeout=600)
-    first_request = time.monotonic() - server.started
-    time.sleep(2)
-    pid = server.proc.pid
-    row = {"hosts": n, "listening_s": listening, "last_host_s": first_request,
-           "rss_mib": rss_kib(pid) / 1024, "watches": inotify_watches(pid)}
-    row["bytes_per_host"] = (rss_kib(pid) - one["rss_kib"]) * 1024 / n
+    firsts, restarts = [], []
+    for k in range(args.repeat):
+        # A first start: no owner recorded yet.
+        shutil.rmtree(os.path.join(root, f"n{n}-data"), ignore_errors=True)
+        server, conn, run = start(config, port, n)
+        log(f"  first start: {json.dumps(run)}")
+        if k == 0:
+            extra = churn(server, conn, port, project, n, one, args)
+        # The stop waits for the owners' write: the restarts find all N.
+        firsts.append(stopped(server, run))
+    for _ in range(args.repeat):
+        server, conn, run = start(config, port, n)
+        log(f"  restart: {json.dumps(run)}")
+        restarts.append(stopped(server, run))
+    row = {"hosts": n, "first": firsts, "restart": restarts}
+    for kind, runs in (("first", firsts), ("restart", restarts)):
+        for key in ("last_host_s", "startup_cpu_s", "rss_kib", "cpu_user_s", "cpu_sys_s", "peak_rss_mib"):
+            values = [r[key] for r in runs if key in r]
+            if values:
+                row[f"{kind}_{key}"] = statistics.median(values)
+        row[f"{kind}_spread_s"] = "/".join(f"{r['last_host_s']:.2f}" for r in runs)
+    row["watches"] = firsts[0]["watches"]
+    row["rss_mib"] = row["first_rss_kib"] / 1024
+    row["restart_rss_mib"] = row["restart_rss_kib"] / 1024
+    row["bytes_per_host"] = (row["first_rss_kib"] - one["rss_kib"]) * 1024 / n
+    row.update(extra)
+    return row
+
+
+def churn(server, conn, port, project, n, one, args):
+    """New host and removal latencies, the reloads' work, throughput."""
     hosts = os.path.join(project, "hosts")
     added, removed = [], []
     since = time.monotonic()
@@ -241,9 +357,9 @@ def measure(root, project, n, backend_port, one, args):
         time.sleep(0.05)
     time.sleep(0.5)
     took = reload_took_ms(server, since)
-    row.update({"add_p50_ms": pct(added, 50), "add_p99_ms": pct(added, 99),
-                "remove_p50_ms": pct(removed, 50), "remove_p99_ms": pct(removed, 99),
-                "reload_p50_ms": pct(took, 50), "reload_p99_ms": pct(took, 99), "reloads": len(took)})
+    row = {"add_p50_ms": pct(added, 50), "add_p99_ms": pct(added, 99),
+           "remove_p50_ms": pct(removed, 50), "remove_p99_ms": pct(removed, 99),
+           "reload_p50_ms": pct(took, 50), "reload_p99_ms": pct(took, 99), "reloads": len(took)}
     if not args.no_wrk:
         many, single = [], []
         for _ in range(2):
@@ -251,7 +367,6 @@ def measure(root, project, n, backend_port, one, args):
             single.append(wrk(one["port"], "h0.test", args.duration))
         row.update({"rps_many": statistics.mean(many), "rps_one": statistics.mean(single),
                     "throughput_ratio": statistics.mean(many) / statistics.mean(single)})
-    server.stop()
     return row
 
 
@@ -260,13 +375,19 @@ def main():
     parser.add_argument("--hosts", type=int, nargs="+", default=[1000, 10000, 100000, 1000000])
     parser.add_argument("--tries", type=int, default=30)
     parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=1, help="first starts and restarts per N")
     parser.add_argument("--no-wrk", action="store_true")
     parser.add_argument("--keep-tree", action="store_true")
+    parser.add_argument("--root", help="work in (and keep) this folder: a tree left by --keep-tree is reused")
     parser.add_argument("--json")
     args = parser.parse_args()
     if not args.no_wrk and not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install wrk, or --no-wrk")
-    root = tempfile.mkdtemp(prefix="elsinore-hosts-", dir="/tmp")
+    if args.root:
+        os.makedirs(args.root, exist_ok=True)
+        root, args.keep_tree = args.root, True
+    else:
+        root = tempfile.mkdtemp(prefix="elsinore-hosts-", dir="/tmp")
     rows = []
     try:
         backend_port = free_port()
@@ -277,12 +398,9 @@ def main():
         single = os.path.join(root, "single")
         make_tree(single, 0, 1)
         config, one_port = write_config(root, "one", backend_port, single)
-        one_server = serve(config)
-        one_server.wait_for("listening on http://")
-        until_status([None], one_port, "h0.test", 200)
-        time.sleep(2)
-        one = {"port": one_port, "rss_kib": rss_kib(one_server.proc.pid)}
-        log(f"1 host: RSS {one['rss_kib'] / 1024:.1f} MiB, {inotify_watches(one_server.proc.pid)} watches")
+        _, _, one = start(config, one_port, 1)
+        one["port"] = one_port
+        log(f"1 host: RSS {one['rss_kib'] / 1024:.1f} MiB, {one['watches']} watches")
         project = os.path.join(root, "many")
         have = 0
         for n in sorted(args.hosts):
@@ -302,7 +420,10 @@ def main():
         stop_all()
         if not args.keep_tree:
             shutil.rmtree(root, ignore_errors=True)
-    cols = [("hosts", "{:,}"), ("last_host_s", "{:.2f}"), ("rss_mib", "{:.0f}"), ("bytes_per_host", "{:.0f}"),
+    cols = [("hosts", "{:,}"), ("first_last_host_s", "{:.2f}"), ("first_spread_s", "{}"),
+            ("first_startup_cpu_s", "{:.2f}"), ("restart_last_host_s", "{:.2f}"), ("restart_spread_s", "{}"),
+            ("restart_startup_cpu_s", "{:.2f}"), ("rss_mib", "{:.0f}"), ("restart_rss_mib", "{:.0f}"),
+            ("first_peak_rss_mib", "{:.0f}"), ("restart_peak_rss_mib", "{:.0f}"), ("bytes_per_host", "{:.0f}"),
             ("watches", "{}"), ("add_p50_ms", "{:.1f}"), ("add_p99_ms", "{:.1f}"), ("remove_p50_ms", "{:.1f}"),
             ("remove_p99_ms", "{:.1f}"), ("reload_p50_ms", "{:.2f}"), ("reload_p99_ms", "{:.2f}"),
             ("throughput_ratio", "{:.3f}")]

@@ -115,13 +115,26 @@ impl Live {
             if route.is_some() {
                 let scan = &project.declared.scan;
                 let hosts_dir = project.declared.config.path.join(HOSTS_DIR);
+                // `kept` is this scan's own list, so each host is declared:
+                // its folder is the spelling kept for it, or else its name
+                // (no binary search of a million names per host).
                 let kept: Vec<(&HostPattern, &str)> = kept
                     .iter()
-                    .filter_map(|host| Some((host, scan.folder(host)?)))
+                    .filter_map(|host| {
+                        let folder = match (scan.folders.get(host), host) {
+                            (Some(folder), _) => folder.as_str(),
+                            (None, HostPattern::Exact(name)) => name.as_str(),
+                            (None, HostPattern::Wildcard(_)) => scan.folder(host)?,
+                        };
+                        Some((host, folder))
+                    })
                     .collect();
                 let folders: Vec<&str> = kept.iter().map(|(_, folder)| *folder).collect();
                 let found = probe::probe(&hosts_dir, &folders, want_tls);
                 for ((host, folder), inside) in kept.into_iter().zip(found) {
+                    if !inside.public && !inside.tls {
+                        continue;
+                    }
                     let host_dir = hosts_dir.join(folder);
                     if inside.public {
                         let site = self.static_files.site(&host_dir.join(PUBLIC_DIR));

@@ -37,6 +37,7 @@ mod live;
 mod owners;
 mod plan;
 mod probe;
+mod recorded;
 mod render;
 mod report;
 #[cfg(test)]
@@ -48,6 +49,7 @@ pub use declared::{skipped_handler, Declared, DeclaredProject, Reread};
 pub use error::{LoadError, NotReady, ProjectError, ReloadError, Warning};
 pub use live::{Live, StartRefused};
 pub use plan::{plan, to_start, Applied, Handler, Pending, ReloadPlan, Running, Started, ToStart};
+pub use recorded::RecordedOwners;
 pub use report::ReloadReport;
 
 /// Log lines keep the target they had when this was the binary's

@@ -21,6 +21,7 @@ use elsinore_supervisor::{HandlerHandle, HandlerState, HandlerStatus, Supervisor
 use crate::change::{Change, MAX_LISTED_HOSTS};
 use crate::declared::{Declared, DeclaredProject};
 use crate::error::{NotReady, ReloadError, Warning};
+use crate::recorded::RecordedOwners;
 
 /// A running handler as the plan sees it: its state, and its identity.
 pub trait Handler: Clone {
@@ -74,7 +75,7 @@ pub struct Running<H> {
     /// Declared name (`*.suffix` for wildcards) → project, as the state
     /// database recorded them: read at start, consulted by the first plan
     /// only (after it, `owners` is the record).
-    pub recorded: HashMap<String, String>,
+    pub recorded: RecordedOwners,
 }
 
 impl<H> Default for Running<H> {
@@ -84,7 +85,7 @@ impl<H> Default for Running<H> {
             pending: HashMap::new(),
             owners: HostTable::default(),
             conflicts: Vec::new(),
-            recorded: HashMap::new(),
+            recorded: RecordedOwners::default(),
         }
     }
 }
@@ -162,7 +163,7 @@ impl<H: Handler> ReloadPlan<H> {
             projects: self.projects,
             pending: self.pending,
             conflicts: self.conflicts,
-            recorded: HashMap::new(),
+            recorded: RecordedOwners::default(),
         }
     }
 }
@@ -257,12 +258,7 @@ pub fn plan<H: Handler>(
                 .owners
                 .get_pattern(host)
                 .map(|name| &**name)
-                .or_else(|| {
-                    (!current.recorded.is_empty())
-                        .then(|| current.recorded.get(&host.to_string()))
-                        .flatten()
-                        .map(String::as_str)
-                })
+                .or_else(|| current.recorded.get(DeclaredName::of(host)))
         },
         |host| config.host_owners.get(host),
     );

@@ -387,6 +387,38 @@ fn conflicting_hosts_stay_with_the_project_that_serves_them() {
 }
 
 #[test]
+fn at_start_the_recorded_owner_keeps_a_name_two_projects_declare() {
+    let mut disk = Disk::new();
+    disk.project("alpha", "1", &["shared.test", "shop.wild.test"]);
+    disk.project("beta", "1", &["shared.test", "*.wild.test"]);
+    // A restart: nothing runs yet; the state database says beta served
+    // shared.test and its wildcard before alpha made its folders.
+    let running = Running {
+        recorded: crate::RecordedOwners::from_rows(vec![
+            ("shared.test".to_owned(), "beta".to_owned()),
+            ("*.wild.test".to_owned(), "beta".to_owned()),
+        ]),
+        ..Running::default()
+    };
+    let plan = reload(
+        &running,
+        disk.declared(&["alpha", "beta"]),
+        HandlerState::Ready,
+    );
+    assert_eq!(plan.owners.lookup("shared.test"), Some(&1));
+    assert_eq!(plan.owners.lookup("shop.wild.test"), Some(&1));
+    assert_eq!(lines(&plan.kept_hosts[0]), Vec::<String>::new());
+    // Without the record, config.json order decides: alpha, listed first.
+    let plan = reload(
+        &Running::default(),
+        disk.declared(&["alpha", "beta"]),
+        HandlerState::Ready,
+    );
+    assert_eq!(plan.owners.lookup("shared.test"), Some(&0));
+    assert_eq!(plan.owners.lookup("shop.wild.test"), Some(&0));
+}
+
+#[test]
 fn a_default_project_that_is_not_serving_is_a_warning() {
     let mut disk = Disk::new();
     disk.project("alpha", "1", &["a.test"]);

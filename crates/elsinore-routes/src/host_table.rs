@@ -251,6 +251,11 @@ impl<T> HostTable<T> {
     /// a wildcard's suffix): its suffix and value. What would serve the
     /// name if its own entry were gone.
     pub fn covering_wildcard(&self, name: &str) -> Option<(&str, &T)> {
+        // Asked for every name of a table at each full reload: without
+        // wildcards, a million names are not cut at each dot for nothing.
+        if self.wildcard.is_empty() {
+            return None;
+        }
         let mut rest = name;
         while let Some((_, suffix)) = rest.split_once('.') {
             if let Some((key, value)) = self.wildcard.get_key_value(suffix) {
