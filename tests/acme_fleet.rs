@@ -28,6 +28,18 @@ fn door_config(
     ports: (u16, u16),
     state: &str,
 ) -> PathBuf {
+    door_serving(ws, door, "blog", pebble, ports, state)
+}
+
+/// [`door_config`] serving the project folder `project` of `ws`.
+fn door_serving(
+    ws: &Workspace,
+    door: &str,
+    project: &str,
+    pebble: &Pebble,
+    ports: (u16, u16),
+    state: &str,
+) -> PathBuf {
     let dir = ws.path().join(door);
     std::fs::create_dir_all(&dir).unwrap();
     let config = json!({
@@ -36,7 +48,7 @@ fn door_config(
         "admin_listen": "127.0.0.1:0",
         "database": "data/elsinore.db",
         "state_database": state,
-        "projects": [ws.path().join("blog")],
+        "projects": [ws.path().join(project)],
         "acme": {
             "directory": pebble.directory,
             "ca_roots": pebble.api_roots,
@@ -56,11 +68,16 @@ fn start_two(a: &Path, b: &Path) -> (Server, Server) {
 }
 
 fn orders(server: &Server) -> Vec<String> {
+    orders_of(server, "")
+}
+
+/// The order log lines of `server` for names containing `name`.
+fn orders_of(server: &Server, name: &str) -> Vec<String> {
     server
         .logs
         .all()
         .into_iter()
-        .filter(|line| line.contains("ordering a certificate"))
+        .filter(|line| line.contains("ordering a certificate") && line.contains(name))
         .collect()
 }
 
@@ -112,4 +129,32 @@ async fn a_name_is_ordered_once_and_served_by_every_front_door() {
         pg.psql("fleet_acme", "SELECT count(*) FROM acme_challenges") == "0"
     });
     assert!(!ws.path().join("a/data/acme/certs").exists());
+}
+
+/// Front door B does not serve `blog.test` at all, so A alone orders it;
+/// the CA asks B, and B answers with what A shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_challenge_is_answered_by_a_front_door_that_did_not_order() {
+    if !pebble_installed() {
+        return;
+    }
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let state = format!("{}?sslmode=disable", pg.create_database("fleet_answers"));
+    let ws = Workspace::new();
+    ws.project("blog", &[HOST], &echo_manifest());
+    ws.project("other", &["other.test"], &echo_manifest());
+    let a_ports = (free_port(), free_port());
+    let b_ports = (free_port(), free_port());
+    let pebble = Pebble::start(&ws.path().join("pebble"), b_ports.0, b_ports.1);
+    let root = pebble.issuing_root().await;
+    let a = door_serving(&ws, "a", "blog", &pebble, a_ports, &state);
+    let b = door_serving(&ws, "b", "other", &pebble, b_ports, &state);
+
+    let (a, b) = start_two(&a, &b);
+    until_issued(a.https(), HOST, &root).await;
+    assert_eq!(orders_of(&a, HOST).len(), 1, "{:?}", orders_of(&a, HOST));
+    assert!(orders_of(&b, HOST).is_empty(), "{:?}", orders_of(&b, HOST));
+    a.logs.wait_for("certificate issued");
 }
