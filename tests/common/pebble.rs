@@ -1,6 +1,6 @@
 //! Pebble, the ACME test CA (Debian package `pebble`), and TLS client
 //! helpers for tests that check the certificates Elsinore gets from it.
-//! (The same helpers as tests/acme.rs, shared for tests/acme_fleet.rs.)
+//! Used by tests/acme.rs and tests/acme_fleet.rs.
 #![allow(clippy::unwrap_used)]
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
