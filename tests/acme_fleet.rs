@@ -28,10 +28,11 @@ fn door_config(
     ports: (u16, u16),
     state: &str,
 ) -> PathBuf {
-    door_serving(ws, door, "blog", pebble, ports, state)
+    door_serving(ws, door, "blog", pebble, ports, state, "http-01")
 }
 
-/// [`door_config`] serving the project folder `project` of `ws`.
+/// [`door_config`] serving the project folder `project` of `ws`,
+/// answering only `challenge`.
 fn door_serving(
     ws: &Workspace,
     door: &str,
@@ -39,6 +40,7 @@ fn door_serving(
     pebble: &Pebble,
     ports: (u16, u16),
     state: &str,
+    challenge: &str,
 ) -> PathBuf {
     let dir = ws.path().join(door);
     std::fs::create_dir_all(&dir).unwrap();
@@ -52,7 +54,7 @@ fn door_serving(
         "acme": {
             "directory": pebble.directory,
             "ca_roots": pebble.api_roots,
-            "challenges": ["http-01"],
+            "challenges": [challenge],
         },
     });
     let path = dir.join("config.json");
@@ -132,9 +134,8 @@ async fn a_name_is_ordered_once_and_served_by_every_front_door() {
 }
 
 /// Front door B does not serve `blog.test` at all, so A alone orders it;
-/// the CA asks B, and B answers with what A shared.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_challenge_is_answered_by_a_front_door_that_did_not_order() {
+/// the CA asks B (over `challenge`), and B answers with what A shared.
+async fn answered_by_the_other_front_door(challenge: &str) {
     if !pebble_installed() {
         return;
     }
@@ -149,12 +150,22 @@ async fn the_challenge_is_answered_by_a_front_door_that_did_not_order() {
     let b_ports = (free_port(), free_port());
     let pebble = Pebble::start(&ws.path().join("pebble"), b_ports.0, b_ports.1);
     let root = pebble.issuing_root().await;
-    let a = door_serving(&ws, "a", "blog", &pebble, a_ports, &state);
-    let b = door_serving(&ws, "b", "other", &pebble, b_ports, &state);
+    let a = door_serving(&ws, "a", "blog", &pebble, a_ports, &state, challenge);
+    let b = door_serving(&ws, "b", "other", &pebble, b_ports, &state, challenge);
 
     let (a, b) = start_two(&a, &b);
     until_issued(a.https(), HOST, &root).await;
     assert_eq!(orders_of(&a, HOST).len(), 1, "{:?}", orders_of(&a, HOST));
     assert!(orders_of(&b, HOST).is_empty(), "{:?}", orders_of(&b, HOST));
     a.logs.wait_for("certificate issued");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http01_challenge_is_answered_by_a_front_door_that_did_not_order() {
+    answered_by_the_other_front_door("http-01").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tls_alpn01_challenge_is_answered_by_a_front_door_that_did_not_order() {
+    answered_by_the_other_front_door("tls-alpn-01").await;
 }
