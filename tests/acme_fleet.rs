@@ -12,7 +12,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::pebble::{free_port, pebble_installed, until_issued, Pebble};
+use common::pebble::{free_port, pebble_installed, until_issued, verified, Pebble};
 use common::postgres::Postgres;
 use common::{echo_manifest, eventually, Server, Workspace};
 use serde_json::json;
@@ -99,10 +99,10 @@ async fn a_name_is_ordered_once_and_served_by_every_front_door() {
     // The CA only ever reaches front door B.
     let pebble = Pebble::start(&ws.path().join("pebble"), b_ports.0, b_ports.1);
     let root = pebble.issuing_root().await;
-    let a = door_config(&ws, "a", &pebble, a_ports, &state);
-    let b = door_config(&ws, "b", &pebble, b_ports, &state);
+    let a_config = door_config(&ws, "a", &pebble, a_ports, &state);
+    let b_config = door_config(&ws, "b", &pebble, b_ports, &state);
 
-    let (a, b) = start_two(&a, &b);
+    let (a, b) = start_two(&a_config, &b_config);
     until_issued(a.https(), HOST, &root).await;
     until_issued(b.https(), HOST, &root).await;
 
@@ -131,6 +131,22 @@ async fn a_name_is_ordered_once_and_served_by_every_front_door() {
         pg.psql("fleet_acme", "SELECT count(*) FROM acme_challenges") == "0"
     });
     assert!(!ws.path().join("a/data/acme/certs").exists());
+
+    // A restarted front door serves it from the state database at once,
+    // with no new order.
+    let (a_orders, b_orders) = (a_orders.len(), b_orders.len());
+    drop(a);
+    let a = Server::start(&a_config);
+    assert!(
+        verified(a.https(), HOST, &root).await,
+        "{HOST} after restart"
+    );
+    a.logs.wait_for("certificate loaded from storage");
+    assert_eq!(
+        orders(&a).len() + orders(&b).len(),
+        b_orders,
+        "a ordered again after its restart (it had made {a_orders})"
+    );
 }
 
 /// Front door B does not serve `blog.test` at all, so A alone orders it;
