@@ -207,15 +207,17 @@ async fn serve(
     );
     // Automatic certificates: started before the listeners, so certificates
     // stored by an earlier run serve from the first handshake.
-    if let (Some(url), Some(acme)) = (&config.startup.state_database_url, &config.startup.acme) {
-        // Not yet in the shared state: each front door orders and keeps
-        // its own certificates (docs/scaling.md).
-        tracing::warn!(state_database = %url, storage = %acme.storage.display(), "ACME storage stays in local files on each front door: with a PostgreSQL state database every front door orders its own certificates");
-    }
+    // With a PostgreSQL state database, ACME's account and certificates
+    // live there and the fleet orders each name once (docs/scaling.md).
     let acme = match (&config.startup.acme, config.startup.tls_listen) {
         (Some(acme), Some(_)) => Some(
-            elsinore_acme::Acme::start(acme.clone(), live.table(), local_addr)
-                .context("cannot start ACME (config.json `acme`)")?,
+            elsinore_acme::Acme::start(
+                acme.clone(),
+                live.table(),
+                local_addr,
+                config.startup.state_database_url.as_ref(),
+            )
+            .context("cannot start ACME (config.json `acme`)")?,
         ),
         _ => None,
     };

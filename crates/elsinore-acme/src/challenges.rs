@@ -35,26 +35,34 @@ impl Pending {
         lock(&self.http01).remove(token);
     }
 
-    /// Makes and keeps the RFC 8737 certificate for `name`: self-signed,
-    /// with the critical acmeIdentifier extension holding `digest` (the
-    /// SHA-256 of the key authorization).
+    /// Makes and keeps the RFC 8737 certificate for `name`.
     pub(crate) fn add_tls_alpn01(&self, name: &str, digest: &[u8]) -> Result<(), Error> {
-        let challenge = |err: rcgen::Error| Error::Challenge(err.to_string());
-        let mut params = CertificateParams::new(vec![name.to_owned()]).map_err(challenge)?;
-        params.custom_extensions = vec![CustomExtension::new_acme_identifier(digest)];
-        let key = KeyPair::generate().map_err(challenge)?;
-        let cert = params.self_signed(&key).map_err(challenge)?;
-        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let signing = rustls::crypto::ring::sign::any_supported_type(&der)
-            .map_err(|err| Error::Challenge(err.to_string()))?;
-        let certified = CertifiedKey::new(vec![cert.der().clone()], signing);
-        lock(&self.tls_alpn01).insert(name.to_owned(), Arc::new(certified));
+        let certified = alpn_certificate(name, digest)?;
+        lock(&self.tls_alpn01).insert(name.to_owned(), certified);
         Ok(())
     }
 
     pub(crate) fn remove_tls_alpn01(&self, name: &str) {
         lock(&self.tls_alpn01).remove(name);
     }
+}
+
+/// The RFC 8737 certificate for `name`: self-signed, with the critical
+/// acmeIdentifier extension holding `digest` (the SHA-256 of the key
+/// authorization). Any front door can make it from the digest alone.
+pub(crate) fn alpn_certificate(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, Error> {
+    let challenge = |err: rcgen::Error| Error::Challenge(err.to_string());
+    let mut params = CertificateParams::new(vec![name.to_owned()]).map_err(challenge)?;
+    params.custom_extensions = vec![CustomExtension::new_acme_identifier(digest)];
+    let key = KeyPair::generate().map_err(challenge)?;
+    let cert = params.self_signed(&key).map_err(challenge)?;
+    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let signing = rustls::crypto::ring::sign::any_supported_type(&der)
+        .map_err(|err| Error::Challenge(err.to_string()))?;
+    Ok(Arc::new(CertifiedKey::new(
+        vec![cert.der().clone()],
+        signing,
+    )))
 }
 
 /// The maps stay consistent whatever panicked while holding them (each

@@ -18,10 +18,10 @@ pub enum Error {
     #[error("ACME: {0}")]
     Acme(#[from] instant_acme::Error),
     /// The stored account could not be read back.
-    #[error("{}: not an ACME account file: {reason}", path.display())]
+    #[error("{origin}: not an ACME account: {reason}")]
     Account {
-        /// `account.json`.
-        path: PathBuf,
+        /// `account.json`, or the state database's `acme_accounts`.
+        origin: String,
         /// The parser's reason.
         reason: String,
     },
@@ -37,6 +37,10 @@ pub enum Error {
     /// `acme.ask` did not allow an on-demand name.
     #[error("ask refused: {0}")]
     Refused(String),
+    /// The PostgreSQL state database refused or could not be reached
+    /// (the URL in the message has no password).
+    #[error("state database: {0}")]
+    State(String),
     /// A TLS-ALPN-01 challenge certificate could not be made.
     #[error("cannot make the tls-alpn-01 certificate: {0}")]
     Challenge(String),

@@ -13,13 +13,19 @@
 //!   folders and the default certificate; they are stored in
 //!   `acme.storage` (keys 0600) and served from there after a restart
 //!   without a new order.
+//! - With a PostgreSQL `state_database`, the account and certificates live
+//!   there instead ([`pg_storage`]), each name is ordered by one front
+//!   door of the fleet at a time, and every front door answers the
+//!   challenges and serves the certificates ([`fleet`]).
 //!
 //! The ACME protocol itself (JWS, nonces, polling) is `instant-acme`'s.
 
 mod ask;
 mod challenges;
 mod error;
+mod fleet;
 mod order;
+mod pg_storage;
 mod schedule;
 mod storage;
 
@@ -29,7 +35,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use elsinore_config::{AcmeConfig, HostPattern, Hostname};
+use elsinore_config::{AcmeConfig, HostPattern, Hostname, PostgresUrl};
 use elsinore_routes::{DeclaredName, RouteTable};
 use elsinore_tls::{CertOwner, LoadedCert};
 use instant_acme::Account;
@@ -39,8 +45,11 @@ use tokio::sync::Notify;
 pub use error::Error;
 
 use challenges::Pending;
+use fleet::Fleet;
+use order::blocking;
+use pg_storage::PgStorage;
 use schedule::{backoff, renew_at, OrderRate};
-use storage::Storage;
+use storage::{FileStorage, Storage};
 
 /// How often the route table is looked at for new or removed hosts and
 /// due renewals when nothing wakes the task earlier.
@@ -52,6 +61,9 @@ const MAX_QUEUED: usize = 64;
 /// Names remembered with their last failure at most (refused on-demand
 /// names included), so a flood of names cannot grow the map forever.
 const MAX_REMEMBERED: usize = 10_000;
+/// How soon a name another front door is ordering is looked at again
+/// (its certificate normally arrives by notification before that).
+const FLEET_RECHECK: Duration = Duration::from_secs(5);
 
 /// What `/routes` and the metrics show for one name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,7 +92,10 @@ struct NameState {
 #[derive(Debug)]
 pub struct Acme {
     config: AcmeConfig,
-    storage: Storage,
+    storage: Arc<dyn Storage>,
+    /// With a PostgreSQL state database: the order locks, the shared
+    /// challenge answers.
+    fleet: Option<Arc<Fleet>>,
     pending: Pending,
     certs: ArcSwap<HashMap<String, Arc<LoadedCert>>>,
     names: Mutex<BTreeMap<String, NameState>>,
@@ -97,15 +112,28 @@ impl Acme {
     /// they serve from the first handshake, without any order), and starts
     /// the issuing task over the hosts of `table`. `listener` is the plain
     /// listener, where `ask` requests go.
+    ///
+    /// With `state` (a PostgreSQL state database, already migrated), the
+    /// account and certificates are kept there and shared by every front
+    /// door naming it; `acme.storage` is not used.
     pub fn start(
         config: AcmeConfig,
         table: Arc<ArcSwap<RouteTable>>,
         listener: SocketAddr,
+        state: Option<&PostgresUrl>,
     ) -> Result<Arc<Self>, Error> {
-        let storage = Storage::open(&config.storage)?;
+        let (storage, fleet): (Arc<dyn Storage>, _) = match state {
+            Some(url) => {
+                let storage = Arc::new(PgStorage::new(url));
+                let fleet = Arc::new(Fleet::new(storage.clone()));
+                (storage, Some(fleet))
+            }
+            None => (Arc::new(FileStorage::open(&config.storage)?), None),
+        };
         let acme = Arc::new(Self {
             config,
             storage,
+            fleet,
             pending: Pending::default(),
             certs: ArcSwap::default(),
             names: Mutex::default(),
@@ -114,15 +142,23 @@ impl Acme {
             listener,
             queued: Mutex::default(),
         });
-        for name in acme.storage.stored_names() {
-            match acme.load_stored(&name) {
-                Ok(cert) => {
-                    tracing::info!(target: "elsinore::acme", name, not_after = %httpdate::fmt_http_date(cert.not_after), "certificate loaded from storage");
-                }
-                Err(err) => {
-                    tracing::error!(target: "elsinore::acme", name, error = %err, "stored certificate cannot be served; ordering a new one");
+        // Blocking reads (a PostgreSQL client runs its own runtime, which
+        // must not start on an async worker): once, before serving.
+        off_runtime(|| {
+            for name in acme.storage.stored_names()? {
+                match acme.load_stored(&name) {
+                    Ok(cert) => {
+                        tracing::info!(target: "elsinore::acme", name, not_after = %httpdate::fmt_http_date(cert.not_after), "certificate loaded from storage");
+                    }
+                    Err(err) => {
+                        tracing::error!(target: "elsinore::acme", name, error = %err, "stored certificate cannot be served; ordering a new one");
+                    }
                 }
             }
+            Ok::<(), Error>(())
+        })?;
+        if let Some(fleet) = &acme.fleet {
+            fleet::watch(fleet.clone(), Arc::downgrade(&acme))?;
         }
         tokio::spawn(acme.clone().run(table));
         Ok(acme)
@@ -167,12 +203,54 @@ impl Acme {
         })
     }
 
-    /// Reads `name`'s stored pair and serves it.
+    /// Reads `name`'s stored pair and serves it (blocking: start-up only).
     fn load_stored(&self, name: &str) -> Result<Arc<LoadedCert>, Error> {
-        let (cert_path, key_path) = self.storage.cert_paths(name);
-        let cert = LoadedCert::load(&cert_path, &key_path)
-            .map(Arc::new)
-            .map_err(|err| Error::Certificate(err.to_string()))?;
+        let cert = self
+            .storage
+            .cert(name)?
+            .ok_or_else(|| Error::Certificate("no longer stored".to_owned()))?;
+        Ok(self.serve(name, Arc::new(cert)))
+    }
+
+    /// Reads `name`'s stored pair off the async workers.
+    async fn stored(&self, name: &str) -> Result<Option<LoadedCert>, Error> {
+        let name = name.to_owned();
+        blocking(&self.storage, move |storage| storage.cert(&name)).await
+    }
+
+    /// Certificates stored by the fleet (the refresh thread's latest
+    /// read): served from now on unless already served. Invalid ones are
+    /// logged and skipped.
+    fn fleet_certificates(
+        &self,
+        rows: Vec<fleet::StoredRow>,
+        origin: impl Fn(&str) -> std::path::PathBuf,
+    ) {
+        for (name, cert_pem, key_pem) in rows {
+            let loaded = match LoadedCert::from_pem(
+                cert_pem.as_bytes(),
+                key_pem.as_bytes(),
+                &origin(&name),
+            ) {
+                Ok(cert) => cert,
+                Err(err) => {
+                    tracing::error!(target: "elsinore::acme", name, error = %err, "a certificate in the state database cannot be served");
+                    continue;
+                }
+            };
+            let same = self.certs.load().get(&name).is_some_and(|served| {
+                served.certified.cert.first() == loaded.certified.cert.first()
+            });
+            if same {
+                continue;
+            }
+            let cert = self.serve(&name, Arc::new(loaded));
+            tracing::info!(target: "elsinore::acme", name, not_after = %httpdate::fmt_http_date(cert.not_after), "certificate loaded from the state database");
+        }
+    }
+
+    /// Serves `cert` for `name` and clears the name's failures.
+    fn serve(&self, name: &str, cert: Arc<LoadedCert>) -> Arc<LoadedCert> {
         let mut status = NameStatus {
             issuer: issuer(&cert),
             not_after: Some(cert.not_after),
@@ -192,7 +270,7 @@ impl Acme {
             certs.insert(name.to_owned(), cert.clone());
             certs
         });
-        Ok(cert)
+        cert
     }
 
     /// The issuing task: forever, orders what is due, within `rate`.
@@ -216,7 +294,7 @@ impl Acme {
             drop(current);
             self.forget_unwanted(&wanted);
             for name in self.due(&wanted) {
-                if self.reuse_stored(&name) {
+                if self.reuse_stored(&name).await {
                     continue;
                 }
                 if !rate.try_take(Instant::now()) {
@@ -294,24 +372,34 @@ impl Acme {
     /// Serves `name`'s stored certificate instead of ordering, when one is
     /// stored, not yet due, and not being served (a host whose own `tls/`
     /// was removed gets ACME's certificate back without a new order).
-    fn reuse_stored(&self, name: &str) -> bool {
+    async fn reuse_stored(&self, name: &str) -> bool {
         if self.certs.load().contains_key(name) {
             return false;
         }
-        let (cert_path, key_path) = self.storage.cert_paths(name);
-        let Ok(cert) = LoadedCert::load(&cert_path, &key_path) else {
+        self.reuse_fresh(name).await
+    }
+
+    /// Serves `name`'s stored certificate if it is not due for renewal
+    /// and not the one already served (in a fleet, another front door may
+    /// have stored a renewed one).
+    async fn reuse_fresh(&self, name: &str) -> bool {
+        let Ok(Some(cert)) = self.stored(name).await else {
             return false;
         };
         if SystemTime::now() >= renew_at(&cert, self.config.renew_before) {
             return false;
         }
-        match self.load_stored(name) {
-            Ok(_) => {
-                tracing::info!(target: "elsinore::acme", name, "certificate loaded from storage");
-                true
-            }
-            Err(_) => false,
+        let served = self
+            .certs
+            .load()
+            .get(name)
+            .is_some_and(|served| served.certified.cert.first() == cert.certified.cert.first());
+        if served {
+            return false;
         }
+        self.serve(name, Arc::new(cert));
+        tracing::info!(target: "elsinore::acme", name, "certificate loaded from storage");
+        true
     }
 
     /// Names of `wanted` without a certificate, or due for renewal, and
@@ -351,11 +439,57 @@ impl Acme {
         lock(&self.names).retain(|name, _| wanted.contains(name));
     }
 
+    /// Orders `name`; in a fleet, only while holding its order lock.
     async fn order(&self, account: &Account, name: &str) -> Result<(), Error> {
+        let Some(fleet) = &self.fleet else {
+            return self.order_now(account, name).await;
+        };
+        let Some(lock) = fleet.try_lock(name).await? else {
+            tracing::info!(target: "elsinore::acme", name, "another front door is ordering this name; serving its certificate when it is stored");
+            self.wait_for_fleet(name);
+            return Ok(());
+        };
+        // Under the lock: the holder before may just have stored it.
+        let result = if self.reuse_fresh(name).await {
+            Ok(())
+        } else {
+            self.order_now(account, name).await
+        };
+        Fleet::unlock(lock).await;
+        result
+    }
+
+    /// Looks at `name` again after [`FLEET_RECHECK`], without counting a
+    /// failure: another front door holds its order lock.
+    fn wait_for_fleet(&self, name: &str) {
+        let mut names = lock(&self.names);
+        if names.len() >= MAX_REMEMBERED && !names.contains_key(name) {
+            return;
+        }
+        let state = names.entry(name.to_owned()).or_default();
+        state.retry_at = Some(Instant::now() + FLEET_RECHECK);
+    }
+
+    async fn order_now(&self, account: &Account, name: &str) -> Result<(), Error> {
         tracing::info!(target: "elsinore::acme", name, "ordering a certificate");
-        let (cert_pem, key_pem) = order::issue(account, &self.config, &self.pending, name).await?;
-        self.storage.save_cert(name, &cert_pem, &key_pem)?;
-        let cert = self.load_stored(name)?;
+        let (cert_pem, key_pem) = order::issue(
+            account,
+            &self.config,
+            &self.pending,
+            self.fleet.as_ref(),
+            name,
+        )
+        .await?;
+        let owned = name.to_owned();
+        blocking(&self.storage, move |storage| {
+            storage.save_cert(&owned, &cert_pem, &key_pem)
+        })
+        .await?;
+        let cert = self
+            .stored(name)
+            .await?
+            .ok_or_else(|| Error::Certificate("not found where it was just stored".to_owned()))?;
+        let cert = self.serve(name, Arc::new(cert));
         tracing::info!(
             target: "elsinore::acme",
             name,
@@ -390,7 +524,9 @@ impl elsinore_tls::ExtraCerts for Acme {
     }
 
     fn alpn_challenge(&self, name: &str) -> Option<Arc<CertifiedKey>> {
-        self.pending.tls_alpn01(name)
+        self.pending
+            .tls_alpn01(name)
+            .or_else(|| self.fleet.as_ref()?.tls_alpn01(name))
     }
 
     /// Queues `name` for an on-demand order when `on_demand` is on and
@@ -419,7 +555,9 @@ impl elsinore_tls::ExtraCerts for Acme {
 
 impl elsinore_proxy::Http01Answers for Acme {
     fn answer(&self, token: &str) -> Option<String> {
-        self.pending.http01(token)
+        self.pending
+            .http01(token)
+            .or_else(|| self.fleet.as_ref()?.http01(token))
     }
 }
 
@@ -462,6 +600,17 @@ fn issuer(cert: &LoadedCert) -> Option<String> {
     let leaf = cert.certified.cert.first()?;
     let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
     Some(parsed.issuer().to_string())
+}
+
+/// Runs blocking `work` from start-up code that may be on an async
+/// worker: moved off the runtime when on a multi-threaded one.
+fn off_runtime<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -1,6 +1,7 @@
 //! The ACME conversation: the account (created once, then read from
 //! storage) and one order for one name.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use elsinore_config::{AcmeChallenge, AcmeConfig};
@@ -10,6 +11,7 @@ use instant_acme::{
 };
 
 use crate::challenges::Pending;
+use crate::fleet::{ChallengeKind, Fleet};
 use crate::storage::Storage;
 use crate::Error;
 
@@ -18,15 +20,20 @@ const ORDER_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The account in `storage`, or a new one registered with the CA and
 /// stored (0600) before it is used.
-pub(crate) async fn account(config: &AcmeConfig, storage: &Storage) -> Result<Account, Error> {
+pub(crate) async fn account(
+    config: &AcmeConfig,
+    storage: &Arc<dyn Storage>,
+) -> Result<Account, Error> {
     let builder = match &config.ca_roots {
         Some(roots) => Account::builder_with_root(roots)?,
         None => Account::builder()?,
     };
-    if let Some(json) = storage.account()? {
+    let directory = config.directory.clone();
+    let stored = blocking(storage, move |storage| storage.account(&directory)).await?;
+    if let Some(json) = stored {
         let credentials: AccountCredentials =
             serde_json::from_str(&json).map_err(|err| Error::Account {
-                path: config.storage.join("account.json"),
+                origin: storage.account_origin(),
                 reason: err.to_string(),
             })?;
         return Ok(builder.from_credentials(credentials).await?);
@@ -45,10 +52,14 @@ pub(crate) async fn account(config: &AcmeConfig, storage: &Storage) -> Result<Ac
         )
         .await?;
     let json = serde_json::to_string(&credentials).map_err(|err| Error::Account {
-        path: config.storage.join("account.json"),
+        origin: storage.account_origin(),
         reason: err.to_string(),
     })?;
-    storage.save_account(&json)?;
+    let directory = config.directory.clone();
+    blocking(storage, move |storage| {
+        storage.save_account(&directory, &json)
+    })
+    .await?;
     tracing::info!(target: "elsinore::acme", directory = %config.directory, "ACME account registered");
     Ok(account)
 }
@@ -56,15 +67,20 @@ pub(crate) async fn account(config: &AcmeConfig, storage: &Storage) -> Result<Ac
 /// One order for `name`: answers its challenge (the first of
 /// `config.challenges` the CA offers), waits for validation, and returns
 /// the chain and the new key, both PEM.
+///
+/// With a `fleet`, each answer is also written to the state database and
+/// the validation is only asked for once the fleet has it in memory, so
+/// whichever front door the CA reaches answers.
 pub(crate) async fn issue(
     account: &Account,
     config: &AcmeConfig,
     pending: &Pending,
+    fleet: Option<&Arc<Fleet>>,
     name: &str,
 ) -> Result<(String, String), Error> {
     let identifiers = [Identifier::Dns(name.to_owned())];
     let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
-    let mut answered = Answered::new(pending, name);
+    let mut answered = Answered::new(pending, fleet.cloned(), name);
     let mut authorizations = order.authorizations();
     while let Some(authz) = authorizations.next().await {
         let mut authz = authz?;
@@ -88,15 +104,31 @@ pub(crate) async fn issue(
             return Err(Error::NoChallenge(kind.to_string()));
         };
         let key_authorization = challenge.key_authorization();
-        match kind {
+        let shared = match kind {
             AcmeChallenge::Http01 => {
                 pending.add_http01(&challenge.token, key_authorization.as_str());
                 answered.tokens.push(challenge.token.clone());
+                (
+                    ChallengeKind::Http01,
+                    challenge.token.clone(),
+                    key_authorization.as_str().to_owned(),
+                )
             }
             AcmeChallenge::TlsAlpn01 => {
-                pending.add_tls_alpn01(name, key_authorization.digest().as_ref())?;
+                let digest = key_authorization.digest();
+                pending.add_tls_alpn01(name, digest.as_ref())?;
                 answered.alpn = true;
+                (
+                    ChallengeKind::TlsAlpn01,
+                    name.to_owned(),
+                    hex(digest.as_ref()),
+                )
             }
+        };
+        if let Some(fleet) = fleet {
+            let (kind, key, answer) = shared;
+            answered.shared.push((kind, key.clone()));
+            fleet.publish(kind, &key, name, &answer).await?;
         }
         challenge.set_ready().await?;
     }
@@ -121,21 +153,42 @@ fn challenge_type(kind: AcmeChallenge) -> ChallengeType {
     }
 }
 
-/// Removes an order's challenge answers however it ends.
+/// Lower-case hex, how a TLS-ALPN-01 digest is kept in the database.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Runs blocking `work` on `storage` off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    storage: &Arc<dyn Storage>,
+    work: impl FnOnce(&dyn Storage) -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    let storage = storage.clone();
+    tokio::task::spawn_blocking(move || work(storage.as_ref()))
+        .await
+        .map_err(|err| Error::State(format!("storage task failed: {err}")))?
+}
+
+/// Removes an order's challenge answers however it ends (the fleet's
+/// copies too, on a blocking thread of their own).
 struct Answered<'a> {
     pending: &'a Pending,
+    fleet: Option<Arc<Fleet>>,
     name: &'a str,
     tokens: Vec<String>,
     alpn: bool,
+    shared: Vec<(ChallengeKind, String)>,
 }
 
 impl<'a> Answered<'a> {
-    fn new(pending: &'a Pending, name: &'a str) -> Self {
+    fn new(pending: &'a Pending, fleet: Option<Arc<Fleet>>, name: &'a str) -> Self {
         Self {
             pending,
+            fleet,
             name,
             tokens: Vec::new(),
             alpn: false,
+            shared: Vec::new(),
         }
     }
 }
@@ -147,6 +200,12 @@ impl Drop for Answered<'_> {
         }
         if self.alpn {
             self.pending.remove_tls_alpn01(self.name);
+        }
+        if let Some(fleet) = self.fleet.take() {
+            let shared = std::mem::take(&mut self.shared);
+            if !shared.is_empty() {
+                tokio::task::spawn_blocking(move || fleet.withdraw(&shared));
+            }
         }
     }
 }

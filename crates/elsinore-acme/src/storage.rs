@@ -1,5 +1,10 @@
-//! The `acme.storage` folder: the account's credentials and each name's
-//! issued certificate, keys readable by Elsinore's user only.
+//! Where ACME keeps what must survive a restart: the account's
+//! credentials and each name's issued certificate. One interface,
+//! [`Storage`], two homes: the `acme.storage` folder ([`FileStorage`],
+//! with a SQLite state database) and the PostgreSQL state database
+//! ([`crate::pg_storage::PgStorage`], shared by a fleet).
+//!
+//! The folder, keys readable by Elsinore's user only:
 //!
 //! ```text
 //! <storage>/account.json            the ACME account (its private key inside), 0600
@@ -12,7 +17,28 @@ use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
+use elsinore_tls::LoadedCert;
+
 use crate::Error;
+
+/// The persistence ACME needs. Every call may block (files, or a
+/// database round trip): the issuing task calls it through
+/// `spawn_blocking`, never the request path.
+pub(crate) trait Storage: Send + Sync + std::fmt::Debug {
+    /// The stored account credentials (JSON) for the CA at `directory`.
+    fn account(&self, directory: &str) -> Result<Option<String>, Error>;
+    /// Keeps the account credentials for `directory`.
+    fn save_account(&self, directory: &str, json: &str) -> Result<(), Error>;
+    /// Where the account is kept, in words, for errors.
+    fn account_origin(&self) -> String;
+    /// `name`'s stored chain and key, ready to serve; `None` when none.
+    fn cert(&self, name: &str) -> Result<Option<LoadedCert>, Error>;
+    /// Every name with a stored certificate.
+    fn stored_names(&self) -> Result<Vec<String>, Error>;
+    /// Stores `name`'s new chain and key (PEM), replacing the old pair
+    /// at once: never a certificate next to a key that is not its own.
+    fn save_cert(&self, name: &str, cert_pem: &str, key_pem: &str) -> Result<(), Error>;
+}
 
 const ACCOUNT_FILE: &str = "account.json";
 const CERTS_DIR: &str = "certs";
@@ -21,11 +47,11 @@ const KEY_FILE: &str = "key.pem";
 
 /// The storage folder.
 #[derive(Debug, Clone)]
-pub(crate) struct Storage {
+pub(crate) struct FileStorage {
     root: PathBuf,
 }
 
-impl Storage {
+impl FileStorage {
     /// Creates the folder (0700) if needed. An existing folder keeps its
     /// mode (it may be shared, e.g. `data/` with `database_group`); the
     /// files that matter are 0600 anyway.
@@ -43,8 +69,17 @@ impl Storage {
         })
     }
 
-    /// The stored account credentials (JSON), if any.
-    pub(crate) fn account(&self) -> Result<Option<String>, Error> {
+    /// Where `name`'s certificate and key are kept.
+    pub(crate) fn cert_paths(&self, name: &str) -> (PathBuf, PathBuf) {
+        let dir = self.root.join(CERTS_DIR).join(name);
+        (dir.join(CERT_FILE), dir.join(KEY_FILE))
+    }
+}
+
+impl Storage for FileStorage {
+    /// One account whatever the directory (as before the PostgreSQL
+    /// storage existed): `account.json`.
+    fn account(&self, _directory: &str) -> Result<Option<String>, Error> {
         let path = self.root.join(ACCOUNT_FILE);
         match fs::read_to_string(&path) {
             Ok(text) => Ok(Some(text)),
@@ -54,31 +89,38 @@ impl Storage {
     }
 
     /// Writes the account credentials, 0600.
-    pub(crate) fn save_account(&self, json: &str) -> Result<(), Error> {
+    fn save_account(&self, _directory: &str, json: &str) -> Result<(), Error> {
         write_private(&self.root.join(ACCOUNT_FILE), json.as_bytes())
     }
 
-    /// Where `name`'s certificate and key are kept.
-    pub(crate) fn cert_paths(&self, name: &str) -> (PathBuf, PathBuf) {
-        let dir = self.root.join(CERTS_DIR).join(name);
-        (dir.join(CERT_FILE), dir.join(KEY_FILE))
+    fn account_origin(&self) -> String {
+        self.root.join(ACCOUNT_FILE).display().to_string()
     }
 
-    /// Every name with a stored certificate.
-    pub(crate) fn stored_names(&self) -> Vec<String> {
+    fn cert(&self, name: &str) -> Result<Option<LoadedCert>, Error> {
+        let (cert_path, key_path) = self.cert_paths(name);
+        if !cert_path.is_file() {
+            return Ok(None);
+        }
+        LoadedCert::load(&cert_path, &key_path)
+            .map(Some)
+            .map_err(|err| Error::Certificate(err.to_string()))
+    }
+
+    fn stored_names(&self) -> Result<Vec<String>, Error> {
         let Ok(entries) = fs::read_dir(self.root.join(CERTS_DIR)) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
-        entries
+        Ok(entries
             .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
             .filter(|name| self.cert_paths(name).0.is_file())
-            .collect()
+            .collect())
     }
 
-    /// Stores `name`'s new pair: key first, each written to a temporary
-    /// file and renamed into place, so a crash never leaves a certificate
-    /// next to a key that is not its own.
-    pub(crate) fn save_cert(&self, name: &str, cert_pem: &str, key_pem: &str) -> Result<(), Error> {
+    /// Key first, each written to a temporary file and renamed into
+    /// place, so a crash never leaves a certificate next to a key that is
+    /// not its own.
+    fn save_cert(&self, name: &str, cert_pem: &str, key_pem: &str) -> Result<(), Error> {
         let (cert, key) = self.cert_paths(name);
         if let Some(dir) = cert.parent() {
             fs::create_dir_all(dir).map_err(|source| Error::io(dir, source))?;
@@ -112,8 +154,8 @@ mod tests {
     #[test]
     fn keys_and_account_are_private() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let storage = Storage::open(&dir.path().join("acme")).expect("open");
-        storage.save_account("{}").expect("account");
+        let storage = FileStorage::open(&dir.path().join("acme")).expect("open");
+        storage.save_account("any", "{}").expect("account");
         storage.save_cert("blog.test", "CERT", "KEY").expect("cert");
         let mode = |p: &Path| fs::metadata(p).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode(&dir.path().join("acme")), 0o700);
@@ -121,7 +163,7 @@ mod tests {
         let (cert, key) = storage.cert_paths("blog.test");
         assert_eq!(mode(&key), 0o600);
         assert_eq!(fs::read_to_string(cert).expect("cert"), "CERT");
-        assert_eq!(storage.stored_names(), ["blog.test"]);
-        assert_eq!(storage.account().expect("read").as_deref(), Some("{}"));
+        assert_eq!(storage.stored_names().expect("names"), ["blog.test"]);
+        assert_eq!(storage.account("any").expect("read").as_deref(), Some("{}"));
     }
 }

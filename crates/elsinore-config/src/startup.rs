@@ -53,9 +53,9 @@ pub struct Startup {
     /// itself is unused.
     pub state_database: PathBuf,
     /// `state_database` given as a `postgres://` URL: keys, audit, event
-    /// runs and host owners live in PostgreSQL, shared by every front door
-    /// that names it (ACME storage stays in local files for now:
-    /// docs/scaling.md).
+    /// runs, host owners and ACME's account and certificates live in
+    /// PostgreSQL, shared by every front door that names it
+    /// (docs/scaling.md).
     pub state_database_url: Option<PostgresUrl>,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,

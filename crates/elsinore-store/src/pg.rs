@@ -112,6 +112,40 @@ pub(crate) const PG_MIGRATIONS: &[(i64, &str, &str)] = &[
          INSERT INTO elsinore_state_version (id, version) VALUES (1, 0)
              ON CONFLICT (id) DO NOTHING;",
     ),
+    (
+        6,
+        "acme",
+        // ACME shared by the fleet (elsinore-acme reads and writes them):
+        // the account per CA directory, each name's certificate, the
+        // challenge answers of orders in flight, and their own change
+        // counter (NOTIFY elsinore_acme), so certificate traffic never
+        // makes the key rings reload.
+        "CREATE TABLE IF NOT EXISTS acme_accounts (
+             directory   TEXT PRIMARY KEY,
+             credentials TEXT NOT NULL,
+             created_at  BIGINT NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS acme_certificates (
+             name        TEXT PRIMARY KEY,
+             cert_pem    TEXT NOT NULL,
+             key_pem     TEXT NOT NULL,
+             stored_at   BIGINT NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS acme_challenges (
+             kind        TEXT NOT NULL,
+             key         TEXT NOT NULL,
+             name        TEXT NOT NULL,
+             answer      TEXT NOT NULL,
+             created_at  BIGINT NOT NULL,
+             PRIMARY KEY (kind, key)
+         );
+         CREATE TABLE IF NOT EXISTS acme_version (
+             id       INTEGER PRIMARY KEY CHECK (id = 1),
+             version  BIGINT NOT NULL
+         );
+         INSERT INTO acme_version (id, version) VALUES (1, 0)
+             ON CONFLICT (id) DO NOTHING;",
+    ),
 ];
 
 /// The highest version this build knows.

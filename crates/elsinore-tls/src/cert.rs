@@ -53,8 +53,28 @@ impl LoadedCert {
         let stamp = Stamp::of(cert_path, key_path);
         let cert_pem = read(cert_path)?;
         let key_pem = read(key_path)?;
+        Self::parse(&cert_pem, &key_pem, cert_path, key_path, stamp)
+    }
 
-        let chain = CertificateDer::pem_slice_iter(&cert_pem)
+    /// Like [`LoadedCert::load`], from PEM held in memory (a certificate
+    /// kept in a database); `origin` names it in errors (e.g.
+    /// `postgres://…/acme_certificates/blog.test`).
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8], origin: &Path) -> Result<Self> {
+        let stamp = Stamp {
+            cert: None,
+            key: None,
+        };
+        Self::parse(cert_pem, key_pem, origin, origin, stamp)
+    }
+
+    fn parse(
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        cert_path: &Path,
+        key_path: &Path,
+        stamp: Stamp,
+    ) -> Result<Self> {
+        let chain = CertificateDer::pem_slice_iter(cert_pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|err| pem_error(cert_path, err))?;
         let Some(leaf) = chain.first() else {
@@ -68,7 +88,7 @@ impl LoadedCert {
                 reason,
             })?;
 
-        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|err| match err {
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|err| match err {
             pem::Error::NoItemsFound => Error::NoKey {
                 path: key_path.to_owned(),
             },

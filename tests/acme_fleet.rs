@@ -1,0 +1,187 @@
+//! Issue 30, point 2: ACME across a fleet whose `state_database` is
+//! PostgreSQL. Two front doors share one state database and serve the
+//! same host; Pebble validates HTTP-01 against front door B's plain port
+//! only. The name is ordered once across both (the order lock), the
+//! challenge is answered whichever front door ordered (the answers are
+//! shared), and both serve the certificate over TLS.
+//!
+//! Skipped, with a message, when Pebble or a PostgreSQL server is missing.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::pebble::{free_port, pebble_installed, until_issued, verified, Pebble};
+use common::postgres::Postgres;
+use common::{echo_manifest, eventually, Server, Workspace};
+use serde_json::json;
+
+const HOST: &str = "blog.test";
+
+/// A front door's config in its own folder `door`: fixed ports (Pebble
+/// must know B's in advance), the common project, the shared state.
+fn door_config(
+    ws: &Workspace,
+    door: &str,
+    pebble: &Pebble,
+    ports: (u16, u16),
+    state: &str,
+) -> PathBuf {
+    door_serving(ws, door, "blog", pebble, ports, state, "http-01")
+}
+
+/// [`door_config`] serving the project folder `project` of `ws`,
+/// answering only `challenge`.
+fn door_serving(
+    ws: &Workspace,
+    door: &str,
+    project: &str,
+    pebble: &Pebble,
+    ports: (u16, u16),
+    state: &str,
+    challenge: &str,
+) -> PathBuf {
+    let dir = ws.path().join(door);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = json!({
+        "listen": format!("127.0.0.1:{}", ports.0),
+        "tls_listen": format!("127.0.0.1:{}", ports.1),
+        "admin_listen": "127.0.0.1:0",
+        "database": "data/elsinore.db",
+        "state_database": state,
+        "projects": [ws.path().join(project)],
+        "acme": {
+            "directory": pebble.directory,
+            "ca_roots": pebble.api_roots,
+            "challenges": [challenge],
+        },
+    });
+    let path = dir.join("config.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    path
+}
+
+fn start_two(a: &Path, b: &Path) -> (Server, Server) {
+    let (a, b) = (a.to_owned(), b.to_owned());
+    let first = std::thread::spawn(move || Server::start(&a));
+    let second = std::thread::spawn(move || Server::start(&b));
+    (first.join().unwrap(), second.join().unwrap())
+}
+
+fn orders(server: &Server) -> Vec<String> {
+    orders_of(server, "")
+}
+
+/// The order log lines of `server` for names containing `name`.
+fn orders_of(server: &Server, name: &str) -> Vec<String> {
+    server
+        .logs
+        .all()
+        .into_iter()
+        .filter(|line| line.contains("ordering a certificate") && line.contains(name))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_is_ordered_once_and_served_by_every_front_door() {
+    if !pebble_installed() {
+        return;
+    }
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let state = format!("{}?sslmode=disable", pg.create_database("fleet_acme"));
+    let ws = Workspace::new();
+    ws.project("blog", &[HOST], &echo_manifest());
+    let a_ports = (free_port(), free_port());
+    let b_ports = (free_port(), free_port());
+    // The CA only ever reaches front door B.
+    let pebble = Pebble::start(&ws.path().join("pebble"), b_ports.0, b_ports.1);
+    let root = pebble.issuing_root().await;
+    let a_config = door_config(&ws, "a", &pebble, a_ports, &state);
+    let b_config = door_config(&ws, "b", &pebble, b_ports, &state);
+
+    let (a, b) = start_two(&a_config, &b_config);
+    until_issued(a.https(), HOST, &root).await;
+    until_issued(b.https(), HOST, &root).await;
+
+    // One order across the fleet: the other front door waited for it.
+    let (a_orders, b_orders) = (orders(&a), orders(&b));
+    assert_eq!(
+        a_orders.len() + b_orders.len(),
+        1,
+        "orders on a: {a_orders:?}, on b: {b_orders:?}"
+    );
+    let waiter = if a_orders.is_empty() { &a } else { &b };
+    waiter
+        .logs
+        .wait_for("certificate loaded from the state database");
+    // Kept in the shared state, not in a local folder.
+    assert_eq!(
+        pg.psql(
+            "fleet_acme",
+            "SELECT count(*) FROM acme_certificates WHERE name = 'blog.test'"
+        )
+        .trim(),
+        "1"
+    );
+    // The challenge answers go once the order is decided.
+    eventually("the shared challenge answers are removed", || {
+        pg.psql("fleet_acme", "SELECT count(*) FROM acme_challenges") == "0"
+    });
+    assert!(!ws.path().join("a/data/acme/certs").exists());
+
+    // A restarted front door serves it from the state database at once,
+    // with no new order.
+    let (a_orders, b_orders) = (a_orders.len(), b_orders.len());
+    drop(a);
+    let a = Server::start(&a_config);
+    assert!(
+        verified(a.https(), HOST, &root).await,
+        "{HOST} after restart"
+    );
+    a.logs.wait_for("certificate loaded from storage");
+    assert_eq!(
+        orders(&a).len() + orders(&b).len(),
+        b_orders,
+        "a ordered again after its restart (it had made {a_orders})"
+    );
+}
+
+/// Front door B does not serve `blog.test` at all, so A alone orders it;
+/// the CA asks B (over `challenge`), and B answers with what A shared.
+async fn answered_by_the_other_front_door(challenge: &str) {
+    if !pebble_installed() {
+        return;
+    }
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let state = format!("{}?sslmode=disable", pg.create_database("fleet_answers"));
+    let ws = Workspace::new();
+    ws.project("blog", &[HOST], &echo_manifest());
+    ws.project("other", &["other.test"], &echo_manifest());
+    let a_ports = (free_port(), free_port());
+    let b_ports = (free_port(), free_port());
+    let pebble = Pebble::start(&ws.path().join("pebble"), b_ports.0, b_ports.1);
+    let root = pebble.issuing_root().await;
+    let a = door_serving(&ws, "a", "blog", &pebble, a_ports, &state, challenge);
+    let b = door_serving(&ws, "b", "other", &pebble, b_ports, &state, challenge);
+
+    let (a, b) = start_two(&a, &b);
+    until_issued(a.https(), HOST, &root).await;
+    assert_eq!(orders_of(&a, HOST).len(), 1, "{:?}", orders_of(&a, HOST));
+    assert!(orders_of(&b, HOST).is_empty(), "{:?}", orders_of(&b, HOST));
+    a.logs.wait_for("certificate issued");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http01_challenge_is_answered_by_a_front_door_that_did_not_order() {
+    answered_by_the_other_front_door("http-01").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tls_alpn01_challenge_is_answered_by_a_front_door_that_did_not_order() {
+    answered_by_the_other_front_door("tls-alpn-01").await;
+}
