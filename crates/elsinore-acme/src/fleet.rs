@@ -20,7 +20,6 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use elsinore_postgres::postgres::fallible_iterator::FallibleIterator;
 use elsinore_postgres::postgres::{Client, IsolationLevel};
 use elsinore_postgres::PostgresUrl;
 use rustls::sign::CertifiedKey;
@@ -260,18 +259,9 @@ fn follow(
         if acme.strong_count() == 0 {
             return None;
         }
-        let notified = {
-            let mut notifications = client.notifications();
-            let mut waiting = notifications.timeout_iter(WAIT_SLICE);
-            match waiting.next() {
-                Ok(Some(_)) => {
-                    drop(waiting);
-                    let _ = notifications.iter().count();
-                    true
-                }
-                Ok(None) => false,
-                Err(err) => return Some(state_error(url, "LISTEN", &err)),
-            }
+        let notified = match elsinore_postgres::wait_for_notification(client, WAIT_SLICE) {
+            Ok(notified) => notified,
+            Err(err) => return Some(state_error(url, "LISTEN", &err)),
         };
         let due = Instant::now() >= next_check;
         if !notified && !due {

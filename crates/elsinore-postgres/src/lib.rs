@@ -14,9 +14,11 @@
 //! owners (`elsinore-events`, `elsinore-store`).
 
 mod connect;
+mod listen;
 pub mod lock;
 mod tls;
 
 pub use connect::{connect, describe, PgError, DEFAULT_CONNECT_TIMEOUT};
 pub use elsinore_config::PostgresUrl;
+pub use listen::wait_for_notification;
 pub use postgres;

@@ -15,7 +15,6 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use elsinore_keys::{now_ms, KeyRing};
-use elsinore_postgres::postgres::fallible_iterator::FallibleIterator;
 use elsinore_postgres::postgres::Client;
 use elsinore_postgres::PostgresUrl;
 
@@ -111,21 +110,10 @@ fn follow(
         if ring.strong_count() == 0 {
             return None;
         }
-        let notified = {
-            let mut notifications = client.notifications();
-            let mut waiting = notifications.timeout_iter(WAIT_SLICE);
-            match waiting.next() {
-                Ok(Some(_)) => {
-                    // Several changes in a burst: one reload. `iter` only
-                    // takes what already arrived (the timeout iterator
-                    // would wait a whole slice for one more).
-                    drop(waiting);
-                    let _ = notifications.iter().count();
-                    true
-                }
-                Ok(None) => false,
-                Err(err) => return Some(KeyError::Store(classify(&redacted, "LISTEN")(err))),
-            }
+        // Several changes in a burst: one reload.
+        let notified = match elsinore_postgres::wait_for_notification(client, WAIT_SLICE) {
+            Ok(notified) => notified,
+            Err(err) => return Some(KeyError::Store(classify(&redacted, "LISTEN")(err))),
         };
         let due = Instant::now() >= next_check;
         if !notified && !due {
