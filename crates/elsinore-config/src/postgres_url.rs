@@ -30,12 +30,22 @@ impl PostgresUrl {
             .ok_or("expected a postgres:// or postgresql:// URL")?;
         let authority = rest.split(['/', '?']).next().unwrap_or_default();
         let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+        // `postgresql:///db?host=/var/run/postgresql`: a Unix socket folder
+        // (or a host) given in the query, as libpq allows.
+        let query_host = rest
+            .split_once('?')
+            .is_some_and(|(_, query)| query.split('&').any(|pair| pair.starts_with("host=")));
+        if host_port.is_empty() && query_host {
+            return Ok(Self {
+                url: text.to_owned(),
+            });
+        }
         // Several hosts (`h1:5432,h2:5432`) are allowed by libpq's syntax.
         for one in host_port.split(',') {
             let (host, port) = split_host_port(one);
             if host.is_empty() {
                 return Err(format!(
-                    "{}: names no host (expected postgres://user@host:5432/dbname)",
+                    "{}: names no host (expected postgres://user@host:5432/dbname, or ?host=/var/run/postgresql for a Unix socket)",
                     Self::redact(text)
                 ));
             }
@@ -164,6 +174,12 @@ mod tests {
         assert!(err.contains("\"54x\" is not a port number"), "{err}");
         assert!(!err.contains("pw"), "{err}");
         assert!(PostgresUrl::parse("postgres://[::1]:5432/x").is_ok());
+        // A local server's Unix socket, as libpq writes it.
+        assert!(PostgresUrl::parse("postgresql:///tenants?host=/var/run/postgresql").is_ok());
+        assert!(
+            PostgresUrl::parse("postgres://app@/tenants?host=/run/postgresql&sslmode=disable")
+                .is_ok()
+        );
         assert!(PostgresUrl::parse("postgres://h1:5432,h2:5433/x").is_ok());
         assert!(PostgresUrl::looks_like_url("postgresql://x"));
         assert!(!PostgresUrl::looks_like_url("data/x.db"));
