@@ -378,3 +378,17 @@ async fn two_front_doors_on_one_database_delete_the_rows_once() {
         );
     }
 }
+
+/// libpq's form for a server on this machine, its Unix socket's folder as
+/// `?host=`, is accepted by config.json's check and reached (over the
+/// socket, where TLS does not apply).
+#[test]
+fn a_unix_socket_url_is_accepted_and_reached() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = elsinore_postgres::PostgresUrl::parse(&pg.socket_url())
+        .unwrap_or_else(|why| panic!("{why}"));
+    let mut client =
+        elsinore_postgres::connect(&url, "socket test").unwrap_or_else(|err| panic!("{err}"));
+    let row = client.query_one("SELECT 1::int4", &[]).unwrap();
+    assert_eq!(row.get::<_, i32>(0), 1);
+}

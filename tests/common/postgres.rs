@@ -112,6 +112,15 @@ impl Postgres {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }
 
+    /// The URL through the server's Unix socket (libpq's `?host=<folder>`).
+    pub fn socket_url(&self) -> String {
+        format!(
+            "postgresql:///postgres?host={}&port={}&user=postgres",
+            self.data.display(),
+            self.port
+        )
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
