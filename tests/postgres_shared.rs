@@ -389,6 +389,8 @@ fn a_unix_socket_url_is_accepted_and_reached() {
         .unwrap_or_else(|why| panic!("{why}"));
     let mut client =
         elsinore_postgres::connect(&url, "socket test").unwrap_or_else(|err| panic!("{err}"));
-    let row = client.query_one("SELECT 1::int4", &[]).unwrap();
+    let row = client
+        .query_one("SELECT 1::int4", &[])
+        .expect("a query over the socket");
     assert_eq!(row.get::<_, i32>(0), 1);
 }
