@@ -293,37 +293,7 @@ impl HandlerHandle {
     /// [`enter`](Self::enter)) and is not woken: this is what readiness
     /// checks and reloads ask, and they must not wake anything.
     pub async fn ready(&self) -> Result<(), Unavailable> {
-        match self.state() {
-            HandlerState::Ready | HandlerState::External | HandlerState::Sleeping => return Ok(()),
-            _ => {}
-        }
-        let started = tokio::time::Instant::now();
-        let deadline = tokio::time::sleep(self.start_timeout);
-        tokio::pin!(deadline);
-        // Subscribing before reading the state closes the race with a
-        // transition that happens in between.
-        let mut changes = self.status.subscribe();
-        loop {
-            let status = changes.borrow_and_update().clone();
-            match status.state {
-                HandlerState::Ready | HandlerState::External | HandlerState::Sleeping => {
-                    return Ok(())
-                }
-                HandlerState::Starting => {}
-                HandlerState::Backoff => return Err(crashed(status)),
-                HandlerState::Stopping | HandlerState::Stopped => return Err(Unavailable::Stopped),
-            }
-            tokio::select! {
-                changed = changes.changed() => {
-                    if changed.is_err() {
-                        return Err(Unavailable::Stopped);
-                    }
-                }
-                () = &mut deadline => {
-                    return Err(Unavailable::Starting { waited: started.elapsed() });
-                }
-            }
-        }
+        self.wait_until_serving(false).await
     }
 
     /// Lets one request through to the handler: wakes it if it sleeps and
@@ -350,13 +320,25 @@ impl HandlerHandle {
     /// asleep again (not ready in time, or exited) fails the requests that
     /// waited for it; the next request wakes it again.
     async fn awake(&self) -> Result<(), Unavailable> {
+        self.wait_until_serving(true).await
+    }
+
+    /// Waits up to the start timeout until the handler serves: for a
+    /// request (`for_request`) a sleeping handler is woken and waited for,
+    /// and a starting one whose passed socket already listens is enough;
+    /// for readiness checks and reloads a sleeping handler counts as
+    /// serving and is not woken.
+    async fn wait_until_serving(&self, for_request: bool) -> Result<(), Unavailable> {
         match self.state() {
             HandlerState::Ready | HandlerState::External => return Ok(()),
+            HandlerState::Sleeping if !for_request => return Ok(()),
             _ => {}
         }
         let started = tokio::time::Instant::now();
         let deadline = tokio::time::sleep(self.start_timeout);
         tokio::pin!(deadline);
+        // Subscribing before reading the state closes the race with a
+        // transition that happens in between.
         let mut changes = self.status.subscribe();
         // The sleep this request asked to be woken from.
         let mut woke: Option<u64> = None;
@@ -364,9 +346,12 @@ impl HandlerHandle {
             let status = changes.borrow_and_update().clone();
             match status.state {
                 HandlerState::Ready | HandlerState::External => return Ok(()),
+                HandlerState::Sleeping if !for_request => return Ok(()),
                 // Its process runs and the socket it accepts on is
                 // listening: the request waits in the kernel's queue.
-                HandlerState::Starting if self.passed_socket && status.pid.is_some() => {
+                HandlerState::Starting
+                    if for_request && self.passed_socket && status.pid.is_some() =>
+                {
                     return Ok(())
                 }
                 HandlerState::Starting => {}
