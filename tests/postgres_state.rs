@@ -488,3 +488,28 @@ async fn a_silent_listening_connection_is_replaced() {
     // The periodic check (2 s) plus its 2 s limit, then a reconnect.
     assert!(took < Duration::from_secs(8), "took {took:?}");
 }
+
+/// docs/security.md: the state database's URL is never in a handler's
+/// environment (a handler's SQL injection must not lead to the keys). Read
+/// from the handler process's own environment, not one variable's name.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_state_url_never_reaches_a_handlers_environment() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = state_url(&pg, "hidden");
+    let ws = project_tree();
+    let server = Server::start(&door_config(&ws, "a", &url));
+    let reply = server.get(HOST, "/").send().await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let pid = reply.json()["pid"].as_i64().expect("the handler's pid");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("handler environ");
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(
+        environ.contains("ELSINORE_DB="),
+        "read the handler's environment: {environ}"
+    );
+    let database = url.split('?').next().unwrap_or(&url);
+    assert!(
+        !environ.contains("hidden") && !environ.contains(database),
+        "the state URL reached the handler: {environ}"
+    );
+}
