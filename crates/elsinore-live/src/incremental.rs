@@ -294,6 +294,7 @@ impl Live {
         let mut publics: Vec<PathBuf> = Vec::new();
         let mut owners = OwnerChanges::default();
         for step in steps {
+            let step_kind = StepKind::of(&step);
             match step {
                 HostStep::Add {
                     project,
@@ -305,6 +306,7 @@ impl Live {
                     host,
                     folder,
                 } => {
+                    let is_refresh = matches!(step_kind, StepKind::Refresh);
                     let applied = &mut running.projects[project];
                     let name = applied.declared.config.name.clone();
                     let host_dir = applied.declared.config.path.join(HOSTS_DIR).join(&folder);
@@ -323,7 +325,14 @@ impl Live {
                         continue;
                     };
                     let public = host_dir.join(PUBLIC_DIR);
-                    let site = public.is_dir().then(|| self.static_files.site(&public));
+                    let has_public = public.is_dir();
+                    if is_refresh && unchanged_plain_host(&old, &host, &host_dir, has_public) {
+                        // Still touched: a watch of a `tls/` or `public/`
+                        // that came and went since is dropped below.
+                        touched.push(host_dir);
+                        continue;
+                    }
+                    let site = has_public.then(|| self.static_files.site(&public));
                     if site.is_some() {
                         publics.push(public);
                     }
@@ -426,6 +435,42 @@ impl Live {
         roots.extend(publics);
         self.static_roots.store(Arc::new(roots));
     }
+}
+
+#[derive(Clone, Copy)]
+enum StepKind {
+    Refresh,
+    Other,
+}
+
+impl StepKind {
+    fn of(step: &HostStep) -> Self {
+        match step {
+            HostStep::Refresh { .. } => Self::Refresh,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// Whether a host folder named again by an event (or by the sweep, which
+/// names every folder made or changed since its previous pass: all of
+/// them after a bulk copy) had neither `public/` nor `tls/` and still has
+/// neither: then its route, certificate and watches stay as they are and
+/// the step is skipped. Without this, a sweep naming thousands of plain
+/// folders rebuilt their routes one by one (each copying its table shard)
+/// and held up the reload of a new host behind it.
+fn unchanged_plain_host(
+    old: &elsinore_routes::RouteTable,
+    host: &HostPattern,
+    host_dir: &std::path::Path,
+    has_public: bool,
+) -> bool {
+    let had_site = old
+        .hosts
+        .get_pattern(host)
+        .is_some_and(|route| route.site.is_some());
+    let had_cert = old.certs.slot(&CertOwner::Host(host.clone())).is_some();
+    !has_public && !had_site && !had_cert && !host_dir.join(TLS_DIR).is_dir()
 }
 
 /// The folders of the projects `paths` are in, when each path is inside

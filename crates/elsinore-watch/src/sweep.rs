@@ -82,9 +82,10 @@ fn sweep(dir: &std::path::Path, since: Option<SystemTime>, report: &impl Fn(Path
         return;
     };
     let Some(since) = since else { return };
-    let since = since
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    // To the nanosecond: whole seconds widened the window by up to a
+    // second, and a tree copied in just before start-up was then named
+    // again entry by entry.
+    let since = since.duration_since(UNIX_EPOCH).unwrap_or_default();
     let pause = Duration::from_secs(1) * BATCH / STATS_PER_SECOND;
     let mut batch = Instant::now();
     let mut count = 0u32;
@@ -97,7 +98,7 @@ fn sweep(dir: &std::path::Path, since: Option<SystemTime>, report: &impl Fn(Path
         let path = dir.join(&name);
         // ctime: an entry made or removed inside the folder changes it,
         // and `touch` cannot set it back.
-        if std::fs::metadata(&path).is_ok_and(|m| m.is_dir() && m.ctime() >= since) {
+        if std::fs::metadata(&path).is_ok_and(|m| m.is_dir() && ctime(&m) >= since) {
             report(path);
         }
         count += 1;
@@ -105,5 +106,16 @@ fn sweep(dir: &std::path::Path, since: Option<SystemTime>, report: &impl Fn(Path
             std::thread::sleep(pause.saturating_sub(batch.elapsed()));
             batch = Instant::now();
         }
+    }
+}
+
+/// An entry's ctime since the epoch (zero before it).
+fn ctime(meta: &std::fs::Metadata) -> Duration {
+    match (
+        u64::try_from(meta.ctime()),
+        u32::try_from(meta.ctime_nsec()),
+    ) {
+        (Ok(secs), Ok(nanos)) => Duration::new(secs, nanos),
+        _ => Duration::ZERO,
     }
 }
