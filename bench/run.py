@@ -222,7 +222,12 @@ def https_server(tls, locations):
     # `ssl_protocols` stops at TLS 1.2, where wrk's resumed sessions are
     # abbreviated handshakes with no key exchange at all, which made the
     # "new conn" row compare a TLS 1.2 resumption with a TLS 1.3 handshake.
+    # And the cipher suite Elsinore picks for a client that does not put
+    # ChaCha20 first (wrk's OpenSSL asks for AES-256-GCM first): AES-128-GCM
+    # with SHA-256, so both do the same work per handshake.
     return (f"  server {{\n    listen 127.0.0.1:{port} ssl http2 reuseport;\n    ssl_protocols TLSv1.3;\n"
+            "    ssl_prefer_server_ciphers on;\n"
+            "    ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256;\n"
             f"    ssl_certificate {cert};\n    ssl_certificate_key {key};\n{locations}  }}\n")
 
 
@@ -281,10 +286,51 @@ def parse_wrk(output):
     total = int(m.group(1)) if m else 0
     if total:
         rps *= max(total - errors, 0) / total
-    return {"rps": rps, "p50": pct(50), "p99": pct(99), "errors": errors}
+    return {"rps": rps, "p50": pct(50), "p99": pct(99), "errors": errors, "requests": total}
 
 
-def wrk(url, host, conns, keepalive, duration, warmup, script=None):
+def cpu_seconds(pids):
+    """User + system CPU time of processes `pids` (all their threads)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / tick
+
+
+def nginx_workers(work):
+    """The pids of nginx's worker processes (its master's children)."""
+    with open(os.path.join(work, "nginx.pid")) as f:
+        master = f.read().strip()
+    workers = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[1] == master:
+                        workers.append(int(entry))
+            except OSError:
+                pass
+    return workers
+
+
+def with_cpu(result, pids, before):
+    """Adds `cpu_us`, the CPU time of `pids` per answered request since
+    `before`: what a request costs the server, whatever the client's own
+    limits (a one-thread wrk making a TLS handshake per request is busier
+    than either server)."""
+    if pids:
+        answered = max(result.get("requests", 0) - result["errors"], 1)
+        result["cpu_us"] = (cpu_seconds(pids) - before) * 1e6 / answered
+    return result
+
+
+def wrk(url, host, conns, keepalive, duration, warmup, script=None, pids=None):
     threads = 1 if conns == 1 else min(2, conns)
     args = ["wrk", f"-t{threads}", f"-c{conns}", "--latency", "-H", f"Host: {host}"]
     if not keepalive:
@@ -292,17 +338,21 @@ def wrk(url, host, conns, keepalive, duration, warmup, script=None):
     if script:
         args += ["-s", script]
     subprocess.run(args + [f"-d{warmup}s", url], capture_output=True, text=True)
+    before = cpu_seconds(pids or [])
     out = subprocess.run(args + [f"-d{duration}s", url], capture_output=True, text=True).stdout
-    return parse_wrk(out)
+    return with_cpu(parse_wrk(out), pids, before)
 
 
-def h2load(url, host, conns, streams, duration, warmup):
+def h2load(url, host, conns, streams, duration, warmup, pids=None):
     """HTTP/2 over TLS: `conns` connections with `streams` concurrent
     streams each. h2load reports no percentiles: p50/p99 are its mean and
     mean + 2 sd of the time per request (marked as such when printed)."""
-    args = ["h2load", "-c", str(conns), "-m", str(streams), "-t", "1", "-H", f":authority: {host}",
-            f"--warm-up-time={warmup}s", f"-D{duration}s", url]
-    out = subprocess.run(args, capture_output=True, text=True).stdout
+    args = ["h2load", "-c", str(conns), "-m", str(streams), "-t", "1", "-H", f":authority: {host}"]
+    # The warm-up is a run of its own (not --warm-up-time), so that the
+    # CPU counted is that of the measured requests only.
+    subprocess.run(args + [f"-D{warmup}s", url], capture_output=True, text=True)
+    before = cpu_seconds(pids or [])
+    out = subprocess.run(args + [f"-D{duration}s", url], capture_output=True, text=True).stdout
     rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
     # "failed" is any 4xx/5xx answer, "errored" a stream or connection
     # error; the rate counts only the succeeded (as parse_wrk does).
@@ -314,7 +364,10 @@ def h2load(url, host, conns, streams, duration, warmup):
     scale = {"us": 1, "ms": 1000, "s": 1_000_000}
     mean = float(lat.group(5)) * scale[lat.group(6)] if lat else 0.0
     sd = float(lat.group(7)) * scale[lat.group(8)] if lat else 0.0
-    return {"rps": rps, "p50": mean, "p99": mean + 2 * sd, "errors": errors}
+    done = re.search(r"requests: (\d+) total", out)
+    total = int(done.group(1)) if done else 0
+    return with_cpu({"rps": rps, "p50": mean, "p99": mean + 2 * sd, "errors": errors, "requests": total},
+                    pids, before)
 
 
 def rss_kib(pid):
@@ -416,12 +469,13 @@ def main():
         # The same over HTTPS (TLS 1.3): kept connections, then a new
         # connection (one full handshake) per request, then HTTP/2.
         https = []
+        n_pids, e_pids = nginx_workers(work), [elsinore.pid]
         if cert and not args.post_only:
             for conns, keepalive in ((1, True), (64, True), (64, False)):
                 label = f"c={conns:<2}  100B {'keep-alive' if keepalive else 'new conn'}"
                 n_url, e_url = f"https://127.0.0.1:{n_tls[2]}/100B", f"https://127.0.0.1:{e_tls[2]}/"
-                runs = [wrk(url, "100b.bench", conns, keepalive, args.duration, args.warmup)
-                        for url in (n_url, e_url, n_url, e_url)]
+                runs = [wrk(url, "100b.bench", conns, keepalive, args.duration, args.warmup, pids=pids)
+                        for url, pids in ((n_url, n_pids), (e_url, e_pids), (n_url, n_pids), (e_url, e_pids))]
                 row = {"scenario": label, "nginx": average(runs[0], runs[2]),
                        "elsinore": average(runs[1], runs[3]),
                        "spread": max(spread(runs[0], runs[2]), spread(runs[1], runs[3]))}
@@ -429,8 +483,8 @@ def main():
                 log(f"{label} HTTPS: nginx {row['nginx']['rps']:.0f} req/s, elsinore {row['elsinore']['rps']:.0f} req/s")
             if shutil.which("h2load"):
                 n_url, e_url = f"https://127.0.0.1:{n_tls[2]}/100B", f"https://127.0.0.1:{e_tls[2]}/"
-                runs = [h2load(url, "100b.bench", 64, 10, args.duration, args.warmup)
-                        for url in (n_url, e_url, n_url, e_url)]
+                runs = [h2load(url, "100b.bench", 64, 10, args.duration, args.warmup, pids=pids)
+                        for url, pids in ((n_url, n_pids), (e_url, e_pids), (n_url, n_pids), (e_url, e_pids))]
                 row = {"scenario": "h2 c=64 m=10 100B", "nginx": average(runs[0], runs[2]),
                        "elsinore": average(runs[1], runs[3]),
                        "spread": max(spread(runs[0], runs[2]), spread(runs[1], runs[3]))}
@@ -670,15 +724,21 @@ def print_https(rows):
     if not rows:
         return
     print()
-    print("over HTTPS (the same backends; one self-signed P-256 certificate, TLS 1.3; 'new conn' is one")
-    print("full handshake per request; the h2 row is h2load, whose p50/p99 columns are mean/mean+2sd):")
-    print(f"{'scenario':<28} {'nginx':>24} {'elsinore':>24} {'E/nginx':>8} {'run/run':>8}")
+    print("over HTTPS (the same backends; one self-signed P-256 certificate, TLS 1.3 and AES-128-GCM on both;")
+    print("'new conn' is a handshake per request, resumed as wrk does; the h2 row is h2load, whose p50/p99")
+    print("columns are mean/mean+2sd; 'CPU µs' is the server's CPU time per answered request, and")
+    print("'E/nginx CPU' how many more requests Elsinore serves per CPU second: a one-thread client")
+    print("doing handshakes is busier than either server, so req/s alone says little in that row):")
+    print(f"{'scenario':<28} {'nginx':>24} {'elsinore':>24} {'E/nginx':>8} {'CPU µs n/E':>12} "
+          f"{'E/nginx CPU':>12} {'run/run':>8}")
     for row in rows:
         n, e = row["nginx"], row["elsinore"]
         errors = n["errors"] + e["errors"]
+        cpu = (f"{n['cpu_us']:>5.0f}/{e['cpu_us']:<6.0f} {n['cpu_us'] / e['cpu_us']:>12.2f}"
+               if n.get("cpu_us") and e.get("cpu_us") else f"{'-':>12} {'-':>12}")
         print(f"{row['scenario']:<28} {n['rps']:>8.0f} {n['p50']:>6.0f}/{n['p99']:<8.0f}"
               f" {e['rps']:>8.0f} {e['p50']:>6.0f}/{e['p99']:<8.0f} {e['rps'] / n['rps']:>8.2f}"
-              f" {row['spread'] * 100:>7.0f}%" + (f"  ({errors} errors)" if errors else ""))
+              f" {cpu} {row['spread'] * 100:>7.0f}%" + (f"  ({errors} errors)" if errors else ""))
 
 
 def print_post(post):

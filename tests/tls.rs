@@ -1027,3 +1027,128 @@ fn an_ip_address_sent_as_sni_logs_nothing() {
         .collect();
     assert!(noisy.is_empty(), "a log line per handshake: {noisy:?}");
 }
+
+/// A client trusting `ca` whose ring provider offers `suites` in that
+/// order (TLS 1.3 only, as the choice is about TLS 1.3 suites).
+fn offering(ca: &Ca, suites: &[rustls::SupportedCipherSuite]) -> Arc<ClientConfig> {
+    let provider = CryptoProvider {
+        cipher_suites: suites.to_vec(),
+        ..rustls::crypto::ring::default_provider()
+    };
+    let mut store = RootCertStore::empty();
+    store.add(ca.der()).unwrap();
+    let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+#[tokio::test]
+async fn aes_128_is_chosen_unless_the_client_puts_chacha20_first() {
+    use rustls::crypto::ring::cipher_suite::{
+        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
+    };
+    use rustls::CipherSuite;
+    let ca = Ca::new();
+    let ws = Workspace::new();
+    let alpha = ws.project("alpha", &["a.test"], &echo_manifest());
+    write_pair(&tls_dir(&alpha, "a.test"), &ca.issue(&["a.test"]), &ca);
+    let server = Server::start(&tls_config(&ws, json!(["alpha"]), json!({})));
+    let addr = server.https();
+
+    for (offered, want) in [
+        // OpenSSL's order (curl, wrk, Python): AES-256 first.
+        (
+            [
+                TLS13_AES_256_GCM_SHA384,
+                TLS13_CHACHA20_POLY1305_SHA256,
+                TLS13_AES_128_GCM_SHA256,
+            ],
+            CipherSuite::TLS13_AES_128_GCM_SHA256,
+        ),
+        // A device without AES instructions asks for ChaCha20 first.
+        (
+            [
+                TLS13_CHACHA20_POLY1305_SHA256,
+                TLS13_AES_256_GCM_SHA384,
+                TLS13_AES_128_GCM_SHA256,
+            ],
+            CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+        ),
+    ] {
+        let stream = connect(addr, offering(&ca, &offered), "a.test")
+            .await
+            .unwrap();
+        let chosen = stream
+            .get_ref()
+            .1
+            .negotiated_cipher_suite()
+            .unwrap()
+            .suite();
+        assert_eq!(chosen, want, "offered {:?}", offered.map(|s| s.suite()));
+        assert_eq!(
+            Https::over(stream).await.get("a.test", "/").await.status,
+            StatusCode::OK
+        );
+    }
+    // A client offering AES-256 only still gets it.
+    let stream = connect(addr, offering(&ca, &[TLS13_AES_256_GCM_SHA384]), "a.test")
+        .await
+        .unwrap();
+    assert_eq!(
+        stream
+            .get_ref()
+            .1
+            .negotiated_cipher_suite()
+            .unwrap()
+            .suite(),
+        CipherSuite::TLS13_AES_256_GCM_SHA384
+    );
+}
+
+#[tokio::test]
+async fn a_returning_client_resumes_its_session_after_hundreds_of_others() {
+    use rustls::HandshakeKind;
+    let ca = Ca::new();
+    let ws = Workspace::new();
+    let alpha = ws.project("alpha", &["a.test"], &echo_manifest());
+    write_pair(&tls_dir(&alpha, "a.test"), &ca.issue(&["a.test"]), &ca);
+    let server = Server::start(&tls_config(&ws, json!(["alpha"]), json!({})));
+    let addr = server.https();
+
+    // One request, so that the session tickets sent after the handshake
+    // are read and kept by the client's config.
+    async fn once(addr: SocketAddr, config: Arc<ClientConfig>) -> Option<HandshakeKind> {
+        let stream = connect(addr, config, "a.test").await.unwrap();
+        let kind = stream.get_ref().1.handshake_kind();
+        assert_eq!(
+            Https::over(stream).await.get("a.test", "/").await.status,
+            StatusCode::OK
+        );
+        kind
+    }
+    let returning = trusting(&[ca.der()], &[b"http/1.1"]);
+    assert_eq!(
+        once(addr, returning.clone()).await,
+        Some(HandshakeKind::Full)
+    );
+    assert_eq!(
+        once(addr, returning.clone()).await,
+        Some(HandshakeKind::Resumed),
+        "a second connection right away is not resumed"
+    );
+    // Each other client is a config of its own (its own session store).
+    // A server keeping sessions in a 256-entry cache has forgotten the
+    // returning client's by the end.
+    for _ in 0..300 {
+        once(addr, trusting(&[ca.der()], &[b"http/1.1"])).await;
+    }
+    assert_eq!(
+        once(addr, returning).await,
+        Some(HandshakeKind::Resumed),
+        "the returning client's session was forgotten after 300 other clients"
+    );
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use elsinore_tls::{
-    choose, server_config, CertStore, CurrentCerts, ExtraCerts, SniResolver, ALPN_ACME_TLS,
+    choose, CertStore, CurrentCerts, ExtraCerts, ServerConfigs, SniResolver, ALPN_ACME_TLS,
 };
 use rustls::server::{Accepted, Acceptor};
 use rustls::ServerConfig;
@@ -39,7 +39,7 @@ const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x
 /// certificates come from the live route table.
 #[derive(Debug, Clone)]
 pub struct TlsListener {
-    config: Arc<ServerConfig>,
+    configs: ServerConfigs,
     table: Arc<ArcSwap<RouteTable>>,
     /// ACME's certificates and TLS-ALPN-01 answers, when `acme` is on.
     extra: Option<Arc<dyn ExtraCerts>>,
@@ -51,7 +51,7 @@ impl TlsListener {
     pub fn new(table: Arc<ArcSwap<RouteTable>>) -> Result<Self, elsinore_tls::Error> {
         let resolver = SniResolver::new(Arc::new(TableCerts(table.clone())));
         Ok(Self {
-            config: server_config(Arc::new(resolver))?,
+            configs: ServerConfigs::new(Arc::new(resolver))?,
             table,
             extra: None,
         })
@@ -67,7 +67,7 @@ impl TlsListener {
         let resolver =
             SniResolver::new(Arc::new(TableCerts(table.clone()))).with_extra(extra.clone());
         Ok(Self {
-            config: server_config(Arc::new(resolver))?,
+            configs: ServerConfigs::new(Arc::new(resolver))?,
             table,
             extra: Some(extra),
         })
@@ -214,8 +214,9 @@ async fn handshake(
     };
     // rustls resolves again through the same store (SniResolver); a swap in
     // between can only pick a newer certificate for the same name.
+    let config = tls.configs.for_hello(&accepted.client_hello());
     let stream = StartHandshake::from_parts(accepted, stream)
-        .into_stream(tls.config.clone())
+        .into_stream(config)
         .await?;
     Ok((stream, TlsInfo { sni, cert }))
 }

@@ -9,7 +9,7 @@
 //!   one with [`CertStore::rebuild`], which keeps the last good certificate
 //!   of a host whose new files are refused.
 //! - [`SniResolver`]: the rustls [`ResolvesServerCert`] over the current
-//!   snapshot, and [`server_config`] for a listener.
+//!   snapshot, and [`ServerConfigs`] for a listener.
 //!
 //! - [`SelfSigned`]: a development certificate for one host (`elsinore
 //!   dev-cert`), written into its `tls/` key first, each file atomically.
@@ -26,6 +26,7 @@
 mod cert;
 mod dev_cert;
 mod error;
+mod random;
 mod rebuild;
 mod resolver;
 mod sources;
@@ -36,7 +37,7 @@ pub use dev_cert::{DevCertError, SelfSigned, DEV_CERT_VALID_DAYS};
 pub use error::Error;
 pub use rebuild::{expiry_warning, CertSource, Rebuilt};
 pub use resolver::{
-    choose, server_config, CurrentCerts, ExtraCerts, SniResolver, ALPN_ACME_TLS, ALPN_H2,
+    choose, CurrentCerts, ExtraCerts, ServerConfigs, SniResolver, ALPN_ACME_TLS, ALPN_H2,
     ALPN_HTTP11,
 };
 pub use sources::cert_sources;
