@@ -287,6 +287,29 @@ async fn https_get(
 
 // ---- setup --------------------------------------------------------------
 
+/// One project, `alpha`, serving `a.test` over HTTPS with a certificate
+/// from its own CA. Fields drop in order: the server before its folder.
+struct OneTenant {
+    server: Server,
+    ca: Ca,
+    _ws: Workspace,
+}
+
+impl OneTenant {
+    fn start() -> Self {
+        let ca = Ca::new();
+        let ws = Workspace::new();
+        let alpha = ws.project("alpha", &["a.test"], &echo_manifest());
+        write_pair(&tls_dir(&alpha, "a.test"), &ca.issue(&["a.test"]), &ca);
+        let server = Server::start(&tls_config(&ws, json!(["alpha"]), json!({})));
+        Self {
+            server,
+            ca,
+            _ws: ws,
+        }
+    }
+}
+
 /// A config on port 0 with HTTPS on port 0 and the operator API, plus
 /// `extra` keys.
 fn tls_config(ws: &Workspace, projects: serde_json::Value, extra: serde_json::Value) -> PathBuf {
@@ -390,11 +413,7 @@ async fn unknown_sni_without_a_default_is_refused_with_unrecognized_name() {
 // stopped must answer its GOAWAY while the test thread waits for the exit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_is_negotiated_and_reaches_the_http1_handler() {
-    let ca = Ca::new();
-    let ws = Workspace::new();
-    let alpha = ws.project("alpha", &["a.test"], &echo_manifest());
-    write_pair(&tls_dir(&alpha, "a.test"), &ca.issue(&["a.test"]), &ca);
-    let server = Server::start(&tls_config(&ws, json!(["alpha"]), json!({})));
+    let OneTenant { ca, server, .. } = &OneTenant::start();
     let addr = server.https();
 
     let stream = connect(addr, trusting(&[ca.der()], &[b"h2", b"http/1.1"]), "a.test")
@@ -841,11 +860,11 @@ async fn dev_cert_writes_a_certificate_that_a_client_trusting_it_can_use() {
 // the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_handshake_blocks_nobody_and_tls_requests_finish_across_sigterm() {
-    let ca = Ca::new();
-    let ws = Workspace::new();
-    let alpha = ws.project("alpha", &["a.test"], &echo_manifest());
-    write_pair(&tls_dir(&alpha, "a.test"), &ca.issue(&["a.test"]), &ca);
-    let mut server = Server::start(&tls_config(&ws, json!(["alpha"]), json!({})));
+    let OneTenant {
+        ca,
+        mut server,
+        _ws,
+    } = OneTenant::start();
     let addr = server.https();
 
     // Connected, but never says hello.
@@ -996,11 +1015,9 @@ fn an_ip_address_sent_as_sni_logs_nothing() {
         eprintln!("skipped: no openssl command to send an IP address as SNI");
         return;
     }
-    let ca = Ca::new();
-    let ws = Workspace::new();
-    let alpha = ws.project("alpha", &["a.test"], &echo_manifest());
-    write_pair(&tls_dir(&alpha, "a.test"), &ca.issue(&["a.test"]), &ca);
-    let mut server = Server::start(&tls_config(&ws, json!(["alpha"]), json!({})));
+    let OneTenant {
+        mut server, _ws, ..
+    } = OneTenant::start();
     let addr = server.https();
     for _ in 0..5 {
         // rustls' own client never sends an IP as SNI; openssl does when told.
@@ -1052,11 +1069,7 @@ async fn aes_128_is_chosen_unless_the_client_puts_chacha20_first() {
         TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
     };
     use rustls::CipherSuite;
-    let ca = Ca::new();
-    let ws = Workspace::new();
-    let alpha = ws.project("alpha", &["a.test"], &echo_manifest());
-    write_pair(&tls_dir(&alpha, "a.test"), &ca.issue(&["a.test"]), &ca);
-    let server = Server::start(&tls_config(&ws, json!(["alpha"]), json!({})));
+    let OneTenant { ca, server, .. } = &OneTenant::start();
     let addr = server.https();
 
     for (offered, want) in [
@@ -1079,7 +1092,7 @@ async fn aes_128_is_chosen_unless_the_client_puts_chacha20_first() {
             CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
         ),
     ] {
-        let stream = connect(addr, offering(&ca, &offered), "a.test")
+        let stream = connect(addr, offering(ca, &offered), "a.test")
             .await
             .unwrap();
         let chosen = stream
@@ -1095,7 +1108,7 @@ async fn aes_128_is_chosen_unless_the_client_puts_chacha20_first() {
         );
     }
     // A client offering AES-256 only still gets it.
-    let stream = connect(addr, offering(&ca, &[TLS13_AES_256_GCM_SHA384]), "a.test")
+    let stream = connect(addr, offering(ca, &[TLS13_AES_256_GCM_SHA384]), "a.test")
         .await
         .unwrap();
     assert_eq!(
@@ -1112,11 +1125,7 @@ async fn aes_128_is_chosen_unless_the_client_puts_chacha20_first() {
 #[tokio::test]
 async fn a_returning_client_resumes_its_session_after_hundreds_of_others() {
     use rustls::HandshakeKind;
-    let ca = Ca::new();
-    let ws = Workspace::new();
-    let alpha = ws.project("alpha", &["a.test"], &echo_manifest());
-    write_pair(&tls_dir(&alpha, "a.test"), &ca.issue(&["a.test"]), &ca);
-    let server = Server::start(&tls_config(&ws, json!(["alpha"]), json!({})));
+    let OneTenant { ca, server, .. } = &OneTenant::start();
     let addr = server.https();
 
     // One request, so that the session tickets sent after the handshake
