@@ -186,7 +186,9 @@ async fn serve(
     )
     .await?;
     // Start-up's garbage back to the system, once the host owners it
-    // found are written (in the background when there are many).
+    // found are written (in the background when there are many); and
+    // after each full reload of a big table.
+    live.set_memory_release(crate::memory::release_freed_memory);
     let trimming = live.clone();
     tokio::spawn(async move {
         trimming.flush_owner_records().await;

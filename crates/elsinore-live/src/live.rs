@@ -87,7 +87,16 @@ pub struct Live {
     /// Held while host owners are written: writes happen one at a time,
     /// in the order of the swaps, some in the background.
     pub(crate) owner_writes: Arc<Mutex<()>>,
+    /// Gives freed memory back to the system (the binary's
+    /// `malloc_trim`), after a full reload of a big table.
+    release_memory: OnceLock<fn()>,
 }
+
+/// Above this many hosts, a full reload is followed by
+/// [`Live::set_memory_release`]'s function: at 1,000,000 hosts each one
+/// left about 100 MiB of freed memory that the allocator kept (RSS 253 →
+/// 345 → 542 MiB over two `POST /reload`s).
+pub(crate) const RELEASE_AFTER_RELOAD_OF: usize = 10_000;
 
 impl Live {
     /// Starts every handler of `declared` and builds the first table;
@@ -138,6 +147,7 @@ impl Live {
             reload_failures: AtomicU64::new(0),
             owner_records: records,
             owner_writes: Arc::default(),
+            release_memory: OnceLock::new(),
         });
         let mut running = live.running_state.lock().await;
         if let Some(records) = &live.owner_records {
@@ -168,6 +178,31 @@ impl Live {
         }
         live.last_reload.store(Arc::new(report));
         Ok(live)
+    }
+
+    /// Sets what gives freed memory back to the system after a full
+    /// reload of more than 10,000 hosts (once the owners it changed are
+    /// written, on a blocking thread). Unset, nothing is done.
+    pub fn set_memory_release(&self, release: fn()) {
+        let _ = self.release_memory.set(release);
+    }
+
+    /// Runs the memory release in the background when the table is big
+    /// enough for a full reload to leave much garbage.
+    fn release_memory_after_reload(&self) {
+        let Some(release) = self.release_memory.get().copied() else {
+            return;
+        };
+        if self.table.load().hosts.len() <= RELEASE_AFTER_RELOAD_OF {
+            return;
+        }
+        let owner_writes = self.owner_writes.clone();
+        tokio::spawn(async move {
+            // After any owners' write of this reload, which frees the
+            // tables it compared.
+            drop(owner_writes.lock().await);
+            let _ = tokio::task::spawn_blocking(release).await;
+        });
     }
 
     /// Waits for the host owners being written in the background (a big
@@ -339,7 +374,9 @@ impl Live {
         self.rewatch(LookAgain::Rescan);
         report.took = started.elapsed();
         report.at = SystemTime::now();
-        self.finish_report(report)
+        let report = self.finish_report(report);
+        self.release_memory_after_reload();
+        report
     }
 
     /// Logs `report`, counts a refusal and keeps it as the last reload.

@@ -633,4 +633,41 @@ mod executor {
             );
         }
     }
+
+    static RELEASES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    fn count_release() {
+        RELEASES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    #[tokio::test]
+    async fn a_full_reload_of_a_big_table_gives_memory_back_and_a_small_one_does_not() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = setup(dir.path());
+        let live = start(&config).await;
+        live.set_memory_release(count_release);
+        // Small: nothing to give back (checked at the end: a release it
+        // started would have run before the big reload's).
+        live.reload("test").await;
+
+        for i in 0..=crate::live::RELEASE_AFTER_RELOAD_OF {
+            std::fs::create_dir(dir.path().join(format!("alpha/hosts/h{i}.test"))).expect("host");
+        }
+        live.reload("test").await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while RELEASES.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no memory release within 10 s of a full reload of 10,002 hosts"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Room for a stray second one to show.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            RELEASES.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "the reload of 2 hosts gave memory back too"
+        );
+    }
 }
