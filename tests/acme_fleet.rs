@@ -185,3 +185,58 @@ async fn the_http01_challenge_is_answered_by_a_front_door_that_did_not_order() {
 async fn the_tls_alpn01_challenge_is_answered_by_a_front_door_that_did_not_order() {
     answered_by_the_other_front_door("tls-alpn-01").await;
 }
+
+/// An operator moving a front door from SQLite to PostgreSQL: the
+/// certificate and account ordered into `acme.storage` go along, so the
+/// name is not ordered again (with thousands of tenants that would be
+/// thousands of orders at once, past the CA's limits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_to_postgresql_keeps_the_acme_certificates_and_account() {
+    if !pebble_installed() {
+        return;
+    }
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let state = format!("{}?sslmode=disable", pg.create_database("acme_moved"));
+    let ws = Workspace::new();
+    ws.project("blog", &[HOST], &echo_manifest());
+    let ports = (free_port(), free_port());
+    let pebble = Pebble::start(&ws.path().join("pebble"), ports.0, ports.1);
+    let root = pebble.issuing_root().await;
+
+    // On SQLite: ordered into the storage folder.
+    let on_sqlite = door_config(&ws, "a", &pebble, ports, "data/elsinore-state.db");
+    let server = Server::start(&on_sqlite);
+    until_issued(server.https(), HOST, &root).await;
+    assert_eq!(orders(&server).len(), 1, "{:?}", orders(&server));
+    drop(server);
+    let folder = ws.path().join("a/data/acme");
+    assert!(folder.join("certs").join(HOST).join("cert.pem").is_file());
+
+    // The same front door on PostgreSQL: served at once, no new order.
+    let on_postgres = door_config(&ws, "a", &pebble, ports, &state);
+    let server = Server::start(&on_postgres);
+    assert!(
+        verified(server.https(), HOST, &root).await,
+        "{HOST} is not served after the move"
+    );
+    server
+        .logs
+        .wait_for("acme.storage carried over to the state database");
+    assert!(
+        orders(&server).is_empty(),
+        "ordered again after the move: {:?}",
+        orders(&server)
+    );
+    for table in ["acme_certificates", "acme_accounts"] {
+        assert_eq!(
+            pg.psql("acme_moved", &format!("SELECT count(*) FROM {table}"))
+                .trim(),
+            "1",
+            "{table}"
+        );
+    }
+    // The folder is left as it was (going back to SQLite finds it).
+    assert!(folder.join("certs").join(HOST).join("key.pem").is_file());
+}

@@ -21,6 +21,7 @@
 //! The ACME protocol itself (JWS, nonces, polling) is `instant-acme`'s.
 
 mod ask;
+mod carry_over;
 mod challenges;
 mod error;
 mod fleet;
@@ -125,6 +126,7 @@ impl Acme {
         let (storage, fleet): (Arc<dyn Storage>, _) = match state {
             Some(url) => {
                 let storage = Arc::new(PgStorage::new(url));
+                carry_over(&config, &storage);
                 let fleet = Arc::new(Fleet::new(storage.clone()));
                 (storage, Some(fleet))
             }
@@ -604,6 +606,33 @@ fn issuer(cert: &LoadedCert) -> Option<String> {
 
 /// Runs blocking `work` from start-up code that may be on an async
 /// worker: moved off the runtime when on a multi-threaded one.
+/// Copies what `acme.storage` holds into the state database where it
+/// holds nothing yet (see `carry_over.rs`), logging what moved. A failure
+/// is logged and start-up goes on: the names are then ordered as usual.
+fn carry_over(config: &AcmeConfig, storage: &PgStorage) {
+    let moved = off_runtime(|| {
+        carry_over::into_state_database(
+            &config.storage,
+            storage,
+            &config.directory,
+            std::time::SystemTime::now(),
+        )
+    });
+    match moved {
+        Ok(moved) => {
+            for (name, reason) in &moved.skipped {
+                tracing::info!(target: "elsinore::acme", name, reason, folder = %config.storage.display(), "certificate in acme.storage not carried over to the state database");
+            }
+            if moved.account || !moved.certificates.is_empty() {
+                tracing::info!(target: "elsinore::acme", account = moved.account, certificates = moved.certificates.len(), folder = %config.storage.display(), "acme.storage carried over to the state database");
+            }
+        }
+        Err(err) => {
+            tracing::error!(target: "elsinore::acme", error = %err, folder = %config.storage.display(), "cannot carry acme.storage over to the state database; its names will be ordered again");
+        }
+    }
+}
+
 fn off_runtime<T>(work: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current() {
         Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {

@@ -122,6 +122,31 @@ pub(crate) fn now_ms() -> i64 {
         })
 }
 
+impl PgStorage {
+    /// Stores `name`'s certificate unless the database already holds one
+    /// (then nothing changes and nobody is told); `true` when stored.
+    pub(crate) fn save_cert_if_absent(
+        &self,
+        name: &str,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<bool, Error> {
+        self.with_client("cannot store a certificate", |client| {
+            let mut tx = client.transaction()?;
+            let stored = tx.execute(
+                "INSERT INTO acme_certificates (name, cert_pem, key_pem, stored_at)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+                &[&name, &cert_pem, &key_pem, &now_ms()],
+            )? == 1;
+            if stored {
+                announce(&mut tx)?;
+            }
+            tx.commit()?;
+            Ok(stored)
+        })
+    }
+}
+
 impl Storage for PgStorage {
     fn account(&self, directory: &str) -> Result<Option<String>, Error> {
         self.with_client("cannot read the ACME account", |client| {

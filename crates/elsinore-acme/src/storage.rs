@@ -69,6 +69,13 @@ impl FileStorage {
         })
     }
 
+    /// The folder `root` as it is, when it exists: nothing is created.
+    pub(crate) fn existing(root: &Path) -> Option<Self> {
+        root.is_dir().then(|| Self {
+            root: root.to_owned(),
+        })
+    }
+
     /// Where `name`'s certificate and key are kept.
     pub(crate) fn cert_paths(&self, name: &str) -> (PathBuf, PathBuf) {
         let dir = self.root.join(CERTS_DIR).join(name);

@@ -1,0 +1,83 @@
+//! Moving to a PostgreSQL state database keeps what ACME already has: the
+//! account and certificates in the `acme.storage` folder are copied into
+//! the state database's tables where those hold nothing for them yet.
+//!
+//! Why: without it, a front door switched from SQLite to PostgreSQL
+//! ordered every name again and registered a new account. With many
+//! tenants that is thousands of orders at once, past a CA's limits (Let's
+//! Encrypt allows 300 new orders per account every 3 hours).
+//!
+//! It only ever fills gaps: a name the database already holds (ordered by
+//! another front door) keeps its certificate, and a certificate that does
+//! not load or has expired stays behind. The folder is read, never
+//! changed, so going back to SQLite still finds it. Runs on every start
+//! with a PostgreSQL state database; once the names are in, each start
+//! costs one listing of the folder and one query.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use elsinore_tls::LoadedCert;
+
+use crate::pg_storage::PgStorage;
+use crate::storage::{FileStorage, Storage};
+use crate::Error;
+
+/// What [`into_state_database`] copied.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct CarriedOver {
+    /// The account was copied (the database had none for the directory).
+    pub(crate) account: bool,
+    /// Names whose certificate was copied.
+    pub(crate) certificates: Vec<String>,
+    /// Names left behind, with the reason (unloadable, expired).
+    pub(crate) skipped: Vec<(String, String)>,
+}
+
+/// Copies the account (for `directory`) and the certificates of the
+/// `acme.storage` folder `root` into `pg` where `pg` has none. A folder
+/// that does not exist copies nothing (and is not created).
+pub(crate) fn into_state_database(
+    root: &Path,
+    pg: &PgStorage,
+    directory: &str,
+    now: SystemTime,
+) -> Result<CarriedOver, Error> {
+    let mut done = CarriedOver::default();
+    let Some(files) = FileStorage::existing(root) else {
+        return Ok(done);
+    };
+    if let Some(account) = files.account(directory)? {
+        if pg.account(directory)?.is_none() {
+            pg.save_account(directory, &account)?;
+            done.account = true;
+        }
+    }
+    // One query, not one per name: after the first start with the
+    // database, every name is there and nothing more is read.
+    let in_database: std::collections::HashSet<String> = pg.stored_names()?.into_iter().collect();
+    let mut names = files.stored_names()?;
+    names.retain(|name| !in_database.contains(name));
+    names.sort();
+    for name in names {
+        let (cert_path, key_path) = files.cert_paths(&name);
+        let cert = match LoadedCert::load(&cert_path, &key_path) {
+            Ok(cert) => cert,
+            Err(err) => {
+                done.skipped.push((name, err.to_string()));
+                continue;
+            }
+        };
+        if cert.not_after <= now {
+            done.skipped.push((name, "expired".to_owned()));
+            continue;
+        }
+        let read =
+            |path: &Path| std::fs::read_to_string(path).map_err(|source| Error::io(path, source));
+        let (cert_pem, key_pem) = (read(&cert_path)?, read(&key_path)?);
+        if pg.save_cert_if_absent(&name, &cert_pem, &key_pem)? {
+            done.certificates.push(name);
+        }
+    }
+    Ok(done)
+}
