@@ -513,3 +513,64 @@ async fn the_state_url_never_reaches_a_handlers_environment() {
         "the state URL reached the handler: {environ}"
     );
 }
+
+/// ACME's own listening connection (certificates stored by other front
+/// doors) is reported in `/readyz` and `/routes` like the state database:
+/// lost with the database, followed again when it is back, never a 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_says_whether_acme_follows_the_fleets_certificates() {
+    let Some(mut pg) = Postgres::start() else {
+        return;
+    };
+    let url = state_url(&pg, "acme_refresh");
+    let ws = project_tree();
+    // A CA nobody answers at: no order can succeed, none is needed.
+    let config = door_config_with(
+        &ws,
+        "a",
+        &url,
+        json!({"tls_listen": "127.0.0.1:0", "acme": {"directory": "https://127.0.0.1:9/directory"}}),
+    );
+    let a = Server::start(&config);
+    let refresh = |body: &Value| body["acme_refresh"].as_str().unwrap_or_default().to_owned();
+    let until_refresh = |want: &'static str| {
+        let a = &a;
+        async move {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let (status, body) = readyz(a).await;
+                if refresh(&body).starts_with(want) {
+                    return (status, body);
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "acme_refresh never became {want:?}: {body}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    // Ready once its handler is (neither database has a say in that).
+    common::until("a is ready", || async {
+        readyz(&a).await.0 == StatusCode::OK
+    })
+    .await;
+    until_refresh("following").await;
+    let routes = a.routes().await;
+    assert_eq!(
+        routes["acme"]["fleet_refresh"], "following",
+        "{}",
+        routes["acme"]
+    );
+
+    pg.stop();
+    let (status, body) = until_refresh("unreachable since ").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "an ACME refresh outage made /readyz 503: {body}"
+    );
+
+    pg.restart();
+    until_refresh("following").await;
+}

@@ -86,6 +86,9 @@ pub(crate) struct Fleet {
     answers: ArcSwap<Answers>,
     /// The `acme_version` the last refresh loaded.
     seen: tokio::sync::watch::Sender<i64>,
+    /// Since when (and why) the refresh thread has been without the state
+    /// database; `None` while it follows it.
+    lost: std::sync::Mutex<Option<(std::time::SystemTime, String)>>,
 }
 
 /// An order lock held: its own connection (the lock lives as long as the
@@ -101,6 +104,41 @@ impl Fleet {
             storage,
             answers: ArcSwap::default(),
             seen: tokio::sync::watch::Sender::new(-1),
+            lost: std::sync::Mutex::default(),
+        }
+    }
+
+    /// `following`, or `unreachable since <RFC 3339>: <reason>`: whether
+    /// certificates stored by other front doors still reach this one.
+    pub(crate) fn describe_refresh(&self) -> String {
+        match &*self.lost_state() {
+            None => "following".to_owned(),
+            Some((since, reason)) => format!(
+                "unreachable since {}: {reason}",
+                humantime::format_rfc3339_seconds(*since)
+            ),
+        }
+    }
+
+    fn lost_state(&self) -> std::sync::MutexGuard<'_, Option<(std::time::SystemTime, String)>> {
+        self.lost
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The refresh lost the database: the first failure's time is kept.
+    fn refresh_lost(&self, reason: String) {
+        let mut lost = self.lost_state();
+        match lost.as_mut() {
+            Some(known) => known.1 = reason,
+            None => *lost = Some((std::time::SystemTime::now(), reason)),
+        }
+    }
+
+    /// The refresh read the database.
+    fn refresh_following(&self) {
+        if self.lost_state().take().is_some() {
+            tracing::info!(target: "elsinore::acme", "ACME fleet refresh: following the state database again");
         }
     }
 
@@ -225,6 +263,7 @@ fn refresh_loop(fleet: &Fleet, acme: &Weak<Acme>) {
             Err(err) => Some(err),
         };
         if let Some(err) = err {
+            fleet.refresh_lost(err.to_string());
             tracing::warn!(target: "elsinore::acme", error = %err, "ACME fleet refresh: lost the state database; serving the certificates held, reconnecting");
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -254,6 +293,7 @@ fn follow(
         Ok(version) => version,
         Err(err) => return Some(err),
     };
+    fleet.refresh_following();
     let mut next_check = Instant::now() + CHECK_INTERVAL;
     loop {
         if acme.strong_count() == 0 {

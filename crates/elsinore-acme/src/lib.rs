@@ -174,6 +174,13 @@ impl Acme {
             .collect()
     }
 
+    /// With a PostgreSQL state database: whether this front door still
+    /// follows the certificates the fleet stores (`following`, or
+    /// `unreachable since <RFC 3339>: <reason>`); `None` without one.
+    pub fn fleet_refresh(&self) -> Option<String> {
+        self.fleet.as_ref().map(|fleet| fleet.describe_refresh())
+    }
+
     /// `/routes`' `acme` section: per name, the certificate's issuer,
     /// `not_after`, next renewal, and the last error with the next retry.
     pub fn status_json(&self) -> serde_json::Value {
@@ -201,6 +208,7 @@ impl Acme {
         serde_json::json!({
             "directory": self.config.directory,
             "on_demand": self.config.on_demand,
+            "fleet_refresh": self.fleet_refresh(),
             "names": names,
         })
     }

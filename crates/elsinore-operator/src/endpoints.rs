@@ -198,6 +198,7 @@ impl Operator {
     /// PostgreSQL state database out of reach is reported in
     /// `state_database` but does not make the answer 503: requests are
     /// still served, with the keys held (only admin API changes wait).
+    /// The same for ACME's refresh (`acme_refresh`).
     fn readyz(&self) -> Response<Full<Bytes>> {
         let table = self.live.table().load_full();
         let waiting: Vec<String> = table
@@ -222,6 +223,11 @@ impl Operator {
         };
         if let Some(state) = &self.state {
             body["state_database"] = json!(state.describe());
+        }
+        // Like the state database: reported, never a 503 (the
+        // certificates held keep serving).
+        if let Some(refresh) = self.acme.as_ref().and_then(|acme| acme.fleet_refresh()) {
+            body["acme_refresh"] = json!(refresh);
         }
         reply(status, &body)
     }
