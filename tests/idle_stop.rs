@@ -77,6 +77,12 @@ async fn an_idle_handler_sleeps_and_the_next_request_wakes_it() {
     assert!(!alive(first_pid), "the idle handler's process still runs");
     let readyz = server.op("GET", "/readyz").send().await;
     assert_eq!(readyz.status, StatusCode::OK, "a sleeping handler is fine");
+    let page = server.op("GET", "/").send().await;
+    let page = String::from_utf8_lossy(&page.body).into_owned();
+    assert!(
+        page.contains("1 handler: <span class=\"sleeping\">1 sleeping</span>."),
+        "the status page does not count the sleeping handler"
+    );
     let metrics = server.op("GET", "/metrics").send().await;
     let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
     assert!(

@@ -419,8 +419,22 @@ fn projects_section(html: &mut String, input: &StatusInput<'_>) {
 }
 
 fn handlers_section(html: &mut String, input: &StatusInput<'_>) {
+    html.push_str("<h2 id=\"handlers\">Handlers</h2>\n");
+    // How many are in each state, first: with hundreds of projects asleep
+    // (`idle_stop`), the count is what an operator looks for.
+    let mut states: std::collections::BTreeMap<&'static str, usize> = Default::default();
+    for handle in input.table.projects.iter().flat_map(|p| p.handlers.iter()) {
+        *states.entry(handle.status().state.as_str()).or_default() += 1;
+    }
+    let total: usize = states.values().sum();
+    let counts: Vec<String> = states
+        .iter()
+        .map(|(state, n)| format!("<span class=\"{state}\">{n} {state}</span>"))
+        .collect();
+    let noun = if total == 1 { "handler" } else { "handlers" };
+    let _ = writeln!(html, "<p>{total} {noun}: {}.</p>", counts.join(", "));
     html.push_str(
-        "<h2 id=\"handlers\">Handlers</h2>\n<table><thead><tr><th>Project</th><th>Handler</th>\
+        "<table><thead><tr><th>Project</th><th>Handler</th>\
          <th>Routes</th><th>State</th><th>PID</th><th>Restarts</th><th>In flight</th>\
          <th>Last error</th></tr></thead><tbody>\n",
     );
