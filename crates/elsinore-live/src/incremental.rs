@@ -294,7 +294,7 @@ impl Live {
         let mut publics: Vec<PathBuf> = Vec::new();
         let mut owners = OwnerChanges::default();
         for step in steps {
-            let step_kind = StepKind::of(&step);
+            let is_refresh = matches!(step, HostStep::Refresh { .. });
             match step {
                 HostStep::Add {
                     project,
@@ -306,7 +306,6 @@ impl Live {
                     host,
                     folder,
                 } => {
-                    let is_refresh = matches!(step_kind, StepKind::Refresh);
                     let applied = &mut running.projects[project];
                     let name = applied.declared.config.name.clone();
                     let host_dir = applied.declared.config.path.join(HOSTS_DIR).join(&folder);
@@ -434,21 +433,6 @@ impl Live {
             .collect();
         roots.extend(publics);
         self.static_roots.store(Arc::new(roots));
-    }
-}
-
-#[derive(Clone, Copy)]
-enum StepKind {
-    Refresh,
-    Other,
-}
-
-impl StepKind {
-    fn of(step: &HostStep) -> Self {
-        match step {
-            HostStep::Refresh { .. } => Self::Refresh,
-            _ => Self::Other,
-        }
     }
 }
 
