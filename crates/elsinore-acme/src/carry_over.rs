@@ -47,7 +47,12 @@ pub(crate) fn into_state_database(
     let Some(files) = FileStorage::existing(root) else {
         return Ok(done);
     };
-    if let Some(account) = files.account(directory)? {
+    // Only an account made with this CA: one from another directory (the
+    // operator switched CA at the same time) would be refused by it.
+    let account = files
+        .account(directory)?
+        .filter(|json| made_with(json, directory));
+    if let Some(account) = account {
         if pg.account(directory)?.is_none() {
             pg.save_account(directory, &account)?;
             done.account = true;
@@ -80,4 +85,36 @@ pub(crate) fn into_state_database(
         }
     }
     Ok(done)
+}
+
+/// Whether account credentials (instant-acme's JSON) name `directory`, or
+/// name none (an older format, kept for whatever directory was set).
+fn made_with(json: &str, directory: &str) -> bool {
+    match serde_json::from_str::<serde_json::Value>(json) {
+        Ok(value) => match value.get("directory") {
+            Some(serde_json::Value::String(made)) => made == directory,
+            _ => true,
+        },
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::made_with;
+
+    #[test]
+    fn an_account_goes_along_only_for_the_directory_it_was_made_with() {
+        let dir = "https://acme.example/directory";
+        assert!(made_with(
+            r#"{"id": "x", "directory": "https://acme.example/directory"}"#,
+            dir
+        ));
+        assert!(!made_with(
+            r#"{"id": "x", "directory": "https://other.example/dir"}"#,
+            dir
+        ));
+        assert!(made_with(r#"{"id": "x"}"#, dir));
+        assert!(!made_with("not json", dir));
+    }
 }
