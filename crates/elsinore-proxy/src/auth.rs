@@ -15,6 +15,8 @@ pub const X_HAMLET_PROJECT_KEY: HeaderName = HeaderName::from_static("x-hamlet-p
 pub const X_HAMLET_HOST_KEY: HeaderName = HeaderName::from_static("x-hamlet-host-key");
 /// Hamlet's admin UI may send the project key in the query string.
 const PROJECT_KEY_PARAM: &str = "project_key";
+/// What both key headers' names start with.
+const HAMLET_KEY_PREFIX: &str = "x-hamlet-";
 
 /// The caller's level, as told to handlers in `X-Elsinore-Auth`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +57,15 @@ impl<'a> Presented<'a> {
     /// The keys in `headers` and `query`; `None` when there are none (the
     /// common case, which then never touches the throttle).
     pub(crate) fn of(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<Self> {
+        // One pass over the names (a length test and a compare each)
+        // before two hashed look-ups of names most requests do not carry:
+        // about 600 instructions a request saved (bench/callgrind.py).
+        let named = headers
+            .keys()
+            .any(|name| name.as_str().starts_with(HAMLET_KEY_PREFIX));
+        if !named && !query.is_some_and(|q| q.contains(PROJECT_KEY_PARAM)) {
+            return None;
+        }
         let presented = Self {
             project_key: project_key(headers, query),
             host_key: header_str(headers, &X_HAMLET_HOST_KEY),
@@ -164,6 +175,13 @@ mod tests {
             );
         }
         map
+    }
+
+    #[test]
+    fn the_key_headers_share_the_prefix_the_quick_test_looks_for() {
+        for name in [&X_HAMLET_PROJECT_KEY, &X_HAMLET_HOST_KEY] {
+            assert!(name.as_str().starts_with(HAMLET_KEY_PREFIX), "{name}");
+        }
     }
 
     #[test]
