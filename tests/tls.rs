@@ -1161,3 +1161,88 @@ async fn a_returning_client_resumes_its_session_after_hundreds_of_others() {
         "the returning client's session was forgotten after 300 other clients"
     );
 }
+
+/// A client session store that offers whatever TLS 1.3 ticket it holds
+/// for any server name: what an attacker replaying one tenant's ticket
+/// in a handshake for another tenant's name does.
+#[derive(Debug, Default)]
+struct TicketForAnyName(std::sync::Mutex<Vec<rustls::client::Tls13ClientSessionValue>>);
+
+impl rustls::client::ClientSessionStore for TicketForAnyName {
+    fn set_kx_hint(&self, _: ServerName<'static>, _: rustls::NamedGroup) {}
+    fn kx_hint(&self, _: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        None
+    }
+    fn set_tls12_session(
+        &self,
+        _: ServerName<'static>,
+        _: rustls::client::Tls12ClientSessionValue,
+    ) {
+    }
+    fn tls12_session(&self, _: &ServerName<'_>) -> Option<rustls::client::Tls12ClientSessionValue> {
+        None
+    }
+    fn remove_tls12_session(&self, _: &ServerName<'static>) {}
+    fn insert_tls13_ticket(
+        &self,
+        _: ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.0.lock().unwrap().push(value);
+    }
+    fn take_tls13_ticket(
+        &self,
+        _: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.0.lock().unwrap().pop()
+    }
+}
+
+#[tokio::test]
+async fn one_tenants_session_ticket_does_not_resume_a_handshake_for_another() {
+    use rustls::HandshakeKind;
+    let ca = Ca::new();
+    let ws = Workspace::new();
+    let alpha = ws.project("alpha", &["a.test"], &echo_manifest());
+    let beta = ws.project("beta", &["b.test"], &echo_manifest());
+    let b_cert = ca.issue(&["b.test"]);
+    write_pair(&tls_dir(&alpha, "a.test"), &ca.issue(&["a.test"]), &ca);
+    write_pair(&tls_dir(&beta, "b.test"), &b_cert, &ca);
+    let server = Server::start(&tls_config(&ws, json!(["alpha", "beta"]), json!({})));
+    let addr = server.https();
+
+    let mut config = (*trusting(&[ca.der()], &[b"http/1.1"])).clone();
+    config.resumption = rustls::client::Resumption::store(Arc::new(TicketForAnyName::default()));
+    let config = Arc::new(config);
+    async fn once(
+        addr: SocketAddr,
+        config: &Arc<ClientConfig>,
+        name: &str,
+    ) -> (Option<HandshakeKind>, CertificateDer<'static>) {
+        let stream = connect(addr, config.clone(), name).await.unwrap();
+        let kind = stream.get_ref().1.handshake_kind();
+        let leaf = stream.get_ref().1.peer_certificates().unwrap()[0].clone();
+        let reply = Https::over(stream).await.get(name, "/").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.seen("x-elsinore-host"), [name]);
+        (kind, leaf)
+    }
+    assert_eq!(
+        once(addr, &config, "a.test").await.0,
+        Some(HandshakeKind::Full)
+    );
+    // The store does offer its tickets: a.test resumes with one.
+    assert_eq!(
+        once(addr, &config, "a.test").await.0,
+        Some(HandshakeKind::Resumed)
+    );
+    // a.test's ticket offered for b.test: a full handshake with b's own
+    // certificate, not a resumed a.test session.
+    let (kind, leaf) = once(addr, &config, "b.test").await;
+    assert_eq!(
+        kind,
+        Some(HandshakeKind::Full),
+        "a.test's ticket resumed a b.test handshake"
+    );
+    assert_eq!(leaf, b_cert.der);
+}
