@@ -555,10 +555,10 @@ async fn readyz_says_whether_acme_follows_the_fleets_certificates() {
         readyz(&a).await.0 == StatusCode::OK
     })
     .await;
-    until_refresh("following").await;
+    until_refresh("reachable").await;
     let routes = a.routes().await;
     assert_eq!(
-        routes["acme"]["fleet_refresh"], "following",
+        routes["acme"]["fleet_refresh"], "reachable",
         "{}",
         routes["acme"]
     );
@@ -572,5 +572,5 @@ async fn readyz_says_whether_acme_follows_the_fleets_certificates() {
     );
 
     pg.restart();
-    until_refresh("following").await;
+    until_refresh("reachable").await;
 }

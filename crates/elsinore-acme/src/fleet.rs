@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use elsinore_postgres::postgres::{Client, IsolationLevel};
-use elsinore_postgres::PostgresUrl;
+use elsinore_postgres::{PostgresUrl, StateHealth};
 use rustls::sign::CertifiedKey;
 
 use crate::challenges::alpn_certificate;
@@ -86,9 +86,8 @@ pub(crate) struct Fleet {
     answers: ArcSwap<Answers>,
     /// The `acme_version` the last refresh loaded.
     seen: tokio::sync::watch::Sender<i64>,
-    /// Since when (and why) the refresh thread has been without the state
-    /// database; `None` while it follows it.
-    lost: std::sync::Mutex<Option<(std::time::SystemTime, String)>>,
+    /// Whether the refresh thread reaches the state database.
+    health: StateHealth,
 }
 
 /// An order lock held: its own connection (the lock lives as long as the
@@ -104,42 +103,14 @@ impl Fleet {
             storage,
             answers: ArcSwap::default(),
             seen: tokio::sync::watch::Sender::new(-1),
-            lost: std::sync::Mutex::default(),
+            health: StateHealth::new(),
         }
     }
 
-    /// `following`, or `unreachable since <RFC 3339>: <reason>`: whether
+    /// `reachable`, or `unreachable since <RFC 3339>: <reason>`: whether
     /// certificates stored by other front doors still reach this one.
     pub(crate) fn describe_refresh(&self) -> String {
-        match &*self.lost_state() {
-            None => "following".to_owned(),
-            Some((since, reason)) => format!(
-                "unreachable since {}: {reason}",
-                humantime::format_rfc3339_seconds(*since)
-            ),
-        }
-    }
-
-    fn lost_state(&self) -> std::sync::MutexGuard<'_, Option<(std::time::SystemTime, String)>> {
-        self.lost
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The refresh lost the database: the first failure's time is kept.
-    fn refresh_lost(&self, reason: String) {
-        let mut lost = self.lost_state();
-        match lost.as_mut() {
-            Some(known) => known.1 = reason,
-            None => *lost = Some((std::time::SystemTime::now(), reason)),
-        }
-    }
-
-    /// The refresh read the database.
-    fn refresh_following(&self) {
-        if self.lost_state().take().is_some() {
-            tracing::info!(target: "elsinore::acme", "ACME fleet refresh: following the state database again");
-        }
+        self.health.describe()
     }
 
     /// The fleet's HTTP-01 answer for `token`: memory only.
@@ -263,7 +234,7 @@ fn refresh_loop(fleet: &Fleet, acme: &Weak<Acme>) {
             Err(err) => Some(err),
         };
         if let Some(err) = err {
-            fleet.refresh_lost(err.to_string());
+            fleet.health.unreachable(&err.to_string());
             tracing::warn!(target: "elsinore::acme", error = %err, "ACME fleet refresh: lost the state database; serving the certificates held, reconnecting");
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -293,7 +264,9 @@ fn follow(
         Ok(version) => version,
         Err(err) => return Some(err),
     };
-    fleet.refresh_following();
+    if fleet.health.reachable() {
+        tracing::info!(target: "elsinore::acme", "ACME fleet refresh: reaching the state database again");
+    }
     let mut next_check = Instant::now() + CHECK_INTERVAL;
     loop {
         if acme.strong_count() == 0 {

@@ -175,8 +175,9 @@ impl Acme {
     }
 
     /// With a PostgreSQL state database: whether this front door still
-    /// follows the certificates the fleet stores (`following`, or
-    /// `unreachable since <RFC 3339>: <reason>`); `None` without one.
+    /// follows the certificates the fleet stores (`reachable`, or
+    /// `unreachable since <RFC 3339>: <reason>`, as `state_database`
+    /// says it); `None` without one.
     pub fn fleet_refresh(&self) -> Option<String> {
         self.fleet.as_ref().map(|fleet| fleet.describe_refresh())
     }

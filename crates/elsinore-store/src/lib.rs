@@ -11,7 +11,7 @@
 //!   moves the tables an earlier Elsinore kept in the shared file
 //!   ([`legacy`]). Or, for a fleet of front doors, a PostgreSQL database
 //!   with the same tables ([`pg`]), refreshed across the fleet by
-//!   `LISTEN`/`NOTIFY`; [`health`] says whether it answers, [`transfer`]
+//!   `LISTEN`/`NOTIFY`; [`StateHealth`] says whether it answers, [`transfer`]
 //!   moves the state between the two, [`event_runs`] is the events' run
 //!   log there.
 //!
@@ -29,7 +29,6 @@ mod permissions;
 
 pub use permissions::{restrict_database_files, GROUP_MODE, PRIVATE_MODE};
 pub mod event_runs;
-pub mod health;
 pub mod legacy;
 pub mod owners;
 pub mod pg;
@@ -41,7 +40,8 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-pub use health::StateHealth;
+/// Kept here too: the operator endpoints and the binary name it so.
+pub use elsinore_postgres::StateHealth;
 pub use owners::{OwnerChanges, OwnerRecords};
 pub use pg::PgState;
 pub use state::{Databases, StateStore};

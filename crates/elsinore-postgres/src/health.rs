@@ -1,8 +1,11 @@
 //! Whether this front door reaches its PostgreSQL state database, as last
-//! seen by the thread that keeps the key ring fresh ([`crate::keys::watch_fleet`]).
+//! seen by a thread that follows it: the key ring's refresh
+//! (`elsinore-store`) and ACME's certificate refresh (`elsinore-acme`)
+//! each keep one.
 //!
-//! Read by `/readyz` and the status page: a front door that lost the state
-//! database keeps serving with the keys it holds, and says so there.
+//! Read by `/readyz`, `/routes` and the status page: a front door that
+//! lost the state database keeps serving with what it holds, and says so
+//! there.
 
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -69,7 +72,7 @@ impl StateHealth {
     }
 }
 
-/// `2026-12-03T18:20:00Z`, without pulling a date crate into the store.
+/// `2026-12-03T18:20:00Z`, without pulling in a date crate.
 fn humantime_rfc3339(at: SystemTime) -> String {
     let secs = at
         .duration_since(SystemTime::UNIX_EPOCH)
