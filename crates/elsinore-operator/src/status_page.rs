@@ -419,31 +419,18 @@ fn projects_section(html: &mut String, input: &StatusInput<'_>) {
 }
 
 fn handlers_section(html: &mut String, input: &StatusInput<'_>) {
-    html.push_str("<h2 id=\"handlers\">Handlers</h2>\n");
-    // How many are in each state, first: with hundreds of projects asleep
-    // (`idle_stop`), the count is what an operator looks for.
+    // The rows first, counting states on the way: the count goes above
+    // the table (with hundreds of projects asleep under `idle_stop`, it
+    // is what an operator looks for).
+    let mut rows = String::new();
     let mut states: std::collections::BTreeMap<&'static str, usize> = Default::default();
-    for handle in input.table.projects.iter().flat_map(|p| p.handlers.iter()) {
-        *states.entry(handle.status().state.as_str()).or_default() += 1;
-    }
-    let total: usize = states.values().sum();
-    let counts: Vec<String> = states
-        .iter()
-        .map(|(state, n)| format!("<span class=\"{state}\">{n} {state}</span>"))
-        .collect();
-    let noun = if total == 1 { "handler" } else { "handlers" };
-    let _ = writeln!(html, "<p>{total} {noun}: {}.</p>", counts.join(", "));
-    html.push_str(
-        "<table><thead><tr><th>Project</th><th>Handler</th>\
-         <th>Routes</th><th>State</th><th>PID</th><th>Restarts</th><th>In flight</th>\
-         <th>Last error</th></tr></thead><tbody>\n",
-    );
     for project in &input.table.projects {
         for (handle, routes) in project.handlers.iter().zip(&project.routes) {
             let status = handle.status();
             let state = status.state.as_str();
+            *states.entry(state).or_default() += 1;
             let _ = writeln!(
-                html,
+                rows,
                 "<tr><td>{}</td><td>{}</td><td><code>{}</code></td>\
                  <td class=\"{state}\">{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape(handle.project()),
@@ -456,6 +443,23 @@ fn handlers_section(html: &mut String, input: &StatusInput<'_>) {
             );
         }
     }
+    let total: usize = states.values().sum();
+    let noun = if total == 1 { "handler" } else { "handlers" };
+    let counts: Vec<String> = states
+        .iter()
+        .map(|(state, n)| format!("<span class=\"{state}\">{n} {state}</span>"))
+        .collect();
+    let _ = writeln!(
+        html,
+        "<h2 id=\"handlers\">Handlers</h2>\n<p>{total} {noun}: {}.</p>",
+        counts.join(", ")
+    );
+    html.push_str(
+        "<table><thead><tr><th>Project</th><th>Handler</th>\
+         <th>Routes</th><th>State</th><th>PID</th><th>Restarts</th><th>In flight</th>\
+         <th>Last error</th></tr></thead><tbody>\n",
+    );
+    html.push_str(&rows);
     html.push_str("</tbody></table>\n");
 }
 
