@@ -239,4 +239,21 @@ async fn moving_to_postgresql_keeps_the_acme_certificates_and_account() {
     }
     // The folder is left as it was (going back to SQLite finds it).
     assert!(folder.join("certs").join(HOST).join("key.pem").is_file());
+
+    // After the move the folder is not read again: a certificate put
+    // there later (a handler sharing Elsinore's user could) stays out.
+    drop(server);
+    let planted = folder.join("certs").join("planted.test");
+    std::fs::create_dir_all(&planted).unwrap();
+    let pair = rcgen::generate_simple_self_signed(vec!["planted.test".to_owned()]).unwrap();
+    std::fs::write(planted.join("cert.pem"), pair.cert.pem()).unwrap();
+    std::fs::write(planted.join("key.pem"), pair.signing_key.serialize_pem()).unwrap();
+    let server = Server::start(&on_postgres);
+    assert!(verified(server.https(), HOST, &root).await);
+    assert_eq!(
+        pg.psql("acme_moved", "SELECT count(*) FROM acme_certificates")
+            .trim(),
+        "1",
+        "a file put in acme.storage after the move reached the fleet"
+    );
 }

@@ -7,12 +7,13 @@
 //! tenants that is thousands of orders at once, past a CA's limits (Let's
 //! Encrypt allows 300 new orders per account every 3 hours).
 //!
-//! It only ever fills gaps: a name the database already holds (ordered by
-//! another front door) keeps its certificate, and a certificate that does
-//! not load or has expired stays behind. The folder is read, never
-//! changed, so going back to SQLite still finds it. Runs on every start
-//! with a PostgreSQL state database; once the names are in, each start
-//! costs one listing of the folder and one query.
+//! It happens at the move only: while the database holds no ACME account
+//! for the configured directory (a start after that costs one query and
+//! reads nothing from the folder). It only fills gaps: a name the
+//! database already holds keeps its certificate, and a certificate that
+//! does not load, has expired or does not cover its folder's name stays
+//! behind. The folder is read, never changed, so going back to SQLite
+//! still finds it.
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -47,19 +48,23 @@ pub(crate) fn into_state_database(
     let Some(files) = FileStorage::existing(root) else {
         return Ok(done);
     };
+    // Only at the move: once the database holds an account for this CA
+    // the fleet orders and keeps its own, and the folder is not read
+    // again (a file put there later, by a handler sharing Elsinore's user
+    // say, never reaches the fleet).
+    if pg.account(directory)?.is_some() {
+        return Ok(done);
+    }
     // Only an account made with this CA: one from another directory (the
     // operator switched CA at the same time) would be refused by it.
     let account = files
         .account(directory)?
         .filter(|json| made_with(json, directory));
     if let Some(account) = account {
-        if pg.account(directory)?.is_none() {
-            pg.save_account(directory, &account)?;
-            done.account = true;
-        }
+        pg.save_account(directory, &account)?;
+        done.account = true;
     }
-    // One query, not one per name: after the first start with the
-    // database, every name is there and nothing more is read.
+    // One query, not one per name.
     let in_database: std::collections::HashSet<String> = pg.stored_names()?.into_iter().collect();
     let mut names = files.stored_names()?;
     names.retain(|name| !in_database.contains(name));
@@ -75,6 +80,11 @@ pub(crate) fn into_state_database(
         };
         if cert.not_after <= now {
             done.skipped.push((name, "expired".to_owned()));
+            continue;
+        }
+        if !cert.covers(&name) {
+            done.skipped
+                .push((name, "does not cover its folder's name".to_owned()));
             continue;
         }
         let read =
