@@ -513,10 +513,8 @@ async fn header_read_bounds_http1_keep_alive_waits_but_not_http2() {
 #[tokio::test]
 async fn refused_handler_connection_is_502_and_slow_handler_504() {
     let ws = Workspace::new();
-    // A port nothing listens on: bound, then released.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    // A port nothing listens on.
+    let port = common::ports::free_port();
     let manifest = format!(
         "[[handler]]\nname = \"gone\"\nurl = \"http://127.0.0.1:{port}\"\nroutes = [\"/gone\"]\n\n{}response_timeout = \"300ms\"\n",
         echo_manifest()

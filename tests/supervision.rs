@@ -264,10 +264,7 @@ async fn in_flight_requests_finish_across_sigterm() {
 #[tokio::test]
 async fn an_external_url_handler_is_proxied_and_its_failure_is_a_502() {
     // Run the echo fixture ourselves, as "somebody else's" server.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = common::ports::free_port();
     let mut external = std::process::Command::new("python3")
         .arg(echo_handler())
         .env("PORT", port.to_string())

@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 pub mod pebble;
+pub mod ports;
 pub mod postgres;
 pub mod stream;
 #[allow(unused_imports)]

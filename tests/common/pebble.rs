@@ -3,7 +3,7 @@
 //! Used by tests/acme.rs and tests/acme_fleet.rs.
 #![allow(clippy::unwrap_used)]
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -39,23 +39,7 @@ pub fn pebble_installed() -> bool {
     ok
 }
 
-/// A port free now on 127.0.0.1 (TCP), for servers that must be told
-/// their ports in advance.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use super::ports::{free_port, free_udp_port};
 
 /// A child process killed when the test ends, however it ends.
 pub struct Killed(pub Child);

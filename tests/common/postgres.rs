@@ -8,10 +8,11 @@
 //! Whatever cannot be had (no server binaries, no `postgres` user) makes
 //! [`Postgres::start`] return `None` after printing why: the caller skips.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::ports::free_port;
 
 /// How long a cluster may take to initialise and accept connections.
 const START_WAIT: Duration = Duration::from_secs(60);
@@ -284,11 +285,4 @@ fn user_exists(user: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
 }
