@@ -12,6 +12,12 @@
 //! turns out closed before the request was written is retried on another
 //! one, then on a new one (what the legacy client's
 //! `retry_canceled_requests` did).
+//!
+//! A request without a body that asks for no upgrade (most of them) does
+//! not go through hyper's client at all: its own task writes it and reads
+//! the answer on a pooled connection ([`crate::exchange`]). Those
+//! connections are pooled apart from hyper's, in the same per-thread
+//! lists.
 
 use std::future::Future;
 use std::io;
@@ -23,14 +29,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use elsinore_metrics::{RequestThreads, ThreadShard};
 use elsinore_supervisor::{HandlerAddress, HandlerHandle};
+use http::header::UPGRADE;
 use http::uri::Authority;
 use http::{Request, Response, StatusCode};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
+use crate::exchange::{self, ExchangeError, FramedBody, HandlerStream};
 use crate::limits::RequestBody;
 
 /// Idle handler connections are kept this long for reuse.
@@ -60,6 +67,9 @@ pub(crate) enum ClientError {
     /// The HTTP exchange failed.
     #[error(transparent)]
     Http(hyper::Error),
+    /// The HTTP exchange of a request without a body failed.
+    #[error(transparent)]
+    Exchange(ExchangeError),
 }
 
 impl HandlerClient {
@@ -113,6 +123,12 @@ impl HandlerClient {
                     ClientError::Connect(io::Error::other("handler state of another type"))
                 })?;
             let shard = pool.shard_index(shard);
+            if request.body().is_end_stream() && !request.headers().contains_key(UPGRADE) {
+                let (parts, _) = request.into_parts();
+                return self
+                    .request_without_body(handler, &parts, pool.clone(), shard, connected)
+                    .await;
+            }
             while let Some(mut sender) = pool.checkout(shard) {
                 match sender.try_send_request(request).await {
                     Ok(response) => return Ok(leased(response, sender, pool, shard)),
@@ -125,7 +141,8 @@ impl HandlerClient {
                 }
             }
             let began = Instant::now();
-            let mut sender = self.connect(handler.address()).await?;
+            let stream = self.connect(handler.address()).await?;
+            let mut sender = self.handshake(stream).await?;
             *connected = Some((began, Instant::now()));
             match sender.send_request(request).await {
                 Ok(response) => Ok(leased(response, sender, pool, shard)),
@@ -134,16 +151,41 @@ impl HandlerClient {
         }
     }
 
-    async fn connect(
+    /// [`Self::request`] for a request without a body: over an idle
+    /// connection of the thread's list while one takes it, else over a
+    /// new one.
+    async fn request_without_body(
         &self,
-        address: &HandlerAddress,
-    ) -> Result<SendRequest<RequestBody>, ClientError> {
+        handler: &HandlerHandle,
+        parts: &http::request::Parts,
+        pool: Arc<Pool>,
+        shard: usize,
+        connected: &mut Option<(Instant, Instant)>,
+    ) -> Result<Response<PooledBody>, ClientError> {
+        while let Some(stream) = pool.checkout_stream(shard) {
+            match exchange::exchange(stream, parts, true).await {
+                Ok((response, body)) => return Ok(direct(response, body, pool, shard)),
+                // Closed while idle: the next one, or a new one.
+                Err(failure) if failure.retry => {}
+                Err(failure) => return Err(ClientError::Exchange(failure.error)),
+            }
+        }
+        let began = Instant::now();
+        let stream = self.connect(handler.address()).await?;
+        *connected = Some((began, Instant::now()));
+        match exchange::exchange(stream, parts, false).await {
+            Ok((response, body)) => Ok(direct(response, body, pool, shard)),
+            Err(failure) => Err(ClientError::Exchange(failure.error)),
+        }
+    }
+
+    async fn connect(&self, address: &HandlerAddress) -> Result<HandlerStream, ClientError> {
         match address {
             HandlerAddress::Tcp(authority) => {
                 let stream = self.within_timeout(connect_tcp(authority)).await?;
                 // Small requests and answers must not wait for Nagle.
                 let _ = stream.set_nodelay(true);
-                self.handshake(stream).await
+                Ok(HandlerStream::Tcp(stream))
             }
             HandlerAddress::Unix { path, uid } => {
                 let stream = self.within_timeout(UnixStream::connect(path)).await?;
@@ -159,7 +201,7 @@ impl HandlerClient {
                         ),
                     )));
                 }
-                self.handshake(stream).await
+                Ok(HandlerStream::Unix(stream))
             }
         }
     }
@@ -182,10 +224,10 @@ impl HandlerClient {
 
     /// HTTP/1.1 over a connected `stream`, its connection driven by a
     /// task of its own.
-    async fn handshake<S>(&self, stream: S) -> Result<SendRequest<RequestBody>, ClientError>
-    where
-        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    {
+    async fn handshake(
+        &self,
+        stream: HandlerStream,
+    ) -> Result<SendRequest<RequestBody>, ClientError> {
         let (sender, connection) = self
             .builder
             .handshake(TokioIo::new(stream))
@@ -227,7 +269,22 @@ fn leased(
         pool: pool.clone(),
         shard,
     });
-    response.map(|inner| PooledBody { inner, lease })
+    response.map(|body| PooledBody {
+        inner: Inner::Hyper { body, lease },
+    })
+}
+
+/// `response` of a direct exchange, whose connection goes back to list
+/// `shard` of `pool` when `body` ends.
+fn direct(
+    response: Response<()>,
+    body: FramedBody,
+    pool: Arc<Pool>,
+    shard: usize,
+) -> Response<PooledBody> {
+    response.map(|()| PooledBody {
+        inner: Inner::Direct { body, pool, shard },
+    })
 }
 
 /// The idle connections to one handler, most recently used last, one
@@ -266,6 +323,8 @@ impl Pool {
 #[derive(Debug, Default)]
 struct Idle {
     senders: Vec<(SendRequest<RequestBody>, Instant)>,
+    /// Connections for direct exchanges ([`crate::exchange`]).
+    streams: Vec<(HandlerStream, Instant)>,
     /// Whether a task is closing connections idle for too long.
     reaping: bool,
 }
@@ -299,12 +358,38 @@ impl Pool {
         None
     }
 
+    /// The most recently used direct connection that is still quiet (see
+    /// [`HandlerStream::is_quiet`]).
+    fn checkout_stream(&self, shard: usize) -> Option<HandlerStream> {
+        let mut idle = self.lock_shard(shard);
+        while let Some((stream, _)) = idle.streams.pop() {
+            if stream.is_quiet() {
+                return Some(stream);
+            }
+        }
+        None
+    }
+
     fn put(self: &Arc<Self>, sender: SendRequest<RequestBody>, shard: usize) {
         let mut idle = self.lock_shard(shard);
         if idle.senders.len() >= self.max_idle {
             return;
         }
         idle.senders.push((sender, Instant::now()));
+        self.reap_later(&mut idle, shard);
+    }
+
+    fn put_stream(self: &Arc<Self>, stream: HandlerStream, shard: usize) {
+        let mut idle = self.lock_shard(shard);
+        if idle.streams.len() >= self.max_idle {
+            return;
+        }
+        idle.streams.push((stream, Instant::now()));
+        self.reap_later(&mut idle, shard);
+    }
+
+    /// Starts the reaper of list `shard` unless it runs.
+    fn reap_later(self: &Arc<Self>, idle: &mut Idle, shard: usize) {
         if !idle.reaping {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 idle.reaping = true;
@@ -325,9 +410,19 @@ async fn reap(pool: Weak<Pool>, shard: usize) {
             idle.senders.retain(|(sender, since)| {
                 !sender.is_closed() && now.duration_since(*since) < IDLE_TIMEOUT
             });
-            // Pushed in time order: the first is the oldest.
-            match idle.senders.first() {
-                Some((_, oldest)) => *oldest + IDLE_TIMEOUT,
+            idle.streams.retain(|(stream, since)| {
+                now.duration_since(*since) < IDLE_TIMEOUT && stream.is_quiet()
+            });
+            // Pushed in time order: the first of each list is its oldest.
+            let oldest = [
+                idle.senders.first().map(|(_, since)| *since),
+                idle.streams.first().map(|(_, since)| *since),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            match oldest {
+                Some(oldest) => oldest + IDLE_TIMEOUT,
                 None => {
                     idle.reaping = false;
                     return;
@@ -373,17 +468,60 @@ impl Lease {
 
 /// A handler's response body; its connection goes back to the pool when
 /// the body has been read to the end (not when it is dropped half-read:
-/// hyper closes that connection).
+/// that connection is closed).
 #[derive(Debug)]
 pub struct PooledBody {
-    inner: Incoming,
-    lease: Option<Lease>,
+    inner: Inner,
 }
 
-impl PooledBody {
-    fn release(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            lease.release();
+#[derive(Debug)]
+enum Inner {
+    /// From hyper's client (a request with a body, or an upgrade).
+    Hyper {
+        body: Incoming,
+        lease: Option<Lease>,
+    },
+    /// Read off the connection by this body itself ([`crate::exchange`]).
+    Direct {
+        body: FramedBody,
+        pool: Arc<Pool>,
+        shard: usize,
+    },
+}
+
+impl Inner {
+    /// Gives the connection back if the body has ended on a connection
+    /// that can be reused.
+    fn release_if_ended(&mut self) {
+        match self {
+            Inner::Hyper { body, lease } => {
+                if body.is_end_stream() {
+                    if let Some(lease) = lease.take() {
+                        lease.release();
+                    }
+                }
+            }
+            Inner::Direct { body, pool, shard } => {
+                if body.is_end_stream() {
+                    if let Some(stream) = body.take_reusable() {
+                        pool.put_stream(stream, *shard);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// The body has ended: the connection goes back if it can.
+    fn finish(&mut self) {
+        match self {
+            Inner::Hyper { lease, .. } => {
+                if let Some(lease) = lease.take() {
+                    lease.release();
+                }
+            }
+            Inner::Direct { .. } => self.release_if_ended(),
         }
     }
 }
@@ -391,36 +529,52 @@ impl PooledBody {
 impl Drop for PooledBody {
     fn drop(&mut self) {
         // Bodies nobody polls (empty ones, HEAD) end here.
-        if self.inner.is_end_stream() {
-            self.release();
-        }
+        self.inner.release_if_ended();
     }
 }
 
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let inner = &mut self.inner;
+        let polled: Poll<Option<Result<Frame<Bytes>, Self::Error>>> = match inner {
+            Inner::Hyper { body, lease } => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                if let Poll::Ready(Some(Err(_))) = &polled {
+                    // A broken exchange: the connection is not reused.
+                    *lease = None;
+                }
+                polled.map_err(Into::into)
+            }
+            Inner::Direct { body, .. } => body.poll_frame(cx).map_err(Into::into),
+        };
         match &polled {
-            Poll::Ready(None) => self.release(),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
-            // A broken exchange: the connection is not reused.
-            Poll::Ready(Some(Err(_))) => self.lease = None,
+            Poll::Ready(None) => inner.finish(),
+            Poll::Ready(Some(Ok(_))) => inner.release_if_ended(),
             _ => {}
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Hyper { body, .. } => body.is_end_stream(),
+            Inner::Direct { body, .. } => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Hyper { body, .. } => body.size_hint(),
+            Inner::Direct { body, .. } => match body.exact_remaining() {
+                Some(left) => SizeHint::with_exact(left),
+                None => SizeHint::default(),
+            },
+        }
     }
 }

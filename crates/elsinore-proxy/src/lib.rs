@@ -41,6 +41,7 @@ mod conn_info;
 mod connection;
 mod cors;
 mod error;
+mod exchange;
 mod headers;
 mod json_error;
 mod limits;

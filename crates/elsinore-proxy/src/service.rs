@@ -32,6 +32,7 @@ use crate::conn_info::ConnInfo;
 use crate::connection::Activity;
 use crate::cors;
 use crate::error::ProxyError;
+use crate::exchange::ExchangeError;
 use crate::headers::{self, Context, X_REQUEST_ID};
 use crate::limits::{declared_length, BodyProgress, RequestBody};
 use crate::preview::{self, PreviewRoute};
@@ -961,6 +962,22 @@ fn upstream_error(handler: &HandlerHandle, err: &ClientError) -> ProxyError {
             };
         }
         ClientError::Http(e) => e,
+        ClientError::Exchange(e) => {
+            let reason = match e {
+                ExchangeError::Closed => {
+                    "the handler closed the connection before responding".to_owned()
+                }
+                ExchangeError::Malformed(what) => {
+                    tracing::warn!(handler = %name, problem = what, "handler response refused");
+                    "the handler sent a response that is not valid HTTP".to_owned()
+                }
+                ExchangeError::Io(e) => format!("the handler connection failed: {e}"),
+            };
+            return ProxyError::HandlerFailed {
+                handler: name,
+                reason,
+            };
+        }
     };
     let reason = if e.is_incomplete_message() {
         "the handler closed the connection before responding".to_owned()
