@@ -18,19 +18,29 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// What the scripted handler does with one request: the bytes to write,
 /// and whether to close the connection after them.
+/// What the scripted handler does with one request: `early` is written
+/// as soon as the head is read, before the body (declared by
+/// `Content-Length`) is read; then `bytes`, in which `{received}` becomes
+/// the number of body bytes read; then the connection is closed if `close`.
+/// `never_read_body`: after `early`, the handler stops reading (and never
+/// answers more), as one refusing an upload it does not want.
+#[derive(Default)]
 struct Answer {
+    early: Vec<u8>,
     bytes: Vec<u8>,
     close: bool,
+    never_read_body: bool,
 }
 
 fn answer(bytes: impl AsRef<[u8]>) -> Answer {
     Answer {
         bytes: bytes.as_ref().to_vec(),
-        close: false,
+        ..Answer::default()
     }
 }
 
@@ -72,11 +82,17 @@ impl RawHandler {
 
     /// Elsinore serving project `raw` (host `raw.test`) with this handler.
     fn behind_elsinore(&self, ws: &Workspace) -> Server {
+        self.behind_elsinore_with(ws, serde_json::json!({}))
+    }
+
+    /// The same, with `extra` config.json keys.
+    fn behind_elsinore_with(&self, ws: &Workspace, extra: serde_json::Value) -> Server {
         let manifest = format!(
             "[[handler]]\nname = \"raw\"\nurl = \"http://127.0.0.1:{}\"\n",
             self.port
         );
-        ws.serve_single("raw", &manifest)
+        ws.project("raw", &["raw.test"], &manifest);
+        Server::start(&ws.config_with(serde_json::json!(["raw"]), extra))
     }
 }
 
@@ -107,7 +123,31 @@ fn serve(
         request += 1;
         let line = head.lines().next().unwrap_or_default().to_owned();
         let answer = script(&line, connection, request);
-        if stream.write_all(&answer.bytes).is_err() {
+        if stream.write_all(&answer.early).is_err() {
+            return;
+        }
+        if answer.never_read_body {
+            // Holds the connection open, unread, until the test ends.
+            std::thread::park();
+            return;
+        }
+        let length: usize = head
+            .lines()
+            .filter_map(|header| header.split_once(':'))
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, value)| value.trim().parse().ok())
+            .unwrap_or(0);
+        while pending.len() < length {
+            let mut chunk = [0u8; 65536];
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => pending.extend_from_slice(&chunk[..n]),
+            }
+        }
+        pending.drain(..length);
+        let bytes =
+            String::from_utf8_lossy(&answer.bytes).replace("{received}", &length.to_string());
+        if stream.write_all(bytes.as_bytes()).is_err() {
             return;
         }
         if answer.close {
@@ -135,12 +175,24 @@ async fn send(
     method: &str,
     path: &str,
 ) -> (StatusCode, http::HeaderMap, Bytes) {
-    let request = Request::builder()
+    send_body(sender, method, path, Bytes::new(), &[]).await
+}
+
+async fn send_body(
+    sender: &mut SendRequest<Full<Bytes>>,
+    method: &str,
+    path: &str,
+    body: Bytes,
+    headers: &[(&str, &str)],
+) -> (StatusCode, http::HeaderMap, Bytes) {
+    let mut request = Request::builder()
         .method(method)
         .uri(path)
-        .header("host", "raw.test")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
+        .header("host", "raw.test");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(body)).unwrap();
     sender.ready().await.unwrap();
     let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
         .await
@@ -226,8 +278,8 @@ async fn a_connection_the_handler_drops_as_a_request_arrives_is_retried_only_if_
     let handler = RawHandler::start(|_, connection, n| {
         if connection == 1 && n == 2 {
             Answer {
-                bytes: Vec::new(),
                 close: true,
+                ..Answer::default()
             }
         } else {
             answer(ok(&format!("connection {connection}")))
@@ -249,8 +301,8 @@ async fn a_connection_the_handler_drops_as_a_request_arrives_is_retried_only_if_
     let handler = RawHandler::start(|_, connection, n| {
         if connection == 1 && n == 2 {
             Answer {
-                bytes: Vec::new(),
                 close: true,
+                ..Answer::default()
             }
         } else {
             answer(ok("done"))
@@ -278,6 +330,7 @@ async fn a_connection_the_handler_closed_while_idle_is_not_used_again() {
     let handler = RawHandler::start(|_, connection, _| Answer {
         bytes: ok(&format!("connection {connection}")),
         close: true,
+        ..Answer::default()
     });
     let ws = Workspace::new();
     let server = handler.behind_elsinore(&ws);
@@ -315,6 +368,7 @@ async fn chunked_interim_and_close_delimited_answers_are_relayed() {
             Answer {
                 bytes: b"HTTP/1.1 200 OK\r\nx-kind: close\r\n\r\nuntil the end".to_vec(),
                 close: true,
+                ..Answer::default()
             }
         }
     });
@@ -348,6 +402,7 @@ async fn answers_that_are_not_http_are_502_with_the_json_error() {
         Answer {
             bytes: bytes.to_vec(),
             close: true,
+            ..Answer::default()
         }
     });
     let ws = Workspace::new();
@@ -377,4 +432,103 @@ async fn answers_that_are_not_http_are_502_with_the_json_error() {
     if let Ok(response) = sender.send_request(request).await {
         assert!(response.into_body().collect().await.is_err());
     }
+}
+
+#[tokio::test]
+async fn bodies_of_declared_length_arrive_whole() {
+    let handler = RawHandler::start(|_, _, _| {
+        answer("HTTP/1.1 200 OK\r\nx-received: {received}\r\ncontent-length: 2\r\n\r\nok")
+    });
+    let ws = Workspace::new();
+    let server = handler.behind_elsinore(&ws);
+    let mut client = connect(&server).await;
+    for size in [1, 16 * 1024, 1024 * 1024 + 7] {
+        let body = Bytes::from(vec![b'x'; size]);
+        let (status, headers, _) = send_body(&mut client, "POST", "/upload", body, &[]).await;
+        assert_eq!(status, StatusCode::OK, "{size} bytes");
+        assert_eq!(headers["x-received"], size.to_string().as_str());
+    }
+}
+
+#[tokio::test]
+async fn an_interim_100_continue_does_not_stop_the_upload() {
+    // The handler is asked `Expect: 100-continue` and says 100 before it
+    // reads the body: the upload goes on, and the final answer follows.
+    let handler = RawHandler::start(|_, _, _| Answer {
+        early: b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
+        bytes: b"HTTP/1.1 200 OK\r\nx-received: {received}\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+        ..Answer::default()
+    });
+    let ws = Workspace::new();
+    let server = handler.behind_elsinore(&ws);
+    let mut client = connect(&server).await;
+    let body = Bytes::from(vec![b'y'; 256 * 1024]);
+    let (status, headers, body) = send_body(
+        &mut client,
+        "PUT",
+        "/upload",
+        body,
+        &[("expect", "100-continue")],
+    )
+    .await;
+    assert_eq!((status, body), (StatusCode::OK, Bytes::from("ok")));
+    assert_eq!(headers["x-received"], "262144");
+}
+
+#[tokio::test]
+async fn an_answer_before_the_body_is_sent_is_relayed_and_its_connection_dropped() {
+    // The handler refuses the upload as soon as it sees the head and
+    // never reads the body: far more than socket buffers hold, so an
+    // upload that did not watch for the answer would wait forever. The
+    // client gets the refusal, and the next request a connection of its
+    // own (the first one is mid-body).
+    let handler = RawHandler::start(|line, connection, _| {
+        if line.starts_with("POST") {
+            Answer {
+                early: b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo much"
+                    .to_vec(),
+                never_read_body: true,
+                ..Answer::default()
+            }
+        } else {
+            answer(ok(&format!("connection {connection}")))
+        }
+    });
+    let ws = Workspace::new();
+    let server =
+        handler.behind_elsinore_with(&ws, serde_json::json!({"limits": {"max_body": "128MB"}}));
+    // A raw client: it reads the answer while its body is still going
+    // out (hyper's client may report its failed body write instead).
+    let size = 64 * 1024 * 1024;
+    let (mut reader, mut writer) = TcpStream::connect(server.addr).await.unwrap().into_split();
+    let head = format!("POST /upload HTTP/1.1\r\nhost: raw.test\r\ncontent-length: {size}\r\n\r\n");
+    writer.write_all(head.as_bytes()).await.unwrap();
+    tokio::spawn(async move {
+        // Cut off once the answer is sent: the error is expected.
+        let _ = writer.write_all(&vec![b'z'; size]).await;
+    });
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut chunk = [0u8; 4096];
+        while !answer.ends_with(b"too much") {
+            match reader.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the refusal within 10 s");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
+        "{answer}"
+    );
+    assert!(answer.ends_with("\r\n\r\ntoo much"), "{answer}");
+    let mut client = connect(&server).await;
+    let (status, _, body) = send(&mut client, "GET", "/").await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, Bytes::from("connection 2"))
+    );
 }

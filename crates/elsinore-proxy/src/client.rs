@@ -13,9 +13,10 @@
 //! one, then on a new one (what the legacy client's
 //! `retry_canceled_requests` did).
 //!
-//! A request without a body that asks for no upgrade (most of them) does
-//! not go through hyper's client at all: its own task writes it and reads
-//! the answer on a pooled connection ([`crate::exchange`]). Those
+//! A request without a body or with one of declared length, asking for no
+//! upgrade (most of them), does not go through hyper's client at all: its
+//! own task writes it and reads the answer on a pooled connection
+//! ([`crate::exchange`]). Those
 //! connections are pooled apart from hyper's, in the same per-thread
 //! lists.
 
@@ -123,10 +124,11 @@ impl HandlerClient {
                     ClientError::Connect(io::Error::other("handler state of another type"))
                 })?;
             let shard = pool.shard_index(shard);
-            if request.body().is_end_stream() && !request.headers().contains_key(UPGRADE) {
-                let (parts, _) = request.into_parts();
+            if let Some(length) = direct_length(&request) {
+                let (parts, body) = request.into_parts();
+                let body = (length > 0).then_some((body, length));
                 return self
-                    .request_without_body(handler, &parts, pool.clone(), shard, connected)
+                    .request_direct(handler, &parts, body, pool.clone(), shard, connected)
                     .await;
             }
             while let Some(mut sender) = pool.checkout(shard) {
@@ -151,19 +153,20 @@ impl HandlerClient {
         }
     }
 
-    /// [`Self::request`] for a request without a body: over an idle
-    /// connection of the thread's list while one takes it, else over a
-    /// new one.
-    async fn request_without_body(
+    /// [`Self::request`] through [`exchange`]: over an idle connection of
+    /// the thread's list while one takes it, else over a new one.
+    async fn request_direct(
         &self,
         handler: &HandlerHandle,
         parts: &http::request::Parts,
+        mut body: Option<(RequestBody, u64)>,
         pool: Arc<Pool>,
         shard: usize,
         connected: &mut Option<(Instant, Instant)>,
     ) -> Result<Response<PooledBody>, ClientError> {
         while let Some(stream) = pool.checkout_stream(shard) {
-            match exchange::exchange(stream, parts, true).await {
+            let body = body.as_mut().map(|(body, length)| (body, *length));
+            match exchange::exchange(stream, parts, body, true).await {
                 Ok((response, body)) => return Ok(direct(response, body, pool, shard)),
                 // Closed while idle: the next one, or a new one.
                 Err(failure) if failure.retry => {}
@@ -173,7 +176,8 @@ impl HandlerClient {
         let began = Instant::now();
         let stream = self.connect(handler.address()).await?;
         *connected = Some((began, Instant::now()));
-        match exchange::exchange(stream, parts, false).await {
+        let body = body.as_mut().map(|(body, length)| (body, *length));
+        match exchange::exchange(stream, parts, body, false).await {
             Ok((response, body)) => Ok(direct(response, body, pool, shard)),
             Err(failure) => Err(ClientError::Exchange(failure.error)),
         }
@@ -241,6 +245,22 @@ impl HandlerClient {
         });
         Ok(sender)
     }
+}
+
+/// The body length of a request [`exchange`] takes (0: no body): one
+/// asking for no upgrade, without a body or with one whose length the
+/// client declared and the body's framing agrees with. `None`: hyper's
+/// client takes it.
+fn direct_length(request: &Request<RequestBody>) -> Option<u64> {
+    if request.headers().contains_key(UPGRADE) {
+        return None;
+    }
+    let body = request.body();
+    if body.is_end_stream() {
+        return Some(0);
+    }
+    let declared = crate::limits::declared_length(request.headers())?;
+    (body.size_hint().exact() == Some(declared)).then_some(declared)
 }
 
 /// A TCP connection to `authority` (`host:port`).
