@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Instructions per proxied request, counted by valgrind's callgrind.
 
-Usage: python3 bench/callgrind.py [--requests 20000] [--conns 8] [--body-bytes 100] [--binary PATH] [--floor]
+Usage: python3 bench/callgrind.py [--requests 20000] [--conns 8] [--body-bytes 100] [--post-bytes N] [--binary PATH] [--floor]
 
 Starts one `bench-backend` (100 B body unless --body-bytes, natively) and Elsinore under
 `valgrind --tool=callgrind` with one project whose `url` handler is that
@@ -29,9 +29,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (the harness: free_port, start, write_project, ...)
 
 
-def client(port, host, conns, requests, new_conn=False):
+def client(port, host, conns, requests, new_conn=False, post_bytes=0):
     out = subprocess.run([os.path.join(run.RELEASE, "bench-client"), "--addr", f"127.0.0.1:{port}",
-                          "--host", host, "--conns", str(conns), "--requests", str(requests)]
+                          "--host", host, "--conns", str(conns), "--requests", str(requests),
+                          "--post-bytes", str(post_bytes)]
                          + (["--new-conn"] if new_conn else []),
                          capture_output=True, text=True, check=True).stdout
     return out.strip()
@@ -53,6 +54,8 @@ def main():
     parser.add_argument("--conns", type=int, default=8, help="keep-alive connections")
     parser.add_argument("--body-bytes", type=int, default=100, help="size of the backend's response body")
     parser.add_argument("--new-conn", action="store_true", help="a new connection per request (Connection: close)")
+    parser.add_argument("--post-bytes", type=int, default=0,
+                        help="POST a body of this many bytes instead of GET (the handler has reuse_after_body)")
     parser.add_argument("--binary", default=os.path.join(run.RELEASE, "elsinore"), help="the elsinore binary")
     parser.add_argument("--out", help="keep the callgrind dump here (for callgrind_annotate)")
     parser.add_argument("--no-build", action="store_true", help="do not run cargo build first")
@@ -69,7 +72,8 @@ def main():
         backend = run.free_port()
         run.start([os.path.join(run.RELEASE, "bench-backend"), "--port", str(backend), "--body-bytes", str(args.body_bytes),
                    "--threads", "1"], ready_text="ready on")
-        project = run.write_project(work, "p100B", backend, ["100b.bench"])
+        project = run.write_project(work, "p100B", backend, ["100b.bench"],
+                                    reuse_after_body=args.post_bytes > 0)
         port, admin = run.free_port(), run.free_port()
         config = os.path.join(work, "config.json")
         with open(config, "w") as f:
@@ -84,9 +88,9 @@ def main():
         else:
             proc = run.start(valgrind + [args.binary, "serve", "--config", config],
                              ready_text="listening on http://", env={"RUST_LOG": "warn,elsinore::serve=info"})
-        run.log("warm-up:", client(port, "100b.bench", args.conns, args.warmup, args.new_conn))
+        run.log("warm-up:", client(port, "100b.bench", args.conns, args.warmup, args.new_conn, args.post_bytes))
         subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True, capture_output=True)
-        measured = client(port, "100b.bench", args.conns, args.requests, args.new_conn)
+        measured = client(port, "100b.bench", args.conns, args.requests, args.new_conn, args.post_bytes)
         subprocess.run(["callgrind_control", "--dump=measured", str(proc.pid)], check=True, capture_output=True)
         dump = f"{out}.1"
         for _ in range(100):

@@ -1,5 +1,6 @@
 //! `bench-client --addr 127.0.0.1:P --host H --conns C --requests N
-//! [--new-conn]`: sends exactly N keep-alive `GET /` requests over C
+//! [--new-conn] [--post-bytes B]`: sends exactly N keep-alive `GET /`
+//! (with `--post-bytes`, `POST /` with a body of B bytes) requests over C
 //! connections (each connection one request at a time; with `--new-conn`,
 //! C clients each opening a new connection per request and sending
 //! `Connection: close`), then prints the count, the elapsed time, req/s and
@@ -28,6 +29,7 @@ fn main() -> Result<(), Error> {
     let mut conns: u64 = 8;
     let mut requests: u64 = 10_000;
     let mut new_conn = false;
+    let mut post_bytes: usize = 0;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         if arg == "--new-conn" {
@@ -41,6 +43,7 @@ fn main() -> Result<(), Error> {
             "--path" => path = value,
             "--conns" => conns = value.parse()?,
             "--requests" => requests = value.parse()?,
+            "--post-bytes" => post_bytes = value.parse()?,
             other => return Err(format!("unknown option {other}").into()),
         }
     }
@@ -51,8 +54,16 @@ fn main() -> Result<(), Error> {
     } else {
         ""
     };
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: bench-client\r\n{close}\r\n");
+    let request = if post_bytes > 0 {
+        let mut request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: bench-client\r\n\
+             Content-Length: {post_bytes}\r\n{close}\r\n"
+        );
+        request.push_str(&"x".repeat(post_bytes));
+        request
+    } else {
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: bench-client\r\n{close}\r\n")
+    };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
