@@ -38,7 +38,8 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpStream, UnixStream};
 
-use crate::exchange::{self, ExchangeError, FramedBody, HandlerStream};
+use crate::exchange::{self, ExchangeError, FramedBody, HandlerStream, Outgoing};
+use crate::headers::ContextHeaders;
 use crate::limits::RequestBody;
 
 /// Idle handler connections are kept this long for reuse.
@@ -97,8 +98,8 @@ impl HandlerClient {
         self.threads
     }
 
-    /// Sends `request` (origin-form URI, the client's Host) to `handler`
-    /// over a pooled connection from the list of `shard` (the request
+    /// Sends `request` (origin-form URI, the client's Host) with `context`
+    /// added to its headers to `handler` over a pooled connection from the list of `shard` (the request
     /// thread running this), or a new one that goes back to that list;
     /// when a new one is made, `connected` gets when the connect began and
     /// ended (a trace's `connect` span).
@@ -114,6 +115,7 @@ impl HandlerClient {
         &'a self,
         handler: &'a HandlerHandle,
         mut request: Request<RequestBody>,
+        context: ContextHeaders,
         shard: ThreadShard,
         connected: &'a mut Option<(Instant, Instant)>,
     ) -> impl Future<Output = Result<Response<PooledBody>, ClientError>> + 'a {
@@ -128,9 +130,20 @@ impl HandlerClient {
                 let (parts, body) = request.into_parts();
                 let body = (length > 0).then_some((body, length));
                 return self
-                    .request_direct(handler, &parts, body, pool.clone(), shard, connected)
+                    .request_direct(
+                        handler,
+                        Outgoing {
+                            parts: &parts,
+                            context: &context,
+                        },
+                        body,
+                        pool.clone(),
+                        shard,
+                        connected,
+                    )
                     .await;
             }
+            context.insert_into(request.headers_mut());
             while let Some(mut sender) = pool.checkout(shard) {
                 match sender.try_send_request(request).await {
                     Ok(response) => return Ok(leased(response, sender, pool, shard)),
@@ -158,26 +171,35 @@ impl HandlerClient {
     async fn request_direct(
         &self,
         handler: &HandlerHandle,
-        parts: &http::request::Parts,
+        request: Outgoing<'_>,
         mut body: Option<(RequestBody, u64)>,
         pool: Arc<Pool>,
         shard: usize,
         connected: &mut Option<(Instant, Instant)>,
     ) -> Result<Response<PooledBody>, ClientError> {
+        // The first failure of a pooled connection, if any: what the
+        // client is told if no new connection can be made either (the
+        // handler crashed on this request, and is down).
+        let mut retried: Option<ExchangeError> = None;
         while let Some(stream) = pool.checkout_stream(shard) {
             let body = body.as_mut().map(|(body, length)| (body, *length));
-            match exchange::exchange(stream, parts, body, true).await {
+            match exchange::exchange(stream, request, body, true).await {
                 Ok((response, body)) => return Ok(direct(response, body, pool, shard)),
                 // Closed while idle: the next one, or a new one.
-                Err(failure) if failure.retry => {}
+                Err(failure) if failure.retry => {
+                    retried.get_or_insert(failure.error);
+                }
                 Err(failure) => return Err(ClientError::Exchange(failure.error)),
             }
         }
         let began = Instant::now();
-        let stream = self.connect(handler.address()).await?;
+        let stream = match self.connect(handler.address()).await {
+            Ok(stream) => stream,
+            Err(err) => return Err(retried.map_or(err, ClientError::Exchange)),
+        };
         *connected = Some((began, Instant::now()));
         let body = body.as_mut().map(|(body, length)| (body, *length));
-        match exchange::exchange(stream, parts, body, false).await {
+        match exchange::exchange(stream, request, body, false).await {
             Ok((response, body)) => Ok(direct(response, body, pool, shard)),
             Err(failure) => Err(ClientError::Exchange(failure.error)),
         }

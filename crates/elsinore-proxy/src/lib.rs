@@ -141,7 +141,7 @@ pub mod bench_api {
             forwarded_prefix: None,
             tenant_host: false,
         };
-        headers::set_context(headers, context, original_host.clone());
+        headers::set_context(headers, context, original_host.clone()).insert_into(headers);
         if let Some(host) = original_host {
             headers.insert(http::header::HOST, host);
         }

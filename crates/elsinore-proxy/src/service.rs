@@ -603,7 +603,7 @@ impl Proxy {
             };
             let headers = request.headers_mut();
             headers::remove_hop_by_hop(headers);
-            headers::set_context(headers, context, forwarded_host.clone());
+            let context_headers = headers::set_context(headers, context, forwarded_host.clone());
             // The client's traceparent and tracestate (every copy) out,
             // the trace continued with Elsinore's span as the parent in.
             trace.set_headers(headers);
@@ -633,8 +633,13 @@ impl Proxy {
             let response = Activity::within(
                 conn.activity.as_ref(),
                 asked + limit,
-                self.client
-                    .request(&handler, request, conn.shard, &mut connected),
+                self.client.request(
+                    &handler,
+                    request,
+                    context_headers,
+                    conn.shard,
+                    &mut connected,
+                ),
             )
             .await;
             access.handler_time = Some(asked.elapsed());

@@ -9,6 +9,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 
 use super::ExchangeError;
+use crate::headers::ContextHeaders;
 
 /// Response headers a handler may send at most (hyper's limit too).
 const MAX_HEADERS: usize = 100;
@@ -18,18 +19,18 @@ const MAX_HEADERS: usize = 100;
 pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// `parts` as an HTTP/1.1 request head (origin-form target, header names
-/// as the map holds them: lower case), ready to be written in one go.
-pub(crate) fn encode_request(parts: &Parts) -> Vec<u8> {
+/// as the map holds them: lower case), `context` after the request's own
+/// headers, ready to be written in one go.
+pub(crate) fn encode_request(parts: &Parts, context: &ContextHeaders) -> Vec<u8> {
     let target = parts
         .uri
         .path_and_query()
         .map_or("/", |target| target.as_str());
+    let fields = || parts.headers.iter().chain(context.iter());
     let size = parts.method.as_str().len()
         + target.len()
         + 14
-        + parts
-            .headers
-            .iter()
+        + fields()
             .map(|(name, value)| name.as_str().len() + value.len() + 4)
             .sum::<usize>();
     let mut head = Vec::with_capacity(size);
@@ -37,7 +38,7 @@ pub(crate) fn encode_request(parts: &Parts) -> Vec<u8> {
     head.push(b' ');
     head.extend_from_slice(target.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
+    for (name, value) in fields() {
         head.extend_from_slice(name.as_str().as_bytes());
         head.extend_from_slice(b": ");
         head.extend_from_slice(value.as_bytes());
@@ -284,7 +285,8 @@ mod tests {
             .expect("request")
             .into_parts();
         parts.version = Version::HTTP_11;
-        let text = String::from_utf8(encode_request(&parts)).expect("ascii");
+        let text =
+            String::from_utf8(encode_request(&parts, &ContextHeaders::default())).expect("ascii");
         assert_eq!(
             text,
             "DELETE /items/1?x=2 HTTP/1.1\r\nhost: a.test\r\nx-two: 1\r\nx-two: 2\r\n\r\n"

@@ -37,12 +37,22 @@ pub(crate) use body::FramedBody;
 pub(crate) use head::asks_close;
 pub(crate) use stream::HandlerStream;
 
+use crate::headers::ContextHeaders;
 use crate::limits::RequestBody;
 use head::{Parsed, ResponseHead};
 use upload::{Upload, Uploaded};
 
 /// Bytes read at once while waiting for the response head.
 const HEAD_READ: usize = 8 * 1024;
+
+/// What is written of a request before its body.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Outgoing<'a> {
+    /// The request's own head.
+    pub(crate) parts: &'a Parts,
+    /// What Elsinore adds, written after the request's own headers.
+    pub(crate) context: &'a ContextHeaders,
+}
 
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -69,16 +79,17 @@ pub(crate) struct Failure {
     pub(crate) retry: bool,
 }
 
-/// Sends `parts` (and `body`, with the length it declared) on `stream`
+/// Sends `request` (and `body`, with the length it declared) on `stream`
 /// and reads the response head. `reused`: the connection has carried a
 /// request before (see [`Failure::retry`]).
 pub(crate) async fn exchange(
     mut stream: HandlerStream,
-    parts: &Parts,
+    request: Outgoing<'_>,
     body: Option<(&mut RequestBody, u64)>,
     reused: bool,
 ) -> Result<(Response<()>, FramedBody), Failure> {
-    let request_head = head::encode_request(parts);
+    let parts = request.parts;
+    let request_head = head::encode_request(parts, request.context);
     let idempotent = parts.method.is_idempotent();
     let mut buf = BytesMut::with_capacity(HEAD_READ);
     // The body was not all sent: the handler answered first.
