@@ -232,29 +232,26 @@ fn content_length(headers: &HeaderMap) -> Option<Result<u64, ()>> {
 /// Whether the handler keeps the connection open after this response:
 /// HTTP/1.1 unless it says `close`, HTTP/1.0 only if it says `keep-alive`.
 fn persistent(version: Version, headers: &HeaderMap) -> bool {
-    let says = |token: &str| {
-        headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .any(|item| item.trim().eq_ignore_ascii_case(token))
-    };
     if version == Version::HTTP_10 {
-        says("keep-alive")
+        connection_says(headers, "keep-alive")
     } else {
-        !says("close")
+        !connection_says(headers, "close")
     }
 }
 
 /// Whether a request head asks the handler to close after answering.
 pub(crate) fn asks_close(headers: &HeaderMap) -> bool {
+    connection_says(headers, "close")
+}
+
+/// `token` is one of the `Connection` header's items.
+fn connection_says(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .any(|item| item.trim().eq_ignore_ascii_case("close"))
+        .any(|item| item.trim().eq_ignore_ascii_case(token))
 }
 
 #[cfg(test)]

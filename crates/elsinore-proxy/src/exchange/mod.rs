@@ -4,15 +4,16 @@
 //!
 //! Most requests a handler gets (GET, HEAD, DELETE, a form POST) have no
 //! body or one whose length the client declared, and ask for no upgrade.
-//! For them hyper's client
-//! connection is more machinery than the exchange needs: a task of its
-//! own per connection, a channel carrying the request to it and another
-//! carrying the response back, and the body through a third, so each
-//! request wakes two tasks and crosses three queues. Counted with
-//! callgrind it was a third of all instructions per proxied request.
-//! Here the request's task writes the head in one write, reads the
-//! response head into one buffer, and the response body is read off the
-//! socket as the client takes it (`docs/performance.md`).
+//! For them hyper's client connection is more machinery than the exchange
+//! needs: a task of its own per connection, a channel carrying the request
+//! to it and another carrying the response back, and the body through a
+//! third, so each request wakes two tasks and crosses three queues.
+//! Counted with callgrind it was a third of all instructions per proxied
+//! request. Here the request's task writes the head in one write (the
+//! context headers straight after the request's own, never inserted into
+//! its map), reads the response head into one buffer, and the response
+//! body is read off the socket as the client takes it
+//! (`docs/performance.md`).
 //!
 //! A body is written as the client sends it, while anything the handler
 //! sends meanwhile is read: an interim `100 Continue` is skipped, a final
@@ -34,12 +35,11 @@ use http::{Method, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub(crate) use body::FramedBody;
-pub(crate) use head::asks_close;
 pub(crate) use stream::HandlerStream;
 
 use crate::headers::ContextHeaders;
 use crate::limits::RequestBody;
-use head::{Parsed, ResponseHead};
+use head::{asks_close, Parsed, ResponseHead};
 use upload::{Upload, Uploaded};
 
 /// Bytes read at once while waiting for the response head.
