@@ -16,9 +16,8 @@
 //! A request without a body or with one of declared length, asking for no
 //! upgrade (most of them), does not go through hyper's client at all: its
 //! own task writes it and reads the answer on a pooled connection
-//! ([`crate::exchange`]). Those
-//! connections are pooled apart from hyper's, in the same per-thread
-//! lists.
+//! ([`crate::exchange`]). Those connections are pooled apart from
+//! hyper's, in the same per-thread lists.
 
 use std::future::Future;
 use std::io;
@@ -69,7 +68,7 @@ pub(crate) enum ClientError {
     /// The HTTP exchange failed.
     #[error(transparent)]
     Http(hyper::Error),
-    /// The HTTP exchange of a request without a body failed.
+    /// The exchange Elsinore drives itself ([`crate::exchange`]) failed.
     #[error(transparent)]
     Exchange(ExchangeError),
 }
@@ -98,9 +97,10 @@ impl HandlerClient {
         self.threads
     }
 
-    /// Sends `request` (origin-form URI, the client's Host) with `context`
-    /// added to its headers to `handler` over a pooled connection from the list of `shard` (the request
-    /// thread running this), or a new one that goes back to that list;
+    /// Sends `request` (origin-form URI, the client's Host), with
+    /// `context` added to its headers, to `handler` over a pooled
+    /// connection from the list of `shard` (the request thread running
+    /// this), or a new one that goes back to that list;
     /// when a new one is made, `connected` gets when the connect began and
     /// ended (a trace's `connect` span).
     ///
@@ -518,7 +518,7 @@ pub struct PooledBody {
 
 #[derive(Debug)]
 enum Inner {
-    /// From hyper's client (a request with a body, or an upgrade).
+    /// From hyper's client (a chunked upload, or an upgrade).
     Hyper {
         body: Incoming,
         lease: Option<Lease>,

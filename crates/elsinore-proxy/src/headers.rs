@@ -145,7 +145,7 @@ fn hop_by_hop_bit(name: &HeaderName) -> u8 {
 /// Returned rather than inserted: the direct exchange with a handler
 /// writes them straight after the request's own headers, and inserting
 /// them into the map (a hash and a probe each, and a growth of the map)
-/// cost about 4,500 instructions per request, an eighth of the request
+/// cost about 4,500 instructions per request, a seventh of the request
 /// path (docs/performance.md). hyper's client path inserts them
 /// ([`ContextHeaders::insert_into`]).
 pub(crate) fn set_context(
