@@ -35,6 +35,9 @@ struct Answer {
     bytes: Vec<u8>,
     close: bool,
     never_read_body: bool,
+    /// Right after the head, the handler drops the connection with the
+    /// body unread, which makes the kernel reset it (as a crash does).
+    reset: bool,
 }
 
 fn answer(bytes: impl AsRef<[u8]>) -> Answer {
@@ -124,6 +127,9 @@ fn serve(
         let line = head.lines().next().unwrap_or_default().to_owned();
         let answer = script(&line, connection, request);
         if stream.write_all(&answer.early).is_err() {
+            return;
+        }
+        if answer.reset {
             return;
         }
         if answer.never_read_body {
@@ -531,4 +537,27 @@ async fn an_answer_before_the_body_is_sent_is_relayed_and_its_connection_dropped
         (status, body),
         (StatusCode::OK, Bytes::from("connection 2"))
     );
+}
+
+#[tokio::test]
+async fn a_handler_resetting_the_connection_before_answering_is_a_502_closed() {
+    // Whether Elsinore sees the reset while writing the body or while
+    // reading the answer, the client is told the same thing.
+    let handler = RawHandler::start(|_, _, _| Answer {
+        reset: true,
+        ..Answer::default()
+    });
+    let ws = Workspace::new();
+    let server = handler.behind_elsinore(&ws);
+    for round in 1..=3 {
+        let mut client = connect(&server).await;
+        let body = Bytes::from(vec![b'r'; 64 * 1024]);
+        let (status, _, body) = send_body(&mut client, "POST", "/upload", body, &[]).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "round {round}");
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body["reason"], "the handler closed the connection before responding",
+            "round {round}"
+        );
+    }
 }

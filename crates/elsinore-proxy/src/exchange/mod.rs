@@ -194,12 +194,19 @@ async fn read_head(
                 })
             }
             Ok(_) => {}
+            // A reset before any of the answer is a close too (a handler
+            // that exits with the request unread resets the connection).
+            Err(err) if err.kind() == io::ErrorKind::ConnectionReset && buf.is_empty() => {
+                return Err(Failure {
+                    error: ExchangeError::Closed,
+                    retry: may_retry,
+                })
+            }
             Err(err) => {
-                let reset = err.kind() == io::ErrorKind::ConnectionReset;
                 return Err(Failure {
                     error: ExchangeError::Io(err),
-                    retry: may_retry && reset && buf.is_empty(),
-                });
+                    retry: false,
+                })
             }
         }
     }

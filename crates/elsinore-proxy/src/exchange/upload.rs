@@ -87,6 +87,10 @@ impl Upload {
             match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, answer) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(ExchangeError::Closed)),
                 Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Uploaded::Answered)),
+                // A reset is a close too (see `read_head`).
+                Poll::Ready(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return Poll::Ready(Err(ExchangeError::Closed))
+                }
                 Poll::Ready(Err(err)) => return Poll::Ready(Err(ExchangeError::Io(err))),
                 Poll::Pending => {}
             }
@@ -115,6 +119,16 @@ impl Upload {
                     )))
                 }
                 Ok(written) => written,
+                // The handler is gone before answering (it closed or
+                // reset with the request unread).
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    return Poll::Ready(Err(ExchangeError::Closed))
+                }
                 Err(err) => return Poll::Ready(Err(ExchangeError::Io(err))),
             };
             self.written = true;
