@@ -156,9 +156,11 @@ impl Upload {
                     };
                     let size = data.len() as u64;
                     if size > self.left {
-                        return Poll::Ready(Err(ExchangeError::Malformed(
+                        // The client's fault, not the handler's: never
+                        // reported as a bad answer.
+                        return Poll::Ready(Err(ExchangeError::Io(std::io::Error::other(
                             "the client sent more body than it declared",
-                        )));
+                        ))));
                     }
                     self.left -= size;
                     self.body_done = self.left == 0;
@@ -177,9 +179,9 @@ impl Upload {
                     return Poll::Ready(Ok(()));
                 }
                 None => {
-                    return Poll::Ready(Err(ExchangeError::Malformed(
+                    return Poll::Ready(Err(ExchangeError::Io(std::io::Error::other(
                         "the client's body ended before its declared length",
-                    )))
+                    ))))
                 }
             }
         }
