@@ -8,8 +8,10 @@
 //! use" for an Elsinore listener in tests/acme.rs). Below the range only
 //! another test's choice can collide, and a port is checked free first.
 
+use std::collections::BTreeSet;
 use std::net::{TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const LOW: u32 = 20_000;
@@ -34,22 +36,37 @@ fn candidate() -> u16 {
     (LOW + x % (HIGH - LOW)) as u16
 }
 
-/// A TCP port on 127.0.0.1 free now, outside the ephemeral range.
+/// Whether `port` has not been handed out before in this test binary,
+/// marking it handed out. A port is only free until its server binds it:
+/// two tests running side by side could otherwise be given the same one
+/// before either binds (seen: "Address already in use" for an Elsinore
+/// listener in tests/acme.rs, inside one binary).
+fn first_time(port: u16) -> bool {
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    GIVEN
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(port)
+}
+
+/// A TCP port on 127.0.0.1 free now, outside the ephemeral range, never
+/// given to another test of this binary.
 pub fn free_port() -> u16 {
     for _ in 0..1000 {
         let port = candidate();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() && first_time(port) {
             return port;
         }
     }
     panic!("no free loopback TCP port between {LOW} and {HIGH}");
 }
 
-/// A UDP port on 127.0.0.1 free now, outside the ephemeral range.
+/// A UDP port on 127.0.0.1 free now, outside the ephemeral range, never
+/// given to another test of this binary.
 pub fn free_udp_port() -> u16 {
     for _ in 0..1000 {
         let port = candidate();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() && first_time(port) {
             return port;
         }
     }
