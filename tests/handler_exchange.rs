@@ -281,7 +281,7 @@ async fn a_connection_the_handler_drops_as_a_request_arrives_is_retried_only_if_
     // Connection 1 answers its first request, then closes without an
     // answer when the next one arrives: what a handler's keep-alive
     // timeout firing just as Elsinore reuses the connection looks like.
-    let handler = RawHandler::start(|_, connection, n| {
+    fn drops_the_second_request(_: &str, connection: usize, n: usize) -> Answer {
         if connection == 1 && n == 2 {
             Answer {
                 close: true,
@@ -290,7 +290,8 @@ async fn a_connection_the_handler_drops_as_a_request_arrives_is_retried_only_if_
         } else {
             answer(ok(&format!("connection {connection}")))
         }
-    });
+    }
+    let handler = RawHandler::start(drops_the_second_request);
     let ws = Workspace::new();
     let server = handler.behind_elsinore(&ws);
     let mut client = connect(&server).await;
@@ -304,16 +305,7 @@ async fn a_connection_the_handler_drops_as_a_request_arrives_is_retried_only_if_
     );
 
     // A POST (even without a body) may have been acted on: never resent.
-    let handler = RawHandler::start(|_, connection, n| {
-        if connection == 1 && n == 2 {
-            Answer {
-                close: true,
-                ..Answer::default()
-            }
-        } else {
-            answer(ok("done"))
-        }
-    });
+    let handler = RawHandler::start(drops_the_second_request);
     let ws = Workspace::new();
     let server = handler.behind_elsinore(&ws);
     let mut client = connect(&server).await;

@@ -55,6 +55,17 @@ pub(crate) struct Context<'a> {
     pub tenant_host: bool,
 }
 
+/// Whether `token` is one of the items the `Connection` header lists
+/// (`close`, `keep-alive`, `upgrade`), in any case, over every copy.
+pub(crate) fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|item| item.trim().eq_ignore_ascii_case(token))
+}
+
 /// Removes hop-by-hop headers: the fixed list (RFC 9110 §7.6.1 plus
 /// `Keep-Alive` and every `Proxy-*`) and each header named in `Connection`.
 /// Applied to both requests and responses.

@@ -16,6 +16,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::sync::{watch, Notify};
 
+use crate::headers::connection_lists;
 use crate::service::ConnectionSlot;
 
 /// What the client asked to switch to (`Upgrade`), when the request is an
@@ -25,16 +26,7 @@ pub(crate) fn requested<B>(request: &Request<B>) -> Option<HeaderValue> {
         return None;
     }
     let upgrade = request.headers().get(UPGRADE)?;
-    connection_has_upgrade(request.headers()).then(|| upgrade.clone())
-}
-
-fn connection_has_upgrade(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+    connection_lists(request.headers(), "upgrade").then(|| upgrade.clone())
 }
 
 /// Puts back the two headers hop-by-hop removal took out, so the next hop

@@ -156,6 +156,16 @@ impl FramedBody {
         self.stream = None;
     }
 
+    /// What the buffer holds of the next `left` bytes, and how many are
+    /// still to come after it.
+    fn take_up_to(&mut self, left: u64) -> (Bytes, u64) {
+        let take = self
+            .buf
+            .len()
+            .min(usize::try_from(left).unwrap_or(usize::MAX));
+        (self.buf.split_to(take).freeze(), left - take as u64)
+    }
+
     /// The next frame from what has been read, if any.
     fn decode(&mut self) -> Result<Step, ExchangeError> {
         loop {
@@ -165,17 +175,13 @@ impl FramedBody {
                     if self.buf.is_empty() {
                         return Ok(Step::Read);
                     }
-                    let take = self
-                        .buf
-                        .len()
-                        .min(usize::try_from(left).unwrap_or(usize::MAX));
-                    let left = left - take as u64;
+                    let (data, left) = self.take_up_to(left);
                     self.state = if left == 0 {
                         State::Done
                     } else {
                         State::Length(left)
                     };
-                    return Ok(Step::Frame(Frame::data(self.buf.split_to(take).freeze())));
+                    return Ok(Step::Frame(Frame::data(data)));
                 }
                 State::UntilClose => {
                     if self.buf.is_empty() {
@@ -201,17 +207,13 @@ impl FramedBody {
                     if self.buf.is_empty() {
                         return Ok(Step::Read);
                     }
-                    let take = self
-                        .buf
-                        .len()
-                        .min(usize::try_from(left).unwrap_or(usize::MAX));
-                    let left = left - take as u64;
+                    let (data, left) = self.take_up_to(left);
                     self.state = if left == 0 {
                         State::ChunkEnd
                     } else {
                         State::ChunkData(left)
                     };
-                    return Ok(Step::Frame(Frame::data(self.buf.split_to(take).freeze())));
+                    return Ok(Step::Frame(Frame::data(data)));
                 }
                 State::ChunkEnd => {
                     if self.buf.len() < 2 {

@@ -4,12 +4,12 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 
 use super::ExchangeError;
-use crate::headers::ContextHeaders;
+use crate::headers::{connection_lists, ContextHeaders};
 
 /// Response headers a handler may send at most (hyper's limit too).
 const MAX_HEADERS: usize = 100;
@@ -233,25 +233,10 @@ fn content_length(headers: &HeaderMap) -> Option<Result<u64, ()>> {
 /// HTTP/1.1 unless it says `close`, HTTP/1.0 only if it says `keep-alive`.
 fn persistent(version: Version, headers: &HeaderMap) -> bool {
     if version == Version::HTTP_10 {
-        connection_says(headers, "keep-alive")
+        connection_lists(headers, "keep-alive")
     } else {
-        !connection_says(headers, "close")
+        !connection_lists(headers, "close")
     }
-}
-
-/// Whether a request head asks the handler to close after answering.
-pub(crate) fn asks_close(headers: &HeaderMap) -> bool {
-    connection_says(headers, "close")
-}
-
-/// `token` is one of the `Connection` header's items.
-fn connection_says(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|item| item.trim().eq_ignore_ascii_case(token))
 }
 
 #[cfg(test)]

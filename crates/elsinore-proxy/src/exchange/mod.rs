@@ -37,9 +37,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub(crate) use body::FramedBody;
 pub(crate) use stream::HandlerStream;
 
-use crate::headers::ContextHeaders;
+use crate::headers::{connection_lists, ContextHeaders};
 use crate::limits::RequestBody;
-use head::{asks_close, Parsed, ResponseHead};
+use head::{Parsed, ResponseHead};
 use upload::{Upload, Uploaded};
 
 /// Bytes read at once while waiting for the response head.
@@ -133,7 +133,7 @@ pub(crate) async fn exchange(
             }
         }
     };
-    let keep_alive = head.keep_alive && !cut_short && !asks_close(&parts.headers);
+    let keep_alive = head.keep_alive && !cut_short && !connection_lists(&parts.headers, "close");
     let body = FramedBody::new(stream, buf, head.framing, keep_alive);
     let mut response = Response::new(());
     *response.status_mut() = head.status;

@@ -10,7 +10,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use hyper::body::Body;
 use tokio::io::AsyncWrite;
 
-use super::{ExchangeError, HandlerStream};
+use super::{ExchangeError, HandlerStream, HEAD_READ};
 use crate::limits::RequestBody;
 
 /// How the upload ended.
@@ -81,8 +81,8 @@ impl Upload {
             // An answer before the body is all sent ends the upload. No
             // syscall while nothing has arrived: tokio knows the socket is
             // not readable.
-            if answer.capacity() - answer.len() < 1024 {
-                answer.reserve(8 * 1024);
+            if answer.capacity() - answer.len() < HEAD_READ / 2 {
+                answer.reserve(HEAD_READ);
             }
             match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, answer) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(ExchangeError::Closed)),
