@@ -162,7 +162,9 @@ def start_nginx(work, backends, tls=None, access_log=None):
         f" proxy_set_header X-Forwarded-For $remote_addr; proxy_set_header X-Forwarded-Proto $scheme;"
         f" proxy_set_header X-Forwarded-Host $http_host; proxy_set_header X-Elsinore-Host $host;"
         f" proxy_set_header X-Elsinore-Project bench; proxy_set_header X-Elsinore-Auth none;"
-        f" proxy_set_header X-Request-Id $request_id; }}\n" for name in backends)
+        f" proxy_set_header X-Request-Id $request_id; proxy_set_header X-Real-IP $remote_addr;"
+        f" proxy_set_header X-Forwarded-Port $server_port;"
+        f" proxy_set_header traceparent 00-$request_id-00f067aa0ba902b7-00; }}\n" for name in backends)
     with open(conf, "w") as f:
         f.write(f"""worker_processes {os.cpu_count()};
 pid {work}/nginx.pid;
