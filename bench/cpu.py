@@ -49,6 +49,27 @@ def cpu_ticks(pids):
     return user, system
 
 
+def switches(pids):
+    """Voluntary and involuntary context switches so far of every thread of `pids`."""
+    voluntary = involuntary = 0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except FileNotFoundError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/status") as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches"):
+                            voluntary += int(line.split()[1])
+                        elif line.startswith("nonvoluntary_ctxt_switches"):
+                            involuntary += int(line.split()[1])
+            except FileNotFoundError:
+                continue
+    return voluntary, involuntary
+
+
 def with_children(pid):
     """`pid` and its child processes (nginx's master and workers)."""
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
@@ -64,6 +85,8 @@ def main():
     parser.add_argument("--floor", action="store_true", help="also measure bench-hyper-proxy")
     parser.add_argument("--nginx-context", action="store_true",
                         help="also measure nginx adding the headers Elsinore adds")
+    parser.add_argument("--perf", metavar="DIR",
+                        help="also sample every CPU with `perf record -a -g` during each run, into DIR/<name>-<round>.data")
     args = parser.parse_args()
 
     run.ensure_tools()
@@ -86,16 +109,27 @@ def main():
             floor, f_port = run.start_hyper_proxy(backends["100B"])
             targets.append(("hyper", f"http://127.0.0.1:{f_port}/", [floor.pid]))
         print("CPU time per request, user/system in us")
-        print(f"{'':9} {'req/s':>8} {'p99 us':>7} {'proxy':>11} {'backend':>11} {'wrk':>11}")
-        for _ in range(args.rounds):
+        print(f"{'':9} {'req/s':>8} {'p99 us':>7} {'proxy':>11} {'backend':>11} {'wrk':>11}"
+              f" {'proxy sw/req':>13}")
+        if args.perf:
+            os.makedirs(args.perf, exist_ok=True)
+        for round_no in range(args.rounds):
             for name, url, proxy_pids in targets:
                 proxy0, backend0 = cpu_ticks(proxy_pids), cpu_ticks(backend_pids)
+                switches0 = switches(proxy_pids)
                 wrk = subprocess.Popen(["wrk", "-t2", f"-c{args.conns}", f"-d{args.duration}s", "--latency",
                                         "-H", "Host: 100b.bench", url], stdout=subprocess.PIPE, text=True)
+                if args.perf:
+                    # The middle of the run: no connection set-up, no tail.
+                    subprocess.run(["perf", "record", "-q", "-a", "-g", "-e", "cpu-clock", "-F", "4999",
+                                    "-o", os.path.join(args.perf, f"{name}-{round_no}.data"),
+                                    "--", "sleep", str(max(1, args.duration - 2))],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 output = wrk.stdout.read()
                 _, _, usage = os.wait4(wrk.pid, 0)
                 wrk.returncode = 0
                 proxy1, backend1 = cpu_ticks(proxy_pids), cpu_ticks(backend_pids)
+                switches1 = switches(proxy_pids)
                 result = run.parse_wrk(output)
                 requests = result["rps"] * args.duration
 
@@ -106,7 +140,9 @@ def main():
                 print(f"{name:9} {result['rps']:8.0f} {result['p99']:7.0f}"
                       f" {per_request(proxy1[0] - proxy0[0], proxy1[1] - proxy0[1])}"
                       f" {per_request(backend1[0] - backend0[0], backend1[1] - backend0[1])}"
-                      f" {per_request(usage.ru_utime, usage.ru_stime, ticks=False)}", flush=True)
+                      f" {per_request(usage.ru_utime, usage.ru_stime, ticks=False)}"
+                      f" {(switches1[0] - switches0[0]) / requests:6.3f}/{(switches1[1] - switches0[1]) / requests:<6.3f}",
+                      flush=True)
     finally:
         run.stop_all()
         shutil.rmtree(work, ignore_errors=True)
