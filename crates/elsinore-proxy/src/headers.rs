@@ -4,6 +4,8 @@
 use http::header::{HeaderName, CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderValue};
 
+use elsinore_tracing::{TRACEPARENT, TRACESTATE};
+
 use crate::trust::drop_underscored;
 
 pub(crate) const X_ELSINORE_HOST: HeaderName = HeaderName::from_static("x-elsinore-host");
@@ -53,6 +55,11 @@ pub(crate) struct Context<'a> {
     /// `forward_host = "tenant"`: `X-Forwarded-Host` is the tenant host
     /// even behind a trusted proxy, so it never disagrees with `Host`.
     pub tenant_host: bool,
+    /// The W3C trace context for the handler: this request's trace with
+    /// Elsinore's span as the parent (see `elsinore_tracing`).
+    pub traceparent: HeaderValue,
+    /// The client's `tracestate`, when its trace is continued.
+    pub tracestate: Option<&'a HeaderValue>,
 }
 
 /// Whether `token` is one of the items the `Connection` header lists
@@ -186,6 +193,14 @@ pub(crate) fn set_context(
     if sent.request_id {
         headers.remove(X_REQUEST_ID);
     }
+    // The client's trace context, every copy: Elsinore's replaces it (a
+    // valid one is continued through `context.traceparent`).
+    if sent.traceparent {
+        headers.remove(TRACEPARENT);
+    }
+    if sent.tracestate {
+        headers.remove(TRACESTATE);
+    }
     let mut added = ContextHeaders::default();
 
     // A trusted proxy's chain is kept and extended; anyone else's is
@@ -250,6 +265,10 @@ pub(crate) fn set_context(
     }
     added.push(X_ELSINORE_AUTH, context.auth);
     added.push(X_REQUEST_ID, context.request_id.clone());
+    added.push(TRACEPARENT, context.traceparent);
+    if let Some(state) = context.tracestate {
+        added.push(TRACESTATE, state.clone());
+    }
     added
 }
 
@@ -291,7 +310,7 @@ impl ContextHeaders {
 }
 
 /// At most this many headers are added by [`set_context`].
-const ADDED: usize = 11;
+const ADDED: usize = 13;
 
 /// Which of the headers [`set_context`] replaces or extends the client sent.
 #[derive(Debug, Default)]
@@ -307,6 +326,8 @@ struct Sent {
     forwarded_port: bool,
     forwarded_prefix: bool,
     request_id: bool,
+    traceparent: bool,
+    tracestate: bool,
 }
 
 impl Sent {
@@ -331,6 +352,10 @@ impl Sent {
                 sent.real_ip = true;
             } else if name == "x-request-id" {
                 sent.request_id = true;
+            } else if name == "traceparent" {
+                sent.traceparent = true;
+            } else if name == "tracestate" {
+                sent.tracestate = true;
             }
             if name.contains('_') {
                 sent.underscored = true;
@@ -429,6 +454,9 @@ mod tests {
         assert_eq!(none.len(), 3);
     }
 
+    /// Elsinore's `traceparent` in the tests' contexts.
+    const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-53995c3f42cd8ad8-00";
+
     /// A context for `headers`, from `peer` (trusted or not).
     fn apply(
         headers: &mut HeaderMap,
@@ -460,6 +488,7 @@ mod tests {
         let ip = HeaderValue::from_static(peer);
         let client = HeaderValue::from_static("203.0.113.9");
         let port = HeaderValue::from_static("8080");
+        let state = HeaderValue::from_static("elsinore=1");
         let context = Context {
             host: HeaderValue::from_static("blog.localhost"),
             project: &project,
@@ -474,6 +503,8 @@ mod tests {
             port: Some(&port),
             forwarded_prefix: None,
             tenant_host: false,
+            traceparent: HeaderValue::from_static(TRACE),
+            tracestate: Some(&state),
         };
         set_context(
             headers,
@@ -498,6 +529,12 @@ mod tests {
                 ("x-real-ip", "6.6.6.6"),
                 ("x-request-id", "client-id"),
                 ("x-request-id", "second"),
+                ("traceparent", "garbage"),
+                (
+                    "traceparent",
+                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                ),
+                ("tracestate", "client=1"),
             ]);
             let added = context_for(
                 &mut headers,
@@ -537,6 +574,12 @@ mod tests {
             ("x_elsinore_auth", "projectAdmin"),
             ("x_custom", "1"),
             ("x-hamlet-project-key", "client-key"),
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+            ("traceparent", "garbage"),
+            ("tracestate", "client=1"),
         ]);
         apply(
             &mut headers,
@@ -565,6 +608,8 @@ mod tests {
         assert_eq!(get("x-forwarded-port"), Some("8080"));
         assert_eq!(get("x-forwarded-prefix"), None, "only Elsinore sets it");
         assert_eq!(get("x-request-id"), Some("req-1"));
+        assert_eq!(get("traceparent"), Some(TRACE));
+        assert_eq!(get("tracestate"), Some("elsinore=1"));
         assert_eq!(
             get("x-hamlet-project-key"),
             Some("client-key"),
@@ -622,6 +667,8 @@ mod tests {
             port: None,
             forwarded_prefix: None,
             tenant_host: true,
+            traceparent: HeaderValue::from_static(TRACE),
+            tracestate: None,
         };
         set_context(
             &mut headers,
@@ -644,6 +691,6 @@ mod tests {
             headers.get("x-forwarded-for").map(HeaderValue::as_bytes),
             Some(&b"::1"[..])
         );
-        assert_eq!(headers.len(), 9, "{headers:?}");
+        assert_eq!(headers.len(), 11, "{headers:?}");
     }
 }

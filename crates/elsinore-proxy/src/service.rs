@@ -347,6 +347,7 @@ impl Proxy {
             // absolute-form targets (it takes precedence over Host, RFC 9112
             // §3.2.2), else the Host header. Elsinore routes by it and forwards
             // it as Host, so the two can never disagree.
+            let host_from_header = request.uri().authority().is_none();
             let authority = match request.uri().authority() {
                 Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
                 None => request.headers().get(HOST).cloned(),
@@ -600,14 +601,18 @@ impl Proxy {
                 port: conn.port.as_ref(),
                 forwarded_prefix: via.prefix(),
                 tenant_host,
+                traceparent: trace.traceparent(),
+                tracestate: trace.tracestate.as_ref(),
             };
             let headers = request.headers_mut();
             headers::remove_hop_by_hop(headers);
             let context_headers = headers::set_context(headers, context, forwarded_host.clone());
-            // The client's traceparent and tracestate (every copy) out,
-            // the trace continued with Elsinore's span as the parent in.
-            trace.set_headers(headers);
-            if let Some(host) = forwarded_host {
+            // Usually the Host header is already the value to forward: the
+            // one Host header (two are refused above) named the authority,
+            // and `forward_host = "tenant"` did not replace it. Inserting
+            // it again would cost a hash and a probe for nothing.
+            let host_is_forwarded = host_from_header && !tenant_host;
+            if let Some(host) = forwarded_host.filter(|_| !host_is_forwarded) {
                 headers.insert(HOST, host);
             }
             if let Some(protocol) = upgrade_to {
@@ -617,7 +622,9 @@ impl Proxy {
                 // unread of the body is never parsed as a next request.
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
-            *request.uri_mut() = origin_form(request.uri());
+            if request.uri().scheme().is_some() || request.uri().authority().is_some() {
+                *request.uri_mut() = origin_form(request.uri());
+            }
             // Handlers speak HTTP/1.1 whatever the client spoke.
             *request.version_mut() = Version::HTTP_11;
 

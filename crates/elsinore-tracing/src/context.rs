@@ -91,20 +91,6 @@ impl TraceContext {
         hex_into(&self.trace_id, &mut text);
         text
     }
-
-    /// Replaces the client's `traceparent` and `tracestate` in `headers`
-    /// (every copy) with this context's, for the handler.
-    pub fn set_headers(&self, headers: &mut HeaderMap) {
-        headers.insert(TRACEPARENT, self.traceparent());
-        match &self.tracestate {
-            Some(state) => {
-                headers.insert(TRACESTATE, state.clone());
-            }
-            None => {
-                headers.remove(TRACESTATE);
-            }
-        }
-    }
 }
 
 /// A valid incoming `traceparent`.
@@ -299,19 +285,5 @@ mod tests {
             TraceContext::of_request(&split, &Sampler::new(0.0)).tracestate,
             Some(HeaderValue::from_static("a=1,b=2"))
         );
-    }
-
-    #[test]
-    fn set_headers_replaces_every_client_copy() {
-        let mut map = headers(&[
-            (&TRACEPARENT, "garbage"),
-            (&TRACEPARENT, VALID),
-            (&TRACESTATE, "a=b"),
-        ]);
-        let cx = TraceContext::of_request(&map, &Sampler::new(0.0));
-        cx.set_headers(&mut map);
-        assert_eq!(map.get_all(TRACEPARENT).iter().count(), 1);
-        assert_eq!(map.get(TRACEPARENT), Some(&cx.traceparent()));
-        assert!(map.get(TRACESTATE).is_none());
     }
 }
