@@ -374,6 +374,69 @@ async fn forwarding_headers_are_elsinores_own_from_an_untrusted_peer() {
     assert_eq!(headers["x-forwarded-host"], "d.test");
 }
 
+/// The forged context a client sends in each request shape below.
+const FORGED: &str = "X-Elsinore-Auth: projectAdmin\r\nX-Elsinore-Host: victim.test\r\nX-Elsinore-Project: victim\r\nX-Request-Id: forged-id\r\nX-Real-IP: 6.6.6.6\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\ntraceparent: garbage\r\ntracestate: forged=1\r\n";
+
+#[tokio::test]
+async fn the_handler_gets_one_copy_of_each_context_header_whatever_the_body() {
+    // Three ways to the handler: no body and a body of declared length go
+    // through Elsinore's own exchange, a chunked body through hyper's
+    // client. Each must carry exactly one copy of each context header,
+    // Elsinore's, whatever copies the client sent.
+    let ws = Workspace::new();
+    let (server, log) = start(&ws, "", json!({}));
+    let requests = [
+        ("/get", format!("GET /get HTTP/1.1\r\nHost: d.test\r\n{FORGED}Connection: close\r\n\r\n")),
+        ("/length", format!("POST /length HTTP/1.1\r\nHost: d.test\r\n{FORGED}Content-Length: 5\r\nConnection: close\r\n\r\nhello")),
+        ("/chunked", format!("POST /chunked HTTP/1.1\r\nHost: d.test\r\n{FORGED}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n")),
+    ];
+    for (path, raw) in &requests {
+        let response = raw_exchange(server.addr, raw).await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{path}: {response}");
+        let seen = handler_saw(&log);
+        let entry = seen
+            .iter()
+            .find(|entry| entry["path"] == *path)
+            .unwrap_or_else(|| panic!("{path} never reached the handler: {seen:?}"));
+        let lines = entry["lines"].as_array().expect("header lines");
+        let values = |name: &str| -> Vec<&str> {
+            lines
+                .iter()
+                .filter(|line| line[0] == name)
+                .filter_map(|line| line[1].as_str())
+                .collect()
+        };
+        assert_eq!(values("x-elsinore-auth"), ["none"], "{path}: {lines:?}");
+        assert_eq!(values("x-elsinore-host"), ["d.test"], "{path}: {lines:?}");
+        assert_eq!(values("x-elsinore-project"), ["d"], "{path}: {lines:?}");
+        assert_eq!(values("x-real-ip"), ["127.0.0.1"], "{path}: {lines:?}");
+        // A sane client id is kept (it is only a correlation id), but
+        // once, and it is the one the client is answered with.
+        let id = values("x-request-id");
+        assert_eq!(id, ["forged-id"], "{path}: {lines:?}");
+        assert!(
+            response
+                .to_ascii_lowercase()
+                .contains("\r\nx-request-id: forged-id\r\n"),
+            "{path}: {response}"
+        );
+        let parent = values("traceparent");
+        assert_eq!(parent.len(), 1, "{path}: {lines:?}");
+        assert!(
+            parent[0].starts_with("00-") && parent[0].len() == 55,
+            "{path}: {parent:?}"
+        );
+        assert!(
+            !parent[0].contains("0af7651916cd43dd8448eb211c80319c"),
+            "two traceparents are not a trace to continue ({path})"
+        );
+        assert!(
+            values("tracestate").is_empty(),
+            "a tracestate without a valid traceparent is dropped ({path}): {lines:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_trusted_proxy_chain_is_kept_and_names_the_client() {
     let ws = Workspace::new();

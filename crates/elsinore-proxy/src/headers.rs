@@ -4,15 +4,10 @@
 use http::header::{HeaderName, CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderValue};
 
-use elsinore_tracing::{TRACEPARENT, TRACESTATE};
+use elsinore_tracing::{Traceparent, TRACEPARENT, TRACESTATE};
 
 use crate::trust::drop_underscored;
 
-pub(crate) const X_ELSINORE_HOST: HeaderName = HeaderName::from_static("x-elsinore-host");
-pub(crate) const X_ELSINORE_PROJECT: HeaderName = HeaderName::from_static("x-elsinore-project");
-pub(crate) const X_ELSINORE_PROJECT_KEY: HeaderName =
-    HeaderName::from_static("x-elsinore-project-key");
-pub(crate) const X_ELSINORE_AUTH: HeaderName = HeaderName::from_static("x-elsinore-auth");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -57,7 +52,7 @@ pub(crate) struct Context<'a> {
     pub tenant_host: bool,
     /// The W3C trace context for the handler: this request's trace with
     /// Elsinore's span as the parent (see `elsinore_tracing`).
-    pub traceparent: HeaderValue,
+    pub traceparent: Traceparent,
     /// The client's `tracestate`, when its trace is continued.
     pub tracestate: Option<&'a HeaderValue>,
 }
@@ -160,11 +155,13 @@ fn hop_by_hop_bit(name: &HeaderName) -> u8 {
 /// one) from `headers`, and returns the forwarding headers and handler
 /// context to add (every client copy of each is gone from `headers`).
 ///
-/// Returned rather than inserted: the direct exchange with a handler
-/// writes them straight after the request's own headers, and inserting
-/// them into the map (a hash and a probe each, and a growth of the map)
-/// cost about 4,500 instructions per request, a seventh of the request
-/// path (docs/performance.md). hyper's client path inserts them
+/// Returned rather than inserted, already written as HTTP/1.1 header
+/// lines: the direct exchange with a handler copies them straight after
+/// the request's own headers, as nginx does. Inserting them into the map
+/// (a hash and a probe each, and a growth of the map) cost about 4,500
+/// instructions per request, a seventh of the request path, and holding
+/// them as header values another ~1,000 in clones and drops
+/// (docs/performance.md). hyper's client path inserts them
 /// ([`ContextHeaders::insert_into`]).
 pub(crate) fn set_context(
     headers: &mut HeaderMap,
@@ -201,7 +198,7 @@ pub(crate) fn set_context(
     if sent.tracestate {
         headers.remove(TRACESTATE);
     }
-    let mut added = ContextHeaders::default();
+    let mut added = ContextHeaders::with_room();
 
     // A trusted proxy's chain is kept and extended; anyone else's is
     // replaced: the client's own entries would be believed downstream.
@@ -219,13 +216,13 @@ pub(crate) fn set_context(
             // Made from an IP address: always text.
             forwarded_for.push_str(context.peer_ip.to_str().unwrap_or_default());
             if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-                added.push(X_FORWARDED_FOR, value);
+                added.push(field::X_FORWARDED_FOR, &value);
             }
         }
         // The common case: no proxy in front, the connection's value as is.
-        None => added.push(X_FORWARDED_FOR, context.peer_ip.clone()),
+        None => added.push(field::X_FORWARDED_FOR, context.peer_ip),
     }
-    added.push(X_REAL_IP, context.client_ip.clone());
+    added.push(field::X_REAL_IP, context.client_ip);
     // What a trusted proxy says about the client's side (it terminated
     // TLS, on its own port) is kept; anyone else's is Elsinore's own.
     let keep = |sent: bool| sent && context.trusted_peer;
@@ -233,84 +230,140 @@ pub(crate) fn set_context(
         if sent.forwarded_proto {
             headers.remove(X_FORWARDED_PROTO);
         }
-        added.push(X_FORWARDED_PROTO, HeaderValue::from_static(context.proto));
+        added.push(
+            field::X_FORWARDED_PROTO,
+            &HeaderValue::from_static(context.proto),
+        );
     }
     if !keep(sent.forwarded_port) {
         if sent.forwarded_port {
             headers.remove(X_FORWARDED_PORT);
         }
         if let Some(port) = context.port {
-            added.push(X_FORWARDED_PORT, port.clone());
+            added.push(field::X_FORWARDED_PORT, port);
         }
     }
     if context.tenant_host || !keep(sent.forwarded_host) {
         if sent.forwarded_host {
             headers.remove(X_FORWARDED_HOST);
         }
-        if let Some(host) = original_host {
-            added.push(X_FORWARDED_HOST, host);
+        if let Some(host) = &original_host {
+            added.push(field::X_FORWARDED_HOST, host);
         }
     }
     if sent.forwarded_prefix {
         headers.remove(X_FORWARDED_PREFIX);
     }
     if let Some(prefix) = context.forwarded_prefix {
-        added.push(X_FORWARDED_PREFIX, prefix.clone());
+        added.push(field::X_FORWARDED_PREFIX, prefix);
     }
 
-    added.push(X_ELSINORE_HOST, context.host);
-    added.push(X_ELSINORE_PROJECT, context.project.clone());
+    added.push(field::X_ELSINORE_HOST, &context.host);
+    added.push(field::X_ELSINORE_PROJECT, context.project);
     if let Some(key) = context.project_key {
-        added.push(X_ELSINORE_PROJECT_KEY, key.clone());
+        added.push(field::X_ELSINORE_PROJECT_KEY, key);
     }
-    added.push(X_ELSINORE_AUTH, context.auth);
-    added.push(X_REQUEST_ID, context.request_id.clone());
-    added.push(TRACEPARENT, context.traceparent);
+    added.push(field::X_ELSINORE_AUTH, &context.auth);
+    added.push(field::X_REQUEST_ID, context.request_id);
+    // Hex and dashes only (`Traceparent`): a valid header value.
+    added.push_bytes(field::TRACEPARENT, context.traceparent.as_bytes());
     if let Some(state) = context.tracestate {
-        added.push(TRACESTATE, state.clone());
+        added.push(field::TRACESTATE, state);
     }
     added
 }
 
-/// The headers [`set_context`] adds for the handler, in the order they are
-/// sent. No name appears twice, and none of them is left in the request's
-/// own headers.
-#[derive(Debug)]
-pub(crate) struct ContextHeaders {
-    fields: Vec<(HeaderName, HeaderValue)>,
+/// Each added header's name and `": "`, as [`ContextHeaders`] writes it
+/// (lower case, as the map holds names). Spelled out rather than taken
+/// from the `HeaderName`s so that each is a constant copy; a unit test
+/// checks each against its `HeaderName`.
+mod field {
+    pub(super) const X_FORWARDED_FOR: &[u8] = b"x-forwarded-for: ";
+    pub(super) const X_REAL_IP: &[u8] = b"x-real-ip: ";
+    pub(super) const X_FORWARDED_PROTO: &[u8] = b"x-forwarded-proto: ";
+    pub(super) const X_FORWARDED_PORT: &[u8] = b"x-forwarded-port: ";
+    pub(super) const X_FORWARDED_HOST: &[u8] = b"x-forwarded-host: ";
+    pub(super) const X_FORWARDED_PREFIX: &[u8] = b"x-forwarded-prefix: ";
+    pub(super) const X_ELSINORE_HOST: &[u8] = b"x-elsinore-host: ";
+    pub(super) const X_ELSINORE_PROJECT: &[u8] = b"x-elsinore-project: ";
+    pub(super) const X_ELSINORE_PROJECT_KEY: &[u8] = b"x-elsinore-project-key: ";
+    pub(super) const X_ELSINORE_AUTH: &[u8] = b"x-elsinore-auth: ";
+    pub(super) const X_REQUEST_ID: &[u8] = b"x-request-id: ";
+    pub(super) const TRACEPARENT: &[u8] = b"traceparent: ";
+    pub(super) const TRACESTATE: &[u8] = b"tracestate: ";
 }
 
-impl Default for ContextHeaders {
-    fn default() -> Self {
-        Self {
-            fields: Vec::with_capacity(ADDED),
-        }
-    }
+/// The headers [`set_context`] adds for the handler, in the order they are
+/// sent, as HTTP/1.1 header lines (`name: value\r\n` each). No name
+/// appears twice, and none of them is left in the request's own headers.
+///
+/// Every value comes from a `HeaderValue` or a [`Traceparent`], neither of
+/// which can hold CR, LF or NUL: no line can end early or start another.
+#[derive(Debug, Default)]
+pub(crate) struct ContextHeaders {
+    lines: Vec<u8>,
 }
 
 impl ContextHeaders {
-    fn push(&mut self, name: HeaderName, value: HeaderValue) {
-        self.fields.push((name, value));
+    /// Empty, with room for what a request usually gets (~400 bytes).
+    fn with_room() -> Self {
+        Self {
+            lines: Vec::with_capacity(ROOM),
+        }
     }
 
-    /// Each field, in order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-        self.fields.iter().map(|(name, value)| (name, value))
+    #[inline]
+    fn push(&mut self, field: &'static [u8], value: &HeaderValue) {
+        self.push_bytes(field, value.as_bytes());
+    }
+
+    /// `value` must be a valid header value.
+    #[inline]
+    fn push_bytes(&mut self, field: &'static [u8], value: &[u8]) {
+        self.lines.extend_from_slice(field);
+        self.lines.extend_from_slice(value);
+        self.lines.extend_from_slice(b"\r\n");
+    }
+
+    /// The header lines, each ending in CRLF.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.lines
+    }
+
+    /// Each field as name and value, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.lines
+            .split(|&byte| byte == b'\n')
+            .filter(|line| !line.is_empty())
+            .filter_map(|line| {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                let colon = line.iter().position(|&byte| byte == b':')?;
+                Some((&line[..colon], &line[colon + 2..]))
+            })
     }
 
     /// Adds them to `headers` (for hyper's client, which writes only the
     /// map).
     pub(crate) fn insert_into(self, headers: &mut HeaderMap) {
+        let fields: Vec<(HeaderName, HeaderValue)> = self
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((
+                    HeaderName::from_bytes(name).ok()?,
+                    HeaderValue::from_bytes(value).ok()?,
+                ))
+            })
+            .collect();
         // Room for all in one step, not a growth (and rehash) every few.
-        let _ = headers.try_reserve(self.fields.len());
-        for (name, value) in self.fields {
+        let _ = headers.try_reserve(fields.len());
+        for (name, value) in fields {
             headers.insert(name, value);
         }
     }
 }
 
-/// At most this many headers are added by [`set_context`].
-const ADDED: usize = 13;
+/// Bytes reserved for [`ContextHeaders`]: the ten usual lines take ~370.
+const ROOM: usize = 512;
 
 /// Which of the headers [`set_context`] replaces or extends the client sent.
 #[derive(Debug, Default)]
@@ -457,6 +510,49 @@ mod tests {
     /// Elsinore's `traceparent` in the tests' contexts.
     const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-53995c3f42cd8ad8-00";
 
+    fn traceparent() -> Traceparent {
+        let trace = elsinore_tracing::TraceContext {
+            trace_id: [
+                0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e,
+                0x47, 0x36,
+            ],
+            span_id: [0x53, 0x99, 0x5c, 0x3f, 0x42, 0xcd, 0x8a, 0xd8],
+            remote_parent: None,
+            sampled: false,
+            tracestate: None,
+        };
+        let made = trace.traceparent();
+        assert_eq!(made.as_str(), TRACE);
+        made
+    }
+
+    const X_ELSINORE_HOST: HeaderName = HeaderName::from_static("x-elsinore-host");
+    const X_ELSINORE_PROJECT: HeaderName = HeaderName::from_static("x-elsinore-project");
+    const X_ELSINORE_PROJECT_KEY: HeaderName = HeaderName::from_static("x-elsinore-project-key");
+    const X_ELSINORE_AUTH: HeaderName = HeaderName::from_static("x-elsinore-auth");
+
+    #[test]
+    fn each_written_name_is_its_header_name() {
+        let pairs = [
+            (field::X_FORWARDED_FOR, X_FORWARDED_FOR),
+            (field::X_REAL_IP, X_REAL_IP),
+            (field::X_FORWARDED_PROTO, X_FORWARDED_PROTO),
+            (field::X_FORWARDED_PORT, X_FORWARDED_PORT),
+            (field::X_FORWARDED_HOST, X_FORWARDED_HOST),
+            (field::X_FORWARDED_PREFIX, X_FORWARDED_PREFIX),
+            (field::X_ELSINORE_HOST, X_ELSINORE_HOST),
+            (field::X_ELSINORE_PROJECT, X_ELSINORE_PROJECT),
+            (field::X_ELSINORE_PROJECT_KEY, X_ELSINORE_PROJECT_KEY),
+            (field::X_ELSINORE_AUTH, X_ELSINORE_AUTH),
+            (field::X_REQUEST_ID, X_REQUEST_ID),
+            (field::TRACEPARENT, TRACEPARENT),
+            (field::TRACESTATE, TRACESTATE),
+        ];
+        for (field, name) in pairs {
+            assert_eq!(field, format!("{name}: ").as_bytes(), "{name}");
+        }
+    }
+
     /// A context for `headers`, from `peer` (trusted or not).
     fn apply(
         headers: &mut HeaderMap,
@@ -503,7 +599,7 @@ mod tests {
             port: Some(&port),
             forwarded_prefix: None,
             tenant_host: false,
-            traceparent: HeaderValue::from_static(TRACE),
+            traceparent: traceparent(),
             tracestate: Some(&state),
         };
         set_context(
@@ -543,7 +639,10 @@ mod tests {
                 false,
                 Some("a.test"),
             );
-            let mut names: Vec<&str> = added.iter().map(|(name, _)| name.as_str()).collect();
+            let mut names: Vec<&str> = added
+                .iter()
+                .map(|(name, _)| std::str::from_utf8(name).expect("ascii"))
+                .collect();
             for name in &names {
                 assert!(
                     !headers.contains_key(*name),
@@ -667,7 +766,7 @@ mod tests {
             port: None,
             forwarded_prefix: None,
             tenant_host: true,
-            traceparent: HeaderValue::from_static(TRACE),
+            traceparent: traceparent(),
             tracestate: None,
         };
         set_context(

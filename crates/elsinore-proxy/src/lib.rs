@@ -140,11 +140,16 @@ pub mod bench_api {
             port: Some(&port),
             forwarded_prefix: None,
             tenant_host: false,
-            // Made by the tracing crate per request; a fixed one here, so
-            // this measures the rewrite alone.
-            traceparent: HeaderValue::from_static(
-                "00-4bf92f3577b34da6a3ce929d0e0e4736-53995c3f42cd8ad8-00",
-            ),
+            // Made per request from the request's trace; a fixed one here,
+            // so this measures the rewrite alone.
+            traceparent: elsinore_tracing::TraceContext {
+                trace_id: [7; 16],
+                span_id: [9; 8],
+                remote_parent: None,
+                sampled: false,
+                tracestate: None,
+            }
+            .traceparent(),
             tracestate: None,
         };
         headers::set_context(headers, context, original_host.clone()).insert_into(headers);

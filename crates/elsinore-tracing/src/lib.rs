@@ -19,7 +19,7 @@ mod ids;
 mod sampler;
 mod span;
 
-pub use context::{TraceContext, MAX_TRACESTATE, TRACEPARENT, TRACESTATE};
+pub use context::{TraceContext, Traceparent, MAX_TRACESTATE, TRACEPARENT, TRACESTATE};
 pub use export::{start, ExportSettings, SpanSink, MAX_BATCH, QUEUE_CAPACITY};
 pub use sampler::Sampler;
 pub use span::{FinishedSpan, RequestSpan};

@@ -26,24 +26,28 @@ pub(crate) fn encode_request(parts: &Parts, context: &ContextHeaders) -> Vec<u8>
         .uri
         .path_and_query()
         .map_or("/", |target| target.as_str());
-    let fields = || parts.headers.iter().chain(context.iter());
     let size = parts.method.as_str().len()
         + target.len()
         + 14
-        + fields()
+        + parts
+            .headers
+            .iter()
             .map(|(name, value)| name.as_str().len() + value.len() + 4)
-            .sum::<usize>();
+            .sum::<usize>()
+        + context.as_bytes().len();
     let mut head = Vec::with_capacity(size);
     head.extend_from_slice(parts.method.as_str().as_bytes());
     head.push(b' ');
     head.extend_from_slice(target.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in fields() {
+    for (name, value) in &parts.headers {
         head.extend_from_slice(name.as_str().as_bytes());
         head.extend_from_slice(b": ");
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
+    // Already header lines (`name: value\r\n`).
+    head.extend_from_slice(context.as_bytes());
     head.extend_from_slice(b"\r\n");
     head
 }
