@@ -2,6 +2,7 @@
 """Instructions per proxied request, counted by valgrind's callgrind.
 
 Usage: python3 bench/callgrind.py [--requests 20000] [--conns 8] [--body-bytes 100] [--post-bytes N] [--binary PATH] [--floor]
+                                  [--access-log]
 
 Starts one `bench-backend` (100 B body unless --body-bytes, natively) and Elsinore under
 `valgrind --tool=callgrind` with one project whose `url` handler is that
@@ -59,6 +60,8 @@ def main():
     parser.add_argument("--binary", default=os.path.join(run.RELEASE, "elsinore"), help="the elsinore binary")
     parser.add_argument("--out", help="keep the callgrind dump here (for callgrind_annotate)")
     parser.add_argument("--no-build", action="store_true", help="do not run cargo build first")
+    parser.add_argument("--access-log", action="store_true",
+                        help="with the access log written to a file (config.json \"access_log\"), as bench/run.py --access-log")
     parser.add_argument("--floor", action="store_true",
                         help="count bench-hyper-proxy (hyper with Elsinore's threading, nothing else) instead")
     args = parser.parse_args()
@@ -79,7 +82,7 @@ def main():
         with open(config, "w") as f:
             run.json.dump({"listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin}",
                            "database": "data/elsinore.db", "projects": [project],
-                           "access_log": "off"}, f)
+                           "access_log": os.path.join(work, "access.log") if args.access_log else "off"}, f)
         valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
         if args.floor:
             proc = run.start(valgrind + [os.path.join(run.RELEASE, "bench-hyper-proxy"), "--port", str(port),

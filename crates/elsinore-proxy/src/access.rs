@@ -270,14 +270,10 @@ impl Access {
             .as_ref()
             .and_then(Uri::query)
             .map(elsinore_config::redact_secrets);
-        let client: &dyn std::fmt::Display = match &self.forwarded_client {
-            Some(ip) => ip,
-            None => &self.client,
-        };
         log.append(&Line {
             at: SystemTime::now(),
-            client,
-            peer: self.forwarded_client.map(|_| self.client),
+            peer: self.client,
+            named_client: self.forwarded_client,
             host: self.host.as_deref().unwrap_or("-"),
             project: or_dash(self.project_name()),
             handler: or_dash(self.handler_name()),
