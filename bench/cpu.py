@@ -2,7 +2,7 @@
 """CPU time per request of each process, nginx and Elsinore alternated.
 
 Usage: python3 bench/cpu.py [--rounds 3] [--duration 5] [--conns 64] [--binary PATH] [--floor]
-                           [--nginx-context]
+                           [--nginx-context] [--perf DIR]
 
 Starts the 100 B backend, nginx and Elsinore as bench/run.py does, then
 runs wrk (keep-alive, 100 B) against nginx and Elsinore in turn and prints,
@@ -10,10 +10,13 @@ for each run, requests per second and the user and system CPU time per
 request of the proxy (all its threads or worker processes), the backend and
 wrk itself (from /proc and wait4). With --floor, `bench-hyper-proxy` (the
 least a hyper proxy with Elsinore's threading does) takes a turn too.
-With --nginx-context, so does nginx setting the headers Elsinore adds for
-the handler (X-Forwarded-For/-Proto/-Host, X-Elsinore-Host/-Project/-Auth,
-X-Request-Id, with nginx's own values): what the handler contract costs
-nginx, and the backend behind it.
+With --nginx-context, so does nginx setting the ten headers Elsinore adds
+for the handler (X-Forwarded-For/-Proto/-Host/-Port, X-Real-IP,
+X-Elsinore-Host/-Project/-Auth, X-Request-Id, traceparent, with nginx's own
+values): what the handler contract costs nginx, and the backend behind it.
+The last column is the proxy's context switches per request (voluntary /
+involuntary). With --perf DIR, every CPU is also sampled (perf record -a -g)
+during each run.
 
 Everything shares the machine's cores, so throughput is the cores divided
 by the sum of these: this says which process a difference in req/s comes

@@ -152,10 +152,11 @@ def start_nginx(work, backends, tls=None, access_log=None):
     locations = "".join(
         f"    location /{name} {{ proxy_pass http://b{name}/; proxy_http_version 1.1;"
         f" proxy_set_header Connection \"\"; proxy_set_header Host $host; }}\n" for name in backends)
-    # The same, plus the headers Elsinore adds for the handler (forwarding
-    # and handler context, with nginx's own values): what the handler
-    # contract costs nginx and the backend. Only bench/cpu.py
-    # --nginx-context uses it.
+    # The same, plus the ten headers Elsinore adds for the handler
+    # (forwarding, handler context and trace context, with nginx's own
+    # values; the span id a constant): what the handler contract costs
+    # nginx and the backend. The "nginx + context" rows and bench/cpu.py
+    # --nginx-context use it.
     locations += "".join(
         f"    location /context-{name} {{ proxy_pass http://b{name}/; proxy_http_version 1.1;"
         f" proxy_set_header Connection \"\"; proxy_set_header Host $host;"
@@ -713,7 +714,7 @@ def print_table(results):
     if with_context:
         print()
         print("nginx adding the headers Elsinore adds for the handler (X-Forwarded-For/-Proto/-Host,")
-        print("X-Elsinore-Host/-Project/-Auth, X-Request-Id), same runs:")
+        print("-Port, X-Real-IP, X-Elsinore-Host/-Project/-Auth, X-Request-Id, traceparent), same runs:")
         print(f"{'scenario':<28} {'nginx+context':>24} {'E/nginx+context':>16} {'nginx+context/nginx':>20}")
         for row in with_context:
             c, n, e = row["nginx_context"], row["nginx"], row["elsinore"]

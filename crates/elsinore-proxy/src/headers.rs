@@ -166,7 +166,7 @@ fn hop_by_hop_bit(name: &HeaderName) -> u8 {
 pub(crate) fn set_context(
     headers: &mut HeaderMap,
     context: Context<'_>,
-    original_host: Option<HeaderValue>,
+    original_host: Option<&HeaderValue>,
 ) -> ContextHeaders {
     // One pass over the names says which of the headers handled below the
     // client sent: usually none, and every lookup or removal of an absent
@@ -247,7 +247,7 @@ pub(crate) fn set_context(
         if sent.forwarded_host {
             headers.remove(X_FORWARDED_HOST);
         }
-        if let Some(host) = &original_host {
+        if let Some(host) = original_host {
             added.push(field::X_FORWARDED_HOST, host);
         }
     }
@@ -605,7 +605,7 @@ mod tests {
         set_context(
             headers,
             context,
-            original_host.map(HeaderValue::from_static),
+            original_host.map(HeaderValue::from_static).as_ref(),
         )
     }
 
@@ -772,7 +772,7 @@ mod tests {
         set_context(
             &mut headers,
             context,
-            Some(HeaderValue::from_static("blog.localhost")),
+            Some(&HeaderValue::from_static("blog.localhost")),
         )
         .insert_into(&mut headers);
         assert_eq!(

@@ -152,7 +152,7 @@ pub mod bench_api {
             .traceparent(),
             tracestate: None,
         };
-        headers::set_context(headers, context, original_host.clone()).insert_into(headers);
+        headers::set_context(headers, context, original_host.as_ref()).insert_into(headers);
         if let Some(host) = original_host {
             headers.insert(http::header::HOST, host);
         }

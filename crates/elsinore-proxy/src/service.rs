@@ -606,7 +606,7 @@ impl Proxy {
             };
             let headers = request.headers_mut();
             headers::remove_hop_by_hop(headers);
-            let context_headers = headers::set_context(headers, context, forwarded_host.clone());
+            let context_headers = headers::set_context(headers, context, forwarded_host.as_ref());
             // Usually the Host header is already the value to forward: the
             // one Host header (two are refused above) named the authority,
             // and `forward_host = "tenant"` did not replace it. Inserting
