@@ -338,7 +338,9 @@ impl ContextHeaders {
             .filter_map(|line| {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 let colon = line.iter().position(|&byte| byte == b':')?;
-                Some((&line[..colon], &line[colon + 2..]))
+                // Every line is `name: value`; `get` keeps a malformed one
+                // from panicking all the same.
+                Some((&line[..colon], line.get(colon + 2..)?))
             })
     }
 
