@@ -4,7 +4,7 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 
@@ -119,9 +119,11 @@ pub(crate) fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Pars
     // being copied.
     let base = buf.as_ptr() as usize;
     let mut fields = Vec::with_capacity(response.headers.len());
+    let mut framing_names = FramingNames::default();
     for header in response.headers.iter() {
         let name = HeaderName::from_bytes(header.name.as_bytes())
             .map_err(|_| ExchangeError::Malformed("invalid header name"))?;
+        framing_names.see(&name);
         let start = header.value.as_ptr() as usize - base;
         fields.push((name, start, start + header.value.len()));
     }
@@ -134,8 +136,8 @@ pub(crate) fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Pars
             .map_err(|_| ExchangeError::Malformed("invalid header value"))?;
         headers.append(name, value);
     }
-    let (framing, framed_keep_alive) = framing(status, version, &headers, method)?;
-    let keep_alive = framed_keep_alive && persistent(version, &headers);
+    let (framing, framed_keep_alive) = framing(status, version, &headers, framing_names, method)?;
+    let keep_alive = framed_keep_alive && persistent(version, &headers, framing_names);
     Ok(Parsed::Final(ResponseHead {
         status,
         version,
@@ -155,6 +157,28 @@ pub(crate) enum Parsed {
     Final(ResponseHead),
 }
 
+/// Which of the headers that decide the framing a response has, noted
+/// while its names are parsed: most have neither `Transfer-Encoding` nor
+/// `Connection`, and looking an absent name up in the map costs a hash.
+#[derive(Debug, Default, Clone, Copy)]
+struct FramingNames {
+    transfer_encoding: bool,
+    content_length: bool,
+    connection: bool,
+}
+
+impl FramingNames {
+    fn see(&mut self, name: &HeaderName) {
+        if name == TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+        } else if name == CONTENT_LENGTH {
+            self.content_length = true;
+        } else if name == CONNECTION {
+            self.connection = true;
+        }
+    }
+}
+
 /// How the body after this head is delimited, and whether the framing
 /// leaves the connection usable afterwards (RFC 9112 §6.3; hyper's
 /// client decides the same way).
@@ -162,6 +186,7 @@ fn framing(
     status: StatusCode,
     version: Version,
     headers: &HeaderMap,
+    names: FramingNames,
     method: &Method,
 ) -> Result<(Framing, bool), ExchangeError> {
     // The connection is the handler's to switch: it never goes back.
@@ -174,7 +199,7 @@ fn framing(
     {
         return Ok((Framing::Length(0), true));
     }
-    if headers.contains_key(TRANSFER_ENCODING) {
+    if names.transfer_encoding {
         if version == Version::HTTP_10 {
             return Err(ExchangeError::Malformed(
                 "Transfer-Encoding in an HTTP/1.0 response",
@@ -183,12 +208,15 @@ fn framing(
         // Both Transfer-Encoding and Content-Length: the first wins (RFC
         // 9112 §6.3), but such a handler is not trusted with another
         // request on the connection.
-        let clean = !headers.contains_key(CONTENT_LENGTH);
+        let clean = !names.content_length;
         return Ok(if is_chunked(headers) {
             (Framing::Chunked, clean)
         } else {
             (Framing::UntilClose, false)
         });
+    }
+    if !names.content_length {
+        return Ok((Framing::UntilClose, false));
     }
     match content_length(headers) {
         Some(Ok(length)) => Ok((Framing::Length(length), true)),
@@ -235,11 +263,11 @@ fn content_length(headers: &HeaderMap) -> Option<Result<u64, ()>> {
 
 /// Whether the handler keeps the connection open after this response:
 /// HTTP/1.1 unless it says `close`, HTTP/1.0 only if it says `keep-alive`.
-fn persistent(version: Version, headers: &HeaderMap) -> bool {
+fn persistent(version: Version, headers: &HeaderMap, names: FramingNames) -> bool {
     if version == Version::HTTP_10 {
-        connection_lists(headers, "keep-alive")
+        names.connection && connection_lists(headers, "keep-alive")
     } else {
-        !connection_lists(headers, "close")
+        !(names.connection && connection_lists(headers, "close"))
     }
 }
 
