@@ -36,28 +36,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (the harness: start_backends, start_nginx, start_elsinore)
 
 
-def threads(pids):
-    """Every thread id of `pids`."""
-    tids = []
-    for pid in pids:
-        try:
-            tids += [(pid, int(t)) for t in os.listdir(f"/proc/{pid}/task")]
-        except FileNotFoundError:
-            pass
-    return tids
-
-
 def switches(pids):
     """{tid: voluntary + involuntary context switches so far}."""
-    counts = {}
-    for pid, tid in threads(pids):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/status") as f:
-                text = f.read()
-        except FileNotFoundError:
-            continue
-        counts[tid] = sum(int(m) for m in re.findall(r"_ctxt_switches:\s+(\d+)", text))
-    return counts
+    return {tid: sum(counts) for tid, counts in run.thread_switches(pids).items()}
 
 
 def moved(before, after):

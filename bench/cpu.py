@@ -54,23 +54,8 @@ def cpu_ticks(pids):
 
 def switches(pids):
     """Voluntary and involuntary context switches so far of every thread of `pids`."""
-    voluntary = involuntary = 0
-    for pid in pids:
-        try:
-            tasks = os.listdir(f"/proc/{pid}/task")
-        except FileNotFoundError:
-            continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{pid}/task/{task}/status") as f:
-                    for line in f:
-                        if line.startswith("voluntary_ctxt_switches"):
-                            voluntary += int(line.split()[1])
-                        elif line.startswith("nonvoluntary_ctxt_switches"):
-                            involuntary += int(line.split()[1])
-            except FileNotFoundError:
-                continue
-    return voluntary, involuntary
+    counts = run.thread_switches(pids).values()
+    return sum(v for v, _ in counts), sum(i for _, i in counts)
 
 
 def with_children(pid):

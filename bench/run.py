@@ -306,6 +306,28 @@ def cpu_seconds(pids):
     return total / tick
 
 
+def thread_switches(pids):
+    """{thread id: (voluntary, involuntary) context switches so far} for
+    every thread of `pids` (/proc/<pid>/task/*/status)."""
+    counts = {}
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except FileNotFoundError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    text = f.read()
+            except FileNotFoundError:
+                continue
+            voluntary = re.search(r"^voluntary_ctxt_switches:\s+(\d+)", text, re.M)
+            involuntary = re.search(r"^nonvoluntary_ctxt_switches:\s+(\d+)", text, re.M)
+            counts[int(tid)] = (int(voluntary.group(1)) if voluntary else 0,
+                                int(involuntary.group(1)) if involuntary else 0)
+    return counts
+
+
 def nginx_workers(work):
     """The pids of nginx's worker processes (its master's children)."""
     with open(os.path.join(work, "nginx.pid")) as f:
