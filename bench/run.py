@@ -136,10 +136,13 @@ NGINX_LOG_FORMAT = ("'$time_iso8601 INFO elsinore::access: request client=$remot
                     "handler_ms=$upstream_response_time request_id=$request_id'")
 
 
-def start_nginx(work, backends, tls=None, access_log=None):
+def start_nginx(work, backends, tls=None, access_log=None, launcher=()):
     """nginx on a free port; with tls = (cert, key, port) also HTTPS on
     that port, same locations; with access_log a file path, every request
-    logged there (`buffer=64k flush=1s`), else no access log."""
+    logged there (`buffer=64k flush=1s`), else no access log. With a
+    `launcher` (argv prefix, e.g. valgrind's) nginx runs as one process,
+    no master and one worker, so the launcher sees the process that
+    serves (bench/callgrind.py --nginx)."""
     port = free_port()
     if access_log:
         logging = (f"log_format main {NGINX_LOG_FORMAT};\n"
@@ -147,8 +150,14 @@ def start_nginx(work, backends, tls=None, access_log=None):
     else:
         logging = "access_log off;"
     conf = os.path.join(work, "nginx.conf")
+    # keepalive: idle upstream connections each worker keeps. It must
+    # cover every request in flight, else a worker closes the connections
+    # past it as responses end and opens new ones for the next requests:
+    # with 128, the h2load row (64 x 10 = 640 streams) made nginx open
+    # ~3,000 upstream connections a second. 1024 > 640, as Elsinore's own
+    # pool keeps up to the handler's max_concurrent.
     upstreams = "".join(
-        f"  upstream b{name} {{ server 127.0.0.1:{p}; keepalive 128; }}\n" for name, p in backends.items())
+        f"  upstream b{name} {{ server 127.0.0.1:{p}; keepalive 1024; }}\n" for name, p in backends.items())
     locations = "".join(
         f"    location /{name} {{ proxy_pass http://b{name}/; proxy_http_version 1.1;"
         f" proxy_set_header Connection \"\"; proxy_set_header Host $host; }}\n" for name in backends)
@@ -167,7 +176,7 @@ def start_nginx(work, backends, tls=None, access_log=None):
         f" proxy_set_header X-Forwarded-Port $server_port;"
         f" proxy_set_header traceparent 00-$request_id-00f067aa0ba902b7-00; }}\n" for name in backends)
     with open(conf, "w") as f:
-        f.write(f"""worker_processes {os.cpu_count()};
+        f.write(f"""{"master_process off; worker_processes 1" if launcher else f"worker_processes {os.cpu_count()}"};
 pid {work}/nginx.pid;
 error_log {work}/nginx-error.log warn;
 daemon off;
@@ -184,7 +193,7 @@ http {{
 {https_server(tls, locations)}}}
 """)
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    start([nginx, "-c", conf, "-p", work], stdout=subprocess.DEVNULL)
+    start(list(launcher) + [nginx, "-c", conf, "-p", work], stdout=subprocess.DEVNULL)
     wait_port(port)
     return port
 
