@@ -440,6 +440,44 @@ async fn h2_is_negotiated_and_reaches_the_http1_handler() {
     );
 }
 
+/// Over TLS, HTTP/2 is chosen by ALPN only (RFC 9113 §3.3; nginx and Go
+/// do the same): a client that offers no ALPN is served HTTP/1.1, even
+/// when its first bytes are the HTTP/2 preface.
+#[tokio::test]
+async fn without_alpn_tls_is_http1_even_after_the_http2_preface() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let OneTenant { ca, server, .. } = &OneTenant::start();
+    let addr = server.https();
+
+    let stream = connect(addr, trusting(&[ca.der()], &[]), "a.test")
+        .await
+        .unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), None);
+    let reply = Https::over(stream).await.get("a.test", "/plain").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json()["path"], "/plain");
+
+    let mut stream = connect(addr, trusting(&[ca.der()], &[]), "a.test")
+        .await
+        .unwrap();
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+        .await
+        .expect("the connection was not closed in time")
+        .ok();
+    // hyper's HTTP/1.1 server closes on a preface without a word; an
+    // HTTP/2 server would have sent its SETTINGS frame.
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || text.starts_with("HTTP/1.1 "),
+        "HTTP/2 frames where HTTP/1.1 was due: {text:?}"
+    );
+}
+
 // Multi-threaded: HTTP/2 connections still open when the server is
 // stopped must answer its GOAWAY while the test thread waits for the exit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

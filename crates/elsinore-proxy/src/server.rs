@@ -437,7 +437,9 @@ async fn serve_plain<S: ListenerService>(
 #[derive(Debug)]
 pub(crate) struct Builders {
     /// Finds the protocol itself (reading the first bytes behind a rewind
-    /// buffer): for transports that cannot be peeked (TLS).
+    /// buffer): only for a cleartext connection whose first bytes so far
+    /// are the start of the HTTP/2 preface. TLS connections know theirs
+    /// from ALPN.
     auto: auto::Builder<TokioExecutor>,
     /// The same settings, for a protocol known in advance; `http1` without
     /// hyper's header read timer (see `header_read`).
@@ -703,6 +705,19 @@ impl Transport for TcpStream {
 impl<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport
     for tokio_rustls::server::TlsStream<IO>
 {
+    /// What ALPN agreed on in the handshake: `h2` is HTTP/2; `http/1.1`,
+    /// or no ALPN at all, is HTTP/1.1. Over TLS, HTTP/2 is only ever
+    /// chosen by ALPN (RFC 9113 §3.2-3.3: prior knowledge is for
+    /// cleartext), as nginx and Go's net/http decide it. Each protocol
+    /// then gets its own builder, as on plain TCP; hyper-util's detection
+    /// read the first bytes into a buffer of its own and replayed them
+    /// through a wrapper on every read of the connection's life.
+    fn poll_protocol(&self, _cx: &mut Context<'_>) -> Poll<io::Result<Protocol>> {
+        Poll::Ready(Ok(match self.get_ref().1.alpn_protocol() {
+            Some(protocol) if protocol == elsinore_tls::ALPN_H2 => Protocol::Http2,
+            _ => Protocol::Http1,
+        }))
+    }
 }
 
 /// The protocol of a connection, as far as known before serving it.
