@@ -96,6 +96,10 @@ def main():
     parser.add_argument("--https", choices=["h1", "h2"],
                         help="over TLS with h2load as the client: HTTP/1.1 or HTTP/2 (10 streams a connection)")
     args = parser.parse_args()
+    if args.https and (args.new_conn or args.post_bytes or args.floor):
+        parser.error("--https counts kept-alive GETs of Elsinore or nginx: not with --new-conn, --post-bytes or --floor")
+    if args.floor and (args.nginx or args.nginx_context):
+        parser.error("--floor, --nginx and --nginx-context each choose the proxy counted: give one")
 
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "-p", "elsinore", "-p", "elsinore-bench", "--bins"],
