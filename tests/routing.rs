@@ -321,6 +321,140 @@ async fn http2_prior_knowledge_uses_the_authority() {
     let _ = connection.await;
 }
 
+/// The request id is new on every response: over HTTP/2 it is sent as a
+/// literal never indexed (RFC 7541 §6.2.3), so it does not fill the
+/// connection's HPACK table and push out the headers that do repeat. Read
+/// off the wire: hyper's client does not say how a field was encoded.
+#[tokio::test]
+async fn http2_answers_send_the_request_id_never_indexed() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let (_ws, server) = two_projects();
+    let mut stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    // The preface, an empty SETTINGS, then three GETs of a.test on
+    // streams 1, 3, 5 (:method GET, :scheme http, :path / from the static
+    // table; :authority a literal without indexing).
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend_from_slice(&frame_head(0, 0x4, 0, 0));
+    let block = [&[0x82, 0x86, 0x84, 0x01, 6][..], b"a.test"].concat();
+    for stream_id in [1, 3, 5] {
+        out.extend_from_slice(&frame_head(block.len(), 0x1, 0x5, stream_id));
+        out.extend_from_slice(&block);
+    }
+    stream.write_all(&out).await.expect("write");
+
+    let mut header_blocks = Vec::new();
+    let read_all = async {
+        while header_blocks.len() < 3 {
+            let mut head = [0u8; 9];
+            stream.read_exact(&mut head).await.expect("frame head");
+            let length =
+                usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+            let mut payload = vec![0u8; length];
+            stream
+                .read_exact(&mut payload)
+                .await
+                .expect("frame payload");
+            match (head[3], head[4]) {
+                // The server's SETTINGS: acknowledged.
+                (0x4, flags) if flags & 0x1 == 0 => {
+                    stream
+                        .write_all(&frame_head(0, 0x4, 0x1, 0))
+                        .await
+                        .expect("ack");
+                }
+                (0x1, flags) => {
+                    assert_eq!(
+                        flags & 0x4,
+                        0x4,
+                        "one HEADERS frame per answer (END_HEADERS)"
+                    );
+                    assert_eq!(flags & 0x28, 0, "no padding or priority in an answer");
+                    header_blocks.push(payload);
+                }
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(common::WAIT, read_all)
+        .await
+        .expect("three HTTP/2 answers in time");
+    for (n, block) in header_blocks.iter().enumerate() {
+        assert_eq!(
+            never_indexed_fields(block),
+            1,
+            "answer {n}: the request id, and only it, is never indexed: {block:02x?}"
+        );
+    }
+}
+
+/// An HTTP/2 frame header (RFC 9113 §4.1).
+fn frame_head(length: usize, kind: u8, flags: u8, stream_id: u32) -> [u8; 9] {
+    let length = u32::try_from(length).expect("a small frame").to_be_bytes();
+    let id = stream_id.to_be_bytes();
+    [
+        length[1], length[2], length[3], kind, flags, id[0], id[1], id[2], id[3],
+    ]
+}
+
+/// How many fields of an HPACK header block are literals never indexed
+/// (RFC 7541 §6): walks the representations without decoding strings.
+fn never_indexed_fields(block: &[u8]) -> usize {
+    // An integer with an N-bit prefix (§5.1), from `at`; returns the value
+    // and where the next byte is.
+    fn integer(block: &[u8], at: usize, prefix: u32) -> (usize, usize) {
+        let max = (1usize << prefix) - 1;
+        let mut value = usize::from(block[at]) & max;
+        let mut at = at + 1;
+        if value == max {
+            let mut shift = 0;
+            loop {
+                let byte = block[at];
+                at += 1;
+                value += usize::from(byte & 0x7f) << shift;
+                shift += 7;
+                if byte & 0x80 == 0 {
+                    break;
+                }
+            }
+        }
+        (value, at)
+    }
+    // A string literal (§5.2): its length has a 7-bit prefix.
+    fn skip_string(block: &[u8], at: usize) -> usize {
+        let (length, at) = integer(block, at, 7);
+        at + length
+    }
+    let mut never_indexed = 0;
+    let mut at = 0;
+    while at < block.len() {
+        let first = block[at];
+        if first & 0x80 != 0 {
+            at = integer(block, at, 7).1; // indexed field
+        } else if first & 0xe0 == 0x20 {
+            at = integer(block, at, 5).1; // table size update
+        } else {
+            // A literal: incremental indexing (6-bit name index), without
+            // indexing or never indexed (4-bit); a name index of 0 means
+            // the name follows as a string.
+            let prefix = if first & 0x40 != 0 { 6 } else { 4 };
+            if first & 0xf0 == 0x10 {
+                never_indexed += 1;
+            }
+            let (name_index, next) = integer(block, at, prefix);
+            at = if name_index == 0 {
+                skip_string(block, next)
+            } else {
+                next
+            };
+            at = skip_string(block, at);
+        }
+    }
+    never_indexed
+}
+
 /// Elsinore is a reverse proxy, not a tunnel.
 #[tokio::test]
 async fn connect_is_refused_with_405() {
