@@ -323,8 +323,9 @@ async fn http2_prior_knowledge_uses_the_authority() {
 
 /// The request id is new on every response: over HTTP/2 it is sent as a
 /// literal never indexed (RFC 7541 §6.2.3), so it does not fill the
-/// connection's HPACK table and push out the headers that do repeat. Read
-/// off the wire: hyper's client does not say how a field was encoded.
+/// connection's HPACK table and push out the headers that do repeat; on a
+/// handler's answer and on Elsinore's own JSON errors alike. Read off the
+/// wire: hyper's client does not say how a field was encoded.
 #[tokio::test]
 async fn http2_answers_send_the_request_id_never_indexed() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -333,13 +334,15 @@ async fn http2_answers_send_the_request_id_never_indexed() {
     let mut stream = tokio::net::TcpStream::connect(server.addr)
         .await
         .expect("connect");
-    // The preface, an empty SETTINGS, then three GETs of a.test on
-    // streams 1, 3, 5 (:method GET, :scheme http, :path / from the static
-    // table; :authority a literal without indexing).
+    // The preface, an empty SETTINGS, then two GETs of a.test and one of a
+    // host nobody serves (a JSON 404 of Elsinore's own) on streams 1, 3, 5
+    // (:method GET, :scheme http, :path / from the static table;
+    // :authority a literal without indexing).
     let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     out.extend_from_slice(&frame_head(0, 0x4, 0, 0));
-    let block = [&[0x82, 0x86, 0x84, 0x01, 6][..], b"a.test"].concat();
-    for stream_id in [1, 3, 5] {
+    for (stream_id, authority) in [(1, "a.test"), (3, "a.test"), (5, "nobody.test")] {
+        let length = u8::try_from(authority.len()).expect("a short name");
+        let block = [&[0x82, 0x86, 0x84, 0x01, length][..], authority.as_bytes()].concat();
         out.extend_from_slice(&frame_head(block.len(), 0x1, 0x5, stream_id));
         out.extend_from_slice(&block);
     }

@@ -10,7 +10,7 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Map, Value};
 
-use crate::headers::X_REQUEST_ID;
+use crate::headers::{answered_request_id, X_REQUEST_ID};
 
 /// The response for an error: `status`, `error` (a short phrase),
 /// `details` (more fields; an `error` or `request_id` among them is
@@ -35,7 +35,7 @@ pub fn json_error(
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(X_REQUEST_ID, request_id.clone());
+    headers.insert(X_REQUEST_ID, answered_request_id(request_id.clone()));
     response
 }
 

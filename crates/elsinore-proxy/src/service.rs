@@ -267,14 +267,9 @@ impl Proxy {
             if let Some(protocol) = upgraded {
                 upgrade::restore_headers(response.headers_mut(), protocol);
             }
-            // A new value on every response: HTTP/2's HPACK would add each
-            // one to the connection's header table, evicting the entries
-            // that do repeat (content-type, a cookie) and never finding it
-            // again. Marked sensitive it goes as a literal "never indexed"
-            // (RFC 7541 §6.2.3); HTTP/1.1 ignores the mark.
-            let mut request_id = request_id;
-            request_id.set_sensitive(true);
-            response.headers_mut().insert(X_REQUEST_ID, request_id);
+            response
+                .headers_mut()
+                .insert(X_REQUEST_ID, headers::answered_request_id(request_id));
             rate_limit_headers(&access, response.headers_mut());
             access.attach(&mut response);
             response
