@@ -505,25 +505,24 @@ def main():
         https = []
         n_pids, e_pids = nginx_workers(work), [elsinore.pid]
         if cert and not args.post_only:
+            n_url, e_url = f"https://127.0.0.1:{n_tls[2]}/100B", f"https://127.0.0.1:{e_tls[2]}/"
+            # nginx adding the headers Elsinore adds (the comparison that
+            # counts, as in the cleartext rows), where requests are kept
+            # alive: in the handshake row the handshake is all the work.
+            c_url = f"https://127.0.0.1:{n_tls[2]}/context-100B"
             for conns, keepalive in ((1, True), (64, True), (64, False)):
                 label = f"c={conns:<2}  100B {'keep-alive' if keepalive else 'new conn'}"
-                n_url, e_url = f"https://127.0.0.1:{n_tls[2]}/100B", f"https://127.0.0.1:{e_tls[2]}/"
+                targets = [(n_url, n_pids), (e_url, e_pids)] + ([(c_url, n_pids)] if conns == 64 and keepalive else [])
                 runs = [wrk(url, "100b.bench", conns, keepalive, args.duration, args.warmup, pids=pids)
-                        for url, pids in ((n_url, n_pids), (e_url, e_pids), (n_url, n_pids), (e_url, e_pids))]
-                row = {"scenario": label, "nginx": average(runs[0], runs[2]),
-                       "elsinore": average(runs[1], runs[3]),
-                       "spread": max(spread(runs[0], runs[2]), spread(runs[1], runs[3]))}
-                https.append(row)
-                log(f"{label} HTTPS: nginx {row['nginx']['rps']:.0f} req/s, elsinore {row['elsinore']['rps']:.0f} req/s")
+                        for url, pids in targets * 2]
+                https += https_rows(label, runs, len(targets))
+                log(f"{label} HTTPS: nginx {runs[0]['rps']:.0f} req/s, elsinore {runs[1]['rps']:.0f} req/s")
             if shutil.which("h2load"):
-                n_url, e_url = f"https://127.0.0.1:{n_tls[2]}/100B", f"https://127.0.0.1:{e_tls[2]}/"
+                targets = [(n_url, n_pids), (e_url, e_pids), (c_url, n_pids)]
                 runs = [h2load(url, "100b.bench", 64, 10, args.duration, args.warmup, pids=pids)
-                        for url, pids in ((n_url, n_pids), (e_url, e_pids), (n_url, n_pids), (e_url, e_pids))]
-                row = {"scenario": "h2 c=64 m=10 100B", "nginx": average(runs[0], runs[2]),
-                       "elsinore": average(runs[1], runs[3]),
-                       "spread": max(spread(runs[0], runs[2]), spread(runs[1], runs[3]))}
-                https.append(row)
-                log(f"h2load: nginx {row['nginx']['rps']:.0f} req/s, elsinore {row['elsinore']['rps']:.0f} req/s")
+                        for url, pids in targets * 2]
+                https += https_rows("h2 c=64 m=10 100B", runs, len(targets))
+                log(f"h2load: nginx {runs[0]['rps']:.0f} req/s, elsinore {runs[1]['rps']:.0f} req/s")
             else:
                 log("h2load not found (apt-get install nghttp2-client): the HTTP/2 scenario is skipped")
 
@@ -754,6 +753,20 @@ def print_table(results):
                   + (f"  ({c['errors']} errors)" if c["errors"] else ""))
 
 
+def https_rows(label, runs, targets):
+    """Table rows from two alternated rounds of `targets` runs each (nginx,
+    Elsinore and, when there are three, nginx adding the context headers):
+    Elsinore beside nginx, and beside nginx + context."""
+    first, second = runs[:targets], runs[targets:]
+    elsinore = average(first[1], second[1])
+    rows = []
+    for n, scenario in ((0, label), (2, f"{label} +ctx")):
+        if n < targets:
+            rows.append({"scenario": scenario, "nginx": average(first[n], second[n]), "elsinore": elsinore,
+                         "spread": max(spread(first[n], second[n]), spread(first[1], second[1]))})
+    return rows
+
+
 def print_https(rows):
     if not rows:
         return
@@ -762,7 +775,8 @@ def print_https(rows):
     print("'new conn' is a handshake per request, resumed as wrk does; the h2 row is h2load, whose p50/p99")
     print("columns are mean/mean+2sd; 'CPU µs' is the server's CPU time per answered request, and")
     print("'E/nginx CPU' how many more requests Elsinore serves per CPU second: a one-thread client")
-    print("doing handshakes is busier than either server, so req/s alone says little in that row):")
+    print("doing handshakes is busier than either server, so req/s alone says little in that row;")
+    print("'+ctx' rows set the same Elsinore runs beside nginx adding the headers Elsinore adds):")
     print(f"{'scenario':<28} {'nginx':>24} {'elsinore':>24} {'E/nginx':>8} {'CPU µs n/E':>12} "
           f"{'E/nginx CPU':>12} {'run/run':>8}")
     for row in rows:
