@@ -9,16 +9,6 @@ use elsinore_tracing::{Traceparent, TRACEPARENT, TRACESTATE};
 use crate::trust::drop_underscored;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The request id as answered to the client, marked sensitive. It is a new
-/// value on every response: HTTP/2's HPACK would add each one to the
-/// connection's header table, evicting the entries that do repeat
-/// (content-type, a cookie) and never finding it again; sensitive, it goes
-/// as a literal never indexed (RFC 7541 §6.2.3). HTTP/1.1 ignores the mark.
-pub(crate) fn answered_request_id(mut request_id: HeaderValue) -> HeaderValue {
-    request_id.set_sensitive(true);
-    request_id
-}
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
@@ -32,6 +22,16 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// Prefix of the handler-context headers; clients may never set them.
 const CONTEXT_PREFIX: &str = "x-elsinore-";
+
+/// The request id as answered to the client, marked sensitive. It is a new
+/// value on every response: HTTP/2's HPACK would add each one to the
+/// connection's header table, evicting the entries that do repeat
+/// (content-type, a cookie) and never finding it again; sensitive, it goes
+/// as a literal never indexed (RFC 7541 §6.2.3). HTTP/1.1 ignores the mark.
+pub(crate) fn answered_request_id(mut request_id: HeaderValue) -> HeaderValue {
+    request_id.set_sensitive(true);
+    request_id
+}
 
 /// What the handler is told about a request.
 pub(crate) struct Context<'a> {

@@ -162,7 +162,10 @@ pub mod bench_api {
     /// request id set.
     pub fn rewrite_response(headers: &mut HeaderMap, request_id: &HeaderValue) {
         headers::remove_hop_by_hop(headers);
-        headers.insert(headers::X_REQUEST_ID, request_id.clone());
+        headers.insert(
+            headers::X_REQUEST_ID,
+            headers::answered_request_id(request_id.clone()),
+        );
     }
 
     /// Request ids as the proxy makes them.
