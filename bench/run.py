@@ -154,7 +154,7 @@ def start_nginx(work, backends, tls=None, access_log=None, launcher=()):
     # cover every request in flight, else a worker closes the connections
     # past it as responses end and opens new ones for the next requests:
     # with 128, the h2load row (64 x 10 = 640 streams) made nginx open
-    # ~3,000 upstream connections a second. 1024 > 640, as Elsinore's own
+    # ~2,500 upstream connections a second. 1024 > 640, as Elsinore's own
     # pool keeps up to the handler's max_concurrent.
     upstreams = "".join(
         f"  upstream b{name} {{ server 127.0.0.1:{p}; keepalive 1024; }}\n" for name, p in backends.items())
