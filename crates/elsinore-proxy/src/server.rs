@@ -730,14 +730,73 @@ pub(crate) enum Protocol {
 }
 
 /// A connection being served, whichever builder serves it. Boxed: the
-/// task's future stays small and `Unpin`.
-enum Served<I, S>
+/// task's future stays small and `Unpin`. HTTP/1.1 is served by
+/// [`inline_service`], HTTP/2 (and hyper-util's detection, which is
+/// HTTP/2 but for a client that happened to start like its preface) by
+/// [`boxed_service`].
+enum Served<I, S1, S2>
 where
-    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S1: hyper::service::HttpService<hyper::body::Incoming>,
+    S2: hyper::service::HttpService<hyper::body::Incoming>,
 {
-    Http1(Pin<Box<http1::UpgradeableConnection<TokioIo<I>, S>>>),
-    Http2(Pin<Box<http2::Connection<TokioIo<I>, S, TokioExecutor>>>),
-    Auto(Pin<Box<auto::UpgradeableConnection<'static, TokioIo<I>, S, TokioExecutor>>>),
+    Http1(Pin<Box<http1::UpgradeableConnection<TokioIo<I>, S1>>>),
+    Http2(Pin<Box<http2::Connection<TokioIo<I>, S2, TokioExecutor>>>),
+    Auto(Pin<Box<auto::UpgradeableConnection<'static, TokioIo<I>, S2, TokioExecutor>>>),
+}
+
+/// What one connection's requests share: the service and the connection's
+/// info (one reference count per request, see [`serve_connection`]).
+type PerConnection<S> = Arc<(Arc<S>, ConnInfo)>;
+
+/// The response every service below answers with.
+type Answer = Result<http::Response<Tracked<crate::ProxyBody>>, Infallible>;
+
+/// The service of an HTTP/1.1 connection: each request's future is held
+/// in place by the connection's own task, which polls one at a time.
+fn inline_service<S: ListenerService>(
+    per_connection: PerConnection<S>,
+    activity: Activity,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<Tracked<crate::ProxyBody>>,
+    Error = Infallible,
+    Future = impl Future<Output = Answer> + Send,
+> + Send {
+    service_fn(move |request| {
+        let per_connection = per_connection.clone();
+        let active = activity.begin();
+        async move {
+            let (service, conn) = &*per_connection;
+            let response = service.call(request, conn).await;
+            Ok(response.map(|body| Tracked::new(body, active)))
+        }
+    })
+}
+
+/// The service of an HTTP/2 connection: each request's future is boxed
+/// where it is made. hyper spawns a task per stream holding it; inline,
+/// its ~9 KB were copied into hyper's stream future, into tokio's spawn
+/// and into the task's cell (about 35 KB of `memcpy` per request), where
+/// a box is one allocation and the spawned future stays a few hundred
+/// bytes (docs/performance.md).
+fn boxed_service<S: ListenerService>(
+    per_connection: PerConnection<S>,
+    activity: Activity,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<Tracked<crate::ProxyBody>>,
+    Error = Infallible,
+    Future = Pin<Box<dyn Future<Output = Answer> + Send>>,
+> + Send {
+    service_fn(move |request| {
+        let per_connection = per_connection.clone();
+        let active = activity.begin();
+        Box::pin(async move {
+            let (service, conn) = &*per_connection;
+            let response = service.call(request, conn).await;
+            Ok(response.map(|body| Tracked::new(body, active)))
+        }) as Pin<Box<dyn Future<Output = Answer> + Send>>
+    })
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -774,23 +833,12 @@ pub(crate) async fn serve_connection<I, S>(
     // proxy's own is shared by every request thread, and taking it per
     // request would have them pass its cache line back and forth.
     let per_connection = Arc::new((service, conn));
-    let service = {
-        let activity = activity.clone();
-        service_fn(move |request| {
-            let per_connection = per_connection.clone();
-            let active = activity.begin();
-            async move {
-                let (service, conn) = &*per_connection;
-                let response = service.call(request, conn).await;
-                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, active)))
-            }
-        })
-    };
     let _slot = slot;
     let mut watcher = watcher;
     let mut timer = activity.timer(idle.min(builders.header_read));
-    // Until the protocol is known, the transport and the service wait here.
-    let mut pending = Some((io, service));
+    // Until the protocol is known, the transport and what the service is
+    // made of wait here.
+    let mut pending = Some((io, per_connection));
     let mut served = None;
     // The drain began (the watcher says so once).
     let mut draining = false;
@@ -823,7 +871,7 @@ pub(crate) async fn serve_connection<I, S>(
                 Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
                 Poll::Pending => return poll_timer(&mut timer, cx),
             };
-            let Some((io, service)) = pending.take() else {
+            let Some((io, per_connection)) = pending.take() else {
                 return Poll::Ready(Some(Ok(())));
             };
             let io = TokioIo::new(io);
@@ -837,15 +885,23 @@ pub(crate) async fn serve_connection<I, S>(
             }
             served = Some(match protocol {
                 Protocol::Http1 => Served::Http1(Box::pin(
-                    builders.http1.serve_connection(io, service).with_upgrades(),
+                    builders
+                        .http1
+                        .serve_connection(io, inline_service(per_connection, activity.clone()))
+                        .with_upgrades(),
                 )),
-                Protocol::Http2 => {
-                    Served::Http2(Box::pin(builders.http2.serve_connection(io, service)))
-                }
+                Protocol::Http2 => Served::Http2(Box::pin(
+                    builders
+                        .http2
+                        .serve_connection(io, boxed_service(per_connection, activity.clone())),
+                )),
                 Protocol::Auto => Served::Auto(Box::pin(
                     builders
                         .auto
-                        .serve_connection_with_upgrades(io, service)
+                        .serve_connection_with_upgrades(
+                            io,
+                            boxed_service(per_connection, activity.clone()),
+                        )
                         .into_owned(),
                 )),
             });
