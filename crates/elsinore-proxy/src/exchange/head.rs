@@ -128,9 +128,13 @@ pub(crate) fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Pars
         fields.push((name, start, start + header.value.len()));
     }
     let head: Bytes = buf.split_to(length).freeze();
-    // Room for what Elsinore adds to a response (request id, CORS, ...)
-    // without the map growing.
-    let mut headers = HeaderMap::with_capacity(fields.len() + 8);
+    // Room for the one header Elsinore adds to every response (the
+    // request id) without the map growing. Not more: a map of up to six
+    // entries (~620 bytes) comes from glibc's per-thread cache, one of
+    // twelve (~1.3 KB) from its shared bins at about ten times the cost,
+    // so room for CORS and rate-limit headers would be paid by every
+    // response of every project; those that add them grow it once.
+    let mut headers = HeaderMap::with_capacity(fields.len() + 1);
     for (name, start, end) in fields {
         let value = HeaderValue::from_maybe_shared(head.slice(start..end))
             .map_err(|_| ExchangeError::Malformed("invalid header value"))?;
