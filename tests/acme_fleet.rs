@@ -257,3 +257,76 @@ async fn moving_to_postgresql_keeps_the_acme_certificates_and_account() {
         "a file put in acme.storage after the move reached the fleet"
     );
 }
+
+/// A validation can reach a front door before its refresh has loaded the
+/// answer another front door shared (a busy machine: the ordering door
+/// asks the CA once its own refresh has it). Here the answers are in the
+/// state database and no notification will ever bring them (the counter
+/// is not moved), as for a refresh running behind: the front door finds
+/// them there, over HTTP-01 (the key authorization) and over TLS-ALPN-01
+/// (the challenge certificate). A made-up token is still not answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validation_ahead_of_the_refresh_is_answered_from_the_state_database() {
+    if !pebble_installed() {
+        return;
+    }
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let state = format!("{}?sslmode=disable", pg.create_database("fleet_ahead"));
+    let ws = Workspace::new();
+    // No host: this front door orders nothing, so nothing of its own
+    // moves the counter and reloads the answers.
+    ws.project("quiet", &[], &echo_manifest());
+    let ports = (free_port(), free_port());
+    let pebble = Pebble::start(&ws.path().join("pebble"), ports.0, ports.1);
+    let config = door_serving(&ws, "b", "quiet", &pebble, ports, &state, "http-01");
+    let door = Server::start(&config);
+    // Its refresh has made its first load: what is written from now on
+    // comes only with a notification.
+    door.logs.wait_for("ACME fleet refresh: following");
+
+    let token = "aheadOfTheRefresh-0123456789_abcdefghijklm";
+    let digest = [0x5au8; 32];
+    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+    pg.psql(
+        "fleet_ahead",
+        &format!(
+            "INSERT INTO acme_challenges (kind, key, name, answer, created_at) VALUES
+             ('http-01', '{token}', '{HOST}', '{token}.thumbprint', 0),
+             ('tls-alpn-01', '{HOST}', '{HOST}', '{hex}', 0)"
+        ),
+    );
+
+    let reply = door
+        .get(HOST, &format!("/.well-known/acme-challenge/{token}"))
+        .send()
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(&reply.body[..], format!("{token}.thumbprint").as_bytes());
+    let made_up = door
+        .get(
+            HOST,
+            "/.well-known/acme-challenge/madeUpToken-0123456789_abcdefghijklmn",
+        )
+        .send()
+        .await;
+    assert_eq!(made_up.status, 404, "{:?}", made_up.body);
+
+    // The CA's TLS-ALPN-01 handshake: SNI the name, ALPN acme-tls/1 only.
+    let connector =
+        tokio_rustls::TlsConnector::from(common::inspect_tls::accepting_anything(&[b"acme-tls/1"]));
+    let tcp = tokio::net::TcpStream::connect(door.https()).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from(HOST).unwrap();
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .expect("the TLS-ALPN-01 handshake is answered");
+    let (_, session) = tls.get_ref();
+    assert_eq!(session.alpn_protocol(), Some(&b"acme-tls/1"[..]));
+    let served = session.peer_certificates().unwrap()[0].as_ref().to_vec();
+    assert!(
+        served.windows(digest.len()).any(|window| window == digest),
+        "the challenge certificate carries the stored digest (acmeIdentifier)"
+    );
+}

@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+pub mod inspect_tls;
 pub mod pebble;
 pub mod ports;
 pub mod postgres;

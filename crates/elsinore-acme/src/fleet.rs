@@ -13,10 +13,14 @@
 //!   `LISTEN elsinore_acme`, and on each notification (or when the
 //!   `acme_version` counter moved, checked every [`CHECK_INTERVAL`] as a
 //!   backstop) loads the new certificates into the TLS store and the
-//!   challenge answers into memory. The request path only reads memory.
+//!   challenge answers into memory. The request path reads memory, and
+//!   only on a miss the database ([`Fleet::stored_http01`],
+//!   [`Fleet::stored_tls_alpn01`]): the ordering front door asks the CA
+//!   once its own refresh has loaded the answer, and another's refresh
+//!   may still be a few milliseconds behind (a busy machine).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -37,6 +41,12 @@ const PUBLISH_WAIT: Duration = Duration::from_secs(5);
 /// One wait for a notification.
 const WAIT_SLICE: Duration = Duration::from_millis(250);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// Database lookups for answers memory does not have, per second at most:
+/// a CA makes a few validation requests per order, while anyone can ask
+/// for made-up tokens, and each lookup is a query on the fleet's shared
+/// database. Past it a miss is a miss (the order is retried if it was
+/// the CA's).
+const STORED_LOOKUPS_PER_SECOND: u32 = 20;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The high 32 bits of every order lock: "ACME" in ASCII, so no order lock
@@ -88,6 +98,34 @@ pub(crate) struct Fleet {
     seen: tokio::sync::watch::Sender<i64>,
     /// Whether the refresh thread reaches the state database.
     health: StateHealth,
+    /// What is left of this second's database lookups on a miss.
+    lookups: Mutex<LookupBudget>,
+}
+
+/// [`STORED_LOOKUPS_PER_SECOND`], counted from the first lookup of each
+/// second.
+#[derive(Debug, Default)]
+struct LookupBudget {
+    since: Option<Instant>,
+    used: u32,
+}
+
+impl LookupBudget {
+    /// Whether one more lookup at `now` fits.
+    fn take(&mut self, now: Instant) -> bool {
+        if self
+            .since
+            .is_none_or(|since| now.duration_since(since) >= Duration::from_secs(1))
+        {
+            self.since = Some(now);
+            self.used = 0;
+        }
+        if self.used >= STORED_LOOKUPS_PER_SECOND {
+            return false;
+        }
+        self.used += 1;
+        true
+    }
 }
 
 /// An order lock held: its own connection (the lock lives as long as the
@@ -104,6 +142,7 @@ impl Fleet {
             answers: ArcSwap::default(),
             seen: tokio::sync::watch::Sender::new(-1),
             health: StateHealth::new(),
+            lookups: Mutex::default(),
         }
     }
 
@@ -121,6 +160,62 @@ impl Fleet {
     /// The fleet's TLS-ALPN-01 certificate for `name`: memory only.
     pub(crate) fn tls_alpn01(&self, name: &str) -> Option<Arc<CertifiedKey>> {
         self.answers.load().tls_alpn01.get(name).cloned()
+    }
+
+    /// The HTTP-01 answer for `token` as stored in the state database, for
+    /// a validation request that came before this front door's refresh
+    /// loaded it. Blocking. `None` when none is stored, the second's
+    /// lookups are spent, or the database fails.
+    pub(crate) fn stored_http01(&self, token: &str) -> Option<String> {
+        self.stored(ChallengeKind::Http01, token)
+    }
+
+    /// The TLS-ALPN-01 certificate for `name` made from the digest stored
+    /// in the state database; as [`Self::stored_http01`].
+    pub(crate) fn stored_tls_alpn01(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        let digest = unhex(&self.stored(ChallengeKind::TlsAlpn01, name)?)?;
+        match alpn_certificate(name, &digest) {
+            Ok(certified) => Some(certified),
+            Err(err) => {
+                tracing::warn!(target: "elsinore::acme", name, error = %err, "cannot answer a shared tls-alpn-01 challenge");
+                None
+            }
+        }
+    }
+
+    fn stored(&self, kind: ChallengeKind, key: &str) -> Option<String> {
+        if !self.take_lookup() {
+            return None;
+        }
+        let found = self
+            .storage
+            .with_client("cannot look up a challenge answer", |client| {
+                client.query_opt(
+                    "SELECT answer FROM acme_challenges WHERE kind = $1 AND key = $2",
+                    &[&kind.as_str(), &key],
+                )
+            });
+        match found {
+            Ok(row) => {
+                let answer = row.map(|row| row.get::<_, String>(0));
+                if answer.is_some() {
+                    tracing::debug!(target: "elsinore::acme", kind = kind.as_str(), key, "answered a validation from the state database before the refresh loaded it");
+                }
+                answer
+            }
+            Err(err) => {
+                tracing::warn!(target: "elsinore::acme", error = %err, "a validation request found no answer in memory and the state database could not be asked");
+                None
+            }
+        }
+    }
+
+    /// Whether one more lookup fits this second's budget.
+    fn take_lookup(&self) -> bool {
+        self.lookups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take(Instant::now())
     }
 
     /// Takes `name`'s order lock, or `None` when another front door holds
@@ -266,6 +361,8 @@ fn follow(
     };
     if fleet.health.reachable() {
         tracing::info!(target: "elsinore::acme", "ACME fleet refresh: reaching the state database again");
+    } else {
+        tracing::info!(target: "elsinore::acme", version = seen, "ACME fleet refresh: following the state database's certificates and challenge answers");
     }
     let mut next_check = Instant::now() + CHECK_INTERVAL;
     loop {
@@ -396,6 +493,16 @@ mod tests {
         assert_eq!(blog >> 32, ORDER_LOCK_NAMESPACE);
         // elsinore-events' EVENTS_LOCK and the migrations' lock.
         assert_ne!(blog >> 32, 0x656c_7369_6e6f_7265_i64 >> 32);
+    }
+
+    #[test]
+    fn lookups_on_a_miss_are_limited_per_second() {
+        let mut budget = LookupBudget::default();
+        let start = Instant::now();
+        let granted = (0..100).filter(|_| budget.take(start)).count();
+        assert_eq!(granted, STORED_LOOKUPS_PER_SECOND as usize);
+        assert!(!budget.take(start + Duration::from_millis(999)));
+        assert!(budget.take(start + Duration::from_secs(1)));
     }
 
     #[test]

@@ -31,6 +31,7 @@ mod schedule;
 mod storage;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -540,6 +541,19 @@ impl elsinore_tls::ExtraCerts for Acme {
             .or_else(|| self.fleet.as_ref()?.tls_alpn01(name))
     }
 
+    /// Across a fleet: the digest another front door stored, when this
+    /// one's refresh has not loaded it yet.
+    fn stored_alpn_challenge(&self, name: &str) -> Option<elsinore_tls::StoredChallenge> {
+        let fleet = self.fleet.clone()?;
+        let name = name.to_owned();
+        Some(Box::pin(within_lookup_wait(async move {
+            tokio::task::spawn_blocking(move || fleet.stored_tls_alpn01(&name))
+                .await
+                .ok()
+                .flatten()
+        })))
+    }
+
     /// Queues `name` for an on-demand order when `on_demand` is on and
     /// the name routes to a project through a wildcard folder or the
     /// default project. Never blocks: the handshake is refused meanwhile.
@@ -570,6 +584,31 @@ impl elsinore_proxy::Http01Answers for Acme {
             .http01(token)
             .or_else(|| self.fleet.as_ref()?.http01(token))
     }
+
+    /// Across a fleet: the answer another front door stored, when this
+    /// one's refresh has not loaded it yet.
+    fn stored_answer(&self, token: &str) -> Option<elsinore_proxy::StoredAnswer> {
+        let fleet = self.fleet.clone()?;
+        let token = token.to_owned();
+        Some(Box::pin(within_lookup_wait(async move {
+            tokio::task::spawn_blocking(move || fleet.stored_http01(&token))
+                .await
+                .ok()
+                .flatten()
+        })))
+    }
+}
+
+/// How long a validation request waits for the state database's answer
+/// before it is answered as a miss (the CA waits longer than this).
+const LOOKUP_WAIT: Duration = Duration::from_secs(2);
+
+/// `lookup`'s answer, or `None` after [`LOOKUP_WAIT`].
+async fn within_lookup_wait<T>(lookup: impl Future<Output = Option<T>>) -> Option<T> {
+    tokio::time::timeout(LOOKUP_WAIT, lookup)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Exact host names of `table` whose folder has no `tls/` of its own.

@@ -61,7 +61,7 @@ mod upgrade;
 
 pub use access::ACCESS_TARGET;
 pub use access_log::{AccessLog, AccessLogError, FLUSH_EVERY, FLUSH_SIZE};
-pub use acme_http01::Http01Answers;
+pub use acme_http01::{Http01Answers, StoredAnswer};
 pub use auth::AuthLevel;
 pub use body::HandlerBody;
 pub use conn_info::{ConnInfo, TlsInfo};

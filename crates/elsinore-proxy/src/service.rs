@@ -387,10 +387,12 @@ impl Proxy {
             // Elsinore's own ACME validations, before routing: the host
             // may not even route to a project yet.
             if let (None, Some(answers)) = (&conn.tls, &self.http01) {
-                if let Some(response) =
-                    crate::acme_http01::respond(answers.as_ref(), request.uri().path())
-                {
-                    return Ok(response);
+                if let Some(token) = crate::acme_http01::token(request.uri().path()) {
+                    if let Some(response) =
+                        crate::acme_http01::respond(answers.as_ref(), token).await
+                    {
+                        return Ok(response);
+                    }
                 }
             }
 

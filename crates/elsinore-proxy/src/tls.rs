@@ -185,7 +185,7 @@ async fn handshake(
         .server_name()
         .map(str::to_ascii_lowercase);
     if let (Some(extra), Some(name)) = (&tls.extra, &sni) {
-        if let Some(challenge) = acme_challenge(&accepted, extra.as_ref(), name) {
+        if let Some(challenge) = acme_challenge(&accepted, extra.as_ref(), name).await {
             // The CA's validation connection: the handshake is its whole
             // purpose, no request follows (RFC 8737 section 3).
             let mut stream = StartHandshake::from_parts(accepted, stream)
@@ -223,18 +223,23 @@ async fn handshake(
 
 /// The server configuration answering a TLS-ALPN-01 validation of `name`,
 /// when the client offers exactly `acme-tls/1` and a challenge for `name`
-/// is pending.
-fn acme_challenge(
+/// is pending (in memory, or else where `extra` keeps it).
+async fn acme_challenge(
     accepted: &Accepted,
     extra: &dyn ExtraCerts,
     name: &str,
 ) -> Option<Arc<ServerConfig>> {
-    let mut offered = accepted.client_hello().alpn()?;
-    let only_acme = offered.next() == Some(ALPN_ACME_TLS) && offered.next().is_none();
+    let only_acme = {
+        let mut offered = accepted.client_hello().alpn()?;
+        offered.next() == Some(ALPN_ACME_TLS) && offered.next().is_none()
+    };
     if !only_acme {
         return None;
     }
-    let certified = extra.alpn_challenge(name)?;
+    let certified = match extra.alpn_challenge(name) {
+        Some(certified) => certified,
+        None => extra.stored_alpn_challenge(name)?.await?,
+    };
     let resolver = Arc::new(rustls::sign::SingleCertAndKey::from(certified));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)

@@ -37,8 +37,8 @@ pub use dev_cert::{DevCertError, SelfSigned, DEV_CERT_VALID_DAYS};
 pub use error::Error;
 pub use rebuild::{expiry_warning, CertSource, Rebuilt};
 pub use resolver::{
-    choose, CurrentCerts, ExtraCerts, ServerConfigs, SniResolver, ALPN_ACME_TLS, ALPN_H2,
-    ALPN_HTTP11,
+    choose, CurrentCerts, ExtraCerts, ServerConfigs, SniResolver, StoredChallenge, ALPN_ACME_TLS,
+    ALPN_H2, ALPN_HTTP11,
 };
 pub use sources::cert_sources;
 pub use store::{CertOwner, CertSlot, CertStore};

@@ -2,6 +2,8 @@
 //! configuration of a listener.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -12,6 +14,9 @@ use rustls::{CipherSuite, ServerConfig, SupportedCipherSuite};
 
 use crate::{CertOwner, CertStore, LoadedCert, Result};
 use elsinore_config::{HostPattern, Hostname};
+
+/// A challenge certificate being looked up ([`ExtraCerts::stored_alpn_challenge`]).
+pub type StoredChallenge = Pin<Box<dyn Future<Output = Option<Arc<CertifiedKey>>> + Send>>;
 
 /// ALPN protocol id of HTTP/2.
 pub const ALPN_H2: &[u8] = b"h2";
@@ -39,6 +44,14 @@ pub trait ExtraCerts: Send + Sync + fmt::Debug + 'static {
     /// The TLS-ALPN-01 challenge certificate for `name`, while one is
     /// being validated (the client offered only ALPN `acme-tls/1`).
     fn alpn_challenge(&self, name: &str) -> Option<Arc<CertifiedKey>>;
+    /// [`Self::alpn_challenge`] found none: where else one may be kept
+    /// (ACME across a fleet: the state database, which a validation can
+    /// reach this front door before its own copy does). `None` when there
+    /// is nowhere else to look.
+    fn stored_alpn_challenge(&self, name: &str) -> Option<StoredChallenge> {
+        let _ = name;
+        None
+    }
     /// A handshake for `name` found no certificate at all: on-demand
     /// issuance may start (it must not block the handshake).
     fn missing(&self, name: &str) {
