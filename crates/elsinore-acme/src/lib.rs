@@ -33,6 +33,7 @@ mod storage;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -544,14 +545,10 @@ impl elsinore_tls::ExtraCerts for Acme {
     /// Across a fleet: the digest another front door stored, when this
     /// one's refresh has not loaded it yet.
     fn stored_alpn_challenge(&self, name: &str) -> Option<elsinore_tls::StoredChallenge> {
-        let fleet = self.fleet.clone()?;
         let name = name.to_owned();
-        Some(Box::pin(within_lookup_wait(async move {
-            tokio::task::spawn_blocking(move || fleet.stored_tls_alpn01(&name))
-                .await
-                .ok()
-                .flatten()
-        })))
+        look_up(self.fleet.as_ref(), move |fleet| {
+            fleet.stored_tls_alpn01(&name)
+        })
     }
 
     /// Queues `name` for an on-demand order when `on_demand` is on and
@@ -588,14 +585,10 @@ impl elsinore_proxy::Http01Answers for Acme {
     /// Across a fleet: the answer another front door stored, when this
     /// one's refresh has not loaded it yet.
     fn stored_answer(&self, token: &str) -> Option<elsinore_proxy::StoredAnswer> {
-        let fleet = self.fleet.clone()?;
         let token = token.to_owned();
-        Some(Box::pin(within_lookup_wait(async move {
-            tokio::task::spawn_blocking(move || fleet.stored_http01(&token))
-                .await
-                .ok()
-                .flatten()
-        })))
+        look_up(self.fleet.as_ref(), move |fleet| {
+            fleet.stored_http01(&token)
+        })
     }
 }
 
@@ -603,12 +596,21 @@ impl elsinore_proxy::Http01Answers for Acme {
 /// before it is answered as a miss (the CA waits longer than this).
 const LOOKUP_WAIT: Duration = Duration::from_secs(2);
 
-/// `lookup`'s answer, or `None` after [`LOOKUP_WAIT`].
-async fn within_lookup_wait<T>(lookup: impl Future<Output = Option<T>>) -> Option<T> {
-    tokio::time::timeout(LOOKUP_WAIT, lookup)
-        .await
-        .ok()
-        .flatten()
+/// `look` run against the fleet's state database on a blocking thread and
+/// waited for [`LOOKUP_WAIT`] at most; `None` without a fleet.
+fn look_up<T: Send + 'static>(
+    fleet: Option<&Arc<Fleet>>,
+    look: impl FnOnce(&Fleet) -> Option<T> + Send + 'static,
+) -> Option<Pin<Box<dyn Future<Output = Option<T>> + Send>>> {
+    let fleet = fleet?.clone();
+    Some(Box::pin(async move {
+        let lookup = tokio::task::spawn_blocking(move || look(&fleet));
+        tokio::time::timeout(LOOKUP_WAIT, lookup)
+            .await
+            .ok()?
+            .ok()
+            .flatten()
+    }))
 }
 
 /// Exact host names of `table` whose folder has no `tls/` of its own.

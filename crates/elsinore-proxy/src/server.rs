@@ -762,15 +762,7 @@ fn inline_service<S: ListenerService>(
     Error = Infallible,
     Future = impl Future<Output = Answer> + Send,
 > + Send {
-    service_fn(move |request| {
-        let per_connection = per_connection.clone();
-        let active = activity.begin();
-        async move {
-            let (service, conn) = &*per_connection;
-            let response = service.call(request, conn).await;
-            Ok(response.map(|body| Tracked::new(body, active)))
-        }
-    })
+    service_fn(move |request| answer(&per_connection, &activity, request))
 }
 
 /// The service of an HTTP/2 connection: each request's future is boxed
@@ -789,14 +781,25 @@ fn boxed_service<S: ListenerService>(
     Future = Pin<Box<dyn Future<Output = Answer> + Send>>,
 > + Send {
     service_fn(move |request| {
-        let per_connection = per_connection.clone();
-        let active = activity.begin();
-        Box::pin(async move {
-            let (service, conn) = &*per_connection;
-            let response = service.call(request, conn).await;
-            Ok(response.map(|body| Tracked::new(body, active)))
-        }) as Pin<Box<dyn Future<Output = Answer> + Send>>
+        Box::pin(answer(&per_connection, &activity, request))
+            as Pin<Box<dyn Future<Output = Answer> + Send>>
     })
+}
+
+/// One request of the connection, answered by its service; the
+/// connection counts as active until the response body is done.
+fn answer<S: ListenerService>(
+    per_connection: &PerConnection<S>,
+    activity: &Activity,
+    request: http::Request<hyper::body::Incoming>,
+) -> impl Future<Output = Answer> + Send {
+    let per_connection = per_connection.clone();
+    let active = activity.begin();
+    async move {
+        let (service, conn) = &*per_connection;
+        let response = service.call(request, conn).await;
+        Ok(response.map(|body| Tracked::new(body, active)))
+    }
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
