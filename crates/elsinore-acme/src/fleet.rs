@@ -41,13 +41,13 @@ const PUBLISH_WAIT: Duration = Duration::from_secs(5);
 /// One wait for a notification.
 const WAIT_SLICE: Duration = Duration::from_millis(250);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Database lookups for answers memory does not have, per second at most:
 /// a CA makes a few validation requests per order, while anyone can ask
 /// for made-up tokens, and each lookup is a query on the fleet's shared
 /// database. Past it a miss is a miss (the order is retried if it was
 /// the CA's).
 const STORED_LOOKUPS_PER_SECOND: u32 = 20;
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The high 32 bits of every order lock: "ACME" in ASCII, so no order lock
 /// is ever the events' or the migrations' lock (both start with "elsi").
@@ -204,7 +204,10 @@ impl Fleet {
                 answer
             }
             Err(err) => {
-                tracing::warn!(target: "elsinore::acme", error = %err, "a validation request found no answer in memory and the state database could not be asked");
+                // Debug: while the database is away every guessed token
+                // would log one (up to the budget); the refresh's health
+                // and a failed order already say so.
+                tracing::debug!(target: "elsinore::acme", error = %err, "a validation request found no answer in memory and the state database could not be asked");
                 None
             }
         }
